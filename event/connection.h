@@ -1,0 +1,60 @@
+// Connection: one socket with its read and write events (nginx's ngx_connection_t), and the
+// per-loop ConnectionPool that preallocates them and hands them out from a free list.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "event/event.h"
+#include "event/socket_address.h"
+#include "event/syscall_util.h"
+
+namespace ferry::event {
+
+struct Listening;
+
+struct Connection {
+  UniqueFd fd;
+  Event read;
+  Event write;
+  void* data = nullptr;                // the user of the connection (a session, a notifier, ...)
+  const Listening* listening = nullptr;  // set on accepted connections
+  SocketAddress peer;
+  Connection* next_free = nullptr;
+  std::uint32_t index = 0;             // slot in the pool
+
+  Connection() noexcept {
+    read.data = this;
+    write.data = this;
+    write.write = true;
+  }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+};
+
+class ConnectionPool {
+ public:
+  explicit ConnectionPool(std::size_t size);
+  ConnectionPool(const ConnectionPool&) = delete;
+  ConnectionPool& operator=(const ConnectionPool&) = delete;
+
+  // Takes a free entry for `fd`, flipping its instance bit so that epoll reports still queued
+  // for the entry's previous owner are recognised as stale. Returns nullptr when none is free;
+  // `fd` is then closed.
+  Connection* get(UniqueFd fd) noexcept;
+  // Returns an entry whose fd, timers and posted events are already gone.
+  void free(Connection& c) noexcept;
+
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] std::size_t free_count() const noexcept { return free_count_; }
+  [[nodiscard]] Connection& at(std::size_t i) noexcept { return entries_[i]; }
+
+ private:
+  std::unique_ptr<Connection[]> entries_;
+  Connection* free_list_ = nullptr;
+  std::size_t size_;
+  std::size_t free_count_;
+};
+
+}  // namespace ferry::event

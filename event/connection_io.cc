@@ -1,0 +1,40 @@
+// recv()/send() on a connection with EINTR retried and the event flags kept current.
+#include "event/connection_io.h"
+
+#include <sys/socket.h>
+
+#include "event/syscall_util.h"
+
+namespace ferry::event {
+
+IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept {
+  const ssize_t n =
+      retry_eintr([&] { return ::recv(c.fd.get(), buffer.data(), buffer.size(), 0); });
+  if (n > 0) return {IoStatus::ok, static_cast<std::size_t>(n)};
+  if (n == 0) {
+    c.read.ready = false;
+    c.read.eof = true;
+    return {IoStatus::eof};
+  }
+  const int err = errno;
+  c.read.ready = false;
+  if (err == EAGAIN || err == EWOULDBLOCK) return {IoStatus::again};
+  c.read.error = true;
+  return {IoStatus::error, 0, err};
+}
+
+IoResult send(Connection& c, std::span<const std::byte> data) noexcept {
+  const ssize_t n = retry_eintr(
+      [&] { return ::send(c.fd.get(), data.data(), data.size(), MSG_NOSIGNAL); });
+  if (n >= 0) {
+    if (static_cast<std::size_t>(n) < data.size()) c.write.ready = false;
+    return {IoStatus::ok, static_cast<std::size_t>(n)};
+  }
+  const int err = errno;
+  c.write.ready = false;
+  if (err == EAGAIN || err == EWOULDBLOCK) return {IoStatus::again};
+  c.write.error = true;
+  return {IoStatus::error, 0, err};
+}
+
+}  // namespace ferry::event

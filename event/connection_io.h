@@ -1,0 +1,27 @@
+// Reading and writing a non-blocking connection the way nginx's ngx_unix_recv/ngx_unix_send do:
+// the event's ready/eof/error flags follow what the kernel said, so handlers can read until
+// EAGAIN under edge-triggered epoll and know when to wait.
+#pragma once
+
+#include <cstddef>
+#include <span>
+
+#include "event/connection.h"
+
+namespace ferry::event {
+
+enum class IoStatus { ok, again, eof, error };
+
+struct IoResult {
+  IoStatus status;
+  std::size_t bytes = 0;  // with ok: how many bytes moved
+  int err = 0;            // with error: errno
+};
+
+// recv(): ok with bytes > 0; again clears read.ready; eof sets read.eof and clears ready;
+// error sets read.error.
+IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept;
+// send(): ok with bytes (a short write clears write.ready); again clears write.ready.
+IoResult send(Connection& c, std::span<const std::byte> data) noexcept;
+
+}  // namespace ferry::event

@@ -1,0 +1,226 @@
+// EventLoop: epoll registration with nginx's ADD/MOD rule, stale-event detection through the
+// instance bit, and the iteration order of ngx_process_events_and_timers.
+#include "event/event_loop.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include <spdlog/spdlog.h>
+
+#include "event/acceptor.h"
+
+namespace ferry::event {
+namespace {
+
+// epoll_data carries the Connection pointer with the instance bit in its lowest bit; entries
+// are at least 8-byte aligned, so that bit is free.
+void* tag(Connection& c, bool instance) noexcept {
+  return reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(&c) | (instance ? 1U : 0U));
+}
+
+}  // namespace
+
+EventLoop::~EventLoop() = default;
+
+std::error_code EventLoop::init(const LoopOptions& options) {
+  static_assert(alignof(Connection) >= 2, "the instance bit needs a free low pointer bit");
+  epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) {
+    const auto ec = last_error();
+    spdlog::critical("epoll_create1() failed: {}", ec.message());
+    return ec;
+  }
+  events_.resize(static_cast<std::size_t>(options.epoll_events > 0 ? options.epoll_events : 512));
+  pool_ = std::make_unique<ConnectionPool>(options.connections);
+  thread_ = std::this_thread::get_id();
+  update_time();
+  return {};
+}
+
+void EventLoop::assert_in_loop_thread() const noexcept {
+  if (!in_loop_thread()) {
+    std::fprintf(stderr, "ferry: event loop used off its thread\n");
+    std::abort();
+  }
+}
+
+std::error_code EventLoop::add_event(Event& ev, EventKind kind, std::uint32_t flags) {
+  auto& c = *static_cast<Connection*>(ev.data);
+  Event& other = kind == EventKind::read ? c.write : c.read;
+  std::uint32_t events = kind == EventKind::read ? (EPOLLIN | EPOLLRDHUP) : EPOLLOUT;
+  const std::uint32_t other_events = kind == EventKind::read ? EPOLLOUT : (EPOLLIN | EPOLLRDHUP);
+
+  // A fd may be added to epoll once; after that only modified. The opposite event's
+  // `active` tells whether the fd is already there (seed 004).
+  int op = EPOLL_CTL_ADD;
+  if (other.active) {
+    op = EPOLL_CTL_MOD;
+    events |= other_events;
+  }
+  epoll_event ee{};
+  ee.events = events | flags;
+  ee.data.ptr = tag(c, ev.instance);
+  if (::epoll_ctl(epoll_.get(), op, c.fd.get(), &ee) == -1) {
+    const auto ec = last_error();
+    spdlog::error("epoll_ctl({}, {}) failed: {}", op == EPOLL_CTL_ADD ? "ADD" : "MOD", c.fd.get(),
+                  ec.message());
+    return ec;
+  }
+  ev.active = true;
+  return {};
+}
+
+std::error_code EventLoop::del_event(Event& ev, EventKind kind, bool closing) {
+  ev.active = false;
+  // A closed fd leaves epoll by itself, unless another process or fd still refers to it.
+  if (closing) return {};
+
+  auto& c = *static_cast<Connection*>(ev.data);
+  Event& other = kind == EventKind::read ? c.write : c.read;
+  int op = EPOLL_CTL_DEL;
+  epoll_event ee{};
+  if (other.active) {
+    op = EPOLL_CTL_MOD;
+    ee.events = (kind == EventKind::read ? EPOLLOUT : (EPOLLIN | EPOLLRDHUP)) | EPOLLET;
+    ee.data.ptr = tag(c, other.instance);
+  }
+  if (::epoll_ctl(epoll_.get(), op, c.fd.get(), &ee) == -1) {
+    const auto ec = last_error();
+    spdlog::error("epoll_ctl({}, {}) failed: {}", op == EPOLL_CTL_DEL ? "DEL" : "MOD", c.fd.get(),
+                  ec.message());
+    return ec;
+  }
+  return {};
+}
+
+std::error_code EventLoop::add_connection(Connection& c) {
+  epoll_event ee{};
+  ee.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP;
+  ee.data.ptr = tag(c, c.read.instance);
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c.fd.get(), &ee) == -1) {
+    const auto ec = last_error();
+    spdlog::error("epoll_ctl(ADD, {}) failed: {}", c.fd.get(), ec.message());
+    return ec;
+  }
+  c.read.active = c.write.active = true;
+  return {};
+}
+
+std::error_code EventLoop::del_connection(Connection& c, bool closing) {
+  c.read.active = c.write.active = false;
+  if (closing) return {};
+  epoll_event ee{};
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.fd.get(), &ee) == -1) {
+    const auto ec = last_error();
+    spdlog::error("epoll_ctl(DEL, {}) failed: {}", c.fd.get(), ec.message());
+    return ec;
+  }
+  return {};
+}
+
+void EventLoop::close_connection(Connection& c) noexcept {
+  timers_.del(c.read);
+  timers_.del(c.write);
+  PostedQueue::remove(c.read);
+  PostedQueue::remove(c.write);
+  (void)del_connection(c, true);
+  pool_->free(c);  // closes the fd
+}
+
+void EventLoop::process_events_and_timers() {
+  int timeout = timers_.timeout_ms(now_);
+  unsigned flags = 0;
+
+  if (acceptor_ != nullptr && acceptor_->uses_mutex()) {
+    if (acceptor_->accept_disabled > 0) {
+      // Too few free connections: leave the mutex to the other workers for a while.
+      --acceptor_->accept_disabled;
+      acceptor_->release_accept_events();
+    } else {
+      acceptor_->try_lock_accept_mutex();
+      if (acceptor_->mutex_held()) {
+        flags |= kPostEvents;
+      } else {
+        const int delay = static_cast<int>(acceptor_->mutex_delay().count());
+        if (timeout == -1 || timeout > delay) timeout = delay;
+      }
+    }
+  }
+
+  process_events(timeout, flags);
+
+  posted_accept_.run();
+  if (acceptor_ != nullptr && acceptor_->mutex_held()) acceptor_->unlock_accept_mutex();
+
+  timers_.expire(now_);
+  posted_.run();
+}
+
+void EventLoop::run() {
+  assert_in_loop_thread();
+  stop_ = false;
+  while (!stop_) process_events_and_timers();
+}
+
+void EventLoop::process_events(int timeout_ms, unsigned flags) {
+  last_wait_timeout_ = timeout_ms;
+  const int n =
+      ::epoll_wait(epoll_.get(), events_.data(), static_cast<int>(events_.size()), timeout_ms);
+  const int err = errno;
+  update_time();
+
+  if (n == -1) {
+    // A signal interrupted the wait: return so the caller can look at its flags.
+    if (err != EINTR) spdlog::critical("epoll_wait() failed: {}", errno_code(err).message());
+    return;
+  }
+  if (n == 0) {
+    if (timeout_ms == -1) spdlog::critical("epoll_wait() returned no events without timeout");
+    return;
+  }
+
+  for (int i = 0; i < n; ++i) {
+    const auto bits = reinterpret_cast<std::uintptr_t>(events_[i].data.ptr);
+    auto& c = *reinterpret_cast<Connection*>(bits & ~std::uintptr_t{1});
+    const bool instance = (bits & 1U) != 0;
+
+    // The entry was closed, or closed and reused, by a handler earlier in this batch.
+    if (!c.fd.valid() || c.read.instance != instance) {
+      spdlog::trace("epoll: stale event for connection #{}", c.index);
+      continue;
+    }
+
+    std::uint32_t revents = events_[i].events;
+    // Errors and hangups are delivered to whichever handler is registered, which then sees
+    // them from recv/send.
+    if (revents & (EPOLLERR | EPOLLHUP)) revents |= EPOLLIN | EPOLLOUT;
+
+    if ((revents & EPOLLIN) && c.read.active) {
+      if (revents & EPOLLRDHUP) c.read.pending_eof = true;
+      c.read.ready = true;
+      dispatch(c.read, flags);
+    }
+
+    // The read handler may have closed (and even reused) the connection.
+    if ((revents & EPOLLOUT) && c.write.active) {
+      if (!c.fd.valid() || c.write.instance != instance) {
+        spdlog::trace("epoll: stale write event for connection #{}", c.index);
+        continue;
+      }
+      c.write.ready = true;
+      dispatch(c.write, flags);
+    }
+  }
+}
+
+void EventLoop::dispatch(Event& ev, unsigned flags) {
+  if (flags & kPostEvents) {
+    (ev.accept ? posted_accept_ : posted_).post(ev);
+  } else {
+    ev.handler(ev);
+  }
+}
+
+}  // namespace ferry::event

@@ -1,0 +1,24 @@
+// Listening: a listening socket as the master opens it (address, backlog, SO_REUSEPORT) and
+// open_listening(), the socket/setsockopt/bind/listen sequence.
+#pragma once
+
+#include <system_error>
+
+#include "event/socket_address.h"
+#include "event/syscall_util.h"
+
+namespace ferry::event {
+
+struct Listening {
+  SocketAddress address;  // as configured; after open_listening(), as bound (port 0 resolved)
+  int backlog = 511;
+  bool reuseport = false;
+  UniqueFd fd;
+  void* data = nullptr;   // what the socket serves (a proxy), for the accept handler
+};
+
+// Opens, binds and listens, non-blocking and close-on-exec, with SO_REUSEADDR, SO_REUSEPORT
+// when asked, and IPV6_V6ONLY so "[::]:p" and "*:p" can both be listened on.
+std::error_code open_listening(Listening& ls);
+
+}  // namespace ferry::event

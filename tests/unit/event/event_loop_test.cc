@@ -1,0 +1,241 @@
+// Tests of event/event_loop: stale-event detection, timers driven by the loop, epoll_wait's
+// timeout, the ADD/MOD registration rule, posted events.
+#include "event/event_loop.h"
+
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/loop_helpers.h"
+
+namespace ferry::event {
+namespace {
+
+using std::chrono::milliseconds;
+using test::run_until;
+using test::socket_pair;
+
+class EventLoopTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_FALSE(loop.init({.connections = 8, .epoll_events = 64})); }
+  EventLoop loop;
+};
+
+// Shared state of the stale-event scenario.
+struct StaleScenario {
+  EventLoop* loop = nullptr;
+  Connection* x = nullptr;
+  Connection* y = nullptr;
+  UniqueFd z_fd;
+  Connection* z = nullptr;
+  int old_owner_calls = 0;
+  int new_owner_calls = 0;
+  bool reused_same_entry = false;
+};
+StaleScenario* scenario = nullptr;
+
+void new_owner_read(Event& ev) {
+  ++scenario->new_owner_calls;
+  ev.ready = false;
+}
+
+// Whichever of x and y runs first closes the other and hands its entry to z at once.
+void old_owner_read(Event& ev) {
+  auto* self = static_cast<Connection*>(ev.data);
+  ++scenario->old_owner_calls;
+  Connection* other = self == scenario->x ? scenario->y : scenario->x;
+  if (scenario->z != nullptr) return;
+  Connection* freed = other;
+  scenario->loop->close_connection(*other);
+  scenario->z = scenario->loop->get_connection(std::move(scenario->z_fd));
+  ASSERT_NE(scenario->z, nullptr);
+  scenario->reused_same_entry = scenario->z == freed;
+  scenario->z->read.handler = new_owner_read;
+  scenario->z->write.handler = [](Event&) {};
+  ASSERT_FALSE(scenario->loop->add_connection(*scenario->z));
+}
+
+TEST_F(EventLoopTest, StaleEventForAReusedConnectionIsDropped) {
+  StaleScenario s;
+  scenario = &s;
+  s.loop = &loop;
+  auto [x_fd, x_peer] = socket_pair();
+  auto [y_fd, y_peer] = socket_pair();
+  auto [z_fd, z_peer] = socket_pair();
+  s.z_fd = std::move(z_fd);
+
+  s.x = loop.get_connection(std::move(x_fd));
+  s.y = loop.get_connection(std::move(y_fd));
+  ASSERT_NE(s.x, nullptr);
+  ASSERT_NE(s.y, nullptr);
+  s.x->read.handler = s.y->read.handler = old_owner_read;
+  s.x->write.handler = s.y->write.handler = [](Event&) {};
+  ASSERT_FALSE(loop.add_connection(*s.x));
+  ASSERT_FALSE(loop.add_connection(*s.y));
+  // The test writes x's peer first, so x's report comes first and y's entry is the one reused.
+  const bool y_instance_before = s.y->read.instance;
+
+  // Both readable before the wait, so both reports arrive in one epoll_wait batch.
+  ASSERT_EQ(::write(x_peer.get(), "x", 1), 1);
+  ASSERT_EQ(::write(y_peer.get(), "y", 1), 1);
+  ASSERT_EQ(::write(z_peer.get(), "z", 1), 1);
+  loop.add_timer(s.x->write, milliseconds(1000));  // keeps the wait bounded
+  loop.process_events_and_timers();
+
+  ASSERT_NE(s.z, nullptr);
+  EXPECT_TRUE(s.reused_same_entry) << "the free list is LIFO: the closed entry is reused first";
+  EXPECT_EQ(s.old_owner_calls, 1) << "the closed connection's report must not reach any handler";
+  EXPECT_EQ(s.new_owner_calls, 0) << "the old owner's report reached the new owner";
+  EXPECT_NE(s.z->read.instance, y_instance_before);
+
+  // The new owner's own readiness is delivered in a later iteration.
+  EXPECT_TRUE(run_until(loop, [&] { return s.new_owner_calls == 1; }));
+  scenario = nullptr;
+}
+
+TEST_F(EventLoopTest, ReuseFlipsTheInstanceBit) {
+  auto [a, a_peer] = socket_pair();
+  Connection* c = loop.get_connection(std::move(a));
+  ASSERT_NE(c, nullptr);
+  const bool before = c->read.instance;
+  loop.close_connection(*c);
+  auto [b, b_peer] = socket_pair();
+  Connection* again = loop.get_connection(std::move(b));
+  ASSERT_EQ(again, c);
+  EXPECT_NE(again->read.instance, before);
+  EXPECT_EQ(again->write.instance, again->read.instance);
+}
+
+TEST_F(EventLoopTest, EpollWaitTimeoutFollowsTheNearestTimer) {
+  static std::vector<std::string>* order;
+  std::vector<std::string> fired;
+  order = &fired;
+  Event late;
+  Event early;
+  late.data = const_cast<char*>("late");
+  early.data = const_cast<char*>("early");
+  late.handler = early.handler = [](Event& ev) {
+    order->emplace_back(static_cast<const char*>(ev.data));
+  };
+
+  loop.add_timer(late, milliseconds(400));
+  loop.add_timer(early, milliseconds(120));
+  const auto start = std::chrono::steady_clock::now();
+  loop.process_events_and_timers();
+  const auto waited = std::chrono::steady_clock::now() - start;
+
+  EXPECT_EQ(loop.last_wait_timeout(), 120);
+  EXPECT_GE(waited, milliseconds(110)) << "epoll_wait returned before the nearest timer";
+  EXPECT_EQ(fired, std::vector<std::string>{"early"});
+
+  loop.process_events_and_timers();
+  EXPECT_LE(loop.last_wait_timeout(), 400 - 110);
+  EXPECT_GE(loop.last_wait_timeout(), 1);
+  EXPECT_EQ(fired, (std::vector<std::string>{"early", "late"}));
+}
+
+TEST_F(EventLoopTest, TimersFireThroughTheLoopInDeadlineOrder) {
+  static std::vector<int>* order;
+  std::vector<int> fired;
+  order = &fired;
+  Event t[3];
+  const int delays[3] = {60, 20, 40};
+  for (int i = 0; i < 3; ++i) {
+    t[i].data = reinterpret_cast<void*>(static_cast<std::intptr_t>(delays[i]));
+    t[i].handler = [](Event& ev) {
+      order->push_back(static_cast<int>(reinterpret_cast<std::intptr_t>(ev.data)));
+    };
+    loop.add_timer(t[i], milliseconds(delays[i]));
+  }
+  ASSERT_TRUE(run_until(loop, [&] { return fired.size() == 3; }));
+  EXPECT_EQ(fired, (std::vector<int>{20, 40, 60}));
+  EXPECT_TRUE(loop.timers().empty());
+}
+
+TEST_F(EventLoopTest, DeletedTimerDoesNotFireThroughTheLoop) {
+  static int fired;
+  fired = 0;
+  Event doomed;
+  Event witness;
+  doomed.handler = [](Event&) { fired += 100; };
+  witness.handler = [](Event&) { fired += 1; };
+  loop.add_timer(doomed, milliseconds(10));
+  loop.add_timer(witness, milliseconds(30));
+  loop.del_timer(doomed);
+  ASSERT_TRUE(run_until(loop, [&] { return fired != 0; }));
+  EXPECT_EQ(fired, 1);
+}
+
+// Registering the read and then the write side of one fd must use EPOLL_CTL_MOD the second
+// time (an ADD would fail with EEXIST); removing one side must keep the other.
+TEST_F(EventLoopTest, SecondDirectionIsAddedWithModAndDeletingOneKeepsTheOther) {
+  auto [fd, peer] = socket_pair();
+  Connection* c = loop.get_connection(std::move(fd));
+  ASSERT_NE(c, nullptr);
+  static int reads;
+  static int writes;
+  reads = writes = 0;
+  c->read.handler = [](Event& ev) {
+    ++reads;
+    char buf[16];
+    while (::read(static_cast<Connection*>(ev.data)->fd.get(), buf, sizeof buf) > 0) {
+    }
+  };
+  c->write.handler = [](Event&) { ++writes; };
+
+  ASSERT_FALSE(loop.add_event(c->read, EventKind::read));
+  ASSERT_FALSE(loop.add_event(c->write, EventKind::write));
+  EXPECT_TRUE(c->read.active);
+  EXPECT_TRUE(c->write.active);
+  ASSERT_TRUE(run_until(loop, [&] { return writes >= 1; }));
+
+  ASSERT_EQ(::write(peer.get(), "a", 1), 1);
+  ASSERT_TRUE(run_until(loop, [&] { return reads == 1; }));
+
+  ASSERT_FALSE(loop.del_event(c->read, EventKind::read));
+  EXPECT_FALSE(c->read.active);
+  EXPECT_TRUE(c->write.active);
+  ASSERT_EQ(::write(peer.get(), "b", 1), 1);
+  run_until(loop, [] { return false; }, milliseconds(120));
+  EXPECT_EQ(reads, 1) << "a deleted read event still fired";
+
+  // Re-adding read is a MOD again (write is still registered), and the pending byte shows up.
+  ASSERT_FALSE(loop.add_event(c->read, EventKind::read));
+  ASSERT_TRUE(run_until(loop, [&] { return reads == 2; }));
+  loop.close_connection(*c);
+}
+
+TEST_F(EventLoopTest, PostedEventsRunAfterTheWaitInPostingOrder) {
+  static std::vector<int>* order;
+  std::vector<int> ran;
+  order = &ran;
+  Event a;
+  Event b;
+  Event c;
+  a.data = reinterpret_cast<void*>(1);
+  b.data = reinterpret_cast<void*>(2);
+  c.data = reinterpret_cast<void*>(3);
+  for (Event* e : {&a, &b, &c}) {
+    e->handler = [](Event& ev) {
+      order->push_back(static_cast<int>(reinterpret_cast<std::intptr_t>(ev.data)));
+    };
+  }
+  loop.post(b);
+  loop.post(a);
+  loop.post(c);
+  loop.post(a);  // already posted: stays where it is
+  EventLoop::delete_posted(c);
+  Event guard;
+  guard.handler = [](Event&) {};
+  loop.add_timer(guard, milliseconds(1));
+  loop.process_events_and_timers();
+  EXPECT_EQ(ran, (std::vector<int>{2, 1}));
+  EXPECT_FALSE(a.posted);
+  EXPECT_FALSE(c.posted);
+}
+
+}  // namespace
+}  // namespace ferry::event
