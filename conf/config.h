@@ -1,0 +1,141 @@
+// Config: the typed, validated, immutable configuration of ../shared/spec/ferry.md. Every value
+// is already converted (durations, sizes, addresses, CIDRs, enums) and every default filled in.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "conf/address.h"
+
+namespace ferry::conf {
+
+using Msec = std::chrono::milliseconds;
+
+enum class LogLevel { trace, debug, info, warn, error, critical };
+enum class CpuAffinity { off, automatic };
+enum class Balance { round_robin, least_conn, hash };
+enum class ProxyProtocol { off, v1, v2 };
+
+struct LogSettings {
+  LogLevel level = LogLevel::info;
+  std::string path = "stderr";
+
+  bool operator==(const LogSettings&) const = default;
+};
+
+struct EventsSettings {
+  bool accept_mutex = false;
+  Msec accept_mutex_delay{500};
+  bool multi_accept = false;
+  int epoll_events = 512;
+
+  bool operator==(const EventsSettings&) const = default;
+};
+
+struct ThreadPoolSettings {
+  int threads = 4;
+  int max_queue = 65536;
+
+  bool operator==(const ThreadPoolSettings&) const = default;
+};
+
+struct Server {
+  Address address;
+  int weight = 1;
+  int max_fails = 1;
+  Msec fail_timeout{10'000};
+  int max_conns = 0;  // 0 = no limit
+  bool backup = false;
+  bool down = false;
+
+  bool operator==(const Server&) const = default;
+};
+
+struct HealthCheck {
+  Msec interval{5'000};
+  Msec timeout{1'000};
+  int fails = 3;
+  int passes = 2;
+  std::string send;
+  std::string expect;
+
+  bool operator==(const HealthCheck&) const = default;
+};
+
+struct Upstream {
+  std::string name;
+  Balance balance = Balance::round_robin;
+  Msec resolve_interval{30'000};
+  std::vector<Server> servers;
+  std::optional<HealthCheck> health_check;
+
+  bool operator==(const Upstream&) const = default;
+};
+
+// One "allow"/"deny" rule; `all` matches every address.
+struct AccessRule {
+  bool allow = true;
+  bool all = false;
+  int family = 0;            // AF_INET or AF_INET6 when !all
+  std::uint8_t addr[16]{};   // network address, host bits zero
+  int prefix = 0;            // mask length
+  std::string text;          // as written, for -T and messages
+
+  bool operator==(const AccessRule&) const = default;
+};
+
+struct Proxy {
+  std::string name;
+  std::vector<Address> listen;
+  std::string upstream;      // an upstream's name, or empty when `upstream_address` is used
+  std::optional<Address> upstream_address;  // `upstream = "host:port"`
+  bool reuseport = false;
+  int backlog = 511;
+  Msec connect_timeout{5'000};
+  Msec idle_timeout{600'000};
+  int next_upstream_tries = 3;      // 0 = all servers
+  Msec next_upstream_timeout{0};    // 0 = no limit
+  std::size_t buffer_size = 16 * 1024;
+  bool splice = true;
+  bool tcp_nodelay = true;
+  bool so_keepalive = false;
+  ProxyProtocol send_proxy_protocol = ProxyProtocol::off;
+  bool accept_proxy_protocol = false;
+  std::vector<AccessRule> access;   // empty = allow all
+  int max_conns_per_client = 0;     // 0 = off
+  std::string access_log = "/var/log/ferry/access.log";  // "off" = none
+
+  bool operator==(const Proxy&) const = default;
+};
+
+struct StatusSettings {
+  Address listen;
+  std::vector<AccessRule> access;
+
+  bool operator==(const StatusSettings&) const = default;
+};
+
+struct Config {
+  int worker_processes = 1;         // "auto" already resolved to the online CPUs
+  bool worker_processes_auto = false;
+  int worker_connections = 16384;
+  std::optional<long> worker_rlimit_nofile;
+  Msec worker_shutdown_timeout{30'000};  // 0 = wait for every connection
+  CpuAffinity worker_cpu_affinity = CpuAffinity::automatic;
+  std::optional<std::string> user;
+  std::string pid_file = "/run/ferry/ferry.pid";
+  LogSettings log;
+  EventsSettings events;
+  ThreadPoolSettings thread_pool;
+  std::vector<Upstream> upstreams;
+  std::vector<Proxy> proxies;
+  std::optional<StatusSettings> status;
+
+  bool operator==(const Config&) const = default;
+};
+
+}  // namespace ferry::conf

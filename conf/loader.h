@@ -1,0 +1,25 @@
+// Loading the configuration: the file (with its includes) → a validated Config, or every error
+// found, each naming file, line and setting. libconfig++'s exceptions never leave conf/.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "conf/config.h"
+#include "conf/error.h"
+
+namespace ferry::conf {
+
+struct LoadResult {
+  std::optional<Config> config;        // set only when there are no errors
+  std::vector<ConfigError> errors;
+  std::vector<ConfigError> warnings;   // accepted, but worth a line in the log
+};
+
+LoadResult load_file(const std::string& path);
+// The same for text in memory (tests, fuzzing); includes are taken from `folder`.
+LoadResult load_text(std::string_view text, const std::string& name, const std::string& folder);
+
+}  // namespace ferry::conf

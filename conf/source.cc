@@ -1,0 +1,137 @@
+// Source: @include expansion with a line map, loop detection and a depth bound.
+#include "conf/source.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <system_error>
+
+namespace ferry::conf {
+namespace {
+
+std::string folder_of(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+std::string join(const std::string& folder, const std::string& path) {
+  if (!path.empty() && path[0] == '/') return path;
+  if (folder == ".") return path;
+  return folder + '/' + path;
+}
+
+bool read_whole(const std::string& path, std::string& out, std::string& why) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    why = std::generic_category().message(errno);
+    return false;
+  }
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  if (in.bad()) {
+    why = std::generic_category().message(errno);
+    return false;
+  }
+  out = std::move(buffer).str();
+  return true;
+}
+
+// The file name of an `@include "name"` line, as libconfig's scanner accepts it: optional
+// blanks, the directive, blanks, a double-quoted name.
+bool include_target(std::string_view line, std::string& target) {
+  std::size_t i = line.find_first_not_of(" \t");
+  constexpr std::string_view kDirective = "@include";
+  if (i == std::string_view::npos || line.substr(i, kDirective.size()) != kDirective) return false;
+  i += kDirective.size();
+  const std::size_t quote = line.find_first_not_of(" \t", i);
+  if (quote == i || quote == std::string_view::npos || line[quote] != '"') return false;
+  const std::size_t end = line.find('"', quote + 1);
+  if (end == std::string_view::npos) return false;
+  target = std::string(line.substr(quote + 1, end - quote - 1));
+  return true;
+}
+
+}  // namespace
+
+Source Source::read_file(const std::string& path, std::vector<ConfigError>& errors) {
+  Source src;
+  src.main_file_ = path;
+  std::string content;
+  std::string why;
+  if (!read_whole(path, content, why)) {
+    errors.push_back({path, 0, "", "cannot read the configuration file: " + why});
+    return src;
+  }
+  std::vector<std::string> stack{path};
+  src.expand(content, path, folder_of(path), stack, errors);
+  return src;
+}
+
+Source Source::from_text(std::string_view text, const std::string& name, const std::string& folder,
+                         std::vector<ConfigError>& errors) {
+  Source src;
+  src.main_file_ = name;
+  std::vector<std::string> stack{name};
+  src.expand(text, name, folder, stack, errors);
+  return src;
+}
+
+std::pair<std::string, int> Source::origin(int line) const {
+  if (line < 1 || static_cast<std::size_t>(line) > lines_.size()) {
+    return {main_file_, line < 0 ? 0 : line};
+  }
+  const auto& [file, local] = lines_[static_cast<std::size_t>(line - 1)];
+  return {files_[file], static_cast<int>(local)};
+}
+
+void Source::expand(std::string_view content, const std::string& name, const std::string& folder,
+                    std::vector<std::string>& stack, std::vector<ConfigError>& errors) {
+  const auto file_index = static_cast<std::uint32_t>(files_.size());
+  files_.push_back(name);
+  std::uint32_t line_no = 0;
+  std::size_t pos = 0;
+  while (pos < content.size()) {
+    std::size_t end = content.find('\n', pos);
+    if (end == std::string_view::npos) end = content.size();
+    const std::string_view line = content.substr(pos, end - pos);
+    pos = end + 1;
+    ++line_no;
+
+    std::string target;
+    if (!include_target(line, target)) {
+      text_.append(line);
+      text_.push_back('\n');
+      lines_.emplace_back(file_index, line_no);
+      continue;
+    }
+    const std::string path = join(folder, target);
+    const int here = static_cast<int>(line_no);
+    if (stack.size() >= kMaxIncludeDepth) {
+      errors.push_back({name, here, "@include",
+                        "\"" + target + "\" nests includes deeper than " +
+                            std::to_string(kMaxIncludeDepth) + " levels"});
+    } else if (std::find(stack.begin(), stack.end(), path) != stack.end()) {
+      errors.push_back({name, here, "@include", "\"" + target + "\" includes itself (loop)"});
+    } else {
+      std::string included;
+      std::string why;
+      if (!read_whole(path, included, why)) {
+        errors.push_back({name, here, "@include", "cannot read \"" + path + "\": " + why});
+      } else {
+        stack.push_back(path);
+        expand(included, path, folder_of(path), stack, errors);
+        stack.pop_back();
+      }
+    }
+    // The directive line itself becomes an empty line of the including file, so that an error
+    // reported on it still points somewhere sensible.
+    text_.push_back('\n');
+    lines_.emplace_back(file_index, line_no);
+  }
+}
+
+}  // namespace ferry::conf

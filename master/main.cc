@@ -1,0 +1,133 @@
+// ferry's entry point: the command line, configuration test and dump, and the run mode.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "conf/loader.h"
+#include "conf/printer.h"
+#include "ferry_version.h"
+#include "master/cli.h"
+#include "master/listeners.h"
+#include "master/logging.h"
+#include "worker/worker_cycle.h"
+
+namespace ferry::master {
+namespace {
+
+void print_errors(const std::vector<conf::ConfigError>& list, const char* kind) {
+  for (const auto& e : list) {
+    std::fprintf(stderr, "%s%s\n", kind, e.to_string().c_str());
+  }
+}
+
+int test_configuration(const CommandLine& cl) {
+  const conf::LoadResult result = conf::load_file(cl.conf_file);
+  print_errors(result.errors, "");
+  if (!result.config) {
+    std::fprintf(stderr, "ferry: configuration file %s test failed\n", cl.conf_file.c_str());
+    return 1;
+  }
+  if (!cl.quiet) print_errors(result.warnings, "warning: ");
+  if (cl.action == Action::dump) std::fputs(conf::to_text(*result.config).c_str(), stdout);
+  if (!cl.quiet) {
+    std::fprintf(stderr, "ferry: configuration file %s test is successful\n",
+                 cl.conf_file.c_str());
+  }
+  return 0;
+}
+
+void print_version(bool verbose) {
+  std::printf("ferry version %s\n", FERRY_VERSION);
+  if (!verbose) return;
+  std::printf("built with: %s\n", FERRY_BUILD_OPTIONS);
+  std::printf("libraries: libconfig++ %s, spdlog %s, fmt %s, libsystemd %s\n",
+              FERRY_LIBCONFIG_VERSION, FERRY_SPDLOG_VERSION, FERRY_FMT_VERSION,
+              FERRY_SYSTEMD_VERSION);
+  std::printf("default configuration: %s\n", FERRY_DEFAULT_CONF);
+}
+
+void on_stop_signal(int) { worker::stop_worker(); }
+
+bool install_signals() {
+  struct sigaction sa {};
+  sigemptyset(&sa.sa_mask);
+  sa.sa_handler = on_stop_signal;
+  for (int sig : {SIGINT, SIGTERM, SIGQUIT}) {
+    if (::sigaction(sig, &sa, nullptr) == -1) {
+      spdlog::critical("sigaction({}) failed: {}", sig, std::strerror(errno));
+      return false;
+    }
+  }
+  // Until the process model lands, the signals it will use must not kill the process.
+  sa.sa_handler = SIG_IGN;
+  for (int sig : {SIGPIPE, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH}) {
+    if (::sigaction(sig, &sa, nullptr) == -1) {
+      spdlog::critical("sigaction({}) failed: {}", sig, std::strerror(errno));
+      return false;
+    }
+  }
+  return true;
+}
+
+int run(const CommandLine& cl) {
+  init_early_logging();
+  conf::LoadResult result = conf::load_file(cl.conf_file);
+  for (const auto& e : result.errors) spdlog::critical("{}", e.to_string());
+  if (!result.config) {
+    spdlog::critical("configuration file {} is invalid; not starting", cl.conf_file);
+    return 1;
+  }
+  for (const auto& w : result.warnings) spdlog::warn("{}", w.to_string());
+  const conf::Config& cfg = *result.config;
+  std::string why;
+  if (apply_log_settings(cfg.log, why)) {
+    spdlog::critical("cannot open the error log {}: {}", cfg.log.path, why);
+    return 1;
+  }
+  if (!install_signals()) return 1;
+
+  std::vector<std::unique_ptr<event::Listening>> listening;
+  if (open_listeners(cfg, listening)) return 1;
+  std::vector<const event::Listening*> views;
+  for (const auto& ls : listening) views.push_back(ls.get());
+
+  spdlog::info("ferry {} started, pid {} (one process: the master/worker model is not built yet)",
+               FERRY_VERSION, ::getpid());
+  const int status = worker::run_worker_cycle({.config = &cfg, .listening = views});
+  spdlog::info("ferry exiting");
+  return status;
+}
+
+}  // namespace
+}  // namespace ferry::master
+
+int main(int argc, char** argv) {
+  using namespace ferry::master;
+  const std::span<const char* const> args(const_cast<const char* const*>(argv),
+                                          static_cast<std::size_t>(argc));
+  auto parsed = parse_command_line(args, FERRY_DEFAULT_CONF);
+  if (const auto* why = std::get_if<std::string>(&parsed)) {
+    std::fprintf(stderr, "ferry: %s\n%s", why->c_str(), usage().c_str());
+    return 2;
+  }
+  const CommandLine& cl = std::get<CommandLine>(parsed);
+  switch (cl.action) {
+    case Action::help: std::fputs(usage().c_str(), stdout); return 0;
+    case Action::version: print_version(false); return 0;
+    case Action::version_verbose: print_version(true); return 0;
+    case Action::test:
+    case Action::dump: return test_configuration(cl);
+    case Action::signal:
+      std::fprintf(stderr, "ferry: -s %s: signalling a running master is not built yet\n",
+                   cl.signal.c_str());
+      return 1;
+    case Action::run: return run(cl);
+  }
+  return 1;
+}
