@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <climits>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -35,8 +36,10 @@ Parsed<Msec> parse_duration(std::string_view text) {
   while (i < text.size()) {
     std::size_t j = i;
     while (j < text.size() && text[j] >= '0' && text[j] <= '9') ++j;
+    if (j == i) return bad;
     unsigned long long number = 0;
-    if (j == i || !parse_uint(text.substr(i, j - i), number)) return bad;
+    // More digits than fit: certainly longer than the bound below.
+    if (!parse_uint(text.substr(i, j - i), number)) number = ULLONG_MAX;
     std::size_t k = j;
     while (k < text.size() && text[k] >= 'a' && text[k] <= 'z') ++k;
     const std::string_view unit = text.substr(j, k - j);

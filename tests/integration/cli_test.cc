@@ -1,0 +1,96 @@
+// End-to-end tests of the command line of the real ferry binary: exit codes, messages,
+// -t / -T / -q, usage on bad command lines.
+#include <gtest/gtest.h>
+
+#include "tests/support/process.h"
+
+namespace ferry::test {
+namespace {
+
+const std::string kExample = std::string(FERRY_SOURCE_ROOT) + "/packaging/ferry.conf";
+
+TEST(CliTest, VersionPrintsTheVersionAndExitsZero) {
+  const Finished f = run_program({ferry_binary(), "-v"});
+  EXPECT_EQ(f.exit_code, 0);
+  EXPECT_EQ(f.out.rfind("ferry version ", 0), 0U) << f.out;
+}
+
+TEST(CliTest, VerboseVersionNamesTheLibraries) {
+  const Finished f = run_program({ferry_binary(), "-V"});
+  EXPECT_EQ(f.exit_code, 0);
+  for (const char* what : {"ferry version ", "libconfig++", "spdlog", "fmt", "libsystemd",
+                           "built with:"}) {
+    EXPECT_NE(f.out.find(what), std::string::npos) << what << " missing from:\n" << f.out;
+  }
+}
+
+TEST(CliTest, HelpPrintsUsageAndExitsZero) {
+  const Finished f = run_program({ferry_binary(), "-h"});
+  EXPECT_EQ(f.exit_code, 0);
+  EXPECT_NE(f.out.find("usage: ferry"), std::string::npos);
+}
+
+TEST(CliTest, BadCommandLinesExitTwoWithUsageOnStderr) {
+  const std::vector<std::vector<std::string>> bad = {
+      {"-x"}, {"-c"}, {"-s"}, {"-s", "restart"}, {"extra"}, {"-t", "-s", "reload"}, {"-q"},
+      {"--frobnicate"},
+  };
+  for (const auto& args : bad) {
+    std::vector<std::string> argv{ferry_binary()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const Finished f = run_program(argv);
+    std::string joined;
+    for (const auto& a : args) joined += a + ' ';
+    EXPECT_EQ(f.exit_code, 2) << joined;
+    EXPECT_NE(f.err.find("usage: ferry"), std::string::npos) << joined << ":\n" << f.err;
+    EXPECT_TRUE(f.out.empty()) << joined;
+  }
+}
+
+TEST(CliTest, TestOfTheShippedExampleSucceeds) {
+  const Finished f = run_program({ferry_binary(), "-t", "-c", kExample});
+  EXPECT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_NE(f.err.find("ferry: configuration file " + kExample + " test is successful"),
+            std::string::npos)
+      << f.err;
+}
+
+TEST(CliTest, QuietTestPrintsNothingOnSuccess) {
+  const Finished f = run_program({ferry_binary(), "-tq", "-c", kExample});
+  EXPECT_EQ(f.exit_code, 0);
+  EXPECT_TRUE(f.err.empty()) << f.err;
+  EXPECT_TRUE(f.out.empty()) << f.out;
+}
+
+TEST(CliTest, TestOfABrokenFileExitsOneNamingFileAndLine) {
+  TempDir dir;
+  const std::string conf = dir.write("bad.conf", "worker_connections = 10;\nlog = { level = \"loud\"; };\n");
+  const Finished f = run_program({ferry_binary(), "-t", "-q", "-c", conf});
+  EXPECT_EQ(f.exit_code, 1);
+  EXPECT_NE(f.err.find(conf + ":2: log.level: \"loud\" is not one of"), std::string::npos)
+      << f.err;
+  EXPECT_NE(f.err.find("test failed"), std::string::npos);
+}
+
+TEST(CliTest, MissingFileExitsOne) {
+  const Finished f = run_program({ferry_binary(), "-t", "-c", "/nonexistent/ferry.conf"});
+  EXPECT_EQ(f.exit_code, 1);
+  EXPECT_NE(f.err.find("/nonexistent/ferry.conf: cannot read the configuration file: No such file"),
+            std::string::npos)
+      << f.err;
+}
+
+TEST(CliTest, DumpPrintsAConfigurationThatTestsAndDumpsTheSame) {
+  TempDir dir;
+  const Finished first = run_program({ferry_binary(), "-T", "-q", "-c", kExample});
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_NE(first.out.find("worker_shutdown_timeout = \"30s\";"), std::string::npos)
+      << "defaults must be filled in:\n" << first.out;
+  const std::string again = dir.write("dumped.conf", first.out);
+  const Finished second = run_program({ferry_binary(), "-T", "-q", "-c", again});
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  EXPECT_EQ(second.out, first.out);
+}
+
+}  // namespace
+}  // namespace ferry::test

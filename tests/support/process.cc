@@ -1,0 +1,169 @@
+// Process helpers: posix_spawn with pipes, poll-driven reads, bounded waits.
+#include "tests/support/process.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+
+extern char** environ;
+
+namespace ferry::test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+}  // namespace
+
+Process::Process(const std::vector<std::string>& argv) {
+  int out[2];
+  int err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+    throw std::runtime_error(std::string("pipe2: ") + std::strerror(errno));
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, err[1], 2);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  const int rc = ::posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out[1]);
+  ::close(err[1]);
+  out_fd_ = out[0];
+  err_fd_ = err[0];
+  if (rc != 0) {
+    pid_ = -1;
+    throw std::runtime_error("posix_spawn " + argv[0] + ": " + std::strerror(rc));
+  }
+}
+
+Process::~Process() {
+  if (pid_ > 0 && !finished_) {
+    ::kill(pid_, SIGKILL);
+    int status;
+    ::waitpid(pid_, &status, 0);
+  }
+  if (out_fd_ >= 0) ::close(out_fd_);
+  if (err_fd_ >= 0) ::close(err_fd_);
+}
+
+void Process::pump(std::chrono::milliseconds limit) {
+  pollfd fds[2] = {{out_fd_, POLLIN, 0}, {err_fd_, POLLIN, 0}};
+  const int n = ::poll(fds, 2, static_cast<int>(limit.count()));
+  if (n <= 0) return;
+  char buf[8192];
+  for (int i = 0; i < 2; ++i) {
+    if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    const ssize_t got = ::read(fds[i].fd, buf, sizeof buf);
+    std::string& into = i == 0 ? out_ : err_;
+    int& fd = i == 0 ? out_fd_ : err_fd_;
+    if (got > 0) {
+      into.append(buf, static_cast<std::size_t>(got));
+    } else if (got == 0) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
+}
+
+bool Process::wait_for_stderr(const std::string& text, std::chrono::milliseconds limit) {
+  const auto deadline = Clock::now() + limit;
+  while (err_.find(text) == std::string::npos) {
+    if (err_fd_ < 0) return false;
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return false;
+    pump(left);
+  }
+  return true;
+}
+
+void Process::signal(int sig) {
+  if (pid_ > 0 && !finished_) ::kill(pid_, sig);
+}
+
+Finished Process::wait(std::chrono::milliseconds limit) {
+  if (finished_) return *finished_;
+  const auto deadline = Clock::now() + limit;
+  int status = 0;
+  for (;;) {
+    const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) break;
+    if (Clock::now() >= deadline) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+      break;
+    }
+    pump(std::chrono::milliseconds(20));
+  }
+  // The pipes close when the last holder (the program, or a child it left) exits.
+  const auto drain_deadline = Clock::now() + std::chrono::seconds(2);
+  while ((out_fd_ >= 0 || err_fd_ >= 0) && Clock::now() < drain_deadline) {
+    pump(std::chrono::milliseconds(50));
+  }
+  Finished f;
+  f.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  f.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+  f.out = out_;
+  f.err = err_;
+  finished_ = f;
+  return f;
+}
+
+Finished run_program(const std::vector<std::string>& argv, std::chrono::milliseconds limit) {
+  Process p(argv);
+  return p.wait(limit);
+}
+
+std::string ferry_binary() {
+  const char* path = std::getenv("FERRY_BINARY");
+  if (path == nullptr || *path == '\0') throw std::runtime_error("FERRY_BINARY is not set");
+  return path;
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin);
+  socklen_t len = sizeof sin;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len);
+  ::close(fd);
+  return ntohs(sin.sin_port);
+}
+
+TempDir::TempDir() {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "ferry-test-XXXXXX").string();
+  if (::mkdtemp(tmpl.data()) == nullptr) {
+    throw std::runtime_error(std::string("mkdtemp: ") + std::strerror(errno));
+  }
+  path_ = tmpl;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+std::string TempDir::write(const std::string& name, const std::string& content) const {
+  const std::string full = path_ + "/" + name;
+  std::filesystem::create_directories(std::filesystem::path(full).parent_path());
+  std::ofstream(full) << content;
+  return full;
+}
+
+}  // namespace ferry::test

@@ -1,0 +1,69 @@
+// Test helper: runs a real program (the ferry binary) with its output captured, waits for
+// lines to appear and for it to exit — every wait bounded.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ferry::test {
+
+struct Finished {
+  int exit_code = -1;   // -1 when killed by a signal
+  int signal = 0;
+  std::string out;
+  std::string err;
+};
+
+// Runs `argv` to completion (killed after `limit`).
+Finished run_program(const std::vector<std::string>& argv,
+                     std::chrono::milliseconds limit = std::chrono::seconds(20));
+
+// A program left running while the test talks to it.
+class Process {
+ public:
+  explicit Process(const std::vector<std::string>& argv);
+  ~Process();
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  // Reads stderr until `text` appears in it; false after `limit` or at EOF.
+  bool wait_for_stderr(const std::string& text,
+                       std::chrono::milliseconds limit = std::chrono::seconds(10));
+  void signal(int sig);
+  // Waits for exit (killing with SIGKILL after `limit`); collects the remaining output.
+  Finished wait(std::chrono::milliseconds limit = std::chrono::seconds(10));
+  [[nodiscard]] const std::string& stderr_so_far() const noexcept { return err_; }
+
+ private:
+  void pump(std::chrono::milliseconds limit);
+
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  int err_fd_ = -1;
+  std::string out_;
+  std::string err_;
+  std::optional<Finished> finished_;
+};
+
+// The path of the ferry binary under test (FERRY_BINARY from meson).
+std::string ferry_binary();
+// A loopback TCP port that was free a moment ago.
+int free_port();
+// A fresh temporary folder, removed by the caller's TempDir.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  std::string write(const std::string& name, const std::string& content) const;
+
+ private:
+  std::string path_;
+};
+
+}  // namespace ferry::test

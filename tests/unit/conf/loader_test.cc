@@ -1,0 +1,143 @@
+// Tests of conf/loader and conf/printer: defaults, includes from the including file's folder,
+// the spec's example, and -T's round trip to an equal Config.
+#include "conf/loader.h"
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include "conf/printer.h"
+#include "tests/support/process.h"
+
+namespace ferry::conf {
+namespace {
+
+const std::string kExample = std::string(FERRY_SOURCE_ROOT) + "/packaging/ferry.conf";
+
+std::string errors_of(const LoadResult& r) {
+  std::string out;
+  for (const auto& e : r.errors) out += e.to_string() + "\n";
+  return out;
+}
+
+TEST(LoaderTest, AnEmptyFileGivesEveryDefault) {
+  const LoadResult r = load_text("", "empty.conf", ".");
+  ASSERT_TRUE(r.config) << errors_of(r);
+  const Config& c = *r.config;
+  EXPECT_EQ(c.worker_processes, 1);
+  EXPECT_EQ(c.worker_connections, 16384);
+  EXPECT_EQ(c.worker_shutdown_timeout, Msec{30'000});
+  EXPECT_EQ(c.pid_file, "/run/ferry/ferry.pid");
+  EXPECT_EQ(c.log.level, LogLevel::info);
+  EXPECT_EQ(c.log.path, "stderr");
+  EXPECT_FALSE(c.events.accept_mutex);
+  EXPECT_EQ(c.events.accept_mutex_delay, Msec{500});
+  EXPECT_EQ(c.events.epoll_events, 512);
+  EXPECT_EQ(c.thread_pool.threads, 4);
+  EXPECT_EQ(c.thread_pool.max_queue, 65536);
+  EXPECT_TRUE(c.proxies.empty());
+  EXPECT_FALSE(c.status);
+}
+
+TEST(LoaderTest, AutoWorkersAreTheOnlineCpus) {
+  const LoadResult r = load_text("worker_processes = \"auto\";", "a.conf", ".");
+  ASSERT_TRUE(r.config) << errors_of(r);
+  EXPECT_EQ(r.config->worker_processes, static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN)));
+  EXPECT_TRUE(r.config->worker_processes_auto);
+}
+
+TEST(LoaderTest, TheShippedExampleLoads) {
+  const LoadResult r = load_file(kExample);
+  ASSERT_TRUE(r.config) << errors_of(r);
+  ASSERT_EQ(r.config->proxies.size(), 1U);
+  const Proxy& p = r.config->proxies[0];
+  EXPECT_EQ(p.name, "web");
+  EXPECT_EQ(p.upstream, "app");
+  ASSERT_EQ(p.listen.size(), 1U);
+  EXPECT_EQ(p.listen[0].text, "127.0.0.1:8080");
+  EXPECT_EQ(p.access.size(), 3U);
+  EXPECT_EQ(p.buffer_size, 16384U);
+}
+
+TEST(LoaderTest, IncludesAreTakenFromTheIncludingFilesFolder) {
+  test::TempDir dir;
+  const std::string main = dir.write("main.conf",
+                                     "worker_connections = 100;\n"
+                                     "@include \"conf.d/events.conf\"\n"
+                                     "pid_file = \"/tmp/x.pid\";\n");
+  dir.write("conf.d/events.conf", "events = { multi_accept = true; };\n@include \"more.conf\"\n");
+  dir.write("conf.d/more.conf", "\nthread_pool = { threads = 0; };\n");
+  const LoadResult r = load_file(main);
+  ASSERT_EQ(r.errors.size(), 1U) << errors_of(r);
+  // The error is reported in the file and at the line where it is written.
+  EXPECT_EQ(r.errors[0].file, dir.path() + "/conf.d/more.conf");
+  EXPECT_EQ(r.errors[0].line, 2);
+  EXPECT_EQ(r.errors[0].setting, "thread_pool.threads");
+}
+
+TEST(LoaderTest, LinesAfterAnIncludeKeepTheirNumbers) {
+  test::TempDir dir;
+  const std::string main = dir.write("main.conf",
+                                     "@include \"a.conf\"\n"
+                                     "\n"
+                                     "worker_connections = -1;\n");
+  dir.write("a.conf", "log = { level = \"info\"; };\n\n\n\n");
+  const LoadResult r = load_file(main);
+  ASSERT_EQ(r.errors.size(), 1U) << errors_of(r);
+  EXPECT_EQ(r.errors[0].to_string(), main + ":3: worker_connections: -1 is out of range (2-1048576)");
+}
+
+TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
+  const std::string full = R"(
+    worker_processes = 3;
+    worker_connections = 1000;
+    worker_rlimit_nofile = 4096;
+    worker_shutdown_timeout = "1m30s";
+    worker_cpu_affinity = "off";
+    pid_file = "/tmp/p \"quoted\".pid";
+    log = { level = "debug"; path = "/tmp/ferry.log"; };
+    events = { accept_mutex = true; accept_mutex_delay = "100ms"; multi_accept = true; epoll_events = 64; };
+    thread_pool = { threads = 2; max_queue = 10; };
+    upstreams = (
+      { name = "a"; balance = "least_conn"; resolve_interval = "0";
+        servers = ( { address = "127.0.0.1:1"; weight = 5; max_fails = 0; fail_timeout = "1s";
+                      max_conns = 10; backup = true; },
+                    { address = "[::1]:2"; down = true; } );
+        health_check = { interval = "2s"; timeout = "250ms"; fails = 2; passes = 1;
+                         send = "PING\r\n"; expect = "+PONG"; }; },
+      { name = "b"; balance = "hash"; servers = ( { address = "localhost:3"; } ); }
+    );
+    proxies = (
+      { name = "p1"; listen = [ "127.0.0.1:7001", "[::1]:7001" ]; upstream = "a";
+        reuseport = true; backlog = 100; connect_timeout = "2s"; idle_timeout = "0";
+        next_upstream_tries = 0; next_upstream_timeout = "3s"; buffer_size = "64k";
+        splice = false; tcp_nodelay = false; so_keepalive = true; send_proxy_protocol = "v2";
+        accept_proxy_protocol = true; access = [ "allow 10.0.0.0/8", "deny all" ];
+        max_conns_per_client = 7; access_log = "off"; },
+      { name = "p2"; listen = "*:7002"; upstream = "127.0.0.1:9999"; buffer_size = 5000; }
+    );
+    status = { listen = "127.0.0.1:9145"; access = [ "allow 127.0.0.1" ]; };
+  )";
+  const LoadResult first = load_text(full, "full.conf", ".");
+  ASSERT_TRUE(first.config) << errors_of(first);
+  const std::string dumped = to_text(*first.config);
+  const LoadResult second = load_text(dumped, "dumped.conf", ".");
+  ASSERT_TRUE(second.config) << errors_of(second) << dumped;
+  EXPECT_TRUE(*first.config == *second.config) << dumped;
+  EXPECT_EQ(to_text(*second.config), dumped);
+  // Spot checks that the values were really read, not left at their defaults.
+  EXPECT_EQ(first.config->proxies[1].upstream_address->text, "127.0.0.1:9999");
+  EXPECT_EQ(first.config->upstreams[0].health_check->send, "PING\r\n");
+  EXPECT_EQ(first.config->worker_shutdown_timeout, Msec{90'000});
+}
+
+TEST(LoaderTest, EveryErrorIsReportedNotJustTheFirst) {
+  const LoadResult r = load_text(
+      "worker_connections = 0;\nworker_processes = 0;\nevents = { epoll_events = \"x\"; };\n",
+      "m.conf", ".");
+  EXPECT_EQ(r.errors.size(), 3U) << errors_of(r);
+  EXPECT_FALSE(r.config);
+}
+
+}  // namespace
+}  // namespace ferry::conf
