@@ -80,10 +80,10 @@ struct Upstream {
 struct AccessRule {
   bool allow = true;
   bool all = false;
-  int family = 0;            // AF_INET or AF_INET6 when !all
-  std::uint8_t addr[16]{};   // network address, host bits zero
-  int prefix = 0;            // mask length
-  std::string text;          // as written, for -T and messages
+  int family = 0;           // AF_INET or AF_INET6 when !all
+  std::uint8_t addr[16]{};  // network address, host bits zero
+  int prefix = 0;           // mask length
+  std::string text;         // as written, for -T and messages
 
   bool operator==(const AccessRule&) const = default;
 };
@@ -91,22 +91,22 @@ struct AccessRule {
 struct Proxy {
   std::string name;
   std::vector<Address> listen;
-  std::string upstream;      // an upstream's name, or empty when `upstream_address` is used
+  std::string upstream;  // an upstream's name, or empty when `upstream_address` is used
   std::optional<Address> upstream_address;  // `upstream = "host:port"`
   bool reuseport = false;
   int backlog = 511;
   Msec connect_timeout{5'000};
   Msec idle_timeout{600'000};
-  int next_upstream_tries = 3;      // 0 = all servers
-  Msec next_upstream_timeout{0};    // 0 = no limit
+  int next_upstream_tries = 3;    // 0 = all servers
+  Msec next_upstream_timeout{0};  // 0 = no limit
   std::size_t buffer_size = 16 * 1024;
   bool splice = true;
   bool tcp_nodelay = true;
   bool so_keepalive = false;
   ProxyProtocol send_proxy_protocol = ProxyProtocol::off;
   bool accept_proxy_protocol = false;
-  std::vector<AccessRule> access;   // empty = allow all
-  int max_conns_per_client = 0;     // 0 = off
+  std::vector<AccessRule> access;                        // empty = allow all
+  int max_conns_per_client = 0;                          // 0 = off
   std::string access_log = "/var/log/ferry/access.log";  // "off" = none
 
   bool operator==(const Proxy&) const = default;
@@ -120,7 +120,7 @@ struct StatusSettings {
 };
 
 struct Config {
-  int worker_processes = 1;         // "auto" already resolved to the online CPUs
+  int worker_processes = 1;  // "auto" already resolved to the online CPUs
   bool worker_processes_auto = false;
   int worker_connections = 16384;
   std::optional<long> worker_rlimit_nofile;

@@ -8,8 +8,8 @@ namespace ferry::conf {
 
 struct ConfigError {
   std::string file;
-  int line = 0;          // 0: the file as a whole
-  std::string setting;   // libconfig path, e.g. "proxies.[0].connect_timeout"; may be empty
+  int line = 0;         // 0: the file as a whole
+  std::string setting;  // libconfig path, e.g. "proxies.[0].connect_timeout"; may be empty
   std::string message;
 
   [[nodiscard]] std::string to_string() const {

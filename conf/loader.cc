@@ -2,10 +2,10 @@
 // unknown names, duplicates and dangling references reported with file and line.
 #include "conf/loader.h"
 
-#include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pwd.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <climits>
@@ -112,8 +112,8 @@ class Reader {
       error(s, std::string("expected an integer, found ") + type_name(s));
       return std::nullopt;
     }
-    const long long v = s.getType() == Setting::TypeInt64 ? static_cast<long long>(s)
-                                                          : static_cast<int>(s);
+    const long long v =
+        s.getType() == Setting::TypeInt64 ? static_cast<long long>(s) : static_cast<int>(s);
     if (v < min || v > max) {
       error(s, std::to_string(v) + " is out of range (" + std::to_string(min) + "-" +
                    std::to_string(max) + ")");
@@ -439,10 +439,9 @@ Proxy read_proxy(Reader& r, const Setting& g, const std::vector<Upstream>& upstr
   if (auto* s = Reader::member(g, "tcp_nodelay")) assign(px.tcp_nodelay, r.boolean(*s));
   if (auto* s = Reader::member(g, "so_keepalive")) assign(px.so_keepalive, r.boolean(*s));
   if (auto* s = Reader::member(g, "send_proxy_protocol")) {
-    assign(px.send_proxy_protocol,
-           r.choice<ProxyProtocol>(*s, {{"off", ProxyProtocol::off},
-                                        {"v1", ProxyProtocol::v1},
-                                        {"v2", ProxyProtocol::v2}}));
+    assign(px.send_proxy_protocol, r.choice<ProxyProtocol>(*s, {{"off", ProxyProtocol::off},
+                                                                {"v1", ProxyProtocol::v1},
+                                                                {"v2", ProxyProtocol::v2}}));
   }
   if (auto* s = Reader::member(g, "accept_proxy_protocol")) {
     assign(px.accept_proxy_protocol, r.boolean(*s));
@@ -481,8 +480,8 @@ bool collide(const Address& a, const Address& b) {
   if (a.storage.ss_family == AF_INET6) {
     const auto* x = reinterpret_cast<const sockaddr_in6*>(&a.storage);
     const auto* y = reinterpret_cast<const sockaddr_in6*>(&b.storage);
-    return x->sin6_port == y->sin6_port && (IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) ||
-                                            IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
+    return x->sin6_port == y->sin6_port &&
+           (IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr));
   }
   return false;
 }
@@ -495,8 +494,8 @@ void check_unique_names(Reader& r, const Setting& list, const char* what) {
     if (name.getType() != Setting::TypeString) continue;
     auto [it, fresh] = seen.emplace(name.c_str(), &name);
     if (!fresh) {
-      r.error(name, std::string("duplicate ") + what + " name \"" + name.c_str() +
-                        "\" (first at " + r.where(*it->second) + ")");
+      r.error(name, std::string("duplicate ") + what + " name \"" + name.c_str() + "\" (first at " +
+                        r.where(*it->second) + ")");
     }
   }
 }
@@ -562,8 +561,8 @@ void read_root(Reader& r, const Setting& root, Config& cfg) {
     assign(cfg.worker_shutdown_timeout, r.duration(*s));
   }
   if (auto* s = Reader::member(root, "worker_cpu_affinity")) {
-    assign(cfg.worker_cpu_affinity,
-           r.choice<CpuAffinity>(*s, {{"auto", CpuAffinity::automatic}, {"off", CpuAffinity::off}}));
+    assign(cfg.worker_cpu_affinity, r.choice<CpuAffinity>(*s, {{"auto", CpuAffinity::automatic},
+                                                               {"off", CpuAffinity::off}}));
   }
   if (auto* s = Reader::member(root, "user")) {
     if (auto name = r.string(*s, false)) {

@@ -13,9 +13,9 @@
 namespace ferry::conf {
 
 struct LoadResult {
-  std::optional<Config> config;        // set only when there are no errors
+  std::optional<Config> config;  // set only when there are no errors
   std::vector<ConfigError> errors;
-  std::vector<ConfigError> warnings;   // accepted, but worth a line in the log
+  std::vector<ConfigError> warnings;  // accepted, but worth a line in the log
 };
 
 LoadResult load_file(const std::string& path);

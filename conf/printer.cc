@@ -64,7 +64,9 @@ class Writer {
   void line(const std::string& text) { out_ += std::string(indent_ * 2, ' ') + text + '\n'; }
   void set(const std::string& name, const std::string& value) { line(name + " = " + value + ";"); }
   void set(const std::string& name, int value) { set(name, std::to_string(value)); }
-  void set(const std::string& name, bool value) { set(name, std::string(value ? "true" : "false")); }
+  void set(const std::string& name, bool value) {
+    set(name, std::string(value ? "true" : "false"));
+  }
   void set_string(const std::string& name, const std::string& v) { set(name, quote(v)); }
   void set_duration(const std::string& name, Msec v) { set(name, quote(format_duration(v))); }
   void open(const std::string& text) {

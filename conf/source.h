@@ -21,8 +21,8 @@ class Source {
   // are appended to `errors` (the rest of the text is still assembled).
   static Source read_file(const std::string& path, std::vector<ConfigError>& errors);
   // The same for text already in memory; includes are taken from `folder`.
-  static Source from_text(std::string_view text, const std::string& name,
-                          const std::string& folder, std::vector<ConfigError>& errors);
+  static Source from_text(std::string_view text, const std::string& name, const std::string& folder,
+                          std::vector<ConfigError>& errors);
 
   [[nodiscard]] const std::string& text() const noexcept { return text_; }
   // Where line `line` (1-based) of text() came from.

@@ -26,8 +26,7 @@ bool parse_uint(std::string_view text, unsigned long long& out) {
 }  // namespace
 
 Parsed<Msec> parse_duration(std::string_view text) {
-  const std::string bad =
-      quoted(text) + " is not a duration (use \"500ms\", \"5s\", \"1m\")";
+  const std::string bad = quoted(text) + " is not a duration (use \"500ms\", \"5s\", \"1m\")";
   if (text == "0") return Msec{0};
   // One or more number+unit pairs: "90s", "1h30m".
   unsigned long long total = 0;
@@ -66,9 +65,12 @@ Parsed<std::size_t> parse_size(std::string_view text) {
   unsigned long long scale = 1;
   std::string_view digits = text;
   switch (text.back()) {
-    case 'k': case 'K': scale = 1ULL << 10; break;
-    case 'm': case 'M': scale = 1ULL << 20; break;
-    case 'g': case 'G': scale = 1ULL << 30; break;
+    case 'k':
+    case 'K': scale = 1ULL << 10; break;
+    case 'm':
+    case 'M': scale = 1ULL << 20; break;
+    case 'g':
+    case 'G': scale = 1ULL << 30; break;
     default: break;
   }
   if (scale != 1) digits.remove_suffix(1);
@@ -205,8 +207,8 @@ std::string format_duration(Msec value) {
     unsigned long long scale;
     const char* name;
   };
-  for (const Unit u : {Unit{86'400'000, "d"}, Unit{3'600'000, "h"}, Unit{60'000, "m"},
-                       Unit{1000, "s"}}) {
+  for (const Unit u :
+       {Unit{86'400'000, "d"}, Unit{3'600'000, "h"}, Unit{60'000, "m"}, Unit{1000, "s"}}) {
     if (ms % u.scale == 0) return std::to_string(ms / u.scale) + u.name;
   }
   return std::to_string(ms) + "ms";

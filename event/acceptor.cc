@@ -23,8 +23,8 @@ std::error_code Acceptor::init(EventLoop& loop, std::span<const Listening* const
     UniqueFd dup(::fcntl(ls->fd.get(), F_DUPFD_CLOEXEC, 0));
     if (!dup) {
       const auto ec = last_error();
-      spdlog::critical("fcntl(F_DUPFD_CLOEXEC) of listening {} failed: {}",
-                       ls->address.to_string(), ec.message());
+      spdlog::critical("fcntl(F_DUPFD_CLOEXEC) of listening {} failed: {}", ls->address.to_string(),
+                       ec.message());
       return ec;
     }
     auto c = std::make_unique<Connection>();
@@ -140,14 +140,13 @@ void Acceptor::accept_from(Event& ev, Connection& lc) {
     }
 
     ConnectionPool& pool = loop_->pool();
-    accept_disabled =
-        static_cast<long>(pool.size() / 8) - static_cast<long>(pool.free_count());
+    accept_disabled = static_cast<long>(pool.size() / 8) - static_cast<long>(pool.free_count());
 
     Connection* c = loop_->get_connection(std::move(fd));
     if (c == nullptr) {
       ++stats_.no_connection;
-      spdlog::warn("{} worker_connections are not enough, connection on {} refused",
-                   pool.size(), lc.listening->address.to_string());
+      spdlog::warn("{} worker_connections are not enough, connection on {} refused", pool.size(),
+                   lc.listening->address.to_string());
       return;
     }
     c->peer = peer;

@@ -22,15 +22,15 @@ class EventLoop;
 using AcceptHandler = void (*)(Connection& c, void* ctx);
 
 struct AcceptOptions {
-  bool multi_accept = false;      // accept until EAGAIN on each readiness report
-  AcceptMutex* mutex = nullptr;   // set: take turns with the other workers (accept_mutex on)
-  Msec delay{500};                // accept_mutex_delay; also the pause after EMFILE/ENFILE
+  bool multi_accept = false;     // accept until EAGAIN on each readiness report
+  AcceptMutex* mutex = nullptr;  // set: take turns with the other workers (accept_mutex on)
+  Msec delay{500};               // accept_mutex_delay; also the pause after EMFILE/ENFILE
 };
 
 struct AcceptStats {
   std::size_t accepted = 0;
-  std::size_t fd_exhausted = 0;  // pauses taken because accept4 hit EMFILE/ENFILE
-  std::size_t no_connection = 0; // accepted but refused: the pool was empty
+  std::size_t fd_exhausted = 0;   // pauses taken because accept4 hit EMFILE/ENFILE
+  std::size_t no_connection = 0;  // accepted but refused: the pool was empty
 };
 
 class Acceptor {

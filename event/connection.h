@@ -18,11 +18,11 @@ struct Connection {
   UniqueFd fd;
   Event read;
   Event write;
-  void* data = nullptr;                // the user of the connection (a session, a notifier, ...)
+  void* data = nullptr;                  // the user of the connection (a session, a notifier, ...)
   const Listening* listening = nullptr;  // set on accepted connections
   SocketAddress peer;
   Connection* next_free = nullptr;
-  std::uint32_t index = 0;             // slot in the pool
+  std::uint32_t index = 0;  // slot in the pool
 
   Connection() noexcept {
     read.data = this;

@@ -24,8 +24,8 @@ IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept {
 }
 
 IoResult send(Connection& c, std::span<const std::byte> data) noexcept {
-  const ssize_t n = retry_eintr(
-      [&] { return ::send(c.fd.get(), data.data(), data.size(), MSG_NOSIGNAL); });
+  const ssize_t n =
+      retry_eintr([&] { return ::send(c.fd.get(), data.data(), data.size(), MSG_NOSIGNAL); });
   if (n >= 0) {
     if (static_cast<std::size_t>(n) < data.size()) c.write.ready = false;
     return {IoStatus::ok, static_cast<std::size_t>(n)};

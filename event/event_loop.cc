@@ -20,9 +20,26 @@ void* tag(Connection& c, bool instance) noexcept {
   return reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(&c) | (instance ? 1U : 0U));
 }
 
+const char* op_name(int op) noexcept {
+  switch (op) {
+    case EPOLL_CTL_ADD: return "ADD";
+    case EPOLL_CTL_MOD: return "MOD";
+    default: return "DEL";
+  }
+}
+
 }  // namespace
 
 EventLoop::~EventLoop() = default;
+
+std::error_code EventLoop::ctl(int op, const Connection& c, epoll_event& ee) {
+  if (::epoll_ctl(epoll_.get(), op, c.fd.get(), &ee) == -1) {
+    const auto ec = last_error();
+    spdlog::error("epoll_ctl({}, {}) failed: {}", op_name(op), c.fd.get(), ec.message());
+    return ec;
+  }
+  return {};
+}
 
 std::error_code EventLoop::init(const LoopOptions& options) {
   static_assert(alignof(Connection) >= 2, "the instance bit needs a free low pointer bit");
@@ -47,6 +64,7 @@ void EventLoop::assert_in_loop_thread() const noexcept {
 }
 
 std::error_code EventLoop::add_event(Event& ev, EventKind kind, std::uint32_t flags) {
+  debug_assert_in_loop_thread();
   auto& c = *static_cast<Connection*>(ev.data);
   Event& other = kind == EventKind::read ? c.write : c.read;
   std::uint32_t events = kind == EventKind::read ? (EPOLLIN | EPOLLRDHUP) : EPOLLOUT;
@@ -62,17 +80,13 @@ std::error_code EventLoop::add_event(Event& ev, EventKind kind, std::uint32_t fl
   epoll_event ee{};
   ee.events = events | flags;
   ee.data.ptr = tag(c, ev.instance);
-  if (::epoll_ctl(epoll_.get(), op, c.fd.get(), &ee) == -1) {
-    const auto ec = last_error();
-    spdlog::error("epoll_ctl({}, {}) failed: {}", op == EPOLL_CTL_ADD ? "ADD" : "MOD", c.fd.get(),
-                  ec.message());
-    return ec;
-  }
+  if (auto ec = ctl(op, c, ee)) return ec;
   ev.active = true;
   return {};
 }
 
 std::error_code EventLoop::del_event(Event& ev, EventKind kind, bool closing) {
+  debug_assert_in_loop_thread();
   ev.active = false;
   // A closed fd leaves epoll by itself, unless another process or fd still refers to it.
   if (closing) return {};
@@ -86,24 +100,14 @@ std::error_code EventLoop::del_event(Event& ev, EventKind kind, bool closing) {
     ee.events = (kind == EventKind::read ? EPOLLOUT : (EPOLLIN | EPOLLRDHUP)) | EPOLLET;
     ee.data.ptr = tag(c, other.instance);
   }
-  if (::epoll_ctl(epoll_.get(), op, c.fd.get(), &ee) == -1) {
-    const auto ec = last_error();
-    spdlog::error("epoll_ctl({}, {}) failed: {}", op == EPOLL_CTL_DEL ? "DEL" : "MOD", c.fd.get(),
-                  ec.message());
-    return ec;
-  }
-  return {};
+  return ctl(op, c, ee);
 }
 
 std::error_code EventLoop::add_connection(Connection& c) {
   epoll_event ee{};
   ee.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP;
   ee.data.ptr = tag(c, c.read.instance);
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c.fd.get(), &ee) == -1) {
-    const auto ec = last_error();
-    spdlog::error("epoll_ctl(ADD, {}) failed: {}", c.fd.get(), ec.message());
-    return ec;
-  }
+  if (auto ec = ctl(EPOLL_CTL_ADD, c, ee)) return ec;
   c.read.active = c.write.active = true;
   return {};
 }
@@ -112,12 +116,7 @@ std::error_code EventLoop::del_connection(Connection& c, bool closing) {
   c.read.active = c.write.active = false;
   if (closing) return {};
   epoll_event ee{};
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.fd.get(), &ee) == -1) {
-    const auto ec = last_error();
-    spdlog::error("epoll_ctl(DEL, {}) failed: {}", c.fd.get(), ec.message());
-    return ec;
-  }
-  return {};
+  return ctl(EPOLL_CTL_DEL, c, ee);
 }
 
 void EventLoop::close_connection(Connection& c) noexcept {

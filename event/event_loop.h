@@ -59,11 +59,20 @@ class EventLoop {
   void close_connection(Connection& c) noexcept;
   [[nodiscard]] ConnectionPool& pool() noexcept { return *pool_; }
 
-  void add_timer(Event& ev, Msec delay) { timers_.add(ev, now_ + delay); }
-  void del_timer(Event& ev) noexcept { timers_.del(ev); }
+  void add_timer(Event& ev, Msec delay) {
+    debug_assert_in_loop_thread();
+    timers_.add(ev, now_ + delay);
+  }
+  void del_timer(Event& ev) noexcept {
+    debug_assert_in_loop_thread();
+    timers_.del(ev);
+  }
   [[nodiscard]] TimerTree& timers() noexcept { return timers_; }
 
-  void post(Event& ev) noexcept { posted_.post(ev); }
+  void post(Event& ev) noexcept {
+    debug_assert_in_loop_thread();
+    posted_.post(ev);
+  }
   void post_accept(Event& ev) noexcept { posted_accept_.post(ev); }
   static void delete_posted(Event& ev) noexcept { PostedQueue::remove(ev); }
 
@@ -90,10 +99,17 @@ class EventLoop {
   }
   // Aborts with a message when called off the loop's thread (muduo's assertInLoopThread).
   void assert_in_loop_thread() const noexcept;
+  // The same check, compiled only into builds with assertions (not -Dbuildtype=release).
+  void debug_assert_in_loop_thread() const noexcept {
+#ifndef NDEBUG
+    assert_in_loop_thread();
+#endif
+  }
 
  private:
   enum : unsigned { kPostEvents = 1 };
 
+  std::error_code ctl(int op, const Connection& c, epoll_event& ee);
   void process_events(int timeout_ms, unsigned flags);
   void dispatch(Event& ev, unsigned flags);
 

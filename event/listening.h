@@ -14,7 +14,7 @@ struct Listening {
   int backlog = 511;
   bool reuseport = false;
   UniqueFd fd;
-  void* data = nullptr;   // what the socket serves (a proxy), for the accept handler
+  void* data = nullptr;  // what the socket serves (a proxy), for the accept handler
 };
 
 // Opens, binds and listens, non-blocking and close-on-exec, with SO_REUSEADDR, SO_REUSEPORT

@@ -20,7 +20,8 @@ std::optional<SocketAddress> SocketAddress::parse_numeric(std::string_view text)
   std::string host(text.substr(0, colon));
   const std::string_view port_text = text.substr(colon + 1);
   unsigned port = 0;
-  const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  const auto [end, ec] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (ec != std::errc{} || end != port_text.data() + port_text.size() || port > 65535 ||
       port_text.empty()) {
     return std::nullopt;

@@ -37,7 +37,8 @@ class ThreadPool {
   std::error_code init(EventLoop& loop, std::string name, std::size_t threads,
                        std::size_t max_queue);
   // Queues `task` from the loop thread. A full queue returns
-  // errc::resource_unavailable_try_again; a task already in flight returns errc::device_or_resource_busy.
+  // errc::resource_unavailable_try_again; a task already in flight returns
+  // errc::device_or_resource_busy.
   std::error_code post(ThreadTask& task);
   // Lets running tasks finish, drops the queued ones (their handlers never run), joins.
   void shutdown() noexcept;

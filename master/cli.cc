@@ -18,7 +18,8 @@ constexpr std::array<std::string_view, 4> kSignals = {"reload", "reopen", "quit"
 std::string usage() {
   return "usage: ferry [-c FILE] [-t | -T] [-q] [-s SIGNAL] [-v | -V] [-h]\n"
          "\n"
-         "  -c FILE    configuration file (default: " FERRY_DEFAULT_CONF ")\n"
+         "  -c FILE    configuration file (default: " FERRY_DEFAULT_CONF
+         ")\n"
          "  -t         test the configuration and exit\n"
          "  -T         test the configuration, print the effective configuration, and exit\n"
          "  -q         with -t or -T: print errors only\n"

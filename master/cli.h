@@ -13,8 +13,8 @@ enum class Action { run, test, dump, signal, version, version_verbose, help };
 struct CommandLine {
   Action action = Action::run;
   std::string conf_file;
-  bool quiet = false;      // -q: with -t/-T, errors only
-  std::string signal;      // -s: reload | reopen | quit | stop
+  bool quiet = false;  // -q: with -t/-T, errors only
+  std::string signal;  // -s: reload | reopen | quit | stop
 };
 
 // The parsed command line, or a one-line reason why it is not valid (exit 2).

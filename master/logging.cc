@@ -26,8 +26,8 @@ spdlog::level::level_enum to_spdlog(conf::LogLevel level) {
 }  // namespace
 
 void init_early_logging() {
-  auto logger = std::make_shared<spdlog::logger>(
-      "ferry", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto logger =
+      std::make_shared<spdlog::logger>("ferry", std::make_shared<spdlog::sinks::stderr_sink_mt>());
   logger->set_pattern(kPattern);
   logger->set_level(spdlog::level::info);
   logger->flush_on(spdlog::level::trace);

@@ -38,8 +38,7 @@ int test_configuration(const CommandLine& cl) {
   if (!cl.quiet) print_errors(result.warnings, "warning: ");
   if (cl.action == Action::dump) std::fputs(conf::to_text(*result.config).c_str(), stdout);
   if (!cl.quiet) {
-    std::fprintf(stderr, "ferry: configuration file %s test is successful\n",
-                 cl.conf_file.c_str());
+    std::fprintf(stderr, "ferry: configuration file %s test is successful\n", cl.conf_file.c_str());
   }
   return 0;
 }

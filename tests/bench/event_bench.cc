@@ -38,16 +38,18 @@ void BM_NotifierRoundTrip(benchmark::State& state) {
   if (loop.init({.connections = 16, .epoll_events = 64})) state.SkipWithError("init");
   std::uint64_t drained = 0;
   Notifier n;
-  if (n.create(loop, [](Notifier& self, std::uint64_t k) {
-        *static_cast<std::uint64_t*>(self.data()) += k;
-      }, &drained, true)) {
+  if (n.create(
+          loop,
+          [](Notifier& self, std::uint64_t k) { *static_cast<std::uint64_t*>(self.data()) += k; },
+          &drained, true)) {
     state.SkipWithError("notifier");
   }
   for (auto _ : state) {
     n.notify();
     loop.process_events_and_timers();
   }
-  if (drained != static_cast<std::uint64_t>(state.iterations())) state.SkipWithError("lost wake-up");
+  if (drained != static_cast<std::uint64_t>(state.iterations()))
+    state.SkipWithError("lost wake-up");
 }
 BENCHMARK(BM_NotifierRoundTrip);
 

@@ -18,8 +18,8 @@ TEST(CliTest, VersionPrintsTheVersionAndExitsZero) {
 TEST(CliTest, VerboseVersionNamesTheLibraries) {
   const Finished f = run_program({ferry_binary(), "-V"});
   EXPECT_EQ(f.exit_code, 0);
-  for (const char* what : {"ferry version ", "libconfig++", "spdlog", "fmt", "libsystemd",
-                           "built with:"}) {
+  for (const char* what :
+       {"ferry version ", "libconfig++", "spdlog", "fmt", "libsystemd", "built with:"}) {
     EXPECT_NE(f.out.find(what), std::string::npos) << what << " missing from:\n" << f.out;
   }
 }
@@ -32,8 +32,8 @@ TEST(CliTest, HelpPrintsUsageAndExitsZero) {
 
 TEST(CliTest, BadCommandLinesExitTwoWithUsageOnStderr) {
   const std::vector<std::vector<std::string>> bad = {
-      {"-x"}, {"-c"}, {"-s"}, {"-s", "restart"}, {"extra"}, {"-t", "-s", "reload"}, {"-q"},
-      {"--frobnicate"},
+      {"-x"}, {"-c"},           {"-s"}, {"-s", "restart"}, {"extra"}, {"-t", "-s", "reload"},
+      {"-q"}, {"--frobnicate"},
   };
   for (const auto& args : bad) {
     std::vector<std::string> argv{ferry_binary()};
@@ -64,11 +64,11 @@ TEST(CliTest, QuietTestPrintsNothingOnSuccess) {
 
 TEST(CliTest, TestOfABrokenFileExitsOneNamingFileAndLine) {
   TempDir dir;
-  const std::string conf = dir.write("bad.conf", "worker_connections = 10;\nlog = { level = \"loud\"; };\n");
+  const std::string conf =
+      dir.write("bad.conf", "worker_connections = 10;\nlog = { level = \"loud\"; };\n");
   const Finished f = run_program({ferry_binary(), "-t", "-q", "-c", conf});
   EXPECT_EQ(f.exit_code, 1);
-  EXPECT_NE(f.err.find(conf + ":2: log.level: \"loud\" is not one of"), std::string::npos)
-      << f.err;
+  EXPECT_NE(f.err.find(conf + ":2: log.level: \"loud\" is not one of"), std::string::npos) << f.err;
   EXPECT_NE(f.err.find("test failed"), std::string::npos);
 }
 
@@ -85,7 +85,8 @@ TEST(CliTest, DumpPrintsAConfigurationThatTestsAndDumpsTheSame) {
   const Finished first = run_program({ferry_binary(), "-T", "-q", "-c", kExample});
   ASSERT_EQ(first.exit_code, 0) << first.err;
   EXPECT_NE(first.out.find("worker_shutdown_timeout = \"30s\";"), std::string::npos)
-      << "defaults must be filled in:\n" << first.out;
+      << "defaults must be filled in:\n"
+      << first.out;
   const std::string again = dir.write("dumped.conf", first.out);
   const Finished second = run_program({ferry_binary(), "-T", "-q", "-c", again});
   ASSERT_EQ(second.exit_code, 0) << second.err;

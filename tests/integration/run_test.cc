@@ -21,8 +21,8 @@ std::string config_for(int port) {
          "pid_file = \"/tmp/ferry-test-unused.pid\";\n"
          "log = { level = \"info\"; };\n"
          "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:9\"; } ); } );\n"
-         "proxies = ( { name = \"web\"; listen = [ \"127.0.0.1:" + std::to_string(port) +
-         "\" ]; upstream = \"app\"; access_log = \"off\"; } );\n";
+         "proxies = ( { name = \"web\"; listen = [ \"127.0.0.1:" +
+         std::to_string(port) + "\" ]; upstream = \"app\"; access_log = \"off\"; } );\n";
 }
 
 int connect_loopback(int port) {
@@ -94,9 +94,9 @@ TEST(RunErrorsTest, AnAddressInUseIsReportedAndExitsOne) {
   const Finished f = run_program({ferry_binary(), "-c", conf});
   ::close(taken);
   EXPECT_EQ(f.exit_code, 1);
-  EXPECT_NE(f.err.find("cannot listen on 127.0.0.1:" + std::to_string(port) +
-                       ": Address already in use"),
-            std::string::npos)
+  EXPECT_NE(
+      f.err.find("cannot listen on 127.0.0.1:" + std::to_string(port) + ": Address already in use"),
+      std::string::npos)
       << f.err;
 }
 

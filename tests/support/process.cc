@@ -84,7 +84,8 @@ bool Process::wait_for_stderr(const std::string& text, std::chrono::milliseconds
   const auto deadline = Clock::now() + limit;
   while (err_.find(text) == std::string::npos) {
     if (err_fd_ < 0) return false;
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     if (left.count() <= 0) return false;
     pump(left);
   }

@@ -12,7 +12,7 @@
 namespace ferry::test {
 
 struct Finished {
-  int exit_code = -1;   // -1 when killed by a signal
+  int exit_code = -1;  // -1 when killed by a signal
   int signal = 0;
   std::string out;
   std::string err;

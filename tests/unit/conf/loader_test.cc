@@ -84,7 +84,8 @@ TEST(LoaderTest, LinesAfterAnIncludeKeepTheirNumbers) {
   dir.write("a.conf", "log = { level = \"info\"; };\n\n\n\n");
   const LoadResult r = load_file(main);
   ASSERT_EQ(r.errors.size(), 1U) << errors_of(r);
-  EXPECT_EQ(r.errors[0].to_string(), main + ":3: worker_connections: -1 is out of range (2-1048576)");
+  EXPECT_EQ(r.errors[0].to_string(),
+            main + ":3: worker_connections: -1 is out of range (2-1048576)");
 }
 
 TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {

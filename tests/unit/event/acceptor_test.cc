@@ -176,8 +176,9 @@ TEST_F(AcceptorTest, AcceptDisabledFollowsTheFreeConnections) {
   kept.clear();
   Acceptor a;
   const Listening* list[] = {&ls};
-  ASSERT_FALSE(a.init(small, list, {.multi_accept = true},
-                      [](Connection& c, void*) { kept.push_back(&c); }, nullptr));
+  ASSERT_FALSE(a.init(
+      small, list, {.multi_accept = true}, [](Connection& c, void*) { kept.push_back(&c); },
+      nullptr));
   std::vector<UniqueFd> clients;
   for (int i = 0; i < 16; ++i) clients.push_back(connect_to(ls.address));
   ASSERT_TRUE(test::run_until(small, [&] { return kept.size() == 16; }));
@@ -196,12 +197,13 @@ int emfile_child() {
   static int accepted;
   Acceptor acceptor;
   const Listening* list[] = {&ls};
-  if (acceptor.init(loop, list, {.delay = milliseconds(100)},
-                    [](Connection& c, void* l) {
-                      ++accepted;
-                      static_cast<EventLoop*>(l)->close_connection(c);
-                    },
-                    &loop)) {
+  if (acceptor.init(
+          loop, list, {.delay = milliseconds(100)},
+          [](Connection& c, void* l) {
+            ++accepted;
+            static_cast<EventLoop*>(l)->close_connection(c);
+          },
+          &loop)) {
     return 12;
   }
   UniqueFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -233,7 +235,9 @@ int emfile_child() {
   if (iterations > 100) return 17;  // guard timers alone give ~23 iterations
 
   ::setrlimit(RLIMIT_NOFILE, &saved);
-  if (!test::run_until(loop, [&] { return accepted == 1; }, std::chrono::seconds(5))) return 18;
+  if (!test::run_until(
+          loop, [&] { return accepted == 1; }, std::chrono::seconds(5)))
+    return 18;
   return 0;
 }
 

@@ -74,7 +74,8 @@ TEST(ConnectionIoTest, EdgeTriggeredReadsUntilEagainMissNothing) {
         off += static_cast<std::size_t>(n);
       } else {
         ASSERT_EQ(errno, EAGAIN);
-        ASSERT_TRUE(test::run_until(loop, [&] { return sink.received.size() >= sent.size() + off; }));
+        ASSERT_TRUE(
+            test::run_until(loop, [&] { return sink.received.size() >= sent.size() + off; }));
       }
     }
     sent.insert(sent.end(), chunk.begin(), chunk.end());

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -117,9 +118,8 @@ TEST_F(EventLoopTest, EpollWaitTimeoutFollowsTheNearestTimer) {
   Event early;
   late.data = const_cast<char*>("late");
   early.data = const_cast<char*>("early");
-  late.handler = early.handler = [](Event& ev) {
-    order->emplace_back(static_cast<const char*>(ev.data));
-  };
+  late.handler =
+      early.handler = [](Event& ev) { order->emplace_back(static_cast<const char*>(ev.data)); };
 
   loop.add_timer(late, milliseconds(400));
   loop.add_timer(early, milliseconds(120));
@@ -199,7 +199,8 @@ TEST_F(EventLoopTest, SecondDirectionIsAddedWithModAndDeletingOneKeepsTheOther) 
   EXPECT_FALSE(c->read.active);
   EXPECT_TRUE(c->write.active);
   ASSERT_EQ(::write(peer.get(), "b", 1), 1);
-  run_until(loop, [] { return false; }, milliseconds(120));
+  run_until(
+      loop, [] { return false; }, milliseconds(120));
   EXPECT_EQ(reads, 1) << "a deleted read event still fired";
 
   // Re-adding read is a MOD again (write is still registered), and the pending byte shows up.
@@ -235,6 +236,23 @@ TEST_F(EventLoopTest, PostedEventsRunAfterTheWaitInPostingOrder) {
   EXPECT_EQ(ran, (std::vector<int>{2, 1}));
   EXPECT_FALSE(a.posted);
   EXPECT_FALSE(c.posted);
+}
+
+TEST_F(EventLoopTest, UsingTheLoopOffItsThreadAborts) {
+#ifdef NDEBUG
+  GTEST_SKIP() << "thread assertions are compiled out of release builds";
+#endif
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        std::thread other([this] {
+          Event ev;
+          ev.handler = [](Event&) {};
+          loop.add_timer(ev, milliseconds(10));
+        });
+        other.join();
+      },
+      "event loop used off its thread");
 }
 
 }  // namespace

@@ -65,8 +65,8 @@ TEST(SocketAddressTest, ParsesAndPrintsNumericForms) {
   EXPECT_EQ(SocketAddress::parse_numeric("[::1]:443")->to_string(), "[::1]:443");
   EXPECT_EQ(SocketAddress::parse_numeric("[::1]:443")->family(), AF_INET6);
   EXPECT_EQ(SocketAddress::parse_numeric("10.1.2.3:65535")->port(), 65535);
-  for (const char* bad : {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "1.2.3:80",
-                          "[::1:80", "::1:80", "host:80", "127.0.0.1:8x"}) {
+  for (const char* bad : {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "1.2.3:80", "[::1:80",
+                          "::1:80", "host:80", "127.0.0.1:8x"}) {
     EXPECT_FALSE(SocketAddress::parse_numeric(bad).has_value()) << bad;
   }
 }

@@ -52,12 +52,13 @@ TEST_F(NotifierTest, EightThreadsTimesTenThousandNotifiesAddUp) {
     });
   }
   go = true;
-  const bool all = test::run_until(loop, [&] { return tally.drained >= kThreads * kEach; },
-                                   std::chrono::seconds(20));
+  const bool all = test::run_until(
+      loop, [&] { return tally.drained >= kThreads * kEach; }, std::chrono::seconds(20));
   for (auto& t : threads) t.join();
   ASSERT_TRUE(all) << "drained " << tally.drained;
   // Nothing more is pending: one more bounded iteration must not report extra wake-ups.
-  test::run_until(loop, [] { return false; }, milliseconds(60));
+  test::run_until(
+      loop, [] { return false; }, milliseconds(60));
   EXPECT_EQ(tally.drained, static_cast<std::uint64_t>(kThreads * kEach));
   EXPECT_GE(tally.calls, 1);
   EXPECT_LE(tally.calls, kThreads * kEach);
@@ -93,7 +94,8 @@ TEST_F(NotifierTest, ManyNotifiersOnOneLoopEachRunTheirOwnHandler) {
   constexpr int kCount = 16;
   Tally tallies[kCount];
   Notifier notifiers[kCount];
-  for (int i = 0; i < kCount; ++i) ASSERT_FALSE(notifiers[i].create(loop, count, &tallies[i], true));
+  for (int i = 0; i < kCount; ++i)
+    ASSERT_FALSE(notifiers[i].create(loop, count, &tallies[i], true));
   for (int i = 0; i < kCount; ++i) {
     for (int k = 0; k <= i; ++k) notifiers[i].notify();
   }
@@ -111,7 +113,8 @@ TEST_F(NotifierTest, DelStopsWakeUpsAndAddDeliversWhatCameMeanwhile) {
   ASSERT_FALSE(n.create(loop, count, &tally, false));
   EXPECT_FALSE(n.active());
   n.notify();
-  test::run_until(loop, [] { return false; }, milliseconds(60));
+  test::run_until(
+      loop, [] { return false; }, milliseconds(60));
   EXPECT_EQ(tally.calls, 0) << "a notifier created without start was registered";
 
   ASSERT_FALSE(n.add());
@@ -119,7 +122,8 @@ TEST_F(NotifierTest, DelStopsWakeUpsAndAddDeliversWhatCameMeanwhile) {
 
   ASSERT_FALSE(n.del());
   n.notify();
-  test::run_until(loop, [] { return false; }, milliseconds(60));
+  test::run_until(
+      loop, [] { return false; }, milliseconds(60));
   EXPECT_EQ(tally.drained, 1U);
 
   ASSERT_FALSE(n.add());

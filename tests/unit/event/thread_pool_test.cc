@@ -62,8 +62,8 @@ TEST(ThreadPoolTest, HundredThousandTasksCompleteOnTheLoopThread) {
     job.task.event.data = &job;
     ASSERT_FALSE(pool.post(job.task)) << "task " << i;
   }
-  ASSERT_TRUE(test::run_until(loop, [&] { return run.completed == kTasks; },
-                              std::chrono::seconds(60)))
+  ASSERT_TRUE(test::run_until(
+      loop, [&] { return run.completed == kTasks; }, std::chrono::seconds(60)))
       << run.completed << " of " << kTasks;
   EXPECT_EQ(run.completed_off_loop, 0) << "completion handlers must run on the loop thread";
   EXPECT_EQ(run.ran_on_loop_thread.load(), 0) << "work must run on the pool's threads";
