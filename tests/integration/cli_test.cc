@@ -1,13 +1,22 @@
 // End-to-end tests of the command line of the real ferry binary: exit codes, messages,
 // -t / -T / -q, usage on bad command lines.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include "tests/support/process.h"
+#include "tests/support/shipped_configs.h"
 
 namespace ferry::test {
 namespace {
 
-const std::string kExample = std::string(FERRY_SOURCE_ROOT) + "/packaging/ferry.conf";
+const std::string kExample = source_root() + "/packaging/ferry.conf";
 
 TEST(CliTest, VersionPrintsTheVersionAndExitsZero) {
   const Finished f = run_program({ferry_binary(), "-v"});
@@ -80,17 +89,55 @@ TEST(CliTest, MissingFileExitsOne) {
       << f.err;
 }
 
-TEST(CliTest, DumpPrintsAConfigurationThatTestsAndDumpsTheSame) {
+TEST(CliTest, DumpFillsInDefaults) {
   TempDir dir;
-  const Finished first = run_program({ferry_binary(), "-T", "-q", "-c", kExample});
-  ASSERT_EQ(first.exit_code, 0) << first.err;
-  EXPECT_NE(first.out.find("worker_shutdown_timeout = \"30s\";"), std::string::npos)
-      << "defaults must be filled in:\n"
-      << first.out;
-  const std::string again = dir.write("dumped.conf", first.out);
-  const Finished second = run_program({ferry_binary(), "-T", "-q", "-c", again});
-  ASSERT_EQ(second.exit_code, 0) << second.err;
-  EXPECT_EQ(second.out, first.out);
+  const std::string conf = dir.write("min.conf", "worker_connections = 100;\n");
+  const Finished f = run_program({ferry_binary(), "-T", "-q", "-c", conf});
+  ASSERT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_TRUE(f.err.empty()) << f.err;
+  for (const char* line :
+       {"worker_connections = 100;", "worker_shutdown_timeout = \"30s\";",
+        "accept_mutex_delay = \"500ms\";", "pid_file = \"/run/ferry/ferry.pid\";"}) {
+    EXPECT_NE(f.out.find(line), std::string::npos) << line << " missing from:\n" << f.out;
+  }
+}
+
+// For every valid configuration shipped: -T's output passes -t, and dumping it again gives the
+// same text (the in-process Config equality is checked by the conf unit tests).
+TEST(CliTest, DumpOfEveryShippedConfigTestsAndDumpsTheSame) {
+  const auto files = shipped_valid_configs();
+  ASSERT_GE(files.size(), 5U);
+  TempDir dir;
+  for (const std::string& file : files) {
+    const Finished first = run_program({ferry_binary(), "-T", "-q", "-c", file});
+    ASSERT_EQ(first.exit_code, 0) << file << ":\n" << first.err;
+    const std::string again = dir.write("dumped.conf", first.out);
+    const Finished test = run_program({ferry_binary(), "-t", "-c", again});
+    EXPECT_EQ(test.exit_code, 0) << file << ":\n" << test.err;
+    const Finished second = run_program({ferry_binary(), "-T", "-q", "-c", again});
+    ASSERT_EQ(second.exit_code, 0) << second.err;
+    EXPECT_EQ(second.out, first.out) << file;
+  }
+}
+
+// -t opens and binds nothing: it succeeds while the configured address is held by someone else.
+TEST(CliTest, TestBindsNothing) {
+  const int held = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(held, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
+  ASSERT_EQ(::listen(held, 1), 0);
+  socklen_t len = sizeof sin;
+  ::getsockname(held, reinterpret_cast<sockaddr*>(&sin), &len);
+  TempDir dir;
+  const std::string conf = dir.write(
+      "taken.conf",
+      "proxies = ( { name = \"p\"; listen = \"127.0.0.1:" + std::to_string(ntohs(sin.sin_port)) +
+          "\"; upstream = \"127.0.0.1:1\"; } );\n");
+  const Finished f = run_program({ferry_binary(), "-t", "-c", conf});
+  ::close(held);
+  EXPECT_EQ(f.exit_code, 0) << f.err;
 }
 
 }  // namespace

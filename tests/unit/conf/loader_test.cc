@@ -4,15 +4,20 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include "conf/printer.h"
 #include "tests/support/process.h"
+#include "tests/support/shipped_configs.h"
 
 namespace ferry::conf {
 namespace {
 
-const std::string kExample = std::string(FERRY_SOURCE_ROOT) + "/packaging/ferry.conf";
+const std::string kExample = test::source_root() + "/packaging/ferry.conf";
 
 std::string errors_of(const LoadResult& r) {
   std::string out;
@@ -53,8 +58,13 @@ TEST(LoaderTest, TheShippedExampleLoads) {
   const Proxy& p = r.config->proxies[0];
   EXPECT_EQ(p.name, "web");
   EXPECT_EQ(p.upstream, "app");
-  ASSERT_EQ(p.listen.size(), 1U);
+  ASSERT_EQ(p.listen.size(), 2U);
   EXPECT_EQ(p.listen[0].text, "127.0.0.1:8080");
+  EXPECT_EQ(p.listen[1].text, "[::1]:8080");
+  ASSERT_EQ(r.config->upstreams.size(), 1U);
+  EXPECT_EQ(r.config->upstreams[0].servers.size(), 2U);
+  EXPECT_TRUE(r.config->upstreams[0].health_check);
+  EXPECT_TRUE(r.config->status);
   EXPECT_EQ(p.access.size(), 3U);
   EXPECT_EQ(p.buffer_size, 16384U);
 }
@@ -138,6 +148,20 @@ TEST(LoaderTest, EveryErrorIsReportedNotJustTheFirst) {
       "m.conf", ".");
   EXPECT_EQ(r.errors.size(), 3U) << errors_of(r);
   EXPECT_FALSE(r.config);
+}
+
+// Every valid configuration the project ships: -T's text loads back to an equal Config.
+TEST(LoaderTest, EveryShippedValidConfigRoundTripsThroughDump) {
+  const auto files = test::shipped_valid_configs();
+  ASSERT_GE(files.size(), 5U);
+  for (const std::string& file : files) {
+    const LoadResult first = load_file(file);
+    ASSERT_TRUE(first.config) << file << ":\n" << errors_of(first);
+    const std::string dumped = to_text(*first.config);
+    const LoadResult second = load_text(dumped, file + " (dumped)", ".");
+    ASSERT_TRUE(second.config) << file << ":\n" << errors_of(second) << dumped;
+    EXPECT_TRUE(*first.config == *second.config) << file << " dumps to:\n" << dumped;
+  }
 }
 
 }  // namespace

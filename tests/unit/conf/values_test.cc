@@ -115,6 +115,58 @@ TEST(AccessRuleTest, ParsesAllowDenyCidrAndAll) {
   EXPECT_NE(why(parse_access_rule("deny 1.2.3")).find("not an IPv4 or IPv6"), std::string::npos);
 }
 
+TEST(EdgeTest, DurationZeroAndBounds) {
+  EXPECT_EQ(ok(parse_duration("0")), Msec{0});
+  EXPECT_EQ(ok(parse_duration("0s")), Msec{0});
+  EXPECT_EQ(ok(parse_duration("0ms")), Msec{0});
+  EXPECT_EQ(ok(parse_duration("365d")), Msec{365LL * 86'400'000});
+  EXPECT_NE(why(parse_duration("365d1ms")).find("too long"), std::string::npos);
+  EXPECT_NE(why(parse_duration("18446744073709551616ms")).find("too long"), std::string::npos);
+}
+
+TEST(EdgeTest, SizeZeroAndOverflow) {
+  EXPECT_EQ(ok(parse_size("0")), 0U);
+  EXPECT_EQ(ok(parse_size("0k")), 0U);
+  EXPECT_NE(why(parse_size("18446744073709551616")).find("is not a size"), std::string::npos);
+  EXPECT_NE(why(parse_size("9999999999999g")).find("too large"), std::string::npos);
+}
+
+TEST(EdgeTest, AddressPortsAndIpv6Forms) {
+  EXPECT_EQ(ok(parse_address("127.0.0.1:1")).length, sizeof(sockaddr_in));
+  EXPECT_EQ(ok(parse_address("127.0.0.1:65535")).length, sizeof(sockaddr_in));
+  EXPECT_EQ(ok(parse_address("[::]:80")).storage.ss_family, AF_INET6);
+  EXPECT_EQ(ok(parse_address("[::ffff:127.0.0.1]:80")).storage.ss_family, AF_INET6);
+  EXPECT_EQ(ok(parse_address("[2001:db8::1]:443")).storage.ss_family, AF_INET6);
+  EXPECT_NE(why(parse_address("[]:80")).find("is not an address"), std::string::npos);
+  EXPECT_NE(why(parse_address("[::1]")).find("is not an address"), std::string::npos);
+  EXPECT_NE(why(parse_address("[::1]:")).find("is not an address"), std::string::npos);
+  EXPECT_NE(why(parse_address(":80")).find("is not an address"), std::string::npos);
+  EXPECT_NE(why(parse_address("127.0.0.1:-1")).find("is not an address"), std::string::npos);
+  EXPECT_NE(why(parse_address("127.0.0.1:99999999999999999999")).find("is not an address"),
+            std::string::npos);
+}
+
+TEST(EdgeTest, CidrPrefixBounds) {
+  const AccessRule all4 = ok(parse_access_rule("allow 0.0.0.0/0"));
+  EXPECT_EQ(all4.prefix, 0);
+  EXPECT_FALSE(all4.all) << "/0 is a network rule of one family, not \"all\"";
+  EXPECT_EQ(ok(parse_access_rule("allow 1.2.3.4/0")).addr[0], 0) << "/0 clears every bit";
+  const AccessRule host4 = ok(parse_access_rule("deny 1.2.3.4/32"));
+  EXPECT_EQ(host4.prefix, 32);
+  EXPECT_EQ(host4.addr[3], 4);
+  const AccessRule all6 = ok(parse_access_rule("allow ::/0"));
+  EXPECT_EQ(all6.prefix, 0);
+  EXPECT_EQ(all6.family, AF_INET6);
+  const AccessRule host6 = ok(parse_access_rule("allow 2001:db8::1/128"));
+  EXPECT_EQ(host6.prefix, 128);
+  EXPECT_EQ(host6.addr[15], 1);
+  EXPECT_EQ(ok(parse_access_rule("allow 2001:db8::1/127")).addr[15], 0);
+  EXPECT_NE(why(parse_access_rule("allow 1.2.3.4/")).find("is not an access rule"),
+            std::string::npos);
+  EXPECT_NE(why(parse_access_rule("allow 1.2.3.4/-1")).find("is not an access rule"),
+            std::string::npos);
+}
+
 TEST(EditDistanceTest, CountsEdits) {
   EXPECT_EQ(edit_distance("worker_conections", "worker_connections"), 1U);
   EXPECT_EQ(edit_distance("", "abc"), 3U);
