@@ -122,21 +122,13 @@ TEST(CliTest, DumpOfEveryShippedConfigTestsAndDumpsTheSame) {
 
 // -t opens and binds nothing: it succeeds while the configured address is held by someone else.
 TEST(CliTest, TestBindsNothing) {
-  const int held = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(held, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
-  ASSERT_EQ(::listen(held, 1), 0);
-  socklen_t len = sizeof sin;
-  ::getsockname(held, reinterpret_cast<sockaddr*>(&sin), &len);
+  const HeldPort held;
   TempDir dir;
-  const std::string conf = dir.write(
-      "taken.conf",
-      "proxies = ( { name = \"p\"; listen = \"127.0.0.1:" + std::to_string(ntohs(sin.sin_port)) +
-          "\"; upstream = \"127.0.0.1:1\"; } );\n");
+  const std::string conf =
+      dir.write("taken.conf",
+                "proxies = ( { name = \"p\"; listen = \"127.0.0.1:" + std::to_string(held.port()) +
+                    "\"; upstream = \"127.0.0.1:1\"; } );\n");
   const Finished f = run_program({ferry_binary(), "-t", "-c", conf});
-  ::close(held);
   EXPECT_EQ(f.exit_code, 0) << f.err;
 }
 

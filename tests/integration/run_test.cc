@@ -81,22 +81,13 @@ TEST(RunErrorsTest, AnInvalidConfigurationDoesNotStart) {
 
 TEST(RunErrorsTest, AnAddressInUseIsReportedAndExitsOne) {
   TempDir dir;
-  const int taken = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(taken, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
-  ASSERT_EQ(::listen(taken, 1), 0);
-  socklen_t len = sizeof sin;
-  ::getsockname(taken, reinterpret_cast<sockaddr*>(&sin), &len);
-  const int port = ntohs(sin.sin_port);
-  const std::string conf = dir.write("ferry.conf", config_for(port));
+  const HeldPort taken;
+  const std::string conf = dir.write("ferry.conf", config_for(taken.port()));
   const Finished f = run_program({ferry_binary(), "-c", conf});
-  ::close(taken);
   EXPECT_EQ(f.exit_code, 1);
-  EXPECT_NE(
-      f.err.find("cannot listen on 127.0.0.1:" + std::to_string(port) + ": Address already in use"),
-      std::string::npos)
+  EXPECT_NE(f.err.find("cannot listen on 127.0.0.1:" + std::to_string(taken.port()) +
+                       ": Address already in use"),
+            std::string::npos)
       << f.err;
 }
 

@@ -147,6 +147,23 @@ int free_port() {
   return ntohs(sin.sin_port);
 }
 
+HeldPort::HeldPort() {
+  fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sin;
+  if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 ||
+      ::listen(fd_, 1) != 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&sin), &len) != 0) {
+    throw std::runtime_error(std::string("HeldPort: ") + std::strerror(errno));
+  }
+  port_ = ntohs(sin.sin_port);
+}
+
+HeldPort::~HeldPort() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
 TempDir::TempDir() {
   std::string tmpl = (std::filesystem::temp_directory_path() / "ferry-test-XXXXXX").string();
   if (::mkdtemp(tmpl.data()) == nullptr) {

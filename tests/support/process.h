@@ -54,6 +54,19 @@ class Process {
 std::string ferry_binary();
 // A loopback TCP port that was free a moment ago.
 int free_port();
+// A listening socket on 127.0.0.1 with a kernel-chosen port, held until the object is destroyed.
+class HeldPort {
+ public:
+  HeldPort();
+  ~HeldPort();
+  HeldPort(const HeldPort&) = delete;
+  HeldPort& operator=(const HeldPort&) = delete;
+  [[nodiscard]] int port() const noexcept { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
 // A fresh temporary folder, removed by the caller's TempDir.
 class TempDir {
  public:
