@@ -628,6 +628,20 @@ LoadResult load_file(const std::string& path) {
   return load(src, std::move(errors));
 }
 
+std::optional<std::string> read_pid_file_setting(const std::string& path) {
+  std::vector<ConfigError> errors;
+  const Source src = Source::read_file(path, errors);
+  libconfig::Config lc;
+  try {
+    lc.readString(src.text());
+    std::string value;
+    if (lc.getRoot().lookupValue("pid_file", value) && !value.empty()) return value;
+  } catch (const libconfig::ConfigException&) {
+    // Unparsable: the caller falls back to the default.
+  }
+  return std::nullopt;
+}
+
 LoadResult load_text(std::string_view text, const std::string& name, const std::string& folder) {
   std::vector<ConfigError> errors;
   const Source src = Source::from_text(text, name, folder, errors);

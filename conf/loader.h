@@ -22,4 +22,8 @@ LoadResult load_file(const std::string& path);
 // The same for text in memory (tests, fuzzing); includes are taken from `folder`.
 LoadResult load_text(std::string_view text, const std::string& name, const std::string& folder);
 
+// The pid_file setting of a file that may not load as a whole (for `ferry -s`): the value when
+// the text parses and the setting is a string, else nothing.
+std::optional<std::string> read_pid_file_setting(const std::string& path);
+
 }  // namespace ferry::conf

@@ -27,27 +27,42 @@ std::error_code Acceptor::init(EventLoop& loop, std::span<const Listening* const
                        ec.message());
       return ec;
     }
-    auto c = std::make_unique<Connection>();
-    c->fd = std::move(dup);
-    c->listening = ls;
-    c->data = this;
-    c->read.accept = true;
-    c->read.handler = &Acceptor::on_accept;
-    listening_.push_back(std::move(c));
+    auto e = std::make_unique<Entry>();
+    e->owner = this;
+    e->conn.fd = std::move(dup);
+    e->conn.listening = ls;
+    e->conn.data = e.get();
+    e->conn.read.accept = true;
+    e->conn.read.handler = &Acceptor::on_accept;
+    listening_.push_back(std::move(e));
   }
   loop.set_acceptor(this);
 
-  for (auto& c : listening_) {
-    if (uses_mutex() && !c->listening->reuseport) continue;
-    if (auto ec = loop.add_event(c->read, EventKind::read, EventLoop::kLevel)) return ec;
+  for (auto& e : listening_) {
+    if (uses_mutex() && !e->conn.listening->reuseport) continue;
+    if (auto ec = register_accept(*e)) return ec;
   }
   return {};
+}
+
+std::error_code Acceptor::register_accept(Entry& e) {
+  return loop_->add_event(e.conn.read, EventKind::read,
+                          EventLoop::kLevel | (exclusive(e) ? EPOLLEXCLUSIVE : 0U));
+}
+
+void Acceptor::reorder(Entry& e) {
+  // Linux wakes the first waiter registered with EPOLLEXCLUSIVE; moving this worker to the end
+  // of the queue every 16 connections (or when it is short of connections) spreads the load.
+  if (!exclusive(e) || !e.conn.read.active) return;
+  if (e.accepted++ % 16 != 0 && accept_disabled <= 0) return;
+  if (loop_->del_event(e.conn.read, EventKind::read, false)) return;
+  (void)register_accept(e);
 }
 
 void Acceptor::close() noexcept {
   if (loop_ == nullptr) return;
   disable_accept_events(true);
-  for (auto& c : listening_) loop_->del_timer(c->read);
+  for (auto& e : listening_) loop_->del_timer(e->conn.read);
   if (held_) options_.mutex->unlock();
   held_ = false;
   listening_.clear();
@@ -56,22 +71,23 @@ void Acceptor::close() noexcept {
 }
 
 std::error_code Acceptor::enable_accept_events() {
-  for (auto& c : listening_) {
-    if (c->read.active) continue;
-    if (auto ec = loop_->add_event(c->read, EventKind::read, EventLoop::kLevel)) return ec;
+  for (auto& e : listening_) {
+    if (e->conn.read.active) continue;
+    if (auto ec = register_accept(*e)) return ec;
   }
   return {};
 }
 
 void Acceptor::disable_accept_events(bool all) noexcept {
-  for (auto& c : listening_) {
-    if (!c->read.active) continue;
+  for (auto& e : listening_) {
+    Connection& c = e->conn;
+    if (!c.read.active) continue;
     // A reuseport socket is this worker's alone: the mutex does not govern it.
-    if (!all && c->listening->reuseport) continue;
+    if (!all && c.listening->reuseport) continue;
     // A real EPOLL_CTL_DEL: the master and the other workers still hold the socket, so
     // closing our duplicate later would not take it out of this epoll.
-    (void)loop_->del_event(c->read, EventKind::read, false);
-    EventLoop::delete_posted(c->read);
+    (void)loop_->del_event(c.read, EventKind::read, false);
+    EventLoop::delete_posted(c.read);
   }
 }
 
@@ -98,11 +114,12 @@ void Acceptor::release_accept_events() noexcept {
 }
 
 void Acceptor::on_accept(Event& ev) {
-  auto& lc = *static_cast<Connection*>(ev.data);
-  static_cast<Acceptor*>(lc.data)->accept_from(ev, lc);
+  auto& entry = *static_cast<Entry*>(static_cast<Connection*>(ev.data)->data);
+  entry.owner->accept_from(ev, entry);
 }
 
-void Acceptor::accept_from(Event& ev, Connection& lc) {
+void Acceptor::accept_from(Event& ev, Entry& entry) {
+  Connection& lc = entry.conn;
   if (ev.timedout) {
     // The pause after EMFILE/ENFILE is over.
     ev.timedout = false;
@@ -152,6 +169,7 @@ void Acceptor::accept_from(Event& ev, Connection& lc) {
     c->peer = peer;
     c->listening = lc.listening;
     ++stats_.accepted;
+    reorder(entry);
     handler_(*c, ctx_);
   } while (options_.multi_accept);
 }

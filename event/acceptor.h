@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <system_error>
@@ -25,6 +26,9 @@ struct AcceptOptions {
   bool multi_accept = false;     // accept until EAGAIN on each readiness report
   AcceptMutex* mutex = nullptr;  // set: take turns with the other workers (accept_mutex on)
   Msec delay{500};               // accept_mutex_delay; also the pause after EMFILE/ENFILE
+  // Without the mutex: register shared sockets with EPOLLEXCLUSIVE so one worker, not all, is
+  // woken per connection, and re-register every 16 accepts so the others get their turn.
+  bool exclusive = false;
 };
 
 struct AcceptStats {
@@ -70,14 +74,26 @@ class Acceptor {
   long accept_disabled = 0;
 
  private:
+  // One listening socket as this loop sees it.
+  struct Entry {
+    Acceptor* owner = nullptr;
+    Connection conn;
+    std::uint64_t accepted = 0;
+  };
+
   static void on_accept(Event& ev);
-  void accept_from(Event& ev, Connection& lc);
+  void accept_from(Event& ev, Entry& entry);
+  std::error_code register_accept(Entry& e);
+  [[nodiscard]] bool exclusive(const Entry& e) const noexcept {
+    return options_.exclusive && !e.conn.listening->reuseport;
+  }
+  void reorder(Entry& e);
 
   EventLoop* loop_ = nullptr;
   AcceptOptions options_;
   AcceptHandler handler_ = nullptr;
   void* ctx_ = nullptr;
-  std::vector<std::unique_ptr<Connection>> listening_;
+  std::vector<std::unique_ptr<Entry>> listening_;
   AcceptStats stats_;
   bool held_ = false;
 };

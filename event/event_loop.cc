@@ -77,6 +77,8 @@ std::error_code EventLoop::add_event(Event& ev, EventKind kind, std::uint32_t fl
     op = EPOLL_CTL_MOD;
     events |= other_events;
   }
+  // EPOLLEXCLUSIVE admits only IN, OUT, ET and WAKEUP.
+  if (flags & EPOLLEXCLUSIVE) events &= ~static_cast<std::uint32_t>(EPOLLRDHUP);
   epoll_event ee{};
   ee.events = events | flags;
   ee.data.ptr = tag(c, ev.instance);
@@ -126,6 +128,13 @@ void EventLoop::close_connection(Connection& c) noexcept {
   PostedQueue::remove(c.write);
   (void)del_connection(c, true);
   pool_->free(c);  // closes the fd
+}
+
+void EventLoop::abandon() noexcept {
+  if (pool_) {
+    for (std::size_t i = 0; i < pool_->size(); ++i) pool_->at(i).fd.reset();
+  }
+  epoll_.reset();
 }
 
 void EventLoop::process_events_and_timers() {

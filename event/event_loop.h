@@ -91,6 +91,10 @@ class EventLoop {
   [[nodiscard]] TimePoint now() const noexcept { return now_; }
   void update_time() noexcept { now_ = monotonic_now(); }
 
+  // In a child forked from this loop's process: closes the epoll fd and every pooled fd without
+  // touching epoll (the parent still uses it). The loop is unusable afterwards.
+  void abandon() noexcept;
+
   // The timeout (ms, -1 = none) handed to the last epoll_wait: what tests and stats read.
   [[nodiscard]] int last_wait_timeout() const noexcept { return last_wait_timeout_; }
   [[nodiscard]] int epoll_fd() const noexcept { return epoll_.get(); }

@@ -1,31 +1,130 @@
-// open_listeners(): conf::Address → event::Listening, opened in configuration order.
+// ListenerSet::apply(): match wanted (address, reuseport, clone) against what is open.
 #include "master/listeners.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
 
 #include <spdlog/spdlog.h>
 
 namespace ferry::master {
+namespace {
 
-std::error_code open_listeners(const conf::Config& cfg,
-                               std::vector<std::unique_ptr<event::Listening>>& out) {
-  std::vector<std::unique_ptr<event::Listening>> opened;
+struct Wanted {
+  event::SocketAddress address;
+  const conf::Proxy* proxy;
+  int clone;
+};
+
+}  // namespace
+
+std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::string& why) {
+  std::vector<Wanted> wanted;
   for (const conf::Proxy& proxy : cfg.proxies) {
-    for (const conf::Address& address : proxy.listen) {
-      auto ls = std::make_unique<event::Listening>();
-      ls->address = event::SocketAddress(address.sockaddr_ptr(), address.length);
-      ls->backlog = proxy.backlog;
-      ls->reuseport = proxy.reuseport;
-      ls->data = const_cast<conf::Proxy*>(&proxy);
-      if (auto ec = event::open_listening(*ls)) {
-        spdlog::critical("proxy \"{}\": cannot listen on {}: {}", proxy.name, address.text,
-                         ec.message());
-        return ec;
+    for (const conf::Address& a : proxy.listen) {
+      const event::SocketAddress address(a.sockaddr_ptr(), a.length);
+      if (!proxy.reuseport) {
+        wanted.push_back({address, &proxy, 0});
+        continue;
       }
-      spdlog::info("proxy \"{}\" listening on {}", proxy.name, ls->address.to_string());
-      opened.push_back(std::move(ls));
+      // Never fewer clones than already open: a clone with a queue is not closed.
+      int have = 0;
+      for (const Entry& e : entries_) {
+        if (e.ls->reuseport && e.ls->address == address) have = std::max(have, e.clone + 1);
+      }
+      for (int c = 0; c < std::max(workers, have); ++c) wanted.push_back({address, &proxy, c});
     }
   }
-  out = std::move(opened);
+
+  // First pass: which open socket each wanted one reuses (by index), or a new socket.
+  // Nothing in entries_ changes until every new socket is open.
+  struct Plan {
+    const Wanted* want;
+    int reuse = -1;
+    std::unique_ptr<event::Listening> fresh;
+  };
+  std::vector<Plan> plan;
+  std::vector<bool> kept(entries_.size(), false);
+  for (const Wanted& w : wanted) {
+    Plan p{&w, -1, nullptr};
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      const Entry& e = entries_[i];
+      if (!kept[i] && e.ls->address == w.address && e.ls->reuseport == w.proxy->reuseport &&
+          e.clone == w.clone) {
+        kept[i] = true;
+        p.reuse = static_cast<int>(i);
+        break;
+      }
+    }
+    if (p.reuse < 0) {
+      p.fresh = std::make_unique<event::Listening>();
+      p.fresh->address = w.address;
+      p.fresh->backlog = w.proxy->backlog;
+      p.fresh->reuseport = w.proxy->reuseport;
+      if (auto ec = event::open_listening(*p.fresh)) {
+        why = "proxy \"" + w.proxy->name + "\": cannot listen on " + w.address.to_string() + ": " +
+              ec.message();
+        return ec;  // `plan` closes what this call opened
+      }
+      spdlog::info("proxy \"{}\" listening on {}{}", w.proxy->name, p.fresh->address.to_string(),
+                   w.proxy->reuseport ? " (reuseport clone " + std::to_string(w.clone) + ")" : "");
+    }
+    plan.push_back(std::move(p));
+  }
+
+  std::vector<Entry> next;
+  for (Plan& p : plan) {
+    Entry e;
+    if (p.reuse >= 0) {
+      e = std::move(entries_[static_cast<std::size_t>(p.reuse)]);
+      if (e.ls->backlog != p.want->proxy->backlog) {
+        // listen() on a listening socket only changes its queue length.
+        e.ls->backlog = p.want->proxy->backlog;
+        if (::listen(e.ls->fd.get(), e.ls->backlog) == -1) {
+          spdlog::warn("listen({}) on {} to change the backlog failed: {}", e.ls->backlog,
+                       e.ls->address.to_string(), event::last_error().message());
+        }
+      }
+    } else {
+      e.ls = std::move(p.fresh);
+    }
+    e.proxy = p.want->proxy->name;
+    e.clone = p.want->clone;
+    e.ls->data = const_cast<conf::Proxy*>(p.want->proxy);
+    next.push_back(std::move(e));
+  }
+  for (std::size_t i = 0; i < entries_.size(); ++i) {
+    if (!kept[i]) removed_.push_back(std::move(entries_[i]));
+  }
+  entries_ = std::move(next);
   return {};
+}
+
+void ListenerSet::close_removed() noexcept {
+  for (const Entry& e : removed_) {
+    spdlog::info("proxy \"{}\" no longer listens on {}", e.proxy, e.ls->address.to_string());
+  }
+  removed_.clear();
+}
+
+std::vector<const event::Listening*> ListenerSet::for_worker(int slot, int workers) const {
+  std::vector<const event::Listening*> out;
+  for (const Entry& e : entries_) {
+    if (!e.ls->reuseport || e.clone % workers == slot) out.push_back(e.ls.get());
+  }
+  return out;
+}
+
+void ListenerSet::close_all() noexcept {
+  entries_.clear();
+  removed_.clear();
+}
+
+std::vector<int> ListenerSet::fds() const {
+  std::vector<int> out;
+  for (const Entry& e : entries_) out.push_back(e.ls->fd.get());
+  for (const Entry& e : removed_) out.push_back(e.ls->fd.get());
+  return out;
 }
 
 }  // namespace ferry::master

@@ -1,7 +1,12 @@
-// The master's listening sockets: one per configured listen address, opened before workers fork.
+// ListenerSet: the master's listening sockets across reloads. A socket whose address is
+// unchanged is kept (the same fd, never closed and reopened, so nothing queued is lost); new
+// addresses are opened; removed ones are closed once the new workers serve. With reuseport an
+// address has one clone per worker, and clones are never closed while the address stays: when
+// there are fewer workers than clones, each worker serves several.
 #pragma once
 
 #include <memory>
+#include <string>
 #include <system_error>
 #include <vector>
 
@@ -10,8 +15,29 @@
 
 namespace ferry::master {
 
-// Opens every proxy's listen addresses. On failure nothing stays open.
-std::error_code open_listeners(const conf::Config& cfg,
-                               std::vector<std::unique_ptr<event::Listening>>& out);
+class ListenerSet {
+ public:
+  // Brings the sockets in line with `cfg` for `workers` workers. On failure nothing changes
+  // (sockets opened by this call are closed again) and the error says which address failed.
+  std::error_code apply(const conf::Config& cfg, int workers, std::string& why);
+  // Closes the sockets that the last apply() removed.
+  void close_removed() noexcept;
+  // The sockets worker `slot` of `workers` serves: every shared socket, and the reuseport
+  // clones c with c % workers == slot.
+  [[nodiscard]] std::vector<const event::Listening*> for_worker(int slot, int workers) const;
+  [[nodiscard]] std::size_t size() const noexcept { return entries_.size(); }
+  void close_all() noexcept;
+  // For a forked child that must not keep the master's copies (none: workers inherit them).
+  [[nodiscard]] std::vector<int> fds() const;
+
+ private:
+  struct Entry {
+    std::unique_ptr<event::Listening> ls;
+    std::string proxy;  // name of the proxy it serves
+    int clone = 0;      // index among the reuseport clones of its address
+  };
+  std::vector<Entry> entries_;
+  std::vector<Entry> removed_;
+};
 
 }  // namespace ferry::master

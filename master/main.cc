@@ -15,9 +15,10 @@
 #include "conf/printer.h"
 #include "ferry_version.h"
 #include "master/cli.h"
-#include "master/listeners.h"
-#include "master/logging.h"
-#include "worker/worker_cycle.h"
+#include "master/control.h"
+#include "master/master_cycle.h"
+#include "master/process_title.h"
+#include "worker/logging.h"
 
 namespace ferry::master {
 namespace {
@@ -53,31 +54,8 @@ void print_version(bool verbose) {
   std::printf("default configuration: %s\n", FERRY_DEFAULT_CONF);
 }
 
-void on_stop_signal(int) { worker::stop_worker(); }
-
-bool install_signals() {
-  struct sigaction sa {};
-  sigemptyset(&sa.sa_mask);
-  sa.sa_handler = on_stop_signal;
-  for (int sig : {SIGINT, SIGTERM, SIGQUIT}) {
-    if (::sigaction(sig, &sa, nullptr) == -1) {
-      spdlog::critical("sigaction({}) failed: {}", sig, std::strerror(errno));
-      return false;
-    }
-  }
-  // Until the process model lands, the signals it will use must not kill the process.
-  sa.sa_handler = SIG_IGN;
-  for (int sig : {SIGPIPE, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH}) {
-    if (::sigaction(sig, &sa, nullptr) == -1) {
-      spdlog::critical("sigaction({}) failed: {}", sig, std::strerror(errno));
-      return false;
-    }
-  }
-  return true;
-}
-
 int run(const CommandLine& cl) {
-  init_early_logging();
+  worker::init_early_logging();
   conf::LoadResult result = conf::load_file(cl.conf_file);
   for (const auto& e : result.errors) spdlog::critical("{}", e.to_string());
   if (!result.config) {
@@ -85,24 +63,12 @@ int run(const CommandLine& cl) {
     return 1;
   }
   for (const auto& w : result.warnings) spdlog::warn("{}", w.to_string());
-  const conf::Config& cfg = *result.config;
   std::string why;
-  if (apply_log_settings(cfg.log, why)) {
-    spdlog::critical("cannot open the error log {}: {}", cfg.log.path, why);
+  if (worker::apply_log_settings(result.config->log, why)) {
+    spdlog::critical("cannot open the error log {}: {}", result.config->log.path, why);
     return 1;
   }
-  if (!install_signals()) return 1;
-
-  std::vector<std::unique_ptr<event::Listening>> listening;
-  if (open_listeners(cfg, listening)) return 1;
-  std::vector<const event::Listening*> views;
-  for (const auto& ls : listening) views.push_back(ls.get());
-
-  spdlog::info("ferry {} started, pid {} (one process: the master/worker model is not built yet)",
-               FERRY_VERSION, ::getpid());
-  const int status = worker::run_worker_cycle({.config = &cfg, .listening = views});
-  spdlog::info("ferry exiting");
-  return status;
+  return run_master(cl.conf_file, std::move(*result.config));
 }
 
 }  // namespace
@@ -110,6 +76,7 @@ int run(const CommandLine& cl) {
 
 int main(int argc, char** argv) {
   using namespace ferry::master;
+  init_process_title(argc, argv);
   const std::span<const char* const> args(const_cast<const char* const*>(argv),
                                           static_cast<std::size_t>(argc));
   auto parsed = parse_command_line(args, FERRY_DEFAULT_CONF);
@@ -124,10 +91,7 @@ int main(int argc, char** argv) {
     case Action::version_verbose: print_version(true); return 0;
     case Action::test:
     case Action::dump: return test_configuration(cl);
-    case Action::signal:
-      std::fprintf(stderr, "ferry: -s %s: signalling a running master is not built yet\n",
-                   cl.signal.c_str());
-      return 1;
+    case Action::signal: return send_signal_command(cl.signal, cl.conf_file);
     case Action::run: return run(cl);
   }
   return 1;

@@ -1,74 +1,179 @@
-// The worker cycle: loop + acceptor + a notifier that lets signal handlers stop it.
+// The worker cycle: loop, acceptor, channel to the master, relay sessions, graceful shutdown.
 #include "worker/worker_cycle.h"
 
 #include <unistd.h>
 
 #include <atomic>
+#include <memory>
 #include <optional>
-#include <vector>
 
 #include <spdlog/spdlog.h>
 
 #include "event/acceptor.h"
 #include "event/event_loop.h"
 #include "event/notifier.h"
+#include "worker/channel.h"
+#include "worker/proxy/relay.h"
 
 namespace ferry::worker {
 namespace {
 
+// Set from signal handlers: 1 = graceful, 2 = now.
+std::atomic<int> g_stop_request{0};
 std::atomic<event::Notifier*> g_stop_notifier{nullptr};
-std::atomic<bool> g_stop_requested{false};
 
-void on_connection(event::Connection& c, void* ctx) {
-  auto& loop = *static_cast<event::EventLoop*>(ctx);
-  spdlog::info("accepted {} on {}; closing it (proxying is not built yet)", c.peer.to_string(),
-               c.listening->address.to_string());
-  loop.close_connection(c);
-}
+class Worker {
+ public:
+  explicit Worker(const WorkerSettings& s) : settings_(s), cfg_(*s.config) {}
 
-void on_stop(event::Notifier& n, std::uint64_t) {
-  static_cast<event::EventLoop*>(n.data())->stop();
-}
+  int run() {
+    if (loop_.init({.connections = static_cast<std::size_t>(cfg_.worker_connections),
+                    .epoll_events = cfg_.events.epoll_events})) {
+      return kFatalExit;
+    }
+    if (stop_.create(loop_, on_stop_signal, this, true)) return kFatalExit;
+    g_stop_notifier.store(&stop_);
+
+    if (settings_.channel >= 0 && !open_channel()) return kFatalExit;
+
+    std::optional<event::AcceptMutex> mutex;
+    if (cfg_.events.accept_mutex && settings_.accept_mutex != nullptr) {
+      mutex.emplace(*settings_.accept_mutex, ::getpid());
+    }
+    if (acceptor_.init(loop_, settings_.listening,
+                       {.multi_accept = cfg_.events.multi_accept,
+                        .mutex = mutex ? &*mutex : nullptr,
+                        .delay = cfg_.events.accept_mutex_delay,
+                        .exclusive = !cfg_.events.accept_mutex},
+                       on_connection, this)) {
+      return kFatalExit;
+    }
+    sessions_.on_empty = on_sessions_empty;
+    sessions_.on_empty_ctx = this;
+    shutdown_timer_.handler = on_shutdown_timeout;
+    shutdown_timer_.data = this;
+
+    if (settings_.channel >= 0) channel_send(settings_.channel, static_cast<char>(Report::ready));
+    spdlog::debug("worker {} (generation {}) serving", settings_.slot, settings_.generation);
+
+    // A stop that came before the notifier existed must not be lost.
+    if (const int pending = g_stop_request.load()) pending == 1 ? begin_shutdown() : terminate();
+    if (!loop_.stopping()) loop_.run();
+
+    g_stop_notifier.store(nullptr);
+    acceptor_.close();
+    sessions_.close_all();
+    if (channel_ != nullptr) loop_.close_connection(*channel_);
+    return 0;
+  }
+
+ private:
+  bool open_channel() {
+    channel_ = loop_.get_connection(event::UniqueFd(settings_.channel));
+    if (channel_ == nullptr) return false;
+    channel_->data = this;
+    channel_->read.handler = on_channel;
+    channel_->write.handler = [](event::Event&) {};
+    return !loop_.add_event(channel_->read, event::EventKind::read);
+  }
+
+  static void on_connection(event::Connection& c, void* ctx) {
+    auto& self = *static_cast<Worker*>(ctx);
+    const auto& proxy = *static_cast<const conf::Proxy*>(c.listening->data);
+    self.sessions_.start(self.loop_, c, proxy, self.cfg_);
+  }
+
+  static void on_channel(event::Event& ev) {
+    auto& c = *static_cast<event::Connection*>(ev.data);
+    auto& self = *static_cast<Worker*>(c.data);
+    char buf[64];
+    for (;;) {
+      const ssize_t n = event::retry_eintr([&] { return ::read(c.fd.get(), buf, sizeof buf); });
+      if (n > 0) {
+        for (ssize_t i = 0; i < n; ++i) self.command(static_cast<Command>(buf[i]));
+        continue;
+      }
+      if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+        spdlog::warn("the master is gone (channel closed); shutting down gracefully");
+        self.loop_.close_connection(c);
+        self.channel_ = nullptr;
+        self.begin_shutdown();
+      }
+      return;
+    }
+  }
+
+  void command(Command cmd) {
+    switch (cmd) {
+      case Command::quit: begin_shutdown(); break;
+      case Command::terminate: terminate(); break;
+      case Command::reopen: break;  // the log is reopened by the master's signal handler path
+    }
+  }
+
+  static void on_stop_signal(event::Notifier& n, std::uint64_t) {
+    auto& self = *static_cast<Worker*>(n.data());
+    g_stop_request.load() == 1 ? self.begin_shutdown() : self.terminate();
+  }
+
+  void begin_shutdown() {
+    if (shutting_down_) return;
+    shutting_down_ = true;
+    if (settings_.on_shutdown != nullptr) settings_.on_shutdown();
+    acceptor_.close();
+    spdlog::info("worker {} shutting down gracefully, {} session(s) open", settings_.slot,
+                 sessions_.size());
+    if (sessions_.size() == 0) {
+      loop_.stop();
+      return;
+    }
+    if (cfg_.worker_shutdown_timeout.count() > 0) {
+      loop_.add_timer(shutdown_timer_, cfg_.worker_shutdown_timeout);
+    }
+  }
+
+  void terminate() {
+    acceptor_.close();
+    sessions_.close_all();
+    loop_.stop();
+  }
+
+  static void on_sessions_empty(void* ctx) {
+    auto& self = *static_cast<Worker*>(ctx);
+    if (self.shutting_down_) self.loop_.stop();
+  }
+
+  static void on_shutdown_timeout(event::Event& ev) {
+    auto& self = *static_cast<Worker*>(ev.data);
+    spdlog::warn("worker {}: worker_shutdown_timeout reached, closing {} session(s)",
+                 self.settings_.slot, self.sessions_.size());
+    self.sessions_.close_all();
+    self.loop_.stop();
+  }
+
+  const WorkerSettings& settings_;
+  const conf::Config& cfg_;
+  event::EventLoop loop_;
+  event::Notifier stop_;
+  event::Acceptor acceptor_;
+  event::Connection* channel_ = nullptr;
+  event::Event shutdown_timer_;
+  SessionSet sessions_;
+  bool shutting_down_ = false;
+};
 
 }  // namespace
 
-void stop_worker() noexcept {
-  g_stop_requested.store(true);
+void stop_worker(bool graceful) noexcept {
+  int expected = 0;
+  g_stop_request.compare_exchange_strong(expected, graceful ? 1 : 2);
+  if (!graceful) g_stop_request.store(2);
   if (event::Notifier* n = g_stop_notifier.load()) n->notify();
 }
 
 int run_worker_cycle(const WorkerSettings& settings) {
-  const conf::Config& cfg = *settings.config;
-  event::EventLoop loop;
-  if (loop.init({.connections = static_cast<std::size_t>(cfg.worker_connections),
-                 .epoll_events = cfg.events.epoll_events})) {
-    return 1;
-  }
-
-  event::Notifier stop;
-  if (stop.create(loop, on_stop, &loop, true)) return 1;
-  g_stop_notifier.store(&stop);
-
-  std::optional<event::AcceptMutex> mutex;
-  if (cfg.events.accept_mutex && settings.accept_mutex != nullptr) {
-    mutex.emplace(*settings.accept_mutex, ::getpid());
-  }
-  event::Acceptor acceptor;
-  if (acceptor.init(loop, settings.listening,
-                    {.multi_accept = cfg.events.multi_accept,
-                     .mutex = mutex ? &*mutex : nullptr,
-                     .delay = cfg.events.accept_mutex_delay},
-                    on_connection, &loop)) {
-    g_stop_notifier.store(nullptr);
-    return 1;
-  }
-
-  // A stop requested before the notifier existed must not be lost.
-  if (!g_stop_requested.load()) loop.run();
-
-  g_stop_notifier.store(nullptr);
-  acceptor.close();
-  return 0;
+  Worker worker(settings);
+  return worker.run();
 }
 
 }  // namespace ferry::worker

@@ -1,9 +1,9 @@
-// The worker cycle: build this process's event loop over the listening sockets and run it
-// until told to stop (nginx's ngx_worker_process_cycle). Until the proxy lands, an accepted
-// connection is logged and closed.
+// The worker cycle (nginx's ngx_worker_process_cycle): build this process's event loop over
+// the listening sockets it serves, report "ready" to the master, run until told to stop, and
+// shut down gracefully — listeners closed, sessions finished or cut at worker_shutdown_timeout.
 #pragma once
 
-#include <span>
+#include <vector>
 
 #include "conf/config.h"
 #include "event/accept_mutex.h"
@@ -13,15 +13,21 @@ namespace ferry::worker {
 
 struct WorkerSettings {
   const conf::Config* config = nullptr;
-  std::span<const event::Listening* const> listening;
+  std::vector<const event::Listening*> listening;
   event::AcceptMutexWord* accept_mutex = nullptr;  // shared word when accept_mutex is on
+  int channel = -1;                                // the worker's end; -1: no master
+  int slot = 0;
+  int generation = 0;
+  // Called when the worker starts shutting down (sets the "is shutting down" process title).
+  void (*on_shutdown)() = nullptr;
 };
 
-// Runs the loop until stop_worker() is called (from a signal handler or any thread).
-// Returns the process exit status.
+// Runs the loop until the master says quit or terminate, the channel closes (master gone), or
+// stop_worker() is called. Returns the process exit status (kFatalExit when it cannot start).
 int run_worker_cycle(const WorkerSettings& settings);
 
-// Async-signal-safe: asks the running worker cycle to stop.
-void stop_worker() noexcept;
+// Async-signal-safe: asks the running worker cycle to shut down gracefully (quit = true) or at
+// once.
+void stop_worker(bool graceful = false) noexcept;
 
 }  // namespace ferry::worker

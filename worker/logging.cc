@@ -1,15 +1,16 @@
 // spdlog sinks and pattern for the error log.
-#include "master/logging.h"
+#include "worker/logging.h"
 
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
-namespace ferry::master {
+namespace ferry::worker {
 namespace {
 
-// "2026/11/22 07:40:22 [info] 1234: message", as nginx's error log reads.
-constexpr const char* kPattern = "%Y/%m/%d %H:%M:%S [%l] %P: %v";
+// "2026/11/22 07:40:22 [info] 1234 master: message", close to nginx's error log.
+constexpr const char* kPattern = "%Y/%m/%d %H:%M:%S [%l] %P %n: %v";
+std::string g_role = "ferry";
 
 spdlog::level::level_enum to_spdlog(conf::LogLevel level) {
   switch (level) {
@@ -46,7 +47,7 @@ std::error_code apply_log_settings(const conf::LogSettings& settings, std::strin
       return std::make_error_code(std::errc::io_error);
     }
   }
-  auto logger = std::make_shared<spdlog::logger>("ferry", std::move(sink));
+  auto logger = std::make_shared<spdlog::logger>(g_role, std::move(sink));
   logger->set_pattern(kPattern);
   logger->set_level(to_spdlog(settings.level));
   logger->flush_on(spdlog::level::trace);
@@ -54,4 +55,11 @@ std::error_code apply_log_settings(const conf::LogSettings& settings, std::strin
   return {};
 }
 
-}  // namespace ferry::master
+void set_log_role(const std::string& role) {
+  g_role = role;
+  auto current = spdlog::default_logger();
+  auto renamed = current->clone(role);
+  spdlog::set_default_logger(std::move(renamed));
+}
+
+}  // namespace ferry::worker

@@ -1,0 +1,667 @@
+// The master cycle: a small event loop of its own over a signalfd, the workers' channels and the
+// control socket. Workers are forked from it and never return to it.
+#include "master/master_cycle.h"
+
+#include <grp.h>
+#include <pwd.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <list>
+#include <memory>
+#include <new>
+#include <optional>
+#include <set>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "conf/loader.h"
+#include "event/accept_mutex.h"
+#include "event/event_loop.h"
+#include "event/shared_memory.h"
+#include "ferry_version.h"
+#include "master/control.h"
+#include "master/listeners.h"
+#include "master/pid_file.h"
+#include "master/process_title.h"
+#include "worker/channel.h"
+#include "worker/logging.h"
+#include "worker/worker_cycle.h"
+
+namespace ferry::master {
+namespace {
+
+using event::Connection;
+using event::Event;
+using event::Msec;
+using event::UniqueFd;
+
+// Old generations still draining after a reload; past this the oldest is stopped at once
+// (HAProxy's mworker-max-reloads).
+constexpr int kMaxDrainingGenerations = 3;
+// How long new workers have to report "ready" before a reload is declared failed.
+constexpr Msec kReadyTimeout{10'000};
+// After a worker has been told to stop: how long past its own bound before SIGKILL.
+constexpr Msec kKillGrace{5'000};
+// A worker that dies this soon after starting is respawned with a growing delay.
+constexpr Msec kQuickDeath{1'000};
+constexpr Msec kMaxBackoff{10'000};
+
+const int kSignals[] = {SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD};
+
+struct WorkerProcess {
+  pid_t pid = -1;
+  int slot = 0;
+  int generation = 0;
+  Connection channel;  // the master's end
+  event::TimePoint started;
+  bool ready = false;
+  bool told_to_stop = false;
+  class Master* master = nullptr;
+};
+
+struct RespawnTimer {
+  Event ev;
+  int slot = 0;
+  int quick_deaths = 0;
+  class Master* master = nullptr;
+};
+
+class Master {
+ public:
+  Master(std::string conf_file, conf::Config config)
+      : conf_file_(std::move(conf_file)),
+        config_(std::make_unique<conf::Config>(std::move(config))) {}
+
+  int run() {
+    set_process_title("ferry: master process " + original_command_line());
+    worker::set_log_role("master");
+    raise_nofile_limit(*config_);
+
+    std::string why;
+    if (listeners_.apply(*config_, config_->worker_processes, why)) {
+      spdlog::critical("{}", why);
+      return 1;
+    }
+    if (shm_.create(sizeof(event::AcceptMutexWord))) return 1;
+    mutex_word_ = new (shm_.data()) event::AcceptMutexWord;
+
+    if (loop_.init({.connections = 256, .epoll_events = 64})) return 1;
+    if (!open_signalfd() || !open_control_socket()) return 1;
+    if (write_pid_file(config_->pid_file, ::getpid())) return 1;
+    pid_file_ = config_->pid_file;
+
+    spdlog::info("ferry {} master started, pid {}, {} worker(s)", FERRY_VERSION, ::getpid(),
+                 config_->worker_processes);
+    pending_generation_ = generation_ = 1;
+    for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
+    arm(reload_timeout_, kReadyTimeout, on_reload_timeout);
+
+    loop_.run();
+
+    remove_pid_file(pid_file_);
+    ::unlink(control_path_.c_str());
+    spdlog::info("master exiting");
+    return 0;
+  }
+
+ private:
+  // ---- setup -------------------------------------------------------------------------------
+
+  bool open_signalfd() {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int sig : kSignals) sigaddset(&set, sig);
+    // Blocked so that they queue on the signalfd instead of interrupting anything.
+    if (::sigprocmask(SIG_BLOCK, &set, nullptr) == -1) {
+      spdlog::critical("sigprocmask() failed: {}", event::last_error().message());
+      return false;
+    }
+    signal_.fd.reset(::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
+    if (!signal_.fd) {
+      spdlog::critical("signalfd() failed: {}", event::last_error().message());
+      return false;
+    }
+    signal_.data = this;
+    signal_.read.handler = on_signal;
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    ::sigaction(SIGPIPE, &ignore, nullptr);
+    return !loop_.add_event(signal_.read, event::EventKind::read);
+  }
+
+  bool open_control_socket() {
+    control_path_ = control_socket_path(config_->pid_file);
+    ::unlink(control_path_.c_str());
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    sockaddr_un sun{};
+    sun.sun_family = AF_UNIX;
+    if (control_path_.size() >= sizeof sun.sun_path) {
+      spdlog::critical("control socket path {} is too long", control_path_);
+      return false;
+    }
+    std::strncpy(sun.sun_path, control_path_.c_str(), sizeof sun.sun_path - 1);
+    if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun) == -1 ||
+        ::listen(fd.get(), 16) == -1) {
+      spdlog::critical("cannot open the control socket {}: {}", control_path_,
+                       event::last_error().message());
+      return false;
+    }
+    control_.fd = std::move(fd);
+    control_.data = this;
+    control_.read.handler = on_control_accept;
+    return !loop_.add_event(control_.read, event::EventKind::read, event::EventLoop::kLevel);
+  }
+
+  static void raise_nofile_limit(const conf::Config& cfg) {
+    if (!cfg.worker_rlimit_nofile) return;
+    rlimit lim{};
+    if (::getrlimit(RLIMIT_NOFILE, &lim) == -1) return;
+    rlim_t want = static_cast<rlim_t>(*cfg.worker_rlimit_nofile);
+    if (want > lim.rlim_max) {
+      spdlog::warn("worker_rlimit_nofile {} is above the hard limit {}; using {}", want,
+                   lim.rlim_max, lim.rlim_max);
+      want = lim.rlim_max;
+    }
+    lim.rlim_cur = want;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) == -1) {
+      spdlog::error("setrlimit(RLIMIT_NOFILE, {}) failed: {}", want, event::last_error().message());
+    }
+  }
+
+  // ---- workers -----------------------------------------------------------------------------
+
+  void spawn(int slot, int generation) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == -1) {
+      spdlog::error("socketpair() for worker {} failed: {}", slot, event::last_error().message());
+      return;
+    }
+    UniqueFd master_end(sv[0]);
+    UniqueFd worker_end(sv[1]);
+    const pid_t pid = ::fork();
+    if (pid == -1) {
+      spdlog::error("fork() for worker {} failed: {}", slot, event::last_error().message());
+      return;
+    }
+    if (pid == 0) {
+      master_end.reset();
+      ::_exit(worker_main(slot, generation, worker_end.release()));
+    }
+    auto& w = workers_.emplace_back();
+    w.pid = pid;
+    w.slot = slot;
+    w.generation = generation;
+    w.started = event::monotonic_now();
+    w.master = this;
+    w.channel.fd = std::move(master_end);
+    w.channel.data = &w;
+    w.channel.read.handler = on_channel;
+    (void)loop_.add_event(w.channel.read, event::EventKind::read);
+    spdlog::info("started worker {} (generation {}), pid {}", slot, generation, pid);
+  }
+
+  // Runs in the forked child: drop everything that is the master's, become a worker.
+  int worker_main(int slot, int generation, int channel) {
+    loop_.abandon();
+    signal_.fd.reset();
+    control_.fd.reset();
+    for (auto& w : workers_) w.channel.fd.reset();
+
+    sigset_t none;
+    sigemptyset(&none);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig : kSignals) ::sigaction(sig, &dfl, nullptr);
+    struct sigaction stop_now {};
+    stop_now.sa_handler = [](int) { worker::stop_worker(false); };
+    ::sigaction(SIGTERM, &stop_now, nullptr);
+    ::sigaction(SIGINT, &stop_now, nullptr);
+    struct sigaction stop_gracefully {};
+    stop_gracefully.sa_handler = [](int) { worker::stop_worker(true); };
+    ::sigaction(SIGQUIT, &stop_gracefully, nullptr);
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    for (int sig : {SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH, SIGPIPE})
+      ::sigaction(sig, &ignore, nullptr);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+
+    set_process_title("ferry: worker process");
+    worker::set_log_role("worker");
+    const conf::Config& cfg = *config_;
+    if (cfg.worker_cpu_affinity == conf::CpuAffinity::automatic) {
+      const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+      if (cpus > 1) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(static_cast<int>(slot % cpus), &set);
+        if (::sched_setaffinity(0, sizeof set, &set) == -1) {
+          spdlog::warn("sched_setaffinity(cpu {}) failed: {}", slot % cpus,
+                       event::last_error().message());
+        }
+      }
+    }
+    if (cfg.user && ::geteuid() == 0 && !switch_user(*cfg.user)) return worker::kFatalExit;
+
+    worker::WorkerSettings settings;
+    settings.config = &cfg;
+    settings.listening = listeners_.for_worker(slot, cfg.worker_processes);
+    settings.accept_mutex = mutex_word_;
+    settings.channel = channel;
+    settings.slot = slot;
+    settings.generation = generation;
+    settings.on_shutdown = [] { set_process_title("ferry: worker process is shutting down"); };
+    return worker::run_worker_cycle(settings);
+  }
+
+  static bool switch_user(const std::string& name) {
+    const passwd* pw = ::getpwnam(name.c_str());
+    if (pw == nullptr) {
+      spdlog::critical("getpwnam(\"{}\") failed", name);
+      return false;
+    }
+    if (::setgid(pw->pw_gid) == -1 || ::initgroups(name.c_str(), pw->pw_gid) == -1 ||
+        ::setuid(pw->pw_uid) == -1) {
+      spdlog::critical("switching to user \"{}\" failed: {}", name, event::last_error().message());
+      return false;
+    }
+    return true;
+  }
+
+  WorkerProcess* find(pid_t pid) {
+    for (auto& w : workers_) {
+      if (w.pid == pid) return &w;
+    }
+    return nullptr;
+  }
+
+  void tell(WorkerProcess& w, worker::Command cmd) {
+    if (cmd != worker::Command::reopen) w.told_to_stop = true;
+    if (!w.channel.fd || !worker::channel_send(w.channel.fd.get(), static_cast<char>(cmd))) {
+      // No channel (or it is full): a signal says the same.
+      ::kill(w.pid, cmd == worker::Command::quit        ? SIGQUIT
+                    : cmd == worker::Command::terminate ? SIGTERM
+                                                        : SIGUSR1);
+    }
+  }
+
+  static void on_channel(Event& ev) {
+    auto& c = *static_cast<Connection*>(ev.data);
+    auto& w = *static_cast<WorkerProcess*>(c.data);
+    char buf[16];
+    for (;;) {
+      const ssize_t n = event::retry_eintr([&] { return ::read(c.fd.get(), buf, sizeof buf); });
+      if (n > 0) {
+        for (ssize_t i = 0; i < n; ++i) {
+          if (buf[i] == static_cast<char>(worker::Report::ready)) w.master->on_worker_ready(w);
+        }
+        continue;
+      }
+      if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+        // The worker is exiting; SIGCHLD will tell how.
+        (void)w.master->loop_.del_event(c.read, event::EventKind::read, false);
+        c.fd.reset();
+      }
+      return;
+    }
+  }
+
+  void on_worker_ready(WorkerProcess& w) {
+    w.ready = true;
+    if (w.generation != pending_generation_) return;
+    for (const auto& other : workers_) {
+      if (other.generation == pending_generation_ && !other.ready && !other.told_to_stop) return;
+    }
+    generation_ready();
+  }
+
+  // Every worker of the pending generation serves: retire the older ones.
+  void generation_ready() {
+    loop_.del_timer(reload_timeout_);
+    const int gen = pending_generation_;
+    pending_generation_ = 0;
+    for (auto& w : workers_) {
+      if (w.generation < gen && !w.told_to_stop) tell(w, worker::Command::quit);
+    }
+    cap_draining_generations();
+    listeners_.close_removed();
+    if (gen == 1) {
+      spdlog::info("all {} worker(s) serving", config_->worker_processes);
+    } else {
+      spdlog::info("reload complete: generation {} serving", gen);
+    }
+    answer_reload_waiters("ok\n");
+    if (reload_again_) {
+      reload_again_ = false;
+      reload();
+    }
+  }
+
+  void cap_draining_generations() {
+    std::set<int> draining;
+    for (const auto& w : workers_) {
+      if (w.generation != generation_) draining.insert(w.generation);
+    }
+    while (static_cast<int>(draining.size()) > kMaxDrainingGenerations) {
+      const int oldest = *draining.begin();
+      spdlog::warn("more than {} generations draining: stopping generation {} now",
+                   kMaxDrainingGenerations, oldest);
+      for (auto& w : workers_) {
+        if (w.generation == oldest) tell(w, worker::Command::terminate);
+      }
+      draining.erase(draining.begin());
+    }
+    arm_kill_timer();
+  }
+
+  // ---- signals -----------------------------------------------------------------------------
+
+  static void on_signal(Event& ev) {
+    auto& self = *static_cast<Master*>(static_cast<Connection*>(ev.data)->data);
+    signalfd_siginfo info[16];
+    for (;;) {
+      const ssize_t n =
+          event::retry_eintr([&] { return ::read(self.signal_.fd.get(), info, sizeof info); });
+      if (n <= 0) return;
+      for (std::size_t i = 0; i < static_cast<std::size_t>(n) / sizeof info[0]; ++i) {
+        self.handle_signal(static_cast<int>(info[i].ssi_signo));
+      }
+    }
+  }
+
+  void handle_signal(int sig) {
+    switch (sig) {
+      case SIGCHLD: reap(); break;
+      case SIGHUP:
+        spdlog::info("SIGHUP: reloading {}", conf_file_);
+        reload();
+        break;
+      case SIGQUIT: stop(true); break;
+      case SIGTERM:
+      case SIGINT: stop(false); break;
+      case SIGUSR1: reopen(); break;
+      case SIGWINCH:
+        spdlog::info("SIGWINCH: stopping the workers gracefully, the master stays");
+        winched_ = true;
+        for (auto& w : workers_) {
+          if (!w.told_to_stop) tell(w, worker::Command::quit);
+        }
+        arm_kill_timer();
+        break;
+      case SIGUSR2: spdlog::warn("SIGUSR2: binary upgrade is not built yet; ignored"); break;
+      default: break;
+    }
+  }
+
+  void reap() {
+    for (;;) {
+      int status = 0;
+      const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+      if (pid <= 0) break;
+      WorkerProcess* w = find(pid);
+      if (w == nullptr) continue;
+      mutex().force_unlock(pid);  // a lock held by the dead must not stall the others
+      const bool expected = w->told_to_stop || stopping_;
+      if (WIFSIGNALED(status)) {
+        spdlog::log(expected ? spdlog::level::info : spdlog::level::warn,
+                    "worker {} (pid {}) killed by signal {} (SIG{})", w->slot, pid,
+                    WTERMSIG(status), sigabbrev_np(WTERMSIG(status)));
+      } else {
+        const int code = WEXITSTATUS(status);
+        spdlog::log(code == 0 && expected ? spdlog::level::info : spdlog::level::warn,
+                    "worker {} (pid {}) exited with code {}", w->slot, pid, code);
+      }
+      const int slot = w->slot;
+      const int generation = w->generation;
+      const Msec lived = event::monotonic_now() - w->started;
+      const bool fatal = WIFEXITED(status) && WEXITSTATUS(status) == worker::kFatalExit;
+      if (w->channel.fd) (void)loop_.del_event(w->channel.read, event::EventKind::read, false);
+      workers_.remove_if([pid](const WorkerProcess& p) { return p.pid == pid; });
+
+      if (!expected && !winched_ &&
+          (generation == generation_ || generation == pending_generation_)) {
+        if (fatal) {
+          spdlog::error("worker {} cannot work (exit code {}): not respawning it", slot,
+                        worker::kFatalExit);
+        } else {
+          schedule_respawn(slot, generation, lived);
+        }
+      }
+    }
+    if (stopping_ && workers_.empty()) loop_.stop();
+    if (pending_generation_ != 0) {
+      // A new worker that died before reporting may have been the last one missing.
+      bool all_ready = true;
+      bool any = false;
+      for (const auto& w : workers_) {
+        if (w.generation != pending_generation_) continue;
+        any = true;
+        all_ready = all_ready && w.ready;
+      }
+      if (any && all_ready) generation_ready();
+    }
+  }
+
+  void schedule_respawn(int slot, int generation, Msec lived) {
+    RespawnTimer& t = respawn_timer(slot);
+    if (lived >= kQuickDeath) {
+      t.quick_deaths = 0;
+      spawn(slot, generation);
+      return;
+    }
+    ++t.quick_deaths;
+    const Msec delay = std::min(kMaxBackoff, Msec{100 << std::min(t.quick_deaths - 1, 7)});
+    spdlog::warn("worker {} died {} ms after starting; respawning in {} ms", slot, lived.count(),
+                 delay.count());
+    loop_.add_timer(t.ev, delay);
+  }
+
+  RespawnTimer& respawn_timer(int slot) {
+    for (auto& t : respawn_timers_) {
+      if (t->slot == slot) return *t;
+    }
+    auto t = std::make_unique<RespawnTimer>();
+    t->slot = slot;
+    t->master = this;
+    t->ev.data = t.get();
+    t->ev.handler = [](Event& ev) {
+      auto& timer = *static_cast<RespawnTimer*>(ev.data);
+      Master& m = *timer.master;
+      if (m.stopping_ || m.winched_ || timer.slot >= m.config_->worker_processes) return;
+      m.spawn(timer.slot, m.generation_);
+    };
+    respawn_timers_.push_back(std::move(t));
+    return *respawn_timers_.back();
+  }
+
+  event::AcceptMutex mutex() { return event::AcceptMutex(*mutex_word_, ::getpid()); }
+
+  void stop(bool graceful) {
+    if (stopping_ && graceful) return;
+    spdlog::info("{}: {} stop", graceful ? "SIGQUIT" : "SIGTERM", graceful ? "graceful" : "fast");
+    stopping_ = true;
+    for (auto& w : workers_) {
+      tell(w, graceful ? worker::Command::quit : worker::Command::terminate);
+    }
+    // Nothing new: the workers own the sockets until they exit.
+    listeners_.close_all();
+    if (control_.fd) {
+      (void)loop_.del_event(control_.read, event::EventKind::read, false);
+      control_.fd.reset();
+    }
+    answer_reload_waiters("error\nferry: the master is stopping\n");
+    if (workers_.empty()) {
+      loop_.stop();
+      return;
+    }
+    arm_kill_timer(graceful ? std::optional<Msec>{} : std::optional<Msec>{Msec{0}});
+  }
+
+  // SIGKILL for workers told to stop that overstay worker_shutdown_timeout (plus a grace).
+  void arm_kill_timer(std::optional<Msec> bound = std::nullopt) {
+    const Msec timeout = bound.value_or(config_->worker_shutdown_timeout);
+    if (!bound && timeout.count() == 0) return;  // "0": wait for every connection
+    arm(kill_timer_, timeout + kKillGrace, [](Event& ev) {
+      auto& m = *static_cast<Master*>(ev.data);
+      for (auto& w : m.workers_) {
+        if (w.told_to_stop) {
+          spdlog::warn("worker {} (pid {}) did not exit in time: SIGKILL", w.slot, w.pid);
+          ::kill(w.pid, SIGKILL);
+        }
+      }
+    });
+  }
+
+  void arm(Event& ev, Msec delay, event::EventHandler handler) {
+    ev.data = this;
+    ev.handler = handler;
+    loop_.add_timer(ev, delay);
+  }
+
+  void reopen() {
+    spdlog::info("SIGUSR1: reopening logs");
+    std::string why;
+    if (worker::apply_log_settings(config_->log, why)) {
+      spdlog::error("cannot reopen the error log {}: {}", config_->log.path, why);
+    }
+    worker::set_log_role("master");
+    for (auto& w : workers_) tell(w, worker::Command::reopen);
+  }
+
+  // ---- reload ------------------------------------------------------------------------------
+
+  void reload() {
+    if (stopping_) return;
+    if (pending_generation_ != 0) {
+      reload_again_ = true;  // once the pending generation serves
+      return;
+    }
+    conf::LoadResult result = conf::load_file(conf_file_);
+    if (!result.config) {
+      std::string text;
+      for (const auto& e : result.errors) {
+        spdlog::error("{}", e.to_string());
+        text += e.to_string() + "\n";
+      }
+      spdlog::error("reload rejected: {} has {} error(s); keeping the running configuration",
+                    conf_file_, result.errors.size());
+      answer_reload_waiters("error\n" + text);
+      return;
+    }
+    for (const auto& w : result.warnings) spdlog::warn("{}", w.to_string());
+    auto next = std::make_unique<conf::Config>(std::move(*result.config));
+    std::string why;
+    if (listeners_.apply(*next, next->worker_processes, why)) {
+      spdlog::error("reload rejected: {}; keeping the running configuration", why);
+      answer_reload_waiters("error\n" + why + "\n");
+      return;
+    }
+    if (worker::apply_log_settings(next->log, why)) {
+      spdlog::error("cannot open the error log {}: {}; keeping the previous log", next->log.path,
+                    why);
+    }
+    worker::set_log_role("master");
+    raise_nofile_limit(*next);
+    // The old workers have their own copy of the old configuration: the master needs only the new.
+    config_ = std::move(next);
+    winched_ = false;
+
+    pending_generation_ = ++generation_;
+    for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
+    arm(reload_timeout_, kReadyTimeout, on_reload_timeout);
+  }
+
+  static void on_reload_timeout(Event& ev) {
+    auto& m = *static_cast<Master*>(ev.data);
+    if (m.pending_generation_ == 0) return;
+    spdlog::error("generation {} did not report ready within {} ms", m.pending_generation_,
+                  kReadyTimeout.count());
+    m.answer_reload_waiters("error\nferry: the new workers did not start in time\n");
+  }
+
+  void answer_reload_waiters(const std::string& answer) {
+    for (Connection* c : control_clients_) {
+      (void)::send(c->fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      loop_.close_connection(*c);
+    }
+    control_clients_.clear();
+  }
+
+  static void on_control_accept(Event& ev) {
+    auto& self = *static_cast<Master*>(static_cast<Connection*>(ev.data)->data);
+    UniqueFd fd(::accept4(self.control_.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!fd) return;
+    Connection* c = self.loop_.get_connection(std::move(fd));
+    if (c == nullptr) return;
+    c->data = &self;
+    c->read.handler = on_control_request;
+    c->write.handler = [](Event&) {};
+    if (self.loop_.add_connection(*c)) self.loop_.close_connection(*c);
+  }
+
+  static void on_control_request(Event& ev) {
+    auto& c = *static_cast<Connection*>(ev.data);
+    auto& self = *static_cast<Master*>(c.data);
+    char buf[64];
+    const ssize_t n = event::retry_eintr([&] { return ::read(c.fd.get(), buf, sizeof buf); });
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n >= 7 && std::string_view(buf, 7) == "reload\n") {
+      spdlog::info("reload requested on the control socket");
+      self.control_clients_.push_back(&c);
+      c.read.handler = [](Event& e) {
+        // The client gave up (EOF) before the verdict: forget it.
+        auto& cc = *static_cast<Connection*>(e.data);
+        char b[16];
+        if (::read(cc.fd.get(), b, sizeof b) == 0) {
+          auto& m = *static_cast<Master*>(cc.data);
+          std::erase(m.control_clients_, &cc);
+          m.loop_.close_connection(cc);
+        }
+      };
+      self.reload();
+      return;
+    }
+    const char answer[] = "error\nferry: unknown control request\n";
+    (void)::send(c.fd.get(), answer, sizeof answer - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    self.loop_.close_connection(c);
+  }
+
+  std::string conf_file_;
+  std::unique_ptr<conf::Config> config_;
+  ListenerSet listeners_;
+  event::SharedMemory shm_;
+  event::AcceptMutexWord* mutex_word_ = nullptr;
+  event::EventLoop loop_;
+  Connection signal_;
+  Connection control_;
+  std::string control_path_;
+  std::string pid_file_;
+  std::vector<Connection*> control_clients_;
+  std::list<WorkerProcess> workers_;  // stable addresses: channels point at their entry
+  std::vector<std::unique_ptr<RespawnTimer>> respawn_timers_;
+  Event reload_timeout_;
+  Event kill_timer_;
+  int generation_ = 0;
+  int pending_generation_ = 0;
+  bool reload_again_ = false;
+  bool stopping_ = false;
+  bool winched_ = false;
+};
+
+}  // namespace
+
+int run_master(const std::string& conf_file, conf::Config config) {
+  Master master(conf_file, std::move(config));
+  return master.run();
+}
+
+}  // namespace ferry::master

@@ -1,0 +1,272 @@
+// End-to-end tests of the process model: master and workers with their titles, the pid file,
+// reload (good and bad) through `ferry -s reload`, respawn after kill -9, graceful stop with a
+// session open, workers outliving a killed master only briefly, fd hygiene across reloads.
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/echo_server.h"
+#include "tests/support/ferry_instance.h"
+#include "tests/support/process.h"
+
+namespace ferry::test {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+std::string config(int workers, int listen_port, int backend_port,
+                   const std::string& extra_top = "", const std::string& extra_proxy = "") {
+  return extra_top + "worker_processes = " + std::to_string(workers) +
+         ";\nworker_connections = 1024;\n"
+         "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:" +
+         std::to_string(backend_port) + "\"; } ); } );\n" +
+         "proxies = ( { name = \"web\"; listen = [ \"127.0.0.1:" + std::to_string(listen_port) +
+         "\" ]; upstream = \"app\"; access_log = \"off\"; " + extra_proxy + "} );\n";
+}
+
+std::size_t open_fds(pid_t pid) {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& e :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+    ++n;
+  }
+  return n;
+}
+
+TEST(ProcessTest, MasterAndWorkersShowTheirRolesAndThePidFileComesAndGoes) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(2, port, backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+
+  std::string why;
+  std::ifstream pid_in(ferry.pid_file());
+  pid_t from_file = 0;
+  pid_in >> from_file;
+  EXPECT_EQ(from_file, ferry.master());
+  EXPECT_EQ(process_title(ferry.master()).rfind("ferry: master process ", 0), 0U)
+      << process_title(ferry.master());
+  EXPECT_NE(process_title(ferry.master()).find("-c " + ferry.conf()), std::string::npos);
+  const auto workers = ferry.workers();
+  ASSERT_EQ(workers.size(), 2U);
+  for (pid_t w : workers) EXPECT_EQ(process_title(w), "ferry: worker process");
+
+  const int fd = connect_to_port(port);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(echo_round_trip(fd, "through two processes"));
+  ::close(fd);
+
+  ferry.signal(SIGQUIT);
+  const Finished f = ferry.wait();
+  EXPECT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_FALSE(std::filesystem::exists(ferry.pid_file()));
+}
+
+TEST(ProcessTest, ReloadSwitchesTheUpstreamAndKeepsOpenSessions) {
+  EchoServer a;
+  EchoServer b;
+  const int port = free_port();
+  FerryInstance ferry(config(2, port, a.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const pid_t master = ferry.master();
+  const auto old_workers = ferry.workers();
+
+  const int before = connect_to_port(port);
+  ASSERT_GE(before, 0);
+  ASSERT_TRUE(echo_round_trip(before, "opened before the reload"));
+  EXPECT_EQ(a.accepted(), 1);
+
+  ferry.rewrite(config(2, port, b.port()));
+  const Finished r = ferry.command("reload");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+
+  const int after = connect_to_port(port);
+  ASSERT_GE(after, 0);
+  EXPECT_TRUE(echo_round_trip(after, "opened after the reload"));
+  EXPECT_EQ(b.accepted(), 1) << "new connections must reach the new backend";
+  EXPECT_EQ(a.accepted(), 1);
+  EXPECT_TRUE(echo_round_trip(before, "still working after the reload"));
+  EXPECT_EQ(ferry.master(), master);
+
+  // The old worker holding `before` stays until that session ends, then leaves.
+  ::close(before);
+  ::close(after);
+  EXPECT_TRUE(eventually([&] {
+    for (pid_t w : ferry.workers()) {
+      if (old_workers.count(w)) return false;
+    }
+    return ferry.workers().size() == 2;
+  })) << ferry.log();
+}
+
+TEST(ProcessTest, ABadConfigurationOnReloadIsReportedAndChangesNothing) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(2, port, backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const auto workers = ferry.workers();
+
+  ferry.rewrite("worker_processes = 2;\nworker_connections = \"lots\";\n");
+  const Finished r = ferry.command("reload");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(ferry.conf() + ":4: worker_connections: expected an integer"),
+            std::string::npos)
+      << r.err;
+  EXPECT_TRUE(ferry.wait_for_log("reload rejected"));
+  EXPECT_EQ(ferry.workers(), workers) << "the workers must be the same processes";
+
+  const int fd = connect_to_port(port);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(echo_round_trip(fd, "the old configuration still serves"));
+  ::close(fd);
+}
+
+TEST(ProcessTest, SignalCommandsWithoutAMasterFailClearly) {
+  TempDir dir;
+  const std::string conf = dir.write("f.conf", "pid_file = \"" + dir.path() + "/none.pid\";\n");
+  const Finished f = run_program({ferry_binary(), "-s", "reload", "-c", conf});
+  EXPECT_EQ(f.exit_code, 1);
+  EXPECT_NE(f.err.find("no running master found"), std::string::npos) << f.err;
+}
+
+class RespawnTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(RespawnTest, AKilledWorkerIsReplacedInItsSlotAndServiceGoesOn) {
+  EchoServer backend;
+  const int port = free_port();
+  const bool mutex = GetParam();
+  FerryInstance ferry(config(2, port, backend.port(),
+                             std::string("events = { accept_mutex = ") +
+                                 (mutex ? "true" : "false") +
+                                 "; accept_mutex_delay = \"50ms\"; };\n"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const auto before = ferry.workers();
+  const pid_t victim = *before.begin();
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+
+  EXPECT_TRUE(eventually(
+      [&] {
+        const auto now = ferry.workers();
+        return now.size() == 2 && !now.count(victim);
+      },
+      seconds(1)))
+      << ferry.log();
+  EXPECT_TRUE(
+      ferry.wait_for_log("(pid " + std::to_string(victim) + ") killed by signal 9 (SIGKILL)"))
+      << ferry.log();
+  for (int i = 0; i < 50; ++i) {
+    const int fd = connect_to_port(port);
+    ASSERT_GE(fd, 0) << "connection " << i;
+    ASSERT_TRUE(echo_round_trip(fd, "after the respawn " + std::to_string(i))) << i;
+    ::close(fd);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AcceptModes, RespawnTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "AcceptMutex" : "Exclusive"; });
+
+TEST(ProcessTest, GracefulStopLetsOpenSessionsFinishAndTakesNoNewOnes) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(1, port, backend.port(), "worker_shutdown_timeout = \"20s\";\n"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const int open = connect_to_port(port);
+  ASSERT_GE(open, 0);
+  ASSERT_TRUE(echo_round_trip(open, "before quit"));
+
+  ferry.signal(SIGQUIT);
+  EXPECT_TRUE(eventually([&] {
+    const int fd = connect_to_port(port);
+    if (fd >= 0) ::close(fd);
+    return fd < 0;
+  })) << "new connections must be refused once stopping";
+  EXPECT_TRUE(echo_round_trip(open, "the open session keeps working"));
+  const auto workers = ferry.workers();
+  ASSERT_EQ(workers.size(), 1U);
+  EXPECT_EQ(process_title(*workers.begin()), "ferry: worker process is shutting down");
+
+  ::close(open);
+  const Finished f = ferry.wait();
+  EXPECT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_FALSE(std::filesystem::exists(ferry.pid_file()));
+}
+
+TEST(ProcessTest, ShutdownTimeoutBoundsAGracefulStop) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(1, port, backend.port(), "worker_shutdown_timeout = \"300ms\";\n"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const int open = connect_to_port(port);
+  ASSERT_GE(open, 0);
+  ASSERT_TRUE(echo_round_trip(open, "held open"));
+  ferry.signal(SIGQUIT);
+  const Finished f = ferry.wait(seconds(5));
+  EXPECT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_NE(f.err.find("worker_shutdown_timeout reached"), std::string::npos) << f.err;
+  char byte;
+  EXPECT_EQ(::recv(open, &byte, 1, 0), 0) << "the session is closed at the timeout";
+  ::close(open);
+}
+
+TEST(ProcessTest, WorkersLeaveWhenTheMasterIsKilled) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(2, port, backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const auto workers = ferry.workers();
+  ASSERT_EQ(workers.size(), 2U);
+  ferry.signal(SIGKILL);
+  ferry.wait();
+  EXPECT_TRUE(eventually([&] {
+    for (pid_t w : workers) {
+      if (::kill(w, 0) == 0) return false;
+    }
+    return true;
+  })) << "workers outlived their master";
+}
+
+TEST(ProcessTest, TwentyReloadsLeakNoDescriptorInTheMaster) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(2, port, backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::size_t before = open_fds(ferry.master());
+  for (int i = 0; i < 20; ++i) {
+    const Finished r = ferry.command("reload");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  EXPECT_TRUE(eventually([&] { return ferry.workers().size() == 2; })) << ferry.log();
+  EXPECT_EQ(open_fds(ferry.master()), before);
+}
+
+TEST(RunErrorsTest, AnInvalidConfigurationDoesNotStart) {
+  TempDir dir;
+  const std::string conf = dir.write("ferry.conf", "worker_connections = \"many\";\n");
+  const Finished f = run_program({ferry_binary(), "-c", conf});
+  EXPECT_EQ(f.exit_code, 1);
+  EXPECT_NE(f.err.find(conf + ":1: worker_connections: expected an integer"), std::string::npos)
+      << f.err;
+}
+
+TEST(RunErrorsTest, AnAddressInUseIsReportedAndExitsOne) {
+  TempDir dir;
+  const HeldPort taken;
+  const std::string conf = dir.write(
+      "ferry.conf", "pid_file = \"" + dir.path() + "/p.pid\";\n" + config(1, taken.port(), 9));
+  const Finished f = run_program({ferry_binary(), "-c", conf});
+  EXPECT_EQ(f.exit_code, 1);
+  EXPECT_NE(f.err.find("cannot listen on 127.0.0.1:" + std::to_string(taken.port()) +
+                       ": Address already in use"),
+            std::string::npos)
+      << f.err;
+}
+
+}  // namespace
+}  // namespace ferry::test

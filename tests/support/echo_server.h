@@ -1,0 +1,38 @@
+// A real backend for tests: a threaded TCP echo server on 127.0.0.1 that counts the
+// connections it accepted.
+#pragma once
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace ferry::test {
+
+class EchoServer {
+ public:
+  EchoServer();
+  ~EchoServer();
+  EchoServer(const EchoServer&) = delete;
+  EchoServer& operator=(const EchoServer&) = delete;
+
+  [[nodiscard]] int port() const noexcept { return port_; }
+  [[nodiscard]] int accepted() const noexcept { return accepted_.load(); }
+
+ private:
+  void serve();
+
+  int fd_ = -1;
+  int port_ = 0;
+  int wake_[2] = {-1, -1};
+  std::atomic<int> accepted_{0};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// A client connection to 127.0.0.1:port with 5 s send/receive timeouts; -1 on failure.
+int connect_to_port(int port);
+// Sends `text` and reads back exactly as many bytes; true when they match.
+bool echo_round_trip(int fd, const std::string& text);
+
+}  // namespace ferry::test

@@ -1,0 +1,72 @@
+// FerryInstance and /proc helpers.
+#include "tests/support/ferry_instance.h"
+
+#include <dirent.h>
+#include <signal.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace ferry::test {
+
+std::string process_title(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!text.empty() && text.back() == '\0') text.pop_back();
+  for (char& c : text) {
+    if (c == '\0') c = ' ';
+  }
+  return text;
+}
+
+std::set<pid_t> children_of(pid_t parent) {
+  std::set<pid_t> out;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return out;
+  while (const dirent* e = ::readdir(proc)) {
+    const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
+    if (pid <= 0) continue;
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat;
+    std::getline(in, stat);
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    char state = 0;
+    pid_t ppid = 0;
+    fields >> state >> ppid;
+    if (ppid == parent && state != 'Z') out.insert(pid);
+  }
+  ::closedir(proc);
+  return out;
+}
+
+FerryInstance::FerryInstance(const std::string& body, const std::string& log_level)
+    : log_level_(log_level) {
+  pid_file_ = dir_.path() + "/ferry.pid";
+  rewrite(body);
+}
+
+FerryInstance::~FerryInstance() {
+  if (process_) {
+    process_->signal(SIGTERM);
+    process_->wait(std::chrono::seconds(10));
+  }
+}
+
+void FerryInstance::rewrite(const std::string& body) {
+  conf_ = dir_.write("ferry.conf", "pid_file = \"" + pid_file_ + "\";\nlog = { level = \"" +
+                                       log_level_ + "\"; };\n" + body);
+}
+
+bool FerryInstance::start(std::chrono::milliseconds limit) {
+  process_ = std::make_unique<Process>(std::vector<std::string>{ferry_binary(), "-c", conf_});
+  return process_->wait_for_stderr("worker(s) serving", limit);
+}
+
+Finished FerryInstance::command(const std::string& signal) {
+  return run_program({ferry_binary(), "-s", signal, "-c", conf_}, std::chrono::seconds(40));
+}
+
+}  // namespace ferry::test

@@ -1,0 +1,65 @@
+// A running ferry (master + workers) for integration tests: its own folder, configuration, pid
+// file and stderr; helpers to find its workers, reload it and stop it — every wait bounded.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "tests/support/process.h"
+
+namespace ferry::test {
+
+// The command line stored in /proc/PID/cmdline, NULs as spaces ("" when gone).
+std::string process_title(pid_t pid);
+// Live children of `parent` (from /proc).
+std::set<pid_t> children_of(pid_t parent);
+// Polls `done` every 10 ms until it holds or `limit` passes.
+template <typename Done>
+bool eventually(Done&& done, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+    ::usleep(10'000);
+  }
+  return true;
+}
+
+class FerryInstance {
+ public:
+  // `body` is the configuration without pid_file and log, which the instance adds.
+  explicit FerryInstance(const std::string& body, const std::string& log_level = "info");
+  ~FerryInstance();
+
+  // Starts the master and waits until every worker reported serving.
+  bool start(std::chrono::milliseconds limit = std::chrono::seconds(10));
+  void rewrite(const std::string& body);
+  // `ferry -s SIGNAL -c conf` with its result.
+  Finished command(const std::string& signal);
+  [[nodiscard]] pid_t master() const { return process_->pid(); }
+  [[nodiscard]] std::set<pid_t> workers() const { return children_of(master()); }
+  [[nodiscard]] const std::string& pid_file() const noexcept { return pid_file_; }
+  [[nodiscard]] const std::string& conf() const noexcept { return conf_; }
+  [[nodiscard]] const TempDir& dir() const noexcept { return dir_; }
+  bool wait_for_log(const std::string& text,
+                    std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    return process_->wait_for_stderr(text, limit);
+  }
+  [[nodiscard]] const std::string& log() const { return process_->stderr_so_far(); }
+  void signal(int sig) { process_->signal(sig); }
+  Finished wait(std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+    return process_->wait(limit);
+  }
+
+ private:
+  TempDir dir_;
+  std::string conf_;
+  std::string pid_file_;
+  std::string log_level_;
+  std::unique_ptr<Process> process_;
+};
+
+}  // namespace ferry::test

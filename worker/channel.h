@@ -1,0 +1,27 @@
+// The master ↔ worker channel: one socketpair per worker carrying one-byte messages — commands
+// from the master (quit, terminate, reopen) and reports from the worker (ready).
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cerrno>
+
+namespace ferry::worker {
+
+enum class Command : char { quit = 'q', terminate = 't', reopen = 'r' };
+enum class Report : char { ready = 'R' };
+
+// Exit status of a worker that must not be respawned (it cannot work at all: nginx's 2).
+inline constexpr int kFatalExit = 2;
+
+// Sends one byte; false when the peer is gone or the buffer is full (never blocks).
+inline bool channel_send(int fd, char byte) noexcept {
+  for (;;) {
+    const ssize_t n = ::send(fd, &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n == 1) return true;
+    if (n == -1 && errno == EINTR) continue;
+    return false;
+  }
+}
+
+}  // namespace ferry::worker
