@@ -56,18 +56,23 @@ void Acceptor::reorder(Entry& e) {
   if (!exclusive(e) || !e.conn.read.active) return;
   if (e.accepted++ % 16 != 0 && accept_disabled <= 0) return;
   if (loop_->del_event(e.conn.read, EventKind::read, false)) return;
-  (void)register_accept(e);
+  if (register_accept(e)) {
+    // Not registered any more: try again after the delay, as after EMFILE.
+    loop_->add_timer(e.conn.read, options_.delay);
+  }
 }
 
 void Acceptor::close() noexcept {
-  if (loop_ == nullptr) return;
+  if (loop_ == nullptr || closed_) return;
+  closed_ = true;
   disable_accept_events(true);
-  for (auto& e : listening_) loop_->del_timer(e->conn.read);
+  for (auto& e : listening_) {
+    loop_->del_timer(e->conn.read);
+    e->conn.fd.reset();
+  }
   if (held_) options_.mutex->unlock();
   held_ = false;
-  listening_.clear();
   if (loop_->acceptor() == this) loop_->set_acceptor(nullptr);
-  loop_ = nullptr;
 }
 
 std::error_code Acceptor::enable_accept_events() {
@@ -95,6 +100,7 @@ void Acceptor::try_lock_accept_mutex() {
   if (options_.mutex->try_lock()) {
     if (held_) return;
     if (enable_accept_events()) {
+      disable_accept_events(false);  // the ones that did get registered
       options_.mutex->unlock();
       return;
     }
@@ -171,6 +177,7 @@ void Acceptor::accept_from(Event& ev, Entry& entry) {
     ++stats_.accepted;
     reorder(entry);
     handler_(*c, ctx_);
+    if (closed_) return;  // the handler shut accepting down
   } while (options_.multi_accept);
 }
 

@@ -49,8 +49,11 @@ class Acceptor {
   // with reuseport are this worker's own and always registered).
   std::error_code init(EventLoop& loop, std::span<const Listening* const> listening,
                        const AcceptOptions& options, AcceptHandler handler, void* ctx);
-  // Removes every accept event from epoll and closes the duplicates.
+  // Removes every accept event from epoll and closes the duplicates. Safe from a handler in the
+  // middle of an epoll batch: the entries stay allocated (their fds closed, so later reports in
+  // the batch are recognised as stale) until the Acceptor is destroyed.
   void close() noexcept;
+  [[nodiscard]] bool closed() const noexcept { return closed_; }
 
   std::error_code enable_accept_events();
   void disable_accept_events(bool all) noexcept;
@@ -96,6 +99,7 @@ class Acceptor {
   std::vector<std::unique_ptr<Entry>> listening_;
   AcceptStats stats_;
   bool held_ = false;
+  bool closed_ = false;
 };
 
 }  // namespace ferry::event

@@ -1,6 +1,8 @@
 // ConnectionPool: preallocated entries, a LIFO free list, instance flipping on reuse.
 #include "event/connection.h"
 
+#include <cassert>
+
 namespace ferry::event {
 
 ConnectionPool::ConnectionPool(std::size_t size)
@@ -19,6 +21,8 @@ Connection* ConnectionPool::get(UniqueFd fd) noexcept {
   free_list_ = c->next_free;
   --free_count_;
 
+  // close_connection() disarms and unposts; an armed free entry is a caller's bug.
+  assert(!c->read.timer_set && !c->write.timer_set && !c->read.posted && !c->write.posted);
   const bool instance = c->read.instance;
   c->read.reset();
   c->write.reset();

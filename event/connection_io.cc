@@ -8,6 +8,8 @@
 namespace ferry::event {
 
 IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept {
+  // recv() of 0 bytes returns 0, which would read as EOF on a live connection.
+  if (buffer.empty()) return {IoStatus::ok, 0};
   const ssize_t n =
       retry_eintr([&] { return ::recv(c.fd.get(), buffer.data(), buffer.size(), 0); });
   if (n > 0) return {IoStatus::ok, static_cast<std::size_t>(n)};

@@ -31,6 +31,7 @@ struct Event {
   bool accept : 1 = false;       // a listening socket: posted to the accept queue
   bool write : 1 = false;        // the write half of a connection
   bool instance : 1 = false;     // flipped when a pooled connection is reused (stale detection)
+  bool level : 1 = false;        // registered level-triggered (no EPOLLET)
 
   TimerTree::Hook timer;
   PostedLink posted_link{nullptr, nullptr, this};
@@ -47,7 +48,7 @@ struct Event {
     handler = nullptr;
     data = nullptr;
     active = ready = posted = timer_set = timedout = eof = pending_eof = error = false;
-    accept = write = false;
+    accept = write = level = false;
     instance = keep_instance;
   }
 };

@@ -84,14 +84,17 @@ std::error_code EventLoop::add_event(Event& ev, EventKind kind, std::uint32_t fl
   ee.data.ptr = tag(c, ev.instance);
   if (auto ec = ctl(op, c, ee)) return ec;
   ev.active = true;
+  ev.level = (flags & EPOLLET) == 0;
   return {};
 }
 
 std::error_code EventLoop::del_event(Event& ev, EventKind kind, bool closing) {
   debug_assert_in_loop_thread();
-  ev.active = false;
   // A closed fd leaves epoll by itself, unless another process or fd still refers to it.
-  if (closing) return {};
+  if (closing) {
+    ev.active = false;
+    return {};
+  }
 
   auto& c = *static_cast<Connection*>(ev.data);
   Event& other = kind == EventKind::read ? c.write : c.read;
@@ -99,10 +102,14 @@ std::error_code EventLoop::del_event(Event& ev, EventKind kind, bool closing) {
   epoll_event ee{};
   if (other.active) {
     op = EPOLL_CTL_MOD;
-    ee.events = (kind == EventKind::read ? EPOLLOUT : (EPOLLIN | EPOLLRDHUP)) | EPOLLET;
+    // The remaining direction keeps the mode it was registered with.
+    ee.events = (kind == EventKind::read ? EPOLLOUT : (EPOLLIN | EPOLLRDHUP)) |
+                (other.level ? 0U : static_cast<std::uint32_t>(EPOLLET));
     ee.data.ptr = tag(c, other.instance);
   }
-  return ctl(op, c, ee);
+  if (auto ec = ctl(op, c, ee)) return ec;
+  ev.active = false;
+  return {};
 }
 
 std::error_code EventLoop::add_connection(Connection& c) {

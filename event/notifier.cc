@@ -50,7 +50,8 @@ void Notifier::close() noexcept {
   if (!conn_.fd) return;
   if (loop_ != nullptr) {
     EventLoop::delete_posted(conn_.read);
-    (void)loop_->del_event(conn_.read, EventKind::read, true);
+    // A real DEL: the eventfd may be shared (a fork), and then closing would not remove it.
+    if (conn_.read.active) (void)loop_->del_event(conn_.read, EventKind::read, false);
   }
   conn_.fd.reset();
 }

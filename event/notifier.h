@@ -26,7 +26,8 @@ class Notifier {
   std::error_code create(EventLoop& loop, Handler handler, void* data, bool start);
   std::error_code add();
   std::error_code del();
-  // Safe from any thread and from a signal handler (one write(2); errno is preserved).
+  // Safe from any thread and from a signal handler (one write(2); errno is preserved), as long
+  // as no notify() can still be running when close() is called: stop the producers first.
   void notify() const noexcept;
   void set_handler(Handler handler) noexcept { handler_ = handler; }
   // done: leaves epoll and closes the eventfd.

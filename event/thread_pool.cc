@@ -48,6 +48,10 @@ std::error_code ThreadPool::post(ThreadTask& task) {
   }
   {
     std::lock_guard lock(mutex_);
+    if (stopping_) {
+      spdlog::error("thread pool \"{}\" is shut down: task refused", name_);
+      return std::make_error_code(std::errc::operation_canceled);
+    }
     if (queued_ >= max_queue_) {
       spdlog::error("thread pool \"{}\" queue overflow: {} tasks waiting", name_, queued_);
       return std::make_error_code(std::errc::resource_unavailable_try_again);
@@ -124,6 +128,11 @@ void ThreadPool::shutdown() noexcept {
   }
   threads_.clear();
   done_notifier_.close();
+  // Finished tasks whose completion was not delivered yet: they are no longer in flight.
+  std::lock_guard lock(done_mutex_);
+  for (ThreadTask* t = done_head_; t != nullptr; t = t->next) t->event.active = false;
+  done_head_ = nullptr;
+  done_tail_ = &done_head_;
 }
 
 }  // namespace ferry::event

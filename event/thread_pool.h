@@ -40,7 +40,8 @@ class ThreadPool {
   // errc::resource_unavailable_try_again; a task already in flight returns
   // errc::device_or_resource_busy.
   std::error_code post(ThreadTask& task);
-  // Lets running tasks finish, drops the queued ones (their handlers never run), joins.
+  // Lets running tasks finish, drops the queued ones, joins. No completion handler runs after
+  // this (finished tasks just stop being in flight); later posts are refused.
   void shutdown() noexcept;
 
   [[nodiscard]] std::size_t queued() const;

@@ -86,8 +86,11 @@ TEST_F(AcceptorTest, MultiAcceptTakesEveryQueuedConnectionInOneEvent) {
   ASSERT_FALSE(start({.multi_accept = true}));
   std::vector<UniqueFd> clients;
   for (int i = 0; i < 5; ++i) clients.push_back(connect_to(ls.address));
-  loop.add_timer(loop.pool().at(0).read, milliseconds(1000));  // bounds the wait
+  Event guard;
+  guard.handler = [](Event&) {};
+  loop.add_timer(guard, milliseconds(1000));  // bounds the wait
   loop.process_events_and_timers();
+  loop.del_timer(guard);
   EXPECT_EQ(accepted.peers.size(), 5U);
 }
 
@@ -167,6 +170,32 @@ TEST_F(AcceptorTest, AWorkerWithoutTheMutexDoesNotAcceptAndWaitsAtMostTheDelay) 
   other_worker.unlock();
   EXPECT_TRUE(test::run_until(loop, [&] { return accepted.peers.size() == 1; }));
   acceptor.close();  // before the shared memory goes
+}
+
+// A handler that shuts accepting down in the middle of an epoll batch (a quit arriving with a
+// connection) must leave no dangling report behind.
+TEST_F(AcceptorTest, ClosingFromAHandlerMidBatchIsSafe) {
+  static Acceptor* self;
+  self = &acceptor;
+  auto [fd, peer] = test::socket_pair();
+  Connection* c = loop.get_connection(std::move(fd));
+  ASSERT_NE(c, nullptr);
+  c->read.handler = [](Event&) { self->close(); };
+  c->write.handler = [](Event&) {};
+  ASSERT_FALSE(start({.multi_accept = true}));
+  ASSERT_FALSE(loop.add_event(c->read, EventKind::read));
+  UniqueFd client = connect_to(ls.address);
+  ASSERT_EQ(::write(peer.get(), "q", 1), 1);
+  Event guard;
+  guard.handler = [](Event&) {};
+  for (int i = 0; i < 3; ++i) {
+    loop.add_timer(guard, milliseconds(50));
+    loop.process_events_and_timers();
+  }
+  EXPECT_TRUE(acceptor.closed());
+  EXPECT_LE(accepted.peers.size(), 1U);
+  loop.del_timer(guard);
+  loop.close_connection(*c);
 }
 
 TEST_F(AcceptorTest, AcceptDisabledFollowsTheFreeConnections) {

@@ -209,6 +209,31 @@ TEST_F(EventLoopTest, SecondDirectionIsAddedWithModAndDeletingOneKeepsTheOther) 
   loop.close_connection(*c);
 }
 
+// Deleting one direction re-registers the other with the mode it had: a level-triggered read
+// keeps being reported while data is waiting.
+TEST_F(EventLoopTest, DeletingOneDirectionKeepsTheOthersTriggerMode) {
+  auto [fd, peer] = socket_pair();
+  Connection* c = loop.get_connection(std::move(fd));
+  ASSERT_NE(c, nullptr);
+  static int reads;
+  reads = 0;
+  c->read.handler = [](Event&) { ++reads; };  // never reads: the data stays
+  c->write.handler = [](Event&) {};
+  ASSERT_FALSE(loop.add_event(c->read, EventKind::read, EventLoop::kLevel));
+  ASSERT_FALSE(loop.add_event(c->write, EventKind::write));
+  ASSERT_FALSE(loop.del_event(c->write, EventKind::write));
+  ASSERT_EQ(::write(peer.get(), "x", 1), 1);
+  Event guard;
+  guard.handler = [](Event&) {};
+  for (int i = 0; i < 3; ++i) {
+    loop.add_timer(guard, milliseconds(100));
+    loop.process_events_and_timers();
+  }
+  loop.del_timer(guard);
+  EXPECT_EQ(reads, 3) << "the read side turned edge-triggered";
+  loop.close_connection(*c);
+}
+
 TEST_F(EventLoopTest, PostedEventsRunAfterTheWaitInPostingOrder) {
   static std::vector<int>* order;
   std::vector<int> ran;

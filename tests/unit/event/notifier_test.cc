@@ -90,6 +90,18 @@ TEST_F(NotifierTest, NotifyFromASignalHandlerWakesTheLoop) {
   EXPECT_NE(signal_target, nullptr) << "notify() changed errno inside the signal handler";
 }
 
+// A failing write (here: the eventfd is closed) must not change errno either: the code a signal
+// handler interrupted may be about to read it.
+TEST_F(NotifierTest, NotifyPreservesErrnoEvenWhenTheWriteFails) {
+  Tally tally;
+  Notifier n;
+  ASSERT_FALSE(n.create(loop, count, &tally, true));
+  n.close();
+  errno = 4242;
+  n.notify();
+  EXPECT_EQ(errno, 4242);
+}
+
 TEST_F(NotifierTest, ManyNotifiersOnOneLoopEachRunTheirOwnHandler) {
   constexpr int kCount = 16;
   Tally tallies[kCount];

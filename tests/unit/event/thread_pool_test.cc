@@ -6,6 +6,7 @@
 #include <latch>
 #include <memory>
 #include <set>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -114,21 +115,51 @@ TEST(ThreadPoolTest, AFullQueueIsReportedNotWaitedFor) {
   ASSERT_TRUE(test::run_until(loop, [&] { return done == 4; }));
 }
 
-TEST(ThreadPoolTest, ShutdownJoinsAndDropsQueuedTasks) {
+TEST(ThreadPoolTest, ShutdownDropsQueuedTasksClearsFinishedOnesAndRefusesNewOnes) {
   EventLoop loop;
   ASSERT_FALSE(loop.init({.connections = 4, .epoll_events = 16}));
-  auto pool = std::make_unique<ThreadPool>();
-  ASSERT_FALSE(pool->init(loop, "short", 2, 16));
+  ThreadPool pool;
+  ASSERT_FALSE(pool.init(loop, "short", 1, 16));
+  static std::latch* release;
+  std::latch release_latch(1);
+  release = &release_latch;
   static std::atomic<int> ran;
   ran = 0;
-  ThreadTask t;
-  t.work = [](ThreadTask&) { ++ran; };
-  t.event.handler = [](Event&) {};
-  ASSERT_FALSE(pool->post(t));
-  pool->shutdown();
-  pool.reset();
-  EXPECT_LE(ran.load(), 1);
-  EXPECT_FALSE(t.event.active);
+  static int completions;
+  completions = 0;
+  ThreadTask finished;
+  ThreadTask blocker;
+  ThreadTask queued;
+  finished.work = [](ThreadTask&) { ++ran; };
+  blocker.work = [](ThreadTask&) {
+    release->wait();
+    ++ran;
+  };
+  queued.work = [](ThreadTask&) { ++ran; };
+  for (ThreadTask* t : {&finished, &blocker, &queued})
+    t->event.handler = [](Event&) { ++completions; };
+
+  ASSERT_FALSE(pool.post(finished));
+  ASSERT_FALSE(pool.post(blocker));
+  ASSERT_FALSE(pool.post(queued));
+  // `finished` runs (its completion is never delivered: the loop does not iterate), `blocker`
+  // holds the only thread, `queued` waits behind it.
+  for (int i = 0; i < 500 && ran.load() < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(ran.load(), 1);
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    release_latch.count_down();
+  });
+  pool.shutdown();
+  releaser.join();
+  EXPECT_EQ(ran.load(), 2) << "the queued task must be dropped, the running one finished";
+  EXPECT_FALSE(finished.event.active);
+  EXPECT_FALSE(blocker.event.active);
+  EXPECT_FALSE(queued.event.active);
+  EXPECT_EQ(completions, 0) << "no completion handler runs after shutdown";
+  EXPECT_EQ(pool.post(queued), std::errc::operation_canceled);
 }
 
 }  // namespace
