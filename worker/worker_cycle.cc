@@ -80,6 +80,7 @@ class Worker {
   static void on_connection(event::Connection& c, void* ctx) {
     auto& self = *static_cast<Worker*>(ctx);
     const auto& proxy = *static_cast<const conf::Proxy*>(c.listening->data);
+    spdlog::debug("accepted {} on {}", c.peer.to_string(), c.listening->address.to_string());
     self.sessions_.start(self.loop_, c, proxy, self.cfg_);
   }
 

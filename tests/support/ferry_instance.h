@@ -49,6 +49,7 @@ class FerryInstance {
     return process_->wait_for_stderr(text, limit);
   }
   [[nodiscard]] const std::string& log() const { return process_->stderr_so_far(); }
+  void drain_log() { process_->drain(); }
   void signal(int sig) { process_->signal(sig); }
   Finished wait(std::chrono::milliseconds limit = std::chrono::seconds(20)) {
     return process_->wait(limit);

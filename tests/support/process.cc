@@ -92,6 +92,15 @@ bool Process::wait_for_stderr(const std::string& text, std::chrono::milliseconds
   return true;
 }
 
+void Process::drain() {
+  for (;;) {
+    const std::size_t before = out_.size() + err_.size();
+    if (out_fd_ < 0 && err_fd_ < 0) return;
+    pump(std::chrono::milliseconds(0));
+    if (out_.size() + err_.size() == before) return;
+  }
+}
+
 void Process::signal(int sig) {
   if (pid_ > 0 && !finished_) ::kill(pid_, sig);
 }

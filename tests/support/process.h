@@ -38,6 +38,9 @@ class Process {
   // Waits for exit (killing with SIGKILL after `limit`); collects the remaining output.
   Finished wait(std::chrono::milliseconds limit = std::chrono::seconds(10));
   [[nodiscard]] const std::string& stderr_so_far() const noexcept { return err_; }
+  // Reads whatever output is waiting, without blocking: a program that logs a lot would
+  // otherwise stall on a full pipe.
+  void drain();
 
  private:
   void pump(std::chrono::milliseconds limit);
