@@ -1,7 +1,10 @@
 // ListenerSet::apply(): match wanted (address, reuseport, clone) against what is open.
 #include "master/listeners.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
+
+#include <cstdlib>
 
 #include <algorithm>
 
@@ -105,6 +108,49 @@ void ListenerSet::close_removed() noexcept {
     spdlog::info("proxy \"{}\" no longer listens on {}", e.proxy, e.ls->address.to_string());
   }
   removed_.clear();
+}
+
+void ListenerSet::adopt_inherited() {
+  const char* value = std::getenv(kInheritVariable);
+  if (value == nullptr) return;
+  const std::string list = value;
+  ::unsetenv(kInheritVariable);
+  std::size_t pos = 0;
+  while (pos < list.size()) {
+    std::size_t end = list.find(';', pos);
+    if (end == std::string::npos) end = list.size();
+    const int fd = std::atoi(list.substr(pos, end - pos).c_str());
+    pos = end + 1;
+    if (fd < 3) continue;
+    auto ls = std::make_unique<event::Listening>();
+    ls->fd.reset(fd);
+    int on = 0;
+    socklen_t len = sizeof on;
+    if (::getsockname(fd, ls->address.get(), ls->address.length_ptr()) == -1 ||
+        ::getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, &len) == -1) {
+      spdlog::error("inherited fd {} is not a socket: {}", fd, event::last_error().message());
+      continue;
+    }
+    // The new binary may not have been built with the same flags: make it ours again.
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    ls->reuseport = on != 0;
+    int clone = 0;
+    for (const Entry& e : entries_) {
+      if (e.ls->reuseport && e.ls->address == ls->address) clone = std::max(clone, e.clone + 1);
+    }
+    spdlog::info("inherited listening socket {} (fd {})", ls->address.to_string(), fd);
+    entries_.push_back({std::move(ls), "(inherited)", clone});
+  }
+}
+
+std::string ListenerSet::prepare_for_exec() const {
+  std::string value;
+  for (const Entry& e : entries_) {
+    const int fd = e.ls->fd.get();
+    ::fcntl(fd, F_SETFD, 0);
+    value += (value.empty() ? "" : ";") + std::to_string(fd);
+  }
+  return value;
 }
 
 std::vector<const event::Listening*> ListenerSet::for_worker(int slot, int workers) const {

@@ -17,6 +17,15 @@ namespace ferry::master {
 
 class ListenerSet {
  public:
+  // The environment variable that carries listening fds to a new binary ("3;4;5").
+  static constexpr const char* kInheritVariable = "FERRY_LISTEN_FDS";
+  // Takes the sockets a previous master passed in kInheritVariable (then unset), before the
+  // first apply(): apply() keeps those whose address is still configured.
+  void adopt_inherited();
+  // Clears FD_CLOEXEC on every socket and returns the kInheritVariable value, in a forked child
+  // about to exec the new binary.
+  std::string prepare_for_exec() const;
+
   // Brings the sockets in line with `cfg` for `workers` workers. On failure nothing changes
   // (sockets opened by this call are closed again) and the error says which address failed.
   std::error_code apply(const conf::Config& cfg, int workers, std::string& why);

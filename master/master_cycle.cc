@@ -2,6 +2,7 @@
 // control socket. Workers are forked from it and never return to it.
 #include "master/master_cycle.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
 #include <sched.h>
@@ -88,10 +89,12 @@ class Master {
     raise_nofile_limit(*config_);
 
     std::string why;
+    listeners_.adopt_inherited();
     if (listeners_.apply(*config_, config_->worker_processes, why)) {
       spdlog::critical("{}", why);
       return 1;
     }
+    listeners_.close_removed();
     if (shm_.create(sizeof(event::AcceptMutexWord))) return 1;
     mutex_word_ = new (shm_.data()) event::AcceptMutexWord;
 
@@ -109,7 +112,7 @@ class Master {
     loop_.run();
 
     remove_pid_file(pid_file_);
-    ::unlink(control_path_.c_str());
+    if (owns_control_path_) ::unlink(control_path_.c_str());
     spdlog::info("master exiting");
     return 0;
   }
@@ -382,6 +385,15 @@ class Master {
     switch (sig) {
       case SIGCHLD: reap(); break;
       case SIGHUP:
+        if (winched_) {
+          // After WINCH (an upgrade being rolled back): bring the workers back as they were.
+          spdlog::info("SIGHUP: restarting the workers with the running configuration");
+          winched_ = false;
+          pending_generation_ = ++generation_;
+          for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
+          arm(reload_timeout_, kReadyTimeout, on_reload_timeout);
+          break;
+        }
         spdlog::info("SIGHUP: reloading {}", conf_file_);
         reload();
         break;
@@ -397,7 +409,7 @@ class Master {
         }
         arm_kill_timer();
         break;
-      case SIGUSR2: spdlog::warn("SIGUSR2: binary upgrade is not built yet; ignored"); break;
+      case SIGUSR2: upgrade(); break;
       default: break;
     }
   }
@@ -407,6 +419,10 @@ class Master {
       int status = 0;
       const pid_t pid = ::waitpid(-1, &status, WNOHANG);
       if (pid <= 0) break;
+      if (pid == new_master_) {
+        upgrade_ended(status);
+        continue;
+      }
       WorkerProcess* w = find(pid);
       if (w == nullptr) continue;
       mutex().force_unlock(pid);  // a lock held by the dead must not stall the others
@@ -537,6 +553,71 @@ class Master {
     for (auto& w : workers_) tell(w, worker::Command::reopen);
   }
 
+  // ---- binary upgrade ----------------------------------------------------------------------
+
+  // USR2: start the binary found at our path as a new master that inherits the listening
+  // sockets; both run until the operator QUITs one of them.
+  void upgrade() {
+    if (new_master_ > 0) {
+      spdlog::warn("SIGUSR2: an upgrade is already under way (new master pid {})", new_master_);
+      return;
+    }
+    const std::string old_pid_file = config_->pid_file + ".oldbin";
+    if (::rename(pid_file_.c_str(), old_pid_file.c_str()) == -1) {
+      spdlog::error("SIGUSR2: rename({}, {}) failed: {}", pid_file_, old_pid_file,
+                    event::last_error().message());
+      return;
+    }
+    const std::string fds = listeners_.prepare_for_exec();
+    const pid_t pid = ::fork();
+    if (pid == -1) {
+      spdlog::error("SIGUSR2: fork() failed: {}", event::last_error().message());
+      ::rename(old_pid_file.c_str(), pid_file_.c_str());
+      return;
+    }
+    if (pid == 0) {
+      ::setenv(ListenerSet::kInheritVariable, fds.c_str(), 1);
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      std::vector<char*> argv;
+      for (const auto& a : original_arguments()) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      ::execv(binary_path().c_str(), argv.data());
+      spdlog::critical("SIGUSR2: execv({}) failed: {}", binary_path(),
+                       event::last_error().message());
+      ::_exit(worker::kFatalExit);
+    }
+    // Our copies are close-on-exec again for anything we fork later.
+    for (int fd : listeners_.fds()) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    new_master_ = pid;
+    pid_file_ = old_pid_file;
+    owns_control_path_ = false;  // the new master binds it
+    spdlog::info("SIGUSR2: started new master {} (pid {}); pid file is now {}", binary_path(), pid,
+                 pid_file_);
+  }
+
+  // The new master exited: the upgrade was rolled back (or failed). Take the pid file and the
+  // control socket back.
+  void upgrade_ended(int status) {
+    spdlog::log(stopping_ ? spdlog::level::info : spdlog::level::warn,
+                "new master (pid {}) exited ({}); this master is in charge again", new_master_,
+                WIFSIGNALED(status) ? std::string("signal ") + sigabbrev_np(WTERMSIG(status))
+                                    : "code " + std::to_string(WEXITSTATUS(status)));
+    new_master_ = -1;
+    if (::rename(pid_file_.c_str(), config_->pid_file.c_str()) == -1) {
+      spdlog::error("rename({}, {}) failed: {}", pid_file_, config_->pid_file,
+                    event::last_error().message());
+    } else {
+      pid_file_ = config_->pid_file;
+    }
+    if (!stopping_ && control_.fd) {
+      (void)loop_.del_event(control_.read, event::EventKind::read, false);
+      control_.fd.reset();
+      if (open_control_socket()) owns_control_path_ = true;
+    }
+  }
+
   // ---- reload ------------------------------------------------------------------------------
 
   void reload() {
@@ -652,6 +733,8 @@ class Master {
   Event kill_timer_;
   int generation_ = 0;
   int pending_generation_ = 0;
+  pid_t new_master_ = -1;  // during a binary upgrade
+  bool owns_control_path_ = true;
   bool reload_again_ = false;
   bool stopping_ = false;
   bool winched_ = false;

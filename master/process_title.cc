@@ -4,6 +4,7 @@
 
 #include <sys/prctl.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -15,6 +16,8 @@ namespace {
 char* g_area = nullptr;
 std::size_t g_area_size = 0;
 std::string g_command_line;
+std::vector<std::string> g_arguments;
+std::string g_binary;
 std::vector<std::string> g_env_copy;
 std::vector<char*> g_env_pointers;
 
@@ -24,8 +27,16 @@ void init_process_title(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) {
     if (i > 0) g_command_line += ' ';
     g_command_line += argv[i];
+    g_arguments.emplace_back(argv[i]);
   }
   if (argc == 0) return;
+  // Resolved now: the path, not /proc/self/exe, names the binary an upgrade installed.
+  if (char* real = ::realpath(argv[0], nullptr)) {
+    g_binary = real;
+    std::free(real);
+  } else {
+    g_binary = argv[0];
+  }
   char* end = argv[0];
   for (int i = 0; i < argc; ++i) {
     if (argv[i] == end) end = argv[i] + std::strlen(argv[i]) + 1;
@@ -53,5 +64,7 @@ void set_process_title(const std::string& title) {
 }
 
 const std::string& original_command_line() { return g_command_line; }
+const std::vector<std::string>& original_arguments() { return g_arguments; }
+const std::string& binary_path() { return g_binary; }
 
 }  // namespace ferry::master

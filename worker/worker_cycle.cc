@@ -13,6 +13,7 @@
 #include "event/event_loop.h"
 #include "event/notifier.h"
 #include "worker/channel.h"
+#include "worker/logging.h"
 #include "worker/proxy/relay.h"
 
 namespace ferry::worker {
@@ -108,7 +109,14 @@ class Worker {
     switch (cmd) {
       case Command::quit: begin_shutdown(); break;
       case Command::terminate: terminate(); break;
-      case Command::reopen: break;  // the log is reopened by the master's signal handler path
+      case Command::reopen: {
+        std::string why;
+        if (apply_log_settings(cfg_.log, why)) {
+          spdlog::error("cannot reopen the error log {}: {}", cfg_.log.path, why);
+        }
+        set_log_role("worker");
+        break;
+      }
     }
   }
 

@@ -1,13 +1,16 @@
 // End-to-end tests of the process model: master and workers with their titles, the pid file,
 // reload (good and bad) through `ferry -s reload`, respawn after kill -9, graceful stop with a
 // session open, workers outliving a killed master only briefly, fd hygiene across reloads.
+#include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -244,6 +247,112 @@ TEST(ProcessTest, TwentyReloadsLeakNoDescriptorInTheMaster) {
   }
   EXPECT_TRUE(eventually([&] { return ferry.workers().size() == 2; })) << ferry.log();
   EXPECT_EQ(open_fds(ferry.master()), before);
+}
+
+std::string status_field(pid_t pid, const std::string& name) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(name + ":", 0) == 0) {
+      const auto start = line.find_first_not_of(" \t", name.size() + 1);
+      return line.substr(start);
+    }
+  }
+  return "";
+}
+
+TEST(ProcessTest, WorkersRunAsTheConfiguredUserAndOnTheirOwnCpu) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch users";
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(
+      config(2, port, backend.port(), "user = \"nobody\";\nworker_cpu_affinity = \"auto\";\n"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  std::set<std::string> cpus;
+  for (pid_t w : ferry.workers()) {
+    const std::string uid = status_field(w, "Uid");
+    EXPECT_EQ(uid.substr(0, uid.find('\t')), std::to_string(nobody->pw_uid)) << uid;
+    cpus.insert(status_field(w, "Cpus_allowed_list"));
+  }
+  if (::sysconf(_SC_NPROCESSORS_ONLN) >= 2) {
+    EXPECT_EQ(cpus, (std::set<std::string>{"0", "1"}));
+  }
+  EXPECT_EQ(status_field(ferry.master(), "Uid").substr(0, 1), "0") << "the master stays root";
+  const int fd = connect_to_port(port);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(echo_round_trip(fd, "served by nobody"));
+  ::close(fd);
+}
+
+// Each reload leaves a generation draining behind a held session; past three draining
+// generations the oldest is stopped at once.
+TEST(ProcessTest, DrainingGenerationsAreCapped) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(1, port, backend.port(), "worker_shutdown_timeout = \"1m\";\n"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  std::vector<int> held;
+  for (int i = 0; i < 5; ++i) {
+    const int fd = connect_to_port(port);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(echo_round_trip(fd, "held " + std::to_string(i)));
+    held.push_back(fd);
+    const Finished r = ferry.command("reload");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  // Generations 1..5 hold one session each; 6 serves. 1 and 2 are past the cap.
+  EXPECT_TRUE(eventually([&] { return ferry.workers().size() == 4; })) << ferry.log();
+  char byte;
+  EXPECT_EQ(::recv(held[0], &byte, 1, 0), 0) << "the oldest generation was stopped";
+  EXPECT_EQ(::recv(held[1], &byte, 1, 0), 0);
+  for (int i = 2; i < 5; ++i) {
+    EXPECT_TRUE(echo_round_trip(held[i], "still draining")) << i;
+  }
+  for (int fd : held) ::close(fd);
+}
+
+TEST(ProcessTest, ReopenStartsANewLogFileAfterRotation) {
+  EchoServer backend;
+  const int port = free_port();
+  TempDir logs;
+  const std::string path = logs.path() + "/error.log";
+  // Logging to a file, so the instance's own stderr-based start is not used: only its folder,
+  // configuration path and pid file.
+  FerryInstance ferry(config(1, port, backend.port()));
+  const std::string body = "pid_file = \"" + ferry.pid_file() +
+                           "\";\nlog = { level = \"info\"; path = \"" + path + "\"; };\n" +
+                           config(1, port, backend.port());
+  std::ofstream(ferry.conf()) << body;
+  Process p({ferry_binary(), "-c", ferry.conf()});
+  ASSERT_TRUE(eventually([&] {
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text.find("worker(s) serving") != std::string::npos;
+  })) << p.stderr_so_far();
+  std::filesystem::rename(path, path + ".1");
+  const Finished r = run_program({ferry_binary(), "-s", "reopen", "-c", ferry.conf()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(eventually([&] { return std::filesystem::exists(path); }))
+      << "-s reopen must create a new log file";
+  const int fd = connect_to_port(port);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(echo_round_trip(fd, "after reopen"));
+  ::close(fd);
+  p.signal(SIGQUIT);
+  EXPECT_EQ(p.wait().exit_code, 0);
+  auto read = [](const std::string& file) {
+    std::ifstream in(file);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const std::string rotated = read(path + ".1");
+  const std::string fresh = read(path);
+  EXPECT_NE(rotated.find("reopening logs"), std::string::npos) << rotated;
+  EXPECT_EQ(rotated.find("master exiting"), std::string::npos) << rotated;
+  EXPECT_NE(fresh.find("master exiting"), std::string::npos) << "later lines go to the new file";
+  EXPECT_NE(fresh.find("worker: worker 0 shutting down"), std::string::npos)
+      << "the workers reopened too:\n"
+      << fresh;
 }
 
 TEST(RunErrorsTest, AnInvalidConfigurationDoesNotStart) {
