@@ -1,0 +1,197 @@
+// Tests of worker/upstream/balancer: smooth weighted round robin, least connections, consistent
+// hashing, passive health, backups, max_conns, and failover through the tried set.
+#include "worker/upstream/balancer.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "conf/values.h"
+
+namespace ferry::worker {
+namespace {
+
+using event::Msec;
+
+conf::Upstream group(conf::Balance balance, std::vector<std::pair<int, int>> servers) {
+  conf::Upstream u;
+  u.name = "u";
+  u.balance = balance;
+  for (auto [port, weight] : servers) {
+    conf::Server s;
+    s.address = std::get<conf::Address>(conf::parse_address("127.0.0.1:" + std::to_string(port)));
+    s.weight = weight;
+    u.servers.push_back(s);
+  }
+  return u;
+}
+
+event::SocketAddress client(std::uint32_t ip) {
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(ip);
+  sin.sin_port = htons(40000);
+  return event::SocketAddress(reinterpret_cast<const sockaddr*>(&sin), sizeof sin);
+}
+
+const event::TimePoint t0{Msec{1'000'000}};
+
+std::string pick_name(Balancer& b, event::TimePoint now = t0) {
+  TriedSet tried;
+  Peer* p = b.pick(client(0x7f000001), tried, now);
+  if (p == nullptr) return "-";
+  b.release(*p, false, now);
+  return p->name;
+}
+
+TEST(BalancerTest, SmoothWeightedRoundRobinInterleaves) {
+  // nginx's example: weights 5, 1, 1 give a a b a c a a — never a long run of one server.
+  const conf::Upstream u = group(conf::Balance::round_robin, {{1, 5}, {2, 1}, {3, 1}});
+  Balancer b(u);
+  std::string seq;
+  for (int i = 0; i < 7; ++i) seq += pick_name(b).back();
+  EXPECT_EQ(seq, "1121311");
+}
+
+TEST(BalancerTest, WeightsSplitExactlyOverAFullCycle) {
+  const conf::Upstream u = group(conf::Balance::round_robin, {{1, 1}, {2, 1}, {3, 2}});
+  Balancer b(u);
+  std::map<std::string, int> count;
+  for (int i = 0; i < 4000; ++i) ++count[pick_name(b)];
+  EXPECT_EQ(count["127.0.0.1:1"], 1000);
+  EXPECT_EQ(count["127.0.0.1:2"], 1000);
+  EXPECT_EQ(count["127.0.0.1:3"], 2000);
+}
+
+TEST(BalancerTest, LeastConnPrefersTheIdleServerPerWeight) {
+  const conf::Upstream u = group(conf::Balance::least_conn, {{1, 1}, {2, 1}, {3, 2}});
+  Balancer b(u);
+  auto peer = [&](const std::string& name) -> Peer& {
+    for (Peer& p : b.peers()) {
+      if (p.name == name) return p;
+    }
+    throw std::runtime_error(name);
+  };
+  peer("127.0.0.1:1").conns = 5;
+  peer("127.0.0.1:3").conns = 10;
+  EXPECT_EQ(pick_name(b), "127.0.0.1:2") << "the idle server";
+  // One session each: the weight-2 server is the least loaded per unit of weight.
+  peer("127.0.0.1:1").conns = 1;
+  peer("127.0.0.1:2").conns = 1;
+  peer("127.0.0.1:3").conns = 1;
+  EXPECT_EQ(pick_name(b), "127.0.0.1:3");
+  // Equal load per weight: smooth round robin among them, never one server only.
+  peer("127.0.0.1:1").conns = 0;
+  peer("127.0.0.1:2").conns = 0;
+  peer("127.0.0.1:3").conns = 0;
+  std::map<std::string, int> count;
+  for (int i = 0; i < 400; ++i) ++count[pick_name(b)];
+  EXPECT_EQ(count.size(), 3U);
+}
+
+TEST(BalancerTest, HashKeepsAClientOnOneServerAndMovesAboutOneNthWhenOneIsAdded) {
+  const conf::Upstream three = group(conf::Balance::hash, {{1, 1}, {2, 1}, {3, 1}});
+  const conf::Upstream four = group(conf::Balance::hash, {{1, 1}, {2, 1}, {3, 1}, {4, 1}});
+  Balancer b3(three);
+  Balancer b4(four);
+  int moved = 0;
+  std::map<std::string, int> spread;
+  constexpr int kClients = 10'000;
+  for (std::uint32_t ip = 0; ip < kClients; ++ip) {
+    const auto c = client(0x0a000000 + ip * 7919);
+    TriedSet t;
+    Peer* first = b3.pick(c, t, t0);
+    ASSERT_NE(first, nullptr);
+    b3.release(*first, false, t0);
+    TriedSet again;
+    Peer* second = b3.pick(c, again, t0);
+    ASSERT_EQ(first, second) << "a client must stay on its server";
+    b3.release(*second, false, t0);
+    ++spread[first->name];
+    TriedSet t4;
+    Peer* after = b4.pick(c, t4, t0);
+    b4.release(*after, false, t0);
+    moved += after->name != first->name;
+  }
+  for (const auto& [name, n] : spread) {
+    EXPECT_GT(n, kClients / 3 * 7 / 10) << name << " gets too few keys";
+    EXPECT_LT(n, kClients / 3 * 13 / 10) << name << " gets too many keys";
+  }
+  // Ideal: 1/4 of the keys move to the new server, none between the old ones.
+  EXPECT_GT(moved, kClients * 15 / 100);
+  EXPECT_LT(moved, kClients * 35 / 100);
+}
+
+TEST(BalancerTest, FailuresMakeAServerUnavailableForFailTimeoutThenOneTrialDecides) {
+  conf::Upstream u = group(conf::Balance::round_robin, {{1, 1}, {2, 1}});
+  u.servers[0].max_fails = 2;
+  u.servers[0].fail_timeout = Msec{10'000};
+  Balancer b(u);
+  Peer& bad = b.peers()[0];
+  bad.conns = 1;
+  b.release(bad, true, t0);
+  bad.conns = 1;
+  b.release(bad, true, t0);
+  ASSERT_EQ(bad.fails, 2);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(pick_name(b, t0 + Msec{5'000}), "127.0.0.1:2");
+
+  // After fail_timeout one session may try it; while that trial runs, it gets no other.
+  const auto later = t0 + Msec{10'001};
+  TriedSet trial_tried;
+  Peer* trial = nullptr;
+  for (int i = 0; i < 4 && trial == nullptr; ++i) {
+    TriedSet t;
+    Peer* p = b.pick(client(1), t, later);
+    if (p == &bad) {
+      trial = p;
+    } else {
+      b.release(*p, false, later);
+    }
+  }
+  ASSERT_EQ(trial, &bad) << "the server must get a trial after fail_timeout";
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(pick_name(b, later), "127.0.0.1:2");
+  b.release(*trial, false, later);  // the trial succeeded
+  std::map<std::string, int> count;
+  for (int i = 0; i < 10; ++i) ++count[pick_name(b, later)];
+  EXPECT_GT(count["127.0.0.1:1"], 0) << "a successful trial makes the server available again";
+}
+
+TEST(BalancerTest, BackupsServeOnlyWhenEveryPrimaryIsUnavailable) {
+  conf::Upstream u = group(conf::Balance::round_robin, {{1, 1}, {2, 1}, {3, 1}});
+  u.servers[2].backup = true;
+  u.servers[1].down = true;
+  Balancer b(u);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(pick_name(b), "127.0.0.1:1");
+  TriedSet tried;
+  Peer* first = b.pick(client(1), tried, t0);
+  ASSERT_EQ(first->name, "127.0.0.1:1");
+  Peer* second = b.pick(client(1), tried, t0);  // the primary was tried: failover to backup
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(second->name, "127.0.0.1:3");
+  EXPECT_EQ(b.pick(client(1), tried, t0), nullptr) << "every server was tried";
+}
+
+TEST(BalancerTest, MaxConnsCapsAServer) {
+  conf::Upstream u = group(conf::Balance::round_robin, {{1, 1}, {2, 1}});
+  u.servers[0].max_conns = 1;
+  Balancer b(u);
+  std::vector<Peer*> held;
+  std::map<std::string, int> count;
+  for (int i = 0; i < 6; ++i) {
+    TriedSet t;
+    Peer* p = b.pick(client(1), t, t0);
+    ++count[p->name];
+    held.push_back(p);
+  }
+  EXPECT_EQ(count["127.0.0.1:1"], 1);
+  EXPECT_EQ(count["127.0.0.1:2"], 5);
+}
+
+}  // namespace
+}  // namespace ferry::worker

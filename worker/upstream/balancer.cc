@@ -1,0 +1,193 @@
+// Balancer: peer choice and passive health, following nginx's upstream round robin module's
+// rules (smooth weights, effective_weight after failures, one trial after fail_timeout).
+#include "worker/upstream/balancer.h"
+
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace ferry::worker {
+namespace {
+
+// FNV-1a, 64 bits: stable across runs and processes, so every worker builds the same ring.
+std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h = 1469598103934665603ULL) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ULL;
+  }
+  // FNV's low bits mix poorly for short keys: finish with a 64-bit avalanche (splitmix64).
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebULL;
+  h ^= h >> 31;
+  return h;
+}
+
+// The client's IP address bytes (the port changes with every connection).
+std::uint64_t client_hash(const event::SocketAddress& a) {
+  if (a.family() == AF_INET) {
+    const auto* sin = reinterpret_cast<const sockaddr_in*>(a.get());
+    return fnv1a(&sin->sin_addr, sizeof sin->sin_addr);
+  }
+  if (a.family() == AF_INET6) {
+    const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(a.get());
+    return fnv1a(&sin6->sin6_addr, sizeof sin6->sin6_addr);
+  }
+  return 0;
+}
+
+constexpr int kPointsPerWeight = 160;
+
+}  // namespace
+
+Balancer::Balancer(const conf::Upstream& upstream) : method_(upstream.balance) {
+  for (bool backup : {false, true}) {
+    for (const conf::Server& s : upstream.servers) {
+      if (s.backup != backup || s.down) continue;
+      Peer p;
+      p.server = &s;
+      p.address = event::SocketAddress(s.address.sockaddr_ptr(), s.address.length);
+      p.name = s.address.text;
+      p.weight = p.effective_weight = s.weight;
+      p.backup = backup;
+      peers_.push_back(std::move(p));
+    }
+  }
+  if (method_ == conf::Balance::hash) build_ring();
+}
+
+Balancer::Balancer(const conf::Address& address) {
+  Peer p;
+  p.address = event::SocketAddress(address.sockaddr_ptr(), address.length);
+  p.name = address.text;
+  peers_.push_back(std::move(p));
+}
+
+void Balancer::build_ring() {
+  // Points depend on the server's name only, so adding or removing one server moves only the
+  // keys that fall next to its points (about 1/N of them).
+  for (std::uint32_t i = 0; i < peers_.size(); ++i) {
+    if (peers_[i].backup) continue;
+    const std::string& name = peers_[i].name;
+    for (int k = 0; k < kPointsPerWeight * peers_[i].weight; ++k) {
+      const std::string point = name + "#" + std::to_string(k);
+      ring_.push_back({fnv1a(point.data(), point.size()), i});
+    }
+  }
+  std::sort(ring_.begin(), ring_.end(),
+            [](const Point& a, const Point& b) { return a.hash < b.hash; });
+}
+
+bool Balancer::available(const Peer& p, event::TimePoint now) const {
+  const conf::Server* s = p.server;
+  if (s == nullptr) return true;
+  if (s->max_fails > 0 && p.fails >= s->max_fails && now - p.checked <= s->fail_timeout) {
+    return false;
+  }
+  if (s->max_conns > 0 && p.conns >= s->max_conns) return false;
+  return true;
+}
+
+Peer* Balancer::pick(const event::SocketAddress& key, TriedSet& tried, event::TimePoint now) {
+  tried.ensure(peers_.size());
+  Peer* best = nullptr;
+  if (method_ == conf::Balance::hash) {
+    best = hash(key, tried, now);
+  } else {
+    for (bool backup : {false, true}) {
+      best = method_ == conf::Balance::least_conn ? least_conn(backup, tried, now)
+                                                  : round_robin(backup, tried, now);
+      if (best != nullptr) break;
+    }
+  }
+  if (best == nullptr) return nullptr;
+  tried.add(index_of(*best));
+  ++best->conns;
+  // A server past its fail window gets one trial: the window restarts now.
+  if (best->server != nullptr && best->fails >= best->server->max_fails &&
+      best->server->max_fails > 0) {
+    best->checked = now;
+  }
+  return best;
+}
+
+Peer* Balancer::round_robin(bool backup, TriedSet& tried, event::TimePoint now) {
+  Peer* best = nullptr;
+  int total = 0;
+  for (std::size_t i = 0; i < peers_.size(); ++i) {
+    Peer& p = peers_[i];
+    if (p.backup != backup || tried.has(i) || !available(p, now)) continue;
+    p.current_weight += p.effective_weight;
+    total += p.effective_weight;
+    if (p.effective_weight < p.weight) ++p.effective_weight;
+    if (best == nullptr || p.current_weight > best->current_weight) best = &p;
+  }
+  if (best != nullptr) best->current_weight -= total;
+  return best;
+}
+
+Peer* Balancer::least_conn(bool backup, TriedSet& tried, event::TimePoint now) {
+  // The fewest connections per unit of weight; among equals, smooth round robin.
+  Peer* least = nullptr;
+  for (std::size_t i = 0; i < peers_.size(); ++i) {
+    Peer& p = peers_[i];
+    if (p.backup != backup || tried.has(i) || !available(p, now)) continue;
+    if (least == nullptr ||
+        static_cast<long>(p.conns) * least->weight < static_cast<long>(least->conns) * p.weight) {
+      least = &p;
+    }
+  }
+  if (least == nullptr) return nullptr;
+  Peer* best = nullptr;
+  int total = 0;
+  for (std::size_t i = 0; i < peers_.size(); ++i) {
+    Peer& p = peers_[i];
+    if (p.backup != backup || tried.has(i) || !available(p, now)) continue;
+    if (static_cast<long>(p.conns) * least->weight != static_cast<long>(least->conns) * p.weight) {
+      continue;
+    }
+    p.current_weight += p.effective_weight;
+    total += p.effective_weight;
+    if (p.effective_weight < p.weight) ++p.effective_weight;
+    if (best == nullptr || p.current_weight > best->current_weight) best = &p;
+  }
+  best->current_weight -= total;
+  return best;
+}
+
+Peer* Balancer::hash(const event::SocketAddress& key, TriedSet& tried, event::TimePoint now) {
+  if (ring_.empty()) return nullptr;
+  const std::uint64_t h = client_hash(key);
+  auto it = std::lower_bound(ring_.begin(), ring_.end(), h,
+                             [](const Point& p, std::uint64_t v) { return p.hash < v; });
+  // Walk the ring from the key's point to the first server that can take the session.
+  for (std::size_t step = 0; step < ring_.size(); ++step, ++it) {
+    if (it == ring_.end()) it = ring_.begin();
+    Peer& p = peers_[it->peer];
+    if (!tried.has(it->peer) && available(p, now)) return &p;
+  }
+  return nullptr;
+}
+
+void Balancer::release(Peer& peer, bool failed, event::TimePoint now) {
+  if (peer.conns > 0) --peer.conns;
+  const conf::Server* s = peer.server;
+  if (s == nullptr) return;
+  if (failed) {
+    ++peer.fails;
+    peer.accessed = now;
+    peer.checked = now;
+    if (s->max_fails > 0) {
+      peer.effective_weight -= std::max(1, peer.weight / s->max_fails);
+      if (peer.effective_weight < 0) peer.effective_weight = 0;
+    }
+    return;
+  }
+  // A session got through: the server is healthy again.
+  peer.fails = 0;
+}
+
+}  // namespace ferry::worker

@@ -1,0 +1,88 @@
+// Upstream balancing for one worker: the servers of an upstream group with their live state,
+// and the choice of a server for a session — nginx's smooth weighted round robin, weighted
+// least connections, or consistent hashing of the client address — with passive health
+// (max_fails within fail_timeout), max_conns, backup servers and the servers already tried.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "conf/config.h"
+#include "event/clock.h"
+#include "event/socket_address.h"
+
+namespace ferry::worker {
+
+struct Peer {
+  const conf::Server* server = nullptr;
+  event::SocketAddress address;
+  std::string name;  // as configured, for logs
+  int weight = 1;
+  int current_weight = 0;    // smooth weighted round robin state
+  int effective_weight = 1;  // lowered by failures, recovers by one per pick
+  int conns = 0;             // sessions of this worker on the server
+  int fails = 0;
+  event::TimePoint checked{};   // when the fail window started / a trial was granted
+  event::TimePoint accessed{};  // the last failure
+  bool backup = false;
+};
+
+// Which servers a session has already tried (by index into the group's peers).
+class TriedSet {
+ public:
+  // Sized once for a group; later calls with the same size keep what was tried.
+  void ensure(std::size_t n) {
+    if (bits_.size() != n) bits_.assign(n, false);
+  }
+  [[nodiscard]] bool has(std::size_t i) const { return i < bits_.size() && bits_[i]; }
+  void add(std::size_t i) {
+    if (i < bits_.size()) bits_[i] = true;
+  }
+  [[nodiscard]] std::size_t count() const {
+    std::size_t n = 0;
+    for (bool b : bits_) n += b;
+    return n;
+  }
+
+ private:
+  std::vector<bool> bits_;
+};
+
+class Balancer {
+ public:
+  Balancer() = default;
+  explicit Balancer(const conf::Upstream& upstream);
+  // A group of one address (a proxy's `upstream = "host:port"`).
+  explicit Balancer(const conf::Address& address);
+
+  // The server for a session, or nullptr when none can take it. `key` is the client address
+  // (hash balancing). The pick counts as a connection until release().
+  Peer* pick(const event::SocketAddress& key, TriedSet& tried, event::TimePoint now);
+  // The session is done with `peer`: `failed` when connecting to it failed.
+  void release(Peer& peer, bool failed, event::TimePoint now);
+
+  [[nodiscard]] std::size_t size() const noexcept { return peers_.size(); }
+  [[nodiscard]] std::span<Peer> peers() noexcept { return peers_; }
+  [[nodiscard]] std::size_t index_of(const Peer& p) const noexcept {
+    return static_cast<std::size_t>(&p - peers_.data());
+  }
+
+ private:
+  [[nodiscard]] bool available(const Peer& p, event::TimePoint now) const;
+  Peer* round_robin(bool backup, TriedSet& tried, event::TimePoint now);
+  Peer* least_conn(bool backup, TriedSet& tried, event::TimePoint now);
+  Peer* hash(const event::SocketAddress& key, TriedSet& tried, event::TimePoint now);
+  void build_ring();
+
+  conf::Balance method_ = conf::Balance::round_robin;
+  std::vector<Peer> peers_;  // primaries first, then backups
+  struct Point {
+    std::uint64_t hash;
+    std::uint32_t peer;
+  };
+  std::vector<Point> ring_;  // consistent-hash points, sorted
+};
+
+}  // namespace ferry::worker
