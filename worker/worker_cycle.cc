@@ -115,6 +115,7 @@ class Worker {
           spdlog::error("cannot reopen the error log {}: {}", cfg_.log.path, why);
         }
         set_log_role("worker");
+        sessions_.reopen_logs();
         break;
       }
     }

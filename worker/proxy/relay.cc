@@ -1,16 +1,15 @@
-// The relay: non-blocking connect, two edge-triggered pipes, half-close, idle and connect timers.
+// The relay: connect with failover, two edge-triggered pipes, half-close, reset propagation,
+// idle and connect timers, the access-log line.
 #include "worker/proxy/relay.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-#include <memory>
-#include <optional>
-
 #include <spdlog/spdlog.h>
 
 #include "event/connection_io.h"
+#include "event/listening.h"
 
 namespace ferry::worker {
 
@@ -19,25 +18,6 @@ using event::Event;
 using event::EventLoop;
 using event::IoStatus;
 
-namespace {
-
-// The address the relay connects to: the proxy's own "host:port", or the first server of its
-// upstream that is not marked down (primary before backup).
-std::optional<conf::Address> pick_server(const conf::Proxy& proxy, const conf::Config& cfg) {
-  if (proxy.upstream_address) return proxy.upstream_address;
-  for (const conf::Upstream& u : cfg.upstreams) {
-    if (u.name != proxy.upstream) continue;
-    for (bool backup : {false, true}) {
-      for (const conf::Server& s : u.servers) {
-        if (!s.down && s.backup == backup) return s.address;
-      }
-    }
-  }
-  return std::nullopt;
-}
-
-}  // namespace
-
 // One direction of a session: bytes read from `from` wait in `buf` until `to` takes them.
 struct Pipe {
   Connection* from = nullptr;
@@ -45,24 +25,50 @@ struct Pipe {
   std::unique_ptr<std::byte[]> buf;
   std::size_t start = 0;
   std::size_t end = 0;
-  bool eof = false;   // `from` sent FIN
-  bool shut = false;  // FIN passed on to `to`
+  std::uint64_t total = 0;  // bytes passed on
+  bool eof = false;         // `from` sent FIN
+  bool shut = false;        // FIN passed on to `to`
 };
+
+namespace {
+void on_client_event(Event& ev);
+void on_upstream_event(Event& ev);
+}  // namespace
 
 struct Session {
   EventLoop* loop = nullptr;
   SessionSet* set = nullptr;
   const conf::Proxy* proxy = nullptr;
+  Balancer* balancer = nullptr;
+  Peer* peer = nullptr;
+  TriedSet tried;
+  int tries = 0;
   Connection* client = nullptr;
   Connection* upstream = nullptr;
   Pipe up;    // client → upstream
   Pipe down;  // upstream → client
-  std::size_t capacity = 0;
   bool connected = false;
+  event::TimePoint started;
+  std::chrono::system_clock::time_point wall_start;
   Session* prev = nullptr;
   Session* next = nullptr;
 
-  void close() noexcept {
+  void close(std::string_view status) noexcept {
+    if (peer != nullptr) balancer->release(*peer, false, loop->now());
+    if (AccessLog* log = set->access_log(*proxy)) {
+      const std::string client_text = client->peer.to_string();
+      const std::string listen_text = client->listening->address.to_string();
+      AccessRecord r;
+      r.start = wall_start;
+      r.client = client_text;
+      r.listen = listen_text;
+      r.upstream = peer != nullptr ? std::string_view(peer->name) : std::string_view("-");
+      r.bytes_from_client = up.total;
+      r.bytes_to_client = down.total;
+      r.duration = loop->now() - started;
+      r.status = status;
+      log->write(r);
+    }
     if (client != nullptr) loop->close_connection(*client);
     if (upstream != nullptr) loop->close_connection(*upstream);
     client = upstream = nullptr;
@@ -72,15 +78,32 @@ struct Session {
     if (owner->size() == 0 && owner->on_empty != nullptr) owner->on_empty(owner->on_empty_ctx);
   }
 
+  // A reset on one side is passed on as a reset (SO_LINGER 0) on the other.
+  void reset(Connection* side, int err) {
+    const bool from_client = side == client;
+    spdlog::debug("proxy \"{}\": {} {}: {}", proxy->name, from_client ? "client" : "upstream",
+                  side->peer.to_string(), std::system_category().message(err));
+    Connection* other = from_client ? upstream : client;
+    if (other != nullptr) {
+      const linger abort{1, 0};
+      ::setsockopt(other->fd.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+    }
+    close(from_client ? "client_reset" : "upstream_reset");
+  }
+
   // Moves what it can through one pipe; false when the session had to be closed.
   bool pump(Pipe& p) {
     for (;;) {
       if (p.end > p.start) {
         if (!p.to->write.ready) return true;
         const auto r = event::send(*p.to, {p.buf.get() + p.start, p.end - p.start});
-        if (r.status == IoStatus::error) return fail(p.to, r.err);
+        if (r.status == IoStatus::error) {
+          reset(p.to, r.err);
+          return false;
+        }
         if (r.status == IoStatus::again) return true;
         p.start += r.bytes;
+        p.total += r.bytes;
         if (p.start == p.end) p.start = p.end = 0;
         continue;
       }
@@ -92,29 +115,101 @@ struct Session {
         return true;
       }
       if (!p.from->read.ready) return true;
-      const auto r = event::recv(*p.from, {p.buf.get() + p.end, capacity - p.end});
-      if (r.status == IoStatus::error) return fail(p.from, r.err);
+      const auto r = event::recv(*p.from, {p.buf.get() + p.end, proxy->buffer_size - p.end});
+      if (r.status == IoStatus::error) {
+        reset(p.from, r.err);
+        return false;
+      }
       if (r.status == IoStatus::eof) p.eof = true;
       if (r.status == IoStatus::again) return true;
       p.end += r.bytes;
     }
   }
 
-  bool fail(Connection* c, int err) {
-    spdlog::debug("proxy \"{}\": {} {} failed: {}", proxy->name,
-                  c == client ? "client" : "upstream", c->peer.to_string(),
-                  std::system_category().message(err));
-    close();
-    return false;
-  }
-
   void run() {
     if (!pump(up) || !pump(down)) return;
     if (up.shut && down.shut) {
-      close();
+      close("closed");
       return;
     }
     if (proxy->idle_timeout.count() > 0) loop->add_timer(client->read, proxy->idle_timeout);
+  }
+
+  // Connects to the next server the balancer offers; false when none is left (closed).
+  bool connect_next() {
+    const event::TimePoint now = loop->now();
+    for (;;) {
+      const bool out_of_tries =
+          proxy->next_upstream_tries > 0 && tries >= proxy->next_upstream_tries;
+      const bool out_of_time = proxy->next_upstream_timeout.count() > 0 && tries > 0 &&
+                               now - started >= proxy->next_upstream_timeout;
+      Peer* next = out_of_tries || out_of_time ? nullptr : balancer->pick(client->peer, tried, now);
+      if (next == nullptr) {
+        spdlog::warn("proxy \"{}\": no server could take client {} ({} tried)", proxy->name,
+                     client->peer.to_string(), tries);
+        close("connect_failed");
+        return false;
+      }
+      ++tries;
+      peer = next;
+      event::UniqueFd fd(
+          ::socket(peer->address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      if (!fd) {
+        spdlog::error("socket() for {} failed: {}", peer->name, event::last_error().message());
+        failed_peer();
+        continue;
+      }
+      if (proxy->tcp_nodelay) {
+        const int on = 1;
+        ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+      }
+      if (::connect(fd.get(), peer->address.get(), peer->address.length()) == -1 &&
+          errno != EINPROGRESS) {
+        spdlog::warn("proxy \"{}\": connect to {} failed: {}", proxy->name, peer->name,
+                     event::last_error().message());
+        failed_peer();
+        continue;
+      }
+      upstream = loop->get_connection(std::move(fd));
+      if (upstream == nullptr) {
+        spdlog::warn("proxy \"{}\": worker_connections are not enough", proxy->name);
+        balancer->release(*peer, false, now);
+        peer = nullptr;
+        close("connect_failed");
+        return false;
+      }
+      upstream->peer = peer->address;
+      upstream->data = this;
+      upstream->read.handler = upstream->write.handler = on_upstream_event;
+      if (loop->add_connection(*upstream)) {
+        close("connect_failed");
+        return false;
+      }
+      loop->add_timer(upstream->write, proxy->connect_timeout);
+      return true;
+    }
+  }
+
+  void failed_peer() {
+    balancer->release(*peer, true, loop->now());
+    peer = nullptr;
+  }
+
+  // The connect to `peer` failed (refused, timed out): drop that socket, try the next server.
+  void connect_failed(const char* why) {
+    spdlog::warn("proxy \"{}\": connect to {} {}; trying the next server", proxy->name, peer->name,
+                 why);
+    loop->close_connection(*upstream);
+    upstream = nullptr;
+    failed_peer();
+    connect_next();
+  }
+
+  void connected_now() {
+    loop->del_timer(upstream->write);
+    connected = true;
+    up.to = upstream;
+    down.from = upstream;
   }
 };
 
@@ -125,7 +220,7 @@ void on_client_event(Event& ev) {
   if (ev.timedout) {
     spdlog::debug("proxy \"{}\": session idle for {} ms, closing", s.proxy->name,
                   s.proxy->idle_timeout.count());
-    s.close();
+    s.close("idle_timeout");
     return;
   }
   if (s.connected) s.run();
@@ -135,9 +230,7 @@ void on_upstream_event(Event& ev) {
   auto& s = *static_cast<Session*>(static_cast<Connection*>(ev.data)->data);
   if (!s.connected) {
     if (ev.timedout) {
-      spdlog::warn("proxy \"{}\": connect to {} timed out", s.proxy->name,
-                   s.upstream->peer.to_string());
-      s.close();
+      s.connect_failed("timed out");
       return;
     }
     if (!ev.write) return;  // a read report before the connect completed
@@ -145,13 +238,11 @@ void on_upstream_event(Event& ev) {
     socklen_t len = sizeof err;
     if (::getsockopt(s.upstream->fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) == -1) err = errno;
     if (err != 0) {
-      spdlog::warn("proxy \"{}\": connect to {} failed: {}", s.proxy->name,
-                   s.upstream->peer.to_string(), std::system_category().message(err));
-      s.close();
+      const std::string why = "failed: " + std::system_category().message(err);
+      s.connect_failed(why.c_str());
       return;
     }
-    s.loop->del_timer(s.upstream->write);
-    s.connected = true;
+    s.connected_now();
   }
   s.run();
 }
@@ -175,65 +266,57 @@ void SessionSet::unlink(Session& s) noexcept {
 void SessionSet::close_all() noexcept {
   auto* saved = on_empty;
   on_empty = nullptr;  // the caller is tearing down already
-  while (head_ != nullptr) head_->close();
+  while (head_ != nullptr) head_->close("shutdown");
   on_empty = saved;
+}
+
+void SessionSet::reopen_logs() {
+  for (auto& [path, log] : logs_) log->open();
+}
+
+Balancer& SessionSet::balancer(const conf::Proxy& proxy, const conf::Config& cfg) {
+  auto it = balancers_.find(&proxy);
+  if (it != balancers_.end()) return it->second;
+  if (proxy.upstream_address)
+    return balancers_.emplace(&proxy, Balancer(*proxy.upstream_address)).first->second;
+  for (const conf::Upstream& u : cfg.upstreams) {
+    if (u.name == proxy.upstream) return balancers_.emplace(&proxy, Balancer(u)).first->second;
+  }
+  return balancers_.emplace(&proxy, Balancer()).first->second;  // validated: not reached
+}
+
+AccessLog* SessionSet::access_log(const conf::Proxy& proxy) {
+  if (proxy.access_log == "off") return nullptr;
+  auto& slot = logs_[proxy.access_log];
+  if (!slot) slot = std::make_unique<AccessLog>(proxy.access_log);
+  return slot.get();
 }
 
 void SessionSet::start(EventLoop& loop, Connection& client, const conf::Proxy& proxy,
                        const conf::Config& cfg) {
-  const auto server = pick_server(proxy, cfg);
-  if (!server) {
-    spdlog::error("proxy \"{}\": no usable server", proxy.name);
-    loop.close_connection(client);
-    return;
-  }
-  event::UniqueFd fd(
-      ::socket(server->storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd) {
-    spdlog::error("socket() for upstream {} failed: {}", server->text,
-                  event::last_error().message());
-    loop.close_connection(client);
-    return;
-  }
-  const int on = 1;
-  if (proxy.tcp_nodelay) {
-    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-    ::setsockopt(client.fd.get(), IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-  }
-  if (::connect(fd.get(), server->sockaddr_ptr(), server->length) == -1 && errno != EINPROGRESS) {
-    spdlog::warn("proxy \"{}\": connect to {} failed: {}", proxy.name, server->text,
-                 event::last_error().message());
-    loop.close_connection(client);
-    return;
-  }
-  Connection* upstream = loop.get_connection(std::move(fd));
-  if (upstream == nullptr) {
-    spdlog::warn("proxy \"{}\": worker_connections are not enough", proxy.name);
-    loop.close_connection(client);
-    return;
-  }
-  upstream->peer = event::SocketAddress(server->sockaddr_ptr(), server->length);
-
   auto* s = new Session;
   s->loop = &loop;
   s->set = this;
   s->proxy = &proxy;
+  s->balancer = &balancer(proxy, cfg);
   s->client = &client;
-  s->upstream = upstream;
-  s->capacity = proxy.buffer_size;
-  s->up = {&client, upstream, std::make_unique<std::byte[]>(proxy.buffer_size)};
-  s->down = {upstream, &client, std::make_unique<std::byte[]>(proxy.buffer_size)};
+  s->started = loop.now();
+  s->wall_start = std::chrono::system_clock::now();
+  s->up = {&client, nullptr, std::make_unique<std::byte[]>(proxy.buffer_size)};
+  s->down = {nullptr, &client, std::make_unique<std::byte[]>(proxy.buffer_size)};
   link(*s);
 
+  if (proxy.tcp_nodelay) {
+    const int on = 1;
+    ::setsockopt(client.fd.get(), IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+  }
   client.data = s;
-  upstream->data = s;
   client.read.handler = client.write.handler = on_client_event;
-  upstream->read.handler = upstream->write.handler = on_upstream_event;
-  if (loop.add_connection(client) || loop.add_connection(*upstream)) {
-    s->close();
+  if (loop.add_connection(client)) {
+    s->close("connect_failed");
     return;
   }
-  loop.add_timer(upstream->write, proxy.connect_timeout);
+  s->connect_next();
 }
 
 }  // namespace ferry::worker

@@ -1,21 +1,26 @@
-// A minimal TCP relay, the worker's built-in handler until the full proxy (sessions, balancing,
-// failover, access log) lands: connect to the proxy's first usable server, move bytes both ways
-// with one buffer per direction, pass a FIN on as shutdown(SHUT_WR), close when both directions
-// are done, on an error, or after idle_timeout.
+// A TCP relay, the worker's handler until the full proxy lands: pick a server through the
+// upstream's balancer (failing over to the next one on a refused or timed-out connect, within
+// next_upstream_tries and next_upstream_timeout), move bytes both ways with one buffer per
+// direction, pass a FIN on as shutdown(SHUT_WR) and a reset as a reset, close when both
+// directions are done, on an error, or after idle_timeout, and write one access-log line.
 #pragma once
 
 #include <cstddef>
+#include <map>
+#include <memory>
+#include <string>
 
 #include "conf/config.h"
 #include "event/connection.h"
 #include "event/event_loop.h"
+#include "worker/proxy/access_log.h"
+#include "worker/upstream/balancer.h"
 
 namespace ferry::worker {
 
 struct Session;
 
-// The sessions of one worker, so that a graceful shutdown can wait for them and a fast one can
-// close them.
+// The sessions of one worker, with the balancers and access logs they share.
 class SessionSet {
  public:
   SessionSet() = default;
@@ -26,10 +31,12 @@ class SessionSet {
   // Takes over an accepted client connection of `proxy`.
   void start(event::EventLoop& loop, event::Connection& client, const conf::Proxy& proxy,
              const conf::Config& cfg);
+  // Closes every session now (logged as `shutdown`).
   void close_all() noexcept;
+  void reopen_logs();
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
 
-  // Called with the set's context whenever a session ends (shutdown waits on it).
+  // Called with the set's context whenever the last session ends (shutdown waits on it).
   void (*on_empty)(void* ctx) = nullptr;
   void* on_empty_ctx = nullptr;
 
@@ -37,9 +44,13 @@ class SessionSet {
   friend struct Session;
   void link(Session& s) noexcept;
   void unlink(Session& s) noexcept;
+  Balancer& balancer(const conf::Proxy& proxy, const conf::Config& cfg);
+  AccessLog* access_log(const conf::Proxy& proxy);
 
   Session* head_ = nullptr;
   std::size_t count_ = 0;
+  std::map<const conf::Proxy*, Balancer> balancers_;
+  std::map<std::string, std::unique_ptr<AccessLog>> logs_;
 };
 
 }  // namespace ferry::worker
