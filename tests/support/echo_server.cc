@@ -44,10 +44,12 @@ EchoServer::~EchoServer() {
 
 void EchoServer::serve() {
   std::map<int, std::string> pending;  // fd → bytes not yet echoed back
+  std::map<int, bool> finished;         // fd → the client sent FIN: close once flushed
   while (!stop_) {
     std::vector<pollfd> fds{{fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
     for (const auto& [fd, out] : pending) {
-      fds.push_back({fd, static_cast<short>(POLLIN | (out.empty() ? 0 : POLLOUT)), 0});
+      const short in = finished[fd] ? 0 : POLLIN;
+      fds.push_back({fd, static_cast<short>(in | (out.empty() ? 0 : POLLOUT)), 0});
     }
     if (::poll(fds.data(), fds.size(), 1000) <= 0) continue;
     if (fds[0].revents & POLLIN) {
@@ -62,7 +64,8 @@ void EchoServer::serve() {
       const int fd = fds[i].fd;
       std::string& out = pending[fd];
       bool closed = false;
-      if (fds[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+      bool failed = false;
+      if (!finished[fd] && (fds[i].revents & (POLLIN | POLLHUP | POLLERR))) {
         char buf[65536];
         for (;;) {
           const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
@@ -70,18 +73,25 @@ void EchoServer::serve() {
             out.append(buf, static_cast<std::size_t>(n));
             continue;
           }
-          if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) closed = true;
+          if (n == 0) finished[fd] = true;
+          if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) failed = true;
           break;
         }
       }
       while (!out.empty()) {
         const ssize_t n = ::send(fd, out.data(), out.size(), MSG_NOSIGNAL);
-        if (n <= 0) break;
+        if (n <= 0) {
+          if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) failed = true;
+          break;
+        }
         out.erase(0, static_cast<std::size_t>(n));
       }
+      // Half-close, as a real server does: answer everything, then close.
+      closed = failed || (finished[fd] && out.empty());
       if (closed) {
         ::close(fd);
         pending.erase(fd);
+        finished.erase(fd);
       }
     }
   }
