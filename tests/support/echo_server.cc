@@ -44,7 +44,7 @@ EchoServer::~EchoServer() {
 
 void EchoServer::serve() {
   std::map<int, std::string> pending;  // fd → bytes not yet echoed back
-  std::map<int, bool> finished;         // fd → the client sent FIN: close once flushed
+  std::map<int, bool> finished;        // fd → the client sent FIN: close once flushed
   while (!stop_) {
     std::vector<pollfd> fds{{fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
     for (const auto& [fd, out] : pending) {
