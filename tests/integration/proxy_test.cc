@@ -1,6 +1,8 @@
 // End-to-end tests of proxying through the real binary with real backends: byte-exact bulk
 // transfer, half-close, balancing over weighted servers, failover past a refusing server, the
 // fast failure when no server is left, and the access-log line.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -199,6 +201,138 @@ TEST(ProxyTest, EachSessionWritesOneAccessLogLine) {
     EXPECT_EQ(status, "closed") << line;
     EXPECT_EQ(when.size(), std::string("2026-11-22T08:55:35.123+0000").size()) << line;
   }
+}
+
+// A connection from a chosen loopback source address (127.0.0.0/8 is all local).
+int connect_from(const std::string& source, int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in src{};
+  src.sin_family = AF_INET;
+  ::inet_pton(AF_INET, source.c_str(), &src.sin_addr);
+  sockaddr_in dst{};
+  dst.sin_family = AF_INET;
+  dst.sin_port = htons(static_cast<uint16_t>(port));
+  dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof src) != 0 ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof dst) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+TEST(ProxyTest, LeastConnSendsTheNextSessionToTheIdleServer) {
+  EchoServer a, b;
+  const int port = free_port();
+  TempDir logs;
+  const std::string access = logs.path() + "/access.log";
+  FerryInstance ferry(config(1, port, servers({{a.port(), 1}, {b.port(), 1}}), "least_conn",
+                             "access_log = \"" + access + "\"; "));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  // Opens a session, keeps it open, and says which server took it.
+  auto open_on = [&](int& fd) -> EchoServer* {
+    const int before_a = a.accepted();
+    fd = connect_to_port(port);
+    EXPECT_GE(fd, 0);
+    EXPECT_TRUE(echo_round_trip(fd, "held"));
+    return a.accepted() != before_a ? &a : &b;
+  };
+  int s1, s2, s3, s4;
+  EchoServer* first = open_on(s1);
+  EchoServer* second = open_on(s2);
+  EXPECT_NE(second, first) << "with one session on the first server, the idle one is chosen";
+  EchoServer* third = open_on(s3);
+  EchoServer* lighter = third == first ? second : first;  // one session; the other has two
+  EchoServer* fourth = open_on(s4);
+  EXPECT_EQ(fourth, lighter) << "the next session goes to the server with fewer sessions";
+  // 2-2 now. When s4 ends, its server is the lighter one again.
+  ::close(s4);
+  ASSERT_TRUE(eventually([&] {
+    const std::string text = read_file(access);
+    return std::count(text.begin(), text.end(), '\n') == 1;
+  })) << read_file(access);
+  int s5;
+  EXPECT_EQ(open_on(s5), lighter) << "a server whose session ended is preferred again";
+  for (int fd : {s1, s2, s3, s5}) ::close(fd);
+}
+
+TEST(ProxyTest, HashKeepsEachClientOnOneServerAndAReloadWithOneMoreMovesAboutAQuarter) {
+  EchoServer s1, s2, s3, s4;
+  const int port = free_port();
+  const std::string three = servers({{s1.port(), 1}, {s2.port(), 1}, {s3.port(), 1}});
+  FerryInstance ferry(config(2, port, three, "hash", "access_log = \"off\"; "));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  EchoServer* all[] = {&s1, &s2, &s3, &s4};
+  // Which server a client lands on: the one whose accepted count went up.
+  auto land = [&](const std::string& source) {
+    int before[4];
+    for (int i = 0; i < 4; ++i) before[i] = all[i]->accepted();
+    const int fd = connect_from(source, port);
+    EXPECT_GE(fd, 0) << source;
+    EXPECT_TRUE(echo_round_trip(fd, "hash"));
+    ::close(fd);
+    for (int i = 0; i < 4; ++i) {
+      if (all[i]->accepted() != before[i]) return i;
+    }
+    return -1;
+  };
+  std::map<std::string, int> first;
+  for (int i = 1; i <= 200; ++i) {
+    const std::string source = "127.0.1." + std::to_string(i);
+    first[source] = land(source);
+    EXPECT_EQ(land(source), first[source]) << source << " moved between two sessions";
+  }
+  ferry.rewrite(
+      config(2, port, three + ", " + servers({{s4.port(), 1}}), "hash", "access_log = \"off\"; "));
+  ASSERT_EQ(ferry.command("reload").exit_code, 0);
+  int moved = 0;
+  for (const auto& [source, server] : first) {
+    const int now = land(source);
+    if (now != server) {
+      ++moved;
+      EXPECT_EQ(now, 3) << source << " moved between two old servers";
+    }
+  }
+  std::printf("[ hash ] %d of 200 clients moved to the new server\n", moved);
+  EXPECT_GT(moved, 200 * 10 / 100);
+  EXPECT_LT(moved, 200 * 40 / 100);
+}
+
+// A server whose accept queue is full drops SYNs: the connect times out and the session goes
+// to the next server; max_fails then keeps the dead one out of rotation.
+TEST(ProxyTest, AConnectTimeoutMovesOnToTheNextServer) {
+  const int blackhole = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sin;
+  ASSERT_EQ(::bind(blackhole, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
+  ASSERT_EQ(::listen(blackhole, 0), 0);
+  ::getsockname(blackhole, reinterpret_cast<sockaddr*>(&sin), &len);
+  const int hole_port = ntohs(sin.sin_port);
+  std::vector<int> fillers;  // fill the queue: later SYNs are dropped
+  for (int i = 0; i < 4; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ::connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin);
+    fillers.push_back(fd);
+  }
+  EchoServer good;
+  const int port = free_port();
+  FerryInstance ferry(config(1, port, servers({{hole_port, 1}, {good.port(), 1}}), "round_robin",
+                             "connect_timeout = \"200ms\"; access_log = \"off\"; "));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  for (int i = 0; i < 6; ++i) {
+    const int fd = connect_to_port(port);
+    ASSERT_GE(fd, 0);
+    EXPECT_TRUE(echo_round_trip(fd, "timeout " + std::to_string(i))) << i;
+    ::close(fd);
+  }
+  EXPECT_EQ(good.accepted(), 6);
+  EXPECT_TRUE(ferry.wait_for_log("timed out; trying the next server")) << ferry.log();
+  for (int fd : fillers) ::close(fd);
+  ::close(blackhole);
 }
 
 }  // namespace
