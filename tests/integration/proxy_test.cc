@@ -3,6 +3,7 @@
 // fast failure when no server is left, and the access-log line.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -333,6 +334,53 @@ TEST(ProxyTest, AConnectTimeoutMovesOnToTheNextServer) {
   EXPECT_TRUE(ferry.wait_for_log("timed out; trying the next server")) << ferry.log();
   for (int fd : fillers) ::close(fd);
   ::close(blackhole);
+}
+
+long rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+// Buffers are taken only while bytes are in flight: 1,000 idle sessions with 64 KiB buffers
+// would hold 125 MiB if each kept its two buffers; they must cost a small fixed amount each.
+TEST(ProxyTest, IdleSessionsHoldNoBuffers) {
+  // 1,000 sessions: two fds each here (client and backend side), two in the worker.
+  rlimit lim{};
+  ::getrlimit(RLIMIT_NOFILE, &lim);
+  if (lim.rlim_max < 4096) GTEST_SKIP() << "RLIMIT_NOFILE hard limit " << lim.rlim_max;
+  lim.rlim_cur = lim.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &lim);
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry("worker_rlimit_nofile = 8192;\n" +
+                      config(1, port, servers({{backend.port(), 1}}), "round_robin",
+                             "buffer_size = \"64k\"; access_log = \"off\"; "));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const pid_t worker = *ferry.workers().begin();
+  std::vector<int> idle;
+  // Warm up: the first sessions bring the allocator's arenas in.
+  for (int i = 0; i < 20; ++i) {
+    const int fd = connect_to_port(port);
+    ASSERT_TRUE(echo_round_trip(fd, "warm"));
+    idle.push_back(fd);
+  }
+  const long before = rss_kib(worker);
+  constexpr int kIdle = 1000;
+  for (int i = 0; i < kIdle; ++i) {
+    const int fd = connect_to_port(port);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(echo_round_trip(fd, "idle from now on"));
+    idle.push_back(fd);
+  }
+  const long after = rss_kib(worker);
+  const double per_session = (after - before) * 1024.0 / kIdle;
+  std::printf("[ memory ] worker RSS %ld KiB -> %ld KiB: %.0f bytes per idle session\n", before,
+              after, per_session);
+  EXPECT_LT(per_session, 4096) << "idle sessions must not keep their 2 x 64 KiB buffers";
+  for (int fd : idle) ::close(fd);
 }
 
 }  // namespace

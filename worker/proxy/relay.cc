@@ -19,6 +19,7 @@ using event::EventLoop;
 using event::IoStatus;
 
 // One direction of a session: bytes read from `from` wait in `buf` until `to` takes them.
+// `buf` is held only while bytes are in it.
 struct Pipe {
   Connection* from = nullptr;
   Connection* to = nullptr;
@@ -72,6 +73,8 @@ struct Session {
     if (client != nullptr) loop->close_connection(*client);
     if (upstream != nullptr) loop->close_connection(*upstream);
     client = upstream = nullptr;
+    set->buffers_.give(std::move(up.buf), proxy->buffer_size);
+    set->buffers_.give(std::move(down.buf), proxy->buffer_size);
     SessionSet* owner = set;
     owner->unlink(*this);
     delete this;
@@ -104,7 +107,10 @@ struct Session {
         if (r.status == IoStatus::again) return true;
         p.start += r.bytes;
         p.total += r.bytes;
-        if (p.start == p.end) p.start = p.end = 0;
+        if (p.start == p.end) {
+          p.start = p.end = 0;
+          set->buffers_.give(std::move(p.buf), proxy->buffer_size);
+        }
         continue;
       }
       if (p.eof) {
@@ -115,14 +121,16 @@ struct Session {
         return true;
       }
       if (!p.from->read.ready) return true;
+      if (!p.buf) p.buf = set->buffers_.take(proxy->buffer_size);
       const auto r = event::recv(*p.from, {p.buf.get() + p.end, proxy->buffer_size - p.end});
       if (r.status == IoStatus::error) {
         reset(p.from, r.err);
         return false;
       }
       if (r.status == IoStatus::eof) p.eof = true;
-      if (r.status == IoStatus::again) return true;
       p.end += r.bytes;
+      if (p.end == 0) set->buffers_.give(std::move(p.buf), proxy->buffer_size);
+      if (r.status == IoStatus::again) return true;
     }
   }
 
@@ -302,8 +310,8 @@ void SessionSet::start(EventLoop& loop, Connection& client, const conf::Proxy& p
   s->client = &client;
   s->started = loop.now();
   s->wall_start = std::chrono::system_clock::now();
-  s->up = {&client, nullptr, std::make_unique<std::byte[]>(proxy.buffer_size)};
-  s->down = {nullptr, &client, std::make_unique<std::byte[]>(proxy.buffer_size)};
+  s->up.from = &client;
+  s->down.to = &client;
   link(*s);
 
   if (proxy.tcp_nodelay) {

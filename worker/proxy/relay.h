@@ -14,6 +14,7 @@
 #include "event/connection.h"
 #include "event/event_loop.h"
 #include "worker/proxy/access_log.h"
+#include "worker/proxy/buffer_pool.h"
 #include "worker/upstream/balancer.h"
 
 namespace ferry::worker {
@@ -51,6 +52,7 @@ class SessionSet {
   std::size_t count_ = 0;
   std::map<const conf::Proxy*, Balancer> balancers_;
   std::map<std::string, std::unique_ptr<AccessLog>> logs_;
+  BufferPool buffers_;
 };
 
 }  // namespace ferry::worker
