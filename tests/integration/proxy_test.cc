@@ -13,6 +13,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -53,13 +54,15 @@ std::string read_file(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-class BulkTest : public ::testing::TestWithParam<int> {};
+class BulkTest : public ::testing::TestWithParam<std::tuple<int, bool>> {};
 
 TEST_P(BulkTest, SixteenMebibytesEachWayArriveByteExact) {
   EchoServer backend;
   const int port = free_port();
-  FerryInstance ferry(config(GetParam(), port, servers({{backend.port(), 1}}), "round_robin",
-                             "access_log = \"off\"; "));
+  const auto [workers, splice] = GetParam();
+  FerryInstance ferry(
+      config(workers, port, servers({{backend.port(), 1}}), "round_robin",
+             std::string("access_log = \"off\"; splice = ") + (splice ? "true" : "false") + "; "));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   std::vector<char> payload(16 << 20);
   std::mt19937_64 rng(42);
@@ -89,7 +92,12 @@ TEST_P(BulkTest, SixteenMebibytesEachWayArriveByteExact) {
   EXPECT_TRUE(got == payload) << "the echo differs from what was sent";
 }
 
-INSTANTIATE_TEST_SUITE_P(Workers, BulkTest, ::testing::Values(1, 2, 4));
+INSTANTIATE_TEST_SUITE_P(WorkersAndSplice, BulkTest,
+                         ::testing::Combine(::testing::Values(1, 2, 4), ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::to_string(std::get<0>(info.param)) + "Workers" +
+                                  (std::get<1>(info.param) ? "Splice" : "Buffers");
+                         });
 
 TEST(ProxyTest, HalfCloseLetsTheBackendAnswerAfterTheClientsFin) {
   EchoServer backend;

@@ -2,6 +2,7 @@
 // idle and connect timers, the access-log line.
 #include "worker/proxy/relay.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -29,10 +30,24 @@ struct Pipe {
   std::uint64_t total = 0;  // bytes passed on
   bool eof = false;         // `from` sent FIN
   bool shut = false;        // FIN passed on to `to`
+  // With splice: bytes wait in a kernel pipe instead of `buf`.
+  bool splice = false;
+  KernelPipe pipe;
+  std::size_t in_pipe = 0;
 };
 
 namespace {
 void on_client_event(Event& ev);
+
+void set_socket_options(int fd, const conf::Proxy& proxy) {
+  const int on = 1;
+  if (proxy.tcp_nodelay && ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) == -1) {
+    spdlog::debug("setsockopt(TCP_NODELAY) failed: {}", event::last_error().message());
+  }
+  if (proxy.so_keepalive && ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) == -1) {
+    spdlog::debug("setsockopt(SO_KEEPALIVE) failed: {}", event::last_error().message());
+  }
+}
 void on_upstream_event(Event& ev);
 }  // namespace
 
@@ -75,6 +90,9 @@ struct Session {
     client = upstream = nullptr;
     set->buffers_.give(std::move(up.buf), proxy->buffer_size);
     set->buffers_.give(std::move(down.buf), proxy->buffer_size);
+    // A pipe with bytes still in it is not reused: its fds close with it.
+    if (up.in_pipe == 0) set->pipes_.give(std::move(up.pipe));
+    if (down.in_pipe == 0) set->pipes_.give(std::move(down.pipe));
     SessionSet* owner = set;
     owner->unlink(*this);
     delete this;
@@ -96,6 +114,7 @@ struct Session {
 
   // Moves what it can through one pipe; false when the session had to be closed.
   bool pump(Pipe& p) {
+    if (p.splice) return pump_splice(p);
     for (;;) {
       if (p.end > p.start) {
         if (!p.to->write.ready) return true;
@@ -134,6 +153,75 @@ struct Session {
     }
   }
 
+  // The same with splice(2): socket → pipe → socket, the bytes never copied to user space.
+  // Where splice cannot serve (EINVAL: not a socket pair the kernel splices), the direction
+  // falls back to buffers.
+  bool pump_splice(Pipe& p) {
+    constexpr unsigned kFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+    for (;;) {
+      if (p.in_pipe > 0) {
+        if (!p.to->write.ready) return true;
+        const ssize_t n = event::retry_eintr([&] {
+          return ::splice(p.pipe.read.get(), nullptr, p.to->fd.get(), nullptr, p.in_pipe, kFlags);
+        });
+        if (n > 0) {
+          p.in_pipe -= static_cast<std::size_t>(n);
+          p.total += static_cast<std::uint64_t>(n);
+          if (p.in_pipe == 0) set->pipes_.give(std::move(p.pipe));
+          continue;
+        }
+        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          p.to->write.ready = false;
+          return true;
+        }
+        reset(p.to, n == -1 ? errno : EPIPE);
+        return false;
+      }
+      if (p.eof) {
+        if (!p.shut) {
+          ::shutdown(p.to->fd.get(), SHUT_WR);
+          p.shut = true;
+        }
+        return true;
+      }
+      if (!p.from->read.ready) return true;
+      if (!p.pipe) {
+        p.pipe = set->pipes_.take();
+        if (!p.pipe) {
+          p.splice = false;
+          return pump(p);
+        }
+      }
+      const ssize_t n = event::retry_eintr([&] {
+        return ::splice(p.from->fd.get(), nullptr, p.pipe.write.get(), nullptr, proxy->buffer_size,
+                        kFlags);
+      });
+      if (n > 0) {
+        p.in_pipe = static_cast<std::size_t>(n);
+        continue;
+      }
+      const int err = errno;
+      // The pipe is empty here, so EAGAIN means the socket is.
+      set->pipes_.give(std::move(p.pipe));
+      if (n == 0) {
+        p.from->read.ready = false;
+        p.from->read.eof = true;
+        p.eof = true;
+        continue;
+      }
+      if (err == EAGAIN || err == EWOULDBLOCK) {
+        p.from->read.ready = false;
+        return true;
+      }
+      if (err == EINVAL) {
+        p.splice = false;
+        return pump(p);
+      }
+      reset(p.from, err);
+      return false;
+    }
+  }
+
   void run() {
     if (!pump(up) || !pump(down)) return;
     if (up.shut && down.shut) {
@@ -167,10 +255,7 @@ struct Session {
         failed_peer();
         continue;
       }
-      if (proxy->tcp_nodelay) {
-        const int on = 1;
-        ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-      }
+      set_socket_options(fd.get(), *proxy);
       if (::connect(fd.get(), peer->address.get(), peer->address.length()) == -1 &&
           errno != EINPROGRESS) {
         spdlog::warn("proxy \"{}\": connect to {} failed: {}", proxy->name, peer->name,
@@ -312,12 +397,10 @@ void SessionSet::start(EventLoop& loop, Connection& client, const conf::Proxy& p
   s->wall_start = std::chrono::system_clock::now();
   s->up.from = &client;
   s->down.to = &client;
+  s->up.splice = s->down.splice = proxy.splice;
   link(*s);
 
-  if (proxy.tcp_nodelay) {
-    const int on = 1;
-    ::setsockopt(client.fd.get(), IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-  }
+  set_socket_options(client.fd.get(), proxy);
   client.data = s;
   client.read.handler = client.write.handler = on_client_event;
   if (loop.add_connection(client)) {

@@ -15,6 +15,7 @@
 #include "event/event_loop.h"
 #include "worker/proxy/access_log.h"
 #include "worker/proxy/buffer_pool.h"
+#include "worker/proxy/pipe_pool.h"
 #include "worker/upstream/balancer.h"
 
 namespace ferry::worker {
@@ -53,6 +54,7 @@ class SessionSet {
   std::map<const conf::Proxy*, Balancer> balancers_;
   std::map<std::string, std::unique_ptr<AccessLog>> logs_;
   BufferPool buffers_;
+  PipePool pipes_;
 };
 
 }  // namespace ferry::worker
