@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <map>
 #include <random>
@@ -389,6 +391,67 @@ TEST(ProxyTest, IdleSessionsHoldNoBuffers) {
               after, per_session);
   EXPECT_LT(per_session, 4096) << "idle sessions must not keep their 2 x 64 KiB buffers";
   for (int fd : idle) ::close(fd);
+}
+
+// Back-pressure: a client pushing 1 GiB as fast as it can towards a backend that reads more
+// slowly. ferry stops reading from the client while the backend side is full, so its memory
+// stays flat: stated bound, 16 MiB above the worker's RSS before the transfer.
+TEST(ProxyTest, AFastSenderAndASlowReaderKeepFerrysMemoryBounded) {
+  const int backend_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sin;
+  ASSERT_EQ(::bind(backend_fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
+  ASSERT_EQ(::listen(backend_fd, 4), 0);
+  ::getsockname(backend_fd, reinterpret_cast<sockaddr*>(&sin), &len);
+  constexpr long kTotal = 1L << 30;
+  std::atomic<long> received{0};
+  std::thread slow_reader([&] {
+    const int c = ::accept(backend_fd, nullptr, nullptr);
+    std::vector<char> buf(256 << 10);
+    for (;;) {
+      const ssize_t n = ::recv(c, buf.data(), buf.size(), 0);
+      if (n <= 0) break;
+      received += n;
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+    ::close(c);
+  });
+  const int port = free_port();
+  FerryInstance ferry(config(1, port, servers({{ntohs(sin.sin_port), 1}}), "round_robin",
+                             "splice = false; access_log = \"off\"; "));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const pid_t worker = *ferry.workers().begin();
+  const long baseline = rss_kib(worker);
+  const int fd = connect_to_port(port);
+  ASSERT_GE(fd, 0);
+  std::atomic<bool> done{false};
+  std::thread sender([&] {
+    std::vector<char> chunk(1 << 20, 'x');
+    long sent = 0;
+    while (sent < kTotal) {
+      const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += n;
+    }
+    ::shutdown(fd, SHUT_WR);
+    done = true;
+  });
+  long peak = baseline;
+  while (!done.load()) {
+    peak = std::max(peak, rss_kib(worker));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  sender.join();
+  ASSERT_TRUE(eventually([&] { return received.load() == kTotal; }, seconds(60)))
+      << received.load() << " of " << kTotal;
+  ::close(fd);
+  slow_reader.join();
+  ::close(backend_fd);
+  std::printf("[ back-pressure ] 1 GiB through; worker RSS %ld KiB before, %ld KiB at peak\n",
+              baseline, peak);
+  EXPECT_LT(peak - baseline, 16 * 1024);
 }
 
 }  // namespace
