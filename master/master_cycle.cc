@@ -36,6 +36,7 @@
 #include "master/process_title.h"
 #include "worker/channel.h"
 #include "worker/logging.h"
+#include "worker/upstream/health_board.h"
 #include "worker/worker_cycle.h"
 
 namespace ferry::master {
@@ -97,6 +98,7 @@ class Master {
     listeners_.close_removed();
     if (shm_.create(sizeof(event::AcceptMutexWord))) return 1;
     mutex_word_ = new (shm_.data()) event::AcceptMutexWord;
+    if (!new_health_board()) return 1;
 
     if (loop_.init({.connections = 256, .epoll_events = 64})) return 1;
     if (!open_signalfd() || !open_control_socket()) return 1;
@@ -260,6 +262,9 @@ class Master {
     settings.listening = listeners_.for_worker(slot, cfg.worker_processes);
     settings.accept_mutex = mutex_word_;
     settings.channel = channel;
+    settings.health_board = health_board_;
+    // Worker 0 of the generation probes the servers; a respawned worker 0 takes over.
+    settings.run_health_checks = slot == 0;
     settings.slot = slot;
     settings.generation = generation;
     settings.on_shutdown = [] { set_process_title("ferry: worker process is shutting down"); };
@@ -553,6 +558,17 @@ class Master {
     for (auto& w : workers_) tell(w, worker::Command::reopen);
   }
 
+  bool new_health_board() {
+    event::SharedMemory shm;
+    if (shm.create(worker::HealthBoard::bytes_for(*config_))) {
+      health_board_ = nullptr;
+      return false;
+    }
+    health_board_ = worker::HealthBoard::create(shm.data(), *config_);
+    health_shm_ = std::move(shm);
+    return true;
+  }
+
   // ---- binary upgrade ----------------------------------------------------------------------
 
   // USR2: start the binary found at our path as a new master that inherits the listening
@@ -655,6 +671,10 @@ class Master {
     // The old workers have their own copy of the old configuration: the master needs only the new.
     config_ = std::move(next);
     winched_ = false;
+    // The new generation gets a board laid out for the new configuration; the old workers keep
+    // their mapping of the old one.
+    if (!new_health_board())
+      spdlog::error("health checks of generation {} are off", generation_ + 1);
 
     pending_generation_ = ++generation_;
     for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
@@ -721,6 +741,8 @@ class Master {
   ListenerSet listeners_;
   event::SharedMemory shm_;
   event::AcceptMutexWord* mutex_word_ = nullptr;
+  event::SharedMemory health_shm_;
+  worker::HealthBoard* health_board_ = nullptr;
   event::EventLoop loop_;
   Connection signal_;
   Connection control_;

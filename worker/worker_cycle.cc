@@ -15,6 +15,7 @@
 #include "worker/channel.h"
 #include "worker/logging.h"
 #include "worker/proxy/relay.h"
+#include "worker/upstream/health_checker.h"
 
 namespace ferry::worker {
 namespace {
@@ -49,6 +50,14 @@ class Worker {
                        on_connection, this)) {
       return kFatalExit;
     }
+    if (settings_.health_board != nullptr) {
+      auto* board = static_cast<HealthBoard*>(settings_.health_board);
+      sessions_.set_health_board(board);
+      if (settings_.run_health_checks) {
+        checker_ = std::make_unique<HealthChecker>(loop_, cfg_, *board);
+        checker_->start();
+      }
+    }
     sessions_.on_empty = on_sessions_empty;
     sessions_.on_empty_ctx = this;
     shutdown_timer_.handler = on_shutdown_timeout;
@@ -63,6 +72,7 @@ class Worker {
 
     g_stop_notifier.store(nullptr);
     acceptor_.close();
+    checker_.reset();
     sessions_.close_all();
     if (channel_ != nullptr) loop_.close_connection(*channel_);
     return 0;
@@ -131,6 +141,7 @@ class Worker {
     shutting_down_ = true;
     if (settings_.on_shutdown != nullptr) settings_.on_shutdown();
     acceptor_.close();
+    if (checker_) checker_->stop();
     spdlog::info("worker {} shutting down gracefully, {} session(s) open", settings_.slot,
                  sessions_.size());
     if (sessions_.size() == 0) {
@@ -144,6 +155,7 @@ class Worker {
 
   void terminate() {
     acceptor_.close();
+    if (checker_) checker_->stop();
     sessions_.close_all();
     loop_.stop();
   }
@@ -169,6 +181,7 @@ class Worker {
   event::Connection* channel_ = nullptr;
   event::Event shutdown_timer_;
   SessionSet sessions_;
+  std::unique_ptr<HealthChecker> checker_;
   bool shutting_down_ = false;
 };
 

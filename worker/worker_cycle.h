@@ -16,6 +16,8 @@ struct WorkerSettings {
   std::vector<const event::Listening*> listening;
   event::AcceptMutexWord* accept_mutex = nullptr;  // shared word when accept_mutex is on
   int channel = -1;                                // the worker's end; -1: no master
+  void* health_board = nullptr;                    // shared HealthBoard of this generation
+  bool run_health_checks = false;                  // this worker probes the servers
   int slot = 0;
   int generation = 0;
   // Called when the worker starts shutting down (sets the "is shutting down" process title).

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -391,6 +392,69 @@ TEST(ProxyTest, IdleSessionsHoldNoBuffers) {
               after, per_session);
   EXPECT_LT(per_session, 4096) << "idle sessions must not keep their 2 x 64 KiB buffers";
   for (int fd : idle) ::close(fd);
+}
+
+// Active health checks: a stopped backend is marked down by the checking worker and every
+// worker stops sending sessions to it (passive checks are off: max_fails = 0, so only the
+// shared verdict can keep them away); restarted, it is marked up and used again.
+TEST(ProxyTest, HealthChecksMarkAStoppedServerDownAndARestartedOneUpForEveryWorker) {
+  EchoServer steady;
+  auto flaky = std::make_unique<EchoServer>();
+  const int flaky_port = flaky->port();
+  const int port = free_port();
+  const std::string list =
+      "{ address = \"127.0.0.1:" + std::to_string(steady.port()) +
+      "\"; max_fails = 0; }, { address = \"127.0.0.1:" + std::to_string(flaky_port) +
+      "\"; max_fails = 0; }";
+  FerryInstance ferry(
+      "worker_processes = 2;\n"
+      "upstreams = ( { name = \"app\"; servers = ( " +
+      list +
+      " );\n"
+      "  health_check = { interval = \"100ms\"; timeout = \"100ms\"; fails = 2; passes = 2; "
+      "}; } );\n"
+      "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
+      std::to_string(port) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n");
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+
+  flaky.reset();  // the backend stops: connects are refused
+  ASSERT_TRUE(
+      ferry.wait_for_log("server 127.0.0.1:" + std::to_string(flaky_port) + " is down", seconds(5)))
+      << ferry.log();
+  const std::size_t failovers_before = [&] {
+    std::size_t n = 0;
+    for (std::size_t at = 0;
+         (at = ferry.log().find("trying the next server", at)) != std::string::npos; ++at) {
+      ++n;
+    }
+    return n;
+  }();
+  for (int i = 0; i < 100; ++i) {
+    const int fd = connect_to_port(port);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(echo_round_trip(fd, "only the steady one")) << i;
+    ::close(fd);
+  }
+  ferry.drain_log();
+  std::size_t failovers_after = 0;
+  for (std::size_t at = 0;
+       (at = ferry.log().find("trying the next server", at)) != std::string::npos; ++at) {
+    ++failovers_after;
+  }
+  EXPECT_EQ(failovers_after, failovers_before)
+      << "a worker still tried the server the checks marked down";
+
+  EchoServer back(flaky_port);
+  ASSERT_TRUE(
+      ferry.wait_for_log("server 127.0.0.1:" + std::to_string(flaky_port) + " is up", seconds(5)))
+      << ferry.log();
+  for (int i = 0; i < 40; ++i) {
+    const int fd = connect_to_port(port);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(echo_round_trip(fd, "both again")) << i;
+    ::close(fd);
+  }
+  EXPECT_GE(back.accepted(), 15) << "the restarted server must get its share again";
 }
 
 // Back-pressure: a client pushing 1 GiB as fast as it can towards a backend that reads more

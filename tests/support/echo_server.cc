@@ -16,13 +16,14 @@
 
 namespace ferry::test {
 
-EchoServer::EchoServer() {
+EchoServer::EchoServer(int port) {
   fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   const int on = 1;
   ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
   sockaddr_in sin{};
   sin.sin_family = AF_INET;
   sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sin.sin_port = htons(static_cast<uint16_t>(port));
   socklen_t len = sizeof sin;
   if (::bind(fd_, reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 || ::listen(fd_, 4096) != 0 ||
       ::getsockname(fd_, reinterpret_cast<sockaddr*>(&sin), &len) != 0 ||

@@ -11,7 +11,9 @@ namespace ferry::test {
 
 class EchoServer {
  public:
-  EchoServer();
+  EchoServer() : EchoServer(0) {}
+  // On a given loopback port (0: any), e.g. to restart a backend where it was.
+  explicit EchoServer(int port);
   ~EchoServer();
   EchoServer(const EchoServer&) = delete;
   EchoServer& operator=(const EchoServer&) = delete;

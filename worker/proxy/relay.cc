@@ -372,8 +372,13 @@ Balancer& SessionSet::balancer(const conf::Proxy& proxy, const conf::Config& cfg
   if (it != balancers_.end()) return it->second;
   if (proxy.upstream_address)
     return balancers_.emplace(&proxy, Balancer(*proxy.upstream_address)).first->second;
-  for (const conf::Upstream& u : cfg.upstreams) {
-    if (u.name == proxy.upstream) return balancers_.emplace(&proxy, Balancer(u)).first->second;
+  for (std::size_t i = 0; i < cfg.upstreams.size(); ++i) {
+    const conf::Upstream& u = cfg.upstreams[i];
+    if (u.name != proxy.upstream) continue;
+    ServerHealth* slots = health_ != nullptr && u.health_check && !u.servers.empty()
+                              ? &health_->at(cfg, i, 0)
+                              : nullptr;
+    return balancers_.emplace(&proxy, Balancer(u, slots)).first->second;
   }
   return balancers_.emplace(&proxy, Balancer()).first->second;  // validated: not reached
 }

@@ -36,6 +36,8 @@ class SessionSet {
   // Closes every session now (logged as `shutdown`).
   void close_all() noexcept;
   void reopen_logs();
+  // The active health checks' verdicts, shared by the workers of this generation.
+  void set_health_board(HealthBoard* board) noexcept { health_ = board; }
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
 
   // Called with the set's context whenever the last session ends (shutdown waits on it).
@@ -55,6 +57,7 @@ class SessionSet {
   std::map<std::string, std::unique_ptr<AccessLog>> logs_;
   BufferPool buffers_;
   PipePool pipes_;
+  HealthBoard* health_ = nullptr;
 };
 
 }  // namespace ferry::worker

@@ -43,11 +43,14 @@ constexpr int kPointsPerWeight = 160;
 
 }  // namespace
 
-Balancer::Balancer(const conf::Upstream& upstream) : method_(upstream.balance) {
+Balancer::Balancer(const conf::Upstream& upstream, ServerHealth* health)
+    : method_(upstream.balance) {
   for (bool backup : {false, true}) {
-    for (const conf::Server& s : upstream.servers) {
+    for (std::size_t i = 0; i < upstream.servers.size(); ++i) {
+      const conf::Server& s = upstream.servers[i];
       if (s.backup != backup || s.down) continue;
       Peer p;
+      p.health = health != nullptr ? &health[i] : nullptr;
       p.server = &s;
       p.address = event::SocketAddress(s.address.sockaddr_ptr(), s.address.length);
       p.name = s.address.text;
@@ -82,6 +85,7 @@ void Balancer::build_ring() {
 }
 
 bool Balancer::available(const Peer& p, event::TimePoint now) const {
+  if (p.health != nullptr && p.health->down.load(std::memory_order_relaxed) != 0) return false;
   const conf::Server* s = p.server;
   if (s == nullptr) return true;
   if (s->max_fails > 0 && p.fails >= s->max_fails && now - p.checked <= s->fail_timeout) {

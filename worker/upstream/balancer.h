@@ -12,6 +12,7 @@
 #include "conf/config.h"
 #include "event/clock.h"
 #include "event/socket_address.h"
+#include "worker/upstream/health_board.h"
 
 namespace ferry::worker {
 
@@ -27,6 +28,7 @@ struct Peer {
   event::TimePoint checked{};   // when the fail window started / a trial was granted
   event::TimePoint accessed{};  // the last failure
   bool backup = false;
+  const ServerHealth* health = nullptr;  // the active checks' verdict, when there are checks
 };
 
 // Which servers a session has already tried (by index into the group's peers).
@@ -53,7 +55,9 @@ class TriedSet {
 class Balancer {
  public:
   Balancer() = default;
-  explicit Balancer(const conf::Upstream& upstream);
+  // `health`: the slots of this upstream's servers on the HealthBoard (in configuration order),
+  // or null when the upstream has no active health check.
+  explicit Balancer(const conf::Upstream& upstream, ServerHealth* health = nullptr);
   // A group of one address (a proxy's `upstream = "host:port"`).
   explicit Balancer(const conf::Address& address);
 
