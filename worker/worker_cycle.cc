@@ -12,10 +12,12 @@
 #include "event/acceptor.h"
 #include "event/event_loop.h"
 #include "event/notifier.h"
+#include "event/thread_pool.h"
 #include "worker/channel.h"
 #include "worker/logging.h"
 #include "worker/proxy/relay.h"
 #include "worker/upstream/health_checker.h"
+#include "worker/upstream/resolver.h"
 
 namespace ferry::worker {
 namespace {
@@ -58,6 +60,18 @@ class Worker {
         checker_->start();
       }
     }
+    // Name resolution off the loop: the pool only starts when some server has a host name.
+    if (needs_resolver()) {
+      if (pool_.init(loop_, "ferry-resolve", static_cast<std::size_t>(cfg_.thread_pool.threads),
+                     static_cast<std::size_t>(cfg_.thread_pool.max_queue))) {
+        return kFatalExit;
+      }
+      resolver_ = std::make_unique<Resolver>(
+          loop_, pool_, cfg_, [this](const conf::Server& server, const conf::Address& address) {
+            sessions_.update_address(server, address);
+          });
+      resolver_->start();
+    }
     sessions_.on_empty = on_sessions_empty;
     sessions_.on_empty_ctx = this;
     shutdown_timer_.handler = on_shutdown_timeout;
@@ -73,12 +87,24 @@ class Worker {
     g_stop_notifier.store(nullptr);
     acceptor_.close();
     checker_.reset();
+    resolver_.reset();
+    pool_.shutdown();
     sessions_.close_all();
     if (channel_ != nullptr) loop_.close_connection(*channel_);
     return 0;
   }
 
  private:
+  bool needs_resolver() const {
+    for (const conf::Upstream& u : cfg_.upstreams) {
+      if (u.resolve_interval.count() == 0) continue;
+      for (const conf::Server& s : u.servers) {
+        if (!is_literal_address(s.address.text)) return true;
+      }
+    }
+    return false;
+  }
+
   bool open_channel() {
     channel_ = loop_.get_connection(event::UniqueFd(settings_.channel));
     if (channel_ == nullptr) return false;
@@ -142,6 +168,7 @@ class Worker {
     if (settings_.on_shutdown != nullptr) settings_.on_shutdown();
     acceptor_.close();
     if (checker_) checker_->stop();
+    if (resolver_) resolver_->stop();
     spdlog::info("worker {} shutting down gracefully, {} session(s) open", settings_.slot,
                  sessions_.size());
     if (sessions_.size() == 0) {
@@ -182,6 +209,8 @@ class Worker {
   event::Event shutdown_timer_;
   SessionSet sessions_;
   std::unique_ptr<HealthChecker> checker_;
+  event::ThreadPool pool_;
+  std::unique_ptr<Resolver> resolver_;
   bool shutting_down_ = false;
 };
 

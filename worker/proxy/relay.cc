@@ -383,6 +383,15 @@ Balancer& SessionSet::balancer(const conf::Proxy& proxy, const conf::Config& cfg
   return balancers_.emplace(&proxy, Balancer()).first->second;  // validated: not reached
 }
 
+void SessionSet::update_address(const conf::Server& server, const conf::Address& address) {
+  for (auto& [proxy, balancer] : balancers_) {
+    for (Peer& p : balancer.peers()) {
+      if (p.server == &server)
+        p.address = event::SocketAddress(address.sockaddr_ptr(), address.length);
+    }
+  }
+}
+
 AccessLog* SessionSet::access_log(const conf::Proxy& proxy) {
   if (proxy.access_log == "off") return nullptr;
   auto& slot = logs_[proxy.access_log];

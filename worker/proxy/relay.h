@@ -38,6 +38,8 @@ class SessionSet {
   void reopen_logs();
   // The active health checks' verdicts, shared by the workers of this generation.
   void set_health_board(HealthBoard* board) noexcept { health_ = board; }
+  // A server's host name now resolves to `address`: every balancer that has it follows.
+  void update_address(const conf::Server& server, const conf::Address& address);
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
 
   // Called with the set's context whenever the last session ends (shutdown waits on it).

@@ -1,0 +1,48 @@
+// Resolver: re-resolves the host names of upstream servers every `resolve_interval`, off the
+// event loop — getaddrinfo runs on the worker's ThreadPool and the answer comes back to the loop
+// through the pool's Notifier. A failed resolution keeps the last good address and is logged.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "conf/config.h"
+#include "event/event_loop.h"
+#include "event/thread_pool.h"
+
+namespace ferry::worker {
+
+struct Lookup;
+
+class Resolver {
+ public:
+  // `apply` is called on the loop thread with a server and its new address when it changed.
+  using Apply = std::function<void(const conf::Server&, const conf::Address&)>;
+
+  Resolver(event::EventLoop& loop, event::ThreadPool& pool, const conf::Config& cfg, Apply apply);
+  ~Resolver();
+  Resolver(const Resolver&) = delete;
+  Resolver& operator=(const Resolver&) = delete;
+
+  void start();
+  void stop() noexcept;
+  [[nodiscard]] std::size_t lookups() const noexcept { return lookups_.size(); }
+
+ private:
+  friend struct Lookup;
+  static void on_resolved(event::Event& ev);
+  static void on_timer(event::Event& ev);
+
+  event::EventLoop& loop_;
+  event::ThreadPool& pool_;
+  const conf::Config& cfg_;
+  Apply apply_;
+  std::vector<std::unique_ptr<Lookup>> lookups_;
+  bool stopped_ = false;
+};
+
+// True when the host part of "host:port" is a literal address (nothing to resolve).
+bool is_literal_address(const std::string& text);
+
+}  // namespace ferry::worker
