@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -489,6 +490,69 @@ TEST(ProxyTest, AHostNameServerIsResolvedAgainOffTheLoop) {
     ++rounds;
   }
   EXPECT_GE(rounds, 2U) << "localhost should have been re-resolved every 100 ms:\n" << ferry.log();
+}
+
+TEST(ProxyTest, IdleTimeoutClosesASilentSession) {
+  EchoServer backend;
+  const int port = free_port();
+  TempDir logs;
+  const std::string access = logs.path() + "/access.log";
+  FerryInstance ferry(config(1, port, servers({{backend.port(), 1}}), "round_robin",
+                             "idle_timeout = \"300ms\"; access_log = \"" + access + "\"; "));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const int fd = connect_to_port(port);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(echo_round_trip(fd, "then silence"));
+  const auto start = std::chrono::steady_clock::now();
+  char byte;
+  EXPECT_EQ(::recv(fd, &byte, 1, 0), 0) << "ferry must close the idle session";
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_GE(waited, milliseconds(250));
+  EXPECT_LT(waited, seconds(3));
+  ::close(fd);
+  EXPECT_TRUE(eventually([&] {
+    return read_file(access).find("idle_timeout") != std::string::npos;
+  })) << read_file(access);
+}
+
+// A backend that resets the connection: the client sees a reset too, not a clean close.
+TEST(ProxyTest, AResetFromTheBackendReachesTheClientAsAReset) {
+  const int backend = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sin;
+  ASSERT_EQ(::bind(backend, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
+  ASSERT_EQ(::listen(backend, 4), 0);
+  ::getsockname(backend, reinterpret_cast<sockaddr*>(&sin), &len);
+  std::thread resetter([&] {
+    const int c = ::accept(backend, nullptr, nullptr);
+    char buf[64];
+    (void)::recv(c, buf, sizeof buf, 0);  // wait for the client's first bytes
+    const linger abort{1, 0};
+    ::setsockopt(c, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+    ::close(c);  // RST
+  });
+  const int port = free_port();
+  TempDir logs;
+  const std::string access = logs.path() + "/access.log";
+  FerryInstance ferry(config(1, port, servers({{ntohs(sin.sin_port), 1}}), "round_robin",
+                             "access_log = \"" + access + "\"; "));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const int fd = connect_to_port(port);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::send(fd, "hello", 5, 0), 5);
+  char byte;
+  const ssize_t n = ::recv(fd, &byte, 1, 0);
+  const int err = errno;
+  resetter.join();
+  EXPECT_EQ(n, -1);
+  EXPECT_EQ(err, ECONNRESET) << std::strerror(err);
+  ::close(fd);
+  ::close(backend);
+  EXPECT_TRUE(eventually([&] {
+    return read_file(access).find("upstream_reset") != std::string::npos;
+  })) << read_file(access);
 }
 
 // Back-pressure: a client pushing 1 GiB as fast as it can towards a backend that reads more
