@@ -27,7 +27,7 @@ struct AcceptOptions {
   AcceptMutex* mutex = nullptr;  // set: take turns with the other workers (accept_mutex on)
   Msec delay{500};               // accept_mutex_delay; also the pause after EMFILE/ENFILE
   // Without the mutex: register shared sockets with EPOLLEXCLUSIVE so one worker, not all, is
-  // woken per connection, and re-register every 16 accepts so the others get their turn.
+  // woken per connection, and re-register every 4 accepts so the others get their turn.
   bool exclusive = false;
 };
 
