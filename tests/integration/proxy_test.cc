@@ -58,6 +58,20 @@ std::string read_file(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
+// A listening socket on 127.0.0.1 with a kernel-chosen port, for backends a test drives itself.
+int listen_loopback(int backlog, int& port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sin;
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
+  EXPECT_EQ(::listen(fd, backlog), 0);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len);
+  port = ntohs(sin.sin_port);
+  return fd;
+}
+
 class BulkTest : public ::testing::TestWithParam<std::tuple<int, bool>> {};
 
 TEST_P(BulkTest, SixteenMebibytesEachWayArriveByteExact) {
@@ -316,15 +330,12 @@ TEST(ProxyTest, HashKeepsEachClientOnOneServerAndAReloadWithOneMoreMovesAboutAQu
 // A server whose accept queue is full drops SYNs: the connect times out and the session goes
 // to the next server; max_fails then keeps the dead one out of rotation.
 TEST(ProxyTest, AConnectTimeoutMovesOnToTheNextServer) {
-  const int blackhole = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int hole_port = 0;
+  const int blackhole = listen_loopback(0, hole_port);
   sockaddr_in sin{};
   sin.sin_family = AF_INET;
   sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof sin;
-  ASSERT_EQ(::bind(blackhole, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
-  ASSERT_EQ(::listen(blackhole, 0), 0);
-  ::getsockname(blackhole, reinterpret_cast<sockaddr*>(&sin), &len);
-  const int hole_port = ntohs(sin.sin_port);
+  sin.sin_port = htons(static_cast<uint16_t>(hole_port));
   std::vector<int> fillers;  // fill the queue: later SYNs are dropped
   for (int i = 0; i < 4; ++i) {
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -517,14 +528,8 @@ TEST(ProxyTest, IdleTimeoutClosesASilentSession) {
 
 // A backend that resets the connection: the client sees a reset too, not a clean close.
 TEST(ProxyTest, AResetFromTheBackendReachesTheClientAsAReset) {
-  const int backend = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof sin;
-  ASSERT_EQ(::bind(backend, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
-  ASSERT_EQ(::listen(backend, 4), 0);
-  ::getsockname(backend, reinterpret_cast<sockaddr*>(&sin), &len);
+  int backend_port = 0;
+  const int backend = listen_loopback(4, backend_port);
   std::thread resetter([&] {
     const int c = ::accept(backend, nullptr, nullptr);
     char buf[64];
@@ -536,7 +541,7 @@ TEST(ProxyTest, AResetFromTheBackendReachesTheClientAsAReset) {
   const int port = free_port();
   TempDir logs;
   const std::string access = logs.path() + "/access.log";
-  FerryInstance ferry(config(1, port, servers({{ntohs(sin.sin_port), 1}}), "round_robin",
+  FerryInstance ferry(config(1, port, servers({{backend_port, 1}}), "round_robin",
                              "access_log = \"" + access + "\"; "));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   const int fd = connect_to_port(port);
@@ -559,14 +564,8 @@ TEST(ProxyTest, AResetFromTheBackendReachesTheClientAsAReset) {
 // slowly. ferry stops reading from the client while the backend side is full, so its memory
 // stays flat: stated bound, 16 MiB above the worker's RSS before the transfer.
 TEST(ProxyTest, AFastSenderAndASlowReaderKeepFerrysMemoryBounded) {
-  const int backend_fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof sin;
-  ASSERT_EQ(::bind(backend_fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin), 0);
-  ASSERT_EQ(::listen(backend_fd, 4), 0);
-  ::getsockname(backend_fd, reinterpret_cast<sockaddr*>(&sin), &len);
+  int backend_port = 0;
+  const int backend_fd = listen_loopback(4, backend_port);
   constexpr long kTotal = 1L << 30;
   std::atomic<long> received{0};
   std::thread slow_reader([&] {
@@ -581,7 +580,7 @@ TEST(ProxyTest, AFastSenderAndASlowReaderKeepFerrysMemoryBounded) {
     ::close(c);
   });
   const int port = free_port();
-  FerryInstance ferry(config(1, port, servers({{ntohs(sin.sin_port), 1}}), "round_robin",
+  FerryInstance ferry(config(1, port, servers({{backend_port, 1}}), "round_robin",
                              "splice = false; access_log = \"off\"; "));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   const pid_t worker = *ferry.workers().begin();

@@ -16,6 +16,7 @@
 
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
+#include "tests/support/load.h"
 #include "tests/support/process.h"
 
 namespace ferry::test {
@@ -45,40 +46,6 @@ std::string config(const Mode& m, int workers, int port, int backend) {
          (m.reuseport ? "true" : "false") + "; } );\n";
 }
 
-// Client threads that connect, echo, close — until told to stop — and count what failed.
-class Load {
- public:
-  Load(int port, int threads) {
-    for (int t = 0; t < threads; ++t) {
-      threads_.emplace_back([this, port, t] {
-        int i = 0;
-        while (!stop_.load()) {
-          const std::string text = "t" + std::to_string(t) + " #" + std::to_string(i++);
-          const int fd = connect_to_port(port);
-          const bool ok = fd >= 0 && echo_round_trip(fd, text);
-          if (fd >= 0) ::close(fd);
-          (ok ? done_ : failed_).fetch_add(1);
-        }
-      });
-    }
-  }
-  ~Load() { stop(); }
-  void stop() {
-    stop_ = true;
-    for (auto& t : threads_) {
-      if (t.joinable()) t.join();
-    }
-  }
-  [[nodiscard]] long done() const { return done_.load(); }
-  [[nodiscard]] long failed() const { return failed_.load(); }
-
- private:
-  std::atomic<bool> stop_{false};
-  std::atomic<long> done_{0};
-  std::atomic<long> failed_{0};
-  std::vector<std::thread> threads_;
-};
-
 class ReloadUnderLoadTest : public ::testing::TestWithParam<Mode> {};
 
 TEST_P(ReloadUnderLoadTest, TwentyReloadsLoseNoConnection) {
@@ -88,7 +55,7 @@ TEST_P(ReloadUnderLoadTest, TwentyReloadsLoseNoConnection) {
   FerryInstance ferry(config(mode, 2, port, backend.port()));
   ASSERT_TRUE(ferry.start()) << ferry.log();
 
-  Load load(port, 50);
+  EchoLoad load(port, 50);
   ASSERT_TRUE(eventually([&] { return load.done() > 500; })) << "no traffic gets through";
   std::set<pid_t> workers = ferry.workers();
   for (int i = 0; i < 20; ++i) {

@@ -14,6 +14,7 @@
 
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
+#include "tests/support/load.h"
 #include "tests/support/process.h"
 
 namespace ferry::test {
@@ -36,33 +37,6 @@ struct KillOnExit {
   ~KillOnExit() {
     if (alive(pid)) ::kill(pid, SIGKILL);
   }
-};
-
-class Load {
- public:
-  explicit Load(int port) {
-    for (int t = 0; t < 20; ++t) {
-      threads_.emplace_back([this, port] {
-        while (!stop_.load()) {
-          const int fd = connect_to_port(port);
-          const bool ok = fd >= 0 && echo_round_trip(fd, "upgrade");
-          if (fd >= 0) ::close(fd);
-          (ok ? done_ : failed_).fetch_add(1);
-        }
-      });
-    }
-  }
-  ~Load() { stop(); }
-  void stop() {
-    stop_ = true;
-    for (auto& t : threads_) {
-      if (t.joinable()) t.join();
-    }
-  }
-  std::atomic<bool> stop_{false};
-  std::atomic<long> done_{0};
-  std::atomic<long> failed_{0};
-  std::vector<std::thread> threads_;
 };
 
 std::string config(int port, int backend) {
@@ -95,8 +69,8 @@ TEST(UpgradeTest, Usr2WinchQuitHandsOverWithoutAFailedConnection) {
   FerryInstance ferry(config(port, backend.port()));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   const auto old_workers = ferry.workers();
-  Load load(port);
-  ASSERT_TRUE(eventually([&] { return load.done_.load() > 200; }));
+  EchoLoad load(port, 20);
+  ASSERT_TRUE(eventually([&] { return load.done() > 200; }));
 
   const pid_t fresh = start_upgrade(ferry);
   ASSERT_GT(fresh, 0);
@@ -104,17 +78,17 @@ TEST(UpgradeTest, Usr2WinchQuitHandsOverWithoutAFailedConnection) {
   ASSERT_TRUE(eventually([&] {
     return ferry.workers().size() == 1 && children_of(ferry.master()).count(fresh);
   })) << "the old workers must leave; only the new master stays its child";
-  long before = load.done_.load();
-  ASSERT_TRUE(eventually([&] { return load.done_.load() > before + 200; }))
+  long before = load.done();
+  ASSERT_TRUE(eventually([&] { return load.done() > before + 200; }))
       << "the new master's workers must serve";
 
   ferry.signal(SIGQUIT);
   const Finished old_end = ferry.wait();
   EXPECT_EQ(old_end.exit_code, 0);
-  before = load.done_.load();
-  ASSERT_TRUE(eventually([&] { return load.done_.load() > before + 200; }));
+  before = load.done();
+  ASSERT_TRUE(eventually([&] { return load.done() > before + 200; }));
   load.stop();
-  EXPECT_EQ(load.failed_.load(), 0) << load.done_.load() << " succeeded";
+  EXPECT_EQ(load.failed(), 0) << load.done() << " succeeded";
   EXPECT_FALSE(std::filesystem::exists(ferry.pid_file() + ".oldbin"));
   EXPECT_EQ(pid_in(ferry.pid_file()), fresh);
   EXPECT_TRUE(alive(fresh));
@@ -132,8 +106,8 @@ TEST(UpgradeTest, HupOnTheOldMasterAndQuitOnTheNewRollBack) {
   const int port = free_port();
   FerryInstance ferry(config(port, backend.port()));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  Load load(port);
-  ASSERT_TRUE(eventually([&] { return load.done_.load() > 200; }));
+  EchoLoad load(port, 20);
+  ASSERT_TRUE(eventually([&] { return load.done() > 200; }));
 
   const pid_t fresh = start_upgrade(ferry);
   const KillOnExit guard{fresh};
@@ -148,10 +122,10 @@ TEST(UpgradeTest, HupOnTheOldMasterAndQuitOnTheNewRollBack) {
   EXPECT_TRUE(eventually([&] { return pid_in(ferry.pid_file()) == ferry.master(); }))
       << "the old master takes its pid file back";
   EXPECT_FALSE(std::filesystem::exists(ferry.pid_file() + ".oldbin"));
-  const long before = load.done_.load();
-  ASSERT_TRUE(eventually([&] { return load.done_.load() > before + 200; }));
+  const long before = load.done();
+  ASSERT_TRUE(eventually([&] { return load.done() > before + 200; }));
   load.stop();
-  EXPECT_EQ(load.failed_.load(), 0) << load.done_.load() << " succeeded";
+  EXPECT_EQ(load.failed(), 0) << load.done() << " succeeded";
   const Finished r = ferry.command("reload");
   EXPECT_EQ(r.exit_code, 0) << "the old master answers on the control socket again: " << r.err;
 }

@@ -112,6 +112,15 @@ struct Session {
     close(from_client ? "client_reset" : "upstream_reset");
   }
 
+  // Everything `from` sent has reached `to`: send its FIN on, once.
+  static void pass_fin(Pipe& p) {
+    if (p.shut) return;
+    if (::shutdown(p.to->fd.get(), SHUT_WR) == -1) {
+      spdlog::debug("shutdown(SHUT_WR) failed: {}", event::last_error().message());
+    }
+    p.shut = true;
+  }
+
   // Moves what it can through one pipe; false when the session had to be closed.
   bool pump(Pipe& p) {
     if (p.splice) return pump_splice(p);
@@ -133,10 +142,7 @@ struct Session {
         continue;
       }
       if (p.eof) {
-        if (!p.shut) {
-          ::shutdown(p.to->fd.get(), SHUT_WR);
-          p.shut = true;
-        }
+        pass_fin(p);
         return true;
       }
       if (!p.from->read.ready) return true;
@@ -178,10 +184,7 @@ struct Session {
         return false;
       }
       if (p.eof) {
-        if (!p.shut) {
-          ::shutdown(p.to->fd.get(), SHUT_WR);
-          p.shut = true;
-        }
+        pass_fin(p);
         return true;
       }
       if (!p.from->read.ready) return true;
