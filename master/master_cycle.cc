@@ -348,10 +348,7 @@ class Master {
       spdlog::info("reload complete: generation {} serving", gen);
     }
     answer_reload_waiters("ok\n");
-    if (reload_again_) {
-      reload_again_ = false;
-      reload();
-    }
+    run_queued_reload();
   }
 
   void cap_draining_generations() {
@@ -519,7 +516,7 @@ class Master {
       (void)loop_.del_event(control_.read, event::EventKind::read, false);
       control_.fd.reset();
     }
-    answer_reload_waiters("error\nferry: the master is stopping\n");
+    answer_reload_waiters("error\nferry: the master is stopping\n", true);
     if (workers_.empty()) {
       loop_.stop();
       return;
@@ -684,17 +681,38 @@ class Master {
   static void on_reload_timeout(Event& ev) {
     auto& m = *static_cast<Master*>(ev.data);
     if (m.pending_generation_ == 0) return;
-    spdlog::error("generation {} did not report ready within {} ms", m.pending_generation_,
-                  kReadyTimeout.count());
+    spdlog::error(
+        "generation {} did not report ready within {} ms; stopping it, the previous "
+        "workers keep serving",
+        m.pending_generation_, kReadyTimeout.count());
+    for (auto& w : m.workers_) {
+      if (w.generation == m.pending_generation_) m.tell(w, worker::Command::terminate);
+    }
+    m.pending_generation_ = 0;
     m.answer_reload_waiters("error\nferry: the new workers did not start in time\n");
+    m.run_queued_reload();
   }
 
-  void answer_reload_waiters(const std::string& answer) {
-    for (Connection* c : control_clients_) {
-      (void)::send(c->fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      loop_.close_connection(*c);
-    }
-    control_clients_.clear();
+  // A reload asked for while another was pending runs now, and its askers wait for its verdict.
+  void run_queued_reload() {
+    if (!reload_again_) return;
+    reload_again_ = false;
+    control_clients_ = std::move(queued_clients_);
+    queued_clients_.clear();
+    reload();
+  }
+
+  // Answers the askers of the reload that just ended (or all, with `everyone`) and closes them.
+  void answer_reload_waiters(const std::string& answer, bool everyone = false) {
+    auto answer_all = [&](std::vector<Connection*>& list) {
+      for (Connection* c : list) {
+        (void)::send(c->fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        loop_.close_connection(*c);
+      }
+      list.clear();
+    };
+    answer_all(control_clients_);
+    if (everyone) answer_all(queued_clients_);
   }
 
   static void on_control_accept(Event& ev) {
@@ -717,7 +735,8 @@ class Master {
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
     if (n >= 7 && std::string_view(buf, 7) == "reload\n") {
       spdlog::info("reload requested on the control socket");
-      self.control_clients_.push_back(&c);
+      // While a reload is pending, this asker waits for the next one (its own).
+      (self.pending_generation_ != 0 ? self.queued_clients_ : self.control_clients_).push_back(&c);
       c.read.handler = [](Event& e) {
         // The client gave up (EOF) before the verdict: forget it.
         auto& cc = *static_cast<Connection*>(e.data);
@@ -725,6 +744,7 @@ class Master {
         if (::read(cc.fd.get(), b, sizeof b) == 0) {
           auto& m = *static_cast<Master*>(cc.data);
           std::erase(m.control_clients_, &cc);
+          std::erase(m.queued_clients_, &cc);
           m.loop_.close_connection(cc);
         }
       };
@@ -748,8 +768,9 @@ class Master {
   Connection control_;
   std::string control_path_;
   std::string pid_file_;
-  std::vector<Connection*> control_clients_;
-  std::list<WorkerProcess> workers_;  // stable addresses: channels point at their entry
+  std::vector<Connection*> control_clients_;  // waiting for the pending reload's verdict
+  std::vector<Connection*> queued_clients_;   // waiting for the reload queued behind it
+  std::list<WorkerProcess> workers_;          // stable addresses: channels point at their entry
   std::vector<std::unique_ptr<RespawnTimer>> respawn_timers_;
   Event reload_timeout_;
   Event kill_timer_;

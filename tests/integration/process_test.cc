@@ -10,6 +10,7 @@
 #include <fstream>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -128,6 +129,27 @@ TEST(ProcessTest, ABadConfigurationOnReloadIsReportedAndChangesNothing) {
   const int fd = connect_to_port(port);
   ASSERT_GE(fd, 0);
   EXPECT_TRUE(echo_round_trip(fd, "the old configuration still serves"));
+  ::close(fd);
+}
+
+// Reloads asked for at the same time: each asker gets the verdict of a reload that started after
+// it asked (one queued behind the pending one), and both succeed.
+TEST(ProcessTest, ConcurrentReloadsAreQueuedAndEachGetsAVerdict) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(2, port, backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  std::vector<std::thread> askers;
+  std::vector<int> codes(4, -1);
+  for (int i = 0; i < 4; ++i) {
+    askers.emplace_back([&, i] { codes[i] = ferry.command("reload").exit_code; });
+  }
+  for (auto& t : askers) t.join();
+  EXPECT_EQ(codes, (std::vector<int>{0, 0, 0, 0}));
+  EXPECT_TRUE(eventually([&] { return ferry.workers().size() == 2; })) << ferry.log();
+  const int fd = connect_to_port(port);
+  ASSERT_GE(fd, 0);
+  EXPECT_TRUE(echo_round_trip(fd, "after concurrent reloads"));
   ::close(fd);
 }
 
