@@ -63,7 +63,10 @@ TEST_P(ReloadUnderLoadTest, TwentyReloadsLoseNoConnection) {
     ferry.rewrite(config(mode, n, port, backend.port()));
     const long before = load.done();
     const Finished r = ferry.command("reload");
-    ASSERT_EQ(r.exit_code, 0) << "reload " << i << ": " << r.err;
+    ferry.drain_log();
+    ASSERT_EQ(r.exit_code, 0) << "reload " << i << ": " << r.err << "ferry's log ends with:\n"
+                              << ferry.log().substr(
+                                     ferry.log().size() > 4000 ? ferry.log().size() - 4000 : 0);
     // The new generation is serving: none of its workers was there before the reload.
     std::set<pid_t> now;
     ASSERT_TRUE(eventually([&] {
