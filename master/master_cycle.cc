@@ -443,7 +443,15 @@ class Master {
       const Msec lived = event::monotonic_now() - w->started;
       const bool fatal = WIFEXITED(status) && WEXITSTATUS(status) == worker::kFatalExit;
       if (w->channel.fd) (void)loop_.del_event(w->channel.read, event::EventKind::read, false);
-      workers_.remove_if([pid](const WorkerProcess& p) { return p.pid == pid; });
+      w->channel.fd.reset();
+      // Not freed yet: a report for its channel may still be waiting later in this epoll batch
+      // (a closed fd marks it stale). Freed once the batch is done.
+      auto entry = std::find_if(workers_.begin(), workers_.end(),
+                                [pid](const WorkerProcess& p) { return p.pid == pid; });
+      graveyard_.splice(graveyard_.end(), workers_, entry);
+      bury_.data = this;
+      bury_.handler = [](Event& ev) { static_cast<Master*>(ev.data)->graveyard_.clear(); };
+      loop_.post(bury_);
 
       if (!expected && !winched_ &&
           (generation == generation_ || generation == pending_generation_)) {
@@ -771,6 +779,8 @@ class Master {
   std::vector<Connection*> control_clients_;  // waiting for the pending reload's verdict
   std::vector<Connection*> queued_clients_;   // waiting for the reload queued behind it
   std::list<WorkerProcess> workers_;          // stable addresses: channels point at their entry
+  std::list<WorkerProcess> graveyard_;        // reaped; freed once the current epoll batch is done
+  Event bury_;
   std::vector<std::unique_ptr<RespawnTimer>> respawn_timers_;
   Event reload_timeout_;
   Event kill_timer_;
