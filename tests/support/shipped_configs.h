@@ -1,4 +1,4 @@
-// The configuration files the project ships as valid: packaging/*.conf and
+// The configuration files the project ships as valid: packaging/*.conf, packaging/etc/*.conf and
 // tests/integration/configs/valid/*.conf (their include fragments are not listed).
 #pragma once
 
