@@ -11,8 +11,11 @@
 #include <cstdio>
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "conf/loader.h"
 #include "event/syscall_util.h"
+#include "master/console.h"
 #include "master/pid_file.h"
 
 namespace ferry::master {
@@ -34,13 +37,13 @@ int reload(const std::string& pid_file, pid_t pid) {
   sun.sun_family = AF_UNIX;
   std::strncpy(sun.sun_path, path.c_str(), sizeof sun.sun_path - 1);
   if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun) == -1) {
-    std::fprintf(stderr, "ferry: the master (pid %d) does not answer on %s: %s\n", pid,
-                 path.c_str(), std::strerror(errno));
+    print_error(fmt::format("ferry: the master (pid {}) does not answer on {}: {}", pid, path,
+                            std::strerror(errno)));
     return 1;
   }
   const char request[] = "reload\n";
   if (::send(fd.get(), request, sizeof request - 1, MSG_NOSIGNAL) != sizeof request - 1) {
-    std::fprintf(stderr, "ferry: cannot send to %s: %s\n", path.c_str(), std::strerror(errno));
+    print_error(fmt::format("ferry: cannot send to {}: {}", path, std::strerror(errno)));
     return 1;
   }
   std::string answer;
@@ -49,7 +52,7 @@ int reload(const std::string& pid_file, pid_t pid) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
-      std::fprintf(stderr, "ferry: no answer from the master (pid %d) within 30 s\n", pid);
+      print_error(fmt::format("ferry: no answer from the master (pid {}) within 30 s", pid));
       return 1;
     }
     pollfd p{fd.get(), POLLIN, 0};
@@ -61,11 +64,11 @@ int reload(const std::string& pid_file, pid_t pid) {
   }
   if (answer.rfind("ok\n", 0) == 0) return 0;
   if (answer.rfind("error\n", 0) == 0) {
-    std::fprintf(stderr, "%s", answer.substr(6).c_str());
-    std::fprintf(stderr, "ferry: reload rejected; the master keeps the previous configuration\n");
+    print_error(answer.substr(6));
+    print_error("ferry: reload rejected; the master keeps the previous configuration");
     return 1;
   }
-  std::fprintf(stderr, "ferry: the master closed the control connection without a verdict\n");
+  print_error("ferry: the master closed the control connection without a verdict");
   return 1;
 }
 
@@ -85,19 +88,19 @@ int send_signal_command(const std::string& signal, const std::string& conf_file)
   std::string why;
   const auto pid = read_pid_file(pid_file, why);
   if (!pid) {
-    std::fprintf(stderr, "ferry: no running master found: %s\n", why.c_str());
+    print_error(fmt::format("ferry: no running master found: {}", why));
     return 1;
   }
   if (::kill(*pid, 0) == -1) {
-    std::fprintf(stderr, "ferry: no running master found: process %d from %s: %s\n", *pid,
-                 pid_file.c_str(), std::strerror(errno));
+    print_error(fmt::format("ferry: no running master found: process {} from {}: {}", *pid,
+                            pid_file, std::strerror(errno)));
     return 1;
   }
   if (signal == "reload") return reload(pid_file, *pid);
   const int sig = signal == "reopen" ? SIGUSR1 : signal == "quit" ? SIGQUIT : SIGTERM;
   if (::kill(*pid, sig) == -1) {
-    std::fprintf(stderr, "ferry: kill(%d, %s) failed: %s\n", *pid, sigabbrev_np(sig),
-                 std::strerror(errno));
+    print_error(fmt::format("ferry: kill({}, {}) failed: {}", *pid, sigabbrev_np(sig),
+                            std::strerror(errno)));
     return 1;
   }
   return 0;

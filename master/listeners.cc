@@ -4,14 +4,18 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 
-#include <cstdlib>
+#include <systemd/sd-daemon.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include <spdlog/spdlog.h>
 
 namespace ferry::master {
 namespace {
+
+constexpr const char* kUnused = "(unused)";
 
 struct Wanted {
   event::SocketAddress address;
@@ -22,10 +26,25 @@ struct Wanted {
 }  // namespace
 
 std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::string& why) {
+  // What is open now: the configured sockets, and systemd's sockets that were not (a reload may
+  // name their address again).
+  std::vector<Entry*> open;
+  for (Entry& e : entries_) open.push_back(&e);
+  for (Entry& e : spare_) open.push_back(&e);
+  auto from_systemd = [&](const event::SocketAddress& address) {
+    return std::any_of(open.begin(), open.end(),
+                       [&](const Entry* e) { return e->activated && e->ls->address == address; });
+  };
+
   std::vector<Wanted> wanted;
   for (const conf::Proxy& proxy : cfg.proxies) {
     for (const conf::Address& a : proxy.listen) {
       const event::SocketAddress address(a.sockaddr_ptr(), a.length);
+      if (from_systemd(address)) {
+        // systemd's socket is the address's only one: no clones can be bound beside it.
+        wanted.push_back({address, &proxy, 0});
+        continue;
+      }
       if (!proxy.reuseport) {
         wanted.push_back({address, &proxy, 0});
         continue;
@@ -39,21 +58,21 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
     }
   }
 
-  // First pass: which open socket each wanted one reuses (by index), or a new socket.
-  // Nothing in entries_ changes until every new socket is open.
+  // First pass: which open socket each wanted one reuses (by index into `open`), or a new
+  // socket. Nothing changes until every new socket is open.
   struct Plan {
     const Wanted* want;
     int reuse = -1;
     std::unique_ptr<event::Listening> fresh;
   };
   std::vector<Plan> plan;
-  std::vector<bool> kept(entries_.size(), false);
+  std::vector<bool> kept(open.size(), false);
   for (const Wanted& w : wanted) {
     Plan p{&w, -1, nullptr};
-    for (std::size_t i = 0; i < entries_.size(); ++i) {
-      const Entry& e = entries_[i];
-      if (!kept[i] && e.ls->address == w.address && e.ls->reuseport == w.proxy->reuseport &&
-          e.clone == w.clone) {
+    for (std::size_t i = 0; i < open.size(); ++i) {
+      const Entry& e = *open[i];
+      if (kept[i] || e.ls->address != w.address) continue;
+      if (e.activated || (e.ls->reuseport == w.proxy->reuseport && e.clone == w.clone)) {
         kept[i] = true;
         p.reuse = static_cast<int>(i);
         break;
@@ -79,9 +98,14 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
   for (Plan& p : plan) {
     Entry e;
     if (p.reuse >= 0) {
-      e = std::move(entries_[static_cast<std::size_t>(p.reuse)]);
-      if (e.ls->backlog != p.want->proxy->backlog) {
-        // listen() on a listening socket only changes its queue length.
+      e = std::move(*open[static_cast<std::size_t>(p.reuse)]);
+      if (e.activated && e.proxy != p.want->proxy->name) {
+        spdlog::info("proxy \"{}\" listening on {} (socket from systemd)", p.want->proxy->name,
+                     e.ls->address.to_string());
+      }
+      if (!e.activated && e.ls->backlog != p.want->proxy->backlog) {
+        // listen() on a listening socket only changes its queue length. systemd's sockets keep
+        // the Backlog= of their unit.
         e.ls->backlog = p.want->proxy->backlog;
         if (::listen(e.ls->fd.get(), e.ls->backlog) == -1) {
           spdlog::warn("listen({}) on {} to change the backlog failed: {}", e.ls->backlog,
@@ -96,10 +120,24 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
     e.ls->data = const_cast<conf::Proxy*>(p.want->proxy);
     next.push_back(std::move(e));
   }
-  for (std::size_t i = 0; i < entries_.size(); ++i) {
-    if (!kept[i]) removed_.push_back(std::move(entries_[i]));
+  std::vector<Entry> spare;
+  for (std::size_t i = 0; i < open.size(); ++i) {
+    if (kept[i]) continue;
+    Entry& e = *open[i];
+    if (!e.activated) {
+      removed_.push_back(std::move(e));
+      continue;
+    }
+    if (e.proxy != kUnused) {
+      spdlog::warn("the socket systemd passed for {} matches no listen address; kept open, unused",
+                   e.ls->address.to_string());
+    }
+    e.proxy = kUnused;
+    e.ls->data = nullptr;
+    spare.push_back(std::move(e));
   }
   entries_ = std::move(next);
+  spare_ = std::move(spare);
   return {};
 }
 
@@ -110,37 +148,72 @@ void ListenerSet::close_removed() noexcept {
   removed_.clear();
 }
 
-void ListenerSet::adopt_inherited() {
+void ListenerSet::adopt(std::unique_ptr<event::Listening> ls, bool activated, const char* origin) {
+  const int fd = ls->fd.get();
+  int on = 0;
+  socklen_t len = sizeof on;
+  if (::getsockname(fd, ls->address.get(), ls->address.length_ptr()) == -1 ||
+      ::getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, &len) == -1) {
+    spdlog::error("{} fd {} is not a socket: {}", origin, fd, event::last_error().message());
+    return;
+  }
+  // Ours from now on: close-on-exec for what we fork later, non-blocking for accept4() loops
+  // (systemd passes its sockets blocking).
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (::fcntl(fd, F_SETFD, FD_CLOEXEC) == -1 || flags == -1 ||
+      ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) == -1) {
+    spdlog::error("fcntl() on {} fd {} failed: {}", origin, fd, event::last_error().message());
+    return;
+  }
+  ls->reuseport = on != 0;
+  int clone = 0;
+  for (const Entry& e : entries_) {
+    if (!e.activated && e.ls->reuseport && e.ls->address == ls->address) {
+      clone = std::max(clone, e.clone + 1);
+    }
+  }
+  spdlog::info("{} listening socket {} (fd {})", origin, ls->address.to_string(), fd);
+  entries_.push_back({std::move(ls), activated ? "(systemd)" : "(inherited)", clone, activated});
+}
+
+bool ListenerSet::adopt_inherited() {
   const char* value = std::getenv(kInheritVariable);
-  if (value == nullptr) return;
+  if (value == nullptr) return false;
   const std::string list = value;
   ::unsetenv(kInheritVariable);
   std::size_t pos = 0;
   while (pos < list.size()) {
     std::size_t end = list.find(';', pos);
     if (end == std::string::npos) end = list.size();
-    const int fd = std::atoi(list.substr(pos, end - pos).c_str());
+    const std::string item = list.substr(pos, end - pos);
     pos = end + 1;
+    const int fd = std::atoi(item.c_str());
     if (fd < 3) continue;
     auto ls = std::make_unique<event::Listening>();
     ls->fd.reset(fd);
-    int on = 0;
-    socklen_t len = sizeof on;
-    if (::getsockname(fd, ls->address.get(), ls->address.length_ptr()) == -1 ||
-        ::getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, &len) == -1) {
-      spdlog::error("inherited fd {} is not a socket: {}", fd, event::last_error().message());
+    adopt(std::move(ls), item.ends_with('s'), "inherited");
+  }
+  return true;
+}
+
+int ListenerSet::adopt_activated() {
+  const int n = sd_listen_fds(1);
+  if (n < 0) {
+    spdlog::error("sd_listen_fds() failed: {}", std::strerror(-n));
+    return 0;
+  }
+  int taken = 0;
+  for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; ++fd) {
+    auto ls = std::make_unique<event::Listening>();
+    ls->fd.reset(fd);
+    if (sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+      spdlog::error("fd {} passed by systemd is not a listening stream socket; closed", fd);
       continue;
     }
-    // The new binary may not have been built with the same flags: make it ours again.
-    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-    ls->reuseport = on != 0;
-    int clone = 0;
-    for (const Entry& e : entries_) {
-      if (e.ls->reuseport && e.ls->address == ls->address) clone = std::max(clone, e.clone + 1);
-    }
-    spdlog::info("inherited listening socket {} (fd {})", ls->address.to_string(), fd);
-    entries_.push_back({std::move(ls), "(inherited)", clone});
+    adopt(std::move(ls), true, "systemd passed");
+    ++taken;
   }
+  return taken;
 }
 
 std::string ListenerSet::prepare_for_exec() const {
@@ -148,7 +221,11 @@ std::string ListenerSet::prepare_for_exec() const {
   for (const Entry& e : entries_) {
     const int fd = e.ls->fd.get();
     ::fcntl(fd, F_SETFD, 0);
-    value += (value.empty() ? "" : ";") + std::to_string(fd);
+    value += (value.empty() ? "" : ";") + std::to_string(fd) + (e.activated ? "s" : "");
+  }
+  for (const Entry& e : spare_) {
+    ::fcntl(e.ls->fd.get(), F_SETFD, 0);
+    value += (value.empty() ? "" : ";") + std::to_string(e.ls->fd.get()) + "s";
   }
   return value;
 }
@@ -156,7 +233,7 @@ std::string ListenerSet::prepare_for_exec() const {
 std::vector<const event::Listening*> ListenerSet::for_worker(int slot, int workers) const {
   std::vector<const event::Listening*> out;
   for (const Entry& e : entries_) {
-    if (!e.ls->reuseport || e.clone % workers == slot) out.push_back(e.ls.get());
+    if (!e.ls->reuseport || e.activated || e.clone % workers == slot) out.push_back(e.ls.get());
   }
   return out;
 }
@@ -164,12 +241,14 @@ std::vector<const event::Listening*> ListenerSet::for_worker(int slot, int worke
 void ListenerSet::close_all() noexcept {
   entries_.clear();
   removed_.clear();
+  spare_.clear();
 }
 
 std::vector<int> ListenerSet::fds() const {
   std::vector<int> out;
   for (const Entry& e : entries_) out.push_back(e.ls->fd.get());
   for (const Entry& e : removed_) out.push_back(e.ls->fd.get());
+  for (const Entry& e : spare_) out.push_back(e.ls->fd.get());
   return out;
 }
 

@@ -2,7 +2,8 @@
 // unchanged is kept (the same fd, never closed and reopened, so nothing queued is lost); new
 // addresses are opened; removed ones are closed once the new workers serve. With reuseport an
 // address has one clone per worker, and clones are never closed while the address stays: when
-// there are fewer workers than clones, each worker serves several.
+// there are fewer workers than clones, each worker serves several. Sockets passed by systemd
+// (socket activation) serve the address they are bound to and are never closed by a reload.
 #pragma once
 
 #include <memory>
@@ -20,10 +21,14 @@ class ListenerSet {
   // The environment variable that carries listening fds to a new binary ("3;4;5").
   static constexpr const char* kInheritVariable = "FERRY_LISTEN_FDS";
   // Takes the sockets a previous master passed in kInheritVariable (then unset), before the
-  // first apply(): apply() keeps those whose address is still configured.
-  void adopt_inherited();
+  // first apply(): apply() keeps those whose address is still configured. Returns whether there
+  // were any (this master is then the new one of a binary upgrade).
+  bool adopt_inherited();
+  // Takes the listening sockets systemd passed (LISTEN_FDS, then unset), before the first
+  // apply(). Returns how many were taken.
+  int adopt_activated();
   // Clears FD_CLOEXEC on every socket and returns the kInheritVariable value, in a forked child
-  // about to exec the new binary.
+  // about to exec the new binary ("3;4;5s": "s" marks a socket from systemd).
   std::string prepare_for_exec() const;
 
   // Brings the sockets in line with `cfg` for `workers` workers. On failure nothing changes
@@ -42,11 +47,15 @@ class ListenerSet {
  private:
   struct Entry {
     std::unique_ptr<event::Listening> ls;
-    std::string proxy;  // name of the proxy it serves
-    int clone = 0;      // index among the reuseport clones of its address
+    std::string proxy;       // name of the proxy it serves
+    int clone = 0;           // index among the reuseport clones of its address
+    bool activated = false;  // passed by systemd: one per address, shared, never closed
   };
+  void adopt(std::unique_ptr<event::Listening> ls, bool activated, const char* origin);
+
   std::vector<Entry> entries_;
   std::vector<Entry> removed_;
+  std::vector<Entry> spare_;  // from systemd, not configured now: kept for a later reload
 };
 
 }  // namespace ferry::master

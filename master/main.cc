@@ -15,6 +15,7 @@
 #include "conf/printer.h"
 #include "ferry_version.h"
 #include "master/cli.h"
+#include "master/console.h"
 #include "master/control.h"
 #include "master/master_cycle.h"
 #include "master/process_title.h"
@@ -23,20 +24,22 @@
 namespace ferry::master {
 namespace {
 
-void print_errors(const std::vector<conf::ConfigError>& list, const char* kind) {
-  for (const auto& e : list) {
-    std::fprintf(stderr, "%s%s\n", kind, e.to_string().c_str());
-  }
+void print_errors(const std::vector<conf::ConfigError>& list) {
+  for (const auto& e : list) print_error(e.to_string());
+}
+
+void print_warnings(const std::vector<conf::ConfigError>& list) {
+  for (const auto& e : list) print_warning("warning: " + e.to_string());
 }
 
 int test_configuration(const CommandLine& cl) {
   const conf::LoadResult result = conf::load_file(cl.conf_file);
-  print_errors(result.errors, "");
+  print_errors(result.errors);
   if (!result.config) {
-    std::fprintf(stderr, "ferry: configuration file %s test failed\n", cl.conf_file.c_str());
+    print_error("ferry: configuration file " + cl.conf_file + " test failed");
     return 1;
   }
-  if (!cl.quiet) print_errors(result.warnings, "warning: ");
+  if (!cl.quiet) print_warnings(result.warnings);
   if (cl.action == Action::dump) std::fputs(conf::to_text(*result.config).c_str(), stdout);
   if (!cl.quiet) {
     std::fprintf(stderr, "ferry: configuration file %s test is successful\n", cl.conf_file.c_str());

@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <time.h>
+
 #include <algorithm>
 #include <cstring>
 #include <list>
@@ -34,9 +36,11 @@
 #include "master/listeners.h"
 #include "master/pid_file.h"
 #include "master/process_title.h"
+#include "master/service_notifier.h"
 #include "worker/channel.h"
 #include "worker/logging.h"
 #include "worker/upstream/health_board.h"
+#include "worker/worker_counters.h"
 #include "worker/worker_cycle.h"
 
 namespace ferry::master {
@@ -57,6 +61,8 @@ constexpr Msec kKillGrace{5'000};
 // A worker that dies this soon after starting is respawned with a growing delay.
 constexpr Msec kQuickDeath{1'000};
 constexpr Msec kMaxBackoff{10'000};
+// How often systemd's STATUS= line is refreshed (only sent when its text changed).
+constexpr Msec kStatusInterval{5'000};
 
 const int kSignals[] = {SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD};
 
@@ -64,7 +70,8 @@ struct WorkerProcess {
   pid_t pid = -1;
   int slot = 0;
   int generation = 0;
-  Connection channel;  // the master's end
+  Connection channel;                          // the master's end
+  worker::WorkerCounters* counters = nullptr;  // its entry in the shared table
   event::TimePoint started;
   bool ready = false;
   bool told_to_stop = false;
@@ -90,7 +97,14 @@ class Master {
     raise_nofile_limit(*config_);
 
     std::string why;
-    listeners_.adopt_inherited();
+    // A new master of a binary upgrade gets its sockets (systemd's among them) from the old one.
+    upgraded_ = listeners_.adopt_inherited();
+    if (upgraded_) {
+      upgrade_parent_ = ::getppid();
+    } else {
+      listeners_.adopt_activated();
+    }
+    notifier_ = ServiceNotifier(upgraded_);
     if (listeners_.apply(*config_, config_->worker_processes, why)) {
       spdlog::critical("{}", why);
       return 1;
@@ -98,6 +112,8 @@ class Master {
     listeners_.close_removed();
     if (shm_.create(sizeof(event::AcceptMutexWord))) return 1;
     mutex_word_ = new (shm_.data()) event::AcceptMutexWord;
+    if (counters_shm_.create(sizeof(worker::CountersTable))) return 1;
+    counters_ = worker::CountersTable::create(counters_shm_.data());
     if (!new_health_board()) return 1;
 
     if (loop_.init({.connections = 256, .epoll_events = 64})) return 1;
@@ -110,13 +126,21 @@ class Master {
     pending_generation_ = generation_ = 1;
     for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
     arm(reload_timeout_, kReadyTimeout, on_reload_timeout);
+    if (notifier_.enabled()) arm(status_timer_, kStatusInterval, on_status_timer);
+    if (auto period = notifier_.watchdog_period()) {
+      watchdog_period_ = Msec(period->count());
+      arm(watchdog_timer_, watchdog_period_, on_watchdog_timer);
+      spdlog::info("systemd watchdog: pinging every {} ms while the workers are alive",
+                   watchdog_period_.count());
+    }
 
     loop_.run();
 
     remove_pid_file(pid_file_);
     if (owns_control_path_) ::unlink(control_path_.c_str());
-    spdlog::info("master exiting");
-    return 0;
+    spdlog::log(exit_code_ == 0 ? spdlog::level::info : spdlog::level::err, "master exiting{}",
+                exit_code_ == 0 ? "" : " with an error");
+    return exit_code_;
   }
 
  private:
@@ -193,16 +217,20 @@ class Master {
     }
     UniqueFd master_end(sv[0]);
     UniqueFd worker_end(sv[1]);
+    worker::WorkerCounters* counters = counters_->take();
     const pid_t pid = ::fork();
     if (pid == -1) {
       spdlog::error("fork() for worker {} failed: {}", slot, event::last_error().message());
+      if (counters != nullptr) counters_->release(*counters);
       return;
     }
     if (pid == 0) {
       master_end.reset();
-      ::_exit(worker_main(slot, generation, worker_end.release()));
+      ::_exit(worker_main(slot, generation, worker_end.release(), counters));
     }
+    if (counters != nullptr) counters->owner.store(pid);
     auto& w = workers_.emplace_back();
+    w.counters = counters;
     w.pid = pid;
     w.slot = slot;
     w.generation = generation;
@@ -216,7 +244,7 @@ class Master {
   }
 
   // Runs in the forked child: drop everything that is the master's, become a worker.
-  int worker_main(int slot, int generation, int channel) {
+  int worker_main(int slot, int generation, int channel, worker::WorkerCounters* counters) {
     loop_.abandon();
     signal_.fd.reset();
     control_.fd.reset();
@@ -262,6 +290,7 @@ class Master {
     settings.listening = listeners_.for_worker(slot, cfg.worker_processes);
     settings.accept_mutex = mutex_word_;
     settings.channel = channel;
+    settings.counters = counters;
     settings.health_board = health_board_;
     // Worker 0 of the generation probes the servers; a respawned worker 0 takes over.
     settings.run_health_checks = slot == 0;
@@ -346,7 +375,12 @@ class Master {
       spdlog::info("all {} worker(s) serving", config_->worker_processes);
     } else {
       spdlog::info("reload complete: generation {} serving", gen);
+      last_reload_ = "last reload " + clock_time() + " ok";
     }
+    served_ = true;
+    // Before the askers get their answer: by the time `ferry -s reload` (ExecReload=) exits,
+    // systemd has seen the reload end.
+    if (in_charge()) notifier_.ready(status_text());
     answer_reload_waiters("ok\n");
     run_queued_reload();
   }
@@ -444,6 +478,8 @@ class Master {
       const bool fatal = WIFEXITED(status) && WEXITSTATUS(status) == worker::kFatalExit;
       if (w->channel.fd) (void)loop_.del_event(w->channel.read, event::EventKind::read, false);
       w->channel.fd.reset();
+      if (w->counters != nullptr) retired_accepted_ += counters_->release(*w->counters);
+      w->counters = nullptr;
       // Not freed yet: a report for its channel may still be waiting later in this epoll batch
       // (a closed fd marks it stale). Freed once the batch is done.
       auto entry = std::find_if(workers_.begin(), workers_.end(),
@@ -514,6 +550,7 @@ class Master {
   void stop(bool graceful) {
     if (stopping_ && graceful) return;
     spdlog::info("{}: {} stop", graceful ? "SIGQUIT" : "SIGTERM", graceful ? "graceful" : "fast");
+    if (!stopping_) notify_stopping();
     stopping_ = true;
     for (auto& w : workers_) {
       tell(w, graceful ? worker::Command::quit : worker::Command::terminate);
@@ -611,6 +648,11 @@ class Master {
     }
     // Our copies are close-on-exec again for anything we fork later.
     for (int fd : listeners_.fds()) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    // systemd follows the new master from now on; it sends READY and STATUS itself.
+    if (in_charge()) {
+      notifier_.main_pid(pid, "binary upgrade: new master pid " + std::to_string(pid) +
+                                  " starting; old master pid " + std::to_string(::getpid()));
+    }
     new_master_ = pid;
     pid_file_ = old_pid_file;
     owns_control_path_ = false;  // the new master binds it
@@ -637,6 +679,11 @@ class Master {
       control_.fd.reset();
       if (open_control_socket()) owns_control_path_ = true;
     }
+    if (!stopping_) {
+      // Normally the new master handed the service back already (MAINPID=) before exiting.
+      notifier_.main_pid(::getpid(), status_text());
+      notifier_.ready(status_text());
+    }
   }
 
   // ---- reload ------------------------------------------------------------------------------
@@ -647,6 +694,7 @@ class Master {
       reload_again_ = true;  // once the pending generation serves
       return;
     }
+    if (in_charge()) notifier_.reloading("reloading " + conf_file_);
     conf::LoadResult result = conf::load_file(conf_file_);
     if (!result.config) {
       std::string text;
@@ -656,6 +704,8 @@ class Master {
       }
       spdlog::error("reload rejected: {} has {} error(s); keeping the running configuration",
                     conf_file_, result.errors.size());
+      reload_failed(result.errors.empty() ? "invalid configuration"
+                                          : result.errors.front().to_string());
       answer_reload_waiters("error\n" + text);
       return;
     }
@@ -664,6 +714,7 @@ class Master {
     std::string why;
     if (listeners_.apply(*next, next->worker_processes, why)) {
       spdlog::error("reload rejected: {}; keeping the running configuration", why);
+      reload_failed(why);
       answer_reload_waiters("error\n" + why + "\n");
       return;
     }
@@ -697,8 +748,92 @@ class Master {
       if (w.generation == m.pending_generation_) m.tell(w, worker::Command::terminate);
     }
     m.pending_generation_ = 0;
+    if (!m.served_) {
+      // Nothing to fall back on: fail, so that a supervisor sees it and can restart us.
+      spdlog::critical("the workers did not start; exiting");
+      m.exit_code_ = 1;
+      m.stop(false);
+      return;
+    }
+    m.reload_failed("the new workers did not start in time");
     m.answer_reload_waiters("error\nferry: the new workers did not start in time\n");
     m.run_queued_reload();
+  }
+
+  // ---- systemd -----------------------------------------------------------------------------
+
+  // This master speaks for the service unless a binary upgrade handed it to a new master.
+  [[nodiscard]] bool in_charge() const noexcept { return new_master_ <= 0; }
+
+  void reload_failed(const std::string& first_error) {
+    last_reload_ =
+        "last reload " + clock_time() + " FAILED: " + first_error + " (running configuration kept)";
+    // READY=1 also after a rejected reload: systemd must not wait in "reloading".
+    if (in_charge()) notifier_.ready(status_text());
+  }
+
+  void notify_stopping() {
+    if (!in_charge()) return;  // the new master of the upgrade is the service now
+    if (upgraded_ && upgrade_parent_ > 1 && ::getppid() == upgrade_parent_) {
+      // A rolled-back upgrade: the old master, still running, is the service again.
+      notifier_.main_pid(upgrade_parent_, "binary upgrade rolled back: master pid " +
+                                              std::to_string(upgrade_parent_) + " in charge");
+      return;
+    }
+    notifier_.stopping("stopping");
+  }
+
+  // One line for `systemctl status`: workers, connections, the last reload's result.
+  std::string status_text() const {
+    int serving = 0;
+    for (const auto& w : workers_) {
+      if (w.generation == generation_ && !w.told_to_stop) ++serving;
+    }
+    const auto totals = counters_->totals();
+    std::string text = std::to_string(serving) + " worker(s) serving, " +
+                       std::to_string(totals.active) + " active connection(s), " +
+                       std::to_string(totals.accepted + retired_accepted_) + " accepted";
+    if (!last_reload_.empty()) text += "; " + last_reload_;
+    return text;
+  }
+
+  static std::string clock_time() {
+    const time_t now = ::time(nullptr);
+    tm local{};
+    ::localtime_r(&now, &local);
+    char buf[16];
+    std::strftime(buf, sizeof buf, "%H:%M:%S", &local);
+    return buf;
+  }
+
+  static void on_status_timer(Event& ev) {
+    auto& m = *static_cast<Master*>(ev.data);
+    if (m.stopping_) return;
+    const std::string text = m.status_text();
+    if (m.in_charge() && m.served_ && text != m.last_status_) {
+      m.notifier_.status(text);
+      m.last_status_ = text;
+    }
+    m.loop_.add_timer(m.status_timer_, kStatusInterval);
+  }
+
+  // WATCHDOG=1 while every worker slot has a live worker (or the first ones are starting):
+  // a master whose workers keep dying stops pinging, and systemd restarts the service.
+  static void on_watchdog_timer(Event& ev) {
+    auto& m = *static_cast<Master*>(ev.data);
+    std::set<int> live;
+    for (const auto& w : m.workers_) {
+      if (!w.told_to_stop) live.insert(w.slot);
+    }
+    const bool alive = !m.served_ || m.stopping_ || m.winched_ ||
+                       static_cast<int>(live.size()) >= m.config_->worker_processes;
+    if (m.in_charge() && alive) {
+      m.notifier_.watchdog();
+    } else if (!alive) {
+      spdlog::warn("systemd watchdog: {} of {} worker(s) alive; not pinging", live.size(),
+                   m.config_->worker_processes);
+    }
+    m.loop_.add_timer(m.watchdog_timer_, m.watchdog_period_);
   }
 
   // A reload asked for while another was pending runs now, and its askers wait for its verdict.
@@ -769,6 +904,9 @@ class Master {
   ListenerSet listeners_;
   event::SharedMemory shm_;
   event::AcceptMutexWord* mutex_word_ = nullptr;
+  event::SharedMemory counters_shm_;
+  worker::CountersTable* counters_ = nullptr;
+  std::uint64_t retired_accepted_ = 0;  // by workers already reaped
   event::SharedMemory health_shm_;
   worker::HealthBoard* health_board_ = nullptr;
   event::EventLoop loop_;
@@ -784,6 +922,16 @@ class Master {
   std::vector<std::unique_ptr<RespawnTimer>> respawn_timers_;
   Event reload_timeout_;
   Event kill_timer_;
+  Event status_timer_;
+  Event watchdog_timer_;
+  Msec watchdog_period_{0};
+  ServiceNotifier notifier_;
+  std::string last_reload_;  // "last reload HH:MM:SS ok" or why it failed
+  std::string last_status_;
+  pid_t upgrade_parent_ = -1;  // the old master, when this one was started by a binary upgrade
+  int exit_code_ = 0;
+  bool upgraded_ = false;
+  bool served_ = false;  // a generation of workers has served
   int generation_ = 0;
   int pending_generation_ = 0;
   pid_t new_master_ = -1;  // during a binary upgrade

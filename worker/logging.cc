@@ -1,6 +1,14 @@
 // spdlog sinks and pattern for the error log.
 #include "worker/logging.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -10,7 +18,33 @@ namespace {
 
 // "2026/11/22 07:40:22 [info] 1234 master: message", close to nginx's error log.
 constexpr const char* kPattern = "%Y/%m/%d %H:%M:%S [%l] %P %n: %v";
+// To the journal: the priority as sd-daemon(3)'s "<N>" prefix, which journald strips and
+// stores (journalctl -p err); no time stamp, journald keeps its own.
+constexpr const char* kJournalPattern = "<%*>[%l] %P %n: %v";
 std::string g_role = "ferry";
+
+// %*: the syslog priority of the line's level.
+class SyslogPriority final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    dest.push_back(journal_priority(static_cast<int>(msg.level)));
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<SyslogPriority>();
+  }
+};
+
+// Lines to stderr carry their priority when stderr is the journal; a file sink never does.
+void set_format(spdlog::logger& logger, bool to_stderr) {
+  if (to_stderr && stderr_is_journal()) {
+    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    formatter->add_flag<SyslogPriority>('*').set_pattern(kJournalPattern);
+    logger.set_formatter(std::move(formatter));
+  } else {
+    logger.set_pattern(kPattern);
+  }
+}
 
 spdlog::level::level_enum to_spdlog(conf::LogLevel level) {
   switch (level) {
@@ -26,10 +60,36 @@ spdlog::level::level_enum to_spdlog(conf::LogLevel level) {
 
 }  // namespace
 
+// 7 debug, 6 info, 4 warning, 3 err, 2 crit.
+char journal_priority(int level) {
+  switch (static_cast<spdlog::level::level_enum>(level)) {
+    case spdlog::level::trace:
+    case spdlog::level::debug: return '7';
+    case spdlog::level::info: return '6';
+    case spdlog::level::warn: return '4';
+    case spdlog::level::err: return '3';
+    case spdlog::level::critical: return '2';
+    default: return '6';
+  }
+}
+
+bool stderr_is_journal() {
+  // JOURNAL_STREAM is "DEVICE:INODE" of the stream systemd connected; it names stderr only if
+  // stderr is still that stream (a redirection in between means it is not).
+  const char* stream = std::getenv("JOURNAL_STREAM");
+  if (stream == nullptr) return false;
+  unsigned long long dev = 0;
+  unsigned long long ino = 0;
+  if (std::sscanf(stream, "%llu:%llu", &dev, &ino) != 2) return false;
+  struct stat st {};
+  if (::fstat(STDERR_FILENO, &st) == -1) return false;
+  return st.st_dev == dev && st.st_ino == ino;
+}
+
 void init_early_logging() {
   auto logger =
       std::make_shared<spdlog::logger>("ferry", std::make_shared<spdlog::sinks::stderr_sink_mt>());
-  logger->set_pattern(kPattern);
+  set_format(*logger, true);
   logger->set_level(spdlog::level::info);
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(std::move(logger));
@@ -37,7 +97,8 @@ void init_early_logging() {
 
 std::error_code apply_log_settings(const conf::LogSettings& settings, std::string& why) {
   spdlog::sink_ptr sink;
-  if (settings.path == "stderr") {
+  const bool to_stderr = settings.path == "stderr";
+  if (to_stderr) {
     sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   } else {
     try {
@@ -48,7 +109,7 @@ std::error_code apply_log_settings(const conf::LogSettings& settings, std::strin
     }
   }
   auto logger = std::make_shared<spdlog::logger>(g_role, std::move(sink));
-  logger->set_pattern(kPattern);
+  set_format(*logger, to_stderr);
   logger->set_level(to_spdlog(settings.level));
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(std::move(logger));

@@ -8,6 +8,11 @@
 
 namespace ferry::worker {
 
+// Whether stderr is systemd's journal stream (JOURNAL_STREAM names it): lines written to it
+// then start with their priority ("<3>").
+bool stderr_is_journal();
+// The "<N>" priority digit of an spdlog level (spdlog::level::level_enum as int).
+char journal_priority(int level);
 // Before the configuration is read: stderr at info.
 void init_early_logging();
 // Switches the default logger to the configured level and path (reopening the file: USR1).

@@ -8,6 +8,7 @@
 #include "conf/config.h"
 #include "event/accept_mutex.h"
 #include "event/listening.h"
+#include "worker/worker_counters.h"
 
 namespace ferry::worker {
 
@@ -18,6 +19,7 @@ struct WorkerSettings {
   int channel = -1;                                // the worker's end; -1: no master
   void* health_board = nullptr;                    // shared HealthBoard of this generation
   bool run_health_checks = false;                  // this worker probes the servers
+  WorkerCounters* counters = nullptr;              // this worker's shared entry, if any
   int slot = 0;
   int generation = 0;
   // Called when the worker starts shutting down (sets the "is shutting down" process title).

@@ -61,7 +61,9 @@ void FerryInstance::rewrite(const std::string& body) {
 }
 
 bool FerryInstance::start(std::chrono::milliseconds limit) {
-  process_ = std::make_unique<Process>(std::vector<std::string>{ferry_binary(), "-c", conf_});
+  std::vector<std::string> argv = launcher_;
+  argv.insert(argv.end(), {ferry_binary(), "-c", conf_});
+  process_ = std::make_unique<Process>(argv, options_);
   return process_->wait_for_stderr("worker(s) serving", limit);
 }
 

@@ -8,6 +8,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "tests/support/process.h"
 
@@ -36,6 +37,9 @@ class FerryInstance {
 
   // Starts the master and waits until every worker reported serving.
   bool start(std::chrono::milliseconds limit = std::chrono::seconds(10));
+  // For start(): the environment, and a program that runs ferry (systemd-socket-activate ...).
+  void set_options(ProcessOptions options) { options_ = std::move(options); }
+  void set_launcher(std::vector<std::string> prefix) { launcher_ = std::move(prefix); }
   void rewrite(const std::string& body);
   // `ferry -s SIGNAL -c conf` with its result.
   Finished command(const std::string& signal);
@@ -60,6 +64,8 @@ class FerryInstance {
   std::string conf_;
   std::string pid_file_;
   std::string log_level_;
+  ProcessOptions options_;
+  std::vector<std::string> launcher_;
   std::unique_ptr<Process> process_;
 };
 

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,12 +26,40 @@ using Clock = std::chrono::steady_clock;
 
 }  // namespace
 
-Process::Process(const std::vector<std::string>& argv) {
+namespace {
+
+// The test's environment with `extra` added, a name in `extra` replacing the inherited one.
+std::vector<std::string> environment_with(const std::vector<std::string>& extra) {
+  std::vector<std::string> out = extra;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string entry = *e;
+    const std::string name = entry.substr(0, entry.find('=') + 1);
+    bool replaced = false;
+    for (const auto& x : extra) replaced = replaced || x.rfind(name, 0) == 0;
+    if (!replaced) out.push_back(entry);
+  }
+  return out;
+}
+
+}  // namespace
+
+Process::Process(const std::vector<std::string>& argv, const ProcessOptions& options) {
   int out[2];
   int err[2];
   if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
     throw std::runtime_error(std::string("pipe2: ") + std::strerror(errno));
   }
+  std::vector<std::string> extra = options.env;
+  if (options.journal_stderr) {
+    struct stat st {};
+    ::fstat(err[1], &st);
+    extra.push_back("JOURNAL_STREAM=" + std::to_string(st.st_dev) + ":" +
+                    std::to_string(st.st_ino));
+  }
+  const std::vector<std::string> env_strings = environment_with(extra);
+  std::vector<char*> env;
+  for (const auto& e : env_strings) env.push_back(const_cast<char*>(e.c_str()));
+  env.push_back(nullptr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, out[1], 1);
@@ -39,7 +68,7 @@ Process::Process(const std::vector<std::string>& argv) {
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
-  const int rc = ::posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), environ);
+  const int rc = ::posix_spawnp(&pid_, args[0], &actions, nullptr, args.data(), env.data());
   posix_spawn_file_actions_destroy(&actions);
   ::close(out[1]);
   ::close(err[1]);

@@ -22,10 +22,18 @@ struct Finished {
 Finished run_program(const std::vector<std::string>& argv,
                      std::chrono::milliseconds limit = std::chrono::seconds(20));
 
+// How a Process is started besides its command line.
+struct ProcessOptions {
+  std::vector<std::string> env;  // "NAME=value" added to (or replacing in) the test's own
+  // Sets JOURNAL_STREAM to the identity of the program's stderr, as systemd does when stderr
+  // is the journal.
+  bool journal_stderr = false;
+};
+
 // A program left running while the test talks to it.
 class Process {
  public:
-  explicit Process(const std::vector<std::string>& argv);
+  explicit Process(const std::vector<std::string>& argv, const ProcessOptions& options = {});
   ~Process();
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;

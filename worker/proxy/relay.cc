@@ -350,6 +350,10 @@ void SessionSet::link(Session& s) noexcept {
   if (head_ != nullptr) head_->prev = &s;
   head_ = &s;
   ++count_;
+  if (counters_ != nullptr) {
+    counters_->accepted.fetch_add(1, std::memory_order_relaxed);
+    counters_->active.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 void SessionSet::unlink(Session& s) noexcept {
@@ -357,6 +361,7 @@ void SessionSet::unlink(Session& s) noexcept {
   if (s.next != nullptr) s.next->prev = s.prev;
   if (head_ == &s) head_ = s.next;
   --count_;
+  if (counters_ != nullptr) counters_->active.fetch_sub(1, std::memory_order_relaxed);
 }
 
 void SessionSet::close_all() noexcept {

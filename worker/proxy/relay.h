@@ -17,6 +17,7 @@
 #include "worker/proxy/buffer_pool.h"
 #include "worker/proxy/pipe_pool.h"
 #include "worker/upstream/balancer.h"
+#include "worker/worker_counters.h"
 
 namespace ferry::worker {
 
@@ -41,6 +42,8 @@ class SessionSet {
   // A server's host name now resolves to `address`: every balancer that has it follows.
   void update_address(const conf::Server& server, const conf::Address& address);
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
+  // This worker's entry in the shared counters (none: nothing counted outside the worker).
+  void set_counters(WorkerCounters* counters) noexcept { counters_ = counters; }
 
   // Called with the set's context whenever the last session ends (shutdown waits on it).
   void (*on_empty)(void* ctx) = nullptr;
@@ -55,6 +58,7 @@ class SessionSet {
 
   Session* head_ = nullptr;
   std::size_t count_ = 0;
+  WorkerCounters* counters_ = nullptr;
   std::map<const conf::Proxy*, Balancer> balancers_;
   std::map<std::string, std::unique_ptr<AccessLog>> logs_;
   BufferPool buffers_;

@@ -1,0 +1,413 @@
+// ferry under systemd's protocols, with real peers: a datagram NOTIFY_SOCKET listener in the
+// test (READY, RELOADING/READY around reloads, STATUS, STOPPING, WATCHDOG, MAINPID after an
+// upgrade), systemd-socket-activate passing a listening socket, and a journal-style stderr.
+#include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/echo_server.h"
+#include "tests/support/ferry_instance.h"
+#include "tests/support/notify_listener.h"
+#include "tests/support/process.h"
+
+namespace ferry::test {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+std::string listen_list(const std::vector<int>& ports) {
+  std::string out;
+  for (int p : ports)
+    out += (out.empty() ? "\"127.0.0.1:" : ", \"127.0.0.1:") + std::to_string(p) + "\"";
+  return "[ " + out + " ]";
+}
+
+std::string config(const std::vector<int>& ports, int backend, int workers = 2,
+                   const std::string& proxy_extra = "") {
+  return "worker_processes = " + std::to_string(workers) +
+         ";\n"
+         "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:" +
+         std::to_string(backend) +
+         "\"; } ); } );\n"
+         "proxies = ( { name = \"web\"; listen = " +
+         listen_list(ports) + "; upstream = \"app\"; " + proxy_extra + "} );\n";
+}
+
+// A configuration with a misspelled setting on line 3 of the file (FerryInstance writes
+// pid_file and log on lines 1 and 2).
+std::string broken_config(int port, int backend) {
+  return "worker_procesess = 3;\n" + config({port}, backend);
+}
+
+bool echoes(int port) {
+  const int fd = connect_to_port(port);
+  const bool ok = fd >= 0 && echo_round_trip(fd, "ping through ferry");
+  if (fd >= 0) ::close(fd);
+  return ok;
+}
+
+long long monotonic_usec() {
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<long long>(now.tv_sec) * 1'000'000 + now.tv_nsec / 1'000;
+}
+
+// Index of the first message at or after `from` that has `assignment`, or -1.
+int find(const std::vector<NotifyMessage>& h, const std::string& assignment, std::size_t from) {
+  for (std::size_t i = from; i < h.size(); ++i) {
+    if (h[i].has(assignment)) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+pid_t pid_in(const std::string& file) {
+  std::ifstream in(file);
+  pid_t pid = 0;
+  in >> pid;
+  return pid;
+}
+
+struct KillOnExit {
+  pid_t pid = 0;
+  ~KillOnExit() {
+    if (pid > 0 && ::kill(pid, 0) == 0) ::kill(pid, SIGKILL);
+  }
+};
+
+class NotifyTest : public ::testing::Test {
+ protected:
+  void start(FerryInstance& ferry, std::vector<std::string> env = {}) {
+    env.push_back(notify.env());
+    ferry.set_options({.env = env});
+    ASSERT_TRUE(ferry.start()) << ferry.log();
+    ASSERT_TRUE(notify.wait_for("READY=1")) << ferry.log();
+  }
+  // SIGUSR2: the old master names the new one with MAINPID=, the new one sends READY=1 once
+  // its workers serve. Returns the new master (killed at the end of the test if still there).
+  pid_t upgrade(FerryInstance& ferry) {
+    const pid_t old_master = ferry.master();
+    ferry.signal(SIGUSR2);
+    const auto handover =
+        notify.wait_for([](const NotifyMessage& m) { return m.get("MAINPID").has_value(); });
+    EXPECT_TRUE(handover) << ferry.log();
+    if (!handover) return -1;
+    EXPECT_EQ(handover->sender, old_master);
+    const pid_t fresh = std::stoi(*handover->get("MAINPID"));
+    new_master.pid = fresh;
+    EXPECT_NE(fresh, old_master);
+    const auto ready = notify.wait_for("READY=1");
+    EXPECT_TRUE(ready);
+    if (ready) {
+      EXPECT_EQ(ready->sender, fresh);
+    }
+    return fresh;
+  }
+  TempDir dir;
+  KillOnExit new_master;
+  NotifyListener notify{dir.path() + "/notify"};
+  EchoServer backend;
+};
+
+TEST_F(NotifyTest, ReadyOnlyOnceServingThenReloadsAndStopAreReported) {
+  const int port = free_port();
+  FerryInstance ferry(config({port}, backend.port()));
+  start(ferry);
+  const NotifyMessage ready = notify.history().back();
+  ASSERT_TRUE(ready.has("READY=1"));
+  EXPECT_EQ(ready.sender, ferry.master());
+  // READY means serving: a client gets through at once.
+  EXPECT_TRUE(echoes(port));
+  const std::string first_status = ready.get("STATUS").value_or("");
+  EXPECT_NE(first_status.find("2 worker(s) serving"), std::string::npos) << first_status;
+
+  // A good reload: RELOADING=1 with the monotonic clock, then READY=1 — both sent before
+  // `ferry -s reload` (systemd's ExecReload=) returns.
+  const int second = free_port();
+  ferry.rewrite(config({port, second}, backend.port()));
+  std::size_t mark = notify.history().size();
+  const long long before = monotonic_usec();
+  const Finished ok = ferry.command("reload");
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  notify.drain();
+  const auto& h = notify.history();
+  const int reloading = find(h, "RELOADING=1", mark);
+  ASSERT_GE(reloading, 0);
+  const long long stamp =
+      std::stoll(h[static_cast<std::size_t>(reloading)].get("MONOTONIC_USEC").value_or("0"));
+  EXPECT_GE(stamp, before);
+  EXPECT_LE(stamp, monotonic_usec());
+  const int done = find(h, "READY=1", static_cast<std::size_t>(reloading));
+  ASSERT_GT(done, reloading);
+  EXPECT_NE(h[static_cast<std::size_t>(done)].get("STATUS")->find("ok"), std::string::npos);
+  EXPECT_TRUE(echoes(second));
+
+  // A rejected reload ends "reloading" too, and STATUS says why, with file and line.
+  ferry.rewrite(broken_config(port, backend.port()));
+  mark = notify.history().size();
+  const Finished bad = ferry.command("reload");
+  EXPECT_EQ(bad.exit_code, 1);
+  notify.drain();
+  const int again = find(notify.history(), "RELOADING=1", mark);
+  ASSERT_GE(again, 0);
+  const int rejected = find(notify.history(), "READY=1", static_cast<std::size_t>(again));
+  ASSERT_GT(rejected, again);
+  const std::string status =
+      notify.history()[static_cast<std::size_t>(rejected)].get("STATUS").value_or("");
+  EXPECT_NE(status.find("FAILED"), std::string::npos) << status;
+  EXPECT_NE(status.find(ferry.conf() + ":3"), std::string::npos) << status;
+  EXPECT_NE(status.find("worker_procesess"), std::string::npos) << status;
+  EXPECT_TRUE(echoes(port)) << "the old configuration keeps serving";
+
+  ferry.signal(SIGQUIT);
+  const auto stopping = notify.wait_for("STOPPING=1");
+  ASSERT_TRUE(stopping);
+  EXPECT_EQ(stopping->sender, ferry.master());
+  EXPECT_EQ(ferry.wait().exit_code, 0);
+}
+
+TEST_F(NotifyTest, StatusLineCountsActiveConnections) {
+  const int port = free_port();
+  FerryInstance ferry(config({port}, backend.port(), 1));
+  start(ferry);
+  const int client = connect_to_port(port);
+  ASSERT_TRUE(echo_round_trip(client, "held open"));
+  // The periodic refresh (every 5 s) reports the open connection.
+  const auto status = notify.wait_for(
+      [](const NotifyMessage& m) {
+        return m.get("STATUS").value_or("").find("1 active connection(s), 1 accepted") !=
+               std::string::npos;
+      },
+      seconds(12));
+  EXPECT_TRUE(status) << (notify.history().empty() ? "" : notify.history().back().text);
+  ::close(client);
+}
+
+TEST_F(NotifyTest, UpgradeHandsTheServiceToTheNewMasterWithMainPid) {
+  const int port = free_port();
+  FerryInstance ferry(config({port}, backend.port()));
+  start(ferry);
+  const pid_t fresh = upgrade(ferry);
+  ASSERT_GT(fresh, 0);
+  EXPECT_TRUE(eventually([&] { return pid_in(ferry.pid_file()) == fresh; }));
+
+  // The old master leaves without telling systemd the service stops.
+  std::size_t mark = notify.history().size();
+  ferry.signal(SIGQUIT);
+  EXPECT_EQ(ferry.wait().exit_code, 0);
+  notify.drain();
+  EXPECT_EQ(find(notify.history(), "STOPPING=1", mark), -1);
+  EXPECT_TRUE(echoes(port));
+
+  // The new master's own stop is the service's.
+  ::kill(fresh, SIGQUIT);
+  const auto stopping = notify.wait_for("STOPPING=1");
+  ASSERT_TRUE(stopping);
+  EXPECT_EQ(stopping->sender, fresh);
+}
+
+TEST_F(NotifyTest, RolledBackUpgradeGivesTheServiceBackToTheOldMaster) {
+  const int port = free_port();
+  FerryInstance ferry(config({port}, backend.port()));
+  start(ferry);
+  const pid_t old_master = ferry.master();
+  const pid_t fresh = upgrade(ferry);
+  ASSERT_GT(fresh, 0);
+
+  // Roll back: the new master quits; it names the old one as the main process again rather
+  // than telling systemd the service stops.
+  const std::size_t mark = notify.history().size();
+  ::kill(fresh, SIGQUIT);
+  const auto back = notify.wait_for(
+      [&](const NotifyMessage& m) { return m.has("MAINPID=" + std::to_string(old_master)); });
+  ASSERT_TRUE(back) << ferry.log();
+  EXPECT_EQ(back->sender, fresh);
+  EXPECT_TRUE(eventually(
+      [&] { return ::kill(fresh, 0) != 0 || children_of(old_master).count(fresh) == 0; }));
+  notify.drain();
+  for (std::size_t i = mark; i < notify.history().size(); ++i) {
+    EXPECT_FALSE(notify.history()[i].has("STOPPING=1")) << notify.history()[i].text;
+  }
+  EXPECT_TRUE(eventually([&] { return pid_in(ferry.pid_file()) == old_master; }));
+  EXPECT_TRUE(echoes(port));
+}
+
+TEST_F(NotifyTest, WatchdogPingsAtHalfTheIntervalOnlyWhenMeantForThisProcess) {
+  const int port = free_port();
+  {
+    FerryInstance ferry(config({port}, backend.port()));
+    start(ferry, {"WATCHDOG_USEC=400000"});
+    int pings = 0;
+    const auto from = std::chrono::steady_clock::now();
+    while (pings < 4 && notify.wait_for("WATCHDOG=1", seconds(2))) ++pings;
+    EXPECT_EQ(pings, 4);
+    // Four pings at 200 ms: about 0.8 s, not the 0.4 s of the whole interval each.
+    EXPECT_LT(std::chrono::steady_clock::now() - from, seconds(3));
+  }
+  notify.drain();
+  // WATCHDOG_PID names another process: not ours to ping.
+  FerryInstance other(config({free_port()}, backend.port()));
+  start(other, {"WATCHDOG_USEC=200000", "WATCHDOG_PID=1"});
+  EXPECT_FALSE(notify.wait_for("WATCHDOG=1", milliseconds(800)));
+}
+
+TEST_F(NotifyTest, NoNotifySocketMeansNoMessagesAndNoErrors) {
+  const int port = free_port();
+  FerryInstance ferry(config({port}, backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  EXPECT_TRUE(echoes(port));
+  EXPECT_FALSE(notify.wait_for("READY=1", milliseconds(300)));
+  EXPECT_EQ(ferry.log().find("sd_notify"), std::string::npos) << ferry.log();
+}
+
+std::string socket_inode(pid_t pid, int fd) {
+  std::error_code ec;
+  return std::filesystem::read_symlink("/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd),
+                                       ec)
+      .string();
+}
+
+// Whether one of `pid`'s epoll instances watches the socket `link` ("socket:[INODE]"), through
+// whichever descriptor of `pid` refers to it (/proc fd and fdinfo).
+bool epoll_watches(pid_t pid, const std::string& link) {
+  namespace fs = std::filesystem;
+  const std::string dir = "/proc/" + std::to_string(pid);
+  std::error_code ec;
+  std::set<int> fds;
+  std::vector<std::string> epolls;
+  for (const auto& entry : fs::directory_iterator(dir + "/fd", ec)) {
+    const std::string target = fs::read_symlink(entry.path(), ec).string();
+    if (target == link) fds.insert(std::stoi(entry.path().filename().string()));
+    if (target == "anon_inode:[eventpoll]") epolls.push_back(entry.path().filename().string());
+  }
+  for (const auto& e : epolls) {
+    std::ifstream info(dir + "/fdinfo/" + e);
+    std::string line;
+    while (std::getline(info, line)) {
+      std::istringstream fields(line);
+      std::string key;
+      int value = -1;
+      if (fields >> key >> value && key == "tfd:" && fds.count(value)) return true;
+    }
+  }
+  return false;
+}
+
+// systemd-socket-activate starts ferry when the first client connects: that client must be
+// served. Launches ferry and waits until it serves, returning whether the first client got
+// its echo.
+bool activate(FerryInstance& ferry, int port) {
+  ferry.set_launcher({"systemd-socket-activate", "-l", "127.0.0.1:" + std::to_string(port)});
+  std::atomic<bool> first_served{false};
+  std::thread first([&] {
+    int fd = -1;
+    eventually([&] { return (fd = connect_to_port(port)) >= 0; });
+    first_served = fd >= 0 && echo_round_trip(fd, "wake up");
+    if (fd >= 0) ::close(fd);
+  });
+  const bool started = ferry.start();
+  first.join();
+  EXPECT_TRUE(started) << ferry.log();
+  return started && first_served;
+}
+
+TEST(SocketActivationTest, PassedSocketServesItsAddressAndSurvivesEveryReload) {
+  EchoServer backend;
+  const int activated = free_port();
+  const int own = free_port();
+  FerryInstance ferry(config({activated, own}, backend.port()));
+  ASSERT_TRUE(activate(ferry, activated)) << ferry.log();
+  EXPECT_NE(ferry.log().find("systemd passed listening socket 127.0.0.1:" +
+                             std::to_string(activated) + " (fd 3)"),
+            std::string::npos)
+      << ferry.log();
+  const std::string inode = socket_inode(ferry.master(), 3);
+  ASSERT_EQ(inode.rfind("socket:", 0), 0u) << inode;
+  EXPECT_TRUE(echoes(activated));
+  EXPECT_TRUE(echoes(own)) << "an address with no passed socket is opened as usual";
+
+  // A reload that keeps the address serves it on the same socket.
+  const int third = free_port();
+  ferry.rewrite(config({activated, own, third}, backend.port()));
+  ASSERT_EQ(ferry.command("reload").exit_code, 0) << ferry.log();
+  EXPECT_EQ(socket_inode(ferry.master(), 3), inode);
+  EXPECT_TRUE(echoes(activated));
+  EXPECT_TRUE(echoes(third));
+
+  // A reload that drops the address does not close systemd's socket...
+  ferry.rewrite(config({own}, backend.port()));
+  ASSERT_EQ(ferry.command("reload").exit_code, 0) << ferry.log();
+  EXPECT_TRUE(ferry.wait_for_log("kept open, unused"));
+  EXPECT_EQ(socket_inode(ferry.master(), 3), inode);
+  // ...so naming it again serves it again, still on systemd's socket.
+  ferry.rewrite(config({activated, own}, backend.port()));
+  ASSERT_EQ(ferry.command("reload").exit_code, 0) << ferry.log();
+  EXPECT_EQ(socket_inode(ferry.master(), 3), inode);
+  EXPECT_TRUE(echoes(activated));
+}
+
+TEST(SocketActivationTest, ReuseportProxyServesThePassedSocketFromEveryWorker) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config({port}, backend.port(), 2, "reuseport = true; "));
+  ASSERT_TRUE(activate(ferry, port)) << ferry.log();
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(echoes(port)) << ferry.log();
+  // No clone could be bound beside systemd's socket; only the passed one is open, and every
+  // worker waits on it (not only the clone-0 worker).
+  EXPECT_EQ(ferry.log().find("reuseport clone"), std::string::npos) << ferry.log();
+  const auto workers = ferry.workers();
+  ASSERT_EQ(workers.size(), 2u);
+  const std::string passed = socket_inode(ferry.master(), 3);
+  for (pid_t w : workers) EXPECT_TRUE(epoll_watches(w, passed)) << "worker " << w;
+}
+
+TEST(JournalTest, LinesCarryTheirPriorityWhenStderrIsTheJournal) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config({port}, backend.port()));
+  ferry.set_options({.env = {}, .journal_stderr = true});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  EXPECT_EQ(ferry.log().rfind("<6>[info] ", 0), 0u) << ferry.log();
+  ferry.rewrite(broken_config(port, backend.port()));
+  EXPECT_EQ(ferry.command("reload").exit_code, 1);
+  ASSERT_TRUE(ferry.wait_for_log("reload rejected"));
+  EXPECT_NE(ferry.log().find("\n<3>[error] "), std::string::npos) << ferry.log();
+  EXPECT_NE(ferry.log().find("<3>[error] " + std::to_string(ferry.master()) +
+                             " master: " + ferry.conf() + ":3"),
+            std::string::npos)
+      << ferry.log();
+
+  // `ferry -t` (ExecStartPre=) and `ferry -s reload` (ExecReload=): their errors too.
+  Process test({ferry_binary(), "-t", "-c", ferry.conf()}, {.env = {}, .journal_stderr = true});
+  const Finished t = test.wait();
+  EXPECT_EQ(t.exit_code, 1);
+  EXPECT_EQ(t.err.rfind("<3>" + ferry.conf() + ":3", 0), 0u) << t.err;
+  Process reload({ferry_binary(), "-s", "reload", "-c", ferry.conf()},
+                 {.env = {}, .journal_stderr = true});
+  const Finished r = reload.wait(seconds(40));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("<3>ferry: reload rejected"), std::string::npos) << r.err;
+}
+
+TEST(JournalTest, AnotherStreamInJournalStreamMeansPlainLines) {
+  EchoServer backend;
+  FerryInstance ferry(config({free_port()}, backend.port()));
+  // systemd's stream was replaced by a redirection: JOURNAL_STREAM no longer names stderr.
+  ferry.set_options({.env = {"JOURNAL_STREAM=1:1"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  EXPECT_EQ(ferry.log().find("<6>"), std::string::npos) << ferry.log();
+  EXPECT_EQ(ferry.log().rfind("20", 0), 0u) << "a line starts with its date: " << ferry.log();
+}
+
+}  // namespace
+}  // namespace ferry::test
