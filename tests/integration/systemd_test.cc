@@ -261,6 +261,29 @@ TEST_F(NotifyTest, WatchdogPingsAtHalfTheIntervalOnlyWhenMeantForThisProcess) {
   EXPECT_FALSE(notify.wait_for("WATCHDOG=1", milliseconds(800)));
 }
 
+TEST_F(NotifyTest, WatchdogStopsWhileAWorkerKeepsDying) {
+  const int port = free_port();
+  FerryInstance ferry(config({port}, backend.port(), 1));
+  start(ferry, {"WATCHDOG_USEC=200000"});  // a ping every 100 ms
+  ASSERT_TRUE(notify.wait_for("WATCHDOG=1"));
+  // Kill the worker each time it is respawned: it dies young, so the master waits longer and
+  // longer (100, 200, 400, 800, 1600 ms) before the next one, with no worker in between.
+  for (int kill = 0; kill < 6; ++kill) {
+    std::set<pid_t> workers;
+    ASSERT_TRUE(eventually([&] { return (workers = ferry.workers()).size() == 1; })) << ferry.log();
+    ::kill(*workers.begin(), SIGKILL);
+    ASSERT_TRUE(eventually([&] { return ferry.workers().count(*workers.begin()) == 0; }));
+  }
+  ASSERT_TRUE(ferry.wait_for_log("not pinging")) << ferry.log();
+  notify.drain();
+  // The last back-off is 1.6 s: no ping in (most of) the first 0.5 s of it...
+  EXPECT_FALSE(notify.wait_for("WATCHDOG=1", milliseconds(500)));
+  // ...and pings again once the worker is back.
+  EXPECT_TRUE(eventually([&] { return ferry.workers().size() == 1; }, seconds(5)));
+  EXPECT_TRUE(notify.wait_for("WATCHDOG=1", seconds(2)));
+  EXPECT_TRUE(echoes(port));
+}
+
 TEST_F(NotifyTest, NoNotifySocketMeansNoMessagesAndNoErrors) {
   const int port = free_port();
   FerryInstance ferry(config({port}, backend.port()));
