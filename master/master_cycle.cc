@@ -491,7 +491,15 @@ class Master {
 
       if (!expected && !winched_ &&
           (generation == generation_ || generation == pending_generation_)) {
-        if (fatal) {
+        if (fatal && !served_) {
+          // The very first workers cannot work: nothing serves, so fail now (a supervisor
+          // sees it at once) rather than wait out the start-up timeout.
+          spdlog::critical(
+              "worker {} cannot work (exit code {}) and no worker ever served: exiting", slot,
+              worker::kFatalExit);
+          exit_code_ = 1;
+          stop(false);
+        } else if (fatal) {
           spdlog::error("worker {} cannot work (exit code {}): not respawning it", slot,
                         worker::kFatalExit);
         } else {

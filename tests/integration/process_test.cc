@@ -406,5 +406,25 @@ TEST(RunErrorsTest, AnAddressInUseIsReportedAndExitsOne) {
       << f.err;
 }
 
+TEST(RunErrorsTest, FirstWorkersThatCannotWorkMakeTheMasterExitOne) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: only root switches to the configured user";
+  // Without this change the master would wait 10 s for workers that never come, then sit
+  // there with none.
+  TempDir dir;
+  const std::string conf =
+      dir.write("ferry.conf", "pid_file = \"" + dir.path() + "/p.pid\";\n" +
+                                  config(2, free_port(), 9, "user = \"nobody\";\n"));
+  // Root without CAP_SETUID/CAP_SETGID: the workers cannot switch to the user, a fatal exit.
+  // Well before the 10 s start-up timeout, the first one is enough to give up.
+  const auto from = std::chrono::steady_clock::now();
+  const Finished f =
+      run_program({"setpriv", "--bounding-set=-setuid,-setgid", ferry_binary(), "-c", conf},
+                  std::chrono::seconds(8));
+  EXPECT_EQ(f.exit_code, 1) << f.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - from, std::chrono::seconds(8));
+  EXPECT_NE(f.err.find("no worker ever served: exiting"), std::string::npos) << f.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/p.pid"));
+}
+
 }  // namespace
 }  // namespace ferry::test
