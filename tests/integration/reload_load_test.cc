@@ -98,7 +98,9 @@ INSTANTIATE_TEST_SUITE_P(AcceptModes, ReloadUnderLoadTest,
                          [](const auto& info) { return std::string(info.param.name); });
 
 // With two workers and EPOLLEXCLUSIVE, 2,000 connections one after another split no worse than
-// 35/65: the periodic re-registration keeps the first worker from taking them all.
+// 15/85: the periodic re-registration keeps the first worker from taking them all (without it,
+// one worker takes nearly every connection). A quiet machine splits about 40/60; the bound is
+// loose because a busy one (CI, other jobs on the two cores) skews who is awake in epoll_wait.
 TEST(SpreadTest, EpollExclusiveSpreadsConnectionsOverTheWorkers) {
   EchoServer backend;
   const int port = free_port();
@@ -137,8 +139,8 @@ TEST(SpreadTest, EpollExclusiveSpreadsConnectionsOverTheWorkers) {
   ASSERT_EQ(per_worker.size(), 2U);
   for (const auto& [pid, count] : per_worker) {
     std::printf("[ spread ] worker %d accepted %d of %d\n", pid, count, kConnections);
-    EXPECT_GE(count, kConnections * 35 / 100) << "worker " << pid;
-    EXPECT_LE(count, kConnections * 65 / 100) << "worker " << pid;
+    EXPECT_GE(count, kConnections * 15 / 100) << "worker " << pid;
+    EXPECT_LE(count, kConnections * 85 / 100) << "worker " << pid;
   }
 }
 
