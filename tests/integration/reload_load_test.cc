@@ -98,9 +98,10 @@ INSTANTIATE_TEST_SUITE_P(AcceptModes, ReloadUnderLoadTest,
                          [](const auto& info) { return std::string(info.param.name); });
 
 // With two workers and EPOLLEXCLUSIVE, 2,000 connections one after another split no worse than
-// 15/85: the periodic re-registration keeps the first worker from taking them all (without it,
-// one worker takes nearly every connection). A quiet machine splits about 40/60; the bound is
-// loose because a busy one (CI, other jobs on the two cores) skews who is awake in epoll_wait.
+// 25/75: the periodic re-registration keeps the first worker from taking most of them (without
+// it: 16/84 here). A quiet machine splits about 50/50 with it; other jobs loading the two cores
+// skew who is awake in epoll_wait (19/81 was seen with a container test running beside it), so
+// this test runs alone (is_parallel: false) and wants the machine to itself.
 TEST(SpreadTest, EpollExclusiveSpreadsConnectionsOverTheWorkers) {
   EchoServer backend;
   const int port = free_port();
@@ -139,8 +140,8 @@ TEST(SpreadTest, EpollExclusiveSpreadsConnectionsOverTheWorkers) {
   ASSERT_EQ(per_worker.size(), 2U);
   for (const auto& [pid, count] : per_worker) {
     std::printf("[ spread ] worker %d accepted %d of %d\n", pid, count, kConnections);
-    EXPECT_GE(count, kConnections * 15 / 100) << "worker " << pid;
-    EXPECT_LE(count, kConnections * 85 / 100) << "worker " << pid;
+    EXPECT_GE(count, kConnections * 25 / 100) << "worker " << pid;
+    EXPECT_LE(count, kConnections * 75 / 100) << "worker " << pid;
   }
 }
 
