@@ -11,7 +11,8 @@
 namespace ferry::master {
 namespace {
 
-constexpr std::array<std::string_view, 4> kSignals = {"reload", "reopen", "quit", "stop"};
+constexpr std::array<std::string_view, 5> kSignals = {"reload", "reopen", "quit", "stop",
+                                                      "upgrade"};
 
 }  // namespace
 
@@ -23,7 +24,7 @@ std::string usage() {
          "  -t         test the configuration and exit\n"
          "  -T         test the configuration, print the effective configuration, and exit\n"
          "  -q         with -t or -T: print errors only\n"
-         "  -s SIGNAL  send SIGNAL to the running master: reload, reopen, quit, stop\n"
+         "  -s SIGNAL  send SIGNAL to the running master: reload, reopen, quit, stop, upgrade\n"
          "  -v         print the version and exit\n"
          "  -V         print the version, build options and library versions, and exit\n"
          "  -h         print this help and exit\n"
@@ -80,7 +81,8 @@ std::variant<CommandLine, std::string> parse_command_line(std::span<const char* 
             cl.conf_file = value;
           } else {
             if (std::find(kSignals.begin(), kSignals.end(), value) == kSignals.end()) {
-              return "invalid signal \"" + value + "\" for -s (use reload, reopen, quit or stop)";
+              return "invalid signal \"" + value +
+                     "\" for -s (use reload, reopen, quit, stop or upgrade)";
             }
             cl.signal = value;
             signal = true;

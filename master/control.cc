@@ -30,22 +30,90 @@ std::string find_pid_file(const std::string& conf_file) {
   return conf::read_pid_file_setting(conf_file).value_or(conf::Config{}.pid_file);
 }
 
-int reload(const std::string& pid_file, pid_t pid) {
+// Sends `request` on the master's control socket and returns the connected socket, or an
+// invalid one (with the reason printed when `quiet` is false).
+event::UniqueFd send_request(const std::string& pid_file, pid_t pid, std::string_view request,
+                             bool quiet = false) {
   const std::string path = control_socket_path(pid_file);
   event::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un sun{};
   sun.sun_family = AF_UNIX;
   std::strncpy(sun.sun_path, path.c_str(), sizeof sun.sun_path - 1);
   if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun) == -1) {
-    print_error(fmt::format("ferry: the master (pid {}) does not answer on {}: {}", pid, path,
-                            std::strerror(errno)));
-    return 1;
+    if (!quiet) {
+      print_error(fmt::format("ferry: the master (pid {}) does not answer on {}: {}", pid, path,
+                              std::strerror(errno)));
+    }
+    return {};
   }
-  const char request[] = "reload\n";
-  if (::send(fd.get(), request, sizeof request - 1, MSG_NOSIGNAL) != sizeof request - 1) {
-    print_error(fmt::format("ferry: cannot send to {}: {}", path, std::strerror(errno)));
-    return 1;
+  if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
+    if (!quiet)
+      print_error(fmt::format("ferry: cannot send to {}: {}", path, std::strerror(errno)));
+    return {};
   }
+  return fd;
+}
+
+// Whether the master at the pid file serves (its first workers ready, no reload pending).
+bool master_ready(const std::string& pid_file, pid_t pid) {
+  event::UniqueFd fd = send_request(pid_file, pid, "ready\n", true);
+  if (!fd) return false;
+  pollfd p{fd.get(), POLLIN, 0};
+  if (::poll(&p, 1, 1000) <= 0) return false;
+  char buf[8];
+  const ssize_t n = event::retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf); });
+  return n >= 3 && std::string_view(buf, 3) == "ok\n";
+}
+
+// Binary upgrade in one command: asks the running master to start the new binary (as USR2
+// does) and keeps that connection, on which the old master says if the new one exits; waits
+// until the new master serves, then sends QUIT to the old one. Fails, leaving the old master in
+// charge, when the new master exits or does not serve within 30 s.
+int upgrade(const std::string& pid_file, pid_t old_master) {
+  event::UniqueFd old_conn = send_request(pid_file, old_master, "upgrade\n");
+  if (!old_conn) return 1;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd p{old_conn.get(), POLLIN, 0};
+    if (::poll(&p, 1, 50) > 0) {
+      std::string answer;
+      char buf[4096];
+      ssize_t n;
+      while ((n = event::retry_eintr([&] { return ::read(old_conn.get(), buf, sizeof buf); })) >
+             0) {
+        answer.append(buf, static_cast<std::size_t>(n));
+      }
+      print_error(answer.rfind("error\n", 0) == 0
+                      ? answer.substr(6)
+                      : "ferry: the master closed the control connection during the upgrade");
+      return 1;
+    }
+    std::string why;
+    const auto current = read_pid_file(pid_file, why);
+    if (current && *current != old_master && master_ready(pid_file, *current)) {
+      if (::kill(old_master, SIGQUIT) == -1) {
+        print_error(
+            fmt::format("ferry: the new master (pid {}) serves, but kill({}, QUIT) failed: {}",
+                        *current, old_master, std::strerror(errno)));
+        return 1;
+      }
+      std::fprintf(stderr,
+                   "ferry: upgraded: new master pid %d serves; old master pid %d is leaving\n",
+                   *current, old_master);
+      return 0;
+    }
+  }
+  print_error(fmt::format(
+      "ferry: the new master did not serve within 30 s; the old master (pid {}) stays in charge "
+      "(see the log; QUIT the new one to roll back)",
+      old_master));
+  return 1;
+}
+
+int reload(const std::string& pid_file, pid_t pid) {
+  event::UniqueFd fd = send_request(pid_file, pid, "reload\n");
+  if (!fd) return 1;
   std::string answer;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   for (;;) {
@@ -97,6 +165,7 @@ int send_signal_command(const std::string& signal, const std::string& conf_file)
     return 1;
   }
   if (signal == "reload") return reload(pid_file, *pid);
+  if (signal == "upgrade") return upgrade(pid_file, *pid);
   const int sig = signal == "reopen" ? SIGUSR1 : signal == "quit" ? SIGQUIT : SIGTERM;
   if (::kill(*pid, sig) == -1) {
     print_error(fmt::format("ferry: kill({}, {}) failed: {}", *pid, sigabbrev_np(sig),

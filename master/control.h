@@ -2,6 +2,7 @@
 // through which `ferry -s reload` asks the master to reload and waits for its verdict:
 // the client writes "reload\n"; the master answers "ok\n", or "error\n" followed by the
 // error lines, once the new workers serve or the configuration was rejected, then closes.
+// "ready\n" is answered at once: "ok\n" when the master's workers serve, else "wait\n".
 #pragma once
 
 #include <string>
@@ -11,8 +12,9 @@ namespace ferry::master {
 std::string control_socket_path(const std::string& pid_file);
 
 // `ferry -s SIGNAL`: finds the master through the pid file and signals it; for reload, waits
-// for the verdict on the control socket (30 s at most). Returns the exit status and prints
-// what happened to stderr.
+// for the verdict on the control socket (30 s at most); for upgrade, sends USR2, waits until the
+// new master serves (30 s at most) and sends QUIT to the old one. Returns the exit status and
+// prints what happened to stderr.
 int send_signal_command(const std::string& signal, const std::string& conf_file);
 
 }  // namespace ferry::master

@@ -445,7 +445,7 @@ class Master {
         }
         arm_kill_timer();
         break;
-      case SIGUSR2: upgrade(); break;
+      case SIGUSR2: (void)upgrade(); break;
       default: break;
     }
   }
@@ -570,6 +570,8 @@ class Master {
       control_.fd.reset();
     }
     answer_reload_waiters("error\nferry: the master is stopping\n", true);
+    // An upgrade's asker told this master to leave (its new master serves): nothing to add.
+    answer_all(upgrade_clients_, "ok\n");
     if (workers_.empty()) {
       loop_.stop();
       return;
@@ -623,23 +625,26 @@ class Master {
 
   // USR2: start the binary found at our path as a new master that inherits the listening
   // sockets; both run until the operator QUITs one of them.
-  void upgrade() {
+  // Returns why it could not start the new master ("" when it did).
+  std::string upgrade() {
     if (new_master_ > 0) {
       spdlog::warn("SIGUSR2: an upgrade is already under way (new master pid {})", new_master_);
-      return;
+      return "an upgrade is already under way (new master pid " + std::to_string(new_master_) + ")";
     }
     const std::string old_pid_file = config_->pid_file + ".oldbin";
     if (::rename(pid_file_.c_str(), old_pid_file.c_str()) == -1) {
-      spdlog::error("SIGUSR2: rename({}, {}) failed: {}", pid_file_, old_pid_file,
-                    event::last_error().message());
-      return;
+      const std::string why = "rename(" + pid_file_ + ", " + old_pid_file +
+                              ") failed: " + event::last_error().message();
+      spdlog::error("SIGUSR2: {}", why);
+      return why;
     }
     const std::string fds = listeners_.prepare_for_exec();
     const pid_t pid = ::fork();
     if (pid == -1) {
-      spdlog::error("SIGUSR2: fork() failed: {}", event::last_error().message());
+      const std::string why = "fork() failed: " + event::last_error().message();
+      spdlog::error("SIGUSR2: {}", why);
       ::rename(old_pid_file.c_str(), pid_file_.c_str());
-      return;
+      return why;
     }
     if (pid == 0) {
       ::setenv(ListenerSet::kInheritVariable, fds.c_str(), 1);
@@ -666,6 +671,7 @@ class Master {
     owns_control_path_ = false;  // the new master binds it
     spdlog::info("SIGUSR2: started new master {} (pid {}); pid file is now {}", binary_path(), pid,
                  pid_file_);
+    return "";
   }
 
   // The new master exited: the upgrade was rolled back (or failed). Take the pid file and the
@@ -676,6 +682,11 @@ class Master {
                 WIFSIGNALED(status) ? std::string("signal ") + sigabbrev_np(WTERMSIG(status))
                                     : "code " + std::to_string(WEXITSTATUS(status)));
     new_master_ = -1;
+    answer_all(upgrade_clients_,
+               "error\nferry: the new master exited (" +
+                   (WIFSIGNALED(status) ? std::string("signal ") + sigabbrev_np(WTERMSIG(status))
+                                        : "code " + std::to_string(WEXITSTATUS(status))) +
+                   "); this master stays in charge\n");
     if (::rename(pid_file_.c_str(), config_->pid_file.c_str()) == -1) {
       spdlog::error("rename({}, {}) failed: {}", pid_file_, config_->pid_file,
                     event::last_error().message());
@@ -855,15 +866,16 @@ class Master {
 
   // Answers the askers of the reload that just ended (or all, with `everyone`) and closes them.
   void answer_reload_waiters(const std::string& answer, bool everyone = false) {
-    auto answer_all = [&](std::vector<Connection*>& list) {
-      for (Connection* c : list) {
-        (void)::send(c->fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-        loop_.close_connection(*c);
-      }
-      list.clear();
-    };
-    answer_all(control_clients_);
-    if (everyone) answer_all(queued_clients_);
+    answer_all(control_clients_, answer);
+    if (everyone) answer_all(queued_clients_, answer);
+  }
+
+  void answer_all(std::vector<Connection*>& list, const std::string& answer) {
+    for (Connection* c : list) {
+      (void)::send(c->fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      loop_.close_connection(*c);
+    }
+    list.clear();
   }
 
   static void on_control_accept(Event& ev) {
@@ -878,6 +890,18 @@ class Master {
     if (self.loop_.add_connection(*c)) self.loop_.close_connection(*c);
   }
 
+  // A client waiting for a verdict gave up (EOF) before it came: forget it.
+  static void on_waiting_client_read(Event& e) {
+    auto& cc = *static_cast<Connection*>(e.data);
+    char b[16];
+    if (::read(cc.fd.get(), b, sizeof b) != 0) return;
+    auto& m = *static_cast<Master*>(cc.data);
+    std::erase(m.control_clients_, &cc);
+    std::erase(m.queued_clients_, &cc);
+    std::erase(m.upgrade_clients_, &cc);
+    m.loop_.close_connection(cc);
+  }
+
   static void on_control_request(Event& ev) {
     auto& c = *static_cast<Connection*>(ev.data);
     auto& self = *static_cast<Master*>(c.data);
@@ -888,18 +912,29 @@ class Master {
       spdlog::info("reload requested on the control socket");
       // While a reload is pending, this asker waits for the next one (its own).
       (self.pending_generation_ != 0 ? self.queued_clients_ : self.control_clients_).push_back(&c);
-      c.read.handler = [](Event& e) {
-        // The client gave up (EOF) before the verdict: forget it.
-        auto& cc = *static_cast<Connection*>(e.data);
-        char b[16];
-        if (::read(cc.fd.get(), b, sizeof b) == 0) {
-          auto& m = *static_cast<Master*>(cc.data);
-          std::erase(m.control_clients_, &cc);
-          std::erase(m.queued_clients_, &cc);
-          m.loop_.close_connection(cc);
-        }
-      };
+      c.read.handler = on_waiting_client_read;
       self.reload();
+      return;
+    }
+    if (n >= 8 && std::string_view(buf, 8) == "upgrade\n") {
+      spdlog::info("binary upgrade requested on the control socket");
+      const std::string why = self.upgrade();
+      if (!why.empty()) {
+        const std::string answer = "error\nferry: " + why + "\n";
+        (void)::send(c.fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        self.loop_.close_connection(c);
+        return;
+      }
+      // Answered when the new master exits (the upgrade failed) or this one stops.
+      self.upgrade_clients_.push_back(&c);
+      c.read.handler = on_waiting_client_read;
+      return;
+    }
+    if (n >= 6 && std::string_view(buf, 6) == "ready\n") {
+      const bool ready = self.served_ && self.pending_generation_ == 0 && !self.stopping_;
+      const std::string_view answer = ready ? "ok\n" : "wait\n";
+      (void)::send(c.fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      self.loop_.close_connection(c);
       return;
     }
     const char answer[] = "error\nferry: unknown control request\n";
@@ -924,6 +959,7 @@ class Master {
   std::string pid_file_;
   std::vector<Connection*> control_clients_;  // waiting for the pending reload's verdict
   std::vector<Connection*> queued_clients_;   // waiting for the reload queued behind it
+  std::vector<Connection*> upgrade_clients_;  // `-s upgrade` askers, told if it fails
   std::list<WorkerProcess> workers_;          // stable addresses: channels point at their entry
   std::list<WorkerProcess> graveyard_;        // reaped; freed once the current epoll batch is done
   Event bury_;

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -63,14 +64,25 @@ pid_t start_upgrade(FerryInstance& ferry) {
   return fresh;
 }
 
-TEST(UpgradeTest, Usr2WinchQuitHandsOverWithoutAFailedConnection) {
+// A running ferry with two workers in front of an echo backend.
+class UpgradeTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(ferry.start()) << ferry.log(); }
+  // Starts 20 client threads and waits until they got through 200 times.
+  EchoLoad& start_load() {
+    load = std::make_unique<EchoLoad>(port, 20);
+    EXPECT_TRUE(eventually([&] { return load->done() > 200; }));
+    return *load;
+  }
   EchoServer backend;
   const int port = free_port();
-  FerryInstance ferry(config(port, backend.port()));
-  ASSERT_TRUE(ferry.start()) << ferry.log();
+  FerryInstance ferry{config(port, backend.port())};
+  std::unique_ptr<EchoLoad> load;
+};
+
+TEST_F(UpgradeTest, Usr2WinchQuitHandsOverWithoutAFailedConnection) {
   const auto old_workers = ferry.workers();
-  EchoLoad load(port, 20);
-  ASSERT_TRUE(eventually([&] { return load.done() > 200; }));
+  EchoLoad& load = start_load();
 
   const pid_t fresh = start_upgrade(ferry);
   ASSERT_GT(fresh, 0);
@@ -101,13 +113,8 @@ TEST(UpgradeTest, Usr2WinchQuitHandsOverWithoutAFailedConnection) {
   EXPECT_FALSE(std::filesystem::exists(ferry.pid_file()));
 }
 
-TEST(UpgradeTest, HupOnTheOldMasterAndQuitOnTheNewRollBack) {
-  EchoServer backend;
-  const int port = free_port();
-  FerryInstance ferry(config(port, backend.port()));
-  ASSERT_TRUE(ferry.start()) << ferry.log();
-  EchoLoad load(port, 20);
-  ASSERT_TRUE(eventually([&] { return load.done() > 200; }));
+TEST_F(UpgradeTest, HupOnTheOldMasterAndQuitOnTheNewRollBack) {
+  EchoLoad& load = start_load();
 
   const pid_t fresh = start_upgrade(ferry);
   const KillOnExit guard{fresh};
@@ -128,6 +135,41 @@ TEST(UpgradeTest, HupOnTheOldMasterAndQuitOnTheNewRollBack) {
   EXPECT_EQ(load.failed(), 0) << load.done() << " succeeded";
   const Finished r = ferry.command("reload");
   EXPECT_EQ(r.exit_code, 0) << "the old master answers on the control socket again: " << r.err;
+}
+
+TEST_F(UpgradeTest, SignalUpgradeDoesItAllInOneCommandUnderLoad) {
+  EchoLoad& load = start_load();
+
+  // USR2, wait for the new master to serve, QUIT to the old one: exit 0 once it is done.
+  const Finished up = ferry.command("upgrade");
+  EXPECT_EQ(up.exit_code, 0) << up.err << ferry.log();
+  const pid_t fresh = pid_in(ferry.pid_file());
+  const KillOnExit guard{fresh};
+  EXPECT_NE(fresh, ferry.master());
+  EXPECT_NE(up.err.find("new master pid " + std::to_string(fresh) + " serves"), std::string::npos)
+      << up.err;
+  EXPECT_EQ(ferry.wait().exit_code, 0) << "the old master leaves by itself";
+  const long before = load.done();
+  ASSERT_TRUE(eventually([&] { return load.done() > before + 200; }));
+  load.stop();
+  EXPECT_EQ(load.failed(), 0) << load.done() << " succeeded";
+  EXPECT_EQ(children_of(fresh).size(), 2u);
+  ::kill(fresh, SIGQUIT);
+  EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
+}
+
+TEST_F(UpgradeTest, SignalUpgradeFailsAndKeepsTheOldMasterWhenTheNewOneCannotStart) {
+  // The new binary reads the configuration again: a broken one makes it exit at once.
+  const std::string good = config(port, backend.port());
+  ferry.rewrite("worker_procesess = 2;\n" + good);
+  const Finished up = ferry.command("upgrade");
+  EXPECT_EQ(up.exit_code, 1) << up.err;
+  EXPECT_NE(up.err.find("stays in charge"), std::string::npos) << up.err;
+  EXPECT_TRUE(alive(ferry.master()));
+  EXPECT_TRUE(eventually([&] { return pid_in(ferry.pid_file()) == ferry.master(); }));
+  const int fd = connect_to_port(port);
+  EXPECT_TRUE(fd >= 0 && echo_round_trip(fd, "still served by the old master"));
+  if (fd >= 0) ::close(fd);
 }
 
 }  // namespace
