@@ -268,6 +268,8 @@ class Master {
       ::sigaction(sig, &ignore, nullptr);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
 
+    // Only the master speaks to systemd (the unit allows any process of the service to).
+    for (const char* name : {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}) ::unsetenv(name);
     set_process_title("ferry: worker process");
     worker::set_log_role("worker");
     const conf::Config& cfg = *config_;

@@ -65,7 +65,9 @@ void ServiceNotifier::stopping(std::string_view status) {
 void ServiceNotifier::watchdog() { send("WATCHDOG=1"); }
 
 void ServiceNotifier::main_pid(pid_t pid, std::string_view status) {
-  send("MAINPID=" + std::to_string(pid) + "\n" + status_line(status));
+  // With a ping: the incoming master's own first one is half a watchdog interval away.
+  send("MAINPID=" + std::to_string(pid) + "\n" + (watchdog_period_ ? "WATCHDOG=1\n" : "") +
+       status_line(status));
 }
 
 }  // namespace ferry::master
