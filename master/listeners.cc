@@ -30,6 +30,9 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
   // name their address again).
   std::vector<Entry*> open;
   for (Entry& e : entries_) open.push_back(&e);
+  // Removed by the last apply() but still open (no generation served without them yet): a
+  // reload that is given up takes them back.
+  for (Entry& e : removed_) open.push_back(&e);
   for (Entry& e : spare_) open.push_back(&e);
   auto from_systemd = [&](const event::SocketAddress& address) {
     return std::any_of(open.begin(), open.end(),
@@ -121,11 +124,12 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
     next.push_back(std::move(e));
   }
   std::vector<Entry> spare;
+  std::vector<Entry> removed;
   for (std::size_t i = 0; i < open.size(); ++i) {
     if (kept[i]) continue;
     Entry& e = *open[i];
     if (!e.activated) {
-      removed_.push_back(std::move(e));
+      removed.push_back(std::move(e));
       continue;
     }
     if (e.proxy != kUnused) {
@@ -137,6 +141,7 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
     spare.push_back(std::move(e));
   }
   entries_ = std::move(next);
+  removed_ = std::move(removed);
   spare_ = std::move(spare);
   return {};
 }

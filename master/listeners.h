@@ -31,8 +31,9 @@ class ListenerSet {
   // about to exec the new binary ("3;4;5s": "s" marks a socket from systemd).
   std::string prepare_for_exec() const;
 
-  // Brings the sockets in line with `cfg` for `workers` workers. On failure nothing changes
-  // (sockets opened by this call are closed again) and the error says which address failed.
+  // Brings the sockets in line with `cfg` for `workers` workers, taking back sockets removed
+  // earlier and not closed yet (a reload given up). On failure nothing changes (sockets opened
+  // by this call are closed again) and the error says which address failed.
   std::error_code apply(const conf::Config& cfg, int workers, std::string& why);
   // Closes the sockets that the last apply() removed.
   void close_removed() noexcept;

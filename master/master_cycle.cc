@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <list>
 #include <memory>
@@ -56,6 +57,8 @@ using event::UniqueFd;
 constexpr int kMaxDrainingGenerations = 3;
 // How long new workers have to report "ready" before a reload is declared failed.
 constexpr Msec kReadyTimeout{10'000};
+// Overrides kReadyTimeout (milliseconds), for tests only: they wait out a failed reload quickly.
+constexpr const char* kReadyTimeoutVariable = "FERRY_TEST_READY_TIMEOUT_MS";
 // After a worker has been told to stop: how long past its own bound before SIGKILL.
 constexpr Msec kKillGrace{5'000};
 // A worker that dies this soon after starting is respawned with a growing delay.
@@ -81,6 +84,7 @@ struct WorkerProcess {
 struct RespawnTimer {
   Event ev;
   int slot = 0;
+  int generation = 0;  // spawned only while it is still serving or pending
   int quick_deaths = 0;
   class Master* master = nullptr;
 };
@@ -95,6 +99,7 @@ class Master {
     set_process_title("ferry: master process " + original_command_line());
     worker::set_log_role("master");
     raise_nofile_limit(*config_);
+    ready_timeout_ = ready_timeout_from_environment();
 
     std::string why;
     // A new master of a binary upgrade gets its sockets (systemd's among them) from the old one.
@@ -125,7 +130,7 @@ class Master {
                  config_->worker_processes);
     pending_generation_ = generation_ = 1;
     for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
-    arm(reload_timeout_, kReadyTimeout, on_reload_timeout);
+    arm(reload_timeout_, ready_timeout_, on_reload_timeout);
     if (notifier_.enabled()) arm(status_timer_, kStatusInterval, on_status_timer);
     if (auto period = notifier_.watchdog_period()) {
       watchdog_period_ = Msec(period->count());
@@ -191,6 +196,14 @@ class Master {
     return !loop_.add_event(control_.read, event::EventKind::read, event::EventLoop::kLevel);
   }
 
+  static Msec ready_timeout_from_environment() {
+    const char* value = std::getenv(kReadyTimeoutVariable);
+    if (value == nullptr) return kReadyTimeout;
+    const long ms = std::strtol(value, nullptr, 10);
+    ::unsetenv(kReadyTimeoutVariable);  // not for the workers, nor for a new binary
+    return ms > 0 ? Msec{ms} : kReadyTimeout;
+  }
+
   static void raise_nofile_limit(const conf::Config& cfg) {
     if (!cfg.worker_rlimit_nofile) return;
     rlimit lim{};
@@ -209,10 +222,13 @@ class Master {
 
   // ---- workers -----------------------------------------------------------------------------
 
+  // A worker that cannot be started (no fds, no processes left) is retried like one that died
+  // at once: with a growing delay.
   void spawn(int slot, int generation) {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == -1) {
       spdlog::error("socketpair() for worker {} failed: {}", slot, event::last_error().message());
+      schedule_respawn(slot, generation, Msec{0});
       return;
     }
     UniqueFd master_end(sv[0]);
@@ -222,6 +238,7 @@ class Master {
     if (pid == -1) {
       spdlog::error("fork() for worker {} failed: {}", slot, event::last_error().message());
       if (counters != nullptr) counters_->release(*counters);
+      schedule_respawn(slot, generation, Msec{0});
       return;
     }
     if (pid == 0) {
@@ -368,6 +385,7 @@ class Master {
     loop_.del_timer(reload_timeout_);
     const int gen = pending_generation_;
     pending_generation_ = 0;
+    previous_.reset();  // no way back now
     for (auto& w : workers_) {
       if (w.generation < gen && !w.told_to_stop) tell(w, worker::Command::quit);
     }
@@ -429,7 +447,7 @@ class Master {
           winched_ = false;
           pending_generation_ = ++generation_;
           for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
-          arm(reload_timeout_, kReadyTimeout, on_reload_timeout);
+          arm(reload_timeout_, ready_timeout_, on_reload_timeout);
           break;
         }
         spdlog::info("SIGHUP: reloading {}", conf_file_);
@@ -525,6 +543,7 @@ class Master {
 
   void schedule_respawn(int slot, int generation, Msec lived) {
     RespawnTimer& t = respawn_timer(slot);
+    t.generation = generation;
     if (lived >= kQuickDeath) {
       t.quick_deaths = 0;
       spawn(slot, generation);
@@ -548,8 +567,12 @@ class Master {
     t->ev.handler = [](Event& ev) {
       auto& timer = *static_cast<RespawnTimer*>(ev.data);
       Master& m = *timer.master;
-      if (m.stopping_ || m.winched_ || timer.slot >= m.config_->worker_processes) return;
-      m.spawn(timer.slot, m.generation_);
+      // A generation abandoned meanwhile (its reload timed out) is not brought back.
+      if (m.stopping_ || m.winched_ || timer.slot >= m.config_->worker_processes ||
+          (timer.generation != m.generation_ && timer.generation != m.pending_generation_)) {
+        return;
+      }
+      m.spawn(timer.slot, timer.generation);
     };
     respawn_timers_.push_back(std::move(t));
     return *respawn_timers_.back();
@@ -745,7 +768,8 @@ class Master {
     }
     worker::set_log_role("master");
     raise_nofile_limit(*next);
-    // The old workers have their own copy of the old configuration: the master needs only the new.
+    // Kept until the new generation serves: if it never does, the old one is the one serving.
+    previous_ = Serving{std::move(config_), generation_, std::move(health_shm_), health_board_};
     config_ = std::move(next);
     winched_ = false;
     // The new generation gets a board laid out for the new configuration; the old workers keep
@@ -755,7 +779,38 @@ class Master {
 
     pending_generation_ = ++generation_;
     for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
-    arm(reload_timeout_, kReadyTimeout, on_reload_timeout);
+    arm(reload_timeout_, ready_timeout_, on_reload_timeout);
+  }
+
+  // The pending generation was given up: the one still serving is the master's again, with its
+  // configuration (respawns, STATUS= and the watchdog count its workers), its listeners and its
+  // health board.
+  void restore_serving() {
+    if (!previous_) return;
+    config_ = std::move(previous_->config);
+    generation_ = previous_->generation;
+    health_shm_ = std::move(previous_->health_shm);
+    health_board_ = previous_->health_board;
+    previous_.reset();
+    std::string why;
+    // Every address of the old configuration is still open (removed ones are only closed once
+    // a generation serves), so this reopens nothing; what the rejected one opened is closed.
+    if (listeners_.apply(*config_, config_->worker_processes, why)) {
+      spdlog::error("restoring the listeners of generation {} failed: {}", generation_, why);
+    } else {
+      listeners_.close_removed();
+    }
+    if (worker::apply_log_settings(config_->log, why)) {
+      spdlog::error("cannot reopen the error log {}: {}", config_->log.path, why);
+    }
+    worker::set_log_role("master");
+    // Its workers that died while the reload was pending were not replaced then.
+    for (int slot = 0; slot < config_->worker_processes; ++slot) {
+      const bool live = std::any_of(workers_.begin(), workers_.end(), [&](const auto& w) {
+        return w.slot == slot && w.generation == generation_ && !w.told_to_stop;
+      });
+      if (!live) spawn(slot, generation_);
+    }
   }
 
   static void on_reload_timeout(Event& ev) {
@@ -764,11 +819,12 @@ class Master {
     spdlog::error(
         "generation {} did not report ready within {} ms; stopping it, the previous "
         "workers keep serving",
-        m.pending_generation_, kReadyTimeout.count());
+        m.pending_generation_, m.ready_timeout_.count());
     for (auto& w : m.workers_) {
       if (w.generation == m.pending_generation_) m.tell(w, worker::Command::terminate);
     }
     m.pending_generation_ = 0;
+    m.restore_serving();
     if (!m.served_) {
       // Nothing to fall back on: fail, so that a supervisor sees it and can restart us.
       spdlog::critical("the workers did not start; exiting");
@@ -944,8 +1000,18 @@ class Master {
     self.loop_.close_connection(c);
   }
 
+  // What served before a reload, until the reload's generation serves.
+  struct Serving {
+    std::unique_ptr<conf::Config> config;
+    int generation = 0;
+    event::SharedMemory health_shm;
+    worker::HealthBoard* health_board = nullptr;
+  };
+
   std::string conf_file_;
   std::unique_ptr<conf::Config> config_;
+  std::optional<Serving> previous_;
+  Msec ready_timeout_ = kReadyTimeout;
   ListenerSet listeners_;
   event::SharedMemory shm_;
   event::AcceptMutexWord* mutex_word_ = nullptr;

@@ -284,6 +284,100 @@ TEST_F(NotifyTest, WatchdogStopsWhileAWorkerKeepsDying) {
   EXPECT_TRUE(echoes(port));
 }
 
+// A pids cgroup of its own with a task limit (what systemd's TasksMax= sets), for a process moved
+// into it: at the limit its fork() fails with EAGAIN. Empty when this runner has no writable
+// pids controller (not root, or no cgroup file system); removed once the test is done.
+class PidsLimit {
+ public:
+  PidsLimit() {
+    namespace fs = std::filesystem;
+    const std::string name = "ferry-test-" + std::to_string(::getpid());
+    std::error_code ec;
+    if (fs::exists("/sys/fs/cgroup/pids/cgroup.procs", ec)) {
+      dir_ = "/sys/fs/cgroup/pids/" + name;  // cgroup v1
+    } else if (write("/sys/fs/cgroup/cgroup.subtree_control", "+pids")) {
+      dir_ = "/sys/fs/cgroup/" + name;  // cgroup v2
+    } else {
+      return;
+    }
+    if (!fs::create_directory(dir_, ec) || !fs::exists(dir_ + "/pids.max", ec)) dir_.clear();
+  }
+  ~PidsLimit() {
+    if (dir_.empty()) return;
+    // Empty once the processes moved in have exited (and been reaped).
+    eventually([&] { return ::rmdir(dir_.c_str()) == 0 || errno != EBUSY; });
+  }
+  PidsLimit(const PidsLimit&) = delete;
+  PidsLimit& operator=(const PidsLimit&) = delete;
+
+  [[nodiscard]] bool usable() const { return !dir_.empty(); }
+  bool move(pid_t pid) const { return write(dir_ + "/cgroup.procs", std::to_string(pid)); }
+  bool limit(const std::string& max) const { return write(dir_ + "/pids.max", max); }
+  // No fork() from the processes inside from now on.
+  bool freeze_count() const {
+    std::ifstream in(dir_ + "/pids.current");
+    std::string current;
+    return static_cast<bool>(in >> current) && limit(current);
+  }
+
+ private:
+  static bool write(const std::string& file, const std::string& value) {
+    std::ofstream out(file);
+    out << value << std::flush;
+    return static_cast<bool>(out);
+  }
+  std::string dir_;
+};
+
+// A reload whose workers cannot be started (fork() fails at the service's task limit) is given
+// up after the ready timeout; the old generation, still serving, is the one that counts again:
+// STATUS= counts its workers, the watchdog keeps being fed, and a worker of it that dies is
+// replaced once a fork succeeds again.
+TEST_F(NotifyTest, GivenUpReloadLeavesTheServingGenerationCountedAndWatched) {
+  const PidsLimit tasks;  // outlives ferry: the cgroup can only go once ferry has left it
+  if (!tasks.usable()) GTEST_SKIP() << "no writable pids cgroup controller here";
+  const int port = free_port();
+  FerryInstance ferry(config({port}, backend.port()));
+  start(ferry, {"WATCHDOG_USEC=400000", "FERRY_TEST_READY_TIMEOUT_MS=1500"});
+  ASSERT_TRUE(tasks.move(ferry.master()));
+  ASSERT_TRUE(tasks.freeze_count());  // the master alone: no worker can be forked
+
+  // A worker killed now cannot be replaced yet; it is, with a growing delay, once forks work.
+  const std::set<pid_t> before = ferry.workers();
+  ASSERT_EQ(before.size(), 2u);
+  ::kill(*before.begin(), SIGKILL);
+  ASSERT_TRUE(ferry.wait_for_log("fork() for worker")) << ferry.log();
+  ASSERT_TRUE(tasks.limit("max"));
+  std::set<pid_t> now;
+  EXPECT_TRUE(eventually([&] { return (now = ferry.workers()).size() == 2; }, seconds(15)))
+      << ferry.log();
+  ASSERT_TRUE(tasks.freeze_count());
+
+  // A reload to three workers: none can be forked, so it is given up.
+  ferry.rewrite(config({port}, backend.port(), 3));
+  std::size_t mark = notify.history().size();
+  const Finished reload = ferry.command("reload");
+  EXPECT_EQ(reload.exit_code, 1);
+  EXPECT_NE(reload.err.find("did not start in time"), std::string::npos) << reload.err;
+  notify.drain();
+  const int given_up = find(notify.history(), "READY=1", mark);
+  ASSERT_GE(given_up, 0) << ferry.log();
+  const std::string status =
+      notify.history()[static_cast<std::size_t>(given_up)].get("STATUS").value_or("");
+  EXPECT_NE(status.find("2 worker(s) serving"), std::string::npos) << status;
+  EXPECT_NE(status.find("FAILED"), std::string::npos) << status;
+  EXPECT_TRUE(echoes(port));
+
+  // The two old workers are all the running configuration wants: the pings go on (one every
+  // 200 ms).
+  notify.drain();
+  int pings = 0;
+  while (pings < 3 && notify.wait_for("WATCHDOG=1", seconds(2))) ++pings;
+  EXPECT_EQ(pings, 3) << ferry.log();
+  EXPECT_EQ(ferry.log().find("not pinging"), std::string::npos) << ferry.log();
+  EXPECT_EQ(ferry.workers(), now);
+}
+
 TEST_F(NotifyTest, NoNotifySocketMeansNoMessagesAndNoErrors) {
   const int port = free_port();
   FerryInstance ferry(config({port}, backend.port()));
