@@ -223,15 +223,17 @@ int ListenerSet::adopt_activated() {
 
 std::string ListenerSet::prepare_for_exec() const {
   std::string value;
-  for (const Entry& e : entries_) {
+  auto pass = [&](const Entry& e) {
     const int fd = e.ls->fd.get();
-    ::fcntl(fd, F_SETFD, 0);
+    if (::fcntl(fd, F_SETFD, 0) == -1) {
+      spdlog::error("fcntl({}, F_SETFD, 0) for the new binary failed: {}", fd,
+                    event::last_error().message());
+      return;
+    }
     value += (value.empty() ? "" : ";") + std::to_string(fd) + (e.activated ? "s" : "");
-  }
-  for (const Entry& e : spare_) {
-    ::fcntl(e.ls->fd.get(), F_SETFD, 0);
-    value += (value.empty() ? "" : ";") + std::to_string(e.ls->fd.get()) + "s";
-  }
+  };
+  for (const Entry& e : entries_) pass(e);
+  for (const Entry& e : spare_) pass(e);  // every spare socket is systemd's
   return value;
 }
 
@@ -247,14 +249,6 @@ void ListenerSet::close_all() noexcept {
   entries_.clear();
   removed_.clear();
   spare_.clear();
-}
-
-std::vector<int> ListenerSet::fds() const {
-  std::vector<int> out;
-  for (const Entry& e : entries_) out.push_back(e.ls->fd.get());
-  for (const Entry& e : removed_) out.push_back(e.ls->fd.get());
-  for (const Entry& e : spare_) out.push_back(e.ls->fd.get());
-  return out;
 }
 
 }  // namespace ferry::master

@@ -27,8 +27,8 @@ class ListenerSet {
   // Takes the listening sockets systemd passed (LISTEN_FDS, then unset), before the first
   // apply(). Returns how many were taken.
   int adopt_activated();
-  // Clears FD_CLOEXEC on every socket and returns the kInheritVariable value, in a forked child
-  // about to exec the new binary ("3;4;5s": "s" marks a socket from systemd).
+  // Only in a forked child about to exec the new binary: clears FD_CLOEXEC on every socket and
+  // returns the kInheritVariable value ("3;4;5s": "s" marks a socket from systemd).
   std::string prepare_for_exec() const;
 
   // Brings the sockets in line with `cfg` for `workers` workers, taking back sockets removed
@@ -42,8 +42,6 @@ class ListenerSet {
   [[nodiscard]] std::vector<const event::Listening*> for_worker(int slot, int workers) const;
   [[nodiscard]] std::size_t size() const noexcept { return entries_.size(); }
   void close_all() noexcept;
-  // For a forked child that must not keep the master's copies (none: workers inherit them).
-  [[nodiscard]] std::vector<int> fds() const;
 
  private:
   struct Entry {

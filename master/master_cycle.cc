@@ -2,8 +2,10 @@
 // control socket. Workers are forked from it and never return to it.
 #include "master/master_cycle.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/close_range.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
@@ -663,7 +665,6 @@ class Master {
       spdlog::error("SIGUSR2: {}", why);
       return why;
     }
-    const std::string fds = listeners_.prepare_for_exec();
     const pid_t pid = ::fork();
     if (pid == -1) {
       const std::string why = "fork() failed: " + event::last_error().message();
@@ -672,6 +673,10 @@ class Master {
       return why;
     }
     if (pid == 0) {
+      // The new master gets the listening sockets and nothing else of ours: not the error log
+      // (spdlog opens it without O_CLOEXEC) nor anything else opened without the flag.
+      close_on_exec_from(3);
+      const std::string fds = listeners_.prepare_for_exec();
       ::setenv(ListenerSet::kInheritVariable, fds.c_str(), 1);
       sigset_t none;
       sigemptyset(&none);
@@ -684,8 +689,6 @@ class Master {
                        event::last_error().message());
       ::_exit(worker::kFatalExit);
     }
-    // Our copies are close-on-exec again for anything we fork later.
-    for (int fd : listeners_.fds()) ::fcntl(fd, F_SETFD, FD_CLOEXEC);
     // systemd follows the new master from now on; it sends READY and STATUS itself.
     if (in_charge()) {
       notifier_.main_pid(pid, "binary upgrade: new master pid " + std::to_string(pid) +
@@ -697,6 +700,28 @@ class Master {
     spdlog::info("SIGUSR2: started new master {} (pid {}); pid file is now {}", binary_path(), pid,
                  pid_file_);
     return "";
+  }
+
+  // Marks every fd from `first` up close-on-exec: close_range() where the kernel has it (5.11),
+  // else one by one from /proc/self/fd.
+  static void close_on_exec_from(int first) {
+    if (::close_range(static_cast<unsigned>(first), ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+    if (errno != ENOSYS && errno != EINVAL) {
+      spdlog::error("close_range(CLOSE_RANGE_CLOEXEC) failed: {}", event::last_error().message());
+    }
+    DIR* dir = ::opendir("/proc/self/fd");
+    if (dir == nullptr) {
+      spdlog::error("opendir(/proc/self/fd) failed: {}", event::last_error().message());
+      return;
+    }
+    while (const dirent* entry = ::readdir(dir)) {
+      const int fd = std::atoi(entry->d_name);
+      if (fd < first || fd == ::dirfd(dir)) continue;
+      if (::fcntl(fd, F_SETFD, FD_CLOEXEC) == -1) {
+        spdlog::error("fcntl({}, F_SETFD) failed: {}", fd, event::last_error().message());
+      }
+    }
+    ::closedir(dir);
   }
 
   // The new master exited: the upgrade was rolled back (or failed). Take the pid file and the

@@ -172,5 +172,49 @@ TEST_F(UpgradeTest, SignalUpgradeFailsAndKeepsTheOldMasterWhenTheNewOneCannotSta
   if (fd >= 0) ::close(fd);
 }
 
+// How many of `pid`'s descriptors refer to `file`.
+int handles_of(pid_t pid, const std::string& file) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  int n = 0;
+  for (const auto& entry : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    if (fs::read_symlink(entry.path(), ec) == file) ++n;
+  }
+  return n;
+}
+
+// The new master of an upgrade inherits the listening sockets and nothing else: not the old
+// master's error-log file (opened without O_CLOEXEC), of which it would keep a second handle,
+// open for good, once the log is rotated.
+TEST(UpgradeFdsTest, NewMasterHoldsOnlyItsOwnHandleOfTheErrorLog) {
+  EchoServer backend;
+  TempDir dir;
+  const int port = free_port();
+  const std::string log = dir.path() + "/error.log";
+  const std::string pid_file = dir.path() + "/ferry.pid";
+  const std::string conf =
+      dir.write("ferry.conf", "pid_file = \"" + pid_file + "\";\nlog = { path = \"" + log +
+                                  "\"; level = \"info\"; };\n" + config(port, backend.port()));
+  Process master({ferry_binary(), "-c", conf});
+  KillOnExit new_master;
+  auto logged = [&](const std::string& text) {
+    std::ifstream in(log);
+    const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return all.find(text) != std::string::npos;
+  };
+  ASSERT_TRUE(eventually([&] { return logged("worker(s) serving"); })) << master.stderr_so_far();
+  EXPECT_EQ(handles_of(master.pid(), log), 1);
+
+  const Finished up = run_program({ferry_binary(), "-s", "upgrade", "-c", conf}, seconds(40));
+  ASSERT_EQ(up.exit_code, 0) << up.err;
+  EXPECT_EQ(master.wait(seconds(20)).exit_code, 0);
+  new_master.pid = pid_in(pid_file);
+  ASSERT_TRUE(alive(new_master.pid));
+  EXPECT_EQ(handles_of(new_master.pid, log), 1);
+  for (pid_t worker : children_of(new_master.pid)) EXPECT_EQ(handles_of(worker, log), 1);
+  ::kill(new_master.pid, SIGQUIT);
+  EXPECT_TRUE(eventually([&] { return !alive(new_master.pid); }, seconds(20)));
+}
+
 }  // namespace
 }  // namespace ferry::test
