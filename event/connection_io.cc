@@ -12,7 +12,13 @@ IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept {
   if (buffer.empty()) return {IoStatus::ok, 0};
   const ssize_t n =
       retry_eintr([&] { return ::recv(c.fd.get(), buffer.data(), buffer.size(), 0); });
-  if (n > 0) return {IoStatus::ok, static_cast<std::size_t>(n)};
+  if (n > 0) {
+    // A short read drained the socket: under EPOLLET the next arrival reports again, so the
+    // recv() that would only say EAGAIN is saved (nginx's rule). After EPOLLRDHUP the EOF is
+    // still to be read, so readiness stays.
+    if (static_cast<std::size_t>(n) < buffer.size() && !c.read.pending_eof) c.read.ready = false;
+    return {IoStatus::ok, static_cast<std::size_t>(n)};
+  }
   if (n == 0) {
     c.read.ready = false;
     c.read.eof = true;

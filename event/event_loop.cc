@@ -211,6 +211,9 @@ void EventLoop::process_events(int timeout_ms, unsigned flags) {
     // Errors and hangups are delivered to whichever handler is registered, which then sees
     // them from recv/send.
     if (revents & (EPOLLERR | EPOLLHUP)) revents |= EPOLLIN | EPOLLOUT;
+    // A pending socket error (a failed connect): without it a connect is known to have
+    // succeeded and needs no getsockopt(SO_ERROR).
+    if (revents & EPOLLERR) c.read.error = c.write.error = true;
 
     if ((revents & EPOLLIN) && c.read.active) {
       if (revents & EPOLLRDHUP) c.read.pending_eof = true;

@@ -44,11 +44,15 @@ class Worker {
     if (cfg_.events.accept_mutex && settings_.accept_mutex != nullptr) {
       mutex.emplace(*settings_.accept_mutex, ::getpid());
     }
+    for (const event::Listening* ls : settings_.listening) {
+      SessionSet::prepare_listening(*ls, *static_cast<const conf::Proxy*>(ls->data));
+    }
     if (acceptor_.init(loop_, settings_.listening,
                        {.multi_accept = cfg_.events.multi_accept,
                         .mutex = mutex ? &*mutex : nullptr,
                         .delay = cfg_.events.accept_mutex_delay,
-                        .exclusive = !cfg_.events.accept_mutex},
+                        // One worker has no one to share a wake-up with.
+                        .exclusive = !cfg_.events.accept_mutex && cfg_.worker_processes > 1},
                        on_connection, this)) {
       return kFatalExit;
     }
@@ -118,7 +122,9 @@ class Worker {
   static void on_connection(event::Connection& c, void* ctx) {
     auto& self = *static_cast<Worker*>(ctx);
     const auto& proxy = *static_cast<const conf::Proxy*>(c.listening->data);
-    spdlog::debug("accepted {} on {}", c.peer.to_string(), c.listening->address.to_string());
+    if (spdlog::should_log(spdlog::level::debug)) {  // the addresses cost a format each
+      spdlog::debug("accepted {} on {}", c.peer.to_string(), c.listening->address.to_string());
+    }
     self.sessions_.start(self.loop_, c, proxy, self.cfg_);
   }
 

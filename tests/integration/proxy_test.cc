@@ -526,6 +526,57 @@ TEST(ProxyTest, IdleTimeoutClosesASilentSession) {
   })) << read_file(access);
 }
 
+// The idle timer is armed once and checked when it fires: a session that keeps talking past
+// idle_timeout must not be closed by the first firing, and one that then falls silent must be.
+TEST(ProxyTest, ASessionThatKeepsTalkingOutlivesItsIdleTimeout) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(1, port, servers({{backend.port(), 1}}), "round_robin",
+                             "idle_timeout = \"300ms\"; access_log = \"off\"; "));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const int fd = connect_to_port(port);
+  ASSERT_GE(fd, 0);
+  const auto start = std::chrono::steady_clock::now();
+  auto silent = start;
+  for (int i = 0;; ++i) {
+    ASSERT_TRUE(echo_round_trip(fd, "still here " + std::to_string(i)))
+        << "closed after "
+        << std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start)
+               .count()
+        << " ms of activity";
+    silent = std::chrono::steady_clock::now();
+    if (silent - start >= milliseconds(1200)) break;
+    std::this_thread::sleep_for(milliseconds(100));  // the gap between messages is the test
+  }
+
+  char byte;
+  EXPECT_EQ(::recv(fd, &byte, 1, 0), 0) << "ferry must close the session once it is silent";
+  const auto waited = std::chrono::steady_clock::now() - silent;
+  EXPECT_GE(waited, milliseconds(250));
+  EXPECT_LT(waited, seconds(3));
+  ::close(fd);
+}
+
+// With splice on, a direction switches to splice after a read fills the buffer and back to
+// buffers after a short one: bursts and single bytes in turn must arrive whole and in order.
+TEST(ProxyTest, SpliceSwitchingBetweenBurstsAndSmallMessagesKeepsEveryByte) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(1, port, servers({{backend.port(), 1}}), "round_robin",
+                             "buffer_size = \"4k\"; splice = true; access_log = \"off\"; "));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const int fd = connect_to_port(port);
+  ASSERT_GE(fd, 0);
+  std::mt19937_64 rng(7);
+  for (const std::size_t size :
+       {1UL, 65536UL, 3UL, 4096UL, 5UL, 100000UL, 4095UL, 1UL, 8192UL, 2UL}) {
+    std::string text(size, '\0');
+    for (auto& c : text) c = static_cast<char>('a' + rng() % 26);
+    ASSERT_TRUE(echo_round_trip(fd, text)) << "a message of " << size << " bytes came back wrong";
+  }
+  ::close(fd);
+}
+
 // A backend that resets the connection: the client sees a reset too, not a clean close.
 TEST(ProxyTest, AResetFromTheBackendReachesTheClientAsAReset) {
   int backend_port = 0;

@@ -19,8 +19,8 @@ using event::Event;
 using event::EventLoop;
 using event::IoStatus;
 
-// One direction of a session: bytes read from `from` wait in `buf` until `to` takes them.
-// `buf` is held only while bytes are in it.
+// One direction of a session: bytes read from `from` wait in `buf` (or, while splicing, in a
+// kernel pipe) until `to` takes them. Each is held only while bytes are in it.
 struct Pipe {
   Connection* from = nullptr;
   Connection* to = nullptr;
@@ -30,22 +30,34 @@ struct Pipe {
   std::uint64_t total = 0;  // bytes passed on
   bool eof = false;         // `from` sent FIN
   bool shut = false;        // FIN passed on to `to`
-  // With splice: bytes wait in a kernel pipe instead of `buf`.
-  bool splice = false;
+  // splice(2) is allowed (the proxy's `splice`, until the kernel refuses it for this pair).
+  bool splice_ok = false;
+  // Bulk mode: a read filled the whole buffer, so the next reads go socket → pipe → socket
+  // without copying; a splice that drains the socket before filling a buffer ends it. Small
+  // messages stay on recv/send, which costs less per message than the pipe's two hops.
+  bool splicing = false;
   KernelPipe pipe;
   std::size_t in_pipe = 0;
 };
 
+// What one step of a pipe did.
+enum class Step { more, wait, closed };
+
 namespace {
 void on_client_event(Event& ev);
 
-void set_socket_options(int fd, const conf::Proxy& proxy) {
-  const int on = 1;
-  if (proxy.tcp_nodelay && ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on) == -1) {
-    spdlog::debug("setsockopt(TCP_NODELAY) failed: {}", event::last_error().message());
+// `set_off`: also clear what the proxy does not want (a listening socket shared with earlier
+// generations); a new socket starts with both off.
+void set_socket_options(int fd, const conf::Proxy& proxy, bool set_off) {
+  const int nodelay = proxy.tcp_nodelay ? 1 : 0;
+  if ((nodelay != 0 || set_off) &&
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof nodelay) == -1) {
+    spdlog::warn("setsockopt(TCP_NODELAY) failed: {}", event::last_error().message());
   }
-  if (proxy.so_keepalive && ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) == -1) {
-    spdlog::debug("setsockopt(SO_KEEPALIVE) failed: {}", event::last_error().message());
+  const int keepalive = proxy.so_keepalive ? 1 : 0;
+  if ((keepalive != 0 || set_off) &&
+      ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &keepalive, sizeof keepalive) == -1) {
+    spdlog::warn("setsockopt(SO_KEEPALIVE) failed: {}", event::last_error().message());
   }
 }
 void on_upstream_event(Event& ev);
@@ -65,6 +77,7 @@ struct Session {
   Pipe down;  // upstream → client
   bool connected = false;
   event::TimePoint started;
+  event::TimePoint last_active;  // the last time run() moved bytes or looked for them
   std::chrono::system_clock::time_point wall_start;
   Session* prev = nullptr;
   Session* next = nullptr;
@@ -112,33 +125,26 @@ struct Session {
     close(from_client ? "client_reset" : "upstream_reset");
   }
 
-  // Everything `from` sent has reached `to`: send its FIN on, once.
-  static void pass_fin(Pipe& p) {
+  // Everything `from` sent has reached `to`: send its FIN on, once. When the other direction
+  // is done too the session closes now, and close() sends the FIN (nothing unread is left on
+  // `to`: its EOF was read), so the shutdown() call is saved.
+  void pass_fin(Pipe& p) {
     if (p.shut) return;
+    p.shut = true;
+    const Pipe& other = &p == &up ? down : up;
+    if (other.shut) return;
     if (::shutdown(p.to->fd.get(), SHUT_WR) == -1) {
       spdlog::debug("shutdown(SHUT_WR) failed: {}", event::last_error().message());
     }
-    p.shut = true;
   }
 
-  // Moves what it can through one pipe; false when the session had to be closed.
+  // Moves what it can through one direction; false when the session had to be closed.
   bool pump(Pipe& p) {
-    if (p.splice) return pump_splice(p);
     for (;;) {
-      if (p.end > p.start) {
+      if (p.in_pipe > 0 || p.end > p.start) {
         if (!p.to->write.ready) return true;
-        const auto r = event::send(*p.to, {p.buf.get() + p.start, p.end - p.start});
-        if (r.status == IoStatus::error) {
-          reset(p.to, r.err);
-          return false;
-        }
-        if (r.status == IoStatus::again) return true;
-        p.start += r.bytes;
-        p.total += r.bytes;
-        if (p.start == p.end) {
-          p.start = p.end = 0;
-          set->buffers_.give(std::move(p.buf), proxy->buffer_size);
-        }
+        const Step step = p.in_pipe > 0 ? flush_pipe(p) : flush_buffer(p);
+        if (step != Step::more) return step == Step::wait;
         continue;
       }
       if (p.eof) {
@@ -146,83 +152,109 @@ struct Session {
         return true;
       }
       if (!p.from->read.ready) return true;
-      if (!p.buf) p.buf = set->buffers_.take(proxy->buffer_size);
-      const auto r = event::recv(*p.from, {p.buf.get() + p.end, proxy->buffer_size - p.end});
-      if (r.status == IoStatus::error) {
-        reset(p.from, r.err);
-        return false;
-      }
-      if (r.status == IoStatus::eof) p.eof = true;
-      p.end += r.bytes;
-      if (p.end == 0) set->buffers_.give(std::move(p.buf), proxy->buffer_size);
-      if (r.status == IoStatus::again) return true;
+      const Step step = p.splicing ? fill_pipe(p) : fill_buffer(p);
+      if (step != Step::more) return step == Step::wait;
     }
   }
 
-  // The same with splice(2): socket → pipe → socket, the bytes never copied to user space.
-  // Where splice cannot serve (EINVAL: not a socket pair the kernel splices), the direction
-  // falls back to buffers.
-  bool pump_splice(Pipe& p) {
-    constexpr unsigned kFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
-    for (;;) {
-      if (p.in_pipe > 0) {
-        if (!p.to->write.ready) return true;
-        const ssize_t n = event::retry_eintr([&] {
-          return ::splice(p.pipe.read.get(), nullptr, p.to->fd.get(), nullptr, p.in_pipe, kFlags);
-        });
-        if (n > 0) {
-          p.in_pipe -= static_cast<std::size_t>(n);
-          p.total += static_cast<std::uint64_t>(n);
-          if (p.in_pipe == 0) set->pipes_.give(std::move(p.pipe));
-          continue;
-        }
-        if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-          p.to->write.ready = false;
-          return true;
-        }
-        reset(p.to, n == -1 ? errno : EPIPE);
-        return false;
-      }
-      if (p.eof) {
-        pass_fin(p);
-        return true;
-      }
-      if (!p.from->read.ready) return true;
-      if (!p.pipe) {
-        p.pipe = set->pipes_.take();
-        if (!p.pipe) {
-          p.splice = false;
-          return pump(p);
-        }
-      }
-      const ssize_t n = event::retry_eintr([&] {
-        return ::splice(p.from->fd.get(), nullptr, p.pipe.write.get(), nullptr, proxy->buffer_size,
-                        kFlags);
-      });
-      if (n > 0) {
-        p.in_pipe = static_cast<std::size_t>(n);
-        continue;
-      }
-      const int err = errno;
-      // The pipe is empty here, so EAGAIN means the socket is.
-      set->pipes_.give(std::move(p.pipe));
-      if (n == 0) {
-        p.from->read.ready = false;
-        p.from->read.eof = true;
-        p.eof = true;
-        continue;
-      }
-      if (err == EAGAIN || err == EWOULDBLOCK) {
-        p.from->read.ready = false;
-        return true;
-      }
-      if (err == EINVAL) {
-        p.splice = false;
-        return pump(p);
-      }
-      reset(p.from, err);
-      return false;
+  Step fill_buffer(Pipe& p) {
+    const std::size_t size = proxy->buffer_size;
+    if (!p.buf) p.buf = set->buffers_.take(size);
+    const auto r = event::recv(*p.from, {p.buf.get(), size});
+    if (r.status == IoStatus::error) {
+      reset(p.from, r.err);
+      return Step::closed;
     }
+    p.start = 0;
+    p.end = r.bytes;
+    if (r.bytes == 0) set->buffers_.give(std::move(p.buf), size);
+    if (r.status == IoStatus::eof) p.eof = true;
+    if (r.status == IoStatus::again) return Step::wait;
+    if (p.splice_ok && r.bytes == size) p.splicing = true;
+    return Step::more;
+  }
+
+  Step flush_buffer(Pipe& p) {
+    const auto r = event::send(*p.to, {p.buf.get() + p.start, p.end - p.start});
+    if (r.status == IoStatus::error) {
+      reset(p.to, r.err);
+      return Step::closed;
+    }
+    if (r.status == IoStatus::again) return Step::wait;
+    p.start += r.bytes;
+    p.total += r.bytes;
+    if (p.start == p.end) {
+      p.start = p.end = 0;
+      set->buffers_.give(std::move(p.buf), proxy->buffer_size);
+    }
+    return Step::more;
+  }
+
+  static constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+
+  // socket → pipe. Where splice cannot serve (EINVAL: not a pair the kernel splices), the
+  // direction stays on buffers.
+  Step fill_pipe(Pipe& p) {
+    if (!p.pipe) {
+      p.pipe = set->pipes_.take();
+      if (!p.pipe) {
+        p.splicing = false;
+        return Step::more;
+      }
+    }
+    const std::size_t size = proxy->buffer_size;
+    const ssize_t n = event::retry_eintr([&] {
+      return ::splice(p.from->fd.get(), nullptr, p.pipe.write.get(), nullptr, size, kSpliceFlags);
+    });
+    if (n > 0) {
+      p.in_pipe = static_cast<std::size_t>(n);
+      if (p.in_pipe < size) p.splicing = false;  // drained: the burst is over
+      return Step::more;
+    }
+    const int err = errno;
+    // The pipe is empty here, so EAGAIN means the socket is.
+    set->pipes_.give(std::move(p.pipe));
+    p.splicing = false;
+    if (n == 0) {
+      p.from->read.ready = false;
+      p.from->read.eof = true;
+      p.eof = true;
+      return Step::more;
+    }
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+      p.from->read.ready = false;
+      return Step::wait;
+    }
+    if (err == EINVAL) {
+      p.splice_ok = false;
+      return Step::more;
+    }
+    reset(p.from, err);
+    return Step::closed;
+  }
+
+  // pipe → socket.
+  Step flush_pipe(Pipe& p) {
+    const std::size_t want = p.in_pipe;
+    const ssize_t n = event::retry_eintr([&] {
+      return ::splice(p.pipe.read.get(), nullptr, p.to->fd.get(), nullptr, want, kSpliceFlags);
+    });
+    if (n > 0) {
+      p.in_pipe -= static_cast<std::size_t>(n);
+      p.total += static_cast<std::uint64_t>(n);
+      if (p.in_pipe == 0) {
+        set->pipes_.give(std::move(p.pipe));
+      } else {
+        p.to->write.ready = false;  // a short write: the socket buffer is full
+      }
+      return Step::more;
+    }
+    if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      p.to->write.ready = false;
+      return Step::wait;
+    }
+    reset(p.to, n == -1 ? errno : EPIPE);
+    return Step::closed;
   }
 
   void run() {
@@ -231,7 +263,23 @@ struct Session {
       close("closed");
       return;
     }
-    if (proxy->idle_timeout.count() > 0) loop->add_timer(client->read, proxy->idle_timeout);
+    // The idle timer is armed once and not moved on every read: when it fires, it looks at the
+    // last activity and re-arms for the rest (see on_client_event).
+    last_active = loop->now();
+    if (proxy->idle_timeout.count() > 0 && !client->read.timer_set) {
+      loop->add_timer(client->read, proxy->idle_timeout);
+    }
+  }
+
+  // The idle timer fired: close the session, or re-arm for the time it has not been idle.
+  void idle_timer() {
+    const event::Msec idle = loop->now() - last_active;
+    if (idle < proxy->idle_timeout) {
+      loop->add_timer(client->read, proxy->idle_timeout - idle);
+      return;
+    }
+    spdlog::debug("proxy \"{}\": session idle for {} ms, closing", proxy->name, idle.count());
+    close("idle_timeout");
   }
 
   // Connects to the next server the balancer offers; false when none is left (closed).
@@ -258,7 +306,7 @@ struct Session {
         failed_peer();
         continue;
       }
-      set_socket_options(fd.get(), *proxy);
+      set_socket_options(fd.get(), *proxy, false);
       if (::connect(fd.get(), peer->address.get(), peer->address.length()) == -1 &&
           errno != EINPROGRESS) {
         spdlog::warn("proxy \"{}\": connect to {} failed: {}", proxy->name, peer->name,
@@ -314,9 +362,8 @@ namespace {
 void on_client_event(Event& ev) {
   auto& s = *static_cast<Session*>(static_cast<Connection*>(ev.data)->data);
   if (ev.timedout) {
-    spdlog::debug("proxy \"{}\": session idle for {} ms, closing", s.proxy->name,
-                  s.proxy->idle_timeout.count());
-    s.close("idle_timeout");
+    ev.timedout = false;
+    s.idle_timer();
     return;
   }
   if (s.connected) s.run();
@@ -330,9 +377,13 @@ void on_upstream_event(Event& ev) {
       return;
     }
     if (!ev.write) return;  // a read report before the connect completed
+    // Writable without EPOLLERR: connected. With it, SO_ERROR says why not.
     int err = 0;
     socklen_t len = sizeof err;
-    if (::getsockopt(s.upstream->fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) == -1) err = errno;
+    if (ev.error && ::getsockopt(s.upstream->fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) == -1) {
+      err = errno;
+    }
+    if (ev.error && err == 0) err = ECONNREFUSED;  // reported, then taken by a read: still failed
     if (err != 0) {
       const std::string why = "failed: " + std::system_category().message(err);
       s.connect_failed(why.c_str());
@@ -407,6 +458,10 @@ AccessLog* SessionSet::access_log(const conf::Proxy& proxy) {
   return slot.get();
 }
 
+void SessionSet::prepare_listening(const event::Listening& ls, const conf::Proxy& proxy) {
+  set_socket_options(ls.fd.get(), proxy, true);
+}
+
 void SessionSet::start(EventLoop& loop, Connection& client, const conf::Proxy& proxy,
                        const conf::Config& cfg) {
   auto* s = new Session;
@@ -419,10 +474,9 @@ void SessionSet::start(EventLoop& loop, Connection& client, const conf::Proxy& p
   s->wall_start = std::chrono::system_clock::now();
   s->up.from = &client;
   s->down.to = &client;
-  s->up.splice = s->down.splice = proxy.splice;
+  s->up.splice_ok = s->down.splice_ok = proxy.splice;
   link(*s);
 
-  set_socket_options(client.fd.get(), proxy);
   client.data = s;
   client.read.handler = client.write.handler = on_client_event;
   if (loop.add_connection(client)) {

@@ -13,6 +13,7 @@
 #include "conf/config.h"
 #include "event/connection.h"
 #include "event/event_loop.h"
+#include "event/listening.h"
 #include "worker/proxy/access_log.h"
 #include "worker/proxy/buffer_pool.h"
 #include "worker/proxy/pipe_pool.h"
@@ -34,6 +35,9 @@ class SessionSet {
   // Takes over an accepted client connection of `proxy`.
   void start(event::EventLoop& loop, event::Connection& client, const conf::Proxy& proxy,
              const conf::Config& cfg);
+  // Puts `proxy`'s socket options (TCP_NODELAY, SO_KEEPALIVE) on its listening socket, which
+  // accepted connections inherit: one setsockopt per worker instead of per connection.
+  static void prepare_listening(const event::Listening& ls, const conf::Proxy& proxy);
   // Closes every session now (logged as `shutdown`).
   void close_all() noexcept;
   void reopen_logs();
