@@ -14,9 +14,15 @@ IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept {
       retry_eintr([&] { return ::recv(c.fd.get(), buffer.data(), buffer.size(), 0); });
   if (n > 0) {
     // A short read drained the socket: under EPOLLET the next arrival reports again, so the
-    // recv() that would only say EAGAIN is saved (nginx's rule). After EPOLLRDHUP the EOF is
-    // still to be read, so readiness stays.
-    if (static_cast<std::size_t>(n) < buffer.size() && !c.read.pending_eof) c.read.ready = false;
+    // recv() that would only say EAGAIN is saved (nginx's rule).
+    if (static_cast<std::size_t>(n) < buffer.size()) {
+      if (c.read.pending_eof) {
+        // After EPOLLRDHUP a short read took every byte before the FIN: the EOF is known
+        // without the recv() that would return 0 (HAProxy's rule).
+        c.read.eof = true;
+      }
+      c.read.ready = false;
+    }
     return {IoStatus::ok, static_cast<std::size_t>(n)};
   }
   if (n == 0) {

@@ -18,9 +18,9 @@ struct IoResult {
   int err = 0;            // with error: errno
 };
 
-// recv(): ok with bytes > 0 (a short read clears read.ready unless EPOLLRDHUP was seen);
-// again clears read.ready; eof sets read.eof and clears ready;
-// error sets read.error.
+// recv(): ok with bytes > 0 (a short read clears read.ready, and after EPOLLRDHUP also sets
+// read.eof: the FIN follows those bytes); again clears read.ready; eof sets read.eof and clears
+// ready; error sets read.error.
 IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept;
 // send(): ok with bytes (a short write clears write.ready); again clears write.ready.
 IoResult send(Connection& c, std::span<const std::byte> data) noexcept;

@@ -168,7 +168,7 @@ struct Session {
     p.start = 0;
     p.end = r.bytes;
     if (r.bytes == 0) set->buffers_.give(std::move(p.buf), size);
-    if (r.status == IoStatus::eof) p.eof = true;
+    if (r.status == IoStatus::eof || p.from->read.eof) p.eof = true;
     if (r.status == IoStatus::again) return Step::wait;
     if (p.splice_ok && r.bytes == size) p.splicing = true;
     return Step::more;

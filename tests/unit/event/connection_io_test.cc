@@ -90,6 +90,44 @@ TEST(ConnectionIoTest, EdgeTriggeredReadsUntilEagainMissNothing) {
   loop.close_connection(*c);
 }
 
+// Short reads: one that drains the socket clears `ready` (no recv just to hear EAGAIN), and one
+// after EPOLLRDHUP also sets `eof` (no recv just to hear 0). A full read leaves both alone.
+TEST(ConnectionIoTest, AShortReadEndsReadinessAndAfterRdhupMeansEof) {
+  EventLoop loop;
+  ASSERT_FALSE(loop.init({.connections = 2, .epoll_events = 8}));
+  auto [fd, peer] = test::socket_pair();
+  Connection* c = loop.get_connection(std::move(fd));
+  ASSERT_NE(c, nullptr);
+  struct Seen {
+    std::vector<IoResult> results;
+    bool eof_after_first = false;
+  } seen;
+  c->data = &seen;
+  c->read.handler = [](Event& ev) {
+    auto& conn = *static_cast<Connection*>(ev.data);
+    auto& s = *static_cast<Seen*>(conn.data);
+    std::byte buf[4];
+    while (ev.ready && !ev.eof) {
+      s.results.push_back(recv(conn, buf));
+      if (s.results.size() == 1) s.eof_after_first = ev.eof;
+    }
+  };
+  c->write.handler = [](Event&) {};
+  ASSERT_FALSE(loop.add_connection(*c));
+
+  ASSERT_EQ(::send(peer.get(), "abcdef", 6, 0), 6);
+  ASSERT_EQ(::shutdown(peer.get(), SHUT_WR), 0);
+  ASSERT_TRUE(test::run_until(loop, [&] { return c->read.eof; }));
+  // 4 bytes fill the buffer (readiness stays), 2 are a short read after the FIN: two calls.
+  ASSERT_EQ(seen.results.size(), 2U);
+  EXPECT_FALSE(seen.eof_after_first);
+  EXPECT_EQ(seen.results[0].bytes, 4U);
+  EXPECT_EQ(seen.results[1].status, IoStatus::ok);
+  EXPECT_EQ(seen.results[1].bytes, 2U);
+  EXPECT_FALSE(c->read.ready);
+  loop.close_connection(*c);
+}
+
 TEST(ConnectionIoTest, SendReportsAgainWhenTheSocketBufferIsFull) {
   EventLoop loop;
   ASSERT_FALSE(loop.init({.connections = 2, .epoll_events = 8}));
