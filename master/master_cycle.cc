@@ -40,6 +40,7 @@
 #include "master/pid_file.h"
 #include "master/process_title.h"
 #include "master/service_notifier.h"
+#include "master/upgrade_state.h"
 #include "worker/channel.h"
 #include "worker/logging.h"
 #include "worker/upstream/health_board.h"
@@ -108,6 +109,11 @@ class Master {
     upgraded_ = listeners_.adopt_inherited();
     if (upgraded_) {
       upgrade_parent_ = ::getppid();
+      if (!old_master_state_.adopt()) {
+        spdlog::warn(
+            "the old master shares no state page; stopping will hand the service back "
+            "to it whenever it is still running");
+      }
     } else {
       listeners_.adopt_activated();
     }
@@ -447,6 +453,7 @@ class Master {
           // After WINCH (an upgrade being rolled back): bring the workers back as they were.
           spdlog::info("SIGHUP: restarting the workers with the running configuration");
           winched_ = false;
+          own_state_.publish(OldMasterState::serving);
           pending_generation_ = ++generation_;
           for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
           arm(reload_timeout_, ready_timeout_, on_reload_timeout);
@@ -462,6 +469,7 @@ class Master {
       case SIGWINCH:
         spdlog::info("SIGWINCH: stopping the workers gracefully, the master stays");
         winched_ = true;
+        own_state_.publish(OldMasterState::winched);
         for (auto& w : workers_) {
           if (!w.told_to_stop) tell(w, worker::Command::quit);
         }
@@ -587,6 +595,7 @@ class Master {
     spdlog::info("{}: {} stop", graceful ? "SIGQUIT" : "SIGTERM", graceful ? "graceful" : "fast");
     if (!stopping_) notify_stopping();
     stopping_ = true;
+    own_state_.publish(OldMasterState::stopping);
     for (auto& w : workers_) {
       tell(w, graceful ? worker::Command::quit : worker::Command::terminate);
     }
@@ -665,6 +674,9 @@ class Master {
       spdlog::error("SIGUSR2: {}", why);
       return why;
     }
+    // A new page per upgrade; without one the new master falls back to "hand the service back
+    // while the old master runs", so the upgrade goes on.
+    (void)own_state_.create(winched_ ? OldMasterState::winched : OldMasterState::serving);
     const pid_t pid = ::fork();
     if (pid == -1) {
       const std::string why = "fork() failed: " + event::last_error().message();
@@ -678,6 +690,7 @@ class Master {
       close_on_exec_from(3);
       const std::string fds = listeners_.prepare_for_exec();
       ::setenv(ListenerSet::kInheritVariable, fds.c_str(), 1);
+      own_state_.pass_to_exec();
       sigset_t none;
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -694,6 +707,7 @@ class Master {
       notifier_.main_pid(pid, "binary upgrade: new master pid " + std::to_string(pid) +
                                   " starting; old master pid " + std::to_string(::getpid()));
     }
+    own_state_.drop_fd();
     new_master_ = pid;
     pid_file_ = old_pid_file;
     owns_control_path_ = false;  // the new master binds it
@@ -876,11 +890,20 @@ class Master {
 
   void notify_stopping() {
     if (!in_charge()) return;  // the new master of the upgrade is the service now
+    // The old master of our upgrade may still run: rolled back to (HUP brought its workers back,
+    // or it was never told to leave), it is the service again; told to QUIT and draining its
+    // last connections, it is leaving too, and naming it would leave systemd following a
+    // process on its way out. Only the old master knows which: it says so in the shared page.
     if (upgraded_ && upgrade_parent_ > 1 && ::getppid() == upgrade_parent_) {
-      // A rolled-back upgrade: the old master, still running, is the service again.
-      notifier_.main_pid(upgrade_parent_, "binary upgrade rolled back: master pid " +
-                                              std::to_string(upgrade_parent_) + " in charge");
-      return;
+      const OldMasterState old = old_master_state_.peer();
+      if (old != OldMasterState::stopping) {
+        spdlog::info("old master (pid {}) is {}: handing the service back to it", upgrade_parent_,
+                     to_string(old));
+        notifier_.main_pid(upgrade_parent_, "binary upgrade rolled back: master pid " +
+                                                std::to_string(upgrade_parent_) + " in charge");
+        return;
+      }
+      spdlog::info("old master (pid {}) is stopping too: the service stops", upgrade_parent_);
     }
     notifier_.stopping("stopping");
   }
@@ -1065,7 +1088,9 @@ class Master {
   ServiceNotifier notifier_;
   std::string last_reload_;  // "last reload HH:MM:SS ok" or why it failed
   std::string last_status_;
-  pid_t upgrade_parent_ = -1;  // the old master, when this one was started by a binary upgrade
+  pid_t upgrade_parent_ = -1;      // the old master, when this one was started by a binary upgrade
+  UpgradeState old_master_state_;  // what that old master is doing (read only)
+  UpgradeState own_state_;         // what this master does, for the new master of its upgrade
   int exit_code_ = 0;
   bool upgraded_ = false;
   bool served_ = false;  // a generation of workers has served

@@ -113,6 +113,24 @@ class NotifyTest : public ::testing::Test {
     }
     return fresh;
   }
+  // Roll back: the new master quits; it names the old one as the main process again rather
+  // than telling systemd the service stops, and the old one serves with its pid file back.
+  void roll_back(FerryInstance& ferry, pid_t old_master, pid_t fresh, int port) {
+    const std::size_t mark = notify.history().size();
+    ::kill(fresh, SIGQUIT);
+    const auto back = notify.wait_for(
+        [&](const NotifyMessage& m) { return m.has("MAINPID=" + std::to_string(old_master)); });
+    ASSERT_TRUE(back) << ferry.log();
+    EXPECT_EQ(back->sender, fresh);
+    EXPECT_TRUE(eventually(
+        [&] { return ::kill(fresh, 0) != 0 || children_of(old_master).count(fresh) == 0; }));
+    notify.drain();
+    for (std::size_t i = mark; i < notify.history().size(); ++i) {
+      EXPECT_FALSE(notify.history()[i].has("STOPPING=1")) << notify.history()[i].text;
+    }
+    EXPECT_TRUE(eventually([&] { return pid_in(ferry.pid_file()) == old_master; }));
+    EXPECT_TRUE(echoes(port));
+  }
   TempDir dir;
   KillOnExit new_master;
   NotifyListener notify{dir.path() + "/notify"};
@@ -224,22 +242,56 @@ TEST_F(NotifyTest, RolledBackUpgradeGivesTheServiceBackToTheOldMaster) {
   const pid_t fresh = upgrade(ferry);
   ASSERT_GT(fresh, 0);
 
-  // Roll back: the new master quits; it names the old one as the main process again rather
-  // than telling systemd the service stops.
+  roll_back(ferry, old_master, fresh, port);
+
+  // Again, as the signals table has it: WINCH stops the old master's workers, HUP brings them
+  // back, then the new master is told to QUIT: the old master is the service again.
+  const pid_t second = upgrade(ferry);
+  ASSERT_GT(second, 0);
+  ferry.signal(SIGWINCH);
+  ASSERT_TRUE(eventually([&] {
+    auto kids = ferry.workers();
+    kids.erase(second);
+    return kids.empty();
+  })) << ferry.log();
+  ferry.signal(SIGHUP);
+  ASSERT_TRUE(ferry.wait_for_log("restarting the workers")) << ferry.log();
+  ASSERT_TRUE(eventually([&] { return ferry.workers().size() == 3; })) << ferry.log();
+  roll_back(ferry, old_master, second, port);
+}
+
+// The normal upgrade's end, with a slow client: the old master was told to QUIT and still
+// drains a connection when the new master is stopped. That is the service stopping: the new
+// master says STOPPING=1 and does not name the old master (on its way out) as the main process.
+TEST_F(NotifyTest, NewMasterStoppedWhileTheOldOneDrainsStopsTheService) {
+  const int port = free_port();
+  FerryInstance ferry(config({port}, backend.port()));
+  start(ferry);
+  const pid_t old_master = ferry.master();
+  const int client = connect_to_port(port);  // served by an old worker, kept open
+  ASSERT_TRUE(echo_round_trip(client, "draining"));
+  const pid_t fresh = upgrade(ferry);
+  ASSERT_GT(fresh, 0);
+
+  ferry.signal(SIGQUIT);
+  ASSERT_TRUE(ferry.wait_for_log("graceful stop")) << ferry.log();
+  ASSERT_EQ(::kill(old_master, 0), 0) << "the old master drains the open connection";
+
   const std::size_t mark = notify.history().size();
   ::kill(fresh, SIGQUIT);
-  const auto back = notify.wait_for(
-      [&](const NotifyMessage& m) { return m.has("MAINPID=" + std::to_string(old_master)); });
-  ASSERT_TRUE(back) << ferry.log();
-  EXPECT_EQ(back->sender, fresh);
+  const auto stopping = notify.wait_for("STOPPING=1");
+  ASSERT_TRUE(stopping) << ferry.log();
+  EXPECT_EQ(stopping->sender, fresh);
   EXPECT_TRUE(eventually(
       [&] { return ::kill(fresh, 0) != 0 || children_of(old_master).count(fresh) == 0; }));
   notify.drain();
   for (std::size_t i = mark; i < notify.history().size(); ++i) {
-    EXPECT_FALSE(notify.history()[i].has("STOPPING=1")) << notify.history()[i].text;
+    EXPECT_FALSE(notify.history()[i].has("MAINPID=" + std::to_string(old_master)))
+        << notify.history()[i].text;
   }
-  EXPECT_TRUE(eventually([&] { return pid_in(ferry.pid_file()) == old_master; }));
-  EXPECT_TRUE(echoes(port));
+  EXPECT_TRUE(echo_round_trip(client, "still drained by the old worker"));
+  ::close(client);
+  EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
 }
 
 TEST_F(NotifyTest, WatchdogPingsAtHalfTheIntervalOnlyWhenMeantForThisProcess) {

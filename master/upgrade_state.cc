@@ -1,0 +1,102 @@
+// UpgradeState: the memfd page of a binary upgrade (create, pass across exec, map, read).
+#include "master/upgrade_state.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <new>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+namespace ferry::master {
+namespace {
+
+// One page: the smallest a mapping can be anyway.
+constexpr std::size_t kSize = 4096;
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free,
+              "the word is shared between processes: it must not need a lock");
+
+}  // namespace
+
+const char* to_string(OldMasterState state) noexcept {
+  switch (state) {
+    case OldMasterState::serving: return "serving";
+    case OldMasterState::winched: return "workers stopped (WINCH)";
+    case OldMasterState::stopping: return "stopping";
+    case OldMasterState::unknown: break;
+  }
+  return "unknown";
+}
+
+UpgradeState::~UpgradeState() { release(); }
+
+std::error_code UpgradeState::map(int fd) {
+  void* p = ::mmap(nullptr, kSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    const auto ec = event::last_error();
+    spdlog::error("mmap() of the upgrade state page failed: {}", ec.message());
+    return ec;
+  }
+  word_ = new (p) std::atomic<std::uint32_t>;
+  return {};
+}
+
+std::error_code UpgradeState::create(OldMasterState state) {
+  release();
+  event::UniqueFd fd(::memfd_create("ferry-upgrade-state", MFD_CLOEXEC));
+  if (!fd || ::ftruncate(fd.get(), kSize) == -1) {
+    const auto ec = event::last_error();
+    spdlog::error("cannot make the upgrade state page (memfd_create/ftruncate): {}", ec.message());
+    return ec;
+  }
+  if (auto ec = map(fd.get())) return ec;
+  fd_ = std::move(fd);
+  publish(state);
+  return {};
+}
+
+void UpgradeState::publish(OldMasterState state) noexcept {
+  if (word_ != nullptr) word_->store(static_cast<std::uint32_t>(state), std::memory_order_release);
+}
+
+void UpgradeState::pass_to_exec() const noexcept {
+  if (!fd_) return;
+  if (::fcntl(fd_.get(), F_SETFD, 0) == -1) {
+    spdlog::error("fcntl({}, F_SETFD, 0) for the upgrade state page failed: {}", fd_.get(),
+                  event::last_error().message());
+    return;
+  }
+  ::setenv(kVariable, std::to_string(fd_.get()).c_str(), 1);
+}
+
+bool UpgradeState::adopt() {
+  const char* value = std::getenv(kVariable);
+  if (value == nullptr) return false;
+  const int fd = std::atoi(value);
+  ::unsetenv(kVariable);
+  if (fd < 3) {
+    spdlog::error("{}={} names no usable fd", kVariable, value);
+    return false;
+  }
+  // Only the mapping is needed; the fd would otherwise leak into workers and later binaries.
+  const event::UniqueFd owned(fd);
+  return !map(owned.get());
+}
+
+OldMasterState UpgradeState::peer() const noexcept {
+  if (word_ == nullptr) return OldMasterState::unknown;
+  return static_cast<OldMasterState>(word_->load(std::memory_order_acquire));
+}
+
+void UpgradeState::release() noexcept {
+  if (word_ != nullptr && ::munmap(word_, kSize) == -1) {
+    spdlog::error("munmap() of the upgrade state page failed: {}", event::last_error().message());
+  }
+  word_ = nullptr;
+  fd_.reset();
+}
+
+}  // namespace ferry::master

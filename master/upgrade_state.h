@@ -1,0 +1,56 @@
+// UpgradeState: what the old master of a binary upgrade is doing, in a page it shares with the
+// new master (a memfd passed across exec), so that a new master that stops can tell a rollback
+// (the old master serves again: hand the service back) from an old master that is leaving too.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <system_error>
+
+#include "event/syscall_util.h"
+
+namespace ferry::master {
+
+enum class OldMasterState : std::uint32_t {
+  unknown = 0,   // no page (an older binary started us, or it could not be made)
+  serving = 1,   // workers serve, or are being started again (HUP after WINCH)
+  winched = 2,   // workers stopped by WINCH, the master stays (the operator may HUP it)
+  stopping = 3,  // QUIT or TERM: it drains and exits; it cannot take the service back
+};
+
+const char* to_string(OldMasterState state) noexcept;
+
+class UpgradeState {
+ public:
+  // The environment variable that carries the page's fd to the new binary.
+  static constexpr const char* kVariable = "FERRY_UPGRADE_STATE_FD";
+
+  UpgradeState() = default;
+  ~UpgradeState();
+  UpgradeState(const UpgradeState&) = delete;
+  UpgradeState& operator=(const UpgradeState&) = delete;
+
+  // Old master, before forking the new binary: a fresh page holding `state`.
+  std::error_code create(OldMasterState state);
+  // Old master: what it does now (no-op without a page).
+  void publish(OldMasterState state) noexcept;
+  // In the forked child about to exec: clears FD_CLOEXEC on the page and names it in kVariable.
+  void pass_to_exec() const noexcept;
+  // Old master, once the child is forked: the new binary has its own fd; workers forked later
+  // need none.
+  void drop_fd() noexcept { fd_.reset(); }
+  // New master: maps the page named by kVariable (then unset; the fd is closed once mapped).
+  // Returns whether there was one.
+  bool adopt();
+  // New master: what the old master last published.
+  [[nodiscard]] OldMasterState peer() const noexcept;
+  void release() noexcept;
+
+ private:
+  std::error_code map(int fd);
+
+  event::UniqueFd fd_;  // kept by the old master only, for the next exec
+  std::atomic<std::uint32_t>* word_ = nullptr;
+};
+
+}  // namespace ferry::master
