@@ -32,6 +32,8 @@ struct EventsSettings {
   Msec accept_mutex_delay{500};
   bool multi_accept = false;
   int epoll_events = 512;
+  // Each loop iteration's sends go to the kernel in one io_uring_enter (where available).
+  bool io_uring = true;
 
   bool operator==(const EventsSettings&) const = default;
 };

@@ -298,13 +298,14 @@ void read_log(Reader& r, const Setting& g, LogSettings& out) {
 
 void read_events(Reader& r, const Setting& g, EventsSettings& out) {
   if (!r.is_group(g)) return;
-  r.only(g, {"accept_mutex", "accept_mutex_delay", "multi_accept", "epoll_events"});
+  r.only(g, {"accept_mutex", "accept_mutex_delay", "multi_accept", "epoll_events", "io_uring"});
   if (auto* s = Reader::member(g, "accept_mutex")) assign(out.accept_mutex, r.boolean(*s));
   if (auto* s = Reader::member(g, "accept_mutex_delay")) {
     assign(out.accept_mutex_delay, r.duration(*s, Msec{1}));
   }
   if (auto* s = Reader::member(g, "multi_accept")) assign(out.multi_accept, r.boolean(*s));
   if (auto* s = Reader::member(g, "epoll_events")) assign(out.epoll_events, r.int32(*s, 1, 65536));
+  if (auto* s = Reader::member(g, "io_uring")) assign(out.io_uring, r.boolean(*s));
 }
 
 void read_thread_pool(Reader& r, const Setting& g, ThreadPoolSettings& out) {

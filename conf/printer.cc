@@ -125,6 +125,7 @@ std::string to_text(const Config& cfg) {
   w.set_duration("accept_mutex_delay", cfg.events.accept_mutex_delay);
   w.set("multi_accept", cfg.events.multi_accept);
   w.set("epoll_events", cfg.events.epoll_events);
+  w.set("io_uring", cfg.events.io_uring);
   w.close("};");
 
   w.open("thread_pool = {");

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "event/acceptor.h"
+#include "event/io_batch.h"
 
 namespace ferry::event {
 namespace {
@@ -171,6 +172,13 @@ void EventLoop::process_events_and_timers() {
 
   timers_.expire(now_);
   posted_.run();
+
+  // The iteration's sends go out in one system call; completions post the write events of
+  // their connections, whose handlers may queue more.
+  while (batch_ != nullptr && batch_->pending() > 0) {
+    batch_->flush();
+    posted_.run();
+  }
 }
 
 void EventLoop::run() {

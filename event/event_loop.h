@@ -20,6 +20,7 @@
 namespace ferry::event {
 
 class Acceptor;
+class IoBatch;
 
 enum class EventKind { read, write };
 
@@ -76,12 +77,17 @@ class EventLoop {
   void post_accept(Event& ev) noexcept { posted_accept_.post(ev); }
   static void delete_posted(Event& ev) noexcept { PostedQueue::remove(ev); }
 
+  // Sends queued on `batch` by this iteration's handlers are flushed at its end, and the events
+  // their completions post are run; null: none.
+  void set_batch(IoBatch* batch) noexcept { batch_ = batch; }
+  [[nodiscard]] IoBatch* batch() const noexcept { return batch_; }
+
   // Accepting is driven by the acceptor (accept mutex, accept_disabled); null: none.
   void set_acceptor(Acceptor* acceptor) noexcept { acceptor_ = acceptor; }
   [[nodiscard]] Acceptor* acceptor() const noexcept { return acceptor_; }
 
   // One iteration: wait (bounded by the nearest timer), dispatch or post, run posted accept
-  // events, release the accept mutex, expire timers, run posted events.
+  // events, release the accept mutex, expire timers, run posted events, flush the batch.
   void process_events_and_timers();
   // Iterates until stop() is called from a handler on this loop.
   void run();
@@ -124,6 +130,7 @@ class EventLoop {
   PostedQueue posted_accept_;
   PostedQueue posted_;
   Acceptor* acceptor_ = nullptr;
+  IoBatch* batch_ = nullptr;
   TimePoint now_ = monotonic_now();
   std::thread::id thread_;
   int last_wait_timeout_ = -1;

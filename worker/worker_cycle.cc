@@ -11,6 +11,7 @@
 
 #include "event/acceptor.h"
 #include "event/event_loop.h"
+#include "event/io_batch.h"
 #include "event/notifier.h"
 #include "event/thread_pool.h"
 #include "worker/channel.h"
@@ -34,6 +35,9 @@ class Worker {
     if (loop_.init({.connections = static_cast<std::size_t>(cfg_.worker_connections),
                     .epoll_events = cfg_.events.epoll_events})) {
       return kFatalExit;
+    }
+    if (cfg_.events.io_uring && batch_.init(kBatchEntries, SessionSet::on_batch_done)) {
+      loop_.set_batch(&batch_);
     }
     if (stop_.create(loop_, on_stop_signal, this, true)) return kFatalExit;
     g_stop_notifier.store(&stop_);
@@ -209,7 +213,11 @@ class Worker {
 
   const WorkerSettings& settings_;
   const conf::Config& cfg_;
+  // Sends queued in one iteration: more than this many are flushed early.
+  static constexpr unsigned kBatchEntries = 256;
   event::EventLoop loop_;
+  // Before sessions_: closing sessions cancels their queued sends.
+  event::IoBatch batch_;
   event::Notifier stop_;
   event::Acceptor acceptor_;
   event::Connection* channel_ = nullptr;

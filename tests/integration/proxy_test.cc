@@ -558,23 +558,29 @@ TEST(ProxyTest, ASessionThatKeepsTalkingOutlivesItsIdleTimeout) {
 }
 
 // With splice on, a direction switches to splice after a read fills the buffer and back to
-// buffers after a short one: bursts and single bytes in turn must arrive whole and in order.
+// buffers after a short one: bursts and single bytes in turn must arrive whole and in order,
+// with the buffered sends batched through io_uring and with plain send().
 TEST(ProxyTest, SpliceSwitchingBetweenBurstsAndSmallMessagesKeepsEveryByte) {
-  EchoServer backend;
-  const int port = free_port();
-  FerryInstance ferry(config(1, port, servers({{backend.port(), 1}}), "round_robin",
-                             "buffer_size = \"4k\"; splice = true; access_log = \"off\"; "));
-  ASSERT_TRUE(ferry.start()) << ferry.log();
-  const int fd = connect_to_port(port);
-  ASSERT_GE(fd, 0);
-  std::mt19937_64 rng(7);
-  for (const std::size_t size :
-       {1UL, 65536UL, 3UL, 4096UL, 5UL, 100000UL, 4095UL, 1UL, 8192UL, 2UL}) {
-    std::string text(size, '\0');
-    for (auto& c : text) c = static_cast<char>('a' + rng() % 26);
-    ASSERT_TRUE(echo_round_trip(fd, text)) << "a message of " << size << " bytes came back wrong";
+  for (const bool io_uring : {true, false}) {
+    SCOPED_TRACE(io_uring ? "io_uring on" : "io_uring off");
+    EchoServer backend;
+    const int port = free_port();
+    FerryInstance ferry(std::string("events = { io_uring = ") + (io_uring ? "true" : "false") +
+                        "; };\n" +
+                        config(1, port, servers({{backend.port(), 1}}), "round_robin",
+                               "buffer_size = \"4k\"; splice = true; access_log = \"off\"; "));
+    ASSERT_TRUE(ferry.start()) << ferry.log();
+    const int fd = connect_to_port(port);
+    ASSERT_GE(fd, 0);
+    std::mt19937_64 rng(7);
+    for (const std::size_t size :
+         {1UL, 65536UL, 3UL, 4096UL, 5UL, 100000UL, 4095UL, 1UL, 8192UL, 2UL}) {
+      std::string text(size, '\0');
+      for (auto& c : text) c = static_cast<char>('a' + rng() % 26);
+      ASSERT_TRUE(echo_round_trip(fd, text)) << "a message of " << size << " bytes came back wrong";
+    }
+    ::close(fd);
   }
-  ::close(fd);
 }
 
 // A backend that resets the connection: the client sees a reset too, not a clean close.

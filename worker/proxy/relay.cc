@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "event/connection_io.h"
+#include "event/io_batch.h"
 #include "event/listening.h"
 
 namespace ferry::worker {
@@ -38,6 +39,13 @@ struct Pipe {
   bool splicing = false;
   KernelPipe pipe;
   std::size_t in_pipe = 0;
+  // A send of the buffer queued on the loop's IoBatch: the buffer is the kernel's until the
+  // flush reports `send_result` (bytes or -errno) and sets `sent`.
+  Session* owner = nullptr;
+  event::IoBatch::Handle queued = nullptr;
+  bool sending = false;
+  bool sent = false;
+  int send_result = 0;
 };
 
 // What one step of a pipe did.
@@ -98,6 +106,11 @@ struct Session {
       r.status = status;
       log->write(r);
     }
+    // A send still queued would go out on a closed (or reused) fd from a freed buffer.
+    for (Pipe* p : {&up, &down}) {
+      if (p->sending) event::IoBatch::cancel(p->queued);
+      p->sending = false;
+    }
     if (client != nullptr) loop->close_connection(*client);
     if (upstream != nullptr) loop->close_connection(*upstream);
     client = upstream = nullptr;
@@ -110,6 +123,18 @@ struct Session {
     owner->unlink(*this);
     delete this;
     if (owner->size() == 0 && owner->on_empty != nullptr) owner->on_empty(owner->on_empty_ctx);
+  }
+
+  // What event::send() would have said, from a batched send's result.
+  static event::IoResult sent_result(Connection& to, int result, std::size_t size) noexcept {
+    if (result >= 0) {
+      if (static_cast<std::size_t>(result) < size) to.write.ready = false;
+      return {IoStatus::ok, static_cast<std::size_t>(result)};
+    }
+    to.write.ready = false;
+    if (result == -EAGAIN || result == -EWOULDBLOCK) return {IoStatus::again};
+    if (result != -ECANCELED) to.write.error = true;
+    return {IoStatus::error, 0, -result};
   }
 
   // A reset on one side is passed on as a reset (SO_LINGER 0) on the other.
@@ -142,6 +167,7 @@ struct Session {
   bool pump(Pipe& p) {
     for (;;) {
       if (p.in_pipe > 0 || p.end > p.start) {
+        if (p.sending) return true;
         if (!p.to->write.ready) return true;
         const Step step = p.in_pipe > 0 ? flush_pipe(p) : flush_buffer(p);
         if (step != Step::more) return step == Step::wait;
@@ -175,7 +201,19 @@ struct Session {
   }
 
   Step flush_buffer(Pipe& p) {
-    const auto r = event::send(*p.to, {p.buf.get() + p.start, p.end - p.start});
+    const std::span<const std::byte> data{p.buf.get() + p.start, p.end - p.start};
+    event::IoResult r;
+    if (p.sent) {
+      p.sent = false;
+      r = sent_result(*p.to, p.send_result, data.size());
+      if (r.status == IoStatus::error && r.err == ECANCELED) r = event::send(*p.to, data);
+    } else if (event::IoBatch* batch = loop->batch(); batch != nullptr && batch->enabled()) {
+      p.queued = batch->queue_send(p.to->fd.get(), data, &p);
+      p.sending = true;
+      return Step::wait;
+    } else {
+      r = event::send(*p.to, data);
+    }
     if (r.status == IoStatus::error) {
       reset(p.to, r.err);
       return Step::closed;
@@ -458,6 +496,14 @@ AccessLog* SessionSet::access_log(const conf::Proxy& proxy) {
   return slot.get();
 }
 
+void SessionSet::on_batch_done(void* cookie, int result) {
+  auto& p = *static_cast<Pipe*>(cookie);
+  p.sending = false;
+  p.sent = true;
+  p.send_result = result;
+  p.owner->loop->post(p.to->write);  // its handler runs the session on
+}
+
 void SessionSet::prepare_listening(const event::Listening& ls, const conf::Proxy& proxy) {
   set_socket_options(ls.fd.get(), proxy, true);
 }
@@ -475,6 +521,7 @@ void SessionSet::start(EventLoop& loop, Connection& client, const conf::Proxy& p
   s->up.from = &client;
   s->down.to = &client;
   s->up.splice_ok = s->down.splice_ok = proxy.splice;
+  s->up.owner = s->down.owner = s;
   link(*s);
 
   client.data = s;

@@ -1,0 +1,102 @@
+// IoBatch: liburing setup, queueing with MSG_DONTWAIT, one submit-and-wait per flush.
+#include "event/io_batch.h"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <system_error>
+
+#include <spdlog/spdlog.h>
+
+namespace ferry::event {
+
+namespace {
+std::string error_text(int negative_errno) {
+  return std::system_category().message(-negative_errno);
+}
+}  // namespace
+
+IoBatch::~IoBatch() {
+  if (enabled_) ::io_uring_queue_exit(&ring_);
+}
+
+bool IoBatch::init(unsigned entries, Completion done) {
+  done_ = done;
+  // SUBMIT_ALL: an entry that fails at submission does not hold back the rest of the batch.
+  int rc = ::io_uring_queue_init(entries, &ring_, IORING_SETUP_SUBMIT_ALL);
+  if (rc == -EINVAL) rc = ::io_uring_queue_init(entries, &ring_, 0);  // before Linux 5.18
+  if (rc < 0) {
+    spdlog::warn("io_uring_queue_init() failed: {}; sending with send()", error_text(rc));
+    return false;
+  }
+  queued_.reserve(entries);
+  enabled_ = true;
+  return true;
+}
+
+IoBatch::Handle IoBatch::queue_send(int fd, std::span<const std::byte> data, void* cookie) {
+  io_uring_sqe* sqe = ::io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) {
+    flush();
+    sqe = ::io_uring_get_sqe(&ring_);
+  }
+  ::io_uring_prep_send(sqe, fd, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  ::io_uring_sqe_set_data(sqe, cookie);
+  queued_.push_back(cookie);
+  return sqe;
+}
+
+void IoBatch::cancel(Handle h) noexcept {
+  ::io_uring_prep_nop(h);
+  ::io_uring_sqe_set_data(h, nullptr);
+}
+
+void IoBatch::flush() {
+  const auto n = static_cast<unsigned>(queued_.size());
+  if (n == 0) return;
+  int rc;
+  do {
+    rc = ::io_uring_submit_and_wait(&ring_, n);
+  } while (rc == -EINTR);
+  ++submits_;
+  if (rc < 0) {
+    // The entries were not taken: stop batching (the ring goes with the object) and let each
+    // caller send by itself.
+    spdlog::error("io_uring_submit_and_wait() failed: {}; sending with send() from now on",
+                  error_text(rc));
+    enabled_ = false;
+    ::io_uring_queue_exit(&ring_);
+    std::vector<void*> cookies;
+    cookies.swap(queued_);
+    for (void* cookie : cookies) {
+      if (cookie != nullptr) done_(cookie, -ECANCELED);
+    }
+    return;
+  }
+  queued_.clear();
+  // Collect a pass of completions, then report them: a report may lead to the next send of
+  // its connection, which must not find the ring half-advanced.
+  while (::io_uring_cq_ready(&ring_) > 0) {
+    constexpr unsigned kPass = 256;
+    void* cookies[kPass];
+    int results[kPass];
+    unsigned count = 0;
+    unsigned seen = 0;
+    io_uring_cqe* cqe = nullptr;
+    unsigned head = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      if (count == kPass) break;
+      ++seen;
+      void* cookie = ::io_uring_cqe_get_data(cqe);
+      if (cookie == nullptr) continue;  // a cancelled send
+      cookies[count] = cookie;
+      results[count] = cqe->res;
+      ++count;
+    }
+    ::io_uring_cq_advance(&ring_, seen);
+    sends_ += count;
+    for (unsigned i = 0; i < count; ++i) done_(cookies[i], results[i]);
+  }
+}
+
+}  // namespace ferry::event
