@@ -592,10 +592,12 @@ class Master {
 
   void stop(bool graceful) {
     if (stopping_ && graceful) return;
+    // First, before anything is logged: a new master of our upgrade stopping from now on must
+    // not hand the service back to us (and a log line is how tests see that we stop).
+    own_state_.publish(OldMasterState::stopping);
     spdlog::info("{}: {} stop", graceful ? "SIGQUIT" : "SIGTERM", graceful ? "graceful" : "fast");
     if (!stopping_) notify_stopping();
     stopping_ = true;
-    own_state_.publish(OldMasterState::stopping);
     for (auto& w : workers_) {
       tell(w, graceful ? worker::Command::quit : worker::Command::terminate);
     }

@@ -124,6 +124,11 @@ class NotifyTest : public ::testing::Test {
     EXPECT_EQ(back->sender, fresh);
     EXPECT_TRUE(eventually(
         [&] { return ::kill(fresh, 0) != 0 || children_of(old_master).count(fresh) == 0; }));
+    // Once it has reaped the new master, the old one says so itself (before a next upgrade
+    // could be told from it).
+    EXPECT_TRUE(notify.wait_for([&](const NotifyMessage& m) {
+      return m.sender == old_master && m.has("MAINPID=" + std::to_string(old_master));
+    })) << ferry.log();
     notify.drain();
     for (std::size_t i = mark; i < notify.history().size(); ++i) {
       EXPECT_FALSE(notify.history()[i].has("STOPPING=1")) << notify.history()[i].text;
@@ -280,6 +285,7 @@ TEST_F(NotifyTest, NewMasterStoppedWhileTheOldOneDrainsStopsTheService) {
   const std::size_t mark = notify.history().size();
   ::kill(fresh, SIGQUIT);
   const auto stopping = notify.wait_for("STOPPING=1");
+  ferry.drain_log();  // both masters' lines, for a failure's message
   ASSERT_TRUE(stopping) << ferry.log();
   EXPECT_EQ(stopping->sender, fresh);
   EXPECT_TRUE(eventually(
