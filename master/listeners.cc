@@ -2,6 +2,7 @@
 #include "master/listeners.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <systemd/sd-daemon.h>
@@ -23,7 +24,23 @@ struct Wanted {
   int clone;
 };
 
+bool is_ipv4_any(const event::SocketAddress& address) {
+  if (address.family() != AF_INET) return false;
+  return reinterpret_cast<const sockaddr_in*>(address.get())->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+bool is_ipv6_any(const event::SocketAddress& address) {
+  if (address.family() != AF_INET6) return false;
+  const in6_addr& a = reinterpret_cast<const sockaddr_in6*>(address.get())->sin6_addr;
+  return IN6_IS_ADDR_UNSPECIFIED(&a);
+}
+
 }  // namespace
+
+bool ListenerSet::Entry::serves(const event::SocketAddress& address) const noexcept {
+  if (ls->address == address) return true;
+  return activated && dual_stack && is_ipv4_any(address) && address.port() == ls->address.port();
+}
 
 std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::string& why) {
   // What is open now: the configured sockets, and systemd's sockets that were not (a reload may
@@ -36,7 +53,7 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
   for (Entry& e : spare_) open.push_back(&e);
   auto from_systemd = [&](const event::SocketAddress& address) {
     return std::any_of(open.begin(), open.end(),
-                       [&](const Entry* e) { return e->activated && e->ls->address == address; });
+                       [&](const Entry* e) { return e->activated && e->serves(address); });
   };
 
   std::vector<Wanted> wanted;
@@ -74,7 +91,7 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
     Plan p{&w, -1, nullptr};
     for (std::size_t i = 0; i < open.size(); ++i) {
       const Entry& e = *open[i];
-      if (kept[i] || e.ls->address != w.address) continue;
+      if (kept[i] || !e.serves(w.address)) continue;
       if (e.activated || (e.ls->reuseport == w.proxy->reuseport && e.clone == w.clone)) {
         kept[i] = true;
         p.reuse = static_cast<int>(i);
@@ -82,6 +99,23 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
       }
     }
     if (p.reuse < 0) {
+      // "*:P" and "[::]:P" both served by one dual-stack socket from systemd: it is taken once.
+      const auto shared = std::find_if(plan.begin(), plan.end(), [&](const Plan& q) {
+        return q.reuse >= 0 && open[static_cast<std::size_t>(q.reuse)]->activated &&
+               open[static_cast<std::size_t>(q.reuse)]->serves(w.address);
+      });
+      if (shared != plan.end()) {
+        const Entry& e = *open[static_cast<std::size_t>(shared->reuse)];
+        if (shared->want->proxy == w.proxy) {
+          spdlog::info("proxy \"{}\": {} is served by systemd's dual-stack socket {}",
+                       w.proxy->name, w.address.to_string(), e.ls->address.to_string());
+          continue;
+        }
+        why = "proxy \"" + w.proxy->name + "\": cannot listen on " + w.address.to_string() +
+              ": systemd's dual-stack socket " + e.ls->address.to_string() +
+              " takes it and serves proxy \"" + shared->want->proxy->name + "\"";
+        return event::errno_code(EADDRINUSE);
+      }
       p.fresh = std::make_unique<event::Listening>();
       p.fresh->address = w.address;
       p.fresh->backlog = w.proxy->backlog;
@@ -171,14 +205,26 @@ void ListenerSet::adopt(std::unique_ptr<event::Listening> ls, bool activated, co
     return;
   }
   ls->reuseport = on != 0;
+  int v6only = 1;
+  len = sizeof v6only;
+  if (is_ipv6_any(ls->address) &&
+      ::getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, &len) == -1) {
+    spdlog::error("getsockopt(IPV6_V6ONLY) on {} fd {} failed: {}", origin, fd,
+                  event::last_error().message());
+    v6only = 1;  // taken as IPv6 only: "*:P" is then opened by ferry, as without systemd
+  }
+  const bool dual_stack = activated && is_ipv6_any(ls->address) && v6only == 0;
   int clone = 0;
   for (const Entry& e : entries_) {
     if (!e.activated && e.ls->reuseport && e.ls->address == ls->address) {
       clone = std::max(clone, e.clone + 1);
     }
   }
-  spdlog::info("{} listening socket {} (fd {})", origin, ls->address.to_string(), fd);
-  entries_.push_back({std::move(ls), activated ? "(systemd)" : "(inherited)", clone, activated});
+  spdlog::info(
+      "{} listening socket {} (fd {}){}", origin, ls->address.to_string(), fd,
+      dual_stack ? ", dual-stack: it also serves *:" + std::to_string(ls->address.port()) : "");
+  entries_.push_back(
+      {std::move(ls), activated ? "(systemd)" : "(inherited)", clone, activated, dual_stack});
 }
 
 bool ListenerSet::adopt_inherited() {

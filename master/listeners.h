@@ -3,7 +3,8 @@
 // addresses are opened; removed ones are closed once the new workers serve. With reuseport an
 // address has one clone per worker, and clones are never closed while the address stays: when
 // there are fewer workers than clones, each worker serves several. Sockets passed by systemd
-// (socket activation) serve the address they are bound to and are never closed by a reload.
+// (socket activation) serve the address they are bound to and are never closed by a reload; a
+// dual-stack one ([::]:P, IPV6_V6ONLY off) also serves the IPv4 wildcard "*:P".
 #pragma once
 
 #include <memory>
@@ -49,6 +50,10 @@ class ListenerSet {
     std::string proxy;       // name of the proxy it serves
     int clone = 0;           // index among the reuseport clones of its address
     bool activated = false;  // passed by systemd: one per address, shared, never closed
+    // systemd's [::]:P with IPV6_V6ONLY off (what `ListenStream=P` makes): it takes IPv4
+    // clients too, so it also serves "*:P" (= "0.0.0.0:P"), which could not be bound beside it.
+    bool dual_stack = false;
+    [[nodiscard]] bool serves(const event::SocketAddress& address) const noexcept;
   };
   void adopt(std::unique_ptr<event::Listening> ls, bool activated, const char* origin);
 

@@ -1,6 +1,7 @@
 // ferry under systemd's protocols, with real peers: a datagram NOTIFY_SOCKET listener in the
 // test (READY, RELOADING/READY around reloads, STATUS, STOPPING, WATCHDOG, MAINPID after an
 // upgrade), systemd-socket-activate passing a listening socket, and a journal-style stderr.
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -33,15 +34,21 @@ std::string listen_list(const std::vector<int>& ports) {
   return "[ " + out + " ]";
 }
 
-std::string config(const std::vector<int>& ports, int backend, int workers = 2,
-                   const std::string& proxy_extra = "") {
+// `listen` is the proxy's listen array as written in the file.
+std::string config_listening(const std::string& listen, int backend, int workers = 2,
+                             const std::string& proxy_extra = "") {
   return "worker_processes = " + std::to_string(workers) +
          ";\n"
          "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:" +
          std::to_string(backend) +
          "\"; } ); } );\n"
          "proxies = ( { name = \"web\"; listen = " +
-         listen_list(ports) + "; upstream = \"app\"; " + proxy_extra + "} );\n";
+         listen + "; upstream = \"app\"; " + proxy_extra + "} );\n";
+}
+
+std::string config(const std::vector<int>& ports, int backend, int workers = 2,
+                   const std::string& proxy_extra = "") {
+  return config_listening(listen_list(ports), backend, workers, proxy_extra);
 }
 
 // A configuration with a misspelled setting on line 3 of the file (FerryInstance writes
@@ -491,8 +498,11 @@ bool epoll_watches(pid_t pid, const std::string& link) {
 // systemd-socket-activate starts ferry when the first client connects: that client must be
 // served. Launches ferry and waits until it serves, returning whether the first client got
 // its echo.
-bool activate(FerryInstance& ferry, int port) {
-  ferry.set_launcher({"systemd-socket-activate", "-l", "127.0.0.1:" + std::to_string(port)});
+// `listen` is systemd-socket-activate's -l: 127.0.0.1:PORT unless given (a bare PORT is what
+// ListenStream=PORT makes: [::]:PORT, dual-stack).
+bool activate(FerryInstance& ferry, int port, const std::string& listen = "") {
+  ferry.set_launcher({"systemd-socket-activate", "-l",
+                      listen.empty() ? "127.0.0.1:" + std::to_string(port) : listen});
   std::atomic<bool> first_served{false};
   std::thread first([&] {
     int fd = -1;
@@ -554,6 +564,59 @@ TEST(SocketActivationTest, ReuseportProxyServesThePassedSocketFromEveryWorker) {
   ASSERT_EQ(workers.size(), 2u);
   const std::string passed = socket_inode(ferry.master(), 3);
   for (pid_t w : workers) EXPECT_TRUE(epoll_watches(w, passed)) << "worker " << w;
+}
+
+bool echoes_over_ipv6(int port) {
+  const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in6 sin6{};
+  sin6.sin6_family = AF_INET6;
+  sin6.sin6_port = htons(static_cast<std::uint16_t>(port));
+  sin6.sin6_addr = in6addr_loopback;
+  const bool ok = fd >= 0 &&
+                  ::connect(fd, reinterpret_cast<const sockaddr*>(&sin6), sizeof sin6) == 0 &&
+                  echo_round_trip(fd, "ping over ::1");
+  if (fd >= 0) ::close(fd);
+  return ok;
+}
+
+// `ListenStream=PORT` passes one socket, [::]:PORT with IPV6_V6ONLY off, that takes IPv4
+// clients too: it serves "*:PORT" (which ferry could not bind beside it), and "[::]:PORT" named
+// as well in the same proxy is the same socket, across reloads.
+TEST(SocketActivationTest, DualStackSocketServesTheWildcardAddresses) {
+  EchoServer backend;
+  const int port = free_port();
+  const std::string p = std::to_string(port);
+  FerryInstance ferry(config_listening("[ \"*:" + p + "\" ]", backend.port()));
+  ASSERT_TRUE(activate(ferry, port, p)) << ferry.log();
+  EXPECT_NE(ferry.log().find("systemd passed listening socket [::]:" + p + " (fd 3), dual-stack"),
+            std::string::npos)
+      << ferry.log();
+  const std::string inode = socket_inode(ferry.master(), 3);
+  ASSERT_EQ(inode.rfind("socket:", 0), 0u) << inode;
+  EXPECT_TRUE(echoes(port));
+  EXPECT_TRUE(echoes_over_ipv6(port));
+
+  for (const std::string& listen : {"[ \"*:" + p + "\", \"[::]:" + p + "\" ]",
+                                    "[ \"[::]:" + p + "\", \"0.0.0.0:" + p + "\" ]"}) {
+    ferry.rewrite(config_listening(listen, backend.port()));
+    const Finished reload = ferry.command("reload");
+    ASSERT_EQ(reload.exit_code, 0) << listen << "\n" << reload.err << ferry.log();
+    EXPECT_EQ(socket_inode(ferry.master(), 3), inode);
+    EXPECT_TRUE(echoes(port)) << listen;
+    EXPECT_TRUE(echoes_over_ipv6(port)) << listen;
+  }
+  EXPECT_EQ(ferry.log().find("kept open, unused"), std::string::npos) << ferry.log();
+
+  // One socket cannot serve two proxies: the reload is rejected, naming both.
+  std::string two = config_listening("[ \"*:" + p + "\" ]", backend.port());
+  two.insert(two.rfind(" );"),
+             ", { name = \"v6\"; listen = \"[::]:" + p + "\"; upstream = \"app\"; }");
+  ferry.rewrite(two);
+  const Finished shared = ferry.command("reload");
+  EXPECT_EQ(shared.exit_code, 1);
+  EXPECT_NE(shared.err.find("serves proxy \"web\""), std::string::npos)
+      << shared.err << ferry.log();
+  EXPECT_TRUE(echoes_over_ipv6(port));
 }
 
 TEST(JournalTest, LinesCarryTheirPriorityWhenStderrIsTheJournal) {
