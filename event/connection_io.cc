@@ -7,15 +7,11 @@
 
 namespace ferry::event {
 
-IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept {
-  // recv() of 0 bytes returns 0, which would read as EOF on a live connection.
-  if (buffer.empty()) return {IoStatus::ok, 0};
-  const ssize_t n =
-      retry_eintr([&] { return ::recv(c.fd.get(), buffer.data(), buffer.size(), 0); });
-  if (n > 0) {
+IoResult recv_done(Connection& c, long result, std::size_t size) noexcept {
+  if (result > 0) {
     // A short read drained the socket: under EPOLLET the next arrival reports again, so the
     // recv() that would only say EAGAIN is saved (nginx's rule).
-    if (static_cast<std::size_t>(n) < buffer.size()) {
+    if (static_cast<std::size_t>(result) < size) {
       if (c.read.pending_eof) {
         // After EPOLLRDHUP a short read took every byte before the FIN: the EOF is known
         // without the recv() that would return 0 (HAProxy's rule).
@@ -23,32 +19,43 @@ IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept {
       }
       c.read.ready = false;
     }
-    return {IoStatus::ok, static_cast<std::size_t>(n)};
+    return {IoStatus::ok, static_cast<std::size_t>(result)};
   }
-  if (n == 0) {
-    c.read.ready = false;
+  c.read.ready = false;
+  if (result == 0) {
     c.read.eof = true;
     return {IoStatus::eof};
   }
-  const int err = errno;
-  c.read.ready = false;
+  const int err = static_cast<int>(-result);
   if (err == EAGAIN || err == EWOULDBLOCK) return {IoStatus::again};
   c.read.error = true;
   return {IoStatus::error, 0, err};
 }
 
-IoResult send(Connection& c, std::span<const std::byte> data) noexcept {
-  const ssize_t n =
-      retry_eintr([&] { return ::send(c.fd.get(), data.data(), data.size(), MSG_NOSIGNAL); });
-  if (n >= 0) {
-    if (static_cast<std::size_t>(n) < data.size()) c.write.ready = false;
-    return {IoStatus::ok, static_cast<std::size_t>(n)};
+IoResult send_done(Connection& c, long result, std::size_t size) noexcept {
+  if (result >= 0) {
+    if (static_cast<std::size_t>(result) < size) c.write.ready = false;
+    return {IoStatus::ok, static_cast<std::size_t>(result)};
   }
-  const int err = errno;
   c.write.ready = false;
+  const int err = static_cast<int>(-result);
   if (err == EAGAIN || err == EWOULDBLOCK) return {IoStatus::again};
   c.write.error = true;
   return {IoStatus::error, 0, err};
+}
+
+IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept {
+  // recv() of 0 bytes returns 0, which would read as EOF on a live connection.
+  if (buffer.empty()) return {IoStatus::ok, 0};
+  const ssize_t n =
+      retry_eintr([&] { return ::recv(c.fd.get(), buffer.data(), buffer.size(), 0); });
+  return recv_done(c, n >= 0 ? n : -errno, buffer.size());
+}
+
+IoResult send(Connection& c, std::span<const std::byte> data) noexcept {
+  const ssize_t n =
+      retry_eintr([&] { return ::send(c.fd.get(), data.data(), data.size(), MSG_NOSIGNAL); });
+  return send_done(c, n >= 0 ? n : -errno, data.size());
 }
 
 }  // namespace ferry::event

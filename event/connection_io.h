@@ -25,4 +25,9 @@ IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept;
 // send(): ok with bytes (a short write clears write.ready); again clears write.ready.
 IoResult send(Connection& c, std::span<const std::byte> data) noexcept;
 
+// The same rules applied to a result obtained elsewhere (an io_uring completion): `result` is
+// the byte count or -errno of a recv/send of `size` bytes on `c`.
+IoResult recv_done(Connection& c, long result, std::size_t size) noexcept;
+IoResult send_done(Connection& c, long result, std::size_t size) noexcept;
+
 }  // namespace ferry::event

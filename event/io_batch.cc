@@ -35,14 +35,30 @@ bool IoBatch::init(unsigned entries, Completion done) {
 }
 
 IoBatch::Handle IoBatch::queue_send(int fd, std::span<const std::byte> data, void* cookie) {
-  io_uring_sqe* sqe = ::io_uring_get_sqe(&ring_);
-  if (sqe == nullptr) {
-    flush();
-    sqe = ::io_uring_get_sqe(&ring_);
-  }
+  io_uring_sqe* sqe = next_sqe();
+  if (sqe == nullptr) return nullptr;
   ::io_uring_prep_send(sqe, fd, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   ::io_uring_sqe_set_data(sqe, cookie);
   queued_.push_back(cookie);
+  return sqe;
+}
+
+IoBatch::Handle IoBatch::queue_recv(int fd, std::span<std::byte> buffer, void* cookie) {
+  io_uring_sqe* sqe = next_sqe();
+  if (sqe == nullptr) return nullptr;
+  ::io_uring_prep_recv(sqe, fd, buffer.data(), buffer.size(), MSG_DONTWAIT);
+  ::io_uring_sqe_set_data(sqe, cookie);
+  queued_.push_back(cookie);
+  return sqe;
+}
+
+io_uring_sqe* IoBatch::next_sqe() {
+  io_uring_sqe* sqe = ::io_uring_get_sqe(&ring_);
+  if (sqe == nullptr) {
+    flush();
+    if (!enabled_) return nullptr;  // the flush failed and took the ring down
+    sqe = ::io_uring_get_sqe(&ring_);
+  }
   return sqe;
 }
 
@@ -94,7 +110,7 @@ void IoBatch::flush() {
       ++count;
     }
     ::io_uring_cq_advance(&ring_, seen);
-    sends_ += count;
+    completed_ += count;
     for (unsigned i = 0; i < count; ++i) done_(cookies[i], results[i]);
   }
 }

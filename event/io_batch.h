@@ -1,7 +1,8 @@
-// IoBatch: the sends of one loop iteration handed to the kernel together, in one
-// io_uring_enter (liburing) instead of one send() each. Each carries MSG_DONTWAIT, so it
-// completes inline with send()'s result (-EAGAIN on a full socket): the batch only saves the
-// per-call cost, which on a virtual machine (~1 µs here) is a large share of a small send.
+// IoBatch: the recvs and sends of one loop iteration handed to the kernel together, in one
+// io_uring_enter (liburing) instead of one system call each. Each carries MSG_DONTWAIT, so it
+// completes inline with recv()'s or send()'s result (-EAGAIN when it would block): the batch
+// only saves the per-call cost, which on a virtual machine (~1 µs here) is a large share of a
+// small message's.
 #pragma once
 
 #include <liburing.h>
@@ -14,9 +15,9 @@ namespace ferry::event {
 
 class IoBatch {
  public:
-  // Called at flush for every queued send that was not cancelled: the cookie given to
+  // Called at flush for every queued operation that was not cancelled: the cookie given to
   // queue_send() and send()'s result (bytes, or -errno; -ECANCELED when the batch could not be
-  // submitted, and the caller should send by itself).
+  // submitted, and the caller should make the call by itself).
   using Completion = void (*)(void* cookie, int result);
   // A queued send, until flush(): what cancel() takes.
   using Handle = io_uring_sqe*;
@@ -32,8 +33,12 @@ class IoBatch {
   [[nodiscard]] bool enabled() const noexcept { return enabled_; }
 
   // Queues a send of `data` on `fd`; `data` must stay valid and `fd` open until flush() or
-  // cancel(). A full ring is flushed first (completions run from here then).
+  // cancel(). A full ring is flushed first (completions run from here then). Null: not
+  // queued (the batch stopped after a failed submit): make the call directly.
   Handle queue_send(int fd, std::span<const std::byte> data, void* cookie);
+  // Queues a recv into `buffer` on `fd` (MSG_DONTWAIT too: -EAGAIN on an empty socket); the
+  // same rules as queue_send().
+  Handle queue_recv(int fd, std::span<std::byte> buffer, void* cookie);
   // Turns a queued send into a no-op without a completion: for a connection closing before
   // the flush. Only valid between queue_send() and flush().
   static void cancel(Handle h) noexcept;
@@ -45,14 +50,17 @@ class IoBatch {
 
   // Counters for tests and benchmarks.
   [[nodiscard]] std::size_t submits() const noexcept { return submits_; }
-  [[nodiscard]] std::size_t sends() const noexcept { return sends_; }
+  [[nodiscard]] std::size_t completed() const noexcept { return completed_; }
 
  private:
+  // A free entry, flushing a full ring first.
+  io_uring_sqe* next_sqe();
+
   io_uring ring_{};
   Completion done_ = nullptr;
   std::vector<void*> queued_;  // cookies in queue order, to report failure without the CQEs
   std::size_t submits_ = 0;
-  std::size_t sends_ = 0;
+  std::size_t completed_ = 0;
   bool enabled_ = false;
 };
 

@@ -39,13 +39,15 @@ struct Pipe {
   bool splicing = false;
   KernelPipe pipe;
   std::size_t in_pipe = 0;
-  // A send of the buffer queued on the loop's IoBatch: the buffer is the kernel's until the
-  // flush reports `send_result` (bytes or -errno) and sets `sent`.
+  // A recv into or a send from the buffer queued on the loop's IoBatch (never both: a pipe
+  // reads only when its buffer is empty): the buffer is the kernel's until the flush reports
+  // `result` (bytes or -errno) and sets `done`.
+  enum class Op : std::uint8_t { none, recv, send };
   Session* owner = nullptr;
   event::IoBatch::Handle queued = nullptr;
-  bool sending = false;
-  bool sent = false;
-  int send_result = 0;
+  Op in_flight = Op::none;
+  Op done = Op::none;
+  int result = 0;
 };
 
 // What one step of a pipe did.
@@ -108,8 +110,8 @@ struct Session {
     }
     // A send still queued would go out on a closed (or reused) fd from a freed buffer.
     for (Pipe* p : {&up, &down}) {
-      if (p->sending) event::IoBatch::cancel(p->queued);
-      p->sending = false;
+      if (p->in_flight != Pipe::Op::none) event::IoBatch::cancel(p->queued);
+      p->in_flight = Pipe::Op::none;
     }
     if (client != nullptr) loop->close_connection(*client);
     if (upstream != nullptr) loop->close_connection(*upstream);
@@ -123,18 +125,6 @@ struct Session {
     owner->unlink(*this);
     delete this;
     if (owner->size() == 0 && owner->on_empty != nullptr) owner->on_empty(owner->on_empty_ctx);
-  }
-
-  // What event::send() would have said, from a batched send's result.
-  static event::IoResult sent_result(Connection& to, int result, std::size_t size) noexcept {
-    if (result >= 0) {
-      if (static_cast<std::size_t>(result) < size) to.write.ready = false;
-      return {IoStatus::ok, static_cast<std::size_t>(result)};
-    }
-    to.write.ready = false;
-    if (result == -EAGAIN || result == -EWOULDBLOCK) return {IoStatus::again};
-    if (result != -ECANCELED) to.write.error = true;
-    return {IoStatus::error, 0, -result};
   }
 
   // A reset on one side is passed on as a reset (SO_LINGER 0) on the other.
@@ -166,8 +156,8 @@ struct Session {
   // Moves what it can through one direction; false when the session had to be closed.
   bool pump(Pipe& p) {
     for (;;) {
+      if (p.in_flight != Pipe::Op::none) return true;
       if (p.in_pipe > 0 || p.end > p.start) {
-        if (p.sending) return true;
         if (!p.to->write.ready) return true;
         const Step step = p.in_pipe > 0 ? flush_pipe(p) : flush_buffer(p);
         if (step != Step::more) return step == Step::wait;
@@ -183,10 +173,28 @@ struct Session {
     }
   }
 
+  // An IoBatch for this pipe's next call, if the loop has one.
+  event::IoBatch* batch() const noexcept {
+    event::IoBatch* b = loop->batch();
+    return b != nullptr && b->enabled() ? b : nullptr;
+  }
+
   Step fill_buffer(Pipe& p) {
     const std::size_t size = proxy->buffer_size;
     if (!p.buf) p.buf = set->buffers_.take(size);
-    const auto r = event::recv(*p.from, {p.buf.get(), size});
+    const std::span<std::byte> space{p.buf.get(), size};
+    event::IoResult r;
+    if (p.done == Pipe::Op::recv) {
+      p.done = Pipe::Op::none;
+      r = event::recv_done(*p.from, p.result, size);
+      if (r.status == IoStatus::error && r.err == ECANCELED) r = event::recv(*p.from, space);
+    } else if (event::IoBatch* b = batch();
+               b != nullptr && (p.queued = b->queue_recv(p.from->fd.get(), space, &p))) {
+      p.in_flight = Pipe::Op::recv;
+      return Step::wait;
+    } else {
+      r = event::recv(*p.from, space);
+    }
     if (r.status == IoStatus::error) {
       reset(p.from, r.err);
       return Step::closed;
@@ -203,13 +211,13 @@ struct Session {
   Step flush_buffer(Pipe& p) {
     const std::span<const std::byte> data{p.buf.get() + p.start, p.end - p.start};
     event::IoResult r;
-    if (p.sent) {
-      p.sent = false;
-      r = sent_result(*p.to, p.send_result, data.size());
+    if (p.done == Pipe::Op::send) {
+      p.done = Pipe::Op::none;
+      r = event::send_done(*p.to, p.result, data.size());
       if (r.status == IoStatus::error && r.err == ECANCELED) r = event::send(*p.to, data);
-    } else if (event::IoBatch* batch = loop->batch(); batch != nullptr && batch->enabled()) {
-      p.queued = batch->queue_send(p.to->fd.get(), data, &p);
-      p.sending = true;
+    } else if (event::IoBatch* b = batch();
+               b != nullptr && (p.queued = b->queue_send(p.to->fd.get(), data, &p))) {
+      p.in_flight = Pipe::Op::send;
       return Step::wait;
     } else {
       r = event::send(*p.to, data);
@@ -498,10 +506,11 @@ AccessLog* SessionSet::access_log(const conf::Proxy& proxy) {
 
 void SessionSet::on_batch_done(void* cookie, int result) {
   auto& p = *static_cast<Pipe*>(cookie);
-  p.sending = false;
-  p.sent = true;
-  p.send_result = result;
-  p.owner->loop->post(p.to->write);  // its handler runs the session on
+  p.done = p.in_flight;
+  p.in_flight = Pipe::Op::none;
+  p.result = result;
+  // Either handler runs the session on.
+  p.owner->loop->post(p.done == Pipe::Op::recv ? p.from->read : p.to->write);
 }
 
 void SessionSet::prepare_listening(const event::Listening& ls, const conf::Proxy& proxy) {

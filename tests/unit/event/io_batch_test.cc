@@ -1,5 +1,5 @@
-// IoBatch: one submit for many sends, results as send() gives them, cancelled sends that never
-// reach the wire, a full socket answered with -EAGAIN at once, and the loop's flush.
+// IoBatch: one submit for many sends and recvs, results as send()/recv() give them, cancelled
+// sends that never reach the wire, -EAGAIN at once where a call would block, the loop's flush.
 #include "event/io_batch.h"
 
 #include <gtest/gtest.h>
@@ -104,6 +104,37 @@ TEST_F(IoBatchTest, MoreSendsThanTheRingHoldsAreFlushedAsTheyCome) {
   EXPECT_EQ(g_done.size(), 20U);
   EXPECT_GE(batch_.submits(), 3U) << "an 8-entry ring takes 20 sends in at least 3 submits";
   for (auto& p : pairs) EXPECT_EQ(drain(p.second.get()), text);
+}
+
+TEST_F(IoBatchTest, RecvsReturnDataEagainOrEofAsRecvWould) {
+  auto [a, b] = test::socket_pair();  // data waiting
+  auto [c, d] = test::socket_pair();  // nothing yet
+  auto [e, f] = test::socket_pair();  // peer gone
+  ASSERT_EQ(::send(a.get(), "hello", 5, 0), 5);
+  c.reset();
+  std::byte bufs[3][64];
+  batch_.queue_recv(b.get(), bufs[0], &a);
+  batch_.queue_recv(d.get(), bufs[1], &b);
+  batch_.queue_recv(f.get(), bufs[2], &c);
+  e.reset();
+  batch_.flush();
+  ASSERT_EQ(g_done.size(), 3U);
+  EXPECT_EQ(batch_.submits(), 1U);
+  EXPECT_EQ(g_done[0].result, 5);
+  EXPECT_EQ(std::memcmp(bufs[0], "hello", 5), 0);
+  EXPECT_EQ(g_done[1].result, 0) << "the peer of d was closed: EOF";
+  EXPECT_EQ(g_done[2].result, 0) << "the peer of f was closed: EOF";
+}
+
+TEST_F(IoBatchTest, ARecvOnAnEmptySocketAnswersEagainWithoutWaiting) {
+  auto [a, b] = test::socket_pair();
+  std::byte buf[64];
+  batch_.queue_recv(b.get(), buf, &a);
+  const auto start = std::chrono::steady_clock::now();
+  batch_.flush();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+  ASSERT_EQ(g_done.size(), 1U);
+  EXPECT_EQ(g_done[0].result, -EAGAIN);
 }
 
 // The loop flushes what its handlers queued before it waits again.
