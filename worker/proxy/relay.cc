@@ -157,8 +157,9 @@ struct Session {
   bool pump(Pipe& p) {
     for (;;) {
       if (p.in_flight != Pipe::Op::none) return true;
+      // A finished batched call is taken whatever the flags say: its bytes are already moved.
       if (p.in_pipe > 0 || p.end > p.start) {
-        if (!p.to->write.ready) return true;
+        if (!p.to->write.ready && p.done != Pipe::Op::send) return true;
         const Step step = p.in_pipe > 0 ? flush_pipe(p) : flush_buffer(p);
         if (step != Step::more) return step == Step::wait;
         continue;
@@ -167,8 +168,8 @@ struct Session {
         pass_fin(p);
         return true;
       }
-      if (!p.from->read.ready) return true;
-      const Step step = p.splicing ? fill_pipe(p) : fill_buffer(p);
+      if (!p.from->read.ready && p.done != Pipe::Op::recv) return true;
+      const Step step = p.splicing && p.done == Pipe::Op::none ? fill_pipe(p) : fill_buffer(p);
       if (step != Step::more) return step == Step::wait;
     }
   }
