@@ -135,7 +135,12 @@ void EventLoop::close_connection(Connection& c) noexcept {
   PostedQueue::remove(c.read);
   PostedQueue::remove(c.write);
   (void)del_connection(c, true);
-  pool_->free(c);  // closes the fd
+  // With a batch the close() joins the iteration's other calls; the fd stays open (so its
+  // number is not reused) until the flush, before the next epoll_wait.
+  if (batch_ != nullptr && batch_->enabled() && c.fd.valid() && batch_->queue_close(c.fd.get())) {
+    (void)c.fd.release();
+  }
+  pool_->free(c);  // closes the fd (unless the batch took it)
 }
 
 void EventLoop::abandon() noexcept {

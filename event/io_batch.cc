@@ -2,6 +2,7 @@
 #include "event/io_batch.h"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <system_error>
@@ -14,9 +15,13 @@ namespace {
 std::string error_text(int negative_errno) {
   return std::system_category().message(-negative_errno);
 }
+
+// The cookie of closes, whose results only matter when they fail.
+char g_close_cookie;
 }  // namespace
 
 IoBatch::~IoBatch() {
+  for (const int fd : closing_) ::close(fd);  // queued, never submitted: not leaked either
   if (enabled_) ::io_uring_queue_exit(&ring_);
 }
 
@@ -62,6 +67,16 @@ io_uring_sqe* IoBatch::next_sqe() {
   return sqe;
 }
 
+bool IoBatch::queue_close(int fd) {
+  io_uring_sqe* sqe = next_sqe();
+  if (sqe == nullptr) return false;
+  ::io_uring_prep_close(sqe, fd);
+  ::io_uring_sqe_set_data(sqe, &g_close_cookie);
+  queued_.push_back(&g_close_cookie);
+  closing_.push_back(fd);
+  return true;
+}
+
 void IoBatch::cancel(Handle h) noexcept {
   ::io_uring_prep_nop(h);
   ::io_uring_sqe_set_data(h, nullptr);
@@ -84,12 +99,17 @@ void IoBatch::flush() {
     ::io_uring_queue_exit(&ring_);
     std::vector<void*> cookies;
     cookies.swap(queued_);
+    for (const int fd : closing_) ::close(fd);  // not done by the kernel: no leak
+    closing_.clear();
     for (void* cookie : cookies) {
-      if (cookie != nullptr) done_(cookie, -ECANCELED);
+      if (cookie != nullptr && cookie != &g_close_cookie) {
+        done_(cookie, -ECANCELED);
+      }
     }
     return;
   }
   queued_.clear();
+  closing_.clear();
   // Collect a pass of completions, then report them: a report may lead to the next send of
   // its connection, which must not find the ring half-advanced.
   while (::io_uring_cq_ready(&ring_) > 0) {
@@ -105,6 +125,10 @@ void IoBatch::flush() {
       ++seen;
       void* cookie = ::io_uring_cqe_get_data(cqe);
       if (cookie == nullptr) continue;  // a cancelled send
+      if (cookie == &g_close_cookie) {
+        if (cqe->res < 0) spdlog::warn("close() failed: {}", error_text(cqe->res));
+        continue;
+      }
       cookies[count] = cookie;
       results[count] = cqe->res;
       ++count;

@@ -39,6 +39,11 @@ class IoBatch {
   // Queues a recv into `buffer` on `fd` (MSG_DONTWAIT too: -EAGAIN on an empty socket); the
   // same rules as queue_send().
   Handle queue_recv(int fd, std::span<std::byte> buffer, void* cookie);
+  // Queues a close(fd) whose result nobody waits for (a failure is logged at the flush). The
+  // fd is the batch's from now: it stays open until the flush, so its number cannot be reused
+  // by a socket opened meanwhile. False: not queued, close it directly. (No shutdown(): io_uring
+  // runs it on a worker thread, after a close queued behind it.)
+  bool queue_close(int fd);
   // Turns a queued send into a no-op without a completion: for a connection closing before
   // the flush. Only valid between queue_send() and flush().
   static void cancel(Handle h) noexcept;
@@ -59,6 +64,7 @@ class IoBatch {
   io_uring ring_{};
   Completion done_ = nullptr;
   std::vector<void*> queued_;  // cookies in queue order, to report failure without the CQEs
+  std::vector<int> closing_;   // fds of queued closes, closed directly if the submit fails
   std::size_t submits_ = 0;
   std::size_t completed_ = 0;
   bool enabled_ = false;

@@ -2,6 +2,7 @@
 // sends that never reach the wire, -EAGAIN at once where a call would block, the loop's flush.
 #include "event/io_batch.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
@@ -135,6 +136,31 @@ TEST_F(IoBatchTest, ARecvOnAnEmptySocketAnswersEagainWithoutWaiting) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
   ASSERT_EQ(g_done.size(), 1U);
   EXPECT_EQ(g_done[0].result, -EAGAIN);
+}
+
+TEST_F(IoBatchTest, AQueuedCloseHappensAtTheFlushAndNotBefore) {
+  auto [a, b] = test::socket_pair();
+  const int fd = a.release();
+  ASSERT_TRUE(batch_.queue_close(fd));
+  EXPECT_EQ(::fcntl(fd, F_GETFD), FD_CLOEXEC) << "the fd must stay open until the flush";
+  char byte;
+  EXPECT_EQ(::recv(b.get(), &byte, 1, MSG_DONTWAIT), -1) << "no EOF before the flush";
+  batch_.flush();
+  EXPECT_TRUE(g_done.empty()) << "closes report nothing";
+  EXPECT_EQ(::fcntl(fd, F_GETFD), -1);
+  EXPECT_EQ(errno, EBADF);
+  EXPECT_EQ(::recv(b.get(), &byte, 1, MSG_DONTWAIT), 0) << "the peer sees the EOF";
+}
+
+TEST(IoBatchLifetimeTest, ACloseQueuedButNeverFlushedIsStillDone) {
+  auto [a, b] = test::socket_pair();
+  const int fd = a.release();
+  {
+    IoBatch batch;
+    if (!batch.init(8, record)) GTEST_SKIP() << "io_uring is not available here";
+    ASSERT_TRUE(batch.queue_close(fd));
+  }
+  EXPECT_EQ(::fcntl(fd, F_GETFD), -1) << "the fd leaked with the batch";
 }
 
 // The loop flushes what its handlers queued before it waits again.
