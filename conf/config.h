@@ -34,6 +34,8 @@ struct EventsSettings {
   int epoll_events = 512;
   // Each loop iteration's sends go to the kernel in one io_uring_enter (where available).
   bool io_uring = true;
+  // ... when an epoll_wait returned at least this many events (fewer: direct calls).
+  int io_uring_min_events = 4;
 
   bool operator==(const EventsSettings&) const = default;
 };

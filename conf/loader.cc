@@ -298,7 +298,8 @@ void read_log(Reader& r, const Setting& g, LogSettings& out) {
 
 void read_events(Reader& r, const Setting& g, EventsSettings& out) {
   if (!r.is_group(g)) return;
-  r.only(g, {"accept_mutex", "accept_mutex_delay", "multi_accept", "epoll_events", "io_uring"});
+  r.only(g, {"accept_mutex", "accept_mutex_delay", "multi_accept", "epoll_events", "io_uring",
+             "io_uring_min_events"});
   if (auto* s = Reader::member(g, "accept_mutex")) assign(out.accept_mutex, r.boolean(*s));
   if (auto* s = Reader::member(g, "accept_mutex_delay")) {
     assign(out.accept_mutex_delay, r.duration(*s, Msec{1}));
@@ -306,6 +307,9 @@ void read_events(Reader& r, const Setting& g, EventsSettings& out) {
   if (auto* s = Reader::member(g, "multi_accept")) assign(out.multi_accept, r.boolean(*s));
   if (auto* s = Reader::member(g, "epoll_events")) assign(out.epoll_events, r.int32(*s, 1, 65536));
   if (auto* s = Reader::member(g, "io_uring")) assign(out.io_uring, r.boolean(*s));
+  if (auto* s = Reader::member(g, "io_uring_min_events")) {
+    assign(out.io_uring_min_events, r.int32(*s, 1, 65536));
+  }
 }
 
 void read_thread_pool(Reader& r, const Setting& g, ThreadPoolSettings& out) {

@@ -126,6 +126,7 @@ std::string to_text(const Config& cfg) {
   w.set("multi_accept", cfg.events.multi_accept);
   w.set("epoll_events", cfg.events.epoll_events);
   w.set("io_uring", cfg.events.io_uring);
+  w.set("io_uring_min_events", cfg.events.io_uring_min_events);
   w.close("};");
 
   w.open("thread_pool = {");

@@ -137,7 +137,7 @@ void EventLoop::close_connection(Connection& c) noexcept {
   (void)del_connection(c, true);
   // With a batch the close() joins the iteration's other calls; the fd stays open (so its
   // number is not reused) until the flush, before the next epoll_wait.
-  if (batch_ != nullptr && batch_->enabled() && c.fd.valid() && batch_->queue_close(c.fd.get())) {
+  if (IoBatch* b = batch(); b != nullptr && c.fd.valid() && b->queue_close(c.fd.get())) {
     (void)c.fd.release();
   }
   pool_->free(c);  // closes the fd (unless the batch took it)
@@ -192,12 +192,18 @@ void EventLoop::run() {
   while (!stop_) process_events_and_timers();
 }
 
+IoBatch* EventLoop::batch() const noexcept {
+  return batch_ != nullptr && batch_->enabled() && ready_events_ >= min_batch_events_ ? batch_
+                                                                                      : nullptr;
+}
+
 void EventLoop::process_events(int timeout_ms, unsigned flags) {
   last_wait_timeout_ = timeout_ms;
   const int n =
       ::epoll_wait(epoll_.get(), events_.data(), static_cast<int>(events_.size()), timeout_ms);
   const int err = errno;
   update_time();
+  ready_events_ = n > 0 ? n : 0;
 
   if (n == -1) {
     // A signal interrupted the wait: return so the caller can look at its flags.

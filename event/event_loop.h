@@ -79,8 +79,14 @@ class EventLoop {
 
   // Sends queued on `batch` by this iteration's handlers are flushed at its end, and the events
   // their completions post are run; null: none.
-  void set_batch(IoBatch* batch) noexcept { batch_ = batch; }
-  [[nodiscard]] IoBatch* batch() const noexcept { return batch_; }
+  // `min_events`: batching pays only when the wake-up brought that many events (one bulk
+  // stream or one ping-pong gains nothing from it and pays io_uring's own cost per operation).
+  void set_batch(IoBatch* batch, int min_events) noexcept {
+    batch_ = batch;
+    min_batch_events_ = min_events;
+  }
+  // The batch to queue a call on now, or null for a direct call.
+  [[nodiscard]] IoBatch* batch() const noexcept;
 
   // Accepting is driven by the acceptor (accept mutex, accept_disabled); null: none.
   void set_acceptor(Acceptor* acceptor) noexcept { acceptor_ = acceptor; }
@@ -131,6 +137,8 @@ class EventLoop {
   PostedQueue posted_;
   Acceptor* acceptor_ = nullptr;
   IoBatch* batch_ = nullptr;
+  int ready_events_ = 0;  // events the last epoll_wait returned
+  int min_batch_events_ = 1;
   TimePoint now_ = monotonic_now();
   std::thread::id thread_;
   int last_wait_timeout_ = -1;

@@ -37,7 +37,7 @@ class Worker {
       return kFatalExit;
     }
     if (cfg_.events.io_uring && batch_.init(kBatchEntries, SessionSet::on_batch_done)) {
-      loop_.set_batch(&batch_);
+      loop_.set_batch(&batch_, cfg_.events.io_uring_min_events);
     }
     if (stop_.create(loop_, on_stop_signal, this, true)) return kFatalExit;
     g_stop_notifier.store(&stop_);

@@ -175,10 +175,7 @@ struct Session {
   }
 
   // An IoBatch for this pipe's next call, if the loop has one.
-  event::IoBatch* batch() const noexcept {
-    event::IoBatch* b = loop->batch();
-    return b != nullptr && b->enabled() ? b : nullptr;
-  }
+  event::IoBatch* batch() const noexcept { return loop->batch(); }
 
   Step fill_buffer(Pipe& p) {
     const std::size_t size = proxy->buffer_size;

@@ -167,7 +167,7 @@ TEST(IoBatchLifetimeTest, ACloseQueuedButNeverFlushedIsStillDone) {
 TEST_F(IoBatchTest, TheLoopFlushesAtTheEndOfTheIteration) {
   EventLoop loop;
   ASSERT_FALSE(loop.init({.connections = 4, .epoll_events = 8}));
-  loop.set_batch(&batch_);
+  loop.set_batch(&batch_, 1);
   auto [a, b] = test::socket_pair();
   auto [peer, mine] = test::socket_pair();
   Connection* c = loop.get_connection(std::move(mine));
