@@ -1,0 +1,3 @@
+// Placeholder: filled in by the client_limits work of issue 8.
+#include <gtest/gtest.h>
+TEST(Placeholder, Empty) {}

@@ -1,0 +1,1 @@
+// Placeholder: filled in by the access_rules work of issue 8.

@@ -1,0 +1,1 @@
+// Placeholder: filled in by the client_limits work of issue 8.

@@ -1,0 +1,1 @@
+// Placeholder: filled in by the proxy_protocol work of issue 8.
