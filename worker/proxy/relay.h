@@ -23,6 +23,7 @@
 namespace ferry::worker {
 
 struct Session;
+class ClientLimits;
 
 // The sessions of one worker, with the balancers and access logs they share.
 class SessionSet {
@@ -50,6 +51,12 @@ class SessionSet {
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
   // This worker's entry in the shared counters (none: nothing counted outside the worker).
   void set_counters(WorkerCounters* counters) noexcept { counters_ = counters; }
+  // The per-client session counts shared by all workers, and this worker's share in them (what
+  // the master gives back if the worker dies). None: max_conns_per_client is not enforced.
+  void set_client_limits(ClientLimits* limits, std::size_t share) noexcept {
+    limits_ = limits;
+    limits_share_ = share;
+  }
 
   // Called with the set's context whenever the last session ends (shutdown waits on it).
   void (*on_empty)(void* ctx) = nullptr;
@@ -65,6 +72,8 @@ class SessionSet {
   Session* head_ = nullptr;
   std::size_t count_ = 0;
   WorkerCounters* counters_ = nullptr;
+  ClientLimits* limits_ = nullptr;
+  std::size_t limits_share_ = 0;
   std::map<const conf::Proxy*, Balancer> balancers_;
   std::map<std::string, std::unique_ptr<AccessLog>> logs_;
   BufferPool buffers_;
