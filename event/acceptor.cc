@@ -170,8 +170,14 @@ void Acceptor::accept_from(Event& ev, Entry& entry) {
     Connection* c = loop_->get_connection(std::move(fd));
     if (c == nullptr) {
       ++stats_.no_connection;
-      spdlog::warn("{} worker_connections are not enough, connection on {} refused", pool.size(),
-                   lc.listening->address.to_string());
+      if (auto held = pool_full_log_.admit(loop_->now())) {
+        spdlog::warn(
+            "{} worker_connections are not enough, connection on {} refused ({} more "
+            "since the last message)",
+            pool.size(), lc.listening->address.to_string(), *held);
+      }
+      // Closed at once (the client sees the FIN now, not a connect timeout); the socket is
+      // level-triggered, so the rest of the queue is refused on the next iterations.
       return;
     }
     c->peer = peer;

@@ -13,6 +13,7 @@
 #include "event/clock.h"
 #include "event/connection.h"
 #include "event/listening.h"
+#include "event/log_throttle.h"
 
 namespace ferry::event {
 
@@ -98,6 +99,7 @@ class Acceptor {
   void* ctx_ = nullptr;
   std::vector<std::unique_ptr<Entry>> listening_;
   AcceptStats stats_;
+  LogThrottle pool_full_log_{Msec{5'000}};
   bool held_ = false;
   bool closed_ = false;
 };

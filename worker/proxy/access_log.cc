@@ -1,14 +1,22 @@
-// AccessLog: formatting and O_APPEND writes (one write(2) per line, so lines from several
-// workers never interleave).
+// AccessLog: formatting on the loop thread, an async spdlog logger with an O_APPEND sink that
+// can be reopened, one write(2) per line on the writer thread.
 #include "worker/proxy/access_log.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <ctime>
+#include <mutex>
 
+#include <spdlog/async.h>
+#include <spdlog/async_logger.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
+
+#include "event/syscall_util.h"
 
 namespace ferry::worker {
 
@@ -36,23 +44,73 @@ std::string format_access_record(const AccessRecord& r) {
       line, n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), sizeof line - 1) : 0);
 }
 
-bool AccessLog::open() {
-  tried_ = true;
-  event::UniqueFd fd(::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
-  if (!fd) {
-    spdlog::error("cannot open access log {}: {}", path_, event::last_error().message());
-    return false;
+// The lines arrive formatted (the payload is the whole line), so no pattern is applied.
+// base_sink's mutex orders the writer thread's appends against a reopen from the loop thread.
+class AppendFileSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  explicit AppendFileSink(std::string path) : path_(std::move(path)) {}
+
+  bool reopen() {
+    event::UniqueFd fd(::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
+    const int err = errno;
+    std::lock_guard lock(mutex_);
+    if (!fd) {
+      spdlog::error("cannot open access log {}: {}", path_, event::errno_code(err).message());
+      fd_.reset();
+      return false;
+    }
+    fd_ = std::move(fd);
+    return true;
   }
-  fd_ = std::move(fd);
-  return true;
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    if (!fd_) return;
+    const std::string_view line(msg.payload.data(), msg.payload.size());
+    const ssize_t n =
+        event::retry_eintr([&] { return ::write(fd_.get(), line.data(), line.size()); });
+    if (n != static_cast<ssize_t>(line.size())) {
+      spdlog::error("write to access log {} failed: {}", path_,
+                    n == -1 ? event::last_error().message() : std::string("short write"));
+    }
+  }
+  void flush_() override {}
+  void set_pattern_(const std::string&) override {}
+  void set_formatter_(std::unique_ptr<spdlog::formatter>) override {}
+
+ private:
+  std::string path_;
+  event::UniqueFd fd_;
+};
+
+AccessLog::AccessLog(std::string path, std::shared_ptr<spdlog::details::thread_pool> writer)
+    : path_(std::move(path)), sink_(std::make_shared<AppendFileSink>(path_)) {
+  logger_ = std::make_shared<spdlog::async_logger>("access", sink_, std::move(writer),
+                                                   spdlog::async_overflow_policy::block);
+  logger_->set_level(spdlog::level::info);
+  sink_->reopen();
 }
 
+AccessLog::~AccessLog() = default;
+
+bool AccessLog::open() { return sink_->reopen(); }
+
 void AccessLog::write(const AccessRecord& r) {
-  if (!fd_ && (tried_ || !open())) return;
   const std::string line = format_access_record(r);
-  if (::write(fd_.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
-    spdlog::error("write to access log {} failed: {}", path_, event::last_error().message());
+  logger_->log(spdlog::level::info, std::string_view(line));
+}
+
+std::shared_ptr<spdlog::details::thread_pool> AccessLog::make_writer() {
+  // Signals are the loop's (the worker handles them there): the thread starts with all blocked.
+  sigset_t all;
+  sigset_t previous;
+  sigfillset(&all);
+  if (const int err = pthread_sigmask(SIG_SETMASK, &all, &previous); err != 0) {
+    spdlog::error("pthread_sigmask() failed: {}", event::errno_code(err).message());
   }
+  auto writer = std::make_shared<spdlog::details::thread_pool>(kQueueLines, 1);
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  return writer;
 }
 
 }  // namespace ferry::worker

@@ -1,14 +1,21 @@
 // The access log: one line per finished session, appended to the proxy's access_log file —
 // time, client, listen address, upstream server, bytes from and to the client, duration, and
-// how the session ended.
+// how the session ended. Written by a thread of its own so that a slow disk never stalls the
+// event loop.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
-#include "event/syscall_util.h"
+namespace spdlog {
+class async_logger;
+namespace details {
+class thread_pool;
+}
+}  // namespace spdlog
 
 namespace ferry::worker {
 
@@ -26,19 +33,37 @@ struct AccessRecord {
 // "2026-11-22T08:55:35.123+0000 127.0.0.1:5555 127.0.0.1:8080 127.0.0.1:9001 5 5 0.003 closed"
 std::string format_access_record(const AccessRecord& r);
 
+class AppendFileSink;
+
+// One file. The loop thread formats the line and queues it (spdlog's async logger); the writer
+// thread appends it with one write(2), so lines from several workers never interleave.
 class AccessLog {
  public:
-  explicit AccessLog(std::string path) : path_(std::move(path)) {}
+  // Lines queued beyond this wait for the writer (the loop blocks only when the disk has been
+  // this far behind: losing lines silently would be worse).
+  static constexpr std::size_t kQueueLines = 8192;
+
+  // `writer`: the thread that writes every access log of this worker.
+  AccessLog(std::string path, std::shared_ptr<spdlog::details::thread_pool> writer);
+  ~AccessLog();
+  AccessLog(const AccessLog&) = delete;
+  AccessLog& operator=(const AccessLog&) = delete;
+
   // Opens (again, after logrotate) with O_APPEND; false with the error logged. After a failure
   // nothing is written (and nothing more logged) until the next open(): USR1 / -s reopen.
   bool open();
+  // Queues the line. Lines still queued when the log goes are written before the writer
+  // thread ends (the queue holds the logger).
   void write(const AccessRecord& r);
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
 
+  // The writer thread for a worker's access logs.
+  static std::shared_ptr<spdlog::details::thread_pool> make_writer();
+
  private:
   std::string path_;
-  event::UniqueFd fd_;
-  bool tried_ = false;
+  std::shared_ptr<AppendFileSink> sink_;
+  std::shared_ptr<spdlog::async_logger> logger_;
 };
 
 }  // namespace ferry::worker

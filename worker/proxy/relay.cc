@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <spdlog/async.h>
 #include <sys/socket.h>
 
 #include <spdlog/spdlog.h>
@@ -498,7 +499,10 @@ void SessionSet::update_address(const conf::Server& server, const conf::Address&
 AccessLog* SessionSet::access_log(const conf::Proxy& proxy) {
   if (proxy.access_log == "off") return nullptr;
   auto& slot = logs_[proxy.access_log];
-  if (!slot) slot = std::make_unique<AccessLog>(proxy.access_log);
+  if (!slot) {
+    if (!log_writer_) log_writer_ = AccessLog::make_writer();
+    slot = std::make_unique<AccessLog>(proxy.access_log, log_writer_);
+  }
   return slot.get();
 }
 

@@ -75,6 +75,8 @@ class SessionSet {
   ClientLimits* limits_ = nullptr;
   std::size_t limits_share_ = 0;
   std::map<const conf::Proxy*, Balancer> balancers_;
+  // Declared before the logs: destroyed after them, it writes out what they queued, then ends.
+  std::shared_ptr<spdlog::details::thread_pool> log_writer_;
   std::map<std::string, std::unique_ptr<AccessLog>> logs_;
   BufferPool buffers_;
   PipePool pipes_;
