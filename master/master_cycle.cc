@@ -43,6 +43,7 @@
 #include "master/upgrade_state.h"
 #include "worker/channel.h"
 #include "worker/logging.h"
+#include "worker/proxy/client_limits.h"
 #include "worker/upstream/health_board.h"
 #include "worker/worker_counters.h"
 #include "worker/worker_cycle.h"
@@ -127,6 +128,8 @@ class Master {
     mutex_word_ = new (shm_.data()) event::AcceptMutexWord;
     if (counters_shm_.create(sizeof(worker::CountersTable))) return 1;
     counters_ = worker::CountersTable::create(counters_shm_.data());
+    if (limits_shm_.create(worker::ClientLimits::bytes_needed())) return 1;
+    client_limits_ = worker::ClientLimits::create(limits_shm_.data());
     if (!new_health_board()) return 1;
 
     if (loop_.init({.connections = 256, .epoll_events = 64})) return 1;
@@ -318,6 +321,10 @@ class Master {
     settings.accept_mutex = mutex_word_;
     settings.channel = channel;
     settings.counters = counters;
+    settings.client_limits = client_limits_;
+    // The share goes with the counters entry: both are given back when the worker is reaped.
+    settings.limits_share =
+        counters != nullptr ? counters_->index_of(*counters) : worker::ClientLimits::kNoShare;
     settings.health_board = health_board_;
     // Worker 0 of the generation probes the servers; a respawned worker 0 takes over.
     settings.run_health_checks = slot == 0;
@@ -508,7 +515,10 @@ class Master {
       const bool fatal = WIFEXITED(status) && WEXITSTATUS(status) == worker::kFatalExit;
       if (w->channel.fd) (void)loop_.del_event(w->channel.read, event::EventKind::read, false);
       w->channel.fd.reset();
-      if (w->counters != nullptr) retired_accepted_ += counters_->release(*w->counters);
+      if (w->counters != nullptr) {
+        client_limits_->recover(counters_->index_of(*w->counters));
+        retired_accepted_ += counters_->release(*w->counters);
+      }
       w->counters = nullptr;
       // Not freed yet: a report for its channel may still be waiting later in this epoll batch
       // (a closed fd marks it stale). Freed once the batch is done.
@@ -1067,6 +1077,8 @@ class Master {
   event::AcceptMutexWord* mutex_word_ = nullptr;
   event::SharedMemory counters_shm_;
   worker::CountersTable* counters_ = nullptr;
+  event::SharedMemory limits_shm_;  // max_conns_per_client's counts, kept across reloads
+  worker::ClientLimits* client_limits_ = nullptr;
   std::uint64_t retired_accepted_ = 0;  // by workers already reaped
   event::SharedMemory health_shm_;
   worker::HealthBoard* health_board_ = nullptr;

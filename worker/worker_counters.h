@@ -42,6 +42,10 @@ class CountersTable {
     e.owner.store(0);
     return accepted;
   }
+  // An entry's place in the table: it also names the worker's share in ClientLimits.
+  [[nodiscard]] std::size_t index_of(const WorkerCounters& e) const noexcept {
+    return static_cast<std::size_t>(&e - entries_.data());
+  }
 
   struct Totals {
     std::uint64_t accepted = 0;  // by workers alive now

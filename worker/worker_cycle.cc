@@ -81,6 +81,7 @@ class Worker {
       resolver_->start();
     }
     sessions_.set_counters(settings_.counters);
+    sessions_.set_client_limits(settings_.client_limits, settings_.limits_share);
     sessions_.on_empty = on_sessions_empty;
     sessions_.on_empty_ctx = this;
     shutdown_timer_.handler = on_shutdown_timeout;

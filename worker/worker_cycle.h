@@ -8,6 +8,7 @@
 #include "conf/config.h"
 #include "event/accept_mutex.h"
 #include "event/listening.h"
+#include "worker/proxy/client_limits.h"
 #include "worker/worker_counters.h"
 
 namespace ferry::worker {
@@ -20,6 +21,9 @@ struct WorkerSettings {
   void* health_board = nullptr;                    // shared HealthBoard of this generation
   bool run_health_checks = false;                  // this worker probes the servers
   WorkerCounters* counters = nullptr;              // this worker's shared entry, if any
+  // The per-client session counts of every worker of every generation, and this worker's share.
+  ClientLimits* client_limits = nullptr;
+  std::size_t limits_share = ClientLimits::kNoShare;
   int slot = 0;
   int generation = 0;
   // Called when the worker starts shutting down (sets the "is shutting down" process title).

@@ -1,1 +1,200 @@
-// Placeholder: filled in by the client_limits work of issue 8.
+// ClientLimits: the shared table's hash, its lock-free acquire/release, and the master's
+// recovery of a dead worker's share.
+#include "worker/proxy/client_limits.h"
+
+#include <netinet/in.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+namespace ferry::worker {
+namespace {
+
+constexpr int kCountBits = 16;
+constexpr std::uint64_t kCountMask = (std::uint64_t{1} << kCountBits) - 1;
+constexpr std::uint64_t kKeyMask = (std::uint64_t{1} << 48) - 1;
+
+std::uint64_t key_in(std::uint64_t word) noexcept { return word >> kCountBits; }
+std::uint32_t count_in(std::uint64_t word) noexcept {
+  return static_cast<std::uint32_t>(word & kCountMask);
+}
+std::uint64_t make_word(std::uint64_t key, std::uint32_t count) noexcept {
+  return key << kCountBits | count;
+}
+
+// The table's words are read and written by every worker at once. Sequentially consistent: an
+// acquire reads the other words of its window after its own CAS, and must not miss a CAS
+// another worker made before reading ours (on x86 the CAS is a full barrier anyway).
+std::atomic_ref<std::uint64_t> word_at(std::uint64_t& w) noexcept {
+  return std::atomic_ref<std::uint64_t>(w);
+}
+std::uint64_t load(const std::uint64_t& w) noexcept {
+  return std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(w)).load();
+}
+// A share has one writer, its worker, and is read by the master once that worker is dead.
+std::atomic_ref<std::uint16_t> share_at(std::uint16_t& s) noexcept {
+  return std::atomic_ref<std::uint16_t>(s);
+}
+
+static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic_ref<std::uint16_t>::is_always_lock_free);
+static_assert(ClientLimits::kMaxLimit == kCountMask);
+
+// Takes `by` off `w`'s count, never below 0, so that a key's bits are never borrowed from.
+void decrement(std::uint64_t& w, std::uint32_t by) noexcept {
+  std::uint64_t old = load(w);
+  while (count_in(old) != 0) {
+    const std::uint64_t next = old - std::min(count_in(old), by);
+    if (word_at(w).compare_exchange_weak(old, next)) return;
+  }
+}
+
+// FNV-1a over the bytes, finished with splitmix64's mixer: FNV alone leaves the low bits (the
+// home word) poorly mixed for inputs that differ only in their last bytes.
+class Hash {
+ public:
+  void feed(const void* data, std::size_t size) noexcept {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (std::size_t i = 0; i < size; ++i) {
+      h_ ^= p[i];
+      h_ *= 0x100000001b3;
+    }
+  }
+  [[nodiscard]] std::uint64_t finish() const noexcept {
+    std::uint64_t z = h_;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111eb;
+    return z ^ (z >> 31);
+  }
+
+ private:
+  std::uint64_t h_ = 0xcbf29ce484222325;
+};
+
+}  // namespace
+
+std::uint64_t ClientLimits::key_of(std::string_view proxy_name,
+                                   const event::SocketAddress& client) noexcept {
+  Hash h;
+  // The length first, so that no name followed by an address reads as another name.
+  const std::uint64_t name_size = proxy_name.size();
+  h.feed(&name_size, sizeof name_size);
+  h.feed(proxy_name.data(), proxy_name.size());
+  std::uint16_t family = client.family();
+  const void* address = nullptr;
+  std::size_t address_size = 0;
+  if (family == AF_INET) {
+    const auto* sin = reinterpret_cast<const sockaddr_in*>(client.get());
+    address = &sin->sin_addr;
+    address_size = sizeof sin->sin_addr;
+  } else if (family == AF_INET6) {
+    const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(client.get());
+    address = &sin6->sin6_addr;
+    address_size = sizeof sin6->sin6_addr;
+    // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d: the same client either way.
+    if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+      family = AF_INET;
+      address = sin6->sin6_addr.s6_addr + 12;
+      address_size = 4;
+    }
+  } else {
+    // Not an inet address (a PROXY header's AF_UNIX): whatever bytes follow the family.
+    const std::size_t length = client.length();
+    constexpr std::size_t kFamilySize = sizeof(sa_family_t);
+    address = reinterpret_cast<const unsigned char*>(client.get()) + kFamilySize;
+    address_size =
+        length > kFamilySize ? std::min(length, sizeof(sockaddr_storage)) - kFamilySize : 0;
+  }
+  h.feed(&family, sizeof family);
+  h.feed(address, address_size);
+  const std::uint64_t key = h.finish() & kKeyMask;
+  return key != 0 ? key : 1;
+}
+
+ClientLimits::Admit ClientLimits::acquire(std::uint64_t key, std::uint32_t limit, std::size_t share,
+                                          std::uint32_t* bucket) noexcept {
+  key &= kKeyMask;
+  if (key == 0) key = 1;
+  limit = std::min(limit, kMaxLimit);
+  if (limit == 0) return Admit::limit;
+  const std::size_t home = home_of(key);
+  for (;;) {
+    // The key's first word with sessions, else the window's first free word (count 0, whatever
+    // its key): always the first, so that workers inserting the same key meet on one word.
+    std::size_t at = kBuckets;
+    std::uint64_t seen = 0;
+    bool live = false;
+    for (std::size_t i = 0; i < kWindow; ++i) {
+      const std::size_t b = (home + i) & (kBuckets - 1);
+      const std::uint64_t w = load(words_[b]);
+      if (count_in(w) == 0) {
+        if (at == kBuckets) {
+          at = b;
+          seen = w;
+        }
+      } else if (key_in(w) == key) {
+        at = b;
+        seen = w;
+        live = true;
+        break;
+      }
+    }
+    if (at == kBuckets) return Admit::full;
+    if (live && count_in(seen) >= limit) return Admit::limit;
+    const std::uint64_t next = live ? seen + 1 : make_word(key, 1);
+    if (!word_at(words_[at]).compare_exchange_strong(seen, next)) continue;
+
+    // Two workers inserting the key while a word before theirs freed up can each claim a word:
+    // the key then lives twice until one drains (acquires go to the first). Each word keeps
+    // under the limit by its CAS, so check the sum too, after the CAS: of any acquires that
+    // overlap, the last to count sees all the others, and so no more than `limit` pass.
+    if (count(key) > limit) {
+      decrement(words_[at], 1);
+      return Admit::limit;
+    }
+    // After the word: a worker killed in between leaves one session counted for good, where
+    // the other order would let recover() take one from a word that may belong to another key.
+    if (share < kShares) share_at(shares_[share][at]).fetch_add(1, std::memory_order_relaxed);
+    *bucket = static_cast<std::uint32_t>(at);
+    return Admit::ok;
+  }
+}
+
+void ClientLimits::release(std::uint32_t bucket, std::size_t share) noexcept {
+  if (bucket >= kBuckets) return;
+  // The share first, for the reason acquire() updates it last.
+  if (share < kShares) {
+    auto s = share_at(shares_[share][bucket]);
+    if (s.load(std::memory_order_relaxed) != 0) s.fetch_sub(1, std::memory_order_relaxed);
+  }
+  decrement(words_[bucket], 1);
+}
+
+void ClientLimits::recover(std::size_t share) noexcept {
+  if (share >= kShares) return;
+  std::uint16_t* counts = shares_[share];
+  for (std::size_t b = 0; b < kBuckets; ++b) {
+    const std::uint16_t held = share_at(counts[b]).load(std::memory_order_relaxed);
+    if (held == 0) continue;
+    decrement(words_[b], held);
+    share_at(counts[b]).store(0, std::memory_order_relaxed);
+  }
+  // MADV_REMOVE, not MADV_DONTNEED: the pages are shmem, which DONTNEED only unmaps from this
+  // process. Zeroed above already, so a failure costs only the memory.
+  (void)::madvise(counts, sizeof shares_[share], MADV_REMOVE);
+}
+
+std::uint32_t ClientLimits::count(std::uint64_t key) const noexcept {
+  key &= kKeyMask;
+  if (key == 0) key = 1;
+  std::uint32_t sum = 0;
+  for (std::size_t i = 0; i < kWindow; ++i) {
+    const std::uint64_t w = load(words_[(home_of(key) + i) & (kBuckets - 1)]);
+    if (key_in(w) == key) sum += count_in(w);
+  }
+  return sum;
+}
+
+}  // namespace ferry::worker

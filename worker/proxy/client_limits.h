@@ -1,2 +1,74 @@
-// Placeholder: filled in by the client_limits work of issue 8.
+// ClientLimits: the sessions each client address has open at each proxy, counted across every
+// worker of every generation in one shared table, for max_conns_per_client.
 #pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string_view>
+
+#include "event/socket_address.h"
+#include "worker/worker_counters.h"
+
+namespace ferry::worker {
+
+// Lives in an anonymous MAP_SHARED segment the master maps once, before any fork. Each word packs
+// a 48-bit key and a 16-bit count, so one CAS moves both: no lock, and a worker killed at any
+// point leaves no lock held. Each worker also keeps its own per-word counts (its share) in the
+// segment, so that the master can take a dead worker's sessions back out of the table.
+//
+// Most of the segment is never touched: 512 KiB of words and 512 shares of 128 KiB (64.5 MiB
+// in all), of which a worker writes only the pages of the words its clients land in.
+class ClientLimits {
+ public:
+  static constexpr std::size_t kBuckets = 65536;
+  // How far from its home word a key may live; past that, the table is full for that key.
+  static constexpr std::size_t kWindow = 32;
+  static constexpr std::size_t kShares = CountersTable::kEntries;
+  // A worker that got no counters entry: it counts, but what it holds is lost if it dies.
+  static constexpr std::size_t kNoShare = std::numeric_limits<std::size_t>::max();
+  // What a count can hold: a higher limit is enforced as this one.
+  static constexpr std::uint32_t kMaxLimit = 0xffff;
+
+  enum class Admit {
+    ok,     // counted: give `bucket` back to release() when the session ends
+    limit,  // the client has `limit` sessions already; nothing changed
+    full,   // no room near the key's home: not counted (callers let the session in)
+  };
+
+  static std::size_t bytes_needed() noexcept { return sizeof(ClientLimits); }
+  // `shared_memory`: bytes_needed() zeroed bytes (fresh mmap pages), page-aligned. Nothing is
+  // written: zeroes are the empty table, and writing them would commit all 64.5 MiB.
+  static ClientLimits* create(void* shared_memory) noexcept {
+    return static_cast<ClientLimits*>(shared_memory);
+  }
+
+  // The key of `client` (its address, not its port; a v4-mapped IPv6 address as the IPv4 one)
+  // at the proxy named `proxy_name`: 48 bits, never 0. The name, not the conf::Proxy, so that
+  // the count carries over reloads.
+  static std::uint64_t key_of(std::string_view proxy_name,
+                              const event::SocketAddress& client) noexcept;
+  static std::size_t home_of(std::uint64_t key) noexcept { return key & (kBuckets - 1); }
+
+  // Counts one more session of `key` unless it has `limit` (at most kMaxLimit) already, under
+  // this worker's `share` (or kNoShare). `key`: from key_of(), or any 48-bit value but 0.
+  Admit acquire(std::uint64_t key, std::uint32_t limit, std::size_t share,
+                std::uint32_t* bucket) noexcept;
+  // The session acquire() counted in `bucket` under `share` has ended.
+  void release(std::uint32_t bucket, std::size_t share) noexcept;
+  // Master only, once the worker that owned `share` has been reaped and before its share is
+  // handed to another: takes what the worker still held out of the table, and gives the
+  // share's pages back to the system.
+  void recover(std::size_t share) noexcept;
+  // The sessions `key` has open now.
+  [[nodiscard]] std::uint32_t count(std::uint64_t key) const noexcept;
+
+ private:
+  ClientLimits() = default;  // never constructed: see create()
+
+  std::uint64_t words_[kBuckets];
+  // Page-aligned, one share after another, so that recover() can drop one share's pages.
+  alignas(4096) std::uint16_t shares_[kShares][kBuckets];
+};
+
+}  // namespace ferry::worker
