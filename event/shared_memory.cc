@@ -27,7 +27,10 @@ SharedMemory& SharedMemory::operator=(SharedMemory&& other) noexcept {
 
 std::error_code SharedMemory::create(std::size_t size) {
   release();
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  // NORESERVE: a segment sized for the worst case (the per-client table's shares) is charged
+  // against the commit limit page by page as it is touched, not all at once.
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) {
     const auto ec = last_error();
     spdlog::critical("mmap(MAP_SHARED|MAP_ANONYMOUS, {}) failed: {}", size, ec.message());

@@ -1,5 +1,6 @@
-// The relay: connect with failover, two edge-triggered pipes, half-close, reset propagation,
-// idle and connect timers, the access-log line.
+// The relay: admission (access rules, per-client limit, PROXY header in), connect with
+// failover, the PROXY header out, two edge-triggered pipes, half-close, reset propagation, idle
+// and connect timers, the access-log line.
 #include "worker/proxy/relay.h"
 
 #include <fcntl.h>
@@ -8,11 +9,16 @@
 #include <spdlog/async.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include <spdlog/spdlog.h>
 
 #include "event/connection_io.h"
 #include "event/io_batch.h"
 #include "event/listening.h"
+#include "worker/proxy/client_limits.h"
+#include "worker/proxy/proxy_protocol.h"
 
 namespace ferry::worker {
 
@@ -87,6 +93,12 @@ struct Session {
   Pipe up;    // client → upstream
   Pipe down;  // upstream → client
   bool connected = false;
+  bool reading_header = false;  // accept_proxy_protocol: the client's PROXY header is not in yet
+  bool counted = false;         // holds a place in the per-client counts (limit_bucket)
+  std::uint32_t limit_bucket = 0;
+  std::uint32_t header_out = 0;  // bytes of the PROXY header sent on (not the client's bytes)
+  // The destination a received PROXY header carried, to send on in ours.
+  std::unique_ptr<event::SocketAddress> header_destination;
   event::TimePoint started;
   event::TimePoint last_active;  // the last time run() moved bytes or looked for them
   std::chrono::system_clock::time_point wall_start;
@@ -95,6 +107,7 @@ struct Session {
 
   void close(std::string_view status) noexcept {
     if (peer != nullptr) balancer->release(*peer, false, loop->now());
+    if (counted) set->limits_->release(limit_bucket, set->limits_share_);
     if (AccessLog* log = set->access_log(*proxy)) {
       const std::string client_text = client->peer.to_string();
       const std::string listen_text = client->listening->address.to_string();
@@ -103,7 +116,7 @@ struct Session {
       r.client = client_text;
       r.listen = listen_text;
       r.upstream = peer != nullptr ? std::string_view(peer->name) : std::string_view("-");
-      r.bytes_from_client = up.total;
+      r.bytes_from_client = up.total - std::min<std::uint64_t>(up.total, header_out);
       r.bytes_to_client = down.total;
       r.duration = loop->now() - started;
       r.status = status;
@@ -327,6 +340,124 @@ struct Session {
     close("idle_timeout");
   }
 
+  // The access rules, and with `count` the per-client limit, for the client's address (the
+  // one a PROXY header carried, once read); false when the client was refused (closed).
+  bool admit(bool count) {
+    if (const AccessRules& rules = set->rules(*proxy); !rules.empty()) {
+      const AccessRules::Decision d = rules.check(client->peer);
+      if (!d.allowed) {
+        spdlog::debug("proxy \"{}\": client {} denied by rule \"{}\"", proxy->name,
+                      client->peer.to_string(), proxy->access[d.rule].text);
+        close("denied");
+        return false;
+      }
+    }
+    if (!count || proxy->max_conns_per_client == 0 || set->limits_ == nullptr) return true;
+    const std::uint64_t key = ClientLimits::key_of(proxy->name, client->peer);
+    switch (set->limits_->acquire(key, static_cast<std::uint32_t>(proxy->max_conns_per_client),
+                                  set->limits_share_, &limit_bucket)) {
+      case ClientLimits::Admit::ok: counted = true; return true;
+      case ClientLimits::Admit::limit:
+        spdlog::debug("proxy \"{}\": client {} has {} sessions already", proxy->name,
+                      client->peer.to_string(), proxy->max_conns_per_client);
+        close("limit");
+        return false;
+      case ClientLimits::Admit::full:
+        if (auto held = set->table_full_log_.admit(loop->now())) {
+          spdlog::warn(
+              "proxy \"{}\": the per-client table is full, client {} not counted ({} "
+              "more since the last message)",
+              proxy->name, client->peer.to_string(), *held);
+        }
+        return true;
+    }
+    return true;
+  }
+
+  // accept_proxy_protocol: reads until the header parses, into the up buffer so that the bytes
+  // after it are the first ones passed on. Leaves room for the header ferry sends on.
+  void read_header() {
+    const std::size_t size = proxy->buffer_size;
+    const std::size_t cap =
+        size -
+        (proxy->send_proxy_protocol != conf::ProxyProtocol::off ? proxy_protocol::kMaxEncoded : 0);
+    if (!up.buf) up.buf = set->buffers_.take(size);
+    for (;;) {
+      const event::IoResult r = event::recv(*client, {up.buf.get() + up.end, cap - up.end});
+      if (r.status == IoStatus::again) return;
+      if (r.status == IoStatus::error) {
+        reset(client, r.err);
+        return;
+      }
+      up.end += r.bytes;
+      const proxy_protocol::ParseResult h = proxy_protocol::parse({up.buf.get(), up.end});
+      if (h.status == proxy_protocol::Status::done) {
+        header_done(h);
+        return;
+      }
+      if (h.status == proxy_protocol::Status::error) {
+        bad_header(h.error);
+        return;
+      }
+      if (r.status == IoStatus::eof || client->read.eof) {
+        bad_header("the client closed before the header ended");
+        return;
+      }
+      if (up.end == cap) {
+        bad_header("longer than the buffer");
+        return;
+      }
+      if (!client->read.ready) return;
+    }
+  }
+
+  void bad_header(std::string_view why) {
+    spdlog::warn("proxy \"{}\": bad PROXY protocol header from {}: {}", proxy->name,
+                 client->peer.to_string(), why);
+    close("bad_proxy_protocol");
+  }
+
+  void header_done(const proxy_protocol::ParseResult& h) {
+    loop->del_timer(client->read);
+    reading_header = false;
+    if (!h.header.local) {
+      client->peer = h.header.source;
+      if (proxy->send_proxy_protocol != conf::ProxyProtocol::off) {
+        header_destination = std::make_unique<event::SocketAddress>(h.header.destination);
+      }
+    }
+    up.start = h.length;
+    if (up.start == up.end) {
+      up.start = up.end = 0;
+      set->buffers_.give(std::move(up.buf), proxy->buffer_size);
+    }
+    if (client->read.eof) up.eof = true;
+    if (!admit(true)) return;
+    connect_next();
+  }
+
+  // send_proxy_protocol: the header goes in front of whatever the client sent already
+  // (read_header left room for it), so it is the first thing the server reads.
+  void prepend_header() {
+    event::SocketAddress destination;
+    if (header_destination) {
+      destination = *header_destination;
+    } else if (::getsockname(client->fd.get(), destination.get(), destination.length_ptr()) == -1) {
+      spdlog::warn("getsockname() failed: {}", event::last_error().message());
+      destination = event::SocketAddress();  // sent as UNKNOWN / UNSPEC
+    }
+    std::byte header[proxy_protocol::kMaxEncoded];
+    const std::size_t n =
+        proxy_protocol::encode(proxy->send_proxy_protocol, client->peer, destination, header);
+    if (!up.buf) up.buf = set->buffers_.take(proxy->buffer_size);
+    const std::size_t held = up.end - up.start;
+    std::memmove(up.buf.get() + n, up.buf.get() + up.start, held);
+    std::memcpy(up.buf.get(), header, n);
+    up.start = 0;
+    up.end = n + held;
+    header_out = static_cast<std::uint32_t>(n);
+  }
+
   // Connects to the next server the balancer offers; false when none is left (closed).
   bool connect_next() {
     const event::TimePoint now = loop->now();
@@ -399,6 +530,7 @@ struct Session {
     connected = true;
     up.to = upstream;
     down.from = upstream;
+    if (proxy->send_proxy_protocol != conf::ProxyProtocol::off) prepend_header();
   }
 };
 
@@ -408,7 +540,15 @@ void on_client_event(Event& ev) {
   auto& s = *static_cast<Session*>(static_cast<Connection*>(ev.data)->data);
   if (ev.timedout) {
     ev.timedout = false;
+    if (s.reading_header) {
+      s.bad_header("timed out");
+      return;
+    }
     s.idle_timer();
+    return;
+  }
+  if (s.reading_header) {
+    if (!ev.write) s.read_header();
     return;
   }
   if (s.connected) s.run();
@@ -506,6 +646,12 @@ AccessLog* SessionSet::access_log(const conf::Proxy& proxy) {
   return slot.get();
 }
 
+const AccessRules& SessionSet::rules(const conf::Proxy& proxy) {
+  auto it = rules_.find(&proxy);
+  if (it == rules_.end()) it = rules_.emplace(&proxy, AccessRules(proxy.access)).first;
+  return it->second;
+}
+
 void SessionSet::on_batch_done(void* cookie, int result) {
   auto& p = *static_cast<Pipe*>(cookie);
   p.done = p.in_flight;
@@ -537,8 +683,29 @@ void SessionSet::start(EventLoop& loop, Connection& client, const conf::Proxy& p
 
   client.data = s;
   client.read.handler = client.write.handler = on_client_event;
+  // The server side needs a connection too: without one, refuse now rather than after the
+  // client has sent its first bytes.
+  if (loop.pool().free_count() == 0) {
+    if (auto held = pool_full_log_.admit(loop.now())) {
+      spdlog::warn(
+          "{} worker_connections are not enough, client {} on proxy \"{}\" refused ({} "
+          "more since the last message)",
+          loop.pool().size(), client.peer.to_string(), proxy.name, *held);
+    }
+    s->close("limit");
+    return;
+  }
+  // Without a PROXY header the address is final: rules and limit now. With one, the rules
+  // are checked against the sender too, and everything again against the address it carries.
+  if (!s->admit(!proxy.accept_proxy_protocol)) return;
   if (loop.add_connection(client)) {
     s->close("connect_failed");
+    return;
+  }
+  if (proxy.accept_proxy_protocol) {
+    s->reading_header = true;
+    loop.add_timer(client.read, proxy.connect_timeout);
+    s->read_header();
     return;
   }
   s->connect_next();

@@ -1,7 +1,8 @@
-// A TCP relay, the worker's handler until the full proxy lands: pick a server through the
-// upstream's balancer (failing over to the next one on a refused or timed-out connect, within
-// next_upstream_tries and next_upstream_timeout), move bytes both ways with one buffer per
-// direction, pass a FIN on as shutdown(SHUT_WR) and a reset as a reset, close when both
+// A TCP proxy session set: admit a client (access rules, per-client limit, a PROXY protocol
+// header read with a timeout), pick a server through the upstream's balancer (failing over to
+// the next one on a refused or timed-out connect, within next_upstream_tries and
+// next_upstream_timeout), send a PROXY header on if asked, move bytes both ways with one buffer
+// per direction, pass a FIN on as shutdown(SHUT_WR) and a reset as a reset, close when both
 // directions are done, on an error, or after idle_timeout, and write one access-log line.
 #pragma once
 
@@ -14,7 +15,9 @@
 #include "event/connection.h"
 #include "event/event_loop.h"
 #include "event/listening.h"
+#include "event/log_throttle.h"
 #include "worker/proxy/access_log.h"
+#include "worker/proxy/access_rules.h"
 #include "worker/proxy/buffer_pool.h"
 #include "worker/proxy/pipe_pool.h"
 #include "worker/upstream/balancer.h"
@@ -68,6 +71,7 @@ class SessionSet {
   void unlink(Session& s) noexcept;
   Balancer& balancer(const conf::Proxy& proxy, const conf::Config& cfg);
   AccessLog* access_log(const conf::Proxy& proxy);
+  const AccessRules& rules(const conf::Proxy& proxy);
 
   Session* head_ = nullptr;
   std::size_t count_ = 0;
@@ -75,9 +79,12 @@ class SessionSet {
   ClientLimits* limits_ = nullptr;
   std::size_t limits_share_ = 0;
   std::map<const conf::Proxy*, Balancer> balancers_;
+  std::map<const conf::Proxy*, AccessRules> rules_;
   // Declared before the logs: destroyed after them, it writes out what they queued, then ends.
   std::shared_ptr<spdlog::details::thread_pool> log_writer_;
   std::map<std::string, std::unique_ptr<AccessLog>> logs_;
+  event::LogThrottle pool_full_log_{event::Msec{5'000}};
+  event::LogThrottle table_full_log_{event::Msec{5'000}};
   BufferPool buffers_;
   PipePool pipes_;
   HealthBoard* health_ = nullptr;

@@ -1,0 +1,358 @@
+// End-to-end tests of the client-facing controls through the real binary: access rules (also
+// against the address a PROXY header carries), max_conns_per_client across two workers and
+// after a worker is killed, the worker_connections limit, and an access-log line for every way
+// a session can end.
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/echo_server.h"
+#include "tests/support/ferry_instance.h"
+#include "tests/support/process.h"
+#include "tests/support/sockets.h"
+
+namespace ferry::test {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+std::string proxy(const std::string& name, const std::string& listen, int backend_port,
+                  const std::string& extra) {
+  return "  { name = \"" + name + "\"; listen = \"" + listen +
+         "\"; upstream = \"127.0.0.1:" + std::to_string(backend_port) + "\"; " + extra + " }";
+}
+
+std::string config(int workers, const std::vector<std::string>& proxies,
+                   const std::string& top = "") {
+  std::string out = "worker_processes = " + std::to_string(workers) + ";\n" + top + "proxies = (\n";
+  for (std::size_t i = 0; i < proxies.size(); ++i) out += (i ? ",\n" : "") + proxies[i];
+  return out + "\n);\n";
+}
+
+// A session that gets through: the echo comes back.
+bool served(int fd, const std::string& text = "ping") {
+  return fd >= 0 && echo_round_trip(fd, text);
+}
+
+TEST(AccessRulesTest, FirstMatchDecidesForIpv4AndIpv6Clients) {
+  EchoServer backend;
+  TempDir logs;
+  const std::string access = logs.path() + "/access.log";
+  const int v4 = free_port();
+  const int v6 = free_port();
+  const std::string log = "access_log = \"" + access + "\"; ";
+  FerryInstance ferry(config(
+      1, {proxy("v4", "127.0.0.1:" + std::to_string(v4), backend.port(),
+                log + "access = [ \"deny 127.0.0.2\", \"allow 127.0.0.0/16\", \"deny all\" ];"),
+          proxy("v6", "[::1]:" + std::to_string(v6), backend.port(),
+                log + "access = [ \"allow 127.0.0.1\", \"deny ::1/128\", \"allow all\" ];")}));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+
+  const int ok1 = connect_from("127.0.0.1", "127.0.0.1", v4);
+  EXPECT_TRUE(served(ok1)) << "127.0.0.1 matches allow 127.0.0.0/16";
+  const int ok3 = connect_from("127.0.0.3", "127.0.0.1", v4);
+  EXPECT_TRUE(served(ok3)) << "127.0.0.3 matches allow 127.0.0.0/16";
+  const int accepted = backend.accepted();
+  const int denied2 = connect_from("127.0.0.2", "127.0.0.1", v4);
+  ASSERT_GE(denied2, 0);
+  EXPECT_TRUE(closed_by_peer(denied2, seconds(3))) << "deny 127.0.0.2 comes first";
+  const int denied_far = connect_from("127.1.0.1", "127.0.0.1", v4);
+  ASSERT_GE(denied_far, 0);
+  EXPECT_TRUE(closed_by_peer(denied_far, seconds(3))) << "outside /16: deny all";
+  const int denied6 = connect_from("", "::1", v6);
+  ASSERT_GE(denied6, 0);
+  EXPECT_TRUE(closed_by_peer(denied6, seconds(3))) << "deny ::1/128";
+  EXPECT_EQ(backend.accepted(), accepted) << "a denied client never reaches the server";
+  EXPECT_TRUE(served(ok1, "still here")) << "the others are not disturbed";
+  for (int fd : {ok1, ok3, denied2, denied_far, denied6}) ::close(fd);
+
+  ASSERT_TRUE(eventually([&] { return count_of(read_file(access), " denied\n") == 3; }))
+      << read_file(access);
+  const std::string text = read_file(access);
+  EXPECT_NE(text.find("127.0.0.2:"), std::string::npos) << text;
+  EXPECT_NE(text.find("[::1]:"), std::string::npos) << text;
+}
+
+TEST(AccessRulesTest, RulesApplyToTheSenderAndToTheAddressItsProxyHeaderCarries) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(
+      config(1, {proxy("pp", "127.0.0.1:" + std::to_string(port), backend.port(),
+                       "accept_proxy_protocol = true; access_log = \"off\"; "
+                       "access = [ \"allow 127.0.0.1\", \"allow 10.0.0.0/8\", \"deny all\" ];")}));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const int inside = connect_from("127.0.0.1", "127.0.0.1", port);
+  ASSERT_TRUE(send_all(inside, "PROXY TCP4 10.1.2.3 127.0.0.1 5555 80\r\n"));
+  EXPECT_TRUE(served(inside)) << "10.1.2.3 matches allow 10.0.0.0/8";
+  const int outside = connect_from("127.0.0.1", "127.0.0.1", port);
+  ASSERT_TRUE(send_all(outside, "PROXY TCP4 192.0.2.1 127.0.0.1 5555 80\r\n"));
+  EXPECT_TRUE(closed_by_peer(outside, seconds(3))) << "192.0.2.1: deny all";
+  const int sender = connect_from("127.0.0.2", "127.0.0.1", port);
+  ASSERT_GE(sender, 0);
+  send_all(sender, "PROXY TCP4 10.1.2.3 127.0.0.1 5555 80\r\n");
+  EXPECT_TRUE(closed_by_peer(sender, seconds(3)))
+      << "the sender 127.0.0.2 is checked before its header is believed";
+  for (int fd : {inside, outside, sender}) ::close(fd);
+}
+
+// The worker pids and, for each, how many TCP sockets it holds (listeners, channel, sessions).
+std::vector<std::pair<pid_t, int>> sockets_per_worker(const FerryInstance& ferry) {
+  std::vector<std::pair<pid_t, int>> out;
+  for (pid_t pid : ferry.workers()) {
+    int sockets = 0;
+    std::error_code ec;
+    for (const auto& e :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+      std::error_code ignored;
+      const auto target = std::filesystem::read_symlink(e.path(), ignored).string();
+      if (target.rfind("socket:", 0) == 0) ++sockets;
+    }
+    out.emplace_back(pid, sockets);
+  }
+  return out;
+}
+
+TEST(ClientLimitTest, TheFourthSessionFromOneAddressIsRefusedAcrossWorkersAndKillRecovers) {
+  EchoServer backend;
+  TempDir logs;
+  const std::string access = logs.path() + "/access.log";
+  const int port = free_port();
+  FerryInstance ferry(
+      config(2, {proxy("lim", "127.0.0.1:" + std::to_string(port), backend.port(),
+                       "max_conns_per_client = 3; access_log = \"" + access + "\";")}));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  ASSERT_EQ(ferry.workers().size(), 2U);
+
+  auto open_three = [&](std::vector<int>& fds) {
+    for (int i = 0; i < 3; ++i) {
+      const int fd = connect_from("127.0.0.1", "127.0.0.1", port);
+      EXPECT_TRUE(served(fd)) << "session " << i + 1 << " of 3";
+      fds.push_back(fd);
+    }
+  };
+  std::vector<int> held;
+  open_three(held);
+  // Several tries: whichever worker takes it, the fourth is refused.
+  for (int i = 0; i < 4; ++i) {
+    const int fourth = connect_from("127.0.0.1", "127.0.0.1", port);
+    ASSERT_GE(fourth, 0);
+    EXPECT_TRUE(closed_by_peer(fourth, seconds(3))) << "try " << i;
+    ::close(fourth);
+  }
+  const int other = connect_from("127.0.0.2", "127.0.0.1", port);
+  EXPECT_TRUE(served(other)) << "another address has its own count";
+  ::close(other);
+  ASSERT_TRUE(eventually([&] { return count_of(read_file(access), " limit\n") == 4; }))
+      << read_file(access);
+
+  // kill -9 the worker holding most of the sessions (3 split 2-1 or 3-0: never even).
+  auto counts = sockets_per_worker(ferry);
+  ASSERT_EQ(counts.size(), 2U);
+  const pid_t victim = counts[0].second > counts[1].second ? counts[0].first : counts[1].first;
+  ::kill(victim, SIGKILL);
+  ASSERT_TRUE(eventually([&] {
+    const auto now = ferry.workers();
+    return now.size() == 2 && now.count(victim) == 0;
+  })) << ferry.log();
+  // The survivors end normally; the killed worker's share must have been given back.
+  for (int fd : held) ::close(fd);
+  held.clear();
+  // Until a full three are served again (the survivors' ends reach ferry a moment later);
+  // those three are kept.
+  ASSERT_TRUE(eventually([&] {
+    bool all = true;
+    for (int i = 0; i < 3 && all; ++i) {
+      held.push_back(connect_from("127.0.0.1", "127.0.0.1", port));
+      all = served(held.back());
+    }
+    if (all) return true;
+    for (int fd : held) ::close(fd);
+    held.clear();
+    return false;
+  })) << "the killed worker's sessions still count\n"
+      << ferry.log();
+  const int fourth = connect_from("127.0.0.1", "127.0.0.1", port);
+  EXPECT_TRUE(closed_by_peer(fourth, seconds(3))) << "and the limit still holds";
+  ::close(fourth);
+  for (int fd : held) ::close(fd);
+}
+
+TEST(WorkerConnectionsTest, AFullWorkerRefusesNewClientsAtOnceAndKeepsItsSessions) {
+  EchoServer backend;
+  const int port = free_port();
+  // The channel to the master takes one connection; each session two: three sessions fit.
+  FerryInstance ferry(config(
+      1,
+      {proxy("full", "127.0.0.1:" + std::to_string(port), backend.port(), "access_log = \"off\";")},
+      "worker_connections = 7;\n"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  std::vector<int> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(connect_from("", "127.0.0.1", port));
+    ASSERT_TRUE(served(held.back())) << "session " << i;
+  }
+  for (int i = 0; i < 20; ++i) {
+    const int extra = connect_from("", "127.0.0.1", port);
+    ASSERT_GE(extra, 0);
+    EXPECT_TRUE(closed_by_peer(extra, seconds(2))) << "refused promptly, try " << i;
+    ::close(extra);
+  }
+  for (int fd : held) EXPECT_TRUE(served(fd, "unaffected"));
+  EXPECT_TRUE(ferry.wait_for_log("worker_connections are not enough")) << ferry.log();
+  ferry.drain_log();
+  EXPECT_LE(count_of(ferry.log(), "worker_connections are not enough"), 2U)
+      << "logged once per interval, not per client\n"
+      << ferry.log();
+  ::close(held.back());
+  held.pop_back();
+  ASSERT_TRUE(eventually([&] {
+    const int fd = connect_from("", "127.0.0.1", port);
+    const bool ok = served(fd);
+    ::close(fd);
+    return ok;
+  })) << "room again once a session ended";
+  for (int fd : held) ::close(fd);
+}
+
+TEST(AccessLogTest, EveryWayASessionEndsIsLogged) {
+  EchoServer backend;
+  TempDir logs;
+  const std::string access = logs.path() + "/access.log";
+  const std::string log = "access_log = \"" + access + "\"; ";
+  // A server that resets every connection once it has read something.
+  int reset_port = 0;
+  const int resetter = listen_on("127.0.0.1", reset_port);
+  const int refused = free_port();  // nothing listens there
+  const int p_plain = free_port();
+  const int p_idle = free_port();
+  const int p_refused = free_port();
+  const int p_reset = free_port();
+  const int p_rules = free_port();
+  const int p_limit = free_port();
+  const int p_pp = free_port();
+  FerryInstance ferry(
+      config(1, {proxy("plain", "127.0.0.1:" + std::to_string(p_plain), backend.port(), log),
+                 proxy("idle", "127.0.0.1:" + std::to_string(p_idle), backend.port(),
+                       log + "idle_timeout = \"300ms\";"),
+                 proxy("refused", "127.0.0.1:" + std::to_string(p_refused), refused,
+                       log + "connect_timeout = \"1s\";"),
+                 proxy("reset", "127.0.0.1:" + std::to_string(p_reset), reset_port, log),
+                 proxy("rules", "127.0.0.1:" + std::to_string(p_rules), backend.port(),
+                       log + "access = [ \"deny all\" ];"),
+                 proxy("limit", "127.0.0.1:" + std::to_string(p_limit), backend.port(),
+                       log + "max_conns_per_client = 1;"),
+                 proxy("pp", "127.0.0.1:" + std::to_string(p_pp), backend.port(),
+                       log + "accept_proxy_protocol = true;")}));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  auto wait_for = [&](const std::string& status) {
+    return eventually(
+        [&] { return read_file(access).find(" " + status + "\n") != std::string::npos; });
+  };
+
+  int fd = connect_from("", "127.0.0.1", p_plain);
+  ASSERT_TRUE(served(fd));
+  ::close(fd);
+  EXPECT_TRUE(wait_for("closed")) << read_file(access);
+
+  fd = connect_from("", "127.0.0.1", p_idle);
+  ASSERT_TRUE(served(fd));
+  EXPECT_TRUE(closed_by_peer(fd, seconds(3)));
+  ::close(fd);
+  EXPECT_TRUE(wait_for("idle_timeout")) << read_file(access);
+
+  fd = connect_from("", "127.0.0.1", p_refused);
+  EXPECT_TRUE(closed_by_peer(fd, seconds(5)));
+  ::close(fd);
+  EXPECT_TRUE(wait_for("connect_failed")) << read_file(access);
+
+  fd = connect_from("", "127.0.0.1", p_reset);
+  ASSERT_TRUE(send_all(fd, "x"));
+  const int server_side = accept_within(resetter, seconds(5));
+  ASSERT_GE(server_side, 0);
+  EXPECT_EQ(read_exactly(server_side, 1, seconds(5)), "x");
+  const linger abort{1, 0};
+  ::setsockopt(server_side, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+  ::close(server_side);
+  EXPECT_TRUE(closed_by_peer(fd, seconds(3)));
+  ::close(fd);
+  EXPECT_TRUE(wait_for("upstream_reset")) << read_file(access);
+
+  fd = connect_from("", "127.0.0.1", p_plain);
+  ASSERT_TRUE(served(fd));
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+  ::close(fd);
+  EXPECT_TRUE(wait_for("client_reset")) << read_file(access);
+
+  fd = connect_from("", "127.0.0.1", p_rules);
+  EXPECT_TRUE(closed_by_peer(fd, seconds(3)));
+  ::close(fd);
+  EXPECT_TRUE(wait_for("denied")) << read_file(access);
+
+  const int first = connect_from("", "127.0.0.1", p_limit);
+  ASSERT_TRUE(served(first));
+  fd = connect_from("", "127.0.0.1", p_limit);
+  EXPECT_TRUE(closed_by_peer(fd, seconds(3)));
+  ::close(fd);
+  EXPECT_TRUE(wait_for("limit")) << read_file(access);
+
+  fd = connect_from("", "127.0.0.1", p_pp);
+  send_all(fd, "NOT A HEADER\r\n");
+  EXPECT_TRUE(closed_by_peer(fd, seconds(3)));
+  ::close(fd);
+  EXPECT_TRUE(wait_for("bad_proxy_protocol")) << read_file(access);
+
+  // `first` is still open: a fast stop ends it, and its line is written before the exit.
+  ASSERT_EQ(ferry.command("stop").exit_code, 0);
+  EXPECT_EQ(ferry.wait().exit_code, 0);
+  ::close(first);
+  ::close(resetter);
+  EXPECT_TRUE(wait_for("shutdown")) << read_file(access);
+
+  // One line per session, each with the spec's fields: time, client, listen, upstream, bytes
+  // from and to the client, duration, ending.
+  const std::string text = read_file(access);
+  std::istringstream lines(text);
+  int n = 0;
+  for (std::string line; std::getline(lines, line); ++n) {
+    std::istringstream fields(line);
+    std::vector<std::string> f;
+    for (std::string w; fields >> w;) f.push_back(w);
+    EXPECT_EQ(f.size(), 8U) << line;
+  }
+  EXPECT_EQ(n, 9) << text;
+}
+
+TEST(AccessLogTest, ReopenStartsANewFileAfterRotation) {
+  EchoServer backend;
+  TempDir logs;
+  const std::string access = logs.path() + "/access.log";
+  const int port = free_port();
+  FerryInstance ferry(config(1, {proxy("web", "127.0.0.1:" + std::to_string(port), backend.port(),
+                                       "access_log = \"" + access + "\";")}));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  int fd = connect_from("", "127.0.0.1", port);
+  ASSERT_TRUE(served(fd, "before"));
+  ::close(fd);
+  ASSERT_TRUE(eventually([&] { return count_of(read_file(access), " closed\n") == 1; }));
+  std::filesystem::rename(access, access + ".1");
+  ASSERT_EQ(ferry.command("reopen").exit_code, 0);
+  ASSERT_TRUE(eventually([&] { return std::filesystem::exists(access); }))
+      << "the worker reopens its access log";
+  fd = connect_from("", "127.0.0.1", port);
+  ASSERT_TRUE(served(fd, "after"));
+  ::close(fd);
+  EXPECT_TRUE(eventually([&] { return count_of(read_file(access), " closed\n") == 1; }))
+      << read_file(access);
+  EXPECT_EQ(count_of(read_file(access + ".1"), " closed\n"), 1U);
+}
+
+}  // namespace
+}  // namespace ferry::test

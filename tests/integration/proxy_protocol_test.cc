@@ -1,0 +1,358 @@
+// End-to-end tests of the PROXY protocol through the real binary: the v1 and v2 headers ferry
+// sends are compared byte for byte with headers written out by hand from the specification;
+// received headers are passed on with their addresses, the client's bytes after them arrive
+// whole, and every malformed, truncated or slow header closes only its own connection.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <initializer_list>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/echo_server.h"
+#include "tests/support/ferry_instance.h"
+#include "tests/support/process.h"
+#include "tests/support/sockets.h"
+
+namespace ferry::test {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// Bytes written out as numbers: string literals would stop at the first zero byte.
+std::string bytes_of(std::initializer_list<int> bytes) {
+  std::string out;
+  for (int v : bytes) out += static_cast<char>(v);
+  return out;
+}
+
+// The v2 signature: \r\n\r\n\0\r\nQUIT\n.
+const std::string kSig =
+    bytes_of({0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A});
+
+std::string be16(int v) {
+  return {static_cast<char>((v >> 8) & 0xff), static_cast<char>(v & 0xff)};
+}
+
+std::string proxy_config(const std::string& listen, const std::string& upstream,
+                         const std::string& extra) {
+  return "worker_processes = 1;\n"
+         "proxies = ( { name = \"pp\"; listen = \"" +
+         listen + "\"; upstream = \"" + upstream + "\"; " + extra + " } );\n";
+}
+
+// A backend the test reads itself: what arrives first on the server side of the session.
+struct Recorder {
+  int port = 0;
+  int fd = listen_on("127.0.0.1", port);
+  ~Recorder() { ::close(fd); }
+  std::string first_bytes(std::size_t n) {
+    const int c = accept_within(fd, seconds(5));
+    if (c == -1) return "(no connection)";
+    std::string got = read_exactly(c, n, seconds(5));
+    ::close(c);
+    return got;
+  }
+};
+
+// One session through a proxy that sends `version` headers, listening on `listen_ip`, from
+// `source` ("" = any) sending `payload`; `expect(client_port, listen_port)` gives the bytes the
+// server must read first. Returns {what it read, what it should have}.
+template <typename Expect>
+std::pair<std::string, std::string> first_bytes_sent(const std::string& version,
+                                                     const std::string& listen_ip,
+                                                     const std::string& source,
+                                                     const std::string& payload, Expect expect) {
+  Recorder backend;
+  const int port = free_port();
+  const std::string listen =
+      listen_ip.find(':') != std::string::npos ? "[" + listen_ip + "]" : listen_ip;
+  FerryInstance ferry(
+      proxy_config(listen + ":" + std::to_string(port), "127.0.0.1:" + std::to_string(backend.port),
+                   "send_proxy_protocol = \"" + version + "\"; access_log = \"off\";"));
+  if (!ferry.start()) return {ferry.log(), "(ferry did not start)"};
+  const int c = connect_from(source, listen_ip, port);
+  if (c == -1) return {"(no connection)", "a connection"};
+  send_all(c, payload);
+  const std::string want = expect(local_port(c), port);
+  std::string got = backend.first_bytes(want.size());
+  ::close(c);
+  return {got, want};
+}
+
+TEST(SendProxyProtocolTest, V1Tcp4HeaderIsByteExact) {
+  const auto [got, want] =
+      first_bytes_sent("v1", "127.0.0.1", "127.0.0.2", "hello", [](int client, int port) {
+        return "PROXY TCP4 127.0.0.2 127.0.0.1 " + std::to_string(client) + " " +
+               std::to_string(port) + "\r\nhello";
+      });
+  EXPECT_EQ(got, want);
+}
+
+TEST(SendProxyProtocolTest, V1Tcp6HeaderIsByteExact) {
+  const auto [got, want] = first_bytes_sent("v1", "::1", "", "hello6", [](int client, int port) {
+    return "PROXY TCP6 ::1 ::1 " + std::to_string(client) + " " + std::to_string(port) +
+           "\r\nhello6";
+  });
+  EXPECT_EQ(got, want);
+}
+
+TEST(SendProxyProtocolTest, V2Tcp4HeaderIsByteExact) {
+  const auto [got, want] =
+      first_bytes_sent("v2", "127.0.0.1", "127.0.0.2", "hello", [](int client, int port) {
+        // Version 2, command PROXY; TCP over IPv4; 12 bytes: source, destination, their ports.
+        return kSig + bytes_of({0x21, 0x11}) + be16(12) + bytes_of({0x7F, 0x00, 0x00, 0x02}) +
+               bytes_of({0x7F, 0x00, 0x00, 0x01}) + be16(client) + be16(port) + "hello";
+      });
+  EXPECT_EQ(got, want);
+}
+
+TEST(SendProxyProtocolTest, V2Tcp6HeaderIsByteExact) {
+  const auto [got, want] = first_bytes_sent("v2", "::1", "", "hello", [](int client, int port) {
+    const std::string loopback6 = std::string(15, '\0') + bytes_of({0x01});
+    // TCP over IPv6: 36 bytes.
+    return kSig + bytes_of({0x21, 0x21}) + be16(36) + loopback6 + loopback6 + be16(client) +
+           be16(port) + "hello";
+  });
+  EXPECT_EQ(got, want);
+}
+
+TEST(SendProxyProtocolTest, TheHeaderPrecedesEverythingWhenTheClientSendsNothing) {
+  const auto [got, want] = first_bytes_sent("v1", "127.0.0.1", "", "", [](int client, int port) {
+    return "PROXY TCP4 127.0.0.1 127.0.0.1 " + std::to_string(client) + " " + std::to_string(port) +
+           "\r\n";
+  });
+  EXPECT_EQ(got, want);
+}
+
+TEST(PassProxyProtocolTest, AReceivedHeaderIsSentOnWithTheOriginalAddresses) {
+  Recorder v1_backend;
+  Recorder v2_backend;
+  const int v1_port = free_port();
+  const int v2_port = free_port();
+  FerryInstance ferry(
+      "worker_processes = 1;\nproxies = (\n"
+      "  { name = \"to-v1\"; listen = \"127.0.0.1:" +
+      std::to_string(v1_port) + "\"; upstream = \"127.0.0.1:" + std::to_string(v1_backend.port) +
+      "\"; accept_proxy_protocol = true; send_proxy_protocol = \"v1\"; access_log = \"off\"; },\n"
+      "  { name = \"to-v2\"; listen = \"127.0.0.1:" +
+      std::to_string(v2_port) + "\"; upstream = \"127.0.0.1:" + std::to_string(v2_backend.port) +
+      "\"; accept_proxy_protocol = true; send_proxy_protocol = \"v2\"; access_log = \"off\"; }\n"
+      ");\n");
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+
+  // v2 in (TCP4 192.0.2.1:1234 -> 198.51.100.2:80, with a NOOP TLV), v1 out.
+  const int a = connect_from("", "127.0.0.1", v1_port);
+  ASSERT_GE(a, 0);
+  const std::string in_v2 = kSig + bytes_of({0x21, 0x11}) + be16(12 + 5) +
+                            bytes_of({0xC0, 0x00, 0x02, 0x01}) +
+                            bytes_of({0xC6, 0x33, 0x64, 0x02}) + be16(1234) + be16(80) +
+                            bytes_of({0x04, 0x00, 0x02, 0x00, 0x00}) + "data";
+  ASSERT_TRUE(send_all(a, in_v2));
+  const std::string want_v1 = "PROXY TCP4 192.0.2.1 198.51.100.2 1234 80\r\ndata";
+  EXPECT_EQ(v1_backend.first_bytes(want_v1.size()), want_v1);
+  ::close(a);
+
+  // v1 in (TCP6 2001:db8::1:5000 -> 2001:db8::2:443), v2 out.
+  const int b = connect_from("", "127.0.0.1", v2_port);
+  ASSERT_GE(b, 0);
+  ASSERT_TRUE(send_all(b, "PROXY TCP6 2001:db8::1 2001:db8::2 5000 443\r\nmore"));
+  const std::string db8_1 =
+      bytes_of({0x20, 0x01, 0x0d, 0xb8}) + std::string(11, '\0') + bytes_of({0x01});
+  const std::string db8_2 =
+      bytes_of({0x20, 0x01, 0x0d, 0xb8}) + std::string(11, '\0') + bytes_of({0x02});
+  const std::string want_v2 =
+      kSig + bytes_of({0x21, 0x21}) + be16(36) + db8_1 + db8_2 + be16(5000) + be16(443) + "more";
+  EXPECT_EQ(v2_backend.first_bytes(want_v2.size()), want_v2);
+  ::close(b);
+}
+
+class AcceptProxyProtocolTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(ferry_.start()) << ferry_.log(); }
+  EchoServer backend_;
+  TempDir logs_;
+  const std::string access_ = logs_.path() + "/access.log";
+  const int port_ = free_port();
+  FerryInstance ferry_{proxy_config("127.0.0.1:" + std::to_string(port_),
+                                    "127.0.0.1:" + std::to_string(backend_.port()),
+                                    "accept_proxy_protocol = true; connect_timeout = \"500ms\"; "
+                                    "access_log = \"" +
+                                        access_ + "\";")};
+};
+
+TEST_F(AcceptProxyProtocolTest, ValidHeadersPassAndTheBytesAfterThemArriveWhole) {
+  const std::string tlvs =
+      bytes_of({0x02, 0x00, 0x0B}) + "example.com" + bytes_of({0x04, 0x00, 0x03, 0x00, 0x00, 0x00});
+  const std::vector<std::pair<std::string, std::string>> headers = {
+      {"v1 TCP4", "PROXY TCP4 192.0.2.10 127.0.0.1 40001 80\r\n"},
+      {"v1 TCP6", "PROXY TCP6 2001:db8::10 2001:db8::20 40002 443\r\n"},
+      {"v1 UNKNOWN", "PROXY UNKNOWN\r\n"},
+      {"v1 UNKNOWN with addresses", "PROXY UNKNOWN 1.2.3.4 5.6.7.8 1 2\r\n"},
+      {"v2 TCP4", kSig + bytes_of({0x21, 0x11}) + be16(12) + bytes_of({0xC0, 0x00, 0x02, 0x0B}) +
+                      bytes_of({0x7F, 0x00, 0x00, 0x01}) + be16(40003) + be16(80)},
+      {"v2 TCP4 with TLVs", kSig + bytes_of({0x21, 0x11}) +
+                                be16(12 + static_cast<int>(tlvs.size())) +
+                                bytes_of({0xC0, 0x00, 0x02, 0x0C}) +
+                                bytes_of({0x7F, 0x00, 0x00, 0x01}) + be16(40004) + be16(80) + tlvs},
+      {"v2 TCP6", kSig + bytes_of({0x21, 0x21}) + be16(36) + bytes_of({0x20, 0x01, 0x0d, 0xb8}) +
+                      std::string(11, '\0') + bytes_of({0x30}) + std::string(15, '\0') +
+                      bytes_of({0x01}) + be16(40005) + be16(443)},
+      {"v2 LOCAL", kSig + bytes_of({0x20, 0x00}) + be16(0)},
+      {"v2 UNSPEC", kSig + bytes_of({0x21, 0x00}) + be16(0)},
+  };
+  for (const auto& [name, header] : headers) {
+    const int c = connect_from("", "127.0.0.1", port_);
+    ASSERT_GE(c, 0) << name;
+    const std::string payload = "payload after " + name + std::string(3000, '.');
+    // Header and data in one write: ferry must not lose what came with the header.
+    ASSERT_TRUE(send_all(c, header + payload)) << name;
+    EXPECT_EQ(read_exactly(c, payload.size(), seconds(5)), payload) << name;
+    ::close(c);
+  }
+  // A header split over several writes, within the timeout.
+  const int c = connect_from("", "127.0.0.1", port_);
+  ASSERT_GE(c, 0);
+  for (const std::string part : {"PROXY TCP4 192.0.2", ".99 127.0.0.1 4", "0099 80\r", "\nsplit"}) {
+    ASSERT_TRUE(send_all(c, part));
+    ::usleep(50'000);  // the pauses are the point: each part arrives on its own
+  }
+  EXPECT_EQ(read_exactly(c, 5, seconds(5)), "split");
+  ::close(c);
+  // The addresses the headers carried are the clients' in the log; LOCAL keeps the real one.
+  ASSERT_TRUE(eventually([&] { return count_of(read_file(access_), " closed") == 10; }))
+      << read_file(access_);
+  const std::string log = read_file(access_);
+  for (const std::string client :
+       {"192.0.2.10:40001", "[2001:db8::10]:40002", "192.0.2.11:40003", "192.0.2.12:40004",
+        "[2001:db8::30]:40005", "192.0.2.99:40099"}) {
+    EXPECT_NE(log.find(" " + client + " "), std::string::npos) << client << "\n" << log;
+  }
+  // UNKNOWN (twice), LOCAL and UNSPEC keep the connection's own address.
+  std::size_t real = 0;
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::string when;
+    std::string client;
+    fields >> when >> client;
+    if (client.rfind("127.0.0.1:", 0) == 0) ++real;
+  }
+  EXPECT_EQ(real, 4U) << log;
+}
+
+TEST_F(AcceptProxyProtocolTest, MalformedHeadersCloseOnlyTheirConnection) {
+  // A good session streams for the whole test through its own valid header.
+  const int good = connect_from("", "127.0.0.1", port_);
+  ASSERT_GE(good, 0);
+  ASSERT_TRUE(send_all(good, "PROXY TCP4 10.9.9.9 127.0.0.1 9999 80\r\n"));
+  std::atomic<bool> stop{false};
+  std::atomic<int> rounds{0};
+  std::atomic<bool> failed{false};
+  std::thread streamer([&] {
+    const std::string block(16 * 1024, 'g');
+    while (!stop.load()) {
+      if (!echo_round_trip(good, block)) {
+        failed = true;
+        return;
+      }
+      ++rounds;
+    }
+  });
+
+  // Counted once the good session is through to the server.
+  ASSERT_TRUE(eventually([&] { return rounds.load() > 0 || failed.load(); }));
+  const int accepted_before = backend_.accepted();
+  const std::string v2tcp4 = kSig + bytes_of({0x21, 0x11}) + be16(12) + std::string(12, '\x01');
+  auto with = [&](std::size_t at, char byte) {
+    std::string s = v2tcp4;
+    s[at] = byte;
+    return s;
+  };
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"HTTP request", "GET / HTTP/1.1\r\nHost: x\r\n\r\n"},
+      {"lowercase", "proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n"},
+      {"bad family word", "PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n"},
+      {"LF without CR", "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n"},
+      {"double space", "PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n"},
+      {"missing field", "PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n"},
+      {"extra field", "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n"},
+      {"bad IPv4", "PROXY TCP4 1.2.3.256 5.6.7.8 1 2\r\n"},
+      {"IPv6 under TCP4", "PROXY TCP4 ::1 ::1 1 2\r\n"},
+      {"port 65536", "PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n"},
+      {"leading zero port", "PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n"},
+      {"v1 over 107 bytes", "PROXY TCP4 1.2.3.4 5.6.7.8 1 2" + std::string(100, ' ') + "\r\n"},
+      {"v1 endless", "PROXY " + std::string(300, 'A')},
+      {"v2 bad signature", with(11, 'X')},
+      {"v2 version 1", with(12, '\x11')},
+      {"v2 command 2", with(12, '\x22')},
+      {"v2 UDP", with(13, '\x12')},
+      {"v2 unknown family", with(13, '\x41')},
+      {"v2 TCP4 too short", kSig + bytes_of({0x21, 0x11}) + be16(8) + std::string(8, '\x01')},
+      {"v2 length 65535", kSig + bytes_of({0x21, 0x11}) + be16(65535) + std::string(64, '\x01')},
+      {"v2 TLV overruns", kSig + bytes_of({0x21, 0x11}) + be16(12 + 3) + std::string(12, '\x01') +
+                              bytes_of({0x04, 0x00, 0x09})},
+      {"binary garbage", std::string("\xFF\xFE\x00\x01garbage", 11)},
+  };
+  std::vector<int> fds;
+  for (const auto& [name, bytes] : bad) {
+    const int c = connect_from("", "127.0.0.1", port_);
+    ASSERT_GE(c, 0) << name;
+    send_all(c, bytes);  // ferry may close before all is taken
+    EXPECT_TRUE(closed_by_peer(c, seconds(3))) << name;
+    ::close(c);
+  }
+  // Truncated, then the client closes its side.
+  for (const std::string& part : {std::string("PROXY TCP4 1.2.3.4"), v2tcp4.substr(0, 20)}) {
+    const int c = connect_from("", "127.0.0.1", port_);
+    ASSERT_GE(c, 0);
+    ASSERT_TRUE(send_all(c, part));
+    ::shutdown(c, SHUT_WR);
+    EXPECT_TRUE(closed_by_peer(c, seconds(3))) << part;
+    ::close(c);
+  }
+  // Silent, and a drip too slow to finish within connect_timeout (500 ms): both timed out.
+  const int silent = connect_from("", "127.0.0.1", port_);
+  ASSERT_GE(silent, 0);
+  const int drip = connect_from("", "127.0.0.1", port_);
+  ASSERT_GE(drip, 0);
+  const auto drip_start = std::chrono::steady_clock::now();
+  const std::string header = "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n";
+  bool drip_closed = false;
+  for (char ch : header) {
+    if (::send(drip, &ch, 1, MSG_NOSIGNAL) != 1 || closed_by_peer(drip, milliseconds(100))) {
+      drip_closed = true;
+      break;
+    }
+  }
+  EXPECT_TRUE(drip_closed || closed_by_peer(drip, seconds(3)));
+  EXPECT_LT(std::chrono::steady_clock::now() - drip_start, seconds(3))
+      << "closed by the header timeout, not at the end of the drip";
+  EXPECT_TRUE(closed_by_peer(silent, seconds(3)));
+  ::close(silent);
+  ::close(drip);
+
+  const std::size_t expected = bad.size() + 4;
+  EXPECT_TRUE(eventually([&] {
+    return count_of(read_file(access_), "bad_proxy_protocol") == expected;
+  })) << read_file(access_);
+  EXPECT_EQ(backend_.accepted(), accepted_before) << "no bad header reached the server";
+
+  const int rounds_then = rounds.load();
+  EXPECT_TRUE(eventually([&] { return rounds.load() > rounds_then + 10; }))
+      << "the good session kept streaming";
+  stop = true;
+  streamer.join();
+  EXPECT_FALSE(failed.load()) << "the good session was disturbed";
+  EXPECT_GT(rounds.load(), 0);
+  ::close(good);
+}
+
+}  // namespace
+}  // namespace ferry::test
