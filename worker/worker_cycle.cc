@@ -80,6 +80,7 @@ class Worker {
           });
       resolver_->start();
     }
+    sessions_.prepare(cfg_);
     sessions_.set_counters(settings_.counters);
     sessions_.set_client_limits(settings_.client_limits, settings_.limits_share);
     sessions_.on_empty = on_sessions_empty;

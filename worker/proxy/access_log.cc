@@ -7,9 +7,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <ctime>
 #include <mutex>
+#include <utility>
 
 #include <spdlog/async.h>
 #include <spdlog/async_logger.h>
@@ -50,17 +52,24 @@ class AppendFileSink final : public spdlog::sinks::base_sink<std::mutex> {
  public:
   explicit AppendFileSink(std::string path) : path_(std::move(path)) {}
 
+  // Opens the file again (logrotate moved it); on failure the old file stays in use.
   bool reopen() {
     event::UniqueFd fd(::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
-    const int err = errno;
-    std::lock_guard lock(mutex_);
     if (!fd) {
-      spdlog::error("cannot open access log {}: {}", path_, event::errno_code(err).message());
-      fd_.reset();
+      spdlog::error("cannot open access log {}: {}", path_, event::last_error().message());
       return false;
     }
+    std::lock_guard lock(mutex_);
     fd_ = std::move(fd);
     return true;
+  }
+
+  // Write failures since the last call and the last errno (0: a short write). Reported by the
+  // loop thread: the writer thread must not touch spdlog's default logger, which the loop
+  // replaces on reopen.
+  std::pair<std::uint64_t, int> take_failures() noexcept {
+    return {failures_.exchange(0, std::memory_order_relaxed),
+            last_errno_.load(std::memory_order_relaxed)};
   }
 
  protected:
@@ -70,8 +79,8 @@ class AppendFileSink final : public spdlog::sinks::base_sink<std::mutex> {
     const ssize_t n =
         event::retry_eintr([&] { return ::write(fd_.get(), line.data(), line.size()); });
     if (n != static_cast<ssize_t>(line.size())) {
-      spdlog::error("write to access log {} failed: {}", path_,
-                    n == -1 ? event::last_error().message() : std::string("short write"));
+      last_errno_.store(n == -1 ? errno : 0, std::memory_order_relaxed);
+      failures_.fetch_add(1, std::memory_order_relaxed);
     }
   }
   void flush_() override {}
@@ -81,6 +90,8 @@ class AppendFileSink final : public spdlog::sinks::base_sink<std::mutex> {
  private:
   std::string path_;
   event::UniqueFd fd_;
+  std::atomic<std::uint64_t> failures_{0};
+  std::atomic<int> last_errno_{0};
 };
 
 AccessLog::AccessLog(std::string path, std::shared_ptr<spdlog::details::thread_pool> writer)
@@ -98,6 +109,14 @@ bool AccessLog::open() { return sink_->reopen(); }
 void AccessLog::write(const AccessRecord& r) {
   const std::string line = format_access_record(r);
   logger_->log(spdlog::level::info, std::string_view(line));
+  if (const auto [failed, err] = sink_->take_failures(); failed > 0) {
+    failed_ += failed;
+    if (auto held = failures_log_.admit(event::monotonic_now())) {
+      spdlog::error("{} line(s) could not be written to access log {}: {}", failed_, path_,
+                    err != 0 ? event::errno_code(err).message() : std::string("short write"));
+      failed_ = 0;
+    }
+  }
 }
 
 std::shared_ptr<spdlog::details::thread_pool> AccessLog::make_writer() {
@@ -108,8 +127,15 @@ std::shared_ptr<spdlog::details::thread_pool> AccessLog::make_writer() {
   if (const int err = pthread_sigmask(SIG_SETMASK, &all, &previous); err != 0) {
     spdlog::error("pthread_sigmask() failed: {}", event::errno_code(err).message());
   }
-  auto writer = std::make_shared<spdlog::details::thread_pool>(kQueueLines, 1);
-  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  std::shared_ptr<spdlog::details::thread_pool> writer;
+  try {
+    writer = std::make_shared<spdlog::details::thread_pool>(kQueueLines, 1);
+  } catch (const std::exception& e) {  // no thread (TasksMax, memory): the caller logs nothing
+    spdlog::error("cannot start the access log writer: {}", e.what());
+  }
+  if (const int err = pthread_sigmask(SIG_SETMASK, &previous, nullptr); err != 0) {
+    spdlog::error("pthread_sigmask() failed: {}", event::errno_code(err).message());
+  }
   return writer;
 }
 

@@ -10,6 +10,8 @@
 #include <string>
 #include <string_view>
 
+#include "event/log_throttle.h"
+
 namespace spdlog {
 class async_logger;
 namespace details {
@@ -57,13 +59,15 @@ class AccessLog {
   void write(const AccessRecord& r);
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
 
-  // The writer thread for a worker's access logs.
+  // The writer thread for a worker's access logs; null (logged) when it cannot be started.
   static std::shared_ptr<spdlog::details::thread_pool> make_writer();
 
  private:
   std::string path_;
   std::shared_ptr<AppendFileSink> sink_;
   std::shared_ptr<spdlog::async_logger> logger_;
+  std::uint64_t failed_ = 0;  // lines lost since the last error message
+  event::LogThrottle failures_log_{std::chrono::milliseconds{5'000}};
 };
 
 }  // namespace ferry::worker

@@ -9,6 +9,10 @@
 #include <atomic>
 #include <cstring>
 
+#include <spdlog/spdlog.h>
+
+#include "event/syscall_util.h"
+
 namespace ferry::worker {
 namespace {
 
@@ -183,7 +187,10 @@ void ClientLimits::recover(std::size_t share) noexcept {
   }
   // MADV_REMOVE, not MADV_DONTNEED: the pages are shmem, which DONTNEED only unmaps from this
   // process. Zeroed above already, so a failure costs only the memory.
-  (void)::madvise(counts, sizeof shares_[share], MADV_REMOVE);
+  if (::madvise(counts, sizeof shares_[share], MADV_REMOVE) == -1) {
+    spdlog::warn("madvise(MADV_REMOVE) of a worker's share failed: {}",
+                 event::last_error().message());
+  }
 }
 
 std::uint32_t ClientLimits::count(std::uint64_t key) const noexcept {

@@ -149,7 +149,9 @@ struct Session {
     Connection* other = from_client ? upstream : client;
     if (other != nullptr) {
       const linger abort{1, 0};
-      ::setsockopt(other->fd.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+      if (::setsockopt(other->fd.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort) == -1) {
+        spdlog::debug("setsockopt(SO_LINGER) failed: {}", event::last_error().message());
+      }
     }
     close(from_client ? "client_reset" : "upstream_reset");
   }
@@ -374,46 +376,60 @@ struct Session {
     return true;
   }
 
-  // accept_proxy_protocol: reads until the header parses, into the up buffer so that the bytes
-  // after it are the first ones passed on. Leaves room for the header ferry sends on.
+  // accept_proxy_protocol: looks at what the client sent so far without taking it (MSG_PEEK
+  // into the stack, so a client that sends nothing holds no buffer), and takes exactly the
+  // header once it parses: the bytes after it stay in the socket for the relay.
   void read_header() {
-    const std::size_t size = proxy->buffer_size;
-    const std::size_t cap =
-        size -
-        (proxy->send_proxy_protocol != conf::ProxyProtocol::off ? proxy_protocol::kMaxEncoded : 0);
-    if (!up.buf) up.buf = set->buffers_.take(size);
-    for (;;) {
-      const event::IoResult r = event::recv(*client, {up.buf.get() + up.end, cap - up.end});
-      if (r.status == IoStatus::again) return;
-      if (r.status == IoStatus::error) {
-        reset(client, r.err);
+    std::byte seen[proxy_protocol::kV2MaxLength];
+    const ssize_t n =
+        event::retry_eintr([&] { return ::recv(client->fd.get(), seen, sizeof seen, MSG_PEEK); });
+    if (n == -1) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        client->read.ready = false;
         return;
       }
-      up.end += r.bytes;
-      const proxy_protocol::ParseResult h = proxy_protocol::parse({up.buf.get(), up.end});
-      if (h.status == proxy_protocol::Status::done) {
-        header_done(h);
-        return;
-      }
-      if (h.status == proxy_protocol::Status::error) {
-        bad_header(h.error);
-        return;
-      }
-      if (r.status == IoStatus::eof || client->read.eof) {
+      reset(client, errno);
+      return;
+    }
+    if (n == 0) {
+      bad_header("the client closed before the header ended");
+      return;
+    }
+    const proxy_protocol::ParseResult h =
+        proxy_protocol::parse({seen, static_cast<std::size_t>(n)});
+    if (h.status == proxy_protocol::Status::error) {
+      bad_header(h.error);
+      return;
+    }
+    if (h.status == proxy_protocol::Status::need_more) {
+      // The rest would come with the next EPOLLIN edge; after the FIN it never will.
+      if (client->read.pending_eof) {
         bad_header("the client closed before the header ended");
         return;
       }
-      if (up.end == cap) {
-        bad_header("longer than the buffer");
-        return;
-      }
-      if (!client->read.ready) return;
+      client->read.ready = false;
+      return;
     }
+    const ssize_t taken =
+        event::retry_eintr([&] { return ::recv(client->fd.get(), seen, h.length, 0); });
+    if (taken != static_cast<ssize_t>(h.length)) {  // peeked bytes are there: not expected
+      spdlog::error("recv() of a {}-byte PROXY header returned {}: {}", h.length, taken,
+                    taken == -1 ? event::last_error().message() : std::string("short"));
+      close("client_reset");
+      return;
+    }
+    // Whatever followed the header (or the FIN) is for the relay to read.
+    client->read.ready = static_cast<std::size_t>(n) > h.length || client->read.pending_eof;
+    header_done(h);
   }
 
   void bad_header(std::string_view why) {
-    spdlog::warn("proxy \"{}\": bad PROXY protocol header from {}: {}", proxy->name,
-                 client->peer.to_string(), why);
+    if (auto held = set->bad_header_log_.admit(loop->now())) {
+      spdlog::warn(
+          "proxy \"{}\": bad PROXY protocol header from {}: {} ({} more since the "
+          "last message)",
+          proxy->name, client->peer.to_string(), why, *held);
+    }
     close("bad_proxy_protocol");
   }
 
@@ -426,18 +442,13 @@ struct Session {
         header_destination = std::make_unique<event::SocketAddress>(h.header.destination);
       }
     }
-    up.start = h.length;
-    if (up.start == up.end) {
-      up.start = up.end = 0;
-      set->buffers_.give(std::move(up.buf), proxy->buffer_size);
-    }
-    if (client->read.eof) up.eof = true;
     if (!admit(true)) return;
     connect_next();
   }
 
-  // send_proxy_protocol: the header goes in front of whatever the client sent already
-  // (read_header left room for it), so it is the first thing the server reads.
+  // send_proxy_protocol: the header goes in front of anything already in the up buffer (there
+  // is none: the relay reads the client only once connected), so it is what the server reads
+  // first.
   void prepend_header() {
     event::SocketAddress destination;
     if (header_destination) {
@@ -641,9 +652,17 @@ AccessLog* SessionSet::access_log(const conf::Proxy& proxy) {
   auto& slot = logs_[proxy.access_log];
   if (!slot) {
     if (!log_writer_) log_writer_ = AccessLog::make_writer();
+    if (!log_writer_) return nullptr;  // logged; tried again for the next session
     slot = std::make_unique<AccessLog>(proxy.access_log, log_writer_);
   }
   return slot.get();
+}
+
+void SessionSet::prepare(const conf::Config& cfg) {
+  for (const conf::Proxy& proxy : cfg.proxies) {
+    access_log(proxy);
+    rules(proxy);
+  }
 }
 
 const AccessRules& SessionSet::rules(const conf::Proxy& proxy) {

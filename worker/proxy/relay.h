@@ -44,6 +44,9 @@ class SessionSet {
   static void prepare_listening(const event::Listening& ls, const conf::Proxy& proxy);
   // The IoBatch completion of the relay's sends: give it to IoBatch::init of the loop's batch.
   static void on_batch_done(void* cookie, int result);
+  // Opens the access logs and builds the access rules of `cfg`'s proxies at worker start, so
+  // that no session waits for a file to open or a thread to start.
+  void prepare(const conf::Config& cfg);
   // Closes every session now (logged as `shutdown`).
   void close_all() noexcept;
   void reopen_logs();
@@ -85,6 +88,7 @@ class SessionSet {
   std::map<std::string, std::unique_ptr<AccessLog>> logs_;
   event::LogThrottle pool_full_log_{event::Msec{5'000}};
   event::LogThrottle table_full_log_{event::Msec{5'000}};
+  event::LogThrottle bad_header_log_{event::Msec{5'000}};
   BufferPool buffers_;
   PipePool pipes_;
   HealthBoard* health_ = nullptr;
