@@ -44,6 +44,7 @@
 #include "worker/channel.h"
 #include "worker/logging.h"
 #include "worker/proxy/client_limits.h"
+#include "worker/stats/stats_table.h"
 #include "worker/upstream/health_board.h"
 #include "worker/worker_counters.h"
 #include "worker/worker_cycle.h"
@@ -130,6 +131,10 @@ class Master {
     counters_ = worker::CountersTable::create(counters_shm_.data());
     if (limits_shm_.create(worker::ClientLimits::bytes_needed())) return 1;
     client_limits_ = worker::ClientLimits::create(limits_shm_.data());
+    if (stats_shm_.create(worker::StatsTable::bytes_needed())) return 1;
+    stats_ =
+        worker::StatsTable::create(stats_shm_.data(), FERRY_VERSION, ::getpid(), ::time(nullptr));
+    register_stats();
     if (!new_health_board()) return 1;
 
     if (loop_.init({.connections = 256, .epoll_events = 64})) return 1;
@@ -140,6 +145,7 @@ class Master {
     spdlog::info("ferry {} master started, pid {}, {} worker(s)", FERRY_VERSION, ::getpid(),
                  config_->worker_processes);
     pending_generation_ = generation_ = 1;
+    stats_->set_generation(generation_);
     for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
     arm(reload_timeout_, ready_timeout_, on_reload_timeout);
     if (notifier_.enabled()) arm(status_timer_, kStatusInterval, on_status_timer);
@@ -256,7 +262,10 @@ class Master {
       master_end.reset();
       ::_exit(worker_main(slot, generation, worker_end.release(), counters));
     }
-    if (counters != nullptr) counters->owner.store(pid);
+    if (counters != nullptr) {
+      counters->owner.store(pid);
+      stats_->worker_started(counters_->index_of(*counters), pid, generation, ::time(nullptr));
+    }
     auto& w = workers_.emplace_back();
     w.counters = counters;
     w.pid = pid;
@@ -325,6 +334,9 @@ class Master {
     // The share goes with the counters entry: both are given back when the worker is reaped.
     settings.limits_share =
         counters != nullptr ? counters_->index_of(*counters) : worker::ClientLimits::kNoShare;
+    settings.stats = stats_;
+    settings.stats_slot =
+        counters != nullptr ? counters_->index_of(*counters) : worker::StatsTable::kNoSlot;
     settings.health_board = health_board_;
     // Worker 0 of the generation probes the servers; a respawned worker 0 takes over.
     settings.run_health_checks = slot == 0;
@@ -411,6 +423,7 @@ class Master {
     } else {
       spdlog::info("reload complete: generation {} serving", gen);
       last_reload_ = "last reload " + clock_time() + " ok";
+      stats_->reload_succeeded(::time(nullptr));
     }
     served_ = true;
     // Before the askers get their answer: by the time `ferry -s reload` (ExecReload=) exits,
@@ -462,6 +475,7 @@ class Master {
           winched_ = false;
           own_state_.publish(OldMasterState::serving);
           pending_generation_ = ++generation_;
+          stats_->set_generation(generation_);
           for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
           arm(reload_timeout_, ready_timeout_, on_reload_timeout);
           break;
@@ -517,6 +531,7 @@ class Master {
       w->channel.fd.reset();
       if (w->counters != nullptr) {
         client_limits_->recover(counters_->index_of(*w->counters));
+        stats_->fold(counters_->index_of(*w->counters));
         retired_accepted_ += counters_->release(*w->counters);
       }
       w->counters = nullptr;
@@ -656,6 +671,16 @@ class Master {
     }
     worker::set_log_role("master");
     for (auto& w : workers_) tell(w, worker::Command::reopen);
+  }
+
+  // Before the configuration's workers are forked: they look their names up at start.
+  void register_stats() {
+    if (const std::size_t missed = stats_->register_config(*config_)) {
+      spdlog::warn(
+          "{} proxy or server name(s) do not fit the statistics (too long or too many): "
+          "not counted",
+          missed);
+    }
   }
 
   bool new_health_board() {
@@ -822,6 +847,7 @@ class Master {
     // Kept until the new generation serves: if it never does, the old one is the one serving.
     previous_ = Serving{std::move(config_), generation_, std::move(health_shm_), health_board_};
     config_ = std::move(next);
+    register_stats();
     winched_ = false;
     // The new generation gets a board laid out for the new configuration; the old workers keep
     // their mapping of the old one.
@@ -829,6 +855,7 @@ class Master {
       spdlog::error("health checks of generation {} are off", generation_ + 1);
 
     pending_generation_ = ++generation_;
+    stats_->set_generation(generation_);
     for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
     arm(reload_timeout_, ready_timeout_, on_reload_timeout);
   }
@@ -843,6 +870,8 @@ class Master {
     health_shm_ = std::move(previous_->health_shm);
     health_board_ = previous_->health_board;
     previous_.reset();
+    register_stats();  // its servers are the configured ones again
+    stats_->set_generation(generation_);
     std::string why;
     // Every address of the old configuration is still open (removed ones are only closed once
     // a generation serves), so this reopens nothing; what the rejected one opened is closed.
@@ -896,6 +925,7 @@ class Master {
   void reload_failed(const std::string& first_error) {
     last_reload_ =
         "last reload " + clock_time() + " FAILED: " + first_error + " (running configuration kept)";
+    stats_->reload_failed(first_error, ::time(nullptr));
     // READY=1 also after a rejected reload: systemd must not wait in "reloading".
     if (in_charge()) notifier_.ready(status_text());
   }
@@ -1079,6 +1109,8 @@ class Master {
   worker::CountersTable* counters_ = nullptr;
   event::SharedMemory limits_shm_;  // max_conns_per_client's counts, kept across reloads
   worker::ClientLimits* client_limits_ = nullptr;
+  event::SharedMemory stats_shm_;  // the statistics, kept across reloads
+  worker::StatsTable* stats_ = nullptr;
   std::uint64_t retired_accepted_ = 0;  // by workers already reaped
   event::SharedMemory health_shm_;
   worker::HealthBoard* health_board_ = nullptr;

@@ -9,6 +9,7 @@
 #include "event/accept_mutex.h"
 #include "event/listening.h"
 #include "worker/proxy/client_limits.h"
+#include "worker/stats/stats_table.h"
 #include "worker/worker_counters.h"
 
 namespace ferry::worker {
@@ -24,6 +25,10 @@ struct WorkerSettings {
   // The per-client session counts of every worker of every generation, and this worker's share.
   ClientLimits* client_limits = nullptr;
   std::size_t limits_share = ClientLimits::kNoShare;
+  // The statistics of every worker of every generation, and this worker's block in it (its
+  // counters entry's index, like the share above).
+  StatsTable* stats = nullptr;
+  std::size_t stats_slot = StatsTable::kNoSlot;
   int slot = 0;
   int generation = 0;
   // Called when the worker starts shutting down (sets the "is shutting down" process title).

@@ -1,0 +1,418 @@
+// StatsTable: the registry, the per-worker blocks and their folding, the master block's
+// seqlocked reload record, and the snapshot that sums them.
+#include "worker/stats/stats_table.h"
+
+#include <sched.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstring>
+#include <iterator>
+
+namespace ferry::worker {
+namespace {
+
+// A server's configuration word: the epoch of the latest configuration that has it, and flags.
+constexpr std::uint64_t kBackup = 1;
+constexpr std::uint64_t kDown = 2;
+constexpr std::uint64_t kChecked = 4;  // its upstream has an active health check
+constexpr int kEpochShift = 8;
+
+// A server's health word, one store so that no reader sees half a check: the time in the low
+// 48 bits, then whether there is a result, whether it passed, whether the server is down.
+constexpr std::uint64_t kTimeMask = (std::uint64_t{1} << 48) - 1;
+constexpr std::uint64_t kHasResult = std::uint64_t{1} << 48;
+constexpr std::uint64_t kLastOk = std::uint64_t{1} << 49;
+constexpr std::uint64_t kHealthDown = std::uint64_t{1} << 50;
+
+// A reader whose writer died halfway (the seq stays at one odd value this long) takes what it
+// reads rather than wait for ever. Only then: a writer merely preempted must not be read torn.
+constexpr std::int64_t kStuckWriterNs = 1'000'000'000;
+
+std::int64_t monotonic_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+constexpr auto kRelaxed = std::memory_order_relaxed;
+
+// The writer's side of a seqlock: the master is the only writer of each.
+class SeqWrite {
+ public:
+  explicit SeqWrite(std::atomic<std::uint64_t>& seq) noexcept : seq_(seq) {
+    seq_.store(seq_.load(kRelaxed) + 1, kRelaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+  }
+  ~SeqWrite() { seq_.store(seq_.load(kRelaxed) + 1, std::memory_order_release); }
+  SeqWrite(const SeqWrite&) = delete;
+  SeqWrite& operator=(const SeqWrite&) = delete;
+
+ private:
+  std::atomic<std::uint64_t>& seq_;
+};
+
+// The reader's side: runs `read` (relaxed loads only) until no write overlapped it.
+template <typename Read>
+void read_consistent(const std::atomic<std::uint64_t>& seq, Read&& read) {
+  std::uint64_t odd = 0;  // the odd value seen last, and since when
+  std::int64_t odd_since = 0;
+  for (std::uint32_t waits = 0;; ++waits) {
+    const std::uint64_t before = seq.load(std::memory_order_acquire);
+    if ((before & 1) != 0) {
+      if (before != odd) {
+        odd = before;
+        odd_since = monotonic_ns();
+      }
+      // The clock only now and then: yielding is the common case.
+      if (waits % 1024 != 0 || monotonic_ns() - odd_since < kStuckWriterNs) {
+        ::sched_yield();
+        continue;
+      }
+      read();
+      return;
+    }
+    read();
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (seq.load(kRelaxed) == before) return;
+  }
+}
+
+// The counters a block holds, and where each goes in a snapshot; `gauge`: dropped when folded.
+template <typename Counters, typename Totals>
+struct Field {
+  std::atomic<std::uint64_t> Counters::*counter;
+  std::uint64_t Totals::*total;
+  bool gauge;
+};
+constexpr Field<ProxyCounters, Snapshot::Proxy> kProxyFields[] = {
+    {&ProxyCounters::accepted, &Snapshot::Proxy::accepted, false},
+    {&ProxyCounters::handled, &Snapshot::Proxy::handled, false},
+    {&ProxyCounters::active, &Snapshot::Proxy::active, true},
+    {&ProxyCounters::denied, &Snapshot::Proxy::denied, false},
+    {&ProxyCounters::limited, &Snapshot::Proxy::limited, false},
+    {&ProxyCounters::bytes_from_clients, &Snapshot::Proxy::bytes_from_clients, false},
+    {&ProxyCounters::bytes_to_clients, &Snapshot::Proxy::bytes_to_clients, false},
+};
+constexpr Field<ServerCounters, Snapshot::Server> kServerFields[] = {
+    {&ServerCounters::sessions, &Snapshot::Server::sessions, false},
+    {&ServerCounters::active, &Snapshot::Server::active, true},
+    {&ServerCounters::connect_failures, &Snapshot::Server::connect_failures, false},
+    {&ServerCounters::bytes_sent, &Snapshot::Server::bytes_sent, false},
+    {&ServerCounters::bytes_received, &Snapshot::Server::bytes_received, false},
+};
+
+// Moves `from` into `to` (or drops it, for a gauge) and leaves `from` at zero.
+template <typename Counters, typename Fields>
+void fold_counters(Counters& from, Counters& to, const Fields& fields) noexcept {
+  for (const auto& f : fields) {
+    const std::uint64_t v = (from.*f.counter).exchange(0, kRelaxed);
+    if (!f.gauge) (to.*f.counter).store((to.*f.counter).load(kRelaxed) + v, kRelaxed);
+  }
+}
+
+template <typename Counters, typename Totals, typename Fields>
+void add_counters(const Counters& from, Totals& to, const Fields& fields) noexcept {
+  for (const auto& f : fields) to.*f.total += (from.*f.counter).load(kRelaxed);
+}
+
+bool same(const char* stored, std::size_t length, std::string_view name) noexcept {
+  return length == name.size() && std::memcmp(stored, name.data(), length) == 0;
+}
+
+std::int64_t wall_clock() noexcept { return static_cast<std::int64_t>(::time(nullptr)); }
+
+}  // namespace
+
+std::string_view to_string(ServerState s) noexcept {
+  constexpr std::string_view kNames[] = {"up", "down", "backup", "draining", "removed"};
+  const auto i = static_cast<std::size_t>(s);
+  return i < std::size(kNames) ? kNames[i] : "up";
+}
+
+// The two share their names: nothing yet, then how the last one went.
+std::string_view to_string(CheckResult r) noexcept {
+  constexpr std::string_view kNames[] = {"none", "ok", "failed"};
+  const auto i = static_cast<std::size_t>(r);
+  return i < std::size(kNames) ? kNames[i] : "none";
+}
+
+std::string_view to_string(ReloadResult r) noexcept {
+  return to_string(static_cast<CheckResult>(r));
+}
+
+StatsTable* StatsTable::create(void* shared_memory, std::string_view version, pid_t master_pid,
+                               std::int64_t started) noexcept {
+  auto* t = static_cast<StatsTable*>(shared_memory);
+  const std::size_t n = std::min(version.size(), kMaxVersion - 1);
+  std::memcpy(t->master_.version, version.data(), n);
+  t->master_.version[n] = '\0';
+  t->master_.pid.store(master_pid, kRelaxed);
+  t->master_.started.store(started, kRelaxed);
+  return t;
+}
+
+// ---- the master ------------------------------------------------------------------------------
+
+std::optional<std::size_t> StatsTable::register_proxy(std::string_view name) noexcept {
+  if (auto i = proxy_index(name)) return i;
+  const std::uint32_t n = proxy_count_.load(kRelaxed);
+  if (name.size() > kMaxName || n >= kMaxProxies) return std::nullopt;
+  ProxyEntry& e = proxies_[n];
+  e.length = static_cast<std::uint16_t>(name.size());
+  std::memcpy(e.name, name.data(), name.size());
+  proxy_count_.store(n + 1, std::memory_order_release);  // the entry is complete before
+  return n;
+}
+
+std::optional<std::size_t> StatsTable::register_server(std::string_view upstream,
+                                                       std::string_view address) noexcept {
+  if (auto i = server_index(upstream, address)) return i;
+  const std::uint32_t n = server_count_.load(kRelaxed);
+  if (upstream.size() > kMaxName || address.size() > kMaxAddress || n >= kMaxServers) {
+    return std::nullopt;
+  }
+  ServerEntry& e = servers_[n];
+  e.upstream_length = static_cast<std::uint16_t>(upstream.size());
+  std::memcpy(e.upstream, upstream.data(), upstream.size());
+  e.address_length = static_cast<std::uint16_t>(address.size());
+  std::memcpy(e.address, address.data(), address.size());
+  server_count_.store(n + 1, std::memory_order_release);
+  return n;
+}
+
+std::size_t StatsTable::register_config(const conf::Config& cfg) noexcept {
+  // Every entry of this configuration is stamped with its epoch before the epoch is published:
+  // a reader that already sees the new epoch sees every entry it covers.
+  const std::uint64_t epoch = master_.epoch.load(kRelaxed) + 1;
+  std::size_t missed = 0;
+  const auto server = [&](std::string_view upstream, std::string_view address,
+                          std::uint64_t flags) {
+    if (const auto i = register_server(upstream, address)) {
+      servers_[*i].config.store(epoch << kEpochShift | flags, kRelaxed);
+    } else {
+      ++missed;
+    }
+  };
+  for (const auto& u : cfg.upstreams) {
+    const std::uint64_t checked = u.health_check ? kChecked : 0;
+    for (const auto& s : u.servers) {
+      server(u.name, s.address.text, (s.backup ? kBackup : 0) | (s.down ? kDown : 0) | checked);
+    }
+  }
+  for (const auto& p : cfg.proxies) {
+    if (const auto i = register_proxy(p.name)) {
+      proxies_[*i].epoch.store(epoch, kRelaxed);
+    } else {
+      ++missed;
+    }
+    if (p.upstream.empty() && p.upstream_address) {
+      server(upstream_name_of(p), p.upstream_address->text, 0);
+    }
+  }
+  master_.epoch.store(epoch, std::memory_order_release);
+  return missed;
+}
+
+void StatsTable::set_generation(int generation) noexcept {
+  master_.generation.store(generation, kRelaxed);
+}
+
+void StatsTable::reload_succeeded(std::int64_t at) noexcept {
+  SeqWrite w(master_.reload_seq);
+  master_.reloads_ok.store(master_.reloads_ok.load(kRelaxed) + 1, kRelaxed);
+  master_.last_reload.store(static_cast<std::uint8_t>(ReloadResult::ok), kRelaxed);
+  master_.last_reload_at.store(at, kRelaxed);
+}
+
+void StatsTable::reload_failed(std::string_view error, std::int64_t at) noexcept {
+  std::size_t n = std::min(error.size(), kMaxError);
+  // Cut at a character's start, not inside a UTF-8 sequence.
+  if (n < error.size()) {
+    while (n > 0 && (static_cast<unsigned char>(error[n]) & 0xc0) == 0x80) --n;
+  }
+  SeqWrite w(master_.reload_seq);
+  master_.reloads_failed.store(master_.reloads_failed.load(kRelaxed) + 1, kRelaxed);
+  master_.last_reload.store(static_cast<std::uint8_t>(ReloadResult::failed), kRelaxed);
+  master_.last_reload_at.store(at, kRelaxed);
+  master_.error_length.store(static_cast<std::uint32_t>(n), kRelaxed);
+  for (std::size_t i = 0; i * 8 < n; ++i) {
+    std::uint64_t word = 0;
+    std::memcpy(&word, error.data() + i * 8, std::min<std::size_t>(8, n - i * 8));
+    master_.error[i].store(word, kRelaxed);
+  }
+}
+
+void StatsTable::worker_started(std::size_t slot, pid_t pid, int generation,
+                                std::int64_t started) noexcept {
+  if (slot >= kSlots) return;
+  SeqWrite w(fold_seq_);
+  WorkerEntry& e = workers_[slot];
+  e.generation.store(generation, kRelaxed);
+  e.started.store(started, kRelaxed);
+  e.pid.store(pid, kRelaxed);
+}
+
+void StatsTable::fold(std::size_t slot) noexcept {
+  if (slot >= kSlots) return;
+  const std::uint32_t proxies = proxy_count_.load(kRelaxed);
+  const std::uint32_t servers = server_count_.load(kRelaxed);
+  SeqWrite w(fold_seq_);
+  Block& b = slots_[slot];
+  for (std::uint32_t p = 0; p < proxies; ++p) {
+    fold_counters(b.proxies[p], retired_.proxies[p], kProxyFields);
+  }
+  for (std::uint32_t s = 0; s < servers; ++s) {
+    fold_counters(b.servers[s], retired_.servers[s], kServerFields);
+  }
+  WorkerEntry& e = workers_[slot];
+  e.pid.store(0, kRelaxed);
+  e.connections.store(0, kRelaxed);
+}
+
+// ---- a worker --------------------------------------------------------------------------------
+
+std::optional<std::size_t> StatsTable::proxy_index(std::string_view name) const noexcept {
+  const std::uint32_t n = proxy_count_.load(std::memory_order_acquire);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    if (same(proxies_[i].name, proxies_[i].length, name)) return i;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::size_t> StatsTable::server_index(std::string_view upstream,
+                                                    std::string_view address) const noexcept {
+  const std::uint32_t n = server_count_.load(std::memory_order_acquire);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const ServerEntry& e = servers_[i];
+    if (same(e.upstream, e.upstream_length, upstream) &&
+        same(e.address, e.address_length, address)) {
+      return i;
+    }
+  }
+  return std::nullopt;
+}
+
+ProxyCounters* StatsTable::proxy_counters(std::size_t slot, std::string_view proxy_name) noexcept {
+  if (slot >= kSlots) return nullptr;
+  const auto i = proxy_index(proxy_name);
+  return i ? &slots_[slot].proxies[*i] : nullptr;
+}
+
+ServerCounters* StatsTable::server_counters(std::size_t slot, std::string_view upstream,
+                                            std::string_view server_address) noexcept {
+  if (slot >= kSlots) return nullptr;
+  const auto i = server_index(upstream, server_address);
+  return i ? &slots_[slot].servers[*i] : nullptr;
+}
+
+void StatsTable::set_connections(std::size_t slot, std::uint64_t connections) noexcept {
+  if (slot < kSlots) workers_[slot].connections.store(connections, kRelaxed);
+}
+
+void StatsTable::set_health(std::size_t server, int generation, bool up, bool last_check_ok,
+                            std::int64_t at) noexcept {
+  if (server >= server_count_.load(std::memory_order_acquire)) return;
+  if (generation != master_.generation.load(kRelaxed)) return;
+  const std::uint64_t word =
+      (static_cast<std::uint64_t>(std::max<std::int64_t>(at, 0)) & kTimeMask) | kHasResult |
+      (last_check_ok ? kLastOk : 0) | (up ? 0 : kHealthDown);
+  servers_[server].health.store(word, kRelaxed);
+}
+
+// ---- anyone ----------------------------------------------------------------------------------
+
+Snapshot StatsTable::snapshot() const { return snapshot(wall_clock()); }
+
+Snapshot StatsTable::snapshot(std::int64_t now) const {
+  Snapshot s;
+  s.version = master_.version;
+  s.pid = master_.pid.load(kRelaxed);
+  s.started = master_.started.load(kRelaxed);
+  s.now = now;
+  s.generation = master_.generation.load(kRelaxed);
+
+  char error[kMaxError];
+  std::size_t error_length = 0;
+  read_consistent(master_.reload_seq, [&] {
+    s.reloads_ok = master_.reloads_ok.load(kRelaxed);
+    s.reloads_failed = master_.reloads_failed.load(kRelaxed);
+    s.last_reload = static_cast<ReloadResult>(master_.last_reload.load(kRelaxed));
+    s.last_reload_at = master_.last_reload_at.load(kRelaxed);
+    error_length = std::min<std::size_t>(master_.error_length.load(kRelaxed), kMaxError);
+    for (std::size_t i = 0; i * 8 < error_length; ++i) {
+      const std::uint64_t word = master_.error[i].load(kRelaxed);
+      std::memcpy(error + i * 8, &word, 8);
+    }
+  });
+  s.last_reload_error.assign(error, error_length);
+
+  const std::uint64_t epoch = master_.epoch.load(std::memory_order_acquire);
+  const std::uint32_t proxies = proxy_count_.load(std::memory_order_acquire);
+  const std::uint32_t servers = server_count_.load(std::memory_order_acquire);
+  std::vector<Snapshot::Proxy> proxy_totals;
+  std::vector<Snapshot::Server> server_totals;
+  read_consistent(fold_seq_, [&] {
+    proxy_totals.assign(proxies, {});
+    server_totals.assign(servers, {});
+    s.workers.clear();
+    const auto add_block = [&](const Block& b) {
+      for (std::uint32_t p = 0; p < proxies; ++p) {
+        add_counters(b.proxies[p], proxy_totals[p], kProxyFields);
+      }
+      for (std::uint32_t v = 0; v < servers; ++v) {
+        add_counters(b.servers[v], server_totals[v], kServerFields);
+      }
+    };
+    add_block(retired_);
+    for (std::size_t slot = 0; slot < kSlots; ++slot) {
+      const WorkerEntry& e = workers_[slot];
+      const pid_t pid = e.pid.load(kRelaxed);
+      if (pid == 0) continue;  // nothing counted there: its pages stay untouched
+      add_block(slots_[slot]);
+      s.workers.push_back({pid, e.generation.load(kRelaxed), e.started.load(kRelaxed),
+                           e.connections.load(kRelaxed)});
+    }
+  });
+
+  for (std::uint32_t p = 0; p < proxies; ++p) {
+    Snapshot::Proxy& t = proxy_totals[p];
+    t.name.assign(proxies_[p].name, proxies_[p].length);
+    t.configured = proxies_[p].epoch.load(kRelaxed) >= epoch;
+    s.proxies.push_back(std::move(t));
+  }
+  for (std::uint32_t v = 0; v < servers; ++v) {
+    const ServerEntry& e = servers_[v];
+    Snapshot::Server& t = server_totals[v];
+    t.address.assign(e.address, e.address_length);
+    const std::uint64_t config = e.config.load(kRelaxed);
+    const std::uint64_t health = e.health.load(kRelaxed);
+    const bool checked = (config & kChecked) != 0;
+    // An entry stamped with a newer epoch than the one read belongs to a configuration being
+    // published right now: configured.
+    if ((config >> kEpochShift) < epoch) {
+      t.state = t.active > 0 ? ServerState::draining : ServerState::removed;
+    } else if ((config & kDown) != 0 || (checked && (health & kHealthDown) != 0)) {
+      t.state = ServerState::down;
+    } else if ((config & kBackup) != 0) {
+      t.state = ServerState::backup;
+    } else {
+      t.state = ServerState::up;
+    }
+    if (checked && (health & kHasResult) != 0) {
+      t.health = (health & kLastOk) != 0 ? CheckResult::ok : CheckResult::failed;
+      t.health_at = static_cast<std::int64_t>(health & kTimeMask);
+    }
+    const std::string_view upstream(e.upstream, e.upstream_length);
+    auto u = std::find_if(s.upstreams.begin(), s.upstreams.end(),
+                          [&](const Snapshot::Upstream& x) { return x.name == upstream; });
+    if (u == s.upstreams.end()) {
+      s.upstreams.push_back({std::string(upstream), {}});
+      u = s.upstreams.end() - 1;
+    }
+    u->servers.push_back(std::move(t));
+  }
+  return s;
+}
+
+}  // namespace ferry::worker

@@ -1,0 +1,248 @@
+// StatsTable: the counters of every proxy, upstream server and worker, in one segment shared by
+// the master and every worker of every generation; Snapshot: a plain copy of their totals.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "conf/config.h"
+#include "worker/worker_counters.h"
+
+namespace ferry::worker {
+
+// One proxy's counts in one worker. Every connection accept() returned counts in `accepted`,
+// refused ones too, and in `handled` once it is closed, whichever way: accepted = handled +
+// active at any quiet moment.
+struct ProxyCounters {
+  std::atomic<std::uint64_t> accepted{0};
+  std::atomic<std::uint64_t> handled{0};
+  std::atomic<std::uint64_t> active{0};   // sessions open now (a gauge)
+  std::atomic<std::uint64_t> denied{0};   // refused by the proxy's access rules
+  std::atomic<std::uint64_t> limited{0};  // by max_conns_per_client or worker_connections
+  std::atomic<std::uint64_t> bytes_from_clients{0};
+  std::atomic<std::uint64_t> bytes_to_clients{0};
+};
+
+// One upstream server's counts in one worker: `sessions` connected to it, `connect_failures`
+// (refused, timed out, unreachable), bytes sent to it and received from it.
+struct ServerCounters {
+  std::atomic<std::uint64_t> sessions{0};
+  std::atomic<std::uint64_t> active{0};  // sessions connected to it now (a gauge)
+  std::atomic<std::uint64_t> connect_failures{0};
+  std::atomic<std::uint64_t> bytes_sent{0};
+  std::atomic<std::uint64_t> bytes_received{0};
+};
+
+// For the worker that owns the counter (its loop thread): each counter has that one writer, so a
+// load and a store do, without the locked read-modify-write of fetch_add; readers in other
+// processes still see whole values.
+inline void stat_add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
+  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+}
+inline void stat_sub(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
+  c.store(c.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
+}
+
+// What a server is, as the status shows it: `down` by configuration or by the active health
+// check, `backup`, `draining` (no longer configured, sessions still open), `removed` (no longer
+// configured, nothing open: kept for its totals), else `up`.
+enum class ServerState : std::uint8_t { up, down, backup, draining, removed };
+enum class CheckResult : std::uint8_t { none, ok, failed };
+enum class ReloadResult : std::uint8_t { none, ok, failed };
+std::string_view to_string(ServerState s) noexcept;
+std::string_view to_string(CheckResult r) noexcept;
+std::string_view to_string(ReloadResult r) noexcept;
+
+// Everything the renderings show, summed and copied out of the segment. Times are Unix seconds.
+struct Snapshot {
+  struct Proxy {
+    std::string name;
+    bool configured = true;  // in the latest configuration the master loaded
+    std::uint64_t accepted = 0, handled = 0, active = 0, denied = 0, limited = 0;
+    std::uint64_t bytes_from_clients = 0, bytes_to_clients = 0;
+  };
+  struct Server {
+    std::string address;  // as the configuration writes it
+    ServerState state = ServerState::up;
+    std::uint64_t sessions = 0, active = 0, connect_failures = 0;
+    std::uint64_t bytes_sent = 0, bytes_received = 0;
+    CheckResult health = CheckResult::none;  // the last active check's result
+    std::int64_t health_at = 0;              // when it ran (0 with none)
+  };
+  struct Upstream {
+    std::string name;
+    std::vector<Server> servers;
+  };
+  struct Worker {
+    pid_t pid = 0;
+    int generation = 0;
+    std::int64_t started = 0;
+    std::uint64_t connections = 0;  // in use now, client and server sides
+  };
+
+  std::string version;
+  pid_t pid = 0;  // the master's
+  std::int64_t started = 0;
+  std::int64_t now = 0;  // when the snapshot was taken
+  int generation = 0;
+  std::uint64_t reloads_ok = 0;
+  std::uint64_t reloads_failed = 0;
+  ReloadResult last_reload = ReloadResult::none;
+  std::int64_t last_reload_at = 0;
+  std::string last_reload_error;  // of the last failed reload, kept after later good ones
+  std::vector<Worker> workers;    // alive now, by slot
+  std::vector<Proxy> proxies;     // every name ever configured, in the order first seen
+  std::vector<Upstream> upstreams;
+};
+
+// Lives in an anonymous MAP_SHARED segment the master maps at start, before any fork; master and
+// workers then all hold it at the same address, and it outlives every generation. Most of it is
+// never touched: the names fill pages as they are registered, and a worker's block only the pages
+// of the proxies and servers registered (the whole is ~30 MiB of address space).
+//
+// - A registry, written by the master only: proxies by name, servers by (upstream name, address
+//   text), each with an index stable for the master's lifetime (names are never removed: a proxy
+//   a reload drops keeps its totals). A proxy with `upstream = "host:port"` has an upstream named
+//   "host:port" with that one server: the loader takes the text as an upstream's name first, so
+//   it never collides with a configured upstream.
+// - A block of counters per worker slot (CountersTable's entry index, which the master hands
+//   out and takes back), written by that worker only, each page-aligned so workers never share a
+//   cache line; and a retired block, the master's, into which a reaped worker's counts are folded.
+// - A master block: version, pid, start time, generation, the reloads.
+class StatsTable {
+ public:
+  static constexpr std::size_t kMaxProxies = 256;
+  static constexpr std::size_t kMaxServers = 1024;
+  static constexpr std::size_t kSlots = CountersTable::kEntries;
+  static constexpr std::size_t kNoSlot = std::numeric_limits<std::size_t>::max();
+  // Longer names are refused, not cut: two names cut alike would share counters.
+  static constexpr std::size_t kMaxName = 128;     // proxy and upstream names, bytes
+  static constexpr std::size_t kMaxAddress = 264;  // "host:port" with a 253-byte host fits
+  static constexpr std::size_t kMaxError = 512;    // a reload error longer is cut
+  static constexpr std::size_t kMaxVersion = 64;
+
+  static std::size_t bytes_needed() noexcept { return sizeof(StatsTable); }
+  // `shared_memory`: bytes_needed() zeroed bytes (fresh mmap pages), page-aligned. Zeroes are an
+  // empty table: only the master block is written (writing the rest would commit it all).
+  static StatsTable* create(void* shared_memory, std::string_view version, pid_t master_pid,
+                            std::int64_t started) noexcept;
+
+  // The upstream name under which `proxy`'s servers count (see above).
+  static std::string_view upstream_name_of(const conf::Proxy& proxy) noexcept {
+    return proxy.upstream.empty() && proxy.upstream_address ? proxy.upstream_address->text
+                                                            : proxy.upstream;
+  }
+
+  // ---- the master ----------------------------------------------------------------------------
+
+  // Registers every proxy and server of `cfg` and makes it the latest configuration (for
+  // `configured`, a server's backup/down flags and whether it is health-checked). Before that
+  // configuration's workers are forked. Returns how many names did not fit (not counted).
+  std::size_t register_config(const conf::Config& cfg) noexcept;
+  // The name's index, registering it if new; nullopt when the name is too long or the registry
+  // full. (register_config's parts; alone they leave the configuration flags as they are.)
+  std::optional<std::size_t> register_proxy(std::string_view name) noexcept;
+  std::optional<std::size_t> register_server(std::string_view upstream,
+                                             std::string_view address) noexcept;
+  // The newest generation of workers (starting or serving): its health checks are the ones
+  // that count.
+  void set_generation(int generation) noexcept;
+  void reload_succeeded(std::int64_t at) noexcept;
+  void reload_failed(std::string_view error, std::int64_t at) noexcept;
+  // The worker in `slot` has been forked. Its counters count from now on.
+  void worker_started(std::size_t slot, pid_t pid, int generation, std::int64_t started) noexcept;
+  // The worker in `slot` has been reaped: its counts move to the retired totals (its sessions
+  // died with it: `active` is dropped) and the slot is clean for the next worker. Before the
+  // slot is handed out again.
+  void fold(std::size_t slot) noexcept;
+
+  // ---- a worker ------------------------------------------------------------------------------
+
+  // This worker's counters of a registered proxy or server, nullptr when it is unknown (or the
+  // worker has no slot: kNoSlot). Resolved once at start; then only stat_add/stat_sub on them.
+  ProxyCounters* proxy_counters(std::size_t slot, std::string_view proxy_name) noexcept;
+  ServerCounters* server_counters(std::size_t slot, std::string_view upstream,
+                                  std::string_view server_address) noexcept;
+  // The connections this worker has in use now.
+  void set_connections(std::size_t slot, std::uint64_t connections) noexcept;
+  [[nodiscard]] std::optional<std::size_t> proxy_index(std::string_view name) const noexcept;
+  [[nodiscard]] std::optional<std::size_t> server_index(std::string_view upstream,
+                                                        std::string_view address) const noexcept;
+  // From the health checker of generation `generation` after each check of server `server`
+  // (server_index()): `up` its verdict after this check, `last_check_ok` this check's result.
+  // Ignored unless `generation` is the newest (the master's set_generation), so that a draining
+  // generation's checker does not overwrite the new one's verdicts.
+  void set_health(std::size_t server, int generation, bool up, bool last_check_ok,
+                  std::int64_t at) noexcept;
+
+  // ---- anyone ----------------------------------------------------------------------------------
+
+  // Totals as of `now` (Unix seconds; the other overload reads the clock). Consistent with the
+  // master's folds: a worker reaped meanwhile is counted once, so totals never go back.
+  [[nodiscard]] Snapshot snapshot(std::int64_t now) const;
+  [[nodiscard]] Snapshot snapshot() const;
+
+ private:
+  struct ProxyEntry {
+    std::atomic<std::uint64_t> epoch;  // of the latest configuration that has it
+    std::uint16_t length;
+    char name[kMaxName];
+  };
+  struct ServerEntry {
+    std::atomic<std::uint64_t> config;  // epoch << 8 | kBackup | kDown | kChecked
+    std::atomic<std::uint64_t> health;  // see stats_table.cc
+    std::uint16_t upstream_length;
+    std::uint16_t address_length;
+    char upstream[kMaxName];
+    char address[kMaxAddress];
+  };
+  struct alignas(64) WorkerEntry {
+    std::atomic<pid_t> pid;  // 0: no worker in this slot
+    std::atomic<std::int32_t> generation;
+    std::atomic<std::int64_t> started;
+    std::atomic<std::uint64_t> connections;
+  };
+  struct alignas(4096) Block {
+    ProxyCounters proxies[kMaxProxies];
+    ServerCounters servers[kMaxServers];
+  };
+  struct alignas(64) MasterBlock {
+    char version[kMaxVersion];
+    std::atomic<pid_t> pid;
+    std::atomic<std::int64_t> started;
+    std::atomic<std::int32_t> generation;
+    std::atomic<std::uint64_t> epoch;  // of the latest configuration
+    // The reload record, read under `reload_seq` (odd while the master writes it).
+    std::atomic<std::uint64_t> reload_seq;
+    std::atomic<std::uint64_t> reloads_ok;
+    std::atomic<std::uint64_t> reloads_failed;
+    std::atomic<std::uint8_t> last_reload;
+    std::atomic<std::int64_t> last_reload_at;
+    std::atomic<std::uint32_t> error_length;
+    std::atomic<std::uint64_t> error[kMaxError / 8];
+  };
+
+  StatsTable() = default;  // never constructed: see create()
+
+  MasterBlock master_;
+  std::atomic<std::uint32_t> proxy_count_;   // published with release after the entry
+  std::atomic<std::uint32_t> server_count_;  // likewise
+  // Odd while the master folds a slot or starts a worker: readers retry, so that a worker's
+  // counts are never seen both in its slot and in the retired block, nor in neither.
+  alignas(64) std::atomic<std::uint64_t> fold_seq_;
+  ProxyEntry proxies_[kMaxProxies];
+  ServerEntry servers_[kMaxServers];
+  WorkerEntry workers_[kSlots];
+  Block retired_;
+  Block slots_[kSlots];
+};
+
+}  // namespace ferry::worker
