@@ -15,6 +15,8 @@ struct Listening {
   bool reuseport = false;
   UniqueFd fd;
   void* data = nullptr;  // what the socket serves (a proxy), for the accept handler
+  // The HTTP status endpoint's socket: `data` is then its conf::StatusSettings, not a proxy.
+  bool status = false;
 };
 
 // Opens, binds and listens, non-blocking and close-on-exec, with SO_REUSEADDR, SO_REUSEPORT

@@ -17,11 +17,31 @@ namespace ferry::master {
 namespace {
 
 constexpr const char* kUnused = "(unused)";
+// Entry::proxy of the status endpoint's socket.
+constexpr const char* kStatus = "(status)";
+// The status endpoint's queue: a few scrapers at a time.
+constexpr int kStatusBacklog = 511;
 
+// How the logs name what a socket serves.
+std::string label(const std::string& name) {
+  return name == kStatus ? "the status endpoint" : "proxy \"" + name + "\"";
+}
+
+// An address to listen on: a proxy's (one clone of it with reuseport) or the status endpoint's.
 struct Wanted {
   event::SocketAddress address;
-  const conf::Proxy* proxy;
+  const conf::Proxy* proxy;  // null for the status endpoint
   int clone;
+  const conf::StatusSettings* status = nullptr;  // set for the status endpoint
+
+  [[nodiscard]] std::string name() const { return proxy != nullptr ? proxy->name : kStatus; }
+  [[nodiscard]] std::string label() const { return master::label(name()); }
+  [[nodiscard]] bool reuseport() const { return proxy != nullptr && proxy->reuseport; }
+  [[nodiscard]] int backlog() const { return proxy != nullptr ? proxy->backlog : kStatusBacklog; }
+  [[nodiscard]] void* data() const {
+    return proxy != nullptr ? static_cast<void*>(const_cast<conf::Proxy*>(proxy))
+                            : static_cast<void*>(const_cast<conf::StatusSettings*>(status));
+  }
 };
 
 bool is_ipv4_any(const event::SocketAddress& address) {
@@ -77,6 +97,12 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
       for (int c = 0; c < std::max(workers, have); ++c) wanted.push_back({address, &proxy, c});
     }
   }
+  // The status endpoint: one socket shared by every worker (any of them may answer), kept
+  // across reloads like a proxy's.
+  if (cfg.status) {
+    const conf::Address& a = cfg.status->listen;
+    wanted.push_back({event::SocketAddress(a.sockaddr_ptr(), a.length), nullptr, 0, &*cfg.status});
+  }
 
   // First pass: which open socket each wanted one reuses (by index into `open`), or a new
   // socket. Nothing changes until every new socket is open.
@@ -92,7 +118,7 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
     for (std::size_t i = 0; i < open.size(); ++i) {
       const Entry& e = *open[i];
       if (kept[i] || !e.serves(w.address)) continue;
-      if (e.activated || (e.ls->reuseport == w.proxy->reuseport && e.clone == w.clone)) {
+      if (e.activated || (e.ls->reuseport == w.reuseport() && e.clone == w.clone)) {
         kept[i] = true;
         p.reuse = static_cast<int>(i);
         break;
@@ -106,27 +132,26 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
       });
       if (shared != plan.end()) {
         const Entry& e = *open[static_cast<std::size_t>(shared->reuse)];
-        if (shared->want->proxy == w.proxy) {
-          spdlog::info("proxy \"{}\": {} is served by systemd's dual-stack socket {}",
-                       w.proxy->name, w.address.to_string(), e.ls->address.to_string());
+        if (shared->want->proxy == w.proxy && shared->want->status == w.status) {
+          spdlog::info("{}: {} is served by systemd's dual-stack socket {}", w.label(),
+                       w.address.to_string(), e.ls->address.to_string());
           continue;
         }
-        why = "proxy \"" + w.proxy->name + "\": cannot listen on " + w.address.to_string() +
+        why = w.label() + ": cannot listen on " + w.address.to_string() +
               ": systemd's dual-stack socket " + e.ls->address.to_string() +
-              " takes it and serves proxy \"" + shared->want->proxy->name + "\"";
+              " takes it and serves " + shared->want->label();
         return event::errno_code(EADDRINUSE);
       }
       p.fresh = std::make_unique<event::Listening>();
       p.fresh->address = w.address;
-      p.fresh->backlog = w.proxy->backlog;
-      p.fresh->reuseport = w.proxy->reuseport;
+      p.fresh->backlog = w.backlog();
+      p.fresh->reuseport = w.reuseport();
       if (auto ec = event::open_listening(*p.fresh)) {
-        why = "proxy \"" + w.proxy->name + "\": cannot listen on " + w.address.to_string() + ": " +
-              ec.message();
+        why = w.label() + ": cannot listen on " + w.address.to_string() + ": " + ec.message();
         return ec;  // `plan` closes what this call opened
       }
-      spdlog::info("proxy \"{}\" listening on {}{}", w.proxy->name, p.fresh->address.to_string(),
-                   w.proxy->reuseport ? " (reuseport clone " + std::to_string(w.clone) + ")" : "");
+      spdlog::info("{} listening on {}{}", w.label(), p.fresh->address.to_string(),
+                   w.reuseport() ? " (reuseport clone " + std::to_string(w.clone) + ")" : "");
     }
     plan.push_back(std::move(p));
   }
@@ -136,14 +161,14 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
     Entry e;
     if (p.reuse >= 0) {
       e = std::move(*open[static_cast<std::size_t>(p.reuse)]);
-      if (e.activated && e.proxy != p.want->proxy->name) {
-        spdlog::info("proxy \"{}\" listening on {} (socket from systemd)", p.want->proxy->name,
+      if (e.activated && e.proxy != p.want->name()) {
+        spdlog::info("{} listening on {} (socket from systemd)", p.want->label(),
                      e.ls->address.to_string());
       }
-      if (!e.activated && e.ls->backlog != p.want->proxy->backlog) {
+      if (!e.activated && e.ls->backlog != p.want->backlog()) {
         // listen() on a listening socket only changes its queue length. systemd's sockets keep
         // the Backlog= of their unit.
-        e.ls->backlog = p.want->proxy->backlog;
+        e.ls->backlog = p.want->backlog();
         if (::listen(e.ls->fd.get(), e.ls->backlog) == -1) {
           spdlog::warn("listen({}) on {} to change the backlog failed: {}", e.ls->backlog,
                        e.ls->address.to_string(), event::last_error().message());
@@ -152,9 +177,12 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
     } else {
       e.ls = std::move(p.fresh);
     }
-    e.proxy = p.want->proxy->name;
+    e.proxy = p.want->name();
     e.clone = p.want->clone;
-    e.ls->data = const_cast<conf::Proxy*>(p.want->proxy);
+    e.ls->data = p.want->data();
+    // A kept socket may change sides across a reload (a proxy's address given to the status
+    // endpoint, or back): the workers of the new generation go by this flag.
+    e.ls->status = p.want->status != nullptr;
     next.push_back(std::move(e));
   }
   std::vector<Entry> spare;
@@ -172,6 +200,7 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
     }
     e.proxy = kUnused;
     e.ls->data = nullptr;
+    e.ls->status = false;
     spare.push_back(std::move(e));
   }
   entries_ = std::move(next);
@@ -182,7 +211,7 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
 
 void ListenerSet::close_removed() noexcept {
   for (const Entry& e : removed_) {
-    spdlog::info("proxy \"{}\" no longer listens on {}", e.proxy, e.ls->address.to_string());
+    spdlog::info("{} no longer listens on {}", label(e.proxy), e.ls->address.to_string());
   }
   removed_.clear();
 }
@@ -283,9 +312,11 @@ std::string ListenerSet::prepare_for_exec() const {
   return value;
 }
 
-std::vector<const event::Listening*> ListenerSet::for_worker(int slot, int workers) const {
+std::vector<const event::Listening*> ListenerSet::for_worker(int slot, int workers,
+                                                             bool with_status) const {
   std::vector<const event::Listening*> out;
   for (const Entry& e : entries_) {
+    if (e.ls->status && !with_status) continue;
     if (!e.ls->reuseport || e.activated || e.clone % workers == slot) out.push_back(e.ls.get());
   }
   return out;

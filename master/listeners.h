@@ -4,7 +4,8 @@
 // address has one clone per worker, and clones are never closed while the address stays: when
 // there are fewer workers than clones, each worker serves several. Sockets passed by systemd
 // (socket activation) serve the address they are bound to and are never closed by a reload; a
-// dual-stack one ([::]:P, IPV6_V6ONLY off) also serves the IPv4 wildcard "*:P".
+// dual-stack one ([::]:P, IPV6_V6ONLY off) also serves the IPv4 wildcard "*:P". The status
+// endpoint's address is one more shared socket, marked Listening::status.
 #pragma once
 
 #include <memory>
@@ -39,15 +40,18 @@ class ListenerSet {
   // Closes the sockets that the last apply() removed.
   void close_removed() noexcept;
   // The sockets worker `slot` of `workers` serves: every shared socket, and the reuseport
-  // clones c with c % workers == slot.
-  [[nodiscard]] std::vector<const event::Listening*> for_worker(int slot, int workers) const;
+  // clones c with c % workers == slot. The status endpoint's socket (Listening::status, its
+  // `data` a conf::StatusSettings) only `with_status`: a worker that does not know it would
+  // take its `data` for a proxy.
+  [[nodiscard]] std::vector<const event::Listening*> for_worker(int slot, int workers,
+                                                                bool with_status = false) const;
   [[nodiscard]] std::size_t size() const noexcept { return entries_.size(); }
   void close_all() noexcept;
 
  private:
   struct Entry {
     std::unique_ptr<event::Listening> ls;
-    std::string proxy;       // name of the proxy it serves
+    std::string proxy;       // name of the proxy it serves ("(status)": the status endpoint)
     int clone = 0;           // index among the reuseport clones of its address
     bool activated = false;  // passed by systemd: one per address, shared, never closed
     // systemd's [::]:P with IPV6_V6ONLY off (what `ListenStream=P` makes): it takes IPv4
