@@ -11,8 +11,8 @@
 namespace ferry::master {
 namespace {
 
-constexpr std::array<std::string_view, 5> kSignals = {"reload", "reopen", "quit", "stop",
-                                                      "upgrade"};
+constexpr std::array<std::string_view, 6> kSignals = {"reload", "reopen",  "quit",
+                                                      "stop",   "upgrade", "status"};
 
 }  // namespace
 
@@ -24,7 +24,8 @@ std::string usage() {
          "  -t         test the configuration and exit\n"
          "  -T         test the configuration, print the effective configuration, and exit\n"
          "  -q         with -t or -T: print errors only\n"
-         "  -s SIGNAL  send SIGNAL to the running master: reload, reopen, quit, stop, upgrade\n"
+         "  -s SIGNAL  send SIGNAL to the running master: reload, reopen, quit, stop, upgrade;\n"
+         "             -s status prints its live statistics\n"
          "  -v         print the version and exit\n"
          "  -V         print the version, build options and library versions, and exit\n"
          "  -h         print this help and exit\n"
@@ -82,7 +83,7 @@ std::variant<CommandLine, std::string> parse_command_line(std::span<const char* 
           } else {
             if (std::find(kSignals.begin(), kSignals.end(), value) == kSignals.end()) {
               return "invalid signal \"" + value +
-                     "\" for -s (use reload, reopen, quit, stop or upgrade)";
+                     "\" for -s (use reload, reopen, quit, stop, upgrade or status)";
             }
             cl.signal = value;
             signal = true;

@@ -140,6 +140,36 @@ int reload(const std::string& pid_file, pid_t pid) {
   return 1;
 }
 
+// `-s status`: the master answers "ok\n" and its statistics table, then closes.
+int status(const std::string& pid_file, pid_t pid) {
+  event::UniqueFd fd = send_request(pid_file, pid, "status\n");
+  if (!fd) return 1;
+  std::string answer;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      print_error(fmt::format("ferry: no answer from the master (pid {}) within 10 s", pid));
+      return 1;
+    }
+    pollfd p{fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    char buf[16384];
+    const ssize_t n = event::retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf); });
+    if (n <= 0) break;
+    answer.append(buf, static_cast<std::size_t>(n));
+  }
+  if (answer.rfind("ok\n", 0) != 0) {
+    print_error(answer.rfind("error\n", 0) == 0 ? answer.substr(6)
+                                                : "ferry: the master sent no statistics");
+    return 1;
+  }
+  std::fwrite(answer.data() + 3, 1, answer.size() - 3, stdout);
+  std::fflush(stdout);
+  return 0;
+}
+
 }  // namespace
 
 std::string control_socket_path(const std::string& pid_file) {
@@ -166,6 +196,7 @@ int send_signal_command(const std::string& signal, const std::string& conf_file)
   }
   if (signal == "reload") return reload(pid_file, *pid);
   if (signal == "upgrade") return upgrade(pid_file, *pid);
+  if (signal == "status") return status(pid_file, *pid);
   const int sig = signal == "reopen" ? SIGUSR1 : signal == "quit" ? SIGQUIT : SIGTERM;
   if (::kill(*pid, sig) == -1) {
     print_error(fmt::format("ferry: kill({}, {}) failed: {}", *pid, sigabbrev_np(sig),

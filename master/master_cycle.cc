@@ -44,6 +44,7 @@
 #include "worker/channel.h"
 #include "worker/logging.h"
 #include "worker/proxy/client_limits.h"
+#include "worker/stats/render.h"
 #include "worker/stats/stats_table.h"
 #include "worker/upstream/health_board.h"
 #include "worker/worker_counters.h"
@@ -956,10 +957,21 @@ class Master {
     for (const auto& w : workers_) {
       if (w.generation == generation_ && !w.told_to_stop) ++serving;
     }
-    const auto totals = counters_->totals();
-    std::string text = std::to_string(serving) + " worker(s) serving, " +
-                       std::to_string(totals.active) + " active connection(s), " +
-                       std::to_string(totals.accepted + retired_accepted_) + " accepted";
+    // The same totals as the status endpoint and `-s status`.
+    std::uint64_t active = 0;
+    std::uint64_t accepted = 0;
+    if (stats_ != nullptr) {
+      for (const auto& p : stats_->snapshot().proxies) {
+        active += p.active;
+        accepted += p.accepted;
+      }
+    } else {
+      const auto totals = counters_->totals();
+      active = totals.active;
+      accepted = totals.accepted + retired_accepted_;
+    }
+    std::string text = std::to_string(serving) + " worker(s) serving, " + std::to_string(active) +
+                       " active connection(s), " + std::to_string(accepted) + " accepted";
     if (!last_reload_.empty()) text += "; " + last_reload_;
     return text;
   }
@@ -1082,6 +1094,25 @@ class Master {
       const bool ready = self.served_ && self.pending_generation_ == 0 && !self.stopping_;
       const std::string_view answer = ready ? "ok\n" : "wait\n";
       (void)::send(c.fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      self.loop_.close_connection(c);
+      return;
+    }
+    if (n >= 7 && std::string_view(buf, 7) == "status\n") {
+      const std::string answer = self.stats_ != nullptr
+                                     ? "ok\n" + worker::render_table(self.stats_->snapshot())
+                                     : std::string("error\nferry: no statistics in this master\n");
+      // The table is small (a line per proxy, server and worker): it fits the socket buffer.
+      std::size_t sent = 0;
+      while (sent < answer.size()) {
+        const ssize_t w = ::send(c.fd.get(), answer.data() + sent, answer.size() - sent,
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w <= 0) {
+          spdlog::warn("status answer cut short: {}",
+                       w == -1 ? event::last_error().message() : std::string("closed"));
+          break;
+        }
+        sent += static_cast<std::size_t>(w);
+      }
       self.loop_.close_connection(c);
       return;
     }

@@ -65,6 +65,7 @@ class Worker {
       sessions_.set_health_board(board);
       if (settings_.run_health_checks) {
         checker_ = std::make_unique<HealthChecker>(loop_, cfg_, *board);
+        checker_->publish_to(settings_.stats, settings_.generation);
         checker_->start();
       }
     }
@@ -80,6 +81,7 @@ class Worker {
           });
       resolver_->start();
     }
+    sessions_.set_stats(settings_.stats, settings_.stats_slot);
     sessions_.prepare(cfg_);
     sessions_.set_counters(settings_.counters);
     sessions_.set_client_limits(settings_.client_limits, settings_.limits_share);

@@ -96,7 +96,11 @@ struct Session {
   bool reading_header = false;  // accept_proxy_protocol: the client's PROXY header is not in yet
   bool counted = false;         // holds a place in the per-client counts (limit_bucket)
   std::uint32_t limit_bucket = 0;
-  std::uint32_t header_out = 0;  // bytes of the PROXY header sent on (not the client's bytes)
+  std::uint32_t header_out = 0;
+  ProxyCounters* stats = nullptr;  // this worker's counters of the proxy (or none)
+  ServerCounters* peer_stats =
+      nullptr;  // of the server it is connected to, once connected  // bytes of the PROXY header
+                // sent on (not the client's bytes)
   // The destination a received PROXY header carried, to send on in ours.
   std::unique_ptr<event::SocketAddress> header_destination;
   event::TimePoint started;
@@ -107,6 +111,7 @@ struct Session {
 
   void close(std::string_view status) noexcept {
     if (peer != nullptr) balancer->release(*peer, false, loop->now());
+    count_end(status);
     if (counted) set->limits_->release(limit_bucket, set->limits_share_);
     if (AccessLog* log = set->access_log(*proxy)) {
       const std::string client_text = client->peer.to_string();
@@ -139,6 +144,24 @@ struct Session {
     owner->unlink(*this);
     delete this;
     if (owner->size() == 0 && owner->on_empty != nullptr) owner->on_empty(owner->on_empty_ctx);
+  }
+
+  // The shared statistics of an ending session: accepted = handled + active at all times.
+  void count_end(std::string_view status) noexcept {
+    const std::uint64_t from_client = up.total - std::min<std::uint64_t>(up.total, header_out);
+    if (stats != nullptr) {
+      stat_add(stats->handled);
+      stat_sub(stats->active);
+      if (status == "denied") stat_add(stats->denied);
+      if (status == "limit") stat_add(stats->limited);
+      stat_add(stats->bytes_from_clients, from_client);
+      stat_add(stats->bytes_to_clients, down.total);
+    }
+    if (peer_stats != nullptr) {
+      stat_sub(peer_stats->active);
+      stat_add(peer_stats->bytes_sent, up.total);
+      stat_add(peer_stats->bytes_received, down.total);
+    }
   }
 
   // A reset on one side is passed on as a reset (SO_LINGER 0) on the other.
@@ -522,6 +545,7 @@ struct Session {
   }
 
   void failed_peer() {
+    if (ServerCounters* c = set->server_stats(*proxy, *peer)) stat_add(c->connect_failures);
     balancer->release(*peer, true, loop->now());
     peer = nullptr;
   }
@@ -541,6 +565,10 @@ struct Session {
     connected = true;
     up.to = upstream;
     down.from = upstream;
+    if ((peer_stats = set->server_stats(*proxy, *peer)) != nullptr) {
+      stat_add(peer_stats->sessions);
+      stat_add(peer_stats->active);
+    }
     if (proxy->send_proxy_protocol != conf::ProxyProtocol::off) prepend_header();
   }
 };
@@ -601,6 +629,7 @@ void SessionSet::link(Session& s) noexcept {
     counters_->accepted.fetch_add(1, std::memory_order_relaxed);
     counters_->active.fetch_add(1, std::memory_order_relaxed);
   }
+  publish_connections(*s.loop);
 }
 
 void SessionSet::unlink(Session& s) noexcept {
@@ -609,6 +638,33 @@ void SessionSet::unlink(Session& s) noexcept {
   if (head_ == &s) head_ = s.next;
   --count_;
   if (counters_ != nullptr) counters_->active.fetch_sub(1, std::memory_order_relaxed);
+  publish_connections(*s.loop);
+}
+
+void SessionSet::publish_connections(EventLoop& loop) noexcept {
+  if (stats_ != nullptr) {
+    stats_->set_connections(stats_slot_, loop.pool().size() - loop.pool().free_count());
+  }
+}
+
+ProxyCounters* SessionSet::proxy_stats(const conf::Proxy& proxy) {
+  if (stats_ == nullptr) return nullptr;
+  auto it = proxy_stats_.find(&proxy);
+  if (it == proxy_stats_.end()) {
+    it = proxy_stats_.emplace(&proxy, stats_->proxy_counters(stats_slot_, proxy.name)).first;
+  }
+  return it->second;
+}
+
+ServerCounters* SessionSet::server_stats(const conf::Proxy& proxy, const Peer& peer) {
+  if (stats_ == nullptr) return nullptr;
+  auto it = server_stats_.find(&peer);
+  if (it == server_stats_.end()) {
+    ServerCounters* c =
+        stats_->server_counters(stats_slot_, StatsTable::upstream_name_of(proxy), peer.name);
+    it = server_stats_.emplace(&peer, c).first;
+  }
+  return it->second;
 }
 
 void SessionSet::close_all() noexcept {
@@ -662,6 +718,7 @@ void SessionSet::prepare(const conf::Config& cfg) {
   for (const conf::Proxy& proxy : cfg.proxies) {
     access_log(proxy);
     rules(proxy);
+    proxy_stats(proxy);
   }
 }
 
@@ -698,6 +755,10 @@ void SessionSet::start(EventLoop& loop, Connection& client, const conf::Proxy& p
   s->down.to = &client;
   s->up.splice_ok = s->down.splice_ok = proxy.splice;
   s->up.owner = s->down.owner = s;
+  if ((s->stats = proxy_stats(proxy)) != nullptr) {
+    stat_add(s->stats->accepted);
+    stat_add(s->stats->active);
+  }
   link(*s);
 
   client.data = s;

@@ -20,6 +20,7 @@
 #include "worker/proxy/access_rules.h"
 #include "worker/proxy/buffer_pool.h"
 #include "worker/proxy/pipe_pool.h"
+#include "worker/stats/stats_table.h"
 #include "worker/upstream/balancer.h"
 #include "worker/worker_counters.h"
 
@@ -64,6 +65,12 @@ class SessionSet {
     limits_share_ = share;
   }
 
+  // The shared statistics and this worker's slot in them (none: nothing is counted there).
+  void set_stats(StatsTable* stats, std::size_t slot) noexcept {
+    stats_ = stats;
+    stats_slot_ = slot;
+  }
+
   // Called with the set's context whenever the last session ends (shutdown waits on it).
   void (*on_empty)(void* ctx) = nullptr;
   void* on_empty_ctx = nullptr;
@@ -75,11 +82,20 @@ class SessionSet {
   Balancer& balancer(const conf::Proxy& proxy, const conf::Config& cfg);
   AccessLog* access_log(const conf::Proxy& proxy);
   const AccessRules& rules(const conf::Proxy& proxy);
+  // This worker's counters of `proxy` / of `peer` of `proxy` (null: not counted), looked up in
+  // the shared registry once and kept.
+  ProxyCounters* proxy_stats(const conf::Proxy& proxy);
+  ServerCounters* server_stats(const conf::Proxy& proxy, const Peer& peer);
+  void publish_connections(event::EventLoop& loop) noexcept;
 
   Session* head_ = nullptr;
   std::size_t count_ = 0;
   WorkerCounters* counters_ = nullptr;
   ClientLimits* limits_ = nullptr;
+  StatsTable* stats_ = nullptr;
+  std::size_t stats_slot_ = StatsTable::kNoSlot;
+  std::map<const conf::Proxy*, ProxyCounters*> proxy_stats_;
+  std::map<const Peer*, ServerCounters*> server_stats_;
   std::size_t limits_share_ = 0;
   std::map<const conf::Proxy*, Balancer> balancers_;
   std::map<const conf::Proxy*, AccessRules> rules_;

@@ -3,6 +3,8 @@
 
 #include <sys/socket.h>
 
+#include <chrono>
+#include <optional>
 #include <string>
 
 #include <spdlog/spdlog.h>
@@ -27,6 +29,7 @@ struct Probe {
   bool connected = false;
   int passes = 0;
   int fails = 0;
+  std::optional<std::size_t> stats_index;  // the server in the shared statistics
 
   void begin() {
     event::UniqueFd fd(
@@ -121,6 +124,12 @@ struct Probe {
                      upstream->name, server->address.text, fails, why);
       }
     }
+    if (owner->stats_ != nullptr && stats_index) {
+      const auto now = std::chrono::system_clock::now().time_since_epoch();
+      owner->stats_->set_health(*stats_index, owner->generation_,
+                                health->down.load(std::memory_order_relaxed) == 0, ok,
+                                std::chrono::duration_cast<std::chrono::seconds>(now).count());
+    }
     loop->add_timer(next, check->interval);
   }
 };
@@ -143,6 +152,8 @@ void HealthChecker::start() {
       p->server = &up.servers[s];
       p->check = &*up.health_check;
       p->health = &board_.at(cfg_, u, s);
+      if (stats_ != nullptr)
+        p->stats_index = stats_->server_index(up.name, up.servers[s].address.text);
       p->next.data = p.get();
       p->next.handler = [](Event& ev) { static_cast<Probe*>(ev.data)->begin(); };
       // The first round at once, so a server that is down at start is known quickly.

@@ -9,6 +9,7 @@
 
 #include "conf/config.h"
 #include "event/event_loop.h"
+#include "worker/stats/stats_table.h"
 #include "worker/upstream/health_board.h"
 
 namespace ferry::worker {
@@ -22,14 +23,22 @@ class HealthChecker {
   HealthChecker(const HealthChecker&) = delete;
   HealthChecker& operator=(const HealthChecker&) = delete;
 
+  // Each check's result also goes to the shared statistics (the status endpoint's `health`).
+  void publish_to(StatsTable* stats, int generation) noexcept {
+    stats_ = stats;
+    generation_ = generation;
+  }
   void start();
   void stop() noexcept;
 
  private:
+  friend struct Probe;
   event::EventLoop& loop_;
   const conf::Config& cfg_;
   HealthBoard& board_;
   std::vector<std::unique_ptr<Probe>> probes_;
+  StatsTable* stats_ = nullptr;
+  int generation_ = 0;
 };
 
 }  // namespace ferry::worker
