@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -111,28 +112,36 @@ int upgrade(const std::string& pid_file, pid_t old_master) {
   return 1;
 }
 
-int reload(const std::string& pid_file, pid_t pid) {
-  event::UniqueFd fd = send_request(pid_file, pid, "reload\n");
-  if (!fd) return 1;
+// Reads the master's whole answer (it closes when done); nullopt, with the reason printed,
+// when it did not come within `limit`.
+std::optional<std::string> read_answer(int fd, pid_t pid, std::chrono::seconds limit) {
   std::string answer;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  const auto deadline = std::chrono::steady_clock::now() + limit;
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
-      print_error(fmt::format("ferry: no answer from the master (pid {}) within 30 s", pid));
-      return 1;
+      print_error(
+          fmt::format("ferry: no answer from the master (pid {}) within {} s", pid, limit.count()));
+      return std::nullopt;
     }
-    pollfd p{fd.get(), POLLIN, 0};
+    pollfd p{fd, POLLIN, 0};
     if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-    char buf[4096];
-    const ssize_t n = event::retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf); });
-    if (n <= 0) break;
+    char buf[16384];
+    const ssize_t n = event::retry_eintr([&] { return ::read(fd, buf, sizeof buf); });
+    if (n <= 0) return answer;
     answer.append(buf, static_cast<std::size_t>(n));
   }
-  if (answer.rfind("ok\n", 0) == 0) return 0;
-  if (answer.rfind("error\n", 0) == 0) {
-    print_error(answer.substr(6));
+}
+
+int reload(const std::string& pid_file, pid_t pid) {
+  event::UniqueFd fd = send_request(pid_file, pid, "reload\n");
+  if (!fd) return 1;
+  const auto answer = read_answer(fd.get(), pid, std::chrono::seconds(30));
+  if (!answer) return 1;
+  if (answer->rfind("ok\n", 0) == 0) return 0;
+  if (answer->rfind("error\n", 0) == 0) {
+    print_error(answer->substr(6));
     print_error("ferry: reload rejected; the master keeps the previous configuration");
     return 1;
   }
@@ -144,28 +153,14 @@ int reload(const std::string& pid_file, pid_t pid) {
 int status(const std::string& pid_file, pid_t pid) {
   event::UniqueFd fd = send_request(pid_file, pid, "status\n");
   if (!fd) return 1;
-  std::string answer;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      print_error(fmt::format("ferry: no answer from the master (pid {}) within 10 s", pid));
-      return 1;
-    }
-    pollfd p{fd.get(), POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-    char buf[16384];
-    const ssize_t n = event::retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf); });
-    if (n <= 0) break;
-    answer.append(buf, static_cast<std::size_t>(n));
-  }
-  if (answer.rfind("ok\n", 0) != 0) {
-    print_error(answer.rfind("error\n", 0) == 0 ? answer.substr(6)
-                                                : "ferry: the master sent no statistics");
+  const auto answer = read_answer(fd.get(), pid, std::chrono::seconds(10));
+  if (!answer) return 1;
+  if (answer->rfind("ok\n", 0) != 0) {
+    print_error(answer->rfind("error\n", 0) == 0 ? answer->substr(6)
+                                                 : "ferry: the master sent no statistics");
     return 1;
   }
-  std::fwrite(answer.data() + 3, 1, answer.size() - 3, stdout);
+  std::fwrite(answer->data() + 3, 1, answer->size() - 3, stdout);
   std::fflush(stdout);
   return 0;
 }
