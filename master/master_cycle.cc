@@ -327,7 +327,7 @@ class Master {
 
     worker::WorkerSettings settings;
     settings.config = &cfg;
-    settings.listening = listeners_.for_worker(slot, cfg.worker_processes);
+    settings.listening = listeners_.for_worker(slot, cfg.worker_processes, /*with_status=*/true);
     settings.accept_mutex = mutex_word_;
     settings.channel = channel;
     settings.counters = counters;

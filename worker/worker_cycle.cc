@@ -17,6 +17,8 @@
 #include "worker/channel.h"
 #include "worker/logging.h"
 #include "worker/proxy/relay.h"
+#include "worker/stats/render.h"
+#include "worker/status/status_server.h"
 #include "worker/upstream/health_checker.h"
 #include "worker/upstream/resolver.h"
 
@@ -48,7 +50,15 @@ class Worker {
     if (cfg_.events.accept_mutex && settings_.accept_mutex != nullptr) {
       mutex.emplace(*settings_.accept_mutex, ::getpid());
     }
+    if (cfg_.status) {
+      status_ = std::make_unique<StatusServer>(*cfg_.status, [this](std::string_view path) {
+        if (settings_.stats == nullptr) return std::string();
+        const Snapshot s = settings_.stats->snapshot();
+        return path == "/status" ? render_json(s) : render_prometheus(s);
+      });
+    }
     for (const event::Listening* ls : settings_.listening) {
+      if (ls->status) continue;
       SessionSet::prepare_listening(*ls, *static_cast<const conf::Proxy*>(ls->data));
     }
     if (acceptor_.init(loop_, settings_.listening,
@@ -103,6 +113,7 @@ class Worker {
     resolver_.reset();
     pool_.shutdown();
     sessions_.close_all();
+    if (status_) status_->close_all();
     if (channel_ != nullptr) loop_.close_connection(*channel_);
     return 0;
   }
@@ -129,6 +140,14 @@ class Worker {
 
   static void on_connection(event::Connection& c, void* ctx) {
     auto& self = *static_cast<Worker*>(ctx);
+    if (c.listening->status) {
+      if (self.status_) {
+        self.status_->start(self.loop_, c);
+      } else {
+        self.loop_.close_connection(c);
+      }
+      return;
+    }
     const auto& proxy = *static_cast<const conf::Proxy*>(c.listening->data);
     if (spdlog::should_log(spdlog::level::debug)) {  // the addresses cost a format each
       spdlog::debug("accepted {} on {}", c.peer.to_string(), c.listening->address.to_string());
@@ -227,6 +246,8 @@ class Worker {
   event::Connection* channel_ = nullptr;
   event::Event shutdown_timer_;
   SessionSet sessions_;
+  // After loop_: destroyed first, its connections still in the loop's pool.
+  std::unique_ptr<StatusServer> status_;
   std::unique_ptr<HealthChecker> checker_;
   event::ThreadPool pool_;
   std::unique_ptr<Resolver> resolver_;

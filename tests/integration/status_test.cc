@@ -1,0 +1,304 @@
+// End-to-end tests of the status endpoint and `ferry -s status` through the real binary: exact
+// totals after sessions through two workers (whichever worker answers), promtool's verdict on
+// /metrics, JSON that parses with the documented keys, a server seen down then up, totals that
+// never go back across a kill -9 and a reload, and bad or slow HTTP clients answered 400 or cut
+// off without slowing proxied sessions.
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/echo_server.h"
+#include "tests/support/ferry_instance.h"
+#include "tests/support/process.h"
+#include "tests/support/sockets.h"
+
+namespace ferry::test {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+struct Http {
+  int status = 0;
+  std::string headers;
+  std::string body;
+};
+
+// One request on a fresh connection; the whole answer (the server closes, or Content-Length).
+Http request(int port, const std::string& raw) {
+  Http r;
+  const int fd = connect_from("", "127.0.0.1", port);
+  if (fd < 0 || !send_all(fd, raw)) {
+    if (fd >= 0) ::close(fd);
+    return r;
+  }
+  std::string all;
+  const auto deadline = std::chrono::steady_clock::now() + seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    const std::string part = read_exactly(fd, 65536, milliseconds(200));
+    all += part;
+    const auto end = all.find("\r\n\r\n");
+    if (end != std::string::npos) {
+      const auto cl = all.find("Content-Length: ");
+      if (cl != std::string::npos && cl < end) {
+        const std::size_t want = std::stoul(all.substr(cl + 16));
+        if (all.size() >= end + 4 + want) break;
+      }
+    }
+    if (part.empty() && closed_by_peer(fd, milliseconds(1))) break;
+  }
+  ::close(fd);
+  if (all.rfind("HTTP/1.", 0) == 0 && all.size() > 12) r.status = std::stoi(all.substr(9, 3));
+  const auto end = all.find("\r\n\r\n");
+  if (end != std::string::npos) {
+    r.headers = all.substr(0, end);
+    r.body = all.substr(end + 4);
+  }
+  return r;
+}
+
+Http get(int port, const std::string& path) {
+  return request(port, "GET " + path + " HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+}
+
+// The value of a Prometheus sample line `name{labels} value` (-1 when absent).
+double sample(const std::string& metrics, const std::string& series) {
+  const auto at = metrics.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(metrics.substr(at + series.size() + 2));
+}
+
+// python3 evaluates `expr` on the parsed JSON `d` and prints it (the JSON must parse).
+std::string json_eval(const std::string& json, const std::string& expr) {
+  TempDir dir;
+  const std::string file = dir.write("status.json", json);
+  const Finished f =
+      run_program({"python3", "-c",
+                   "import json,sys; d=json.load(open(sys.argv[1])); print(" + expr + ")", file});
+  if (f.exit_code != 0) return "(python3: " + f.err + ")";
+  return f.out.substr(0, f.out.find_last_not_of('\n') + 1);
+}
+
+std::string config(int workers, int port, int status_port, const std::string& upstreams,
+                   const std::string& upstream = "app") {
+  return "worker_processes = " + std::to_string(workers) + ";\n" + upstreams +
+         "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" + std::to_string(port) +
+         "\"; upstream = \"" + upstream +
+         "\"; access_log = \"off\"; } );\n"
+         "status = { listen = \"127.0.0.1:" +
+         std::to_string(status_port) + "\"; access = [ \"allow 127.0.0.1\", \"deny all\" ]; };\n";
+}
+
+std::string one_server(int backend_port, const std::string& extra = "") {
+  return "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:" +
+         std::to_string(backend_port) + "\"; } ); " + extra + " } );\n";
+}
+
+TEST(StatusTest, ExactTotalsAfterSessionsThroughTwoWorkers) {
+  EchoServer backend;
+  const int port = free_port();
+  const int status_port = free_port();
+  FerryInstance ferry(config(2, port, status_port, one_server(backend.port())));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  constexpr int kSessions = 40;
+  std::uint64_t sent = 0;
+  for (int i = 0; i < kSessions; ++i) {
+    const int fd = connect_from("", "127.0.0.1", port);
+    const std::string text(100 + static_cast<std::size_t>(i), 'x');
+    ASSERT_TRUE(echo_round_trip(fd, text)) << i;
+    sent += text.size();
+    ::close(fd);
+  }
+  const std::string web = "{proxy=\"web\"}";
+  ASSERT_TRUE(eventually([&] {
+    return sample(get(status_port, "/metrics").body, "ferry_proxy_handled_total" + web) ==
+           kSessions;
+  })) << get(status_port, "/metrics").body;
+  // Several answers (either worker may take the connection): all the same totals.
+  for (int i = 0; i < 6; ++i) {
+    const std::string m = get(status_port, "/metrics").body;
+    EXPECT_EQ(sample(m, "ferry_proxy_accepted_total" + web), kSessions) << m;
+    EXPECT_EQ(sample(m, "ferry_proxy_handled_total" + web), kSessions);
+    EXPECT_EQ(sample(m, "ferry_proxy_active_sessions" + web), 0);
+    EXPECT_EQ(sample(m, "ferry_proxy_received_bytes_total" + web), static_cast<double>(sent));
+    EXPECT_EQ(sample(m, "ferry_proxy_sent_bytes_total" + web), static_cast<double>(sent));
+    const std::string server =
+        "{upstream=\"app\",server=\"127.0.0.1:" + std::to_string(backend.port()) + "\"}";
+    EXPECT_EQ(sample(m, "ferry_upstream_server_sessions_total" + server), kSessions) << m;
+  }
+  const Http status = get(status_port, "/status");
+  EXPECT_EQ(status.status, 200);
+  EXPECT_NE(status.headers.find("application/json"), std::string::npos) << status.headers;
+  EXPECT_EQ(json_eval(status.body, "d['proxies']['web']['accepted']"), std::to_string(kSessions));
+  EXPECT_EQ(json_eval(status.body, "d['proxies']['web']['bytes_from_clients']"),
+            std::to_string(sent));
+  EXPECT_EQ(json_eval(status.body, "d['proxies']['web']['active']"), "0");
+  EXPECT_EQ(json_eval(status.body, "len(d['workers'])"), "2");
+  EXPECT_EQ(json_eval(status.body, "d['upstreams']['app']['servers'][0]['state']"), "up");
+  EXPECT_EQ(json_eval(status.body, "sorted(d.keys())"),
+            "['generation', 'pid', 'proxies', 'reloads', 'started', 'upstreams', "
+            "'uptime_seconds', 'version', 'workers']");
+
+  // An open session is active, in the endpoint and in `ferry -s status`.
+  const int open = connect_from("", "127.0.0.1", port);
+  ASSERT_TRUE(echo_round_trip(open, "held"));
+  EXPECT_TRUE(eventually([&] {
+    return sample(get(status_port, "/metrics").body, "ferry_proxy_active_sessions" + web) == 1;
+  }));
+  const Finished table = run_program({ferry_binary(), "-s", "status", "-c", ferry.conf()});
+  EXPECT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("web"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find(std::to_string(kSessions + 1)), std::string::npos) << table.out;
+  ::close(open);
+}
+
+TEST(StatusTest, PromtoolAcceptsTheMetrics) {
+  if (run_program({"sh", "-c", "command -v promtool"}).exit_code != 0) {
+    GTEST_SKIP() << "promtool (Debian package prometheus) is not installed";
+  }
+  EchoServer backend;
+  const int port = free_port();
+  const int status_port = free_port();
+  FerryInstance ferry(config(2, port, status_port, one_server(backend.port())));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const int fd = connect_from("", "127.0.0.1", port);
+  ASSERT_TRUE(echo_round_trip(fd, "one"));
+  ::close(fd);
+  const Http m = get(status_port, "/metrics");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_NE(m.headers.find("text/plain; version=0.0.4"), std::string::npos) << m.headers;
+  TempDir dir;
+  const std::string file = dir.write("metrics.txt", m.body);
+  const Finished check = run_program({"sh", "-c", "promtool check metrics < " + file});
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err << "\n" << m.body;
+}
+
+TEST(StatusTest, AServerKilledShowsDownThenUpWithinTheCheckInterval) {
+  auto backend = std::make_unique<EchoServer>();
+  const int backend_port = backend->port();
+  const int port = free_port();
+  const int status_port = free_port();
+  FerryInstance ferry(
+      config(1, port, status_port,
+             one_server(backend_port,
+                        "health_check = { interval = \"200ms\"; timeout = \"200ms\"; fails = 1; "
+                        "passes = 1; };")));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::string server =
+      "{upstream=\"app\",server=\"127.0.0.1:" + std::to_string(backend_port) + "\"}";
+  auto up = [&] {
+    return sample(get(status_port, "/metrics").body, "ferry_upstream_server_up" + server);
+  };
+  ASSERT_TRUE(eventually([&] { return up() == 1; }, seconds(5)));
+  backend.reset();
+  EXPECT_TRUE(eventually([&] { return up() == 0; }, seconds(5)))
+      << get(status_port, "/metrics").body;
+  EXPECT_EQ(
+      json_eval(get(status_port, "/status").body, "d['upstreams']['app']['servers'][0]['state']"),
+      "down");
+  backend = std::make_unique<EchoServer>(backend_port);
+  EXPECT_TRUE(eventually([&] { return up() == 1; }, seconds(5)))
+      << get(status_port, "/metrics").body;
+  EXPECT_EQ(json_eval(get(status_port, "/status").body,
+                      "d['upstreams']['app']['servers'][0]['health']['last']"),
+            "ok");
+}
+
+TEST(StatusTest, TotalsNeverGoBackAcrossAKilledWorkerAndAReload) {
+  EchoServer backend;
+  const int port = free_port();
+  const int status_port = free_port();
+  const std::string body = config(2, port, status_port, one_server(backend.port()));
+  FerryInstance ferry(body);
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::string web = "{proxy=\"web\"}";
+  auto handled = [&] {
+    return sample(get(status_port, "/metrics").body, "ferry_proxy_handled_total" + web);
+  };
+  auto sessions = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      const int fd = connect_from("", "127.0.0.1", port);
+      EXPECT_TRUE(echo_round_trip(fd, "some bytes"));
+      ::close(fd);
+    }
+  };
+  sessions(10);
+  ASSERT_TRUE(eventually([&] { return handled() == 10; }));
+  ::kill(*ferry.workers().begin(), SIGKILL);
+  ASSERT_TRUE(eventually([&] { return ferry.workers().size() == 2 && handled() >= 0; }));
+  EXPECT_EQ(handled(), 10) << "a killed worker's counts are kept";
+  sessions(5);
+  ASSERT_TRUE(eventually([&] { return handled() == 15; }));
+  ferry.rewrite(body);
+  ASSERT_EQ(ferry.command("reload").exit_code, 0);
+  EXPECT_EQ(handled(), 15) << "a reload keeps the totals";
+  sessions(5);
+  EXPECT_TRUE(eventually([&] { return handled() == 20; }));
+  const std::string m = get(status_port, "/metrics").body;
+  EXPECT_EQ(sample(m, "ferry_reloads_total{result=\"ok\"}"), 1) << m;
+}
+
+TEST(StatusTest, BadAndSlowHttpClientsDoNotSlowProxiedSessions) {
+  EchoServer backend;
+  const int port = free_port();
+  const int status_port = free_port();
+  FerryInstance ferry(config(1, port, status_port, one_server(backend.port())));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+
+  const int good = connect_from("", "127.0.0.1", port);
+  std::atomic<bool> stop{false};
+  std::atomic<int> rounds{0};
+  std::atomic<bool> failed{false};
+  std::thread streamer([&] {
+    const std::string block(8192, 's');
+    while (!stop.load()) {
+      if (!echo_round_trip(good, block)) {
+        failed = true;
+        return;
+      }
+      ++rounds;
+    }
+  });
+
+  EXPECT_EQ(get(status_port, "/nope").status, 404);
+  EXPECT_EQ(request(status_port, "POST /status HTTP/1.1\r\nHost: x\r\n\r\n").status / 100, 4);
+  EXPECT_EQ(request(status_port, "GARBAGE\r\n\r\n").status, 400);
+  EXPECT_EQ(request(status_port, "GET /status HTTP/1.1\r\nBad Header\r\n\r\n").status, 400);
+  const Http huge = request(
+      status_port, "GET /status HTTP/1.1\r\nX-Big: " + std::string(64 * 1024, 'a') + "\r\n\r\n");
+  EXPECT_TRUE(huge.status == 400 || huge.status == 431) << huge.status;
+
+  // One byte a second: cut off by the read timeout, while /status answers meanwhile.
+  const int slow = connect_from("", "127.0.0.1", status_port);
+  std::thread dripper([&] {
+    const std::string req = "GET /status HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (char ch : req) {
+      if (::send(slow, &ch, 1, MSG_NOSIGNAL) != 1) return;
+      if (closed_by_peer(slow, seconds(1))) return;
+    }
+  });
+  EXPECT_EQ(get(status_port, "/status").status, 200) << "answered beside the slow client";
+  const auto dripping_since = std::chrono::steady_clock::now();
+  dripper.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - dripping_since, seconds(20))
+      << "the slow client was cut off";
+
+  const int before = rounds.load();
+  EXPECT_TRUE(eventually([&] { return rounds.load() > before + 10; }));
+  stop = true;
+  streamer.join();
+  EXPECT_FALSE(failed.load()) << "the proxied session was disturbed";
+  ::close(good);
+  ::close(slow);
+}
+
+}  // namespace
+}  // namespace ferry::test
