@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 
@@ -149,18 +150,25 @@ int reload(const std::string& pid_file, pid_t pid) {
   return 1;
 }
 
-// `-s status`: the master answers "ok\n" and its statistics table, then closes.
+// `-s status`: the master answers "ok LENGTH\n" and its statistics table, then closes.
 int status(const std::string& pid_file, pid_t pid) {
   event::UniqueFd fd = send_request(pid_file, pid, "status\n");
   if (!fd) return 1;
   const auto answer = read_answer(fd.get(), pid, std::chrono::seconds(10));
   if (!answer) return 1;
-  if (answer->rfind("ok\n", 0) != 0) {
+  if (answer->rfind("ok ", 0) != 0) {
     print_error(answer->rfind("error\n", 0) == 0 ? answer->substr(6)
                                                  : "ferry: the master sent no statistics");
     return 1;
   }
-  std::fwrite(answer->data() + 3, 1, answer->size() - 3, stdout);
+  const std::size_t eol = answer->find('\n');
+  const std::size_t length = std::strtoull(answer->c_str() + 3, nullptr, 10);
+  if (eol == std::string::npos || answer->size() - eol - 1 != length) {
+    print_error(fmt::format("ferry: the master's statistics arrived cut short ({} of {} bytes)",
+                            eol == std::string::npos ? 0 : answer->size() - eol - 1, length));
+    return 1;
+  }
+  std::fwrite(answer->data() + eol + 1, 1, length, stdout);
   std::fflush(stdout);
   return 0;
 }

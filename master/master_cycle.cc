@@ -1098,9 +1098,12 @@ class Master {
       return;
     }
     if (n >= 7 && std::string_view(buf, 7) == "status\n") {
-      const std::string answer = self.stats_ != nullptr
-                                     ? "ok\n" + worker::render_table(self.stats_->snapshot())
-                                     : std::string("error\nferry: no statistics in this master\n");
+      // "ok LENGTH\n": the client can tell a whole table from one cut short.
+      std::string answer = "error\nferry: no statistics in this master\n";
+      if (self.stats_ != nullptr) {
+        const std::string table = worker::render_table(self.stats_->snapshot());
+        answer = "ok " + std::to_string(table.size()) + "\n" + table;
+      }
       // The table is small (a line per proxy, server and worker): it fits the socket buffer.
       std::size_t sent = 0;
       while (sent < answer.size()) {

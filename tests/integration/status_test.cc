@@ -246,6 +246,37 @@ TEST(StatusTest, TotalsNeverGoBackAcrossAKilledWorkerAndAReload) {
   EXPECT_EQ(sample(m, "ferry_reloads_total{result=\"ok\"}"), 1) << m;
 }
 
+TEST(StatusTest, BytesCountAsTheyMoveAndAKilledWorkersSessionsStayBalanced) {
+  EchoServer backend;
+  const int port = free_port();
+  const int status_port = free_port();
+  FerryInstance ferry(config(1, port, status_port, one_server(backend.port())));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::string web = "{proxy=\"web\"}";
+  const int open = connect_from("", "127.0.0.1", port);
+  const std::string block(100'000, 'b');
+  ASSERT_TRUE(echo_round_trip(open, block));
+  // Still open: its bytes are already counted.
+  EXPECT_TRUE(eventually([&] {
+    const std::string m = get(status_port, "/metrics").body;
+    return sample(m, "ferry_proxy_received_bytes_total" + web) == 100'000 &&
+           sample(m, "ferry_proxy_sent_bytes_total" + web) == 100'000;
+  })) << get(status_port, "/metrics").body;
+  ::kill(*ferry.workers().begin(), SIGKILL);
+  EXPECT_TRUE(closed_by_peer(open, seconds(5)));
+  ::close(open);
+  ASSERT_TRUE(eventually([&] { return ferry.workers().size() == 1; }));
+  std::string m;
+  EXPECT_TRUE(eventually([&] {
+    m = get(status_port, "/metrics").body;
+    return sample(m, "ferry_proxy_accepted_total" + web) == 1 &&
+           sample(m, "ferry_proxy_handled_total" + web) == 1 &&
+           sample(m, "ferry_proxy_active_sessions" + web) == 0;
+  })) << "the killed worker's open session ended with it\n"
+      << m;
+  EXPECT_EQ(sample(m, "ferry_proxy_received_bytes_total" + web), 100'000) << m;
+}
+
 TEST(StatusTest, BadAndSlowHttpClientsDoNotSlowProxiedSessions) {
   EchoServer backend;
   const int port = free_port();

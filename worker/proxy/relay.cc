@@ -148,19 +148,27 @@ struct Session {
 
   // The shared statistics of an ending session: accepted = handled + active at all times.
   void count_end(std::string_view status) noexcept {
-    const std::uint64_t from_client = up.total - std::min<std::uint64_t>(up.total, header_out);
     if (stats != nullptr) {
       stat_add(stats->handled);
       stat_sub(stats->active);
       if (status == "denied") stat_add(stats->denied);
       if (status == "limit") stat_add(stats->limited);
-      stat_add(stats->bytes_from_clients, from_client);
-      stat_add(stats->bytes_to_clients, down.total);
     }
-    if (peer_stats != nullptr) {
-      stat_sub(peer_stats->active);
-      stat_add(peer_stats->bytes_sent, up.total);
-      stat_add(peer_stats->bytes_received, down.total);
+    if (peer_stats != nullptr) stat_sub(peer_stats->active);
+  }
+
+  // Bytes passed on by `p`, counted as they move (a long session is seen while it lasts, and a
+  // killed worker's bytes are already in the shared counters). The PROXY header ferry sends is
+  // the server's, not the client's.
+  void count_bytes(const Pipe& p, std::uint64_t n) noexcept {
+    if (&p == &up) {
+      const std::uint64_t before = p.total - n;
+      const std::uint64_t header_left = before < header_out ? header_out - before : 0;
+      if (stats != nullptr) stat_add(stats->bytes_from_clients, n - std::min(n, header_left));
+      if (peer_stats != nullptr) stat_add(peer_stats->bytes_sent, n);
+    } else {
+      if (stats != nullptr) stat_add(stats->bytes_to_clients, n);
+      if (peer_stats != nullptr) stat_add(peer_stats->bytes_received, n);
     }
   }
 
@@ -266,6 +274,7 @@ struct Session {
     if (r.status == IoStatus::again) return Step::wait;
     p.start += r.bytes;
     p.total += r.bytes;
+    count_bytes(p, r.bytes);
     if (p.start == p.end) {
       p.start = p.end = 0;
       set->buffers_.give(std::move(p.buf), proxy->buffer_size);
@@ -325,6 +334,7 @@ struct Session {
     if (n > 0) {
       p.in_pipe -= static_cast<std::size_t>(n);
       p.total += static_cast<std::uint64_t>(n);
+      count_bytes(p, static_cast<std::uint64_t>(n));
       if (p.in_pipe == 0) {
         set->pipes_.give(std::move(p.pipe));
       } else {

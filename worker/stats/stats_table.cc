@@ -260,6 +260,10 @@ void StatsTable::fold(std::size_t slot) noexcept {
   SeqWrite w(fold_seq_);
   Block& b = slots_[slot];
   for (std::uint32_t p = 0; p < proxies; ++p) {
+    // The dead worker's open sessions ended with it: handled, so that accepted = handled +
+    // active still holds.
+    const std::uint64_t ended = b.proxies[p].active.load(kRelaxed);
+    stat_add(retired_.proxies[p].handled, ended);
     fold_counters(b.proxies[p], retired_.proxies[p], kProxyFields);
   }
   for (std::uint32_t s = 0; s < servers; ++s) {
