@@ -252,6 +252,12 @@ class Master {
     UniqueFd master_end(sv[0]);
     UniqueFd worker_end(sv[1]);
     worker::WorkerCounters* counters = counters_->take();
+    if (counters == nullptr) {
+      spdlog::warn(
+          "all {} statistics slots are taken: worker {} (generation {}) will not be "
+          "counted, limited per client or shown in the status",
+          worker::CountersTable::kEntries, slot, generation);
+    }
     const pid_t pid = ::fork();
     if (pid == -1) {
       spdlog::error("fork() for worker {} failed: {}", slot, event::last_error().message());
