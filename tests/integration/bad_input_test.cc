@@ -1,0 +1,2 @@
+// Placeholder (issue 10): filled in by the bad_input tests.
+#include <gtest/gtest.h>

@@ -1,0 +1,2 @@
+// Placeholder (issue 10): filled in by the limits tests.
+#include <gtest/gtest.h>
