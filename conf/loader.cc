@@ -459,13 +459,31 @@ Proxy read_proxy(Reader& r, const Setting& g, const std::vector<Upstream>& upstr
   return px;
 }
 
+constexpr const char* kDefaultStatusListen = "127.0.0.1:9145";
+
+bool is_bare_port(std::string_view text) {
+  return !text.empty() && text.size() <= 5 &&
+         std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// The metrics must not reach the network unless asked: no listen, or a bare port, means
+// loopback (unlike a proxy's listen, where "*:port" is spelled out).
 StatusSettings read_status(Reader& r, const Setting& g) {
   StatusSettings st;
   r.only(g, {"listen", "access"});
   if (auto* s = Reader::member(g, "listen")) {
-    assign(st.listen, r.address(*s));
+    if (s->getType() == Setting::TypeString && is_bare_port(s->c_str())) {
+      auto parsed = parse_address(std::string("127.0.0.1:") + s->c_str());
+      if (auto* why = std::get_if<std::string>(&parsed)) {
+        r.error(*s, *why);
+      } else {
+        st.listen = std::get<Address>(std::move(parsed));
+      }
+    } else {
+      assign(st.listen, r.address(*s));
+    }
   } else {
-    r.missing(g, "listen", "the status endpoint needs a listen address");
+    st.listen = std::get<Address>(parse_address(kDefaultStatusListen));
   }
   if (auto* s = Reader::member(g, "access")) st.access = r.access(*s);
   return st;
@@ -537,7 +555,17 @@ void check_listen_addresses(Reader& r, const Setting& root, const Config& cfg) {
       }
     }
   }
-  if (cfg.status && root["status"].exists("listen")) visit(root["status"]["listen"]);
+  if (!cfg.status || cfg.status->listen.text.empty()) return;
+  // Checked as read: the default or a bare port is not an address in the file.
+  const Setting& where =
+      root["status"].exists("listen") ? root["status"]["listen"] : root["status"];
+  for (const Seen& other : seen) {
+    if (collide(cfg.status->listen, other.address)) {
+      r.error(where, "\"" + cfg.status->listen.text + "\" is already listened on as \"" +
+                         other.address.text + "\" (" + r.where(*other.setting) + ")");
+      return;
+    }
+  }
 }
 
 void read_root(Reader& r, const Setting& root, Config& cfg) {

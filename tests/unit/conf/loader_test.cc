@@ -2,6 +2,8 @@
 // the spec's example, and -T's round trip to an equal Config.
 #include "conf/loader.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -162,6 +164,56 @@ TEST(LoaderTest, EveryShippedValidConfigRoundTripsThroughDump) {
     ASSERT_TRUE(second.config) << file << ":\n" << errors_of(second) << dumped;
     EXPECT_TRUE(*first.config == *second.config) << file << " dumps to:\n" << dumped;
   }
+}
+
+// Issue 10: the metrics stay on loopback unless an address says otherwise.
+TEST(LoaderTest, TheStatusEndpointListensOnLoopbackByDefault) {
+  const LoadResult r = load_text("status = { };", "s.conf", ".");
+  ASSERT_TRUE(r.config) << errors_of(r);
+  ASSERT_TRUE(r.config->status);
+  EXPECT_EQ(r.config->status->listen.text, "127.0.0.1:9145");
+  const auto* sin = reinterpret_cast<const sockaddr_in*>(&r.config->status->listen.storage);
+  EXPECT_EQ(sin->sin_family, AF_INET);
+  EXPECT_EQ(ntohl(sin->sin_addr.s_addr), INADDR_LOOPBACK);
+  EXPECT_EQ(ntohs(sin->sin_port), 9145);
+  // -T prints the address it binds, and that loads back the same.
+  const std::string dumped = to_text(*r.config);
+  EXPECT_NE(dumped.find("listen = \"127.0.0.1:9145\""), std::string::npos) << dumped;
+  const LoadResult again = load_text(dumped, "dumped.conf", ".");
+  ASSERT_TRUE(again.config) << errors_of(again);
+  EXPECT_TRUE(*again.config == *r.config);
+}
+
+TEST(LoaderTest, AStatusListenOfABarePortIsLoopback) {
+  const LoadResult r = load_text("status = { listen = \"9200\"; };", "s.conf", ".");
+  ASSERT_TRUE(r.config) << errors_of(r);
+  EXPECT_EQ(r.config->status->listen.text, "127.0.0.1:9200");
+  const LoadResult all = load_text("status = { listen = \"*:9200\"; };", "s.conf", ".");
+  ASSERT_TRUE(all.config) << errors_of(all);
+  const auto* sin = reinterpret_cast<const sockaddr_in*>(&all.config->status->listen.storage);
+  EXPECT_EQ(sin->sin_addr.s_addr, htonl(INADDR_ANY)) << "an operator can still ask for all";
+  for (const char* bad : {"0", "65536", "99999", "", "9145x"}) {
+    const LoadResult r2 =
+        load_text(std::string("status = { listen = \"") + bad + "\"; };", "s.conf", ".");
+    EXPECT_FALSE(r2.config) << bad;
+    EXPECT_NE(errors_of(r2).find("status.listen"), std::string::npos) << bad << errors_of(r2);
+  }
+}
+
+TEST(LoaderTest, TheDefaultStatusListenCollidesWithAProxyOnItsPort) {
+  const LoadResult r = load_text(
+      "proxies = ( { name = \"w\"; listen = \"*:9145\"; upstream = \"127.0.0.1:1\"; } );\n"
+      "status = { };\n",
+      "s.conf", ".");
+  EXPECT_FALSE(r.config);
+  EXPECT_NE(errors_of(r).find("\"127.0.0.1:9145\" is already listened on as \"*:9145\""),
+            std::string::npos)
+      << errors_of(r);
+  const LoadResult other = load_text(
+      "proxies = ( { name = \"w\"; listen = \"127.0.0.2:9145\"; upstream = \"127.0.0.1:1\"; } );\n"
+      "status = { listen = \"9145\"; };\n",
+      "s.conf", ".");
+  EXPECT_TRUE(other.config) << errors_of(other);
 }
 
 }  // namespace
