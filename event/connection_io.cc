@@ -12,6 +12,9 @@ IoResult recv_done(Connection& c, long result, std::size_t size) noexcept {
     // A short read drained the socket: under EPOLLET the next arrival reports again, so the
     // recv() that would only say EAGAIN is saved (nginx's rule).
     if (static_cast<std::size_t>(result) < size) {
+      // EPOLLERR came with these bytes (a reset behind them): the next recv() must report it,
+      // or the reset would pass for the FIN of a complete stream.
+      if (c.read.error) return {IoStatus::ok, static_cast<std::size_t>(result)};
       if (c.read.pending_eof) {
         // After EPOLLRDHUP a short read took every byte before the FIN: the EOF is known
         // without the recv() that would return 0 (HAProxy's rule).

@@ -19,8 +19,9 @@ struct IoResult {
 };
 
 // recv(): ok with bytes > 0 (a short read clears read.ready, and after EPOLLRDHUP also sets
-// read.eof: the FIN follows those bytes); again clears read.ready; eof sets read.eof and clears
-// ready; error sets read.error.
+// read.eof: the FIN follows those bytes; after EPOLLERR, read.error, neither: the next recv()
+// reports the error); again clears read.ready; eof sets read.eof and clears ready; error sets
+// read.error.
 IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept;
 // send(): ok with bytes (a short write clears write.ready); again clears write.ready.
 IoResult send(Connection& c, std::span<const std::byte> data) noexcept;

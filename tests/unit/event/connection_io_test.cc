@@ -2,6 +2,8 @@
 // misses nothing, and the ready/eof flags tell it when to stop.
 #include "event/connection_io.h"
 
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <numeric>
@@ -125,6 +127,61 @@ TEST(ConnectionIoTest, AShortReadEndsReadinessAndAfterRdhupMeansEof) {
   EXPECT_EQ(seen.results[1].status, IoStatus::ok);
   EXPECT_EQ(seen.results[1].bytes, 2U);
   EXPECT_FALSE(c->read.ready);
+  loop.close_connection(*c);
+}
+
+// A reset behind the last bytes (EPOLLERR with EPOLLRDHUP) is an error, not the FIN of a
+// complete stream: the short read infers no EOF and the next recv() reports ECONNRESET.
+TEST(ConnectionIoTest, AResetBehindTheBytesIsAnErrorNotAnEof) {
+  EventLoop loop;
+  ASSERT_FALSE(loop.init({.connections = 2, .epoll_events = 8}));
+  // TCP on loopback: only TCP resets.
+  UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sin;
+  auto* addr = reinterpret_cast<sockaddr*>(&sin);
+  ASSERT_EQ(::bind(listener.get(), addr, len), 0);
+  ASSERT_EQ(::listen(listener.get(), 1), 0);
+  ASSERT_EQ(::getsockname(listener.get(), addr, &len), 0);
+  UniqueFd peer(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  ASSERT_EQ(::connect(peer.get(), addr, len), 0);
+  UniqueFd fd(::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  ASSERT_TRUE(fd.valid());
+  ASSERT_EQ(::send(peer.get(), "abcdef", 6, 0), 6);
+  const linger abort{1, 0};
+  ASSERT_EQ(::setsockopt(peer.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort), 0);
+  peer.reset();
+  // Both have arrived before the loop first looks.
+  pollfd p{fd.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1);
+  ASSERT_NE(p.revents & POLLERR, 0);
+
+  Connection* c = loop.get_connection(std::move(fd));
+  ASSERT_NE(c, nullptr);
+  std::vector<IoResult> results;
+  c->data = &results;
+  c->read.handler = [](Event& ev) {
+    auto& conn = *static_cast<Connection*>(ev.data);
+    auto& r = *static_cast<std::vector<IoResult>*>(conn.data);
+    std::byte buf[4];
+    while (ev.ready && !ev.eof && (r.empty() || r.back().status == IoStatus::ok)) {
+      r.push_back(recv(conn, buf));
+    }
+  };
+  c->write.handler = [](Event&) {};
+  ASSERT_FALSE(loop.add_connection(*c));
+  ASSERT_TRUE(test::run_until(loop, [&] {
+    return c->read.eof || (!results.empty() && results.back().status != IoStatus::ok);
+  }));
+  EXPECT_FALSE(c->read.eof) << "a reset is not an EOF";
+  ASSERT_FALSE(results.empty());
+  EXPECT_EQ(results.back().status, IoStatus::error);
+  EXPECT_EQ(results.back().err, ECONNRESET);
+  std::size_t bytes = 0;
+  for (const auto& r : results) bytes += r.bytes;
+  EXPECT_LE(bytes, 6U);
   loop.close_connection(*c);
 }
 
