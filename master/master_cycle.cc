@@ -9,9 +9,11 @@
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -329,7 +331,15 @@ class Master {
         }
       }
     }
-    if (cfg.user && ::geteuid() == 0 && !switch_user(*cfg.user)) return worker::kFatalExit;
+    if (cfg.user && ::geteuid() == 0) {
+      give_logs_to(cfg, *cfg.user);
+      if (!switch_user(*cfg.user)) return worker::kFatalExit;
+    }
+    // A worker never executes anything: nothing it runs may gain privileges.
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1) {
+      spdlog::critical("prctl(PR_SET_NO_NEW_PRIVS) failed: {}", event::last_error().message());
+      return worker::kFatalExit;
+    }
 
     worker::WorkerSettings settings;
     settings.config = &cfg;
@@ -353,18 +363,55 @@ class Master {
     return worker::run_worker_cycle(settings);
   }
 
+  // Runs before any thread of the worker exists: the bounding set and the ambient set are
+  // per thread.
   static bool switch_user(const std::string& name) {
     const passwd* pw = ::getpwnam(name.c_str());
     if (pw == nullptr) {
       spdlog::critical("getpwnam(\"{}\") failed", name);
       return false;
     }
-    if (::setgid(pw->pw_gid) == -1 || ::initgroups(name.c_str(), pw->pw_gid) == -1 ||
-        ::setuid(pw->pw_uid) == -1) {
+    const uid_t uid = pw->pw_uid;
+    const gid_t gid = pw->pw_gid;
+    // Emptied while root still may (CAP_SETPCAP): no file capability can give any back later.
+    for (int cap = 0; ::prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; ++cap) {
+      if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == -1) {
+        spdlog::critical("prctl(PR_CAPBSET_DROP, {}) failed: {}", cap,
+                         event::last_error().message());
+        return false;
+      }
+    }
+    if (::setgid(gid) == -1 || ::initgroups(name.c_str(), gid) == -1 || ::setuid(uid) == -1 ||
+        ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) == -1) {
       spdlog::critical("switching to user \"{}\" failed: {}", name, event::last_error().message());
       return false;
     }
+    // A user that is root again (uid 0 named, or a kernel that kept the ids) is refused.
+    if (uid != 0 && ::setuid(0) == 0) {
+      spdlog::critical("switching to user \"{}\": root could be regained", name);
+      return false;
+    }
     return true;
+  }
+
+  // Root created or reopened the logs; the worker reopens them as `name` on USR1 (nginx chowns
+  // them the same way). Their folders must let that user through.
+  static void give_logs_to(const conf::Config& cfg, const std::string& name) {
+    const passwd* pw = ::getpwnam(name.c_str());
+    if (pw == nullptr) return;  // switch_user says so
+    std::set<std::string> paths;
+    if (cfg.log.path != "stderr") paths.insert(cfg.log.path);
+    for (const conf::Proxy& p : cfg.proxies) {
+      if (p.access_log != "off") paths.insert(p.access_log);
+    }
+    for (const std::string& path : paths) {
+      const UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
+      struct stat st {};
+      if (!fd || ::fstat(fd.get(), &st) == -1 || st.st_uid == pw->pw_uid) continue;
+      if (::fchown(fd.get(), pw->pw_uid, static_cast<gid_t>(-1)) == -1) {
+        spdlog::warn("chown({}, {}) failed: {}", path, name, event::last_error().message());
+      }
+    }
   }
 
   WorkerProcess* find(pid_t pid) {
@@ -677,6 +724,8 @@ class Master {
       spdlog::error("cannot reopen the error log {}: {}", config_->log.path, why);
     }
     worker::set_log_role("master");
+    // Created as root just now: the workers reopen them as their user.
+    if (config_->user && ::geteuid() == 0) give_logs_to(*config_, *config_->user);
     for (auto& w : workers_) tell(w, worker::Command::reopen);
   }
 
