@@ -580,6 +580,9 @@ class Master {
       const int slot = w->slot;
       const int generation = w->generation;
       const Msec lived = event::monotonic_now() - w->started;
+      // Killed from outside (SIGKILL: an operator, the OOM killer) after it reported serving, a
+      // worker did not fail to start: it is replaced at once, however young it was.
+      const bool killed_serving = w->ready && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
       const bool fatal = WIFEXITED(status) && WEXITSTATUS(status) == worker::kFatalExit;
       if (w->channel.fd) (void)loop_.del_event(w->channel.read, event::EventKind::read, false);
       w->channel.fd.reset();
@@ -612,7 +615,7 @@ class Master {
           spdlog::error("worker {} cannot work (exit code {}): not respawning it", slot,
                         worker::kFatalExit);
         } else {
-          schedule_respawn(slot, generation, lived);
+          schedule_respawn(slot, generation, killed_serving ? kQuickDeath : lived);
         }
       }
     }
