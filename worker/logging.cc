@@ -1,15 +1,20 @@
 // spdlog sinks and pattern for the error log.
 #include "worker/logging.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
 
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 
 #include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -45,6 +50,42 @@ void set_format(spdlog::logger& logger, bool to_stderr) {
     logger.set_pattern(kPattern);
   }
 }
+
+// spdlog's file sink opens without O_CLOEXEC (its library is built without
+// SPDLOG_PREVENT_CHILD_FD): this one does, and appends each line with one write(2).
+class AppendFileSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  // Throws spdlog_ex, as spdlog's file sink does, when the file cannot be opened.
+  explicit AppendFileSink(const std::string& path)
+      : fd_(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644)) {
+    if (fd_ == -1) {
+      throw spdlog::spdlog_ex("failed opening file " + path +
+                              " for writing: " + std::strerror(errno));
+    }
+  }
+  ~AppendFileSink() override { ::close(fd_); }
+  AppendFileSink(const AppendFileSink&) = delete;
+  AppendFileSink& operator=(const AppendFileSink&) = delete;
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t line;
+    formatter_->format(msg, line);
+    const char* p = line.data();
+    std::size_t left = line.size();
+    while (left > 0) {
+      const ssize_t n = ::write(fd_, p, left);
+      if (n == -1 && errno == EINTR) continue;
+      if (n <= 0) return;  // nowhere to say so
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    }
+  }
+  void flush_() override {}
+
+ private:
+  int fd_;
+};
 
 spdlog::level::level_enum to_spdlog(conf::LogLevel level) {
   switch (level) {
@@ -102,7 +143,7 @@ std::error_code apply_log_settings(const conf::LogSettings& settings, std::strin
     sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   } else {
     try {
-      sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(settings.path);
+      sink = std::make_shared<AppendFileSink>(settings.path);
     } catch (const spdlog::spdlog_ex& e) {
       why = e.what();
       return std::make_error_code(std::errc::io_error);

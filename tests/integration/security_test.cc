@@ -397,6 +397,66 @@ TEST_F(SecurityTest, WorkersRunAsTheConfiguredUserWithNoCapabilityLeft) {
 
 TEST_F(SecurityTest, NoMasterFdInWorkersAndEveryFdCloseOnExec) { run_scenario(""); }
 
+// The error log in a file: the workers, as the user, reopen the file the master (root) made
+// after a rotation, and write to it.
+TEST_F(SecurityTest, WorkersAsTheUserReopenTheErrorLogTheMasterMade) {
+  if (::geteuid() != 0) GTEST_SKIP() << "switching users needs root";
+  const auto id = identity_of("nobody");
+  ASSERT_TRUE(id);
+  EchoServer backend;
+  TempDir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
+  const std::string error_log = dir.path() + "/error.log";
+  const std::string conf =
+      dir.write("ferry.conf", "user = \"nobody\";\npid_file = \"" + dir.path() +
+                                  "/ferry.pid\";\nlog = { path = \"" + error_log +
+                                  "\"; level = \"info\"; };\n"
+                                  "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
+                                  std::to_string(free_port()) +
+                                  "\"; upstream = \"127.0.0.1:" + std::to_string(backend.port()) +
+                                  "\"; access_log = \"off\"; } );\n");
+  Process ferry({ferry_binary(), "-c", conf});
+  ASSERT_TRUE(eventually([&] { return read_file(error_log).find("serving") != std::string::npos; },
+                         seconds(20)))
+      << read_file(error_log) << ferry.stderr_so_far();
+  struct stat st {};
+  ASSERT_EQ(::stat(error_log.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, id->uid) << "given to the user before the workers switched";
+  // The error log a worker got from the master is the one master fd it keeps besides listeners
+  // (until it reopens its own): close-on-exec like every other.
+  const std::set<pid_t> workers = children_of(ferry.pid());
+  ASSERT_EQ(workers.size(), 1U);
+  FdReport fds = check_fds(ferry.pid(), workers);
+  std::erase_if(fds.problems, [&](const std::string& p) {
+    return p.ends_with("(" + error_log + ") is also open in the master");
+  });
+  EXPECT_EQ(joined(fds.problems), "");
+
+  std::error_code renamed;
+  std::filesystem::rename(error_log, error_log + ".1", renamed);
+  ASSERT_FALSE(renamed) << renamed.message();
+  const Finished reopen = run_program({ferry_binary(), "-s", "reopen", "-c", conf});
+  ASSERT_EQ(reopen.exit_code, 0) << reopen.err;
+  ASSERT_TRUE(eventually([&] {
+    return ::stat(error_log.c_str(), &st) == 0 && st.st_uid == id->uid;
+  })) << "the master makes the new file and gives it to the user";
+  // The worker reopens when its channel says so; its shutdown line shows which file it has.
+  ferry.signal(SIGQUIT);
+  const Finished end = ferry.wait(seconds(20));
+  EXPECT_EQ(end.exit_code, 0) << end.err;
+  const std::string fresh = read_file(error_log);
+  const std::string rotated = read_file(error_log + ".1");
+  EXPECT_NE(fresh.find("worker: worker 0 shutting down gracefully"), std::string::npos)
+      << "new:\n"
+      << fresh << "rotated:\n"
+      << rotated;
+  EXPECT_NE(fresh.find("master: master exiting"), std::string::npos) << fresh;
+  EXPECT_EQ(rotated.find("cannot reopen"), std::string::npos) << rotated;
+  std::cout << "reliability: security: error log reopened by workers as nobody after rotation "
+               "(file made by the root master, chowned to uid "
+            << id->uid << ")" << std::endl;
+}
+
 // The new master of a binary upgrade got the listeners without close-on-exec: it sets it again,
 // and its workers hold nothing more of it than the listeners.
 TEST_F(SecurityTest, ANewMasterOfABinaryUpgradeKeepsEveryFdCloseOnExec) {
