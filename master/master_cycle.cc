@@ -781,8 +781,8 @@ class Master {
       return why;
     }
     if (pid == 0) {
-      // The new master gets the listening sockets and nothing else of ours: not the error log
-      // (spdlog opens it without O_CLOEXEC) nor anything else opened without the flag.
+      // The new master gets the listening sockets and nothing else of ours, even an fd opened
+      // without O_CLOEXEC (ferry's own all have it; security_test checks) or inherited so.
       close_on_exec_from(3);
       const std::string fds = listeners_.prepare_for_exec();
       ::setenv(ListenerSet::kInheritVariable, fds.c_str(), 1);
