@@ -522,7 +522,17 @@ struct Session {
       event::UniqueFd fd(
           ::socket(peer->address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
       if (!fd) {
-        spdlog::error("socket() for {} failed: {}", peer->name, event::last_error().message());
+        const int err = errno;
+        spdlog::error("socket() for {} failed: {}", peer->name, event::errno_code(err).message());
+        if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+          // Short of descriptors or memory here, which is no fault of the server: marked failed
+          // it would be refused to every client for fail_timeout after the shortage is over.
+          // Another server would fare no better.
+          balancer->abandon(*peer);
+          peer = nullptr;
+          close("connect_failed");
+          return false;
+        }
         failed_peer();
         continue;
       }

@@ -66,6 +66,11 @@ class Balancer {
   Peer* pick(const event::SocketAddress& key, TriedSet& tried, event::TimePoint now);
   // The session is done with `peer`: `failed` when connecting to it failed.
   void release(Peer& peer, bool failed, event::TimePoint now);
+  // The session gives `peer` up for a reason of its own (no descriptor for the socket): no
+  // verdict on the server either way.
+  void abandon(Peer& peer) noexcept {
+    if (peer.conns > 0) --peer.conns;
+  }
 
   [[nodiscard]] std::size_t size() const noexcept { return peers_.size(); }
   [[nodiscard]] std::span<Peer> peers() noexcept { return peers_; }
