@@ -75,7 +75,10 @@ std::vector<OpenFd> open_fds(pid_t pid) {
   std::vector<OpenFd> out;
   const std::string base = "/proc/" + std::to_string(pid);
   std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(base + "/fd", ec)) {
+  // Without exceptions: the process may exit while it is read.
+  for (std::filesystem::directory_iterator it(base + "/fd", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const auto& entry = *it;
     OpenFd f;
     f.fd = std::stoi(entry.path().filename().string());
     char buf[512];
@@ -118,6 +121,12 @@ std::map<ino_t, std::string> listening_sockets() {
     }
   }
   return out;
+}
+
+// A worker opens its access logs last before it reports serving: one open means it is set up.
+bool has_open(pid_t pid, const std::string& path) {
+  const auto fds = open_fds(pid);
+  return std::any_of(fds.begin(), fds.end(), [&](const OpenFd& f) { return f.target == path; });
 }
 
 bool is_socket(const OpenFd& f) { return f.target.rfind("socket:", 0) == 0; }
@@ -300,7 +309,7 @@ void run_scenario(const std::string& user) {
   const pid_t master = ferry.master();
   auto ready = [&](pid_t p) {
     if (process_title(p).find("worker process") == std::string::npos) return false;
-    return !id || privilege_problems(p, *id).empty();
+    return (!id || privilege_problems(p, *id).empty()) && has_open(p, access);
   };
   auto check = [&](const std::string& step, const std::set<pid_t>& workers) {
     ASSERT_EQ(workers.size(), 2U) << step << "\n" << ferry.log();
@@ -463,8 +472,8 @@ TEST_F(SecurityTest, ANewMasterOfABinaryUpgradeKeepsEveryFdCloseOnExec) {
   EchoServer backend;
   TempDir logs;
   const int port = free_port();
-  FerryInstance ferry(
-      config("", backend.port(), port, free_port(), free_port(), logs.path() + "/access.log"));
+  const std::string access = logs.path() + "/access.log";
+  FerryInstance ferry(config("", backend.port(), port, free_port(), free_port(), access));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   const std::set<pid_t> old_workers = ferry.workers();
   ferry.signal(SIGUSR2);
@@ -481,10 +490,8 @@ TEST_F(SecurityTest, ANewMasterOfABinaryUpgradeKeepsEveryFdCloseOnExec) {
   std::set<pid_t> new_workers;
   ASSERT_TRUE(eventually([&] {
     new_workers = children_of(new_master);
-    return new_workers.size() == 2 &&
-           std::all_of(new_workers.begin(), new_workers.end(), [](pid_t p) {
-             return process_title(p).find("worker process") != std::string::npos;
-           });
+    return new_workers.size() == 2 && std::all_of(new_workers.begin(), new_workers.end(),
+                                                  [&](pid_t p) { return has_open(p, access); });
   }));
   const int session = open_session(port);
   EXPECT_GE(session, 0);
