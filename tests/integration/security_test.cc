@@ -123,6 +123,28 @@ std::map<ino_t, std::string> listening_sockets() {
   return out;
 }
 
+// Unix stream sockets by inode, with their peer's inode, from `ss -xn` (iproute2); empty when
+// ss cannot be run.
+std::map<ino_t, ino_t> unix_peers() {
+  std::map<ino_t, ino_t> out;
+  const Finished ss = run_program({"ss", "-xn"});
+  if (ss.exit_code != 0) return out;
+  std::istringstream in(ss.out);
+  std::string line;
+  std::getline(in, line);  // header
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string netid, state, recv_q, send_q, local, local_inode, peer, peer_inode;
+    fields >> netid >> state >> recv_q >> send_q >> local >> local_inode >> peer >> peer_inode;
+    try {
+      out[std::stoul(local_inode)] = std::stoul(peer_inode);
+    } catch (const std::exception&) {
+      // a line of another shape (a name with spaces): not one of ours
+    }
+  }
+  return out;
+}
+
 // A worker opens its access logs last before it reports serving: one open means it is set up.
 bool has_open(pid_t pid, const std::string& path) {
   const auto fds = open_fds(pid);
@@ -137,6 +159,7 @@ struct FdReport {
   std::vector<std::size_t> worker_fds;
   std::size_t shared_listeners = 0;  // per worker, the most seen (fds)
   std::set<ino_t> listener_sockets;  // of all workers (distinct sockets)
+  bool channels_checked = false;     // ss was there to tell
   std::size_t worker_sockets = 0;    // all workers, checked non-blocking
   std::vector<std::string> problems;
 };
@@ -147,6 +170,8 @@ FdReport check_fds(pid_t master, const std::set<pid_t>& workers) {
   FdReport r;
   const auto listening = listening_sockets();
   const auto mine = open_fds(master);
+  const auto peers = unix_peers();
+  r.channels_checked = !peers.empty();
   r.master_fds = mine.size();
   std::set<std::pair<dev_t, ino_t>> master_files;
   for (const OpenFd& f : mine) {
@@ -160,6 +185,7 @@ FdReport check_fds(pid_t master, const std::set<pid_t>& workers) {
     const auto fds = open_fds(w);
     r.worker_fds.push_back(fds.size());
     std::size_t listeners = 0;
+    std::size_t channels = 0;  // unix sockets whose other end is the master's
     const std::string who = "worker " + std::to_string(w) + " fd ";
     for (const OpenFd& f : fds) {
       if (f.fd <= 2) continue;
@@ -170,6 +196,11 @@ FdReport check_fds(pid_t master, const std::set<pid_t>& workers) {
         if ((f.flags & O_NONBLOCK) == 0) r.problems.push_back(what + " is a blocking socket");
       }
       if (f.target == "anon_inode:[signalfd]") r.problems.push_back(what + " is a signalfd");
+      if (auto peer = peers.find(f.ino); is_socket(f) && peer != peers.end()) {
+        for (const OpenFd& m : mine) {
+          if (is_socket(m) && m.ino == peer->second) ++channels;
+        }
+      }
       if (!master_files.contains({f.dev, f.ino})) continue;
       if (is_socket(f) && listening.contains(f.ino)) {
         ++listeners;
@@ -179,6 +210,10 @@ FdReport check_fds(pid_t master, const std::set<pid_t>& workers) {
       }
     }
     r.shared_listeners = std::max(r.shared_listeners, listeners);
+    if (r.channels_checked && channels != 1) {
+      r.problems.push_back("worker " + std::to_string(w) + " has " + std::to_string(channels) +
+                           " sockets connected to the master (its channel only expected)");
+    }
   }
   return r;
 }
@@ -336,7 +371,9 @@ void run_scenario(const std::string& user) {
               << "; fds master " << r.master_fds << ", workers " << sizes(r.worker_fds)
               << " with 2 sessions open; shared with the master: " << r.listener_sockets.size()
               << " listening sockets (" << r.shared_listeners
-              << " fds a worker at most, with its acceptor's duplicates) + stdio, nothing else; "
+              << " fds a worker at most, with its acceptor's duplicates) + stdio"
+              << (r.channels_checked ? ", its channel the one socket to the master" : "")
+              << ", nothing else; "
                  "all close-on-exec, "
               << r.worker_sockets << " worker sockets non-blocking; master uid "
               << numbers(master_status["Uid"]).at(0) << std::endl;
