@@ -1,11 +1,13 @@
 // Source: @include expansion with a line map, loop detection and a depth bound.
 #include "conf/source.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <system_error>
 
 namespace ferry::conf {
@@ -24,20 +26,50 @@ std::string join(const std::string& folder, const std::string& path) {
   return folder + '/' + path;
 }
 
+// Reads a regular file of at most Source::kMaxBytes: a directory, a device (/dev/zero never
+// ends) or a FIFO (its open could wait forever for a writer) is refused with a reason.
 bool read_whole(const std::string& path, std::string& out, std::string& why) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd == -1) {
     why = std::generic_category().message(errno);
     return false;
   }
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) {
+  struct stat st {};
+  bool ok = false;
+  if (::fstat(fd, &st) == -1) {
     why = std::generic_category().message(errno);
-    return false;
+  } else if (S_ISDIR(st.st_mode)) {
+    why = "it is a directory";
+  } else if (!S_ISREG(st.st_mode)) {
+    why = "not a regular file";
+  } else if (st.st_size > static_cast<off_t>(Source::kMaxBytes)) {
+    why = "larger than " + std::to_string(Source::kMaxBytes >> 20) + " MiB";
+  } else {
+    out.clear();
+    // One byte more than the bound: a file growing while it is read is caught too.
+    out.resize(Source::kMaxBytes + 1);
+    std::size_t got = 0;
+    ok = true;
+    while (got < out.size()) {
+      const ssize_t n = ::read(fd, out.data() + got, out.size() - got);
+      if (n == 0) break;
+      if (n == -1) {
+        if (errno == EINTR) continue;
+        why = std::generic_category().message(errno);
+        ok = false;
+        break;
+      }
+      got += static_cast<std::size_t>(n);
+    }
+    if (ok && got > Source::kMaxBytes) {
+      why = "larger than " + std::to_string(Source::kMaxBytes >> 20) + " MiB";
+      ok = false;
+    }
+    out.resize(ok ? got : 0);
+    out.shrink_to_fit();
   }
-  out = std::move(buffer).str();
-  return true;
+  ::close(fd);
+  return ok;
 }
 
 // The file name of an `@include "name"` line, as libconfig's scanner accepts it: optional
@@ -121,6 +153,10 @@ void Source::expand(std::string_view content, const std::string& name, const std
       std::string why;
       if (!read_whole(path, included, why)) {
         errors.push_back({name, here, "@include", "cannot read \"" + path + "\": " + why});
+      } else if (text_.size() + included.size() > kMaxBytes) {
+        errors.push_back({name, here, "@include",
+                          "\"" + target + "\" makes the configuration larger than " +
+                              std::to_string(kMaxBytes >> 20) + " MiB"});
       } else {
         stack.push_back(path);
         expand(included, path, folder_of(path), stack, errors);

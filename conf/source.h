@@ -3,6 +3,7 @@
 // fixed folder, while ferry takes them from the including file's folder.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -16,6 +17,8 @@ namespace ferry::conf {
 class Source {
  public:
   static constexpr int kMaxIncludeDepth = 10;
+  // Each file, and the whole text with its includes: libconfig takes seconds over tens of MiB.
+  static constexpr std::size_t kMaxBytes = 8U << 20;
 
   // Reads `path` and what it includes. Unreadable files, include loops and too deep nesting
   // are appended to `errors` (the rest of the text is still assembled).
