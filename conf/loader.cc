@@ -16,6 +16,7 @@
 
 #include <libconfig.h++>
 
+#include "conf/lexical.h"
 #include "conf/source.h"
 #include "conf/values.h"
 
@@ -628,6 +629,8 @@ void read_root(Reader& r, const Setting& root, Config& cfg) {
 LoadResult load(const Source& src, std::vector<ConfigError> errors) {
   LoadResult result;
   result.errors = std::move(errors);
+  // What libconfig would misread or choke on is reported instead of parsed.
+  if (!check_lexical(src, result.errors)) return result;
   libconfig::Config lc;
   try {
     lc.readString(src.text());
@@ -664,6 +667,7 @@ LoadResult load_file(const std::string& path) {
 std::optional<std::string> read_pid_file_setting(const std::string& path) {
   std::vector<ConfigError> errors;
   const Source src = Source::read_file(path, errors);
+  if (!check_lexical(src, errors)) return std::nullopt;
   libconfig::Config lc;
   try {
     lc.readString(src.text());
