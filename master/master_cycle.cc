@@ -405,9 +405,16 @@ class Master {
       if (p.access_log != "off") paths.insert(p.access_log);
     }
     for (const std::string& path : paths) {
-      const UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644));
+      // Root chowns only a plain file it did not follow a link to: in a folder the user may
+      // write, a link planted there would hand any file to the user (nginx's CVE-2016-1247).
+      // A log that is a link is left to the worker to open as the user.
+      const UniqueFd fd(::open(
+          path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644));
       struct stat st {};
-      if (!fd || ::fstat(fd.get(), &st) == -1 || st.st_uid == pw->pw_uid) continue;
+      if (!fd || ::fstat(fd.get(), &st) == -1 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+          st.st_uid == pw->pw_uid) {
+        continue;
+      }
       if (::fchown(fd.get(), pw->pw_uid, static_cast<gid_t>(-1)) == -1) {
         spdlog::warn("chown({}, {}) failed: {}", path, name, event::last_error().message());
       }

@@ -503,6 +503,39 @@ TEST_F(SecurityTest, WorkersAsTheUserReopenTheErrorLogTheMasterMade) {
             << id->uid << ")" << std::endl;
 }
 
+// Logs in a folder the user may write: a link planted there in place of a log must not make
+// root hand the file it points to over to the user.
+TEST_F(SecurityTest, ALinkInPlaceOfALogIsNotGivenToTheUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "switching users needs root";
+  const auto id = identity_of("nobody");
+  ASSERT_TRUE(id);
+  EchoServer backend;
+  TempDir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0777), 0);
+  const std::string victim = dir.write("victim", "root's\n");
+  const std::string other = dir.write("other", "root's too\n");
+  const std::string linked = dir.path() + "/linked.log";
+  const std::string hard = dir.path() + "/hard.log";
+  ASSERT_EQ(::symlink(victim.c_str(), linked.c_str()), 0);
+  ASSERT_EQ(::link(other.c_str(), hard.c_str()), 0);
+  auto proxy = [&](const std::string& name, const std::string& log) {
+    return "{ name = \"" + name + "\"; listen = \"127.0.0.1:" + std::to_string(free_port()) +
+           "\"; upstream = \"127.0.0.1:" + std::to_string(backend.port()) + "\"; access_log = \"" +
+           log + "\"; }";
+  };
+  FerryInstance ferry("user = \"nobody\";\nproxies = ( " + proxy("a", linked) + ", " +
+                      proxy("b", hard) + " );\n");
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  for (const std::string& file : {victim, other}) {
+    struct stat st {};
+    ASSERT_EQ(::stat(file.c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 0U) << file << " was given away\n" << ferry.log();
+  }
+  std::cout << "reliability: security: a symlink and a hard link in place of access logs in a "
+               "folder nobody may write: neither target chowned"
+            << std::endl;
+}
+
 // The new master of a binary upgrade got the listeners without close-on-exec: it sets it again,
 // and its workers hold nothing more of it than the listeners.
 TEST_F(SecurityTest, ANewMasterOfABinaryUpgradeKeepsEveryFdCloseOnExec) {
