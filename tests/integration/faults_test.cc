@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -287,13 +288,15 @@ TEST(KillStormTest, KilledWorkersAreReplacedAndOnlyTheirSessionsFail) {
   const long before = load.sessions();
 
   // Every 100 ms for 10 s, one worker picked at random is killed (none when every slot is
-  // waiting for its respawn).
+  // waiting for its respawn). On a loaded machine a kill can take longer than a tick: the storm
+  // still lasts 10 s, with fewer kills.
   std::vector<Kill> kills;
   int ticks = 0;
   int none_alive = 0;
   std::mt19937 random(std::random_device{}());
   const auto storm_start = Clock::now();
-  for (auto tick = storm_start; tick < storm_start + seconds(10); tick += milliseconds(100)) {
+  for (auto tick = storm_start; tick < storm_start + seconds(10);
+       tick = std::max(tick + milliseconds(100), Clock::now())) {
     std::this_thread::sleep_until(tick);
     ++ticks;
     ferry.drain_log();
@@ -455,11 +458,11 @@ TEST(StoppedUpstreamTest, IdleAndConnectTimeoutsFireWhileOtherSessionsStream) {
   }
   const double stopped_for = seconds_since(stopped_at);
   const long rounds_while_stopped = other.rounds() - rounds_at_stop;
-  EXPECT_GT(rounds_while_stopped, 50) << "the healthy proxy kept streaming";
+  EXPECT_GT(rounds_while_stopped, 20) << "the healthy proxy kept streaming";
   EXPECT_FALSE(other.failed());
 
   ASSERT_TRUE(stopped.resume());
-  EXPECT_TRUE(eventually([&] { return session(p_stopped, 2, "after SIGCONT"); }, seconds(20)))
+  EXPECT_TRUE(eventually([&] { return session(p_stopped, 2, "after SIGCONT"); }, seconds(40)))
       << "the resumed server is served again";
   EXPECT_FALSE(other.failed());
   EXPECT_EQ(ferry.workers(), workers) << "no worker died";
@@ -631,6 +634,11 @@ TEST(ReloadStormTest, FiftyHupsInASecondLeaveOneGenerationAndNoLeak) {
     ::close(fd);
   }
 
+  if (!capped) {
+    EXPECT_TRUE(load.failures().empty())
+        << load.failures().size() << " short sessions failed though no generation was stopped";
+  }
+
   // Exactly one generation remains: kWorkers workers, none of them shutting down.
   EXPECT_TRUE(eventually(
       [&] {
@@ -644,19 +652,26 @@ TEST(ReloadStormTest, FiftyHupsInASecondLeaveOneGenerationAndNoLeak) {
       << ferry.workers().size() << " workers\n"
       << ferry.log();
   EXPECT_EQ(ferry.master(), master);
-  const std::size_t fds_after = open_fds(master);
-  const std::size_t shm_after = shared_mappings(master);
+  // The baseline may have held a `-s reload` connection the master had not closed yet.
+  std::size_t fds_after = 0;
+  std::size_t shm_after = 0;
+  EXPECT_TRUE(eventually([&] {
+    fds_after = open_fds(master);
+    shm_after = shared_mappings(master);
+    return fds_after <= fds_before && shm_after == shm_before;
+  })) << "the master's fds "
+      << fds_before << " -> " << fds_after << ", shared mappings " << shm_before << " -> "
+      << shm_after;
   const long rss_after = status_kb(master, "VmRSS:");
-  EXPECT_EQ(fds_after, fds_before) << "the master's fds";
-  EXPECT_EQ(shm_after, shm_before) << "the master's shared mappings";
   // 50-odd configurations parsed and thrown away: the allocator may keep some, not a leak's
   // worth (AddressSanitizer holds freed memory in its quarantine).
 #if defined(__SANITIZE_ADDRESS__)
-  constexpr long kRssBoundKb = 64 * 1024;
+  const bool sanitized = true;
 #else
-  constexpr long kRssBoundKb = 4 * 1024;
+  const bool sanitized = std::getenv("FERRY_SANITIZED") != nullptr;
 #endif
-  EXPECT_LE(rss_after, rss_before + kRssBoundKb) << "the master's RSS in kB";
+  const long rss_bound_kb = sanitized ? 64 * 1024 : 4 * 1024;
+  EXPECT_LE(rss_after, rss_before + rss_bound_kb) << "the master's RSS in kB";
 
   const int storm_generations = last_generation(log) - generation_before - 1;  // not our own
   std::printf(
@@ -665,7 +680,7 @@ TEST(ReloadStormTest, FiftyHupsInASecondLeaveOneGenerationAndNoLeak) {
       "survived; after it %d workers of one generation, master fds %zu -> %zu, shared mappings "
       "%zu -> %zu, RSS %ld -> %ld kB (bound +%ld kB); %ld short sessions, %zu failed\n",
       storm_took, storm_generations, count_of(log, "more than 3 generations draining"), survived,
-      kWorkers, fds_before, fds_after, shm_before, shm_after, rss_before, rss_after, kRssBoundKb,
+      kWorkers, fds_before, fds_after, shm_before, shm_after, rss_before, rss_after, rss_bound_kb,
       load.sessions(), load.failures().size());
 }
 
