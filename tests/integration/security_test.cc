@@ -436,8 +436,19 @@ class SecurityTest : public ::testing::Test {
   void SetUp() override { ASSERT_EQ(::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC), 0); }
 };
 
-TEST_F(SecurityTest, WorkersRunAsTheConfiguredUserWithNoCapabilityLeft) {
-  if (::geteuid() != 0) GTEST_SKIP() << "switching users needs root";
+// The tests of `user = "nobody"`: they need root.
+class SecurityAsNobodyTest : public SecurityTest {
+ protected:
+  void SetUp() override {
+    SecurityTest::SetUp();
+    if (::geteuid() != 0) GTEST_SKIP() << "switching users needs root";
+    id = identity_of("nobody");
+    ASSERT_TRUE(id) << "no user nobody";
+  }
+  std::optional<Identity> id;
+};
+
+TEST_F(SecurityAsNobodyTest, WorkersRunAsTheConfiguredUserWithNoCapabilityLeft) {
   run_scenario("nobody");
 }
 
@@ -445,10 +456,7 @@ TEST_F(SecurityTest, NoMasterFdInWorkersAndEveryFdCloseOnExec) { run_scenario(""
 
 // The error log in a file: the workers, as the user, reopen the file the master (root) made
 // after a rotation, and write to it.
-TEST_F(SecurityTest, WorkersAsTheUserReopenTheErrorLogTheMasterMade) {
-  if (::geteuid() != 0) GTEST_SKIP() << "switching users needs root";
-  const auto id = identity_of("nobody");
-  ASSERT_TRUE(id);
+TEST_F(SecurityAsNobodyTest, WorkersAsTheUserReopenTheErrorLogTheMasterMade) {
   EchoServer backend;
   TempDir dir;
   ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
@@ -505,10 +513,7 @@ TEST_F(SecurityTest, WorkersAsTheUserReopenTheErrorLogTheMasterMade) {
 
 // Logs in a folder the user may write: a link planted there in place of a log must not make
 // root hand the file it points to over to the user.
-TEST_F(SecurityTest, ALinkInPlaceOfALogIsNotGivenToTheUser) {
-  if (::geteuid() != 0) GTEST_SKIP() << "switching users needs root";
-  const auto id = identity_of("nobody");
-  ASSERT_TRUE(id);
+TEST_F(SecurityAsNobodyTest, ALinkInPlaceOfALogIsNotGivenToTheUser) {
   EchoServer backend;
   TempDir dir;
   ASSERT_EQ(::chmod(dir.path().c_str(), 0777), 0);
