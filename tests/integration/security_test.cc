@@ -613,7 +613,13 @@ TEST_F(SecurityTest, TheStatusEndpointListensOnLoopbackByDefault) {
   const Finished dump = run_program({ferry_binary(), "-T", "-c", ferry.conf()});
   EXPECT_EQ(dump.exit_code, 0) << dump.err;
   EXPECT_NE(dump.out.find("listen = \"127.0.0.1:9145\""), std::string::npos) << dump.out;
-  ASSERT_TRUE(ferry.start()) << ferry.log();
+  if (!ferry.start()) {
+    // Taken since the check above (another test, run at the same time, on the default port).
+    if (ferry.log().find("Address already in use") != std::string::npos) {
+      GTEST_SKIP() << "port " << kDefaultPort << " was taken meanwhile";
+    }
+    FAIL() << ferry.log();
+  }
   // The master's listening socket on the port: its address, from the kernel's table.
   std::set<std::string> addresses;
   const auto listening = listening_sockets();
