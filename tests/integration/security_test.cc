@@ -1,8 +1,9 @@
 // Security checks (issue 10) through the real binary, read from /proc: workers run as the
 // configured user with no capability and no way to gain one; a worker holds no fd of the master
 // beyond the listeners and stdio; every fd is close-on-exec and a worker's sockets non-blocking
-// (at start, after a reload, a respawn and a binary upgrade); the status endpoint is on loopback
-// unless told otherwise.
+// (at start, after a reload, a respawn and a binary upgrade); the user's workers reopen logs the
+// root master made, and a link planted in place of a log is not handed to the user; the status
+// endpoint is on loopback unless told otherwise.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <grp.h>
