@@ -245,6 +245,25 @@ TEST_F(BadListenerInputTest, EveryListenerSurvivesRandomTruncatedOversizedAndRes
     ::close(fd);
   });
   pp_sessions += kRandom;
+  // After a valid header, random bytes are the client's data: they arrive intact.
+  constexpr int kRandomAfterHeader = 200;
+  std::atomic<std::uint64_t> pp_bytes{0};
+  spread(kRandomAfterHeader, [&](int i) {
+    std::mt19937_64 rng(5000 + static_cast<std::uint64_t>(i));
+    const std::string header =
+        i % 2 == 0 ? "PROXY TCP4 192.0.2.7 127.0.0.1 40000 80\r\n"
+                   : kSig + bytes_of({0x21, 0x11}) + be16(12) +
+                         bytes_of({0xC0, 0x00, 0x02, 0x07, 0x7F, 0x00, 0x00, 0x01}) + be16(40000) +
+                         be16(80);
+    const std::string junk = random_bytes(rng, 1 + rng() % 8192);
+    const int fd = connect_from("", "127.0.0.1", pp_);
+    if (talk(fd, header + junk, false, junk.size()).reply != junk) {
+      fail("pp: random bytes after header " + std::to_string(i) + " came back changed");
+    }
+    pp_bytes += junk.size();
+    ::close(fd);
+  });
+  pp_sessions += kRandomAfterHeader;
   spread(kRandom, [&](int i) {
     std::mt19937_64 rng(3000 + static_cast<std::uint64_t>(i));
     // At least 16 bytes: fewer could still be the start of a request, which waits for more.
@@ -390,9 +409,14 @@ TEST_F(BadListenerInputTest, EveryListenerSurvivesRandomTruncatedOversizedAndRes
   const std::string pp_log = read_file(pp_log_);
   const std::size_t bad_pp = count_of(pp_log, " bad_proxy_protocol\n");
   const std::size_t reset_pp = count_of(pp_log, " client_reset\n");
-  EXPECT_GE(bad_pp, static_cast<std::size_t>(pp_sessions - kResets)) << pp_log.substr(0, 2000);
-  EXPECT_EQ(bad_pp + reset_pp, static_cast<std::size_t>(pp_sessions)) << pp_log.substr(0, 2000);
-  EXPECT_EQ(backend_.accepted(), plain_sessions) << "only plain sessions reached the server";
+  const std::size_t closed_pp = count_of(pp_log, " closed\n");
+  EXPECT_EQ(closed_pp, static_cast<std::size_t>(kRandomAfterHeader)) << pp_log.substr(0, 2000);
+  EXPECT_GE(bad_pp, static_cast<std::size_t>(pp_sessions - kRandomAfterHeader - kResets))
+      << pp_log.substr(0, 2000);
+  EXPECT_EQ(bad_pp + reset_pp + closed_pp, static_cast<std::size_t>(pp_sessions))
+      << pp_log.substr(0, 2000);
+  EXPECT_EQ(backend_.accepted(), plain_sessions + kRandomAfterHeader)
+      << "only plain sessions and valid headers reached the server";
 
   // Workers never crashed, and the status endpoint answers with counters that add up.
   ferry_.drain_log();
@@ -412,13 +436,18 @@ TEST_F(BadListenerInputTest, EveryListenerSurvivesRandomTruncatedOversizedAndRes
   EXPECT_EQ(sample(m, "ferry_proxy_accepted_total" + pp), pp_sessions);
   EXPECT_EQ(sample(m, "ferry_proxy_handled_total" + pp), pp_sessions);
   EXPECT_EQ(sample(m, "ferry_proxy_active_sessions" + pp), 0);
+  // The headers are not the client's data.
+  EXPECT_EQ(sample(m, "ferry_proxy_received_bytes_total" + pp),
+            static_cast<double>(pp_bytes.load()));
+  EXPECT_EQ(sample(m, "ferry_proxy_sent_bytes_total" + pp), static_cast<double>(pp_bytes.load()));
   EXPECT_EQ(http(status_, "GET /status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
                 .rfind("HTTP/1.1 200 ", 0),
             0U);
 
   std::cout << "reliability: bad input (listeners): " << 3 * kRandom << " random-byte connections ("
             << kRandom << " each to a plain proxy, echoed intact; "
-            << "a PROXY-protocol proxy; the status endpoint, each answered 400), " << truncated_pp
+            << "a PROXY-protocol proxy; the status endpoint, each answered 400) and "
+            << kRandomAfterHeader << " after a valid PROXY header (echoed intact), " << truncated_pp
             << " truncated PROXY v1/v2 headers and " << request.size()
             << " truncated HTTP requests (closed or half-closed), "
             << big_pp.size() + big_http.size()
@@ -428,7 +457,8 @@ TEST_F(BadListenerInputTest, EveryListenerSurvivesRandomTruncatedOversizedAndRes
             << " MiB intact (" << (good_during >> 20)
             << " MiB of it during the bad input), each bad connection closed within "
             << slowest_close_us.load() / 1000 << " ms, " << pp_sessions << " PROXY endings logged ("
-            << bad_pp << " bad_proxy_protocol, " << reset_pp << " client_reset)\n";
+            << bad_pp << " bad_proxy_protocol, " << reset_pp << " client_reset, " << closed_pp
+            << " closed)\n";
 }
 
 // A bad configuration: its files (name → content, the first is the one given to ferry) and what
