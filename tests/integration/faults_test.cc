@@ -184,8 +184,12 @@ std::map<unsigned long, int> connections_on(int port) {
 Kill kill_worker(pid_t victim, int port) {
   Kill k;
   ::kill(victim, SIGSTOP);
-  eventually([&] { return process_state(victim) == 'T' || process_state(victim) == 0; },
-             seconds(5));
+  // Polled closely: a kill every 100 ms leaves no room for eventually()'s 10 ms steps.
+  const auto limit = Clock::now() + seconds(5);
+  for (char state = process_state(victim); state != 'T' && state != 0 && Clock::now() < limit;
+       state = process_state(victim)) {
+    ::usleep(200);
+  }
   const auto inodes = socket_inodes(victim);
   for (const auto& [inode, peer] : connections_on(port)) {
     if (inodes.count(inode) != 0) k.client_ports.insert(peer);
@@ -663,25 +667,24 @@ TEST(ReloadStormTest, FiftyHupsInASecondLeaveOneGenerationAndNoLeak) {
       << fds_before << " -> " << fds_after << ", shared mappings " << shm_before << " -> "
       << shm_after;
   const long rss_after = status_kb(master, "VmRSS:");
-  // 50-odd configurations parsed and thrown away: the allocator may keep some, not a leak's
-  // worth (AddressSanitizer holds freed memory in its quarantine).
-#if defined(__SANITIZE_ADDRESS__)
-  const bool sanitized = true;
-#else
+  // Every reload parses a configuration and throws the old one away: the allocator may keep
+  // some of it, not a leak's worth. Not bounded under a sanitizer: AddressSanitizer keeps freed
+  // memory in its quarantine (up to 256 MiB; +47 MiB after this storm was seen).
+  constexpr long kRssBoundKb = 4 * 1024;
   const bool sanitized = std::getenv("FERRY_SANITIZED") != nullptr;
-#endif
-  const long rss_bound_kb = sanitized ? 64 * 1024 : 4 * 1024;
-  EXPECT_LE(rss_after, rss_before + rss_bound_kb) << "the master's RSS in kB";
+  if (!sanitized) {
+    EXPECT_LE(rss_after, rss_before + kRssBoundKb) << "the master's RSS in kB";
+  }
 
   const int storm_generations = last_generation(log) - generation_before - 1;  // not our own
   std::printf(
       "reliability: reload storm: 50 HUPs in %.2f s under load -> %d generations started, "
       "%zu stopped early by the 3-draining cap, %d of 4 sessions opened before the storm "
       "survived; after it %d workers of one generation, master fds %zu -> %zu, shared mappings "
-      "%zu -> %zu, RSS %ld -> %ld kB (bound +%ld kB); %ld short sessions, %zu failed\n",
+      "%zu -> %zu, RSS %ld -> %ld kB (bound +%ld kB%s); %ld short sessions, %zu failed\n",
       storm_took, storm_generations, count_of(log, "more than 3 generations draining"), survived,
-      kWorkers, fds_before, fds_after, shm_before, shm_after, rss_before, rss_after, rss_bound_kb,
-      load.sessions(), load.failures().size());
+      kWorkers, fds_before, fds_after, shm_before, shm_after, rss_before, rss_after, kRssBoundKb,
+      sanitized ? ", not checked: sanitized" : "", load.sessions(), load.failures().size());
 }
 
 }  // namespace
