@@ -46,11 +46,18 @@ bool read_whole(const std::string& path, std::string& out, std::string& why) {
     why = "larger than " + std::to_string(Source::kMaxBytes >> 20) + " MiB";
   } else {
     out.clear();
-    // One byte more than the bound: a file growing while it is read is caught too.
-    out.resize(Source::kMaxBytes + 1);
+    // Room for the size fstat gave and one byte more, so that the end is seen; a file growing
+    // while it is read gets more, up to one byte past the bound. (Not the bound at once: that
+    // zero-filled 8 MiB for every file and include read.)
+    constexpr std::size_t kCap = Source::kMaxBytes + 1;
+    out.resize(static_cast<std::size_t>(st.st_size) + 1);
     std::size_t got = 0;
     ok = true;
-    while (got < out.size()) {
+    while (true) {
+      if (got == out.size()) {
+        if (out.size() == kCap) break;
+        out.resize(std::min(kCap, out.size() * 2));
+      }
       const ssize_t n = ::read(fd, out.data() + got, out.size() - got);
       if (n == 0) break;
       if (n == -1) {
