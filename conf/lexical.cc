@@ -167,9 +167,10 @@ class Scanner {
       fits = errno != ERANGE && (wide || (v >= INT_MIN && v <= INT_MAX));
     }
     if (!fits) {
-      add(std::string(text_.substr(start, i_ - start)) + (wide ? " is out of the 64-bit integer range"
-                          : " is out of the 32-bit integer range (-2147483648 to 2147483647; a "
-                            "larger value needs the L suffix, e.g. 4294967296L)"));
+      add(std::string(text_.substr(start, i_ - start)) +
+          (wide ? " is out of the 64-bit integer range"
+                : " is out of the 32-bit integer range (-2147483648 to 2147483647; a "
+                  "larger value needs the L suffix, e.g. 4294967296L)"));
     }
   }
 
