@@ -24,6 +24,21 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// In a sanitizer run (FERRY_SANITIZER_REPORTS names the folder tests/sanitizers/run counts), a
+// report in the program's stderr is kept there too: gcc 12's UBSan ignores log_path when linked
+// with ASan, and a worker's report would otherwise only fail the test that happened to look.
+void keep_sanitizer_report(pid_t pid, const std::string& err) {
+  const char* dir = std::getenv("FERRY_SANITIZER_REPORTS");
+  if (dir == nullptr || *dir == '\0' || pid <= 0) return;
+  for (const char* marker : {"runtime error: ", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                             "WARNING: ThreadSanitizer", "ERROR: UndefinedBehaviorSanitizer"}) {
+    if (err.find(marker) == std::string::npos) continue;
+    std::ofstream out(std::string(dir) + "/stderr." + std::to_string(pid));
+    out << err;
+    return;
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -85,7 +100,9 @@ Process::~Process() {
     ::kill(pid_, SIGKILL);
     int status;
     ::waitpid(pid_, &status, 0);
+    drain();
   }
+  keep_sanitizer_report(pid_, err_);
   if (out_fd_ >= 0) ::close(out_fd_);
   if (err_fd_ >= 0) ::close(err_fd_);
 }

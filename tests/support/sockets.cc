@@ -2,13 +2,14 @@
 #include "tests/support/sockets.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <iterator>
 
 namespace ferry::test {
@@ -136,8 +137,22 @@ int local_port(int fd) {
 }
 
 std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // read(2), not ifstream: libstdc++ throws from underflow when a read fails, as one of
+  // /proc/PID/ does (ESRCH) once the process is gone.
+  std::string text;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return text;
+  char buf[8192];
+  for (;;) {
+    const ssize_t got = ::read(fd, buf, sizeof buf);
+    if (got > 0) {
+      text.append(buf, static_cast<std::size_t>(got));
+    } else if (got == 0 || errno != EINTR) {
+      break;
+    }
+  }
+  ::close(fd);
+  return text;
 }
 
 std::size_t count_of(const std::string& text, const std::string& needle) {
