@@ -374,11 +374,13 @@ class Master {
     const uid_t uid = pw->pw_uid;
     const gid_t gid = pw->pw_gid;
     // Emptied while root still may (CAP_SETPCAP): no file capability can give any back later.
-    for (int cap = 0; ::prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; ++cap) {
-      if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == -1) {
-        spdlog::critical("prctl(PR_CAPBSET_DROP, {}) failed: {}", cap,
-                         event::last_error().message());
-        return false;
+    // Without CAP_SETPCAP (a root confined by its own bounding set) the rest stays: no_new_privs
+    // already keeps file capabilities from applying, so that is a warning, not a refusal.
+    for (int cap = 0, held; (held = ::prctl(PR_CAPBSET_READ, cap, 0, 0, 0)) >= 0; ++cap) {
+      if (held == 1 && ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == -1) {
+        spdlog::warn("prctl(PR_CAPBSET_DROP, {}) failed: {}; the bounding set is kept", cap,
+                     event::last_error().message());
+        break;
       }
     }
     if (::setgid(gid) == -1 || ::initgroups(name.c_str(), gid) == -1 || ::setuid(uid) == -1 ||
