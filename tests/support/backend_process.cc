@@ -12,12 +12,12 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <stdexcept>
 #include <string>
 
 #include "tests/support/ferry_instance.h"
+#include "tests/support/sockets.h"
 
 namespace ferry::test {
 namespace {
@@ -162,8 +162,7 @@ BackendProcess::~BackendProcess() {
 }
 
 char process_state(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
   // The state follows the command name in parentheses, which may itself hold ") ".
   const auto close = stat.rfind(") ");
   return close == std::string::npos || close + 2 >= stat.size() ? 0 : stat[close + 2];

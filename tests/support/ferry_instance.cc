@@ -5,14 +5,16 @@
 #include <signal.h>
 
 #include <cstdlib>
-#include <fstream>
 #include <sstream>
+
+#include "tests/support/sockets.h"
 
 namespace ferry::test {
 
 std::string process_title(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // read_file, not ifstream: a read of a /proc file whose process just ended fails (ESRCH),
+  // and libstdc++'s streams throw on that.
+  std::string text = read_file("/proc/" + std::to_string(pid) + "/cmdline");
   while (!text.empty() && text.back() == '\0') text.pop_back();
   for (char& c : text) {
     if (c == '\0') c = ' ';
@@ -27,9 +29,7 @@ std::set<pid_t> children_of(pid_t parent) {
   while (const dirent* e = ::readdir(proc)) {
     const pid_t pid = static_cast<pid_t>(std::atoi(e->d_name));
     if (pid <= 0) continue;
-    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-    std::string stat;
-    std::getline(in, stat);
+    const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
     const auto close = stat.rfind(')');
     if (close == std::string::npos) continue;
     std::istringstream fields(stat.substr(close + 2));
