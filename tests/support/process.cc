@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -191,15 +192,25 @@ std::string ferry_binary() {
 }
 
 int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin);
-  socklen_t len = sizeof sin;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&sin), &len);
-  ::close(fd);
-  return ntohs(sin.sin_port);
+  // Below the kernel's ephemeral range (32768-60999 here): the many client connections other
+  // tests open at the same time take their ports from that range, and one of them could land
+  // on a port returned here before ferry binds it. Random, so parallel tests spread out.
+  static unsigned seed = static_cast<unsigned>(::getpid()) * 2654435761U ^
+                         static_cast<unsigned>(Clock::now().time_since_epoch().count());
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    seed = seed * 1103515245U + 12345U;
+    const int port = 20000 + static_cast<int>((seed >> 8) % 12000);
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) break;
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons(static_cast<std::uint16_t>(port));
+    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0;
+    ::close(fd);
+    if (ok) return port;
+  }
+  throw std::runtime_error("free_port: no free port in 20000-31999");
 }
 
 HeldPort::HeldPort() {
