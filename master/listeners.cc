@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <systemd/sd-daemon.h>
 
@@ -320,6 +321,40 @@ std::vector<const event::Listening*> ListenerSet::for_worker(int slot, int worke
     if (!e.ls->reuseport || e.activated || e.clone % workers == slot) out.push_back(e.ls.get());
   }
   return out;
+}
+
+std::vector<event::Listening*> ListenerSet::keep_for_worker(int slot, int workers,
+                                                            bool with_status) {
+  std::vector<event::Listening*> out;
+  for (Entry& e : entries_) {
+    const bool serves = (!e.ls->status || with_status) &&
+                        (!e.ls->reuseport || e.activated || e.clone % workers == slot);
+    if (serves) {
+      out.push_back(e.ls.get());
+    } else {
+      e.ls->fd.reset();
+    }
+  }
+  removed_.clear();
+  spare_.clear();
+  return out;
+}
+
+void ListenerSet::advise_migrate_req(const conf::Config& cfg) {
+  if (advised_ || std::none_of(cfg.proxies.begin(), cfg.proxies.end(),
+                               [](const conf::Proxy& p) { return p.reuseport; })) {
+    return;
+  }
+  advised_ = true;
+  constexpr const char* kPath = "/proc/sys/net/ipv4/tcp_migrate_req";
+  const event::UniqueFd fd(::open(kPath, O_RDONLY | O_CLOEXEC));
+  char c = 0;
+  // Absent before Linux 5.14: nothing to turn on.
+  if (!fd || ::read(fd.get(), &c, 1) != 1 || c != '0') return;
+  spdlog::info(
+      "reuseport is in use and net.ipv4.tcp_migrate_req is 0: connections queued on the "
+      "socket of a worker that stops (reload, stop) are reset; with "
+      "`sysctl net.ipv4.tcp_migrate_req=1` the kernel moves them to another worker's socket");
 }
 
 void ListenerSet::close_all() noexcept {

@@ -45,6 +45,14 @@ class ListenerSet {
   // take its `data` for a proxy.
   [[nodiscard]] std::vector<const event::Listening*> for_worker(int slot, int workers,
                                                                 bool with_status = false) const;
+  // Only in a forked worker: closes every socket it does not serve (other workers' reuseport
+  // clones, removed and spare sockets; the status endpoint's without `with_status`), so that a
+  // socket closed by the master and the workers that serve it refuses at once, and returns the
+  // ones it serves (as for_worker()).
+  std::vector<event::Listening*> keep_for_worker(int slot, int workers, bool with_status);
+  // Once per master, the first time `cfg` uses reuseport: when net.ipv4.tcp_migrate_req is 0,
+  // says (info) what turning it on would buy.
+  void advise_migrate_req(const conf::Config& cfg);
   [[nodiscard]] std::size_t size() const noexcept { return entries_.size(); }
   void close_all() noexcept;
 
@@ -64,6 +72,7 @@ class ListenerSet {
   std::vector<Entry> entries_;
   std::vector<Entry> removed_;
   std::vector<Entry> spare_;  // from systemd, not configured now: kept for a later reload
+  bool advised_ = false;
 };
 
 }  // namespace ferry::master

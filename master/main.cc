@@ -17,6 +17,7 @@
 #include "master/cli.h"
 #include "master/console.h"
 #include "master/control.h"
+#include "master/inherited_fds.h"
 #include "master/master_cycle.h"
 #include "master/process_title.h"
 #include "worker/logging.h"
@@ -58,6 +59,7 @@ void print_version(bool verbose) {
 }
 
 int run(const CommandLine& cl) {
+  close_inherited_fds();
   worker::init_early_logging();
   conf::LoadResult result = conf::load_file(cl.conf_file);
   for (const auto& e : result.errors) spdlog::critical("{}", e.to_string());

@@ -38,6 +38,7 @@
 #include "event/shared_memory.h"
 #include "ferry_version.h"
 #include "master/control.h"
+#include "master/inherited_fds.h"
 #include "master/listeners.h"
 #include "master/pid_file.h"
 #include "master/process_title.h"
@@ -128,6 +129,7 @@ class Master {
       return 1;
     }
     listeners_.close_removed();
+    listeners_.advise_migrate_req(*config_);
     if (shm_.create(sizeof(event::AcceptMutexWord))) return 1;
     mutex_word_ = new (shm_.data()) event::AcceptMutexWord;
     if (counters_shm_.create(sizeof(worker::CountersTable))) return 1;
@@ -343,7 +345,8 @@ class Master {
 
     worker::WorkerSettings settings;
     settings.config = &cfg;
-    settings.listening = listeners_.for_worker(slot, cfg.worker_processes, /*with_status=*/true);
+    settings.listening =
+        listeners_.keep_for_worker(slot, cfg.worker_processes, /*with_status=*/true);
     settings.accept_mutex = mutex_word_;
     settings.channel = channel;
     settings.counters = counters;
@@ -463,7 +466,7 @@ class Master {
 
   void on_worker_ready(WorkerProcess& w) {
     w.ready = true;
-    if (w.generation != pending_generation_) return;
+    if (w.generation != pending_generation_ || stopping_) return;
     for (const auto& other : workers_) {
       if (other.generation == pending_generation_ && !other.ready && !other.told_to_stop) return;
     }
@@ -481,6 +484,7 @@ class Master {
     }
     cap_draining_generations();
     listeners_.close_removed();
+    move_pid_file();
     if (gen == 1) {
       spdlog::info("all {} worker(s) serving", config_->worker_processes);
     } else {
@@ -494,6 +498,41 @@ class Master {
     if (in_charge()) notifier_.ready(status_text());
     answer_reload_waiters("ok\n");
     run_queued_reload();
+  }
+
+  // The configuration now serving names another pid_file: the pid file and the control socket
+  // next to it move there (nginx moves its pid file too), so that `ferry -s` given the new
+  // configuration finds this master. Not while a new binary holds the usual names.
+  void move_pid_file() {
+    if (config_->pid_file == pid_file_ || new_master_ > 0 || stopping_) return;
+    const std::string old_pid_file = pid_file_;
+    const std::string old_control_path = control_path_;
+    if (write_pid_file(config_->pid_file, ::getpid())) {
+      spdlog::error("pid_file changed to {} but it cannot be written; the master stays at {}",
+                    config_->pid_file, old_pid_file);
+      return;
+    }
+    (void)loop_.del_event(control_.read, event::EventKind::read, false);
+    UniqueFd old_control = std::move(control_.fd);
+    if (!open_control_socket()) {
+      // Both stay where `ferry -s` with the old configuration finds them.
+      spdlog::error(
+          "pid_file changed to {} but the control socket cannot move; the master stays "
+          "at {}",
+          config_->pid_file, old_pid_file);
+      remove_pid_file(config_->pid_file);
+      control_path_ = old_control_path;
+      control_.fd = std::move(old_control);
+      (void)loop_.add_event(control_.read, event::EventKind::read, event::EventLoop::kLevel);
+      return;
+    }
+    if (::unlink(old_control_path.c_str()) == -1) {
+      spdlog::warn("unlink({}) failed: {}", old_control_path, event::last_error().message());
+    }
+    remove_pid_file(old_pid_file);
+    pid_file_ = config_->pid_file;
+    spdlog::info("pid file moved from {} to {}; control socket {}", old_pid_file, pid_file_,
+                 control_path_);
   }
 
   void cap_draining_generations() {
@@ -554,6 +593,14 @@ class Master {
         spdlog::info("SIGWINCH: stopping the workers gracefully, the master stays");
         winched_ = true;
         own_state_.publish(OldMasterState::winched);
+        // The pending generation stops with the others: its timeout must not bring the old
+        // one back. The configuration that served is the running one again.
+        if (pending_generation_ != 0) {
+          cancel_pending_reload();
+          restore_serving(/*respawn=*/false);
+          reload_failed("cancelled by SIGWINCH");
+          answer_reload_waiters("error\nferry: the reload was cancelled by SIGWINCH\n", true);
+        }
         for (auto& w : workers_) {
           if (!w.told_to_stop) tell(w, worker::Command::quit);
         }
@@ -689,6 +736,9 @@ class Master {
     spdlog::info("{}: {} stop", graceful ? "SIGQUIT" : "SIGTERM", graceful ? "graceful" : "fast");
     if (!stopping_) notify_stopping();
     stopping_ = true;
+    // A pending reload must not come back after this: its timeout would re-bind what is closed
+    // below and spawn workers, and its generation turning ready would send READY=1.
+    cancel_pending_reload();
     for (auto& w : workers_) {
       tell(w, graceful ? worker::Command::quit : worker::Command::terminate);
     }
@@ -796,6 +846,8 @@ class Master {
       const std::string fds = listeners_.prepare_for_exec();
       ::setenv(ListenerSet::kInheritVariable, fds.c_str(), 1);
       own_state_.pass_to_exec();
+      // Last before exec: whatever is passed above (and only that) is kept by the new master.
+      name_passed_fds();
       sigset_t none;
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -906,6 +958,7 @@ class Master {
       answer_reload_waiters("error\n" + why + "\n");
       return;
     }
+    listeners_.advise_migrate_req(*next);
     if (worker::apply_log_settings(next->log, why)) {
       spdlog::error("cannot open the error log {}: {}; keeping the previous log", next->log.path,
                     why);
@@ -931,7 +984,7 @@ class Master {
   // The pending generation was given up: the one still serving is the master's again, with its
   // configuration (respawns, STATUS= and the watchdog count its workers), its listeners and its
   // health board.
-  void restore_serving() {
+  void restore_serving(bool respawn = true) {
     if (!previous_) return;
     config_ = std::move(previous_->config);
     generation_ = previous_->generation;
@@ -953,12 +1006,20 @@ class Master {
     }
     worker::set_log_role("master");
     // Its workers that died while the reload was pending were not replaced then.
-    for (int slot = 0; slot < config_->worker_processes; ++slot) {
+    for (int slot = 0; respawn && slot < config_->worker_processes; ++slot) {
       const bool live = std::any_of(workers_.begin(), workers_.end(), [&](const auto& w) {
         return w.slot == slot && w.generation == generation_ && !w.told_to_stop;
       });
       if (!live) spawn(slot, generation_);
     }
+  }
+
+  // Stopping (or WINCH): the pending generation, its timeout and a reload queued behind it are
+  // given up. Its workers are told to stop by the caller.
+  void cancel_pending_reload() {
+    loop_.del_timer(reload_timeout_);
+    pending_generation_ = 0;
+    reload_again_ = false;
   }
 
   static void on_reload_timeout(Event& ev) {

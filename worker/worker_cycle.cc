@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 
@@ -61,7 +62,9 @@ class Worker {
       if (ls->status) continue;
       SessionSet::prepare_listening(*ls, *static_cast<const conf::Proxy*>(ls->data));
     }
-    if (acceptor_.init(loop_, settings_.listening,
+    const std::vector<const event::Listening*> listening(settings_.listening.begin(),
+                                                         settings_.listening.end());
+    if (acceptor_.init(loop_, listening,
                        {.multi_accept = cfg_.events.multi_accept,
                         .mutex = mutex ? &*mutex : nullptr,
                         .delay = cfg_.events.accept_mutex_delay,
@@ -70,6 +73,9 @@ class Worker {
                        on_connection, this)) {
       return kFatalExit;
     }
+    // The acceptor's duplicates are the only ones left: closing them (graceful stop) closes the
+    // socket in this process.
+    for (event::Listening* ls : settings_.listening) ls->fd.reset();
     if (settings_.health_board != nullptr) {
       auto* board = static_cast<HealthBoard*>(settings_.health_board);
       sessions_.set_health_board(board);
@@ -100,7 +106,9 @@ class Worker {
     shutdown_timer_.handler = on_shutdown_timeout;
     shutdown_timer_.data = this;
 
-    if (settings_.channel >= 0) channel_send(settings_.channel, static_cast<char>(Report::ready));
+    if (settings_.channel >= 0 && !withhold_ready()) {
+      channel_send(settings_.channel, static_cast<char>(Report::ready));
+    }
     spdlog::debug("worker {} (generation {}) serving", settings_.slot, settings_.generation);
 
     // A stop that came before the notifier existed must not be lost.
@@ -119,6 +127,16 @@ class Worker {
   }
 
  private:
+  // Test only: FERRY_TEST_UNREADY_GENERATION=N makes the workers of generation N and later
+  // serve without ever reporting ready, as workers stuck in their start would (a reload then
+  // stays pending until its timeout). Not for production use.
+  bool withhold_ready() const {
+    const char* value = std::getenv("FERRY_TEST_UNREADY_GENERATION");
+    if (value == nullptr) return false;
+    const long from = std::strtol(value, nullptr, 10);
+    return from > 0 && settings_.generation >= from;
+  }
+
   bool needs_resolver() const {
     for (const conf::Upstream& u : cfg_.upstreams) {
       if (u.resolve_interval.count() == 0) continue;

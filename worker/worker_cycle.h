@@ -16,7 +16,9 @@ namespace ferry::worker {
 
 struct WorkerSettings {
   const conf::Config* config = nullptr;
-  std::vector<const event::Listening*> listening;
+  // The sockets this worker serves, and only those: the acceptor works on duplicates and the
+  // worker closes these once it has them, so a socket lives in no worker that stopped serving it.
+  std::vector<event::Listening*> listening;
   event::AcceptMutexWord* accept_mutex = nullptr;  // shared word when accept_mutex is on
   int channel = -1;                                // the worker's end; -1: no master
   void* health_board = nullptr;                    // shared HealthBoard of this generation

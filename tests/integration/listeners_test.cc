@@ -1,0 +1,370 @@
+// End-to-end tests of listening socket lifetimes: a worker holds exactly the sockets it serves,
+// an address removed by a reload refuses at once, QUIT stops accepting everywhere at once, a
+// pending reload does not outlive a stop, the pid file follows pid_file, inherited fds are closed.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/echo_server.h"
+#include "tests/support/ferry_instance.h"
+#include "tests/support/notify_listener.h"
+#include "tests/support/process.h"
+#include "tests/support/sockets.h"
+
+namespace ferry::test {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+enum class AcceptMode { mutex, shared, reuseport };
+
+std::string events(AcceptMode mode) {
+  return std::string("events = { accept_mutex = ") +
+         (mode == AcceptMode::mutex ? "true" : "false") + "; accept_mutex_delay = \"50ms\"; };\n";
+}
+
+std::string proxy(const std::string& name, int port, AcceptMode mode) {
+  return "{ name = \"" + name + "\"; listen = [ \"127.0.0.1:" + std::to_string(port) +
+         "\" ]; upstream = \"app\"; access_log = \"off\"; reuseport = " +
+         (mode == AcceptMode::reuseport ? "true" : "false") + "; }";
+}
+
+// Two workers; a proxy on each port of `ports`.
+std::string config(AcceptMode mode, int backend, const std::vector<int>& ports,
+                   const std::string& extra = "") {
+  std::string proxies;
+  for (std::size_t i = 0; i < ports.size(); ++i) {
+    proxies += (i == 0 ? "" : ",\n") + proxy("p" + std::to_string(ports[i]), ports[i], mode);
+  }
+  return extra + events(mode) +
+         "worker_processes = 2;\nworker_connections = 256;\n"
+         "worker_shutdown_timeout = \"30s\";\n"
+         "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:" +
+         std::to_string(backend) + "\"; } ); } );\nproxies = (\n" + proxies + "\n);\n";
+}
+
+// The errno of a connect to 127.0.0.1:port (0: it connected).
+int connect_errno(int port) {
+  const int fd = connect_to_port(port);
+  if (fd >= 0) {
+    ::close(fd);
+    return 0;
+  }
+  return errno;
+}
+
+// Listening TCP sockets by inode -> local port, from /proc/net/tcp and tcp6.
+std::map<std::string, int> listening_inodes() {
+  std::map<std::string, int> out;
+  for (const char* path : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::istringstream in(read_file(path));
+    std::string line;
+    std::getline(in, line);  // header
+    while (std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string sl, local, remote, state, queues, tr, retr, uid, timeout, inode;
+      f >> sl >> local >> remote >> state >> queues >> tr >> retr >> uid >> timeout >> inode;
+      if (state != "0A") continue;  // TCP_LISTEN
+      out[inode] = std::stoi(local.substr(local.find(':') + 1), nullptr, 16);
+    }
+  }
+  return out;
+}
+
+// The listening sockets `pid` holds: inode -> port.
+std::map<std::string, int> listeners_of(pid_t pid) {
+  const auto all = listening_inodes();
+  std::map<std::string, int> out;
+  std::error_code ec;
+  for (const auto& e :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    std::error_code rec;
+    const std::string target = std::filesystem::read_symlink(e.path(), rec).string();
+    if (rec || !target.starts_with("socket:[")) continue;
+    const std::string inode = target.substr(8, target.size() - 9);
+    if (auto it = all.find(inode); it != all.end()) out[inode] = it->second;
+  }
+  return out;
+}
+
+std::multiset<int> ports_of(const std::map<std::string, int>& listeners) {
+  std::multiset<int> out;
+  for (const auto& [inode, port] : listeners) out.insert(port);
+  return out;
+}
+
+class ListenersTest : public ::testing::TestWithParam<AcceptMode> {};
+
+// A removed address is closed in the master and in every worker once the reload's verdict is
+// given: connecting to it is refused, not queued for no one.
+TEST_P(ListenersTest, ARemovedAddressRefusesRightAfterTheReload) {
+  EchoServer backend;
+  const int kept = free_port();
+  const int removed = free_port();
+  FerryInstance ferry(config(GetParam(), backend.port(), {kept, removed}));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  // A session on the old generation keeps it (and what it inherited) around.
+  const int open = connect_to_port(kept);
+  ASSERT_GE(open, 0);
+  ASSERT_TRUE(echo_round_trip(open, "before"));
+  const int on_removed = connect_to_port(removed);
+  ASSERT_GE(on_removed, 0);
+  ASSERT_TRUE(echo_round_trip(on_removed, "on the address to remove"));
+
+  ferry.rewrite(config(GetParam(), backend.port(), {kept}));
+  const Finished r = ferry.command("reload");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(eventually([&] { return connect_errno(removed) == ECONNREFUSED; }, seconds(1)))
+      << "errno " << connect_errno(removed) << "\n"
+      << ferry.log();
+  const int fresh = connect_to_port(kept);
+  ASSERT_GE(fresh, 0);
+  EXPECT_TRUE(echo_round_trip(fresh, "the kept address serves"));
+  EXPECT_TRUE(echo_round_trip(open, "the old session goes on"));
+  EXPECT_TRUE(echo_round_trip(on_removed, "so does the one on the removed address"));
+  ::close(fresh);
+  ::close(open);
+  ::close(on_removed);
+}
+
+// Removed, then named again by the next reload: bound again and served, whatever the mode.
+TEST_P(ListenersTest, AnAddressRemovedThenAddedBackIsServed) {
+  EchoServer backend;
+  const int kept = free_port();
+  const int again = free_port();
+  FerryInstance ferry(config(GetParam(), backend.port(), {kept, again}));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  ferry.rewrite(config(GetParam(), backend.port(), {kept}));
+  Finished r = ferry.command("reload");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ferry.rewrite(config(GetParam(), backend.port(), {kept, again}));
+  r = ferry.command("reload");
+  ASSERT_EQ(r.exit_code, 0) << r.err << ferry.log();
+  EXPECT_EQ(ferry.log().find("Address already in use"), std::string::npos) << ferry.log();
+  // Every connection served: none lands in a socket left over from before.
+  for (int i = 0; i < 20; ++i) {
+    const int fd = connect_to_port(again);
+    ASSERT_GE(fd, 0) << i;
+    ASSERT_TRUE(echo_round_trip(fd, "served " + std::to_string(i))) << i;
+    ::close(fd);
+  }
+}
+
+// QUIT: no process accepts any more, at once, while the open session finishes.
+TEST_P(ListenersTest, QuitRefusesNewConnectionsAtOnceWhileASessionFinishes) {
+  EchoServer backend;
+  const int port = free_port();
+  const int other = free_port();
+  FerryInstance ferry(config(GetParam(), backend.port(), {port, other}));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const int open = connect_to_port(port);
+  ASSERT_GE(open, 0);
+  ASSERT_TRUE(echo_round_trip(open, "before quit"));
+
+  ferry.signal(SIGQUIT);
+  ASSERT_TRUE(ferry.wait_for_log("graceful stop")) << ferry.log();
+  EXPECT_TRUE(eventually(
+      [&] { return connect_errno(port) == ECONNREFUSED && connect_errno(other) == ECONNREFUSED; },
+      seconds(1)))
+      << ferry.log();
+  EXPECT_TRUE(echo_round_trip(open, "the open session keeps working"));
+  ::close(open);
+  const Finished f = ferry.wait();
+  EXPECT_EQ(f.exit_code, 0) << f.err;
+}
+
+// Each worker holds the sockets it serves and nothing else: with reuseport its own clone only.
+TEST_P(ListenersTest, AWorkerHoldsOnlyTheListenersItServes) {
+  EchoServer backend;
+  const int kept = free_port();
+  const int removed = free_port();
+  const int status = free_port();
+  FerryInstance ferry(
+      config(GetParam(), backend.port(), {kept, removed},
+             "status = { listen = \"127.0.0.1:" + std::to_string(status) + "\"; };\n"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  ferry.rewrite(config(GetParam(), backend.port(), {kept},
+                       "status = { listen = \"127.0.0.1:" + std::to_string(status) + "\"; };\n"));
+  const auto old_workers = ferry.workers();
+  const Finished r = ferry.command("reload");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::set<pid_t> workers;
+  ASSERT_TRUE(eventually([&] {
+    workers = ferry.workers();
+    for (pid_t w : workers) {
+      if (old_workers.contains(w)) return false;
+    }
+    return workers.size() == 2;
+  })) << ferry.log();
+
+  std::set<std::string> clones;
+  for (pid_t w : workers) {
+    const auto held = listeners_of(w);
+    EXPECT_EQ(ports_of(held), (std::multiset<int>{kept, status})) << "worker " << w;
+    for (const auto& [inode, port] : held) {
+      if (port == kept) clones.insert(inode);
+    }
+  }
+  // With reuseport, each worker its own socket; otherwise one socket shared by both.
+  EXPECT_EQ(clones.size(), GetParam() == AcceptMode::reuseport ? 2U : 1U);
+  const auto master = ports_of(listeners_of(ferry.master()));
+  EXPECT_EQ(master.count(removed), 0U);
+  EXPECT_EQ(master.count(kept), GetParam() == AcceptMode::reuseport ? 2U : 1U);
+}
+
+INSTANTIATE_TEST_SUITE_P(AcceptModes, ListenersTest,
+                         ::testing::Values(AcceptMode::mutex, AcceptMode::shared,
+                                           AcceptMode::reuseport),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case AcceptMode::mutex: return "AcceptMutex";
+                             case AcceptMode::shared: return "SharedSocket";
+                             case AcceptMode::reuseport: return "Reuseport";
+                           }
+                           return "";
+                         });
+
+// A stop while a reload waits for workers that never report ready: the reload's timeout must
+// not bring anything back (re-bind, spawn, READY=1), and the master exits once the session ends.
+TEST(StopTest, AStopCancelsAPendingReload) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(AcceptMode::shared, backend.port(), {port}));
+  NotifyListener notify(ferry.dir().path() + "/notify");
+  // Test-only hook: generation 2 (the reload's) never reports ready.
+  ferry.set_options({.env = {notify.env(), "FERRY_TEST_UNREADY_GENERATION=2",
+                             "FERRY_TEST_READY_TIMEOUT_MS=1000"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  ASSERT_TRUE(notify.wait_for("READY=1"));
+  const int open = connect_to_port(port);
+  ASSERT_GE(open, 0);
+  ASSERT_TRUE(echo_round_trip(open, "before"));
+
+  ferry.signal(SIGHUP);
+  ASSERT_TRUE(ferry.wait_for_log("(generation 2), pid")) << ferry.log();
+  ferry.signal(SIGQUIT);
+  ASSERT_TRUE(ferry.wait_for_log("graceful stop")) << ferry.log();
+  EXPECT_TRUE(eventually([&] { return connect_errno(port) == ECONNREFUSED; }, seconds(1)));
+  // Past the reload's timeout (1 s) with margin: the port must stay closed all along.
+  EXPECT_FALSE(eventually([&] { return connect_errno(port) != ECONNREFUSED; }, seconds(3)))
+      << ferry.log();
+  EXPECT_EQ(ferry.log().find("did not report ready"), std::string::npos) << ferry.log();
+  EXPECT_TRUE(echo_round_trip(open, "the session finishes"));
+  ::close(open);
+  const Finished f = ferry.wait(seconds(10));
+  EXPECT_EQ(f.exit_code, 0) << ferry.log();
+
+  notify.drain();
+  bool stopping = false;
+  for (const NotifyMessage& m : notify.history()) {
+    if (m.has("STOPPING=1")) stopping = true;
+    EXPECT_FALSE(stopping && m.has("READY=1")) << "READY=1 after STOPPING=1: " << m.text;
+  }
+  EXPECT_TRUE(stopping);
+}
+
+// WINCH while a reload waits for workers that never report ready: every worker leaves and the
+// reload's timeout does not start the old generation again behind the operator's back.
+TEST(StopTest, WinchCancelsAPendingReload) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(AcceptMode::shared, backend.port(), {port}));
+  ferry.set_options(
+      {.env = {"FERRY_TEST_UNREADY_GENERATION=2", "FERRY_TEST_READY_TIMEOUT_MS=1000"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  ferry.signal(SIGHUP);
+  ASSERT_TRUE(ferry.wait_for_log("(generation 2), pid")) << ferry.log();
+  ferry.signal(SIGWINCH);
+  EXPECT_TRUE(eventually([&] { return ferry.workers().empty(); })) << ferry.log();
+  // Past the reload's timeout (1 s) with margin: no worker comes back.
+  EXPECT_FALSE(eventually([&] { return !ferry.workers().empty(); }, seconds(3))) << ferry.log();
+  // HUP brings the configuration that served back.
+  ferry.signal(SIGHUP);
+  EXPECT_TRUE(eventually([&] { return ferry.workers().size() == 2; })) << ferry.log();
+}
+
+// A reload that names another pid_file moves the pid file and the control socket there: `ferry
+// -s` with the new configuration finds the master, nothing is left at the old place.
+TEST(PidFileTest, AReloadMovesThePidFileAndTheControlSocket) {
+  EchoServer backend;
+  const int port = free_port();
+  const std::string body = config(AcceptMode::shared, backend.port(), {port});
+  FerryInstance ferry(body);
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::string old_pid = ferry.pid_file();
+  const std::string old_ctl = ferry.dir().path() + "/ferry.ctl";
+  ASSERT_TRUE(std::filesystem::exists(old_ctl));
+  const std::string moved = ferry.dir().path() + "/run/moved.pid";
+  ferry.dir().write("ferry.conf",
+                    "pid_file = \"" + moved + "\";\nlog = { level = \"info\"; };\n" + body);
+  ferry.signal(SIGHUP);
+  ASSERT_TRUE(ferry.wait_for_log("reload complete")) << ferry.log();
+  EXPECT_EQ(read_file(moved), std::to_string(ferry.master()) + "\n");
+  EXPECT_FALSE(std::filesystem::exists(old_pid));
+  EXPECT_FALSE(std::filesystem::exists(old_ctl));
+  const Finished r = ferry.command("reload");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const Finished s = ferry.command("stop");
+  EXPECT_EQ(s.exit_code, 0) << s.err;
+  EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
+  EXPECT_FALSE(std::filesystem::exists(moved));
+  EXPECT_FALSE(std::filesystem::exists(ferry.dir().path() + "/run/moved.ctl"));
+}
+
+// An fd left open without CLOEXEC by whoever starts ferry reaches neither the master (after
+// start) nor any worker.
+TEST(InheritedFdTest, AnFdInheritedFromTheStarterIsClosed) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(AcceptMode::shared, backend.port(), {port}));
+  const std::string path = ferry.dir().write("inherited", "x");
+  const int fd = ::open(path.c_str(), O_RDONLY);  // no O_CLOEXEC: ferry inherits it
+  ASSERT_GE(fd, 0);
+  const bool started = ferry.start();
+  ::close(fd);
+  ASSERT_TRUE(started) << ferry.log();
+  auto holds = [&](pid_t pid) {
+    std::error_code ec;
+    for (const auto& e :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+      std::error_code rec;
+      if (std::filesystem::read_symlink(e.path(), rec).string() == path) return true;
+    }
+    return false;
+  };
+  EXPECT_FALSE(holds(ferry.master()));
+  const auto workers = ferry.workers();
+  ASSERT_EQ(workers.size(), 2U);
+  for (pid_t w : workers) EXPECT_FALSE(holds(w)) << "worker " << w;
+}
+
+// With reuseport and net.ipv4.tcp_migrate_req off, the master says once what turning it on buys.
+TEST(MigrateReqTest, TheMasterAdvisesTcpMigrateReqWithReuseport) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(AcceptMode::reuseport, backend.port(), {port}));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const Finished r = ferry.command("reload");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::error_code ec;
+  const bool off = std::filesystem::exists("/proc/sys/net/ipv4/tcp_migrate_req", ec) &&
+                   read_file("/proc/sys/net/ipv4/tcp_migrate_req").starts_with("0");
+  EXPECT_EQ(count_of(ferry.log(), "net.ipv4.tcp_migrate_req is 0"), off ? 1U : 0U) << ferry.log();
+}
+
+}  // namespace
+}  // namespace ferry::test
