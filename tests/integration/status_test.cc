@@ -212,6 +212,40 @@ TEST(StatusTest, AServerKilledShowsDownThenUpWithinTheCheckInterval) {
             "ok");
 }
 
+// A server that max_fails took out of rotation shows `failed` (not `up`) on /status and
+// /metrics until a session gets through to it again.
+TEST(StatusTest, AServerFailedByPassiveChecksShowsFailedUntilASessionGetsThrough) {
+  const int backend_port = free_port();  // nothing listens there yet
+  const int port = free_port();
+  const int status_port = free_port();
+  FerryInstance ferry(config(
+      1, port, status_port,
+      "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:" +
+          std::to_string(backend_port) + "\"; max_fails = 1; fail_timeout = \"60s\"; } ); } );\n"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::string server =
+      "{upstream=\"app\",server=\"127.0.0.1:" + std::to_string(backend_port) + "\"";
+  const auto state = [&] {
+    return json_eval(get(status_port, "/status").body,
+                     "d['upstreams']['app']['servers'][0]['state']");
+  };
+  EXPECT_EQ(state(), "up");
+  const int refused = connect_from("", "127.0.0.1", port);
+  EXPECT_FALSE(echo_round_trip(refused, "nobody there"));
+  ::close(refused);
+  EXPECT_TRUE(eventually([&] { return state() == "failed"; })) << state();
+  const std::string m = get(status_port, "/metrics").body;
+  EXPECT_EQ(sample(m, "ferry_upstream_server_up" + server + "}"), 0) << m;
+  EXPECT_EQ(sample(m, "ferry_upstream_server_state" + server + ",state=\"failed\"}"), 1) << m;
+  EXPECT_EQ(sample(m, "ferry_upstream_server_state" + server + ",state=\"up\"}"), 0) << m;
+
+  EchoServer back(backend_port);
+  const int fd = connect_from("", "127.0.0.1", port);
+  EXPECT_TRUE(echo_round_trip(fd, "back"));
+  ::close(fd);
+  EXPECT_TRUE(eventually([&] { return state() == "up"; })) << state();
+}
+
 TEST(StatusTest, TotalsNeverGoBackAcrossAKilledWorkerAndAReload) {
   EchoServer backend;
   const int port = free_port();

@@ -110,7 +110,7 @@ struct Session {
   Session* next = nullptr;
 
   void close(std::string_view status) noexcept {
-    if (peer != nullptr) balancer->release(*peer, false, loop->now());
+    if (peer != nullptr) release_peer(false, peer_stats);
     count_end(status);
     if (counted) set->limits_->release(limit_bucket, set->limits_share_);
     if (AccessLog* log = set->access_log(*proxy)) {
@@ -547,7 +547,7 @@ struct Session {
       upstream = loop->get_connection(std::move(fd));
       if (upstream == nullptr) {
         spdlog::warn("proxy \"{}\": worker_connections are not enough", proxy->name);
-        balancer->release(*peer, false, now);
+        release_peer(false);
         peer = nullptr;
         close("connect_failed");
         return false;
@@ -565,9 +565,31 @@ struct Session {
   }
 
   void failed_peer() {
-    if (ServerCounters* c = set->server_stats(*proxy, *peer)) stat_add(c->connect_failures);
-    balancer->release(*peer, true, loop->now());
+    ServerCounters* c = set->server_stats(*proxy, *peer);
+    if (c != nullptr) stat_add(c->connect_failures);
+    release_peer(true, c);
     peer = nullptr;
+  }
+
+  // Gives `peer` back to the balancer with the verdict on it, and publishes whether its passive
+  // checks now hold the server failed (`c`: its counters, when already looked up).
+  void release_peer(bool failed, ServerCounters* c = nullptr) noexcept {
+    const event::TimePoint now = loop->now();
+    balancer->release(*peer, failed, now);
+    if (c == nullptr && (c = set->server_stats(*proxy, *peer)) == nullptr) return;
+    std::uint64_t word = 0;
+    const conf::Server* server = peer->server;
+    if (server != nullptr && server->max_fails > 0 && peer->fails >= server->max_fails) {
+      using std::chrono::duration_cast;
+      const auto wall =
+          duration_cast<event::Msec>(std::chrono::system_clock::now().time_since_epoch());
+      const auto until = wall + (Balancer::failed_until(*peer) - now);
+      word = passive_failure_word(duration_cast<std::chrono::seconds>(wall).count(),
+                                  (until.count() + 999) / 1000);
+    }
+    if (c->failed.load(std::memory_order_relaxed) != word) {
+      c->failed.store(word, std::memory_order_relaxed);
+    }
   }
 
   // The connect to `peer` failed (refused, timed out): drop that socket, try the next server.
@@ -699,19 +721,23 @@ void SessionSet::reopen_logs() {
 }
 
 Balancer& SessionSet::balancer(const conf::Proxy& proxy, const conf::Config& cfg) {
-  auto it = balancers_.find(&proxy);
+  // Keyed by upstream, as nginx keeps its peers' state per upstream block: proxies sharing an
+  // upstream share its rotation, connection counts and passive failures.
+  const std::string_view name = StatsTable::upstream_name_of(proxy);
+  auto it = balancers_.find(name);
   if (it != balancers_.end()) return it->second;
-  if (proxy.upstream_address)
-    return balancers_.emplace(&proxy, Balancer(*proxy.upstream_address)).first->second;
+  if (proxy.upstream_address) {
+    return balancers_.emplace(std::string(name), Balancer(*proxy.upstream_address)).first->second;
+  }
   for (std::size_t i = 0; i < cfg.upstreams.size(); ++i) {
     const conf::Upstream& u = cfg.upstreams[i];
     if (u.name != proxy.upstream) continue;
     ServerHealth* slots = health_ != nullptr && u.health_check && !u.servers.empty()
                               ? &health_->at(cfg, i, 0)
                               : nullptr;
-    return balancers_.emplace(&proxy, Balancer(u, slots)).first->second;
+    return balancers_.emplace(std::string(name), Balancer(u, slots)).first->second;
   }
-  return balancers_.emplace(&proxy, Balancer()).first->second;  // validated: not reached
+  return balancers_.emplace(std::string(name), Balancer()).first->second;  // validated: not reached
 }
 
 void SessionSet::update_address(const conf::Server& server, const conf::Address& address) {

@@ -97,7 +97,7 @@ class SessionSet {
   std::map<const conf::Proxy*, ProxyCounters*> proxy_stats_;
   std::map<const Peer*, ServerCounters*> server_stats_;
   std::size_t limits_share_ = 0;
-  std::map<const conf::Proxy*, Balancer> balancers_;
+  std::map<std::string, Balancer, std::less<>> balancers_;  // by upstream name
   std::map<const conf::Proxy*, AccessRules> rules_;
   // Declared before the logs: destroyed after them, it writes out what they queued, then ends.
   std::shared_ptr<spdlog::details::thread_pool> log_writer_;

@@ -218,8 +218,9 @@ constexpr Metric<Snapshot::Server> kServerMetrics[] = {
      "Bytes received from the server.", &Snapshot::Server::bytes_received},
 };
 
-constexpr ServerState kStates[] = {ServerState::up, ServerState::down, ServerState::backup,
-                                   ServerState::draining, ServerState::removed};
+constexpr ServerState kStates[] = {ServerState::up,      ServerState::down,
+                                   ServerState::backup,  ServerState::draining,
+                                   ServerState::removed, ServerState::failed};
 
 template <typename Each>
 void each_server(const Snapshot& s, Each&& each) {
@@ -423,7 +424,8 @@ std::string render_prometheus(const Snapshot& s) {
                up ? 1 : 0);
     });
     p.family("ferry_upstream_server_state", "gauge",
-             "1 for the server's state (up, down, backup, draining, removed), 0 for the others.");
+             "1 for the server's state (up, down, backup, draining, removed, failed), 0 for the "
+             "others.");
     each_server(s, [&](const Snapshot::Upstream& u, const Snapshot::Server& v) {
       for (ServerState st : kStates) {
         p.sample("ferry_upstream_server_state",

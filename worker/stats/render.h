@@ -35,6 +35,7 @@ namespace ferry::worker {
 //     "app": {"servers": [
 //       {"address": "127.0.0.1:9001",
 //        "state": "up",                 // "up" | "down" | "backup" | "draining" | "removed"
+//                                       // | "failed"
 //        "sessions": 12, "active": 2, "connect_failures": 0,
 //        "bytes_sent": 1024, "bytes_received": 4096,
 //        "health": {"last": "ok", "at": 1700003005}}   // "none" (and null) without checks
@@ -44,7 +45,8 @@ namespace ferry::worker {
 //
 // accepted counts refused connections too, and handled every ending: accepted = handled +
 // active. denied: refused by `access`; limited: by max_conns_per_client or worker_connections.
-// "draining": removed by a reload, sessions still open; "removed": nothing open any more.
+// "draining": removed by a reload, sessions still open; "removed": nothing open any more;
+// "failed": a worker's passive checks (max_fails within fail_timeout) keep it out of rotation.
 std::string render_json(const Snapshot& s);
 
 // Prometheus text exposition format 0.0.4 (Content-Type: text/plain; version=0.0.4). Families:
@@ -57,7 +59,7 @@ std::string render_json(const Snapshot& s);
 //   ferry_upstream_server_{sessions,connect_failures}_total{upstream,server},
 //   ferry_upstream_server_active_sessions, ferry_upstream_server_{sent,received}_bytes_total,
 //   ferry_upstream_server_up (1: up or backup), ferry_upstream_server_state{...,state} (1 for the
-//   current of the five states, 0 for the others), ferry_upstream_server_health_check_ok and
+//   current of the six states, 0 for the others), ferry_upstream_server_health_check_ok and
 //   ferry_upstream_server_health_check_timestamp_seconds (servers with a check result only).
 // `worker` is the worker's pid. A family without samples is left out.
 std::string render_prometheus(const Snapshot& s);

@@ -125,7 +125,7 @@ std::int64_t wall_clock() noexcept { return static_cast<std::int64_t>(::time(nul
 }  // namespace
 
 std::string_view to_string(ServerState s) noexcept {
-  constexpr std::string_view kNames[] = {"up", "down", "backup", "draining", "removed"};
+  constexpr std::string_view kNames[] = {"up", "down", "backup", "draining", "removed", "failed"};
   const auto i = static_cast<std::size_t>(s);
   return i < std::size(kNames) ? kNames[i] : "up";
 }
@@ -268,6 +268,7 @@ void StatsTable::fold(std::size_t slot) noexcept {
   }
   for (std::uint32_t s = 0; s < servers; ++s) {
     fold_counters(b.servers[s], retired_.servers[s], kServerFields);
+    b.servers[s].failed.store(0, kRelaxed);  // the dead worker's verdict goes with it
   }
   WorkerEntry& e = workers_[slot];
   e.pid.store(0, kRelaxed);
@@ -356,9 +357,11 @@ Snapshot StatsTable::snapshot(std::int64_t now) const {
   const std::uint32_t servers = server_count_.load(std::memory_order_acquire);
   std::vector<Snapshot::Proxy> proxy_totals;
   std::vector<Snapshot::Server> server_totals;
+  std::vector<std::uint64_t> failed;  // the latest passive failure a live worker publishes
   read_consistent(fold_seq_, [&] {
     proxy_totals.assign(proxies, {});
     server_totals.assign(servers, {});
+    failed.assign(servers, 0);
     s.workers.clear();
     const auto add_block = [&](const Block& b) {
       for (std::uint32_t p = 0; p < proxies; ++p) {
@@ -374,6 +377,10 @@ Snapshot StatsTable::snapshot(std::int64_t now) const {
       const pid_t pid = e.pid.load(kRelaxed);
       if (pid == 0) continue;  // nothing counted there: its pages stay untouched
       add_block(slots_[slot]);
+      for (std::uint32_t v = 0; v < servers; ++v) {
+        const std::uint64_t f = slots_[slot].servers[v].failed.load(kRelaxed);
+        if (static_cast<std::uint32_t>(f) > static_cast<std::uint32_t>(failed[v])) failed[v] = f;
+      }
       s.workers.push_back({pid, e.generation.load(kRelaxed), e.started.load(kRelaxed),
                            e.connections.load(kRelaxed)});
     }
@@ -394,10 +401,16 @@ Snapshot StatsTable::snapshot(std::int64_t now) const {
     const bool checked = (config & kChecked) != 0;
     // An entry stamped with a newer epoch than the one read belongs to a configuration being
     // published right now: configured.
+    // A check that passed after the failure cleared it (the balancer's rule, in seconds).
+    const auto failed_since = static_cast<std::int64_t>(failed[v] >> 32);
+    const bool cleared = checked && (health & kHasResult) != 0 && (health & kLastOk) != 0 &&
+                         static_cast<std::int64_t>(health & kTimeMask) > failed_since;
     if ((config >> kEpochShift) < epoch) {
       t.state = t.active > 0 ? ServerState::draining : ServerState::removed;
     } else if ((config & kDown) != 0 || (checked && (health & kHealthDown) != 0)) {
       t.state = ServerState::down;
+    } else if (static_cast<std::uint32_t>(failed[v]) > now && !cleared) {
+      t.state = ServerState::failed;
     } else if ((config & kBackup) != 0) {
       t.state = ServerState::backup;
     } else {

@@ -39,7 +39,16 @@ struct ServerCounters {
   std::atomic<std::uint64_t> connect_failures{0};
   std::atomic<std::uint64_t> bytes_sent{0};
   std::atomic<std::uint64_t> bytes_received{0};
+  // Failed by this worker's passive checks (max_fails within fail_timeout): since << 32 | until,
+  // Unix seconds, one store; 0 when not. Not a count: the snapshot takes the latest of the live
+  // workers', and a reaped worker's is dropped.
+  std::atomic<std::uint64_t> failed{0};
 };
+
+// The `failed` word of ServerCounters.
+constexpr std::uint64_t passive_failure_word(std::int64_t since, std::int64_t until) noexcept {
+  return static_cast<std::uint64_t>(since) << 32 | static_cast<std::uint32_t>(until);
+}
 
 // For the worker that owns the counter (its loop thread): each counter has that one writer, so a
 // load and a store do, without the locked read-modify-write of fetch_add; readers in other
@@ -52,9 +61,10 @@ inline void stat_sub(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcep
 }
 
 // What a server is, as the status shows it: `down` by configuration or by the active health
-// check, `backup`, `draining` (no longer configured, sessions still open), `removed` (no longer
-// configured, nothing open: kept for its totals), else `up`.
-enum class ServerState : std::uint8_t { up, down, backup, draining, removed };
+// check, `failed` by a worker's passive checks (max_fails within fail_timeout, not cleared by an
+// active check that passed since), `backup`, `draining` (no longer configured, sessions still
+// open), `removed` (no longer configured, nothing open: kept for its totals), else `up`.
+enum class ServerState : std::uint8_t { up, down, backup, draining, removed, failed };
 enum class CheckResult : std::uint8_t { none, ok, failed };
 enum class ReloadResult : std::uint8_t { none, ok, failed };
 std::string_view to_string(ServerState s) noexcept;

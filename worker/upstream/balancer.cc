@@ -1,5 +1,6 @@
 // Balancer: peer choice and passive health, following nginx's upstream round robin module's
-// rules (smooth weights, effective_weight after failures, one trial after fail_timeout).
+// rules (smooth weights, effective_weight after failures, one trial after fail_timeout, and
+// the passively failed servers tried again when every server has failed).
 #include "worker/upstream/balancer.h"
 
 #include <netinet/in.h>
@@ -51,6 +52,7 @@ Balancer::Balancer(const conf::Upstream& upstream, ServerHealth* health)
       if (s.backup != backup || s.down) continue;
       Peer p;
       p.health = health != nullptr ? &health[i] : nullptr;
+      if (p.health != nullptr) p.passes_seen = p.health->passes.load(std::memory_order_relaxed);
       p.server = &s;
       p.address = event::SocketAddress(s.address.sockaddr_ptr(), s.address.length);
       p.name = s.address.text;
@@ -84,28 +86,52 @@ void Balancer::build_ring() {
             [](const Point& a, const Point& b) { return a.hash < b.hash; });
 }
 
-bool Balancer::available(const Peer& p, event::TimePoint now) const {
+bool Balancer::passively_failed(Peer& p, event::TimePoint now) {
+  const conf::Server* s = p.server;
+  if (s == nullptr || s->max_fails == 0 || p.fails < s->max_fails) return false;
+  if (p.health != nullptr) {
+    // A check that passed after the failures: the server is back, as HAProxy has it, without
+    // waiting out fail_timeout.
+    const std::uint64_t passes = p.health->passes.load(std::memory_order_relaxed);
+    if (passes != p.passes_seen) {
+      p.passes_seen = passes;
+      p.fails = 0;
+      p.effective_weight = p.weight;
+      return false;
+    }
+  }
+  return now - p.checked <= s->fail_timeout;
+}
+
+event::TimePoint Balancer::failed_until(const Peer& p) noexcept {
+  return p.server != nullptr ? p.checked + p.server->fail_timeout : p.checked;
+}
+
+bool Balancer::available(Peer& p, Pass pass, event::TimePoint now) {
+  // Down by the active checks: out even when nothing else is left (the checks know better).
   if (p.health != nullptr && p.health->down.load(std::memory_order_relaxed) != 0) return false;
   const conf::Server* s = p.server;
   if (s == nullptr) return true;
-  if (s->max_fails > 0 && p.fails >= s->max_fails && now - p.checked <= s->fail_timeout) {
-    return false;
-  }
   if (s->max_conns > 0 && p.conns >= s->max_conns) return false;
-  return true;
+  return !passively_failed(p, now) || pass == Pass::any_failed;
 }
 
 Peer* Balancer::pick(const event::SocketAddress& key, TriedSet& tried, event::TimePoint now) {
   tried.ensure(peers_.size());
   Peer* best = nullptr;
-  if (method_ == conf::Balance::hash) {
-    best = hash(key, tried, now);
-  } else {
-    for (bool backup : {false, true}) {
-      best = method_ == conf::Balance::least_conn ? least_conn(backup, tried, now)
-                                                  : round_robin(backup, tried, now);
-      if (best != nullptr) break;
+  // When every server has failed, a refusal would keep a server that came back unused until its
+  // fail_timeout is over: the failed ones are tried instead (nginx marks them all live again).
+  for (Pass pass : {Pass::fresh, Pass::any_failed}) {
+    if (method_ == conf::Balance::hash) {
+      best = hash(key, pass, tried, now);
+    } else {
+      for (bool backup : {false, true}) {
+        best = method_ == conf::Balance::least_conn ? least_conn(backup, pass, tried, now)
+                                                    : round_robin(backup, pass, tried, now);
+        if (best != nullptr) break;
+      }
     }
+    if (best != nullptr) break;
   }
   if (best == nullptr) return nullptr;
   tried.add(index_of(*best));
@@ -118,12 +144,12 @@ Peer* Balancer::pick(const event::SocketAddress& key, TriedSet& tried, event::Ti
   return best;
 }
 
-Peer* Balancer::round_robin(bool backup, TriedSet& tried, event::TimePoint now) {
+Peer* Balancer::round_robin(bool backup, Pass pass, TriedSet& tried, event::TimePoint now) {
   Peer* best = nullptr;
   int total = 0;
   for (std::size_t i = 0; i < peers_.size(); ++i) {
     Peer& p = peers_[i];
-    if (p.backup != backup || tried.has(i) || !available(p, now)) continue;
+    if (p.backup != backup || tried.has(i) || !available(p, pass, now)) continue;
     p.current_weight += p.effective_weight;
     total += p.effective_weight;
     if (p.effective_weight < p.weight) ++p.effective_weight;
@@ -133,12 +159,12 @@ Peer* Balancer::round_robin(bool backup, TriedSet& tried, event::TimePoint now) 
   return best;
 }
 
-Peer* Balancer::least_conn(bool backup, TriedSet& tried, event::TimePoint now) {
+Peer* Balancer::least_conn(bool backup, Pass pass, TriedSet& tried, event::TimePoint now) {
   // The fewest connections per unit of weight; among equals, smooth round robin.
   Peer* least = nullptr;
   for (std::size_t i = 0; i < peers_.size(); ++i) {
     Peer& p = peers_[i];
-    if (p.backup != backup || tried.has(i) || !available(p, now)) continue;
+    if (p.backup != backup || tried.has(i) || !available(p, pass, now)) continue;
     if (least == nullptr ||
         static_cast<long>(p.conns) * least->weight < static_cast<long>(least->conns) * p.weight) {
       least = &p;
@@ -149,7 +175,7 @@ Peer* Balancer::least_conn(bool backup, TriedSet& tried, event::TimePoint now) {
   int total = 0;
   for (std::size_t i = 0; i < peers_.size(); ++i) {
     Peer& p = peers_[i];
-    if (p.backup != backup || tried.has(i) || !available(p, now)) continue;
+    if (p.backup != backup || tried.has(i) || !available(p, pass, now)) continue;
     if (static_cast<long>(p.conns) * least->weight != static_cast<long>(least->conns) * p.weight) {
       continue;
     }
@@ -162,7 +188,8 @@ Peer* Balancer::least_conn(bool backup, TriedSet& tried, event::TimePoint now) {
   return best;
 }
 
-Peer* Balancer::hash(const event::SocketAddress& key, TriedSet& tried, event::TimePoint now) {
+Peer* Balancer::hash(const event::SocketAddress& key, Pass pass, TriedSet& tried,
+                     event::TimePoint now) {
   if (ring_.empty()) return nullptr;
   const std::uint64_t h = client_hash(key);
   auto it = std::lower_bound(ring_.begin(), ring_.end(), h,
@@ -171,7 +198,7 @@ Peer* Balancer::hash(const event::SocketAddress& key, TriedSet& tried, event::Ti
   for (std::size_t step = 0; step < ring_.size(); ++step, ++it) {
     if (it == ring_.end()) it = ring_.begin();
     Peer& p = peers_[it->peer];
-    if (!tried.has(it->peer) && available(p, now)) return &p;
+    if (!tried.has(it->peer) && available(p, pass, now)) return &p;
   }
   return nullptr;
 }
@@ -184,6 +211,9 @@ void Balancer::release(Peer& peer, bool failed, event::TimePoint now) {
     ++peer.fails;
     peer.accessed = now;
     peer.checked = now;
+    // Only a check that passes after this failure clears it.
+    if (peer.health != nullptr)
+      peer.passes_seen = peer.health->passes.load(std::memory_order_relaxed);
     if (s->max_fails > 0) {
       peer.effective_weight -= std::max(1, peer.weight / s->max_fails);
       if (peer.effective_weight < 0) peer.effective_weight = 0;

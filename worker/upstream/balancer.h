@@ -2,6 +2,7 @@
 // and the choice of a server for a session — nginx's smooth weighted round robin, weighted
 // least connections, or consistent hashing of the client address — with passive health
 // (max_fails within fail_timeout), max_conns, backup servers and the servers already tried.
+// One balancer per upstream in a worker: every proxy of the upstream shares its state.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +30,7 @@ struct Peer {
   event::TimePoint accessed{};  // the last failure
   bool backup = false;
   const ServerHealth* health = nullptr;  // the active checks' verdict, when there are checks
+  std::uint64_t passes_seen = 0;         // health->passes when the failures were last cleared
 };
 
 // Which servers a session has already tried (by index into the group's peers).
@@ -77,12 +79,19 @@ class Balancer {
   [[nodiscard]] std::size_t index_of(const Peer& p) const noexcept {
     return static_cast<std::size_t>(&p - peers_.data());
   }
+  // Whether `peer` is unavailable by passive health (max_fails within fail_timeout) at `now`,
+  // and until when. An active check that passed since the failures clears them.
+  [[nodiscard]] bool passively_failed(Peer& peer, event::TimePoint now);
+  [[nodiscard]] static event::TimePoint failed_until(const Peer& peer) noexcept;
 
  private:
-  [[nodiscard]] bool available(const Peer& p, event::TimePoint now) const;
-  Peer* round_robin(bool backup, TriedSet& tried, event::TimePoint now);
-  Peer* least_conn(bool backup, TriedSet& tried, event::TimePoint now);
-  Peer* hash(const event::SocketAddress& key, TriedSet& tried, event::TimePoint now);
+  // Which servers a pass of pick() may choose: `fresh` leaves out the passively failed ones;
+  // `any_failed` takes them too, when no server is available otherwise.
+  enum class Pass : std::uint8_t { fresh, any_failed };
+  [[nodiscard]] bool available(Peer& p, Pass pass, event::TimePoint now);
+  Peer* round_robin(bool backup, Pass pass, TriedSet& tried, event::TimePoint now);
+  Peer* least_conn(bool backup, Pass pass, TriedSet& tried, event::TimePoint now);
+  Peer* hash(const event::SocketAddress& key, Pass pass, TriedSet& tried, event::TimePoint now);
   void build_ring();
 
   conf::Balance method_ = conf::Balance::round_robin;

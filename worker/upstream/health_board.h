@@ -16,6 +16,7 @@ struct ServerHealth {
   std::atomic<std::uint8_t> down{0};
   std::atomic<std::uint64_t> checks{0};
   std::atomic<std::uint64_t> failures{0};
+  std::atomic<std::uint64_t> passes{0};  // checks that passed: each clears passive failures
 };
 
 class HealthBoard {

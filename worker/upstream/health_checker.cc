@@ -109,6 +109,7 @@ struct Probe {
     health->checks.fetch_add(1, std::memory_order_relaxed);
     const bool down = health->down.load(std::memory_order_relaxed) != 0;
     if (ok) {
+      health->passes.fetch_add(1, std::memory_order_relaxed);
       fails = 0;
       if (down && ++passes >= check->passes) {
         health->down.store(0, std::memory_order_relaxed);

@@ -193,5 +193,95 @@ TEST(BalancerTest, MaxConnsCapsAServer) {
   EXPECT_EQ(count["127.0.0.1:2"], 5);
 }
 
+// Every server failed passively: the next session tries them rather than being refused, in
+// every balancing method (issue 17, item 13).
+class EveryServerFailedTest : public ::testing::TestWithParam<conf::Balance> {};
+
+TEST_P(EveryServerFailedTest, TheFailedServersAreTriedRatherThanNone) {
+  conf::Upstream u = group(GetParam(), {{1, 1}, {2, 1}});
+  for (conf::Server& s : u.servers) {
+    s.max_fails = 1;
+    s.fail_timeout = Msec{10'000};
+  }
+  Balancer b(u);
+  for (Peer& p : b.peers()) {
+    p.conns = 1;
+    b.release(p, true, t0);
+  }
+  const auto soon = t0 + Msec{100};
+  TriedSet tried;
+  Peer* first = b.pick(client(1), tried, soon);
+  ASSERT_NE(first, nullptr) << "every server failed: one must be tried anyway";
+  Peer* second = b.pick(client(1), tried, soon);
+  ASSERT_NE(second, nullptr) << "the other failed server is tried next";
+  EXPECT_NE(first, second);
+  EXPECT_EQ(b.pick(client(1), tried, soon), nullptr) << "every server was tried";
+  // The server that came back serves; from then on it is simply available.
+  b.release(*first, false, soon);
+  b.release(*second, true, soon);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(pick_name(b, soon), first->name);
+}
+
+TEST_P(EveryServerFailedTest, ServersDownByChecksStayOutEvenThen) {
+  conf::Upstream u = group(GetParam(), {{1, 1}, {2, 1}, {3, 1}});
+  for (conf::Server& s : u.servers) s.max_fails = 1;
+  u.servers[2].down = true;  // by configuration
+  ServerHealth health[3];
+  health[0].down.store(1);  // by the active checks
+  Balancer b(u, health);
+  for (Peer& p : b.peers()) {
+    p.conns = 1;
+    b.release(p, true, t0);
+  }
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(pick_name(b, t0 + Msec{100}), "127.0.0.1:2");
+  health[1].down.store(1);
+  EXPECT_EQ(pick_name(b, t0 + Msec{100}), "-") << "no server left that the checks allow";
+}
+
+TEST_P(EveryServerFailedTest, APassingCheckClearsPassiveFailures) {
+  conf::Upstream u = group(GetParam(), {{1, 1}, {2, 1}});
+  for (conf::Server& s : u.servers) {
+    s.max_fails = 1;
+    s.fail_timeout = Msec{10'000};
+  }
+  ServerHealth health[2];
+  health[0].passes.store(7);  // passes before the failure do not count
+  Balancer b(u, health);
+  Peer& bad = b.peers()[0];
+  health[0].passes.fetch_add(1);
+  bad.conns = 1;
+  b.release(bad, true, t0);
+  const auto soon = t0 + Msec{100};
+  for (int i = 0; i < 8; ++i) {
+    TriedSet tried;
+    Peer* p = b.pick(client(static_cast<std::uint32_t>(i) * 7919), tried, soon);
+    ASSERT_NE(p, nullptr);
+    EXPECT_NE(p, &bad) << "failed within fail_timeout";
+    b.release(*p, false, soon);
+  }
+  health[0].passes.fetch_add(1);  // the check passed after the failure
+  EXPECT_FALSE(b.passively_failed(bad, soon));
+  std::map<std::string, int> count;
+  for (int i = 0; i < 64; ++i) {
+    TriedSet tried;
+    Peer* p = b.pick(client(static_cast<std::uint32_t>(i) * 7919), tried, soon);
+    ASSERT_NE(p, nullptr);
+    ++count[p->name];
+    b.release(*p, false, soon);
+  }
+  EXPECT_GT(count["127.0.0.1:1"], 0) << "the check brought the server back at once";
+}
+
+INSTANTIATE_TEST_SUITE_P(Methods, EveryServerFailedTest,
+                         ::testing::Values(conf::Balance::round_robin, conf::Balance::least_conn,
+                                           conf::Balance::hash),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case conf::Balance::least_conn: return std::string("least_conn");
+                             case conf::Balance::hash: return std::string("hash");
+                             default: return std::string("round_robin");
+                           }
+                         });
+
 }  // namespace
 }  // namespace ferry::worker

@@ -516,6 +516,45 @@ TEST_F(StatsTableTest, ServerStatesFollowTheLatestConfiguration) {
   EXPECT_EQ(server(stats_->snapshot(100), "app", "h:4")->state, ServerState::removed);
 }
 
+// A server a live worker's passive checks hold failed shows `failed` until the time it gave,
+// unless an active check passed after the failure; a reaped worker's verdict goes with it.
+TEST_F(StatsTableTest, APassivelyFailedServerShowsFailedWhileAWorkerHoldsItSo) {
+  conf::Config cfg;
+  conf::Upstream app;
+  app.name = "app";
+  app.servers = {server_at("h:1"), server_at("h:2")};
+  app.health_check = conf::HealthCheck{};
+  cfg.upstreams = {app};
+  cfg.proxies = {proxy_to("web", "app")};
+  ASSERT_EQ(stats_->register_config(cfg), 0u);
+  stats_->set_generation(1);
+  stats_->worker_started(0, 100, 1, 0);
+  stats_->worker_started(1, 101, 1, 0);
+  stats_->server_counters(0, "app", "h:1")->failed.store(passive_failure_word(100, 110));
+  stats_->server_counters(1, "app", "h:1")->failed.store(passive_failure_word(100, 105));
+  EXPECT_EQ(server(stats_->snapshot(100), "app", "h:1")->state, ServerState::failed);
+  EXPECT_EQ(server(stats_->snapshot(100), "app", "h:2")->state, ServerState::up);
+  EXPECT_EQ(server(stats_->snapshot(107), "app", "h:1")->state, ServerState::failed);
+  EXPECT_EQ(server(stats_->snapshot(110), "app", "h:1")->state, ServerState::up);
+  const std::size_t h1 = *stats_->server_index("app", "h:1");
+  stats_->set_health(h1, 1, true, true, 100);  // the same second: not known to be after
+  EXPECT_EQ(server(stats_->snapshot(102), "app", "h:1")->state, ServerState::failed);
+  stats_->set_health(h1, 1, true, false, 101);  // failed after: still failed
+  EXPECT_EQ(server(stats_->snapshot(102), "app", "h:1")->state, ServerState::failed);
+  stats_->set_health(h1, 1, true, true, 102);  // passed after: cleared, as in the balancer
+  EXPECT_EQ(server(stats_->snapshot(102), "app", "h:1")->state, ServerState::up);
+  stats_->set_health(h1, 1, false, false, 103);  // down by the check takes precedence
+  EXPECT_EQ(server(stats_->snapshot(103), "app", "h:1")->state, ServerState::down);
+  stats_->set_health(h1, 1, true, true, 99);
+  stats_->fold(0);
+  EXPECT_EQ(server(stats_->snapshot(104), "app", "h:1")->state, ServerState::failed);
+  stats_->fold(1);
+  EXPECT_EQ(server(stats_->snapshot(104), "app", "h:1")->state, ServerState::up);
+  stats_->worker_started(0, 102, 1, 0);
+  EXPECT_EQ(server(stats_->snapshot(104), "app", "h:1")->state, ServerState::up)
+      << "the next worker in the slot starts with no verdict";
+}
+
 std::size_t resident_pages(void* p, std::size_t bytes) {
   const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   std::vector<unsigned char> in((bytes + page - 1) / page);

@@ -1,0 +1,113 @@
+// End-to-end tests of balancing state through the real binary: a server that comes back after
+// every server had failed serves the next client at once (issue 17 item 13), and proxies on one
+// upstream share its round robin and least-connections state.
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/echo_server.h"
+#include "tests/support/ferry_instance.h"
+#include "tests/support/process.h"
+#include "tests/support/sockets.h"
+
+namespace ferry::test {
+namespace {
+
+using std::chrono::milliseconds;
+
+std::string server(int port, const std::string& extra = "") {
+  return "{ address = \"127.0.0.1:" + std::to_string(port) + "\"; " + extra + "}";
+}
+
+std::string proxy(const std::string& name, int port) {
+  return "{ name = \"" + name + "\"; listen = \"127.0.0.1:" + std::to_string(port) +
+         "\"; upstream = \"app\"; access_log = \"off\"; }";
+}
+
+// Whether the proxy on `port` relays one echo (false: ferry closed the client).
+bool served(int port, const std::string& text) {
+  const int fd = connect_to_port(port);
+  if (fd < 0) return false;
+  const bool ok = echo_round_trip(fd, text);
+  ::close(fd);
+  return ok;
+}
+
+// One worker, an upstream "app" of servers `a` and `b`, and proxies "one" and "two" on it.
+std::string two_proxies(const std::string& balance, int a, int b, int port1, int port2) {
+  return "worker_processes = 1;\nupstreams = ( { name = \"app\"; balance = \"" + balance +
+         "\"; servers = ( " + server(a) + ", " + server(b) + " ); } );\nproxies = ( " +
+         proxy("one", port1) + ", " + proxy("two", port2) + " );\n";
+}
+
+class ServerBackTest : public ::testing::TestWithParam<std::string> {};
+
+// Both servers refuse: the client fails and marks both failed for fail_timeout (60 s). One comes
+// back: the next client must be served by it, not refused until the minute is over.
+TEST_P(ServerBackTest, AfterEveryServerFailedTheNextClientIsServedByTheOneBack) {
+  const int first = free_port();
+  const int second = free_port();
+  const int port = free_port();
+  const std::string passive = "max_fails = 1; fail_timeout = \"60s\"; ";
+  FerryInstance ferry(
+      "worker_processes = 1;\n"
+      "upstreams = ( { name = \"app\"; balance = \"" +
+      GetParam() + "\"; servers = ( " + server(first, passive) + ", " + server(second, passive) +
+      " ); } );\nproxies = ( " + proxy("web", port) + " );\n");
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  EXPECT_FALSE(served(port, "nobody there"));
+  ASSERT_TRUE(ferry.wait_for_log("no server could take client")) << ferry.log();
+  EchoServer back(second);
+  EXPECT_TRUE(served(port, "back")) << ferry.log();
+  EXPECT_EQ(back.accepted(), 1);
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(served(port, "again " + std::to_string(i))) << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(Methods, ServerBackTest,
+                         ::testing::Values("round_robin", "least_conn", "hash"),
+                         [](const auto& info) { return info.param; });
+
+// nginx keeps a peer's state per upstream: two proxies on one upstream of two servers, with
+// clients alternating between them, go round robin across the union (a b a b), not each on
+// its own (a a b b).
+TEST(BalancingTest, TwoProxiesOnOneUpstreamShareItsRoundRobin) {
+  EchoServer a, b;
+  const int port1 = free_port();
+  const int port2 = free_port();
+  FerryInstance ferry(two_proxies("round_robin", a.port(), b.port(), port1, port2));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  for (int i = 1; i <= 4; ++i) {
+    ASSERT_TRUE(served(i % 2 == 1 ? port1 : port2, "client " + std::to_string(i))) << i;
+    if (i % 2 == 0) {
+      EXPECT_EQ(a.accepted(), i / 2) << "after " << i << " clients";
+      EXPECT_EQ(b.accepted(), i / 2) << "after " << i << " clients";
+    }
+  }
+}
+
+// A session held through one proxy counts for the other: least_conn sends the other proxy's
+// next client to the idle server.
+TEST(BalancingTest, TwoProxiesOnOneUpstreamShareItsConnectionCounts) {
+  EchoServer a, b;
+  const int port1 = free_port();
+  const int port2 = free_port();
+  FerryInstance ferry(two_proxies("least_conn", a.port(), b.port(), port1, port2));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const int held = connect_to_port(port1);
+  ASSERT_TRUE(echo_round_trip(held, "held open"));
+  const bool on_a = a.accepted() == 1;
+  ASSERT_EQ(a.accepted() + b.accepted(), 1);
+  const int other = connect_to_port(port2);
+  ASSERT_TRUE(echo_round_trip(other, "through the other proxy"));
+  EXPECT_EQ(a.accepted(), 1);
+  EXPECT_EQ(b.accepted(), 1) << "the second session went to the busy server " << (on_a ? "a" : "b");
+  ::close(other);
+  ::close(held);
+}
+
+}  // namespace
+}  // namespace ferry::test
