@@ -644,6 +644,7 @@ class Master {
       w->channel.fd.reset();
       if (w->counters != nullptr) {
         client_limits_->recover(counters_->index_of(*w->counters));
+        recover_server_conns(generation, counters_->index_of(*w->counters));
         stats_->fold(counters_->index_of(*w->counters));
         retired_accepted_ += counters_->release(*w->counters);
       }
@@ -798,6 +799,17 @@ class Master {
           "{} proxy or server name(s) do not fit the statistics (too long or too many): "
           "not counted",
           missed);
+    }
+  }
+
+  // A reaped worker's sessions to max_conns-limited servers ended with it: out of the count of
+  // its generation (the serving or the previous one; an older one takes no new sessions).
+  void recover_server_conns(int generation, std::size_t share) noexcept {
+    if (generation == generation_ && health_board_ != nullptr) {
+      health_board_->recover(*config_, share);
+    } else if (previous_ && generation == previous_->generation &&
+               previous_->health_board != nullptr) {
+      previous_->health_board->recover(*previous_->config, share);
     }
   }
 

@@ -1,9 +1,11 @@
 // End-to-end tests of balancing state through the real binary: a server that comes back after
 // every server had failed serves the next client at once (issue 17 item 13), and proxies on one
-// upstream share its round robin and least-connections state.
+// upstream share its round robin and least-connections state, and max_conns holds across workers.
+#include <signal.h>
 #include <unistd.h>
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -107,6 +109,48 @@ TEST(BalancingTest, TwoProxiesOnOneUpstreamShareItsConnectionCounts) {
   EXPECT_EQ(b.accepted(), 1) << "the second session went to the busy server " << (on_a ? "a" : "b");
   ::close(other);
   ::close(held);
+}
+
+// max_conns counts every worker's sessions: twenty clients held open, spread over two workers by
+// SO_REUSEPORT, give the limited server two, not two per worker. Workers killed with their
+// sessions give their places back.
+TEST(BalancingTest, MaxConnsHoldsAcrossWorkersAndADeadWorkersSessionsAreGivenBack) {
+  EchoServer limited, other;
+  const int port = free_port();
+  FerryInstance ferry(
+      "worker_processes = 2;\nupstreams = ( { name = \"app\"; servers = ( " +
+      server(limited.port(), "max_conns = 2; ") + ", " + server(other.port()) +
+      " ); } );\nproxies = ( { name = \"web\"; listen = \"127.0.0.1:" + std::to_string(port) +
+      "\"; upstream = \"app\"; reuseport = true; access_log = \"off\"; } );\n");
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const auto hold = [&](int n) {
+    std::vector<int> fds;
+    for (int i = 0; i < n; ++i) {
+      const int fd = connect_to_port(port);
+      EXPECT_TRUE(echo_round_trip(fd, "held " + std::to_string(i))) << i;
+      fds.push_back(fd);
+    }
+    return fds;
+  };
+  constexpr int kClients = 20;
+  std::vector<int> held = hold(kClients);
+  EXPECT_EQ(limited.accepted(), 2);
+  EXPECT_EQ(other.accepted(), kClients - 2);
+
+  const std::set<pid_t> before = ferry.workers();
+  for (pid_t w : before) ::kill(w, SIGKILL);
+  for (int fd : held) ::close(fd);
+  ASSERT_TRUE(eventually([&] {
+    const std::set<pid_t> now = ferry.workers();
+    if (now.size() != before.size()) return false;
+    for (pid_t w : now) {
+      if (before.count(w) != 0) return false;
+    }
+    return true;
+  })) << ferry.log();
+  held = hold(kClients);
+  EXPECT_EQ(limited.accepted(), 4) << "the dead workers' two places must be free again";
+  for (int fd : held) ::close(fd);
 }
 
 }  // namespace

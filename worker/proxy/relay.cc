@@ -735,7 +735,16 @@ Balancer& SessionSet::balancer(const conf::Proxy& proxy, const conf::Config& cfg
     ServerHealth* slots = health_ != nullptr && u.health_check && !u.servers.empty()
                               ? &health_->at(cfg, i, 0)
                               : nullptr;
-    return balancers_.emplace(std::string(name), Balancer(u, slots)).first->second;
+    // max_conns counts every worker's sessions, on the generation's board.
+    std::vector<SharedConns> shared;
+    if (health_ != nullptr) {
+      for (std::size_t s = 0; s < u.servers.size(); ++s) {
+        shared.push_back(health_->conns(cfg, i, s, limits_share_));
+      }
+    }
+    return balancers_
+        .emplace(std::string(name), Balancer(u, slots, shared.empty() ? nullptr : shared.data()))
+        .first->second;
   }
   return balancers_.emplace(std::string(name), Balancer()).first->second;  // validated: not reached
 }

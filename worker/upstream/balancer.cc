@@ -44,7 +44,7 @@ constexpr int kPointsPerWeight = 160;
 
 }  // namespace
 
-Balancer::Balancer(const conf::Upstream& upstream, ServerHealth* health)
+Balancer::Balancer(const conf::Upstream& upstream, ServerHealth* health, const SharedConns* shared)
     : method_(upstream.balance) {
   for (bool backup : {false, true}) {
     for (std::size_t i = 0; i < upstream.servers.size(); ++i) {
@@ -53,6 +53,7 @@ Balancer::Balancer(const conf::Upstream& upstream, ServerHealth* health)
       Peer p;
       p.health = health != nullptr ? &health[i] : nullptr;
       if (p.health != nullptr) p.passes_seen = p.health->passes.load(std::memory_order_relaxed);
+      if (shared != nullptr && s.max_conns > 0) p.shared = shared[i];
       p.server = &s;
       p.address = event::SocketAddress(s.address.sockaddr_ptr(), s.address.length);
       p.name = s.address.text;
@@ -112,16 +113,58 @@ bool Balancer::available(Peer& p, Pass pass, event::TimePoint now) {
   if (p.health != nullptr && p.health->down.load(std::memory_order_relaxed) != 0) return false;
   const conf::Server* s = p.server;
   if (s == nullptr) return true;
-  if (s->max_conns > 0 && p.conns >= s->max_conns) return false;
+  if (s->max_conns > 0) {
+    const int conns = p.shared.total != nullptr
+                          ? static_cast<int>(p.shared.total->load(std::memory_order_relaxed))
+                          : p.conns;
+    if (conns >= s->max_conns) return false;
+  }
   return !passively_failed(p, now) || pass == Pass::any_failed;
+}
+
+bool Balancer::take_conn(Peer& p) noexcept {
+  if (p.shared.total != nullptr) {
+    const auto limit = static_cast<std::uint32_t>(p.server->max_conns);
+    std::uint32_t n = p.shared.total->load(std::memory_order_relaxed);
+    do {
+      if (n >= limit) return false;
+    } while (!p.shared.total->compare_exchange_weak(n, n + 1, std::memory_order_relaxed));
+    if (p.shared.mine != nullptr) ++*p.shared.mine;
+  }
+  ++p.conns;
+  return true;
+}
+
+void Balancer::drop_conn(Peer& p) noexcept {
+  if (p.conns <= 0) return;
+  --p.conns;
+  if (p.shared.total != nullptr) {
+    p.shared.total->fetch_sub(1, std::memory_order_relaxed);
+    if (p.shared.mine != nullptr) --*p.shared.mine;
+  }
 }
 
 Peer* Balancer::pick(const event::SocketAddress& key, TriedSet& tried, event::TimePoint now) {
   tried.ensure(peers_.size());
-  Peer* best = nullptr;
+  for (;;) {
+    Peer* best = choose(key, tried, now);
+    if (best == nullptr) return nullptr;
+    tried.add(index_of(*best));
+    if (!take_conn(*best)) continue;  // full by now: the next choice
+    // A server past its fail window gets one trial: the window restarts now.
+    if (best->server != nullptr && best->fails >= best->server->max_fails &&
+        best->server->max_fails > 0) {
+      best->checked = now;
+    }
+    return best;
+  }
+}
+
+Peer* Balancer::choose(const event::SocketAddress& key, TriedSet& tried, event::TimePoint now) {
   // When every server has failed, a refusal would keep a server that came back unused until its
   // fail_timeout is over: the failed ones are tried instead (nginx marks them all live again).
   for (Pass pass : {Pass::fresh, Pass::any_failed}) {
+    Peer* best = nullptr;
     if (method_ == conf::Balance::hash) {
       best = hash(key, pass, tried, now);
     } else {
@@ -131,17 +174,9 @@ Peer* Balancer::pick(const event::SocketAddress& key, TriedSet& tried, event::Ti
         if (best != nullptr) break;
       }
     }
-    if (best != nullptr) break;
+    if (best != nullptr) return best;
   }
-  if (best == nullptr) return nullptr;
-  tried.add(index_of(*best));
-  ++best->conns;
-  // A server past its fail window gets one trial: the window restarts now.
-  if (best->server != nullptr && best->fails >= best->server->max_fails &&
-      best->server->max_fails > 0) {
-    best->checked = now;
-  }
-  return best;
+  return nullptr;
 }
 
 Peer* Balancer::round_robin(bool backup, Pass pass, TriedSet& tried, event::TimePoint now) {
@@ -204,7 +239,7 @@ Peer* Balancer::hash(const event::SocketAddress& key, Pass pass, TriedSet& tried
 }
 
 void Balancer::release(Peer& peer, bool failed, event::TimePoint now) {
-  if (peer.conns > 0) --peer.conns;
+  drop_conn(peer);
   const conf::Server* s = peer.server;
   if (s == nullptr) return;
   if (failed) {

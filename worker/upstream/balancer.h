@@ -31,6 +31,7 @@ struct Peer {
   bool backup = false;
   const ServerHealth* health = nullptr;  // the active checks' verdict, when there are checks
   std::uint64_t passes_seen = 0;         // health->passes when the failures were last cleared
+  SharedConns shared;  // its sessions across the workers, for max_conns (none: `conns` only)
 };
 
 // Which servers a session has already tried (by index into the group's peers).
@@ -58,8 +59,10 @@ class Balancer {
  public:
   Balancer() = default;
   // `health`: the slots of this upstream's servers on the HealthBoard (in configuration order),
-  // or null when the upstream has no active health check.
-  explicit Balancer(const conf::Upstream& upstream, ServerHealth* health = nullptr);
+  // or null when the upstream has no active health check. `shared`: the servers' session counts
+  // across the workers (in configuration order), or null: max_conns then holds per worker.
+  explicit Balancer(const conf::Upstream& upstream, ServerHealth* health = nullptr,
+                    const SharedConns* shared = nullptr);
   // A group of one address (a proxy's `upstream = "host:port"`).
   explicit Balancer(const conf::Address& address);
 
@@ -70,9 +73,7 @@ class Balancer {
   void release(Peer& peer, bool failed, event::TimePoint now);
   // The session gives `peer` up for a reason of its own (no descriptor for the socket): no
   // verdict on the server either way.
-  void abandon(Peer& peer) noexcept {
-    if (peer.conns > 0) --peer.conns;
-  }
+  void abandon(Peer& peer) noexcept { drop_conn(peer); }
 
   [[nodiscard]] std::size_t size() const noexcept { return peers_.size(); }
   [[nodiscard]] std::span<Peer> peers() noexcept { return peers_; }
@@ -89,6 +90,11 @@ class Balancer {
   // `any_failed` takes them too, when no server is available otherwise.
   enum class Pass : std::uint8_t { fresh, any_failed };
   [[nodiscard]] bool available(Peer& p, Pass pass, event::TimePoint now);
+  Peer* choose(const event::SocketAddress& key, TriedSet& tried, event::TimePoint now);
+  // Counts a session on `p`, in the shared count too, unless that is at max_conns already
+  // (another worker took the last place since available() looked).
+  [[nodiscard]] static bool take_conn(Peer& p) noexcept;
+  static void drop_conn(Peer& p) noexcept;
   Peer* round_robin(bool backup, Pass pass, TriedSet& tried, event::TimePoint now);
   Peer* least_conn(bool backup, Pass pass, TriedSet& tried, event::TimePoint now);
   Peer* hash(const event::SocketAddress& key, Pass pass, TriedSet& tried, event::TimePoint now);

@@ -1,6 +1,7 @@
-// HealthBoard: the verdicts of the active health checks, in shared memory mapped by the master
-// before it forks a generation of workers. One worker writes them; every worker reads them, so
-// all agree on which servers are up. One slot per server, in configuration order.
+// HealthBoard: what every worker of a generation shares about its upstream servers, in shared
+// memory mapped by the master before it forks the generation: the active checks' verdicts (one
+// worker writes them, all read them) and the sessions each server has across the workers, for
+// max_conns. One slot per server, in configuration order.
 #pragma once
 
 #include <atomic>
@@ -9,6 +10,7 @@
 #include <new>
 
 #include "conf/config.h"
+#include "worker/worker_counters.h"
 
 namespace ferry::worker {
 
@@ -19,27 +21,75 @@ struct ServerHealth {
   std::atomic<std::uint64_t> passes{0};  // checks that passed: each clears passive failures
 };
 
+// A server's sessions across the workers of the generation, and one worker's part of them (its
+// share: what the master takes back when the worker dies). Either may be null: not counted.
+struct SharedConns {
+  std::atomic<std::uint32_t>* total = nullptr;
+  std::uint32_t* mine = nullptr;
+};
+
+// Layout: the ServerHealth slots, the servers' session totals, then per share (a worker's
+// counters entry) one count per server. Pages no worker writes stay untouched.
 class HealthBoard {
  public:
-  // Bytes needed for `cfg`'s servers (at least one slot).
-  static std::size_t bytes_for(const conf::Config& cfg) {
+  static constexpr std::size_t kShares = CountersTable::kEntries;
+  static constexpr std::size_t kNoShare = static_cast<std::size_t>(-1);
+
+  static std::size_t servers_of(const conf::Config& cfg) noexcept {
     std::size_t n = 0;
     for (const auto& u : cfg.upstreams) n += u.servers.size();
-    return sizeof(ServerHealth) * (n == 0 ? 1 : n);
+    return n == 0 ? 1 : n;
+  }
+  // Bytes needed for `cfg`'s servers (at least one slot).
+  static std::size_t bytes_for(const conf::Config& cfg) {
+    const std::size_t n = servers_of(cfg);
+    return sizeof(ServerHealth) * n + sizeof(std::atomic<std::uint32_t>) * n +
+           sizeof(std::uint32_t) * n * kShares;
   }
   // Lays the slots out in `memory` (zeroed shared pages).
   static HealthBoard* create(void* memory, const conf::Config& cfg) {
     auto* slots = static_cast<ServerHealth*>(memory);
-    std::size_t n = 0;
-    for (const auto& u : cfg.upstreams) n += u.servers.size();
+    const std::size_t n = servers_of(cfg);
     for (std::size_t i = 0; i < n; ++i) new (&slots[i]) ServerHealth;
+    auto* totals = reinterpret_cast<std::atomic<std::uint32_t>*>(slots + n);
+    for (std::size_t i = 0; i < n; ++i) new (&totals[i]) std::atomic<std::uint32_t>(0);
     return reinterpret_cast<HealthBoard*>(memory);
   }
   // The slot of server `server` of upstream `upstream` (indices into cfg).
   ServerHealth& at(const conf::Config& cfg, std::size_t upstream, std::size_t server) {
+    return slots()[index_of(cfg, upstream, server)];
+  }
+  // The session counts of that server, under `share` (kNoShare: counted, not recoverable).
+  SharedConns conns(const conf::Config& cfg, std::size_t upstream, std::size_t server,
+                    std::size_t share) {
+    const std::size_t i = index_of(cfg, upstream, server);
+    const std::size_t n = servers_of(cfg);
+    return {&totals(n)[i], share < kShares ? &shares(n)[share * n + i] : nullptr};
+  }
+  // Master only, once the worker that owned `share` has been reaped: its sessions ended with it.
+  void recover(const conf::Config& cfg, std::size_t share) noexcept {
+    if (share >= kShares) return;
+    const std::size_t n = servers_of(cfg);
+    std::uint32_t* mine = &shares(n)[share * n];
+    for (std::size_t i = 0; i < n; ++i) {
+      if (mine[i] == 0) continue;  // untouched pages stay so
+      totals(n)[i].fetch_sub(mine[i], std::memory_order_relaxed);
+      mine[i] = 0;
+    }
+  }
+
+ private:
+  static std::size_t index_of(const conf::Config& cfg, std::size_t upstream, std::size_t server) {
     std::size_t base = 0;
     for (std::size_t u = 0; u < upstream; ++u) base += cfg.upstreams[u].servers.size();
-    return reinterpret_cast<ServerHealth*>(this)[base + server];
+    return base + server;
+  }
+  ServerHealth* slots() noexcept { return reinterpret_cast<ServerHealth*>(this); }
+  std::atomic<std::uint32_t>* totals(std::size_t n) noexcept {
+    return reinterpret_cast<std::atomic<std::uint32_t>*>(slots() + n);
+  }
+  std::uint32_t* shares(std::size_t n) noexcept {
+    return reinterpret_cast<std::uint32_t*>(totals(n) + n);
   }
 };
 

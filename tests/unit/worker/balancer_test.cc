@@ -193,6 +193,44 @@ TEST(BalancerTest, MaxConnsCapsAServer) {
   EXPECT_EQ(count["127.0.0.1:2"], 5);
 }
 
+// Two workers' balancers over one board: max_conns holds for their sum, and the master takes
+// a dead worker's sessions back out of the count.
+TEST(BalancerTest, MaxConnsHoldsAcrossWorkersSharingTheBoard) {
+  conf::Config cfg;
+  cfg.upstreams.push_back(group(conf::Balance::round_robin, {{1, 1}, {2, 1}}));
+  conf::Upstream& u = cfg.upstreams[0];
+  u.servers[0].max_conns = 2;
+  std::vector<unsigned char> memory(HealthBoard::bytes_for(cfg));
+  HealthBoard* board = HealthBoard::create(memory.data(), cfg);
+  const SharedConns one[] = {board->conns(cfg, 0, 0, 0), board->conns(cfg, 0, 1, 0)};
+  const SharedConns two[] = {board->conns(cfg, 0, 0, 1), board->conns(cfg, 0, 1, 1)};
+  Balancer w1(u, nullptr, one);
+  Balancer w2(u, nullptr, two);
+  std::map<std::string, int> count;
+  for (int i = 0; i < 4; ++i) {
+    for (Balancer* b : {&w1, &w2}) {
+      TriedSet t;
+      Peer* p = b->pick(client(1), t, t0);
+      ASSERT_NE(p, nullptr);
+      ++count[p->name];
+    }
+  }
+  EXPECT_EQ(count["127.0.0.1:1"], 2) << "max_conns = 2 across both workers";
+  EXPECT_EQ(count["127.0.0.1:2"], 6);
+  EXPECT_EQ(one[0].total->load(), 2U);
+  board->recover(cfg, 0);  // worker one died with its sessions
+  board->recover(cfg, 1);
+  EXPECT_EQ(one[0].total->load(), 0U);
+  count.clear();
+  for (int i = 0; i < 2; ++i) {
+    TriedSet t;
+    Peer* p = w1.pick(client(1), t, t0);
+    ASSERT_NE(p, nullptr);
+    ++count[p->name];
+  }
+  EXPECT_EQ(count["127.0.0.1:1"], 1) << "the dead workers' places are free again";
+}
+
 // Every server failed passively: the next session tries them rather than being refused, in
 // every balancing method (issue 17, item 13).
 class EveryServerFailedTest : public ::testing::TestWithParam<conf::Balance> {};
