@@ -664,19 +664,59 @@ LoadResult load_file(const std::string& path) {
   return load(src, std::move(errors));
 }
 
+namespace {
+
+// A line `pid_file = "VALUE";` (":" for "=", the ";" and a trailing comment optional), for a
+// file that libconfig cannot parse: the line may still be whole.
+std::optional<std::string> pid_file_line(std::string_view text) {
+  const auto skip_blanks = [](std::string_view& s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  };
+  constexpr std::string_view kName = "pid_file";
+  while (!text.empty()) {
+    const std::size_t eol = std::min(text.find('\n'), text.size());
+    std::string_view line = text.substr(0, eol);
+    text.remove_prefix(std::min(eol + 1, text.size()));
+    skip_blanks(line);
+    if (line.substr(0, kName.size()) != kName) continue;
+    line.remove_prefix(kName.size());
+    skip_blanks(line);
+    if (line.empty() || (line.front() != '=' && line.front() != ':')) continue;
+    line.remove_prefix(1);
+    skip_blanks(line);
+    if (line.empty() || line.front() != '"') continue;
+    const std::size_t close = line.find('"', 1);
+    const std::string_view value = line.substr(1, close == std::string_view::npos ? 0 : close - 1);
+    if (close == std::string_view::npos || value.empty() ||
+        value.find('\\') != std::string_view::npos) {
+      continue;
+    }
+    std::string_view rest = line.substr(close + 1);
+    skip_blanks(rest);
+    if (!rest.empty() && (rest.front() == ';' || rest.front() == ',')) rest.remove_prefix(1);
+    skip_blanks(rest);
+    if (rest.empty() || rest.front() == '#' || rest.substr(0, 2) == "//") return std::string(value);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::optional<std::string> read_pid_file_setting(const std::string& path) {
   std::vector<ConfigError> errors;
   const Source src = Source::read_file(path, errors);
-  if (!check_lexical(src, errors)) return std::nullopt;
-  libconfig::Config lc;
-  try {
-    lc.readString(src.text());
-    std::string value;
-    if (lc.getRoot().lookupValue("pid_file", value) && !value.empty()) return value;
-  } catch (const libconfig::ConfigException&) {
-    // Unparsable: the caller falls back to the default.
+  if (check_lexical(src, errors)) {
+    libconfig::Config lc;
+    try {
+      lc.readString(src.text());
+      std::string value;
+      if (lc.getRoot().lookupValue("pid_file", value) && !value.empty()) return value;
+      return std::nullopt;  // parsed: the setting is absent or not a string
+    } catch (const libconfig::ConfigException&) {
+      // Unparsable: the line itself may still be readable.
+    }
   }
-  return std::nullopt;
+  return pid_file_line(src.text());
 }
 
 LoadResult load_text(std::string_view text, const std::string& name, const std::string& folder) {

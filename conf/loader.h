@@ -23,7 +23,8 @@ LoadResult load_file(const std::string& path);
 LoadResult load_text(std::string_view text, const std::string& name, const std::string& folder);
 
 // The pid_file setting of a file that may not load as a whole (for `ferry -s`): the value when
-// the text parses and the setting is a string, else nothing.
+// the text parses and the setting is a string; when it does not parse, the value of a line
+// `pid_file = "VALUE";` if there is one; else nothing.
 std::optional<std::string> read_pid_file_setting(const std::string& path);
 
 }  // namespace ferry::conf

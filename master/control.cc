@@ -23,13 +23,29 @@
 namespace ferry::master {
 namespace {
 
+// The pid file `-s` uses and, when the configuration does not load, its errors and where the
+// path came from: said when no master is found there.
+struct PidFileChoice {
+  std::string path;
+  std::string notes;
+};
+
 // The pid file of the configuration; when the file does not load, the pid_file setting if it
 // can still be read, else the default — so that a broken configuration still reaches the master
 // (which then rejects it and says why).
-std::string find_pid_file(const std::string& conf_file) {
+PidFileChoice find_pid_file(const std::string& conf_file) {
   const conf::LoadResult r = conf::load_file(conf_file);
-  if (r.config) return r.config->pid_file;
-  return conf::read_pid_file_setting(conf_file).value_or(conf::Config{}.pid_file);
+  if (r.config) return {r.config->pid_file, ""};
+  std::string notes;
+  for (const auto& e : r.errors) notes += e.to_string() + "\n";
+  if (auto setting = conf::read_pid_file_setting(conf_file)) {
+    return {*setting, notes + fmt::format("ferry: {} does not load; its pid_file line names {}",
+                                          conf_file, *setting)};
+  }
+  const std::string fallback = conf::Config{}.pid_file;
+  return {fallback, notes + fmt::format("ferry: {} does not load and no pid_file line could be "
+                                        "read in it; trying the default pid file {}",
+                                        conf_file, fallback)};
 }
 
 // Sends `request` on the master's control socket and returns the connected socket, or an
@@ -185,16 +201,24 @@ std::string control_socket_path(const std::string& pid_file) {
 }
 
 int send_signal_command(const std::string& signal, const std::string& conf_file) {
-  const std::string pid_file = find_pid_file(conf_file);
+  const PidFileChoice choice = find_pid_file(conf_file);
+  const std::string& pid_file = choice.path;
   std::string why;
-  const auto pid = read_pid_file(pid_file, why);
-  if (!pid) {
-    print_error(fmt::format("ferry: no running master found: {}", why));
-    return 1;
+  auto pid = read_pid_file(pid_file, why);
+  if (pid && ::kill(*pid, 0) == -1) {
+    if (errno == EPERM) {
+      print_error(
+          fmt::format("ferry: the master (pid {} from {}) runs as another user: only "
+                      "root or that user may control it",
+                      *pid, pid_file));
+      return 1;
+    }
+    why = fmt::format("process {} from {}: {}", *pid, pid_file, std::strerror(errno));
+    pid.reset();
   }
-  if (::kill(*pid, 0) == -1) {
-    print_error(fmt::format("ferry: no running master found: process {} from {}: {}", *pid,
-                            pid_file, std::strerror(errno)));
+  if (!pid) {
+    if (!choice.notes.empty()) print_error(choice.notes);
+    print_error(fmt::format("ferry: no running master found: {}", why));
     return 1;
   }
   if (signal == "reload") return reload(pid_file, *pid);

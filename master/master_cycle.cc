@@ -38,6 +38,7 @@
 #include "event/shared_memory.h"
 #include "ferry_version.h"
 #include "master/control.h"
+#include "master/control_server.h"
 #include "master/inherited_fds.h"
 #include "master/listeners.h"
 #include "master/pid_file.h"
@@ -197,21 +198,8 @@ class Master {
 
   bool open_control_socket() {
     control_path_ = control_socket_path(config_->pid_file);
-    ::unlink(control_path_.c_str());
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    sockaddr_un sun{};
-    sun.sun_family = AF_UNIX;
-    if (control_path_.size() >= sizeof sun.sun_path) {
-      spdlog::critical("control socket path {} is too long", control_path_);
-      return false;
-    }
-    std::strncpy(sun.sun_path, control_path_.c_str(), sizeof sun.sun_path - 1);
-    if (!fd || ::bind(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun) == -1 ||
-        ::listen(fd.get(), 16) == -1) {
-      spdlog::critical("cannot open the control socket {}: {}", control_path_,
-                       event::last_error().message());
-      return false;
-    }
+    UniqueFd fd = master::open_control_socket(control_path_);
+    if (!fd) return false;
     control_.fd = std::move(fd);
     control_.data = this;
     control_.read.handler = on_control_accept;
@@ -1178,16 +1166,48 @@ class Master {
     list.clear();
   }
 
+  // Each connection must send its request line within kControlRequestTimeout; past
+  // kMaxUnrequestedControl of them waiting to, the oldest makes room for the newcomer.
   static void on_control_accept(Event& ev) {
     auto& self = *static_cast<Master*>(static_cast<Connection*>(ev.data)->data);
     UniqueFd fd(::accept4(self.control_.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-    if (!fd) return;
+    if (!fd) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED) {
+        spdlog::error("accept() on the control socket failed: {}", event::last_error().message());
+      }
+      return;
+    }
+    if (const auto why = control_peer_refused(fd.get())) {
+      spdlog::warn("control socket: refused: {}", *why);
+      const std::string answer = "error\nferry: refused: " + *why + "\n";
+      (void)::send(fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      // A request left unread would make the close a reset, which loses the answer.
+      char request[64];
+      (void)::recv(fd.get(), request, sizeof request, MSG_DONTWAIT);
+      return;
+    }
+    if (self.unrequested_.size() >= kMaxUnrequestedControl) {
+      spdlog::warn("control socket: {} connections sent no request; closing the oldest",
+                   self.unrequested_.size());
+      self.loop_.close_connection(*self.unrequested_.front());
+      self.unrequested_.erase(self.unrequested_.begin());
+    }
     Connection* c = self.loop_.get_connection(std::move(fd));
-    if (c == nullptr) return;
+    if (c == nullptr) {
+      spdlog::warn("control socket: no free connection; refused one");
+      return;
+    }
     c->data = &self;
     c->read.handler = on_control_request;
     c->write.handler = [](Event&) {};
-    if (self.loop_.add_connection(*c)) self.loop_.close_connection(*c);
+    if (self.loop_.add_connection(*c)) {
+      self.loop_.close_connection(*c);
+      return;
+    }
+    self.unrequested_.push_back(c);
+    self.loop_.add_timer(c->read, kControlRequestTimeout);
+    // The request usually came with the connection.
+    on_control_request(c->read);
   }
 
   // A client waiting for a verdict gave up (EOF) before it came: forget it.
@@ -1205,9 +1225,18 @@ class Master {
   static void on_control_request(Event& ev) {
     auto& c = *static_cast<Connection*>(ev.data);
     auto& self = *static_cast<Master*>(c.data);
+    if (ev.timedout) {
+      spdlog::warn("control socket: no request within {} ms; closing the connection",
+                   kControlRequestTimeout.count());
+      std::erase(self.unrequested_, &c);
+      self.loop_.close_connection(c);
+      return;
+    }
     char buf[64];
     const ssize_t n = event::retry_eintr([&] { return ::read(c.fd.get(), buf, sizeof buf); });
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    std::erase(self.unrequested_, &c);
+    self.loop_.del_timer(c.read);
     if (n >= 7 && std::string_view(buf, 7) == "reload\n") {
       spdlog::info("reload requested on the control socket");
       // While a reload is pending, this asker waits for the next one (its own).
@@ -1293,6 +1322,7 @@ class Master {
   Connection control_;
   std::string control_path_;
   std::string pid_file_;
+  std::vector<Connection*> unrequested_;      // control connections, oldest first, no request yet
   std::vector<Connection*> control_clients_;  // waiting for the pending reload's verdict
   std::vector<Connection*> queued_clients_;   // waiting for the reload queued behind it
   std::vector<Connection*> upgrade_clients_;  // `-s upgrade` askers, told if it fails

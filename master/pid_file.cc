@@ -2,36 +2,55 @@
 #include "master/pid_file.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include <spdlog/spdlog.h>
 
+#include "event/syscall_util.h"
+
 namespace ferry::master {
+namespace {
+
+std::string user_name(uid_t uid) {
+  const passwd* pw = ::getpwuid(uid);
+  return pw != nullptr ? std::string(pw->pw_name) : "uid " + std::to_string(uid);
+}
+
+}  // namespace
 
 std::error_code write_pid_file(const std::string& path, pid_t pid) {
-  std::error_code ec;
   const auto folder = std::filesystem::path(path).parent_path();
-  if (!folder.empty()) std::filesystem::create_directories(folder, ec);
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd == -1) {
-    ec = {errno, std::system_category()};
-    spdlog::critical("cannot write pid file {}: {}", tmp, ec.message());
+  std::error_code ec;
+  if (!folder.empty()) std::filesystem::create_directories(folder, ec);  // mkostemp tells why not
+  ec.clear();
+  // mkostemp opens with O_CREAT|O_EXCL: a link planted at the name is never followed, and the
+  // random name cannot be guessed ahead.
+  std::string tmp = path + ".XXXXXX";
+  event::UniqueFd fd(::mkostemp(tmp.data(), O_CLOEXEC));
+  if (!fd) {
+    ec = event::last_error();
+    spdlog::critical("cannot write pid file {}: creating {}: {}", path, tmp, ec.message());
     return ec;
   }
   const std::string text = std::to_string(pid) + "\n";
-  const bool written = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  const int err = errno;
-  ::close(fd);
-  if (!written || ::rename(tmp.c_str(), path.c_str()) == -1) {
-    ec = {written ? errno : err, std::system_category()};
+  // mkostemp creates 0600; `-s` run by another user of the group may read the pid.
+  if (::fchmod(fd.get(), 0644) == -1) {
+    ec = event::last_error();
+  } else if (const ssize_t n = ::write(fd.get(), text.data(), text.size());
+             n != static_cast<ssize_t>(text.size())) {
+    ec = n == -1 ? event::last_error() : std::make_error_code(std::errc::no_space_on_device);
+  } else if (::rename(tmp.c_str(), path.c_str()) == -1) {
+    ec = event::last_error();
+  }
+  if (ec) {
     spdlog::critical("cannot write pid file {}: {}", path, ec.message());
     ::unlink(tmp.c_str());
     return ec;
@@ -46,13 +65,34 @@ void remove_pid_file(const std::string& path) {
 }
 
 std::optional<pid_t> read_pid_file(const std::string& path, std::string& why) {
-  std::ifstream in(path);
-  if (!in) {
-    why = "cannot open " + path + ": " + std::strerror(errno);
+  const event::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  if (!fd) {
+    why = "cannot open " + path + ": " +
+          (errno == ELOOP ? std::string("it is a symbolic link") : std::strerror(errno));
     return std::nullopt;
   }
-  std::string text;
-  std::getline(in, text);
+  struct stat st {};
+  if (::fstat(fd.get(), &st) == -1) {
+    why = "cannot stat " + path + ": " + std::strerror(errno);
+    return std::nullopt;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    why = path + " is not a regular file";
+    return std::nullopt;
+  }
+  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+    why = path + " is owned by " + user_name(st.st_uid) + ", not by root or " +
+          user_name(::geteuid()) + ": a master writes its pid file as its own user; refusing it";
+    return std::nullopt;
+  }
+  char buf[32];
+  const ssize_t n = event::retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf); });
+  if (n < 0) {
+    why = "cannot read " + path + ": " + std::strerror(errno);
+    return std::nullopt;
+  }
+  std::string_view text(buf, static_cast<std::size_t>(n));
+  if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
   pid_t pid = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), pid);
   if (ec != std::errc{} || end != text.data() + text.size() || pid <= 0) {

@@ -1,5 +1,5 @@
 // The pid file: written after the listeners are open, removed at exit, renamed to ".oldbin"
-// while a new binary takes over.
+// while a new binary takes over. Root writes it, often in a folder others can write to (/tmp).
 #pragma once
 
 #include <sys/types.h>
@@ -10,11 +10,13 @@
 
 namespace ferry::master {
 
-// Writes "PID\n" atomically (a temporary file renamed over the path); creates the folder when
-// it is missing.
+// Writes "PID\n" atomically and without following links: a temporary file of an unpredictable
+// name created with O_EXCL beside the path (mkostemp), renamed over the path. Creates the folder
+// when it is missing.
 std::error_code write_pid_file(const std::string& path, pid_t pid);
 void remove_pid_file(const std::string& path);
-// The pid in `path`, or nothing with `why` set.
+// The pid in `path`, or nothing with `why` set. Only a regular file (not a link) owned by root or
+// by the calling user counts: a pid planted by someone else must not choose what `-s stop` kills.
 std::optional<pid_t> read_pid_file(const std::string& path, std::string& why);
 
 }  // namespace ferry::master

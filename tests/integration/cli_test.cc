@@ -10,6 +10,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/echo_server.h"
+#include "tests/support/ferry_instance.h"
 #include "tests/support/process.h"
 #include "tests/support/shipped_configs.h"
 
@@ -130,6 +132,48 @@ TEST(CliTest, TestBindsNothing) {
                     "\"; upstream = \"127.0.0.1:1\"; } );\n");
   const Finished f = run_program({ferry_binary(), "-t", "-c", conf});
   EXPECT_EQ(f.exit_code, 0) << f.err;
+}
+
+// `-s` with a file libconfig cannot parse: the error with its line, and the pid file it tried —
+// the file's own pid_file line when that line can be read, else the default.
+TEST(CliTest, SignalWithAnUnparsableFileNamesTheErrorAndThePidFileTried) {
+  TempDir dir;
+  const std::string pid_file = dir.path() + "/none.pid";
+  const std::string with_line =
+      dir.write("a.conf", "pid_file = \"" + pid_file + "\"; # here\nworker_processes = ;\n");
+  Finished f = run_program({ferry_binary(), "-s", "reload", "-c", with_line});
+  EXPECT_EQ(f.exit_code, 1);
+  EXPECT_NE(f.err.find(with_line + ":2: "), std::string::npos) << f.err;
+  EXPECT_NE(f.err.find("its pid_file line names " + pid_file), std::string::npos) << f.err;
+  EXPECT_NE(f.err.find("no running master found: cannot open " + pid_file), std::string::npos)
+      << f.err;
+
+  const std::string without = dir.write("b.conf", "worker_processes = 1;\nlog = {\n");
+  f = run_program({ferry_binary(), "-s", "quit", "-c", without});
+  EXPECT_EQ(f.exit_code, 1);
+  EXPECT_NE(f.err.find(without + ":3: "), std::string::npos) << f.err;
+  EXPECT_NE(f.err.find("trying the default pid file /run/ferry/ferry.pid"), std::string::npos)
+      << f.err;
+}
+
+// The spec: "when the file does not parse, it uses the pid_file setting if it can still be read".
+TEST(CliTest, ReloadOfAnUnparsableFileReachesTheMasterWhichRejectsIt) {
+  EchoServer backend;
+  const std::string body =
+      "worker_processes = 1;\nproxies = ( { name = \"web\"; listen = [ "
+      "\"127.0.0.1:" +
+      std::to_string(free_port()) +
+      "\" ]; upstream = \"127.0.0.1:" + std::to_string(backend.port()) +
+      "\"; access_log = \"off\"; } );\n";
+  FerryInstance ferry(body);
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  ferry.rewrite(body + "bogus = { ;\n");
+  const Finished f = ferry.command("reload");
+  EXPECT_EQ(f.exit_code, 1);
+  EXPECT_NE(f.err.find(ferry.conf() + ":5: "), std::string::npos) << f.err;
+  EXPECT_NE(f.err.find("reload rejected"), std::string::npos) << f.err;
+  ferry.rewrite(body);
+  EXPECT_EQ(ferry.command("reload").exit_code, 0) << ferry.log();
 }
 
 }  // namespace

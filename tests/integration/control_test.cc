@@ -1,0 +1,195 @@
+// The files and the socket through which ferry is controlled, against a hostile neighbour: links
+// planted where the master writes, a pid file planted for `-s` to act on, peers of another uid
+// on the control socket, and idle connections that would keep `-s reload` out.
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/echo_server.h"
+#include "tests/support/ferry_instance.h"
+#include "tests/support/process.h"
+#include "tests/support/sockets.h"
+
+namespace ferry::test {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+std::string config(int port, int backend) {
+  return "worker_processes = 1;\nworker_connections = 256;\n"
+         "proxies = ( { name = \"web\"; listen = [ \"127.0.0.1:" +
+         std::to_string(port) + "\" ]; upstream = \"127.0.0.1:" + std::to_string(backend) +
+         "\"; access_log = \"off\"; } );\n";
+}
+
+std::string control_path(const FerryInstance& ferry) { return ferry.dir().path() + "/ferry.ctl"; }
+
+// A connected unix stream socket, or -1.
+int connect_unix(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  std::strncpy(sun.sun_path, path.c_str(), sizeof sun.sun_path - 1);
+  if (fd == -1 || ::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) == -1) {
+    if (fd != -1) ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+TEST(ControlFilesTest, LinksPlantedWhereTheMasterWritesAreNotFollowed) {
+  EchoServer backend;
+  FerryInstance ferry(config(free_port(), backend.port()));
+  TempDir victims;
+  const std::string pid = ferry.pid_file();
+  // Where the pid file, its former fixed temporary name and the control socket go.
+  const std::vector<std::string> planted = {pid, pid + ".tmp", control_path(ferry)};
+  for (std::size_t i = 0; i < planted.size(); ++i) {
+    const std::string target = victims.write("victim" + std::to_string(i), "untouched\n");
+    ASSERT_EQ(::symlink(target.c_str(), planted[i].c_str()), 0) << std::strerror(errno);
+  }
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+
+  for (std::size_t i = 0; i < planted.size(); ++i) {
+    EXPECT_EQ(read_file(victims.path() + "/victim" + std::to_string(i)), "untouched\n")
+        << "written through the link at " << planted[i];
+  }
+  struct stat st {};
+  ASSERT_EQ(::lstat(pid.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode)) << "the link at the pid file is replaced, not followed";
+  EXPECT_EQ(read_file(pid), std::to_string(ferry.master()) + "\n");
+  ASSERT_EQ(::lstat(control_path(ferry).c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(ferry.command("status").exit_code, 0);
+  // No temporary file is left beside the pid file.
+  for (const auto& e : std::filesystem::directory_iterator(ferry.dir().path())) {
+    const std::string name = e.path().filename();
+    EXPECT_TRUE(name == "ferry.pid" || name == "ferry.pid.tmp" || name == "ferry.ctl" ||
+                name == "ferry.conf")
+        << name;
+  }
+}
+
+// A pid file someone else could have planted: `-s stop` must not kill what it names.
+TEST(ControlFilesTest, SignalCommandsRefuseAPidFileNotTheirsOrALink) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root: a file owned by another user";
+  const passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  Process victim({"/bin/sleep", "60"});
+  TempDir dir;
+  const std::string pid_file = dir.path() + "/ferry.pid";
+  const std::string conf = dir.write("f.conf", "pid_file = \"" + pid_file + "\";\n");
+
+  dir.write("ferry.pid", std::to_string(victim.pid()) + "\n");
+  ASSERT_EQ(::chown(pid_file.c_str(), nobody->pw_uid, nobody->pw_gid), 0);
+  Finished f = run_program({ferry_binary(), "-s", "stop", "-c", conf});
+  EXPECT_EQ(f.exit_code, 1);
+  EXPECT_NE(f.err.find(pid_file + " is owned by nobody, not by root"), std::string::npos) << f.err;
+
+  // A link to a file root owns (another daemon's pid file) is refused as well.
+  const std::string other = dir.write("other.pid", std::to_string(victim.pid()) + "\n");
+  ASSERT_EQ(::unlink(pid_file.c_str()), 0);
+  ASSERT_EQ(::symlink(other.c_str(), pid_file.c_str()), 0);
+  f = run_program({ferry_binary(), "-s", "stop", "-c", conf});
+  EXPECT_EQ(f.exit_code, 1);
+  EXPECT_NE(f.err.find("cannot open " + pid_file + ": it is a symbolic link"), std::string::npos)
+      << f.err;
+
+  // Signalled, it would be a zombie (the test is its parent).
+  const std::string stat = read_file("/proc/" + std::to_string(victim.pid()) + "/stat");
+  const std::size_t paren = stat.rfind(')');
+  ASSERT_NE(paren, std::string::npos);
+  EXPECT_NE(stat.substr(paren + 2, 1), "Z") << "the process the planted file names was signalled";
+  victim.signal(SIGKILL);
+}
+
+TEST(ControlSocketTest, OnlyItsOwnerMayConnect) {
+  EchoServer backend;
+  FerryInstance ferry(config(free_port(), backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  struct stat st {};
+  ASSERT_EQ(::stat(control_path(ferry).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(st.st_uid, ::geteuid());
+}
+
+// The peer check holds even where the mode would let another user in (an operator's chmod).
+TEST(ControlSocketTest, APeerOfAnotherUidIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to become another user";
+  const passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  EchoServer backend;
+  FerryInstance ferry(config(free_port(), backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::string path = control_path(ferry);
+  ASSERT_EQ(::chmod(ferry.dir().path().c_str(), 0755), 0);
+
+  // Exit 0: connect refused by the mode; 1: connected and refused by the master; 2: answered.
+  const auto as_nobody = [&] {
+    const pid_t child = ::fork();
+    if (child == 0) {
+      if (::setgid(nobody->pw_gid) == -1 || ::setuid(nobody->pw_uid) == -1) ::_exit(3);
+      const int fd = connect_unix(path);
+      if (fd == -1) ::_exit(errno == EACCES ? 0 : 4);
+      // The refusal comes at once, before any request.
+      const std::string reply = read_exactly(fd, 4096, seconds(5));
+      ::_exit(reply.rfind("error\nferry: refused: uid " + std::to_string(nobody->pw_uid), 0) == 0
+                  ? 1
+                  : 2);
+    }
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  EXPECT_EQ(as_nobody(), 0) << "mode 0600 keeps another user out";
+  ASSERT_EQ(::chmod(path.c_str(), 0666), 0);
+  EXPECT_EQ(as_nobody(), 1) << ferry.log();
+  EXPECT_TRUE(ferry.wait_for_log("control socket: refused: uid " + std::to_string(nobody->pw_uid)))
+      << ferry.log();
+  EXPECT_EQ(ferry.command("status").exit_code, 0);
+}
+
+TEST(ControlSocketTest, AConnectionThatSendsNoRequestIsClosed) {
+  EchoServer backend;
+  FerryInstance ferry(config(free_port(), backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const int fd = connect_unix(control_path(ferry));
+  ASSERT_GE(fd, 0);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(closed_by_peer(fd, seconds(8)));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(2'500));
+  ::close(fd);
+  EXPECT_TRUE(ferry.wait_for_log("control socket: no request within 3000 ms")) << ferry.log();
+}
+
+TEST(ControlSocketTest, AFloodOfIdleConnectionsDoesNotKeepAReloadOut) {
+  EchoServer backend;
+  FerryInstance ferry(config(free_port(), backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  std::vector<int> idle;
+  for (int i = 0; i < 300; ++i) {
+    const int fd = connect_unix(control_path(ferry));
+    ASSERT_GE(fd, 0) << i << ": " << std::strerror(errno);
+    idle.push_back(fd);
+  }
+  const Finished reload = ferry.command("reload");
+  EXPECT_EQ(reload.exit_code, 0) << reload.err << ferry.log();
+  EXPECT_EQ(ferry.command("status").exit_code, 0);
+  for (int fd : idle) ::close(fd);
+}
+
+}  // namespace
+}  // namespace ferry::test
