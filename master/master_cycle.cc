@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <list>
@@ -69,6 +70,10 @@ constexpr int kMaxDrainingGenerations = 3;
 constexpr Msec kReadyTimeout{10'000};
 // Overrides kReadyTimeout (milliseconds), for tests only: they wait out a failed reload quickly.
 constexpr const char* kReadyTimeoutVariable = "FERRY_TEST_READY_TIMEOUT_MS";
+// For tests only: "CODE:FIRST:COUNT" makes the workers the master starts as its FIRST-th to
+// (FIRST+COUNT-1)-th (from 0, respawns and reloads included) exit with CODE at once, so that the
+// respawn back-off and the rule for exit code 2 (kFatalExit) can be tested.
+constexpr const char* kWorkerFailVariable = "FERRY_TEST_WORKER_FAIL";
 // After a worker has been told to stop: how long past its own bound before SIGKILL.
 constexpr Msec kKillGrace{5'000};
 // A worker that dies this soon after starting is respawned with a growing delay.
@@ -91,6 +96,14 @@ struct WorkerProcess {
   class Master* master = nullptr;
 };
 
+// Which starts FERRY_TEST_WORKER_FAIL makes fail, and how.
+struct WorkerFailHook {
+  int code = 0;
+  int first = 0;
+  int count = 0;
+  [[nodiscard]] bool applies(int start) const { return start >= first && start - first < count; }
+};
+
 struct RespawnTimer {
   Event ev;
   int slot = 0;
@@ -110,6 +123,7 @@ class Master {
     worker::set_log_role("master");
     raise_nofile_limit(*config_);
     ready_timeout_ = ready_timeout_from_environment();
+    worker_fail_ = worker_fail_from_environment();
 
     std::string why;
     // A new master of a binary upgrade gets its sockets (systemd's among them) from the old one.
@@ -214,6 +228,18 @@ class Master {
     return ms > 0 ? Msec{ms} : kReadyTimeout;
   }
 
+  static WorkerFailHook worker_fail_from_environment() {
+    const char* value = std::getenv(kWorkerFailVariable);
+    if (value == nullptr) return {};
+    WorkerFailHook hook;
+    if (std::sscanf(value, "%d:%d:%d", &hook.code, &hook.first, &hook.count) != 3) {
+      spdlog::warn("{}=\"{}\" is not CODE:FIRST:COUNT; ignored", kWorkerFailVariable, value);
+      hook = {};
+    }
+    ::unsetenv(kWorkerFailVariable);
+    return hook;
+  }
+
   static void raise_nofile_limit(const conf::Config& cfg) {
     if (!cfg.worker_rlimit_nofile) return;
     rlimit lim{};
@@ -259,8 +285,14 @@ class Master {
     }
     if (pid == 0) {
       master_end.reset();
+      if (worker_fail_.applies(workers_started_)) {
+        spdlog::warn("{}: worker start {} exits with code {}", kWorkerFailVariable,
+                     workers_started_, worker_fail_.code);
+        ::_exit(worker_fail_.code);
+      }
       ::_exit(worker_main(slot, generation, worker_end.release(), counters));
     }
+    ++workers_started_;
     if (counters != nullptr) {
       counters->owner.store(pid);
       stats_->worker_started(counters_->index_of(*counters), pid, generation, ::time(nullptr));
@@ -1305,6 +1337,8 @@ class Master {
   std::unique_ptr<conf::Config> config_;
   std::optional<Serving> previous_;
   Msec ready_timeout_ = kReadyTimeout;
+  WorkerFailHook worker_fail_;
+  int workers_started_ = 0;  // forks of a worker, for worker_fail_
   ListenerSet listeners_;
   event::SharedMemory shm_;
   event::AcceptMutexWord* mutex_word_ = nullptr;

@@ -1,0 +1,101 @@
+// How the master replaces workers that fail at start, driven by the test-only hook
+// FERRY_TEST_WORKER_FAIL=CODE:FIRST:COUNT (worker starts FIRST.. exit with CODE at once): the
+// growing respawn delay, and exit code 2 ("cannot work"), which is never respawned.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/echo_server.h"
+#include "tests/support/ferry_instance.h"
+#include "tests/support/process.h"
+#include "tests/support/sockets.h"
+
+namespace ferry::test {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+std::string config(int port, int backend) {
+  return "worker_processes = 1;\nworker_connections = 256;\n"
+         "proxies = ( { name = \"web\"; listen = [ \"127.0.0.1:" +
+         std::to_string(port) + "\" ]; upstream = \"127.0.0.1:" + std::to_string(backend) +
+         "\"; access_log = \"off\"; } );\n";
+}
+
+bool serves(int port) {
+  const int fd = connect_to_port(port);
+  if (fd < 0) return false;
+  const bool ok = echo_round_trip(fd, "served");
+  ::close(fd);
+  return ok;
+}
+
+TEST(RespawnTest, AWorkerThatKeepsDyingAtStartIsRespawnedWithAGrowingDelay) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(port, backend.port()));
+  ferry.set_options({.env = {"FERRY_TEST_WORKER_FAIL=1:0:4"}});
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(ferry.start(seconds(15))) << ferry.log();
+  // 100 + 200 + 400 + 800 ms of delay before the fifth start serves.
+  EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(1'500));
+  std::size_t at = 0;
+  for (const char* delay : {"100 ms", "200 ms", "400 ms", "800 ms"}) {
+    at = ferry.log().find("respawning in " + std::string(delay), at);
+    ASSERT_NE(at, std::string::npos) << delay << " missing, or out of order:\n" << ferry.log();
+  }
+  EXPECT_TRUE(serves(port));
+
+  // A worker that lived past a second is replaced at once: the back-off starts over.
+  std::this_thread::sleep_for(milliseconds(1'100));
+  ferry.drain_log();
+  const std::size_t before = ferry.log().size();
+  const pid_t worker = *ferry.workers().begin();
+  ASSERT_EQ(::kill(worker, SIGTERM), 0);
+  EXPECT_TRUE(ferry.wait_for_log("started worker 0 (generation 1)", seconds(5))) << ferry.log();
+  EXPECT_EQ(ferry.log().find("respawning in", before), std::string::npos) << ferry.log();
+  EXPECT_TRUE(eventually([&] { return serves(port); }, seconds(2)));
+}
+
+TEST(FatalExitTest, FirstWorkersThatCannotWorkMakeTheMasterExitOne) {
+  EchoServer backend;
+  FerryInstance ferry(config(free_port(), backend.port()));
+  ferry.set_options({.env = {"FERRY_TEST_WORKER_FAIL=2:0:1"}});
+  EXPECT_FALSE(ferry.start(seconds(5)));
+  const Finished f = ferry.wait(seconds(5));
+  EXPECT_EQ(f.exit_code, 1) << f.err;
+  EXPECT_NE(f.err.find("worker 0 cannot work (exit code 2) and no worker ever served: exiting"),
+            std::string::npos)
+      << f.err;
+}
+
+// After a generation served, a worker that cannot work leaves its slot empty (restarting it
+// would fail the same way) until a reload brings a new generation.
+TEST(FatalExitTest, AWorkerThatCannotWorkAfterServingIsNotRespawned) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(port, backend.port()));
+  ferry.set_options({.env = {"FERRY_TEST_WORKER_FAIL=2:1:1"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const pid_t first = *ferry.workers().begin();
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  ASSERT_TRUE(ferry.wait_for_log("worker 0 cannot work (exit code 2): not respawning it"))
+      << ferry.log();
+  // Longer than any respawn delay of a quick death (100 ms): still no worker.
+  std::this_thread::sleep_for(milliseconds(500));
+  EXPECT_TRUE(ferry.workers().empty());
+  EXPECT_EQ(ferry.command("status").exit_code, 0) << "the master stays";
+
+  const Finished reload = ferry.command("reload");
+  EXPECT_EQ(reload.exit_code, 0) << reload.err << ferry.log();
+  EXPECT_TRUE(eventually([&] { return serves(port); }, seconds(2)));
+}
+
+}  // namespace
+}  // namespace ferry::test
