@@ -159,18 +159,13 @@ TEST(CliTest, SignalWithAnUnparsableFileNamesTheErrorAndThePidFileTried) {
 // The spec: "when the file does not parse, it uses the pid_file setting if it can still be read".
 TEST(CliTest, ReloadOfAnUnparsableFileReachesTheMasterWhichRejectsIt) {
   EchoServer backend;
-  const std::string body =
-      "worker_processes = 1;\nproxies = ( { name = \"web\"; listen = [ "
-      "\"127.0.0.1:" +
-      std::to_string(free_port()) +
-      "\" ]; upstream = \"127.0.0.1:" + std::to_string(backend.port()) +
-      "\"; access_log = \"off\"; } );\n";
+  const std::string body = one_proxy_config(1, free_port(), backend.port());
   FerryInstance ferry(body);
   ASSERT_TRUE(ferry.start()) << ferry.log();
   ferry.rewrite(body + "bogus = { ;\n");
   const Finished f = ferry.command("reload");
   EXPECT_EQ(f.exit_code, 1);
-  EXPECT_NE(f.err.find(ferry.conf() + ":5: "), std::string::npos) << f.err;
+  EXPECT_NE(f.err.find(ferry.conf() + ":6: "), std::string::npos) << f.err;
   EXPECT_NE(f.err.find("reload rejected"), std::string::npos) << f.err;
   ferry.rewrite(body);
   EXPECT_EQ(ferry.command("reload").exit_code, 0) << ferry.log();

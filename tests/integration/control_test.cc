@@ -28,13 +28,6 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-std::string config(int port, int backend) {
-  return "worker_processes = 1;\nworker_connections = 256;\n"
-         "proxies = ( { name = \"web\"; listen = [ \"127.0.0.1:" +
-         std::to_string(port) + "\" ]; upstream = \"127.0.0.1:" + std::to_string(backend) +
-         "\"; access_log = \"off\"; } );\n";
-}
-
 std::string control_path(const FerryInstance& ferry) { return ferry.dir().path() + "/ferry.ctl"; }
 
 // A connected unix stream socket, or -1.
@@ -52,7 +45,7 @@ int connect_unix(const std::string& path) {
 
 TEST(ControlFilesTest, LinksPlantedWhereTheMasterWritesAreNotFollowed) {
   EchoServer backend;
-  FerryInstance ferry(config(free_port(), backend.port()));
+  FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
   TempDir victims;
   const std::string pid = ferry.pid_file();
   // Where the pid file, its former fixed temporary name and the control socket go.
@@ -118,7 +111,7 @@ TEST(ControlFilesTest, SignalCommandsRefuseAPidFileNotTheirsOrALink) {
 
 TEST(ControlSocketTest, OnlyItsOwnerMayConnect) {
   EchoServer backend;
-  FerryInstance ferry(config(free_port(), backend.port()));
+  FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   struct stat st {};
   ASSERT_EQ(::stat(control_path(ferry).c_str(), &st), 0);
@@ -132,7 +125,7 @@ TEST(ControlSocketTest, APeerOfAnotherUidIsRefused) {
   const passwd* nobody = ::getpwnam("nobody");
   ASSERT_NE(nobody, nullptr);
   EchoServer backend;
-  FerryInstance ferry(config(free_port(), backend.port()));
+  FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   const std::string path = control_path(ferry);
   ASSERT_EQ(::chmod(ferry.dir().path().c_str(), 0755), 0);
@@ -164,7 +157,7 @@ TEST(ControlSocketTest, APeerOfAnotherUidIsRefused) {
 
 TEST(ControlSocketTest, AConnectionThatSendsNoRequestIsClosed) {
   EchoServer backend;
-  FerryInstance ferry(config(free_port(), backend.port()));
+  FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   const int fd = connect_unix(control_path(ferry));
   ASSERT_GE(fd, 0);
@@ -177,7 +170,7 @@ TEST(ControlSocketTest, AConnectionThatSendsNoRequestIsClosed) {
 
 TEST(ControlSocketTest, AFloodOfIdleConnectionsDoesNotKeepAReloadOut) {
   EchoServer backend;
-  FerryInstance ferry(config(free_port(), backend.port()));
+  FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   std::vector<int> idle;
   for (int i = 0; i < 300; ++i) {

@@ -21,13 +21,6 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-std::string config(int port, int backend) {
-  return "worker_processes = 1;\nworker_connections = 256;\n"
-         "proxies = ( { name = \"web\"; listen = [ \"127.0.0.1:" +
-         std::to_string(port) + "\" ]; upstream = \"127.0.0.1:" + std::to_string(backend) +
-         "\"; access_log = \"off\"; } );\n";
-}
-
 bool serves(int port) {
   const int fd = connect_to_port(port);
   if (fd < 0) return false;
@@ -39,7 +32,7 @@ bool serves(int port) {
 TEST(RespawnTest, AWorkerThatKeepsDyingAtStartIsRespawnedWithAGrowingDelay) {
   EchoServer backend;
   const int port = free_port();
-  FerryInstance ferry(config(port, backend.port()));
+  FerryInstance ferry(one_proxy_config(1, port, backend.port()));
   ferry.set_options({.env = {"FERRY_TEST_WORKER_FAIL=1:0:4"}});
   const auto start = std::chrono::steady_clock::now();
   ASSERT_TRUE(ferry.start(seconds(15))) << ferry.log();
@@ -65,7 +58,7 @@ TEST(RespawnTest, AWorkerThatKeepsDyingAtStartIsRespawnedWithAGrowingDelay) {
 
 TEST(FatalExitTest, FirstWorkersThatCannotWorkMakeTheMasterExitOne) {
   EchoServer backend;
-  FerryInstance ferry(config(free_port(), backend.port()));
+  FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
   ferry.set_options({.env = {"FERRY_TEST_WORKER_FAIL=2:0:1"}});
   EXPECT_FALSE(ferry.start(seconds(5)));
   const Finished f = ferry.wait(seconds(5));
@@ -80,7 +73,7 @@ TEST(FatalExitTest, FirstWorkersThatCannotWorkMakeTheMasterExitOne) {
 TEST(FatalExitTest, AWorkerThatCannotWorkAfterServingIsNotRespawned) {
   EchoServer backend;
   const int port = free_port();
-  FerryInstance ferry(config(port, backend.port()));
+  FerryInstance ferry(one_proxy_config(1, port, backend.port()));
   ferry.set_options({.env = {"FERRY_TEST_WORKER_FAIL=2:1:1"}});
   ASSERT_TRUE(ferry.start()) << ferry.log();
   const pid_t first = *ferry.workers().begin();

@@ -42,6 +42,13 @@ std::set<pid_t> children_of(pid_t parent) {
   return out;
 }
 
+std::string one_proxy_config(int workers, int port, int backend) {
+  return "worker_processes = " + std::to_string(workers) +
+         ";\nworker_connections = 256;\nproxies = ( { name = \"web\"; listen = [ \"127.0.0.1:" +
+         std::to_string(port) + "\" ]; upstream = \"127.0.0.1:" + std::to_string(backend) +
+         "\"; access_log = \"off\"; } );\n";
+}
+
 FerryInstance::FerryInstance(const std::string& body, const std::string& log_level)
     : log_level_(log_level) {
   pid_file_ = dir_.path() + "/ferry.pid";

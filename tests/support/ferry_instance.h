@@ -29,6 +29,10 @@ bool eventually(Done&& done, std::chrono::milliseconds limit = std::chrono::seco
   return true;
 }
 
+// A body for FerryInstance: `workers` workers and one proxy "web" from 127.0.0.1:`port` to
+// 127.0.0.1:`backend`, without an access log.
+std::string one_proxy_config(int workers, int port, int backend);
+
 class FerryInstance {
  public:
   // `body` is the configuration without pid_file and log, which the instance adds.
