@@ -38,7 +38,8 @@ NotifyListener::NotifyListener(const std::string& path) : path_(path) {
   std::strncpy(sun.sun_path, path.c_str(), sizeof sun.sun_path - 1);
   const int on = 1;
   if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&sun), sizeof sun) != 0 ||
-      ::setsockopt(fd_, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0) {
+      ::setsockopt(fd_, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0 ||
+      ::setsockopt(fd_, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on) != 0) {
     throw std::runtime_error("notify socket " + path + ": " + std::strerror(errno));
   }
 }
@@ -52,7 +53,7 @@ std::optional<NotifyMessage> NotifyListener::receive(std::chrono::milliseconds l
   pollfd p{fd_, POLLIN, 0};
   if (::poll(&p, 1, static_cast<int>(limit.count())) <= 0) return std::nullopt;
   char buf[4096];
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(sizeof(timespec))];
   iovec iov{buf, sizeof buf};
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -68,6 +69,10 @@ std::optional<NotifyMessage> NotifyListener::receive(std::chrono::milliseconds l
       ucred cred{};
       std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
       m.sender = cred.pid;
+    } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+      timespec ts{};
+      std::memcpy(&ts, CMSG_DATA(c), sizeof ts);
+      m.arrived = std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
     }
   }
   history_.push_back(m);

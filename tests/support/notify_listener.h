@@ -15,6 +15,9 @@ namespace ferry::test {
 struct NotifyMessage {
   std::string text;  // "READY=1\nSTATUS=..."
   pid_t sender = 0;
+  // When the kernel queued it (SO_TIMESTAMPNS, CLOCK_REALTIME): how far apart two messages were
+  // sent, whenever the test got to read them.
+  std::chrono::nanoseconds arrived{0};
   // The value of NAME= in the message, if it has one.
   [[nodiscard]] std::optional<std::string> get(const std::string& name) const;
   [[nodiscard]] bool has(const std::string& assignment) const;  // "READY=1"
