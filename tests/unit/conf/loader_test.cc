@@ -358,5 +358,23 @@ TEST(LoaderBadInputTest, IncludesOfDevicesDirectoriesAndHugeFilesAreRefused) {
   EXPECT_NE(errors_of(load_file("/dev/zero")).find("not a regular file"), std::string::npos);
 }
 
+// `ferry -s` with a file libconfig cannot parse still finds a pid_file line that is whole.
+TEST(PidFileSettingTest, ReadFromTheLineWhenTheFileDoesNotParse) {
+  const test::TempDir dir;
+  const auto setting = [&](const std::string& text) {
+    return read_pid_file_setting(dir.write("f.conf", text));
+  };
+  EXPECT_EQ(setting("pid_file = \"/a/f.pid\";\nworker_processes = 1;\n"), "/a/f.pid");
+  EXPECT_EQ(setting("pid_file = \"/a/f.pid\";\nworker_processes = ;\n"), "/a/f.pid");
+  EXPECT_EQ(setting("x = {\n  pid_file: \"/b/f.pid\"  # here\n"), "/b/f.pid");
+  EXPECT_EQ(setting("x = {\npid_file = \"/c/f.pid\" // there\n"), "/c/f.pid");
+  // Parsed without the setting, or lines that are not whole: nothing (the default applies).
+  EXPECT_EQ(setting("worker_processes = 1;\n"), std::nullopt);
+  EXPECT_EQ(setting("x = {\npid_file = \"/d/f.pid\" junk;\n"), std::nullopt);
+  EXPECT_EQ(setting("x = {\npid_file = \"/e/f\\\".pid\";\n"), std::nullopt);
+  EXPECT_EQ(setting("x = {\npid_file = \"/f/f.pid\n"), std::nullopt);
+  EXPECT_EQ(setting("x = {\n# pid_file = \"/g/f.pid\";\n"), std::nullopt);
+}
+
 }  // namespace
 }  // namespace ferry::conf
