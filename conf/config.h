@@ -109,8 +109,14 @@ struct Proxy {
   bool so_keepalive = false;
   ProxyProtocol send_proxy_protocol = ProxyProtocol::off;
   bool accept_proxy_protocol = false;
-  std::vector<AccessRule> access;                        // empty = allow all
-  int max_conns_per_client = 0;                          // 0 = off
+  // The senders whose PROXY header is believed (allowing rules; `all` possible). Empty: every
+  // sender the access rules let in, as before the setting existed (the loader warns).
+  std::vector<AccessRule> accept_proxy_protocol_from;
+  std::vector<AccessRule> access;  // empty = allow all
+  int max_conns_per_client = 0;    // 0 = off
+  // What max_conns_per_client counts as one client: the address's network of this length.
+  int client_ipv4_prefix = 32;
+  int client_ipv6_prefix = 64;
   std::string access_log = "/var/log/ferry/access.log";  // "off" = none
 
   bool operator==(const Proxy&) const = default;

@@ -229,10 +229,12 @@ class Reader {
     }
   }
 
-  std::vector<AccessRule> access(const Setting& s) {
+  // Access rules, or with parse_network a list of trusted senders.
+  std::vector<AccessRule> access(
+      const Setting& s, Parsed<AccessRule> (*parse)(std::string_view) = parse_access_rule) {
     std::vector<AccessRule> rules;
     strings(s, [&](const Setting& e) {
-      auto parsed = parse_access_rule(e.c_str());
+      auto parsed = parse(e.c_str());
       if (auto* why = std::get_if<std::string>(&parsed)) {
         error(e, *why);
         return;
@@ -381,12 +383,54 @@ Upstream read_upstream(Reader& r, const Setting& g) {
   return up;
 }
 
+// Whose PROXY header is believed. Without the list, every sender the access rules admit, as
+// before the list existed: kept so that an upgrade does not refuse a working balancer, but
+// warned, since anyone who can connect may then claim any address (nginx believes no one
+// without set_real_ip_from).
+void read_proxy_protocol_from(Reader& r, const Setting& g, Proxy& px) {
+  const Setting* from = Reader::member(g, "accept_proxy_protocol_from");
+  if (from == nullptr) {
+    if (px.accept_proxy_protocol) {
+      r.warn(g["accept_proxy_protocol"],
+             "every sender is believed: any client that can connect may claim any address in "
+             "its PROXY header; list the balancers in accept_proxy_protocol_from (\"all\" to "
+             "believe every sender)");
+    }
+    return;
+  }
+  px.accept_proxy_protocol_from = r.access(*from, parse_network);
+  if ((from->getType() == Setting::TypeArray || from->getType() == Setting::TypeList) &&
+      from->getLength() == 0) {
+    r.error(*from,
+            "no sender listed: every PROXY header would be refused (name the balancers, or "
+            "\"all\")");
+  }
+  if (!px.accept_proxy_protocol) r.warn(*from, "no effect without accept_proxy_protocol = true");
+}
+
 Proxy read_proxy(Reader& r, const Setting& g, const std::vector<Upstream>& upstreams) {
   Proxy px;
-  r.only(g, {"name", "listen", "upstream", "reuseport", "backlog", "connect_timeout",
-             "idle_timeout", "next_upstream_tries", "next_upstream_timeout", "buffer_size",
-             "splice", "tcp_nodelay", "so_keepalive", "send_proxy_protocol",
-             "accept_proxy_protocol", "access", "max_conns_per_client", "access_log"});
+  r.only(g, {"name",
+             "listen",
+             "upstream",
+             "reuseport",
+             "backlog",
+             "connect_timeout",
+             "idle_timeout",
+             "next_upstream_tries",
+             "next_upstream_timeout",
+             "buffer_size",
+             "splice",
+             "tcp_nodelay",
+             "so_keepalive",
+             "send_proxy_protocol",
+             "accept_proxy_protocol",
+             "accept_proxy_protocol_from",
+             "access",
+             "max_conns_per_client",
+             "client_ipv4_prefix",
+             "client_ipv6_prefix",
+             "access_log"});
   if (auto* s = Reader::member(g, "name")) {
     assign(px.name, r.string(*s, false));
   } else {
@@ -456,6 +500,13 @@ Proxy read_proxy(Reader& r, const Setting& g, const std::vector<Upstream>& upstr
   if (auto* s = Reader::member(g, "max_conns_per_client")) {
     assign(px.max_conns_per_client, r.int32(*s, 0, 1 << 24));
   }
+  if (auto* s = Reader::member(g, "client_ipv4_prefix")) {
+    assign(px.client_ipv4_prefix, r.int32(*s, 0, 32));
+  }
+  if (auto* s = Reader::member(g, "client_ipv6_prefix")) {
+    assign(px.client_ipv6_prefix, r.int32(*s, 0, 128));
+  }
+  read_proxy_protocol_from(r, g, px);
   if (auto* s = Reader::member(g, "access_log")) assign(px.access_log, r.string(*s, false));
   return px;
 }

@@ -191,8 +191,14 @@ std::string to_text(const Config& cfg) {
     w.set("so_keepalive", p.so_keepalive);
     w.set_string("send_proxy_protocol", name_of(p.send_proxy_protocol));
     w.set("accept_proxy_protocol", p.accept_proxy_protocol);
+    // Absent means "every sender" (an empty list is refused): only a list given is printed.
+    if (!p.accept_proxy_protocol_from.empty()) {
+      w.strings("accept_proxy_protocol_from", rule_texts(p.accept_proxy_protocol_from));
+    }
     w.strings("access", rule_texts(p.access));
     w.set("max_conns_per_client", p.max_conns_per_client);
+    w.set("client_ipv4_prefix", p.client_ipv4_prefix);
+    w.set("client_ipv6_prefix", p.client_ipv6_prefix);
     w.set_string("access_log", p.access_log);
     w.close(i + 1 < cfg.proxies.size() ? "}," : "}");
   }

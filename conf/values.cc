@@ -149,25 +149,17 @@ Parsed<Address> parse_address(std::string_view text) {
   return out;
 }
 
-Parsed<AccessRule> parse_access_rule(std::string_view text) {
-  const std::string bad = quoted(text) +
-                          " is not an access rule (use \"allow 10.0.0.0/8\", \"deny ::1\", "
-                          "\"deny all\")";
+namespace {
+
+// "all", an address, or address/prefix, as an allowing rule; `whole` is the text that messages
+// quote and `bad` what they say when `what` has no address form at all.
+Parsed<AccessRule> network(std::string_view what, std::string_view whole, const std::string& bad) {
   AccessRule rule;
-  rule.text = std::string(text);
-  const auto space = text.find(' ');
-  if (space == std::string_view::npos) return bad;
-  const std::string_view verb = text.substr(0, space);
-  std::string_view what = text.substr(space + 1);
-  while (!what.empty() && what.front() == ' ') what.remove_prefix(1);
-  if (verb == "allow") rule.allow = true;
-  else if (verb == "deny") rule.allow = false;
-  else return bad;
+  rule.text = std::string(whole);
   if (what == "all") {
     rule.all = true;
     return rule;
   }
-
   std::string addr(what);
   int prefix = -1;
   if (const auto slash = what.find('/'); slash != std::string_view::npos) {
@@ -184,12 +176,12 @@ Parsed<AccessRule> parse_access_rule(std::string_view text) {
     rule.family = AF_INET6;
     bytes = 16;
   } else {
-    return quoted(text) + ": \"" + addr + "\" is not an IPv4 or IPv6 address";
+    return quoted(whole) + ": \"" + addr + "\" is not an IPv4 or IPv6 address";
   }
   const int max_prefix = static_cast<int>(bytes * 8);
   if (prefix == -1) prefix = max_prefix;
   if (prefix > max_prefix) {
-    return quoted(text) + ": prefix length must be 0-" + std::to_string(max_prefix);
+    return quoted(whole) + ": prefix length must be 0-" + std::to_string(max_prefix);
   }
   rule.prefix = prefix;
   // Host bits are cleared, as nginx does, so "10.1.2.3/8" means 10.0.0.0/8.
@@ -198,6 +190,33 @@ Parsed<AccessRule> parse_access_rule(std::string_view text) {
     rule.addr[i] &= static_cast<std::uint8_t>(0xff00 >> keep);
   }
   return rule;
+}
+
+}  // namespace
+
+Parsed<AccessRule> parse_access_rule(std::string_view text) {
+  const std::string bad = quoted(text) +
+                          " is not an access rule (use \"allow 10.0.0.0/8\", \"deny ::1\", "
+                          "\"deny all\")";
+  const auto space = text.find(' ');
+  if (space == std::string_view::npos) return bad;
+  const std::string_view verb = text.substr(0, space);
+  std::string_view what = text.substr(space + 1);
+  while (!what.empty() && what.front() == ' ') what.remove_prefix(1);
+  bool allow = true;
+  if (verb == "allow") allow = true;
+  else if (verb == "deny") allow = false;
+  else return bad;
+  Parsed<AccessRule> parsed = network(what, text, bad);
+  if (auto* rule = std::get_if<AccessRule>(&parsed)) rule->allow = allow;
+  return parsed;
+}
+
+Parsed<AccessRule> parse_network(std::string_view text) {
+  return network(text, text,
+                 quoted(text) +
+                     " is not an address or a network (use \"10.0.0.0/8\", \"::1\", "
+                     "\"all\")");
 }
 
 std::string format_duration(Msec value) {

@@ -22,6 +22,9 @@ Parsed<std::size_t> parse_size(std::string_view text);
 Parsed<Address> parse_address(std::string_view text);
 // "allow CIDR", "deny CIDR", "allow all", "deny all"; a bare address is a /32 or /128.
 Parsed<AccessRule> parse_access_rule(std::string_view text);
+// "10.0.0.0/8", "::1" (a /32 or /128), "all": an allowing rule without the verb, for lists of
+// trusted addresses.
+Parsed<AccessRule> parse_network(std::string_view text);
 
 // The shortest exact form: "0", "250ms", "5s", "10m", "1h", "1d".
 std::string format_duration(Msec value);

@@ -150,7 +150,9 @@ class Master {
     if (counters_shm_.create(sizeof(worker::CountersTable))) return 1;
     counters_ = worker::CountersTable::create(counters_shm_.data());
     if (limits_shm_.create(worker::ClientLimits::bytes_needed())) return 1;
-    client_limits_ = worker::ClientLimits::create(limits_shm_.data());
+    const auto secret = worker::ClientLimits::random_secret();
+    if (!secret) return 1;
+    client_limits_ = worker::ClientLimits::create(limits_shm_.data(), *secret);
     if (stats_shm_.create(worker::StatsTable::bytes_needed())) return 1;
     stats_ =
         worker::StatsTable::create(stats_shm_.data(), FERRY_VERSION, ::getpid(), ::time(nullptr));

@@ -103,6 +103,50 @@ TEST(AccessRulesTest, RulesApplyToTheSenderAndToTheAddressItsProxyHeaderCarries)
   for (int fd : {inside, outside, sender}) ::close(fd);
 }
 
+// Issue 17: a host holds a whole IPv6 /64 and may use any address of it, so
+// max_conns_per_client counts per /64 by default (client_ipv6_prefix). Loopback has one IPv6
+// address, so the clients come as the addresses of PROXY headers from a trusted sender.
+TEST(ClientLimitTest, Ipv6ClientsOfOneSlash64ShareOneCount) {
+  EchoServer backend;
+  TempDir logs;
+  const std::string access = logs.path() + "/access.log";
+  const int by64 = free_port();
+  const int by128 = free_port();
+  const std::string common =
+      "accept_proxy_protocol = true; accept_proxy_protocol_from = "
+      "\"127.0.0.1\"; max_conns_per_client = 1; access_log = \"" +
+      access + "\"; ";
+  FerryInstance ferry(
+      config(1, {proxy("by64", "127.0.0.1:" + std::to_string(by64), backend.port(), common),
+                 proxy("by128", "127.0.0.1:" + std::to_string(by128), backend.port(),
+                       common + "client_ipv6_prefix = 128;")}));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  auto from = [&](int port, const std::string& ip) {
+    const int fd = connect_from("127.0.0.1", "127.0.0.1", port);
+    if (fd >= 0) send_all(fd, "PROXY TCP6 " + ip + " 2001:db8::80 5000 80\r\n");
+    return fd;
+  };
+
+  const int first = from(by64, "2001:db8:1:2::1");
+  EXPECT_TRUE(served(first));
+  const int same64 = from(by64, "2001:db8:1:2:ffff::9");
+  ASSERT_GE(same64, 0);
+  EXPECT_TRUE(closed_by_peer(same64, seconds(3))) << "another address of the same /64";
+  const int next64 = from(by64, "2001:db8:1:3::1");
+  EXPECT_TRUE(served(next64)) << "another /64 is another client";
+
+  const int exact = from(by128, "2001:db8:1:2::1");
+  EXPECT_TRUE(served(exact));
+  const int neighbour = from(by128, "2001:db8:1:2:ffff::9");
+  EXPECT_TRUE(served(neighbour)) << "client_ipv6_prefix = 128 counts each address";
+  for (int fd : {first, same64, next64, exact, neighbour}) ::close(fd);
+
+  ASSERT_TRUE(eventually([&] { return count_of(read_file(access), " limit\n") == 1; }))
+      << read_file(access);
+  EXPECT_NE(read_file(access).find(" [2001:db8:1:2:ffff::9]:5000 "), std::string::npos)
+      << read_file(access);
+}
+
 // The worker pids and, for each, how many TCP sockets it holds (listeners, channel, sessions).
 std::vector<std::pair<pid_t, int>> sockets_per_worker(const FerryInstance& ferry) {
   std::vector<std::pair<pid_t, int>> out;

@@ -355,6 +355,47 @@ TEST_F(AcceptProxyProtocolTest, MalformedHeadersCloseOnlyTheirConnection) {
   ::close(good);
 }
 
+// Issue 17: with accept_proxy_protocol_from, only a listed sender's header is believed; any
+// other sender is refused before it is read (`untrusted_proxy`) and reaches no server.
+TEST(TrustedSendersTest, AHeaderIsBelievedOnlyFromAListedSender) {
+  EchoServer backend;
+  TempDir logs;
+  const std::string access = logs.path() + "/access.log";
+  const int port = free_port();
+  FerryInstance ferry(proxy_config(
+      "127.0.0.1:" + std::to_string(port), "127.0.0.1:" + std::to_string(backend.port()),
+      "accept_proxy_protocol = true; accept_proxy_protocol_from = [ \"127.0.0.2\", \"::1\" ]; "
+      "access_log = \"" +
+          access + "\";"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::string header = "PROXY TCP4 192.0.2.10 127.0.0.1 40001 80\r\n";
+
+  const int trusted = connect_from("127.0.0.2", "127.0.0.1", port);
+  ASSERT_GE(trusted, 0);
+  ASSERT_TRUE(send_all(trusted, header + "hello"));
+  EXPECT_EQ(read_exactly(trusted, 5, seconds(5)), "hello");
+  const int accepted = backend.accepted();
+  for (const char* source : {"127.0.0.3", "127.0.0.1"}) {
+    const int other = connect_from(source, "127.0.0.1", port);
+    ASSERT_GE(other, 0);
+    send_all(other, header + "hello");  // ferry may close before all is taken
+    EXPECT_TRUE(closed_by_peer(other, seconds(3))) << source;
+    ::close(other);
+  }
+  EXPECT_EQ(backend.accepted(), accepted) << "an untrusted sender reached the server";
+  ::close(trusted);
+
+  ASSERT_TRUE(eventually([&] {
+    const std::string log = read_file(access);
+    return count_of(log, " closed\n") == 1 && count_of(log, " untrusted_proxy\n") == 2;
+  })) << read_file(access);
+  const std::string log = read_file(access);
+  EXPECT_NE(log.find(" 192.0.2.10:40001 "), std::string::npos) << log;
+  EXPECT_NE(log.find(" 127.0.0.3:"), std::string::npos) << "refused under its own address\n" << log;
+  EXPECT_TRUE(ferry.wait_for_log("is not in accept_proxy_protocol_from")) << ferry.log();
+  EXPECT_NE(ferry.log().find("127.0.0.3"), std::string::npos) << ferry.log();
+}
+
 }  // namespace
 }  // namespace ferry::test
 

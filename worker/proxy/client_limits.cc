@@ -1,14 +1,18 @@
-// ClientLimits: the shared table's hash, its lock-free acquire/release, and the master's
+// ClientLimits: the shared table's keyed hash, its lock-free acquire/release, and the master's
 // recovery of a dead worker's share.
 #include "worker/proxy/client_limits.h"
 
 #include <netinet/in.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstring>
+#include <string>
 
+#include <sodium/crypto_shorthash.h>
 #include <spdlog/spdlog.h>
 
 #include "event/syscall_util.h"
@@ -55,65 +59,96 @@ void decrement(std::uint64_t& w, std::uint32_t by) noexcept {
   }
 }
 
-// FNV-1a over the bytes, finished with splitmix64's mixer: FNV alone leaves the low bits (the
-// home word) poorly mixed for inputs that differ only in their last bytes.
-class Hash {
- public:
-  void feed(const void* data, std::size_t size) noexcept {
-    const auto* p = static_cast<const unsigned char*>(data);
-    for (std::size_t i = 0; i < size; ++i) {
-      h_ ^= p[i];
-      h_ *= 0x100000001b3;
-    }
+// Clears the bits of `bytes` past the first `prefix`.
+void mask(unsigned char* bytes, std::size_t size, int prefix) noexcept {
+  for (std::size_t i = 0; i < size; ++i) {
+    const int keep = std::clamp(prefix - static_cast<int>(i * 8), 0, 8);
+    bytes[i] &= static_cast<unsigned char>(0xff00 >> keep);
   }
-  [[nodiscard]] std::uint64_t finish() const noexcept {
-    std::uint64_t z = h_;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111eb;
-    return z ^ (z >> 31);
-  }
+}
 
- private:
-  std::uint64_t h_ = 0xcbf29ce484222325;
-};
+static_assert(sizeof(ClientLimits::Secret) == crypto_shorthash_KEYBYTES);
+static_assert(crypto_shorthash_BYTES == sizeof(std::uint64_t));
+
+// SipHash-2-4 (libsodium's crypto_shorthash, which needs nothing sodium_init() sets up).
+std::uint64_t keyed_hash(const void* data, std::size_t size,
+                         const ClientLimits::Secret& secret) noexcept {
+  unsigned char out[crypto_shorthash_BYTES];
+  crypto_shorthash(out, static_cast<const unsigned char*>(data), size, secret.data());
+  std::uint64_t h = 0;
+  std::memcpy(&h, out, sizeof h);
+  return h;
+}
 
 }  // namespace
 
-std::uint64_t ClientLimits::key_of(std::string_view proxy_name,
-                                   const event::SocketAddress& client) noexcept {
-  Hash h;
-  // The length first, so that no name followed by an address reads as another name.
-  const std::uint64_t name_size = proxy_name.size();
-  h.feed(&name_size, sizeof name_size);
-  h.feed(proxy_name.data(), proxy_name.size());
+std::optional<ClientLimits::Secret> ClientLimits::random_secret() noexcept {
+  Secret secret;
+  std::size_t got = 0;
+  while (got < secret.size()) {
+    // Blocks only until the kernel's pool is first seeded, early in boot.
+    const ssize_t n = ::getrandom(secret.data() + got, secret.size() - got, 0);
+    if (n == -1 && errno == EINTR) continue;
+    if (n <= 0) {
+      spdlog::error("getrandom() for the per-client table's secret failed: {}",
+                    n == -1 ? event::last_error().message() : std::string("no bytes"));
+      return std::nullopt;
+    }
+    got += static_cast<std::size_t>(n);
+  }
+  return secret;
+}
+
+std::uint64_t ClientLimits::key_of(std::string_view proxy_name, const event::SocketAddress& client,
+                                   ClientPrefixes prefixes) const noexcept {
+  // The name, of any length, goes in as its own hash: the rest then has a fixed layout, and
+  // no name followed by an address reads as another name.
+  const std::uint64_t name_hash = keyed_hash(proxy_name.data(), proxy_name.size(), secret_);
   std::uint16_t family = client.family();
-  const void* address = nullptr;
+  unsigned char address[sizeof(sockaddr_storage)]{};
   std::size_t address_size = 0;
+  int prefix = -1;  // not an inet address: taken whole
   if (family == AF_INET) {
     const auto* sin = reinterpret_cast<const sockaddr_in*>(client.get());
-    address = &sin->sin_addr;
     address_size = sizeof sin->sin_addr;
+    std::memcpy(address, &sin->sin_addr, address_size);
+    prefix = prefixes.ipv4;
   } else if (family == AF_INET6) {
     const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(client.get());
-    address = &sin6->sin6_addr;
-    address_size = sizeof sin6->sin6_addr;
     // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d: the same client either way.
     if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
       family = AF_INET;
-      address = sin6->sin6_addr.s6_addr + 12;
       address_size = 4;
+      std::memcpy(address, sin6->sin6_addr.s6_addr + 12, address_size);
+      prefix = prefixes.ipv4;
+    } else {
+      address_size = sizeof sin6->sin6_addr;
+      std::memcpy(address, &sin6->sin6_addr, address_size);
+      prefix = prefixes.ipv6;
     }
   } else {
     // Not an inet address (a PROXY header's AF_UNIX): whatever bytes follow the family.
-    const std::size_t length = client.length();
+    const std::size_t length = std::min<std::size_t>(client.length(), sizeof(sockaddr_storage));
     constexpr std::size_t kFamilySize = sizeof(sa_family_t);
-    address = reinterpret_cast<const unsigned char*>(client.get()) + kFamilySize;
-    address_size =
-        length > kFamilySize ? std::min(length, sizeof(sockaddr_storage)) - kFamilySize : 0;
+    address_size = length > kFamilySize ? length - kFamilySize : 0;
+    std::memcpy(address, reinterpret_cast<const unsigned char*>(client.get()) + kFamilySize,
+                address_size);
   }
-  h.feed(&family, sizeof family);
-  h.feed(address, address_size);
-  const std::uint64_t key = h.finish() & kKeyMask;
+  if (prefix >= 0) mask(address, address_size, prefix);
+
+  // The prefix goes in too: a reload that changes it starts counts of its own.
+  unsigned char input[sizeof name_hash + sizeof family + 1 + sizeof address];
+  std::size_t n = 0;
+  auto put = [&](const void* p, std::size_t size) {
+    std::memcpy(input + n, p, size);
+    n += size;
+  };
+  const auto prefix_byte = static_cast<unsigned char>(prefix);
+  put(&name_hash, sizeof name_hash);
+  put(&family, sizeof family);
+  put(&prefix_byte, 1);
+  put(address, address_size);
+  const std::uint64_t key = keyed_hash(input, n, secret_) & kKeyMask;
   return key != 0 ? key : 1;
 }
 

@@ -2,15 +2,23 @@
 // worker of every generation in one shared table, for max_conns_per_client.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string_view>
 
 #include "event/socket_address.h"
 #include "worker/worker_counters.h"
 
 namespace ferry::worker {
+
+// What counts as one client: the network of an address with this prefix length.
+struct ClientPrefixes {
+  int ipv4 = 32;
+  int ipv6 = 64;
+};
 
 // Lives in an anonymous MAP_SHARED segment the master maps once, before any fork. Each word packs
 // a 48-bit key and a 16-bit count, so one CAS moves both: no lock, and a worker killed at any
@@ -36,18 +44,28 @@ class ClientLimits {
     full,   // no room near the key's home: not counted (callers let the session in)
   };
 
+  // The key of the keyed hash (SipHash) that places clients in the table. Secret, so that no
+  // one can pick addresses that crowd one window; one for the table's life, so that every
+  // worker of every generation places a client on the same words.
+  using Secret = std::array<unsigned char, 16>;
+  // A secret from getrandom(2); none (logged) when the kernel gives none.
+  static std::optional<Secret> random_secret() noexcept;
+
   static std::size_t bytes_needed() noexcept { return sizeof(ClientLimits); }
-  // `shared_memory`: bytes_needed() zeroed bytes (fresh mmap pages), page-aligned. Nothing is
-  // written: zeroes are the empty table, and writing them would commit all 64.5 MiB.
-  static ClientLimits* create(void* shared_memory) noexcept {
-    return static_cast<ClientLimits*>(shared_memory);
+  // `shared_memory`: bytes_needed() zeroed bytes (fresh mmap pages), page-aligned. Only the
+  // secret is written: zeroes are the empty table, and writing them would commit all 64.5 MiB.
+  static ClientLimits* create(void* shared_memory, const Secret& secret) noexcept {
+    auto* table = static_cast<ClientLimits*>(shared_memory);
+    table->secret_ = secret;
+    return table;
   }
 
-  // The key of `client` (its address, not its port; a v4-mapped IPv6 address as the IPv4 one)
-  // at the proxy named `proxy_name`: 48 bits, never 0. The name, not the conf::Proxy, so that
-  // the count carries over reloads.
-  static std::uint64_t key_of(std::string_view proxy_name,
-                              const event::SocketAddress& client) noexcept;
+  // The key of `client` (its network under `prefixes`, not its port; a v4-mapped IPv6 address
+  // as the IPv4 one) at the proxy named `proxy_name`: 48 bits, never 0. The name, not the
+  // conf::Proxy, so that the count carries over reloads.
+  [[nodiscard]] std::uint64_t key_of(std::string_view proxy_name,
+                                     const event::SocketAddress& client,
+                                     ClientPrefixes prefixes = {}) const noexcept;
   static std::size_t home_of(std::uint64_t key) noexcept { return key & (kBuckets - 1); }
 
   // Counts one more session of `key` unless it has `limit` (at most kMaxLimit) already, under
@@ -69,6 +87,8 @@ class ClientLimits {
   std::uint64_t words_[kBuckets];
   // Page-aligned, one share after another, so that recover() can drop one share's pages.
   alignas(4096) std::uint16_t shares_[kShares][kBuckets];
+  // After the shares, so that the words and the shares keep their page-aligned offsets.
+  Secret secret_;
 };
 
 }  // namespace ferry::worker

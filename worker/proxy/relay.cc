@@ -151,7 +151,7 @@ struct Session {
     if (stats != nullptr) {
       stat_add(stats->handled);
       stat_sub(stats->active);
-      if (status == "denied") stat_add(stats->denied);
+      if (status == "denied" || status == "untrusted_proxy") stat_add(stats->denied);
       if (status == "limit") stat_add(stats->limited);
     }
     if (peer_stats != nullptr) stat_sub(peer_stats->active);
@@ -388,7 +388,8 @@ struct Session {
       }
     }
     if (!count || proxy->max_conns_per_client == 0 || set->limits_ == nullptr) return true;
-    const std::uint64_t key = ClientLimits::key_of(proxy->name, client->peer);
+    const std::uint64_t key = set->limits_->key_of(
+        proxy->name, client->peer, {proxy->client_ipv4_prefix, proxy->client_ipv6_prefix});
     switch (set->limits_->acquire(key, static_cast<std::uint32_t>(proxy->max_conns_per_client),
                                   set->limits_share_, &limit_bucket)) {
       case ClientLimits::Admit::ok: counted = true; return true;
@@ -407,6 +408,21 @@ struct Session {
         return true;
     }
     return true;
+  }
+
+  // accept_proxy_protocol_from: a sender not listed may not speak for anyone; refused before
+  // it sends a byte rather than at the header it has to send (false: closed).
+  bool trusted_sender() {
+    const AccessRules& senders = set->senders(*proxy);
+    if (senders.empty() || senders.check(client->peer).rule >= 0) return true;
+    if (auto held = set->untrusted_log_.admit(loop->now())) {
+      spdlog::warn(
+          "proxy \"{}\": {} is not in accept_proxy_protocol_from, refused ({} more since the "
+          "last message)",
+          proxy->name, client->peer.to_string(), *held);
+    }
+    close("untrusted_proxy");
+    return false;
   }
 
   // accept_proxy_protocol: looks at what the client sent so far without taking it (MSG_PEEK
@@ -773,6 +789,7 @@ void SessionSet::prepare(const conf::Config& cfg) {
   for (const conf::Proxy& proxy : cfg.proxies) {
     access_log(proxy);
     rules(proxy);
+    senders(proxy);
     proxy_stats(proxy);
   }
 }
@@ -780,6 +797,14 @@ void SessionSet::prepare(const conf::Config& cfg) {
 const AccessRules& SessionSet::rules(const conf::Proxy& proxy) {
   auto it = rules_.find(&proxy);
   if (it == rules_.end()) it = rules_.emplace(&proxy, AccessRules(proxy.access)).first;
+  return it->second;
+}
+
+const AccessRules& SessionSet::senders(const conf::Proxy& proxy) {
+  auto it = senders_.find(&proxy);
+  if (it == senders_.end()) {
+    it = senders_.emplace(&proxy, AccessRules(proxy.accept_proxy_protocol_from)).first;
+  }
   return it->second;
 }
 
@@ -833,6 +858,7 @@ void SessionSet::start(EventLoop& loop, Connection& client, const conf::Proxy& p
   // Without a PROXY header the address is final: rules and limit now. With one, the rules
   // are checked against the sender too, and everything again against the address it carries.
   if (!s->admit(!proxy.accept_proxy_protocol)) return;
+  if (proxy.accept_proxy_protocol && !s->trusted_sender()) return;
   if (loop.add_connection(client)) {
     s->close("connect_failed");
     return;

@@ -82,6 +82,8 @@ class SessionSet {
   Balancer& balancer(const conf::Proxy& proxy, const conf::Config& cfg);
   AccessLog* access_log(const conf::Proxy& proxy);
   const AccessRules& rules(const conf::Proxy& proxy);
+  // accept_proxy_protocol_from as rules: a sender no rule matches is not trusted.
+  const AccessRules& senders(const conf::Proxy& proxy);
   // This worker's counters of `proxy` / of `peer` of `proxy` (null: not counted), looked up in
   // the shared registry once and kept.
   ProxyCounters* proxy_stats(const conf::Proxy& proxy);
@@ -99,12 +101,14 @@ class SessionSet {
   std::size_t limits_share_ = 0;
   std::map<std::string, Balancer, std::less<>> balancers_;  // by upstream name
   std::map<const conf::Proxy*, AccessRules> rules_;
+  std::map<const conf::Proxy*, AccessRules> senders_;
   // Declared before the logs: destroyed after them, it writes out what they queued, then ends.
   std::shared_ptr<spdlog::details::thread_pool> log_writer_;
   std::map<std::string, std::unique_ptr<AccessLog>> logs_;
   event::LogThrottle pool_full_log_{event::Msec{5'000}};
   event::LogThrottle table_full_log_{event::Msec{5'000}};
   event::LogThrottle bad_header_log_{event::Msec{5'000}};
+  event::LogThrottle untrusted_log_{event::Msec{5'000}};
   BufferPool buffers_;
   PipePool pipes_;
   HealthBoard* health_ = nullptr;

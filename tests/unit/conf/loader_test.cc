@@ -131,7 +131,9 @@ TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
         next_upstream_tries = 0; next_upstream_timeout = "3s"; buffer_size = "64k";
         splice = false; tcp_nodelay = false; so_keepalive = true; send_proxy_protocol = "v2";
         accept_proxy_protocol = true; access = [ "allow 10.0.0.0/8", "deny all" ];
-        max_conns_per_client = 7; access_log = "off"; },
+        accept_proxy_protocol_from = [ "10.1.0.0/16", "::1" ];
+        max_conns_per_client = 7; client_ipv4_prefix = 24; client_ipv6_prefix = 56;
+        access_log = "off"; },
       { name = "p2"; listen = "*:7002"; upstream = "127.0.0.1:9999"; buffer_size = 5000; }
     );
     status = { listen = "127.0.0.1:9145"; access = [ "allow 127.0.0.1" ]; };
@@ -147,6 +149,66 @@ TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
   EXPECT_EQ(first.config->proxies[1].upstream_address->text, "127.0.0.1:9999");
   EXPECT_EQ(first.config->upstreams[0].health_check->send, "PING\r\n");
   EXPECT_EQ(first.config->worker_shutdown_timeout, Msec{90'000});
+  EXPECT_EQ(first.config->proxies[0].accept_proxy_protocol_from.size(), 2U);
+  EXPECT_EQ(first.config->proxies[0].client_ipv6_prefix, 56);
+}
+
+// Issue 17: whose PROXY header is believed, and what counts as one client.
+TEST(LoaderTest, ProxyProtocolSendersAndClientPrefixes) {
+  const std::string head =
+      "proxies = ( { name = \"p\"; listen = \"127.0.0.1:7001\"; upstream = \"127.0.0.1:1\";\n";
+  LoadResult r = load_text(head +
+                               "accept_proxy_protocol = true;\n"
+                               "accept_proxy_protocol_from = [ \"10.0.0.0/8\", \"::1\" ]; } );",
+                           "p.conf", ".");
+  ASSERT_TRUE(r.config) << errors_of(r);
+  EXPECT_TRUE(r.warnings.empty()) << r.warnings[0].to_string();
+  const Proxy& p = r.config->proxies[0];
+  ASSERT_EQ(p.accept_proxy_protocol_from.size(), 2U);
+  EXPECT_EQ(p.accept_proxy_protocol_from[0].family, AF_INET);
+  EXPECT_EQ(p.accept_proxy_protocol_from[0].prefix, 8);
+  EXPECT_TRUE(p.accept_proxy_protocol_from[1].allow);
+  EXPECT_EQ(p.client_ipv4_prefix, 32);
+  EXPECT_EQ(p.client_ipv6_prefix, 64);
+  // One string is a list of one; "all" believes every sender knowingly, without a warning.
+  r = load_text(head + "accept_proxy_protocol = true; accept_proxy_protocol_from = \"all\"; } );",
+                "p.conf", ".");
+  ASSERT_TRUE(r.config) << errors_of(r);
+  EXPECT_TRUE(r.warnings.empty());
+  EXPECT_TRUE(r.config->proxies[0].accept_proxy_protocol_from[0].all);
+
+  // Without the list every sender is believed, as before the list existed, with a warning at
+  // accept_proxy_protocol's line.
+  r = load_text(head + "accept_proxy_protocol = true; } );", "p.conf", ".");
+  ASSERT_TRUE(r.config) << errors_of(r);
+  EXPECT_TRUE(r.config->proxies[0].accept_proxy_protocol_from.empty());
+  ASSERT_EQ(r.warnings.size(), 1U);
+  EXPECT_EQ(r.warnings[0].to_string().rfind("p.conf:2: proxies.[0].accept_proxy_protocol: every "
+                                            "sender is believed",
+                                            0),
+            0U)
+      << r.warnings[0].to_string();
+  // A list without accept_proxy_protocol does nothing: said so.
+  r = load_text(head + "accept_proxy_protocol_from = [ \"::1\" ]; } );", "p.conf", ".");
+  ASSERT_TRUE(r.config) << errors_of(r);
+  ASSERT_EQ(r.warnings.size(), 1U);
+  EXPECT_EQ(r.warnings[0].to_string(),
+            "p.conf:2: proxies.[0].accept_proxy_protocol_from: no effect without "
+            "accept_proxy_protocol = true");
+
+  r = load_text(head + "client_ipv4_prefix = 0; client_ipv6_prefix = 128; } );", "p.conf", ".");
+  ASSERT_TRUE(r.config) << errors_of(r);
+  EXPECT_EQ(r.config->proxies[0].client_ipv4_prefix, 0);
+  EXPECT_EQ(r.config->proxies[0].client_ipv6_prefix, 128);
+  r = load_text(head +
+                    "accept_proxy_protocol = true;\naccept_proxy_protocol_from = [ \"::1\", "
+                    "\"10.0.0.0/33\" ];\nclient_ipv6_prefix = 129; } );",
+                "p.conf", ".");
+  EXPECT_FALSE(r.config);
+  EXPECT_EQ(errors_of(r),
+            "p.conf:3: proxies.[0].accept_proxy_protocol_from.[1]: \"10.0.0.0/33\": prefix length "
+            "must be 0-32\n"
+            "p.conf:4: proxies.[0].client_ipv6_prefix: 129 is out of range (0-128)\n");
 }
 
 TEST(LoaderTest, EveryErrorIsReportedNotJustTheFirst) {

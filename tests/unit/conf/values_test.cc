@@ -115,6 +115,24 @@ TEST(AccessRuleTest, ParsesAllowDenyCidrAndAll) {
   EXPECT_NE(why(parse_access_rule("deny 1.2.3")).find("not an IPv4 or IPv6"), std::string::npos);
 }
 
+TEST(NetworkTest, ParsesAddressesNetworksAndAllAsAllowingRules) {
+  const AccessRule net = ok(parse_network("10.1.2.3/8"));
+  EXPECT_TRUE(net.allow);
+  EXPECT_EQ(net.family, AF_INET);
+  EXPECT_EQ(net.prefix, 8);
+  EXPECT_EQ(net.addr[1], 0) << "host bits must be cleared";
+  EXPECT_EQ(net.text, "10.1.2.3/8");
+  EXPECT_EQ(ok(parse_network("::1")).prefix, 128);
+  EXPECT_EQ(ok(parse_network("127.0.0.1")).prefix, 32);
+  EXPECT_TRUE(ok(parse_network("all")).all);
+
+  EXPECT_NE(why(parse_network("allow 10.0.0.0/8")).find("not an IPv4 or IPv6"), std::string::npos);
+  EXPECT_NE(why(parse_network("1.2.3.4/33")).find("0-32"), std::string::npos);
+  EXPECT_NE(why(parse_network("1.2.3.4/x")).find("is not an address or a network"),
+            std::string::npos);
+  EXPECT_NE(why(parse_network("")).find("not an IPv4 or IPv6"), std::string::npos);
+}
+
 TEST(EdgeTest, DurationZeroAndBounds) {
   EXPECT_EQ(ok(parse_duration("0")), Msec{0});
   EXPECT_EQ(ok(parse_duration("0s")), Msec{0});

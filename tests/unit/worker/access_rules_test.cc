@@ -50,6 +50,25 @@ std::string verdict(const AccessRules& r, const std::string& ip) {
   return verdict(r.check(client(ip)));
 }
 
+// Issue 17: accept_proxy_protocol_from is a list of networks; the relay trusts a sender that
+// one of them matches (a rule index), and no other.
+TEST(AccessRulesTest, TrustedSendersMatchByNetwork) {
+  std::vector<conf::AccessRule> from;
+  for (const char* t : {"127.0.0.1", "10.0.0.0/8", "::1", "2001:db8::/32"}) {
+    from.push_back(std::get<conf::AccessRule>(conf::parse_network(t)));
+  }
+  const AccessRules senders(from);
+  for (const char* ip : {"127.0.0.1", "10.200.3.4", "::1", "2001:db8:ffff::1", "::ffff:10.9.9.9"}) {
+    EXPECT_GE(senders.check(client(ip)).rule, 0) << ip;
+  }
+  for (const char* ip : {"127.0.0.2", "11.0.0.1", "::2", "2001:db9::1", "::ffff:127.0.0.2"}) {
+    EXPECT_EQ(senders.check(client(ip)).rule, -1) << ip;
+  }
+  const AccessRules all(std::vector{std::get<conf::AccessRule>(conf::parse_network("all"))});
+  EXPECT_EQ(all.check(client("203.0.113.1")).rule, 0);
+  EXPECT_EQ(all.check(client("2001:db8::1")).rule, 0);
+}
+
 TEST(AccessRulesTest, NoRulesAllowEveryone) {
   const AccessRules none;
   EXPECT_TRUE(none.empty());

@@ -15,6 +15,7 @@
 #include <new>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -42,7 +43,10 @@ class ClientLimitsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_FALSE(shm_.create(ClientLimits::bytes_needed()));
-    limits_ = ClientLimits::create(shm_.data());
+    const auto secret = ClientLimits::random_secret();
+    ASSERT_TRUE(secret);
+    secret_ = *secret;
+    limits_ = ClientLimits::create(shm_.data(), secret_);
   }
   // The raw table, for building what only a race between workers can leave behind.
   std::uint64_t* words() { return static_cast<std::uint64_t*>(shm_.data()); }
@@ -53,11 +57,12 @@ class ClientLimitsTest : public ::testing::Test {
   }
 
   event::SharedMemory shm_;
+  ClientLimits::Secret secret_{};
   ClientLimits* limits_ = nullptr;
 };
 
 TEST_F(ClientLimitsTest, AdmitsUpToTheLimitAndReleaseMakesRoom) {
-  const std::uint64_t key = ClientLimits::key_of("web", address("192.0.2.7:40000"));
+  const std::uint64_t key = limits_->key_of("web", address("192.0.2.7:40000"));
   std::vector<std::uint32_t> buckets(3);
   for (auto& b : buckets) ASSERT_EQ(limits_->acquire(key, 3, 0, &b), Admit::ok);
   std::uint32_t extra = 0;
@@ -80,14 +85,14 @@ TEST_F(ClientLimitsTest, AdmitsUpToTheLimitAndReleaseMakesRoom) {
 }
 
 TEST_F(ClientLimitsTest, KeysArePerProxyAndAddressButNotPort) {
-  const std::uint64_t a = ClientLimits::key_of("web", address("192.0.2.7:1000"));
-  EXPECT_EQ(a, ClientLimits::key_of("web", address("192.0.2.7:2000")));
-  const std::uint64_t other_client = ClientLimits::key_of("web", address("192.0.2.8:1000"));
-  const std::uint64_t other_proxy = ClientLimits::key_of("db", address("192.0.2.7:1000"));
-  const std::uint64_t v6 = ClientLimits::key_of("web", address("[2001:db8::7]:1000"));
+  const std::uint64_t a = limits_->key_of("web", address("192.0.2.7:1000"));
+  EXPECT_EQ(a, limits_->key_of("web", address("192.0.2.7:2000")));
+  const std::uint64_t other_client = limits_->key_of("web", address("192.0.2.8:1000"));
+  const std::uint64_t other_proxy = limits_->key_of("db", address("192.0.2.7:1000"));
+  const std::uint64_t v6 = limits_->key_of("web", address("[2001:db8::7]:1000"));
   EXPECT_EQ(std::set<std::uint64_t>({a, other_client, other_proxy, v6}).size(), 4u);
   // The name's length is hashed too: "we" + address must not read as "web" + another address.
-  EXPECT_NE(ClientLimits::key_of("we", address("192.0.2.7:1")), a);
+  EXPECT_NE(limits_->key_of("we", address("192.0.2.7:1")), a);
 
   std::uint32_t b = 0;
   ASSERT_EQ(limits_->acquire(a, 1, 0, &b), Admit::ok);
@@ -100,20 +105,82 @@ TEST_F(ClientLimitsTest, KeysArePerProxyAndAddressButNotPort) {
 }
 
 TEST_F(ClientLimitsTest, V4MappedAddressIsTheIpv4Client) {
-  const std::uint64_t v4 = ClientLimits::key_of("web", address("198.51.100.20:5000"));
-  EXPECT_EQ(ClientLimits::key_of("web", address("[::ffff:198.51.100.20]:6000")), v4);
+  const std::uint64_t v4 = limits_->key_of("web", address("198.51.100.20:5000"));
+  EXPECT_EQ(limits_->key_of("web", address("[::ffff:198.51.100.20]:6000")), v4);
   // Only the mapped form: the deprecated v4-compatible ::a.b.c.d is another address.
-  EXPECT_NE(ClientLimits::key_of("web", address("[::198.51.100.20]:6000")), v4);
+  EXPECT_NE(limits_->key_of("web", address("[::198.51.100.20]:6000")), v4);
 
   std::uint32_t b = 0;
   ASSERT_EQ(limits_->acquire(v4, 2, 0, &b), Admit::ok);
-  const std::uint64_t mapped = ClientLimits::key_of("web", address("[::ffff:198.51.100.20]:1"));
+  const std::uint64_t mapped = limits_->key_of("web", address("[::ffff:198.51.100.20]:1"));
   ASSERT_EQ(limits_->acquire(mapped, 2, 0, &b), Admit::ok);
   EXPECT_EQ(limits_->acquire(v4, 2, 0, &b), Admit::limit);
   EXPECT_EQ(limits_->count(v4), 2u);
 }
 
-TEST(ClientLimitsKeyTest, KeysAre48BitsNeverZeroAndSpreadOverTheTable) {
+// Issue 17: an IPv6 client holds a /64 (a host picks any address of it at will), so the limit
+// counts per /64 unless told otherwise; IPv4 per address.
+TEST_F(ClientLimitsTest, Ipv6ClientsAreCountedPerSlash64ByDefault) {
+  const std::uint64_t a = limits_->key_of("web", address("[2001:db8:1:2::1]:1000"));
+  EXPECT_EQ(limits_->key_of("web", address("[2001:db8:1:2:ffff:ffff:ffff:fffe]:1")), a);
+  EXPECT_NE(limits_->key_of("web", address("[2001:db8:1:3::1]:1000")), a);
+  EXPECT_NE(limits_->key_of("web", address("192.0.2.1:1")),
+            limits_->key_of("web", address("192.0.2.2:1")));
+
+  std::uint32_t b = 0;
+  ASSERT_EQ(limits_->acquire(a, 1, 0, &b), Admit::ok);
+  const std::uint64_t neighbour = limits_->key_of("web", address("[2001:db8:1:2::99]:5"));
+  EXPECT_EQ(limits_->acquire(neighbour, 1, 0, &b), Admit::limit);
+}
+
+TEST_F(ClientLimitsTest, PrefixesAreConfigurablePerFamily) {
+  const ClientPrefixes whole{32, 128};
+  EXPECT_NE(limits_->key_of("web", address("[2001:db8::1]:1"), whole),
+            limits_->key_of("web", address("[2001:db8::2]:1"), whole));
+  const ClientPrefixes wide{24, 48};
+  const std::uint64_t v4 = limits_->key_of("web", address("192.0.2.1:1"), wide);
+  EXPECT_EQ(limits_->key_of("web", address("192.0.2.254:1"), wide), v4);
+  EXPECT_EQ(limits_->key_of("web", address("[::ffff:192.0.2.77]:1"), wide), v4);
+  EXPECT_NE(limits_->key_of("web", address("192.0.3.1:1"), wide), v4);
+  EXPECT_EQ(limits_->key_of("web", address("[2001:db8:0:ffff::1]:1"), wide),
+            limits_->key_of("web", address("[2001:db8::1]:1"), wide));
+  // The same network under another prefix length is another client (a reload counts anew).
+  EXPECT_NE(limits_->key_of("web", address("[2001:db8::]:1"), {32, 64}),
+            limits_->key_of("web", address("[2001:db8::]:1"), {32, 128}));
+  // /0: every client of the family is one.
+  EXPECT_EQ(limits_->key_of("web", address("10.0.0.1:1"), {0, 0}),
+            limits_->key_of("web", address("203.0.113.9:1"), {0, 0}));
+}
+
+// Issue 17: without a secret, anyone who knows a proxy's name could compute addresses whose
+// keys crowd one window and so go uncounted. The secret decides where keys land; every
+// process that maps the table shares it.
+TEST_F(ClientLimitsTest, TheSecretDecidesWhereKeysLand) {
+  event::SharedMemory other_shm;
+  ASSERT_FALSE(other_shm.create(ClientLimits::bytes_needed()));
+  ClientLimits::Secret other_secret = secret_;
+  other_secret[0] ^= 1;
+  const ClientLimits* other = ClientLimits::create(other_shm.data(), other_secret);
+  event::SharedMemory same_shm;
+  ASSERT_FALSE(same_shm.create(ClientLimits::bytes_needed()));
+  const ClientLimits* same = ClientLimits::create(same_shm.data(), secret_);
+
+  std::size_t equal_homes = 0;
+  constexpr int kClients = 1000;
+  for (int i = 0; i < kClients; ++i) {
+    const auto client = address(("198.51.100." + std::to_string(i % 250) + ":1").c_str());
+    const std::string name = "web" + std::to_string(i / 250);
+    const std::uint64_t key = limits_->key_of(name, client);
+    EXPECT_EQ(same->key_of(name, client), key);
+    const std::uint64_t moved = other->key_of(name, client);
+    EXPECT_NE(moved, key);
+    equal_homes += ClientLimits::home_of(moved) == ClientLimits::home_of(key) ? 1 : 0;
+  }
+  // One bit of the secret moves every key: a home stays put by chance (1 in 65536).
+  EXPECT_LE(equal_homes, 2u);
+}
+
+TEST_F(ClientLimitsTest, KeysAre48BitsNeverZeroAndSpreadOverTheTable) {
   std::set<std::size_t> homes;
   std::set<std::uint64_t> keys;
   for (std::uint32_t i = 0; i < kBuckets; ++i) {
@@ -121,7 +188,7 @@ TEST(ClientLimitsKeyTest, KeysAre48BitsNeverZeroAndSpreadOverTheTable) {
     sockaddr_in sin{};
     sin.sin_family = AF_INET;
     sin.sin_addr.s_addr = htonl(0x0a000000 + i);
-    const std::uint64_t key = ClientLimits::key_of(
+    const std::uint64_t key = limits_->key_of(
         "p", event::SocketAddress(reinterpret_cast<const sockaddr*>(&sin), sizeof sin));
     ASSERT_NE(key, 0u);
     ASSERT_LT(key, std::uint64_t{1} << 48);
@@ -344,9 +411,9 @@ std::size_t resident_pages(void* p, std::size_t bytes) {
 }
 
 TEST_F(ClientLimitsTest, RecoverTakesAKilledWorkersSessionsBackOut) {
-  const std::uint64_t k1 = ClientLimits::key_of("web", address("192.0.2.1:1"));
-  const std::uint64_t k2 = ClientLimits::key_of("web", address("192.0.2.2:1"));
-  const std::uint64_t k3 = ClientLimits::key_of("db", address("192.0.2.1:1"));
+  const std::uint64_t k1 = limits_->key_of("web", address("192.0.2.1:1"));
+  const std::uint64_t k2 = limits_->key_of("web", address("192.0.2.2:1"));
+  const std::uint64_t k3 = limits_->key_of("db", address("192.0.2.1:1"));
   constexpr std::size_t kDead = 7;
   constexpr std::size_t kAlive = 1;
   // The surviving worker's sessions, in the same words the dead one will use.
