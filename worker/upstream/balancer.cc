@@ -62,6 +62,7 @@ Balancer::Balancer(const conf::Upstream& upstream, ServerHealth* health, const S
       peers_.push_back(std::move(p));
     }
   }
+  candidates_.assign(peers_.size(), false);
   if (method_ == conf::Balance::hash) build_ring();
 }
 
@@ -70,6 +71,7 @@ Balancer::Balancer(const conf::Address& address) {
   p.address = event::SocketAddress(address.sockaddr_ptr(), address.length);
   p.name = address.text;
   peers_.push_back(std::move(p));
+  candidates_.assign(1, false);
 }
 
 void Balancer::build_ring() {
@@ -195,11 +197,14 @@ Peer* Balancer::round_robin(bool backup, Pass pass, TriedSet& tried, event::Time
 }
 
 Peer* Balancer::least_conn(bool backup, Pass pass, TriedSet& tried, event::TimePoint now) {
-  // The fewest connections per unit of weight; among equals, smooth round robin.
+  // The fewest connections per unit of weight; among equals, smooth round robin. Availability
+  // is decided once, in the first pass: it reads counts other workers change at any moment, and
+  // the second pass must find at least the server the first one chose.
   Peer* least = nullptr;
   for (std::size_t i = 0; i < peers_.size(); ++i) {
     Peer& p = peers_[i];
-    if (p.backup != backup || tried.has(i) || !available(p, pass, now)) continue;
+    candidates_[i] = p.backup == backup && !tried.has(i) && available(p, pass, now);
+    if (!candidates_[i]) continue;
     if (least == nullptr ||
         static_cast<long>(p.conns) * least->weight < static_cast<long>(least->conns) * p.weight) {
       least = &p;
@@ -210,7 +215,7 @@ Peer* Balancer::least_conn(bool backup, Pass pass, TriedSet& tried, event::TimeP
   int total = 0;
   for (std::size_t i = 0; i < peers_.size(); ++i) {
     Peer& p = peers_[i];
-    if (p.backup != backup || tried.has(i) || !available(p, pass, now)) continue;
+    if (!candidates_[i]) continue;
     if (static_cast<long>(p.conns) * least->weight != static_cast<long>(least->conns) * p.weight) {
       continue;
     }
@@ -219,6 +224,7 @@ Peer* Balancer::least_conn(bool backup, Pass pass, TriedSet& tried, event::TimeP
     if (p.effective_weight < p.weight) ++p.effective_weight;
     if (best == nullptr || p.current_weight > best->current_weight) best = &p;
   }
+  if (best == nullptr) return nullptr;  // cannot happen: `least` is a candidate; no crash if so
   best->current_weight -= total;
   return best;
 }

@@ -101,7 +101,8 @@ class Balancer {
   void build_ring();
 
   conf::Balance method_ = conf::Balance::round_robin;
-  std::vector<Peer> peers_;  // primaries first, then backups
+  std::vector<Peer> peers_;       // primaries first, then backups
+  std::vector<bool> candidates_;  // least_conn's choice of peers, sized once: no allocation
   struct Point {
     std::uint64_t hash;
     std::uint32_t peer;

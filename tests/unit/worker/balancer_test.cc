@@ -5,9 +5,12 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <atomic>
+#include <chrono>
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -229,6 +232,46 @@ TEST(BalancerTest, MaxConnsHoldsAcrossWorkersSharingTheBoard) {
     ++count[p->name];
   }
   EXPECT_EQ(count["127.0.0.1:1"], 1) << "the dead workers' places are free again";
+}
+
+// Another worker takes (and gives back) the last max_conns place of the least loaded server
+// while this one picks: the pick must go elsewhere, never find no server between its passes over
+// the peers (a null dereference crashed the worker). The many servers widen that window.
+TEST(BalancerTest, LeastConnSurvivesAnotherWorkerTakingTheLastPlaceMidPick) {
+  conf::Config cfg;
+  std::vector<std::pair<int, int>> servers;
+  for (int i = 1; i <= 200; ++i) servers.emplace_back(i, 1);
+  cfg.upstreams.push_back(group(conf::Balance::least_conn, servers));
+  conf::Upstream& u = cfg.upstreams[0];
+  u.servers[0].max_conns = 1;
+  std::vector<unsigned char> memory(HealthBoard::bytes_for(cfg));
+  HealthBoard* board = HealthBoard::create(memory.data(), cfg);
+  std::vector<SharedConns> shared;
+  for (std::size_t i = 0; i < u.servers.size(); ++i) shared.push_back(board->conns(cfg, 0, i, 0));
+  Balancer b(u, nullptr, shared.data());
+  for (std::size_t i = 1; i < b.size(); ++i) b.peers()[i].conns = 1;  // busier than the first
+  std::atomic<std::uint32_t>& total = *shared[0].total;
+  std::atomic<bool> stop{false};
+  std::thread other([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      total.store(1, std::memory_order_relaxed);
+      total.store(0, std::memory_order_relaxed);
+    }
+  });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  int first = 0;
+  for (int i = 0; i < 50'000 && std::chrono::steady_clock::now() < deadline; ++i) {
+    TriedSet tried;
+    Peer* p = b.pick(client(1), tried, t0);
+    if (p == nullptr) break;
+    if (p == &b.peers()[0]) {
+      ++first;
+      b.release(*p, false, t0);
+    }
+  }
+  stop.store(true);
+  other.join();
+  EXPECT_GT(first, 0);
 }
 
 // Every server failed passively: the next session tries them rather than being refused, in
