@@ -116,10 +116,11 @@ bool Balancer::available(Peer& p, Pass pass, event::TimePoint now) {
   const conf::Server* s = p.server;
   if (s == nullptr) return true;
   if (s->max_conns > 0) {
-    const int conns = p.shared.total != nullptr
-                          ? static_cast<int>(p.shared.total->load(std::memory_order_relaxed))
-                          : p.conns;
-    if (conns >= s->max_conns) return false;
+    const auto limit = static_cast<std::uint32_t>(s->max_conns);
+    if (p.shared.total != nullptr ? p.shared.total->load(std::memory_order_relaxed) >= limit
+                                  : p.conns >= s->max_conns) {
+      return false;
+    }
   }
   return !passively_failed(p, now) || pass == Pass::any_failed;
 }
@@ -131,7 +132,10 @@ bool Balancer::take_conn(Peer& p) noexcept {
     do {
       if (n >= limit) return false;
     } while (!p.shared.total->compare_exchange_weak(n, n + 1, std::memory_order_relaxed));
-    if (p.shared.mine != nullptr) ++*p.shared.mine;
+    // The share after the total, as ClientLimits does: a worker killed in between leaves one
+    // place taken until the next reload, where the other order would let the master take back a
+    // session another worker holds, over the cap.
+    if (p.shared.mine != nullptr) share_of(*p.shared.mine).fetch_add(1, std::memory_order_release);
   }
   ++p.conns;
   return true;
@@ -141,8 +145,12 @@ void Balancer::drop_conn(Peer& p) noexcept {
   if (p.conns <= 0) return;
   --p.conns;
   if (p.shared.total != nullptr) {
-    p.shared.total->fetch_sub(1, std::memory_order_relaxed);
-    if (p.shared.mine != nullptr) --*p.shared.mine;
+    // The share first, for the reason take_conn() counts it last.
+    if (p.shared.mine != nullptr) {
+      auto mine = share_of(*p.shared.mine);
+      if (mine.load(std::memory_order_relaxed) != 0) mine.fetch_sub(1, std::memory_order_release);
+    }
+    take_off(*p.shared.total, 1);
   }
 }
 

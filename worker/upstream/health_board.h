@@ -4,6 +4,7 @@
 // max_conns. One slot per server, in configuration order.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -23,10 +24,26 @@ struct ServerHealth {
 
 // A server's sessions across the workers of the generation, and one worker's part of them (its
 // share: what the master takes back when the worker dies). Either may be null: not counted.
+// The share has one writer, its worker (through share_of()), and is read by the master once that
+// worker is dead.
 struct SharedConns {
   std::atomic<std::uint32_t>* total = nullptr;
   std::uint32_t* mine = nullptr;
 };
+
+inline std::atomic_ref<std::uint32_t> share_of(std::uint32_t& mine) noexcept {
+  return std::atomic_ref<std::uint32_t>(mine);
+}
+static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);
+
+// Takes `by` off `total`, never below 0: a share left too high by a worker killed between its
+// two counts (or written with garbage) must not wrap the total and block the server for good.
+inline void take_off(std::atomic<std::uint32_t>& total, std::uint32_t by) noexcept {
+  std::uint32_t n = total.load(std::memory_order_relaxed);
+  while (n != 0 &&
+         !total.compare_exchange_weak(n, n - std::min(n, by), std::memory_order_relaxed)) {
+  }
+}
 
 // Layout: the ServerHealth slots, the servers' session totals, then per share (a worker's
 // counters entry) one count per server. Pages no worker writes stay untouched.
@@ -72,9 +89,10 @@ class HealthBoard {
     const std::size_t n = servers_of(cfg);
     std::uint32_t* mine = &shares(n)[share * n];
     for (std::size_t i = 0; i < n; ++i) {
-      if (mine[i] == 0) continue;  // untouched pages stay so
-      totals(n)[i].fetch_sub(mine[i], std::memory_order_relaxed);
-      mine[i] = 0;
+      const std::uint32_t held = share_of(mine[i]).load(std::memory_order_acquire);
+      if (held == 0) continue;  // untouched pages stay so
+      take_off(totals(n)[i], held);
+      share_of(mine[i]).store(0, std::memory_order_relaxed);
     }
   }
 

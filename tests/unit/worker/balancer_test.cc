@@ -234,6 +234,38 @@ TEST(BalancerTest, MaxConnsHoldsAcrossWorkersSharingTheBoard) {
   EXPECT_EQ(count["127.0.0.1:1"], 1) << "the dead workers' places are free again";
 }
 
+// A worker killed between its two counts leaves its share one too high, and a worker may write
+// garbage into its share: what the master takes back never goes below 0, so the server is not
+// blocked until the next reload (the total wrapped to 2^32 - 1 did).
+TEST(BalancerTest, AShareTooHighDoesNotBlockTheServerOnceRecovered) {
+  conf::Config cfg;
+  cfg.upstreams.push_back(group(conf::Balance::round_robin, {{1, 1}, {2, 1}}));
+  conf::Upstream& u = cfg.upstreams[0];
+  u.servers[0].max_conns = 1;
+  std::vector<unsigned char> memory(HealthBoard::bytes_for(cfg));
+  HealthBoard* board = HealthBoard::create(memory.data(), cfg);
+  const SharedConns dead = board->conns(cfg, 0, 0, 0);
+  const SharedConns garbled = board->conns(cfg, 0, 0, 1);
+  dead.total->store(1);
+  *dead.mine = 2;  // counted a session it had already taken off the total
+  *garbled.mine = 0xFFFFFFFFU;
+  board->recover(cfg, 0);
+  EXPECT_EQ(dead.total->load(), 0U);
+  board->recover(cfg, 1);
+  EXPECT_EQ(dead.total->load(), 0U);
+  const SharedConns live[] = {board->conns(cfg, 0, 0, 2), board->conns(cfg, 0, 1, 2)};
+  Balancer b(u, nullptr, live);
+  std::map<std::string, int> count;
+  for (int i = 0; i < 4; ++i) {
+    TriedSet t;
+    Peer* p = b.pick(client(1), t, t0);
+    ASSERT_NE(p, nullptr);
+    ++count[p->name];
+  }
+  EXPECT_EQ(count["127.0.0.1:1"], 1) << "the server takes its one session";
+  EXPECT_EQ(dead.total->load(), 1U);
+}
+
 // Another worker takes (and gives back) the last max_conns place of the least loaded server
 // while this one picks: the pick must go elsewhere, never find no server between its passes over
 // the peers (a null dereference crashed the worker). The many servers widen that window.
