@@ -828,10 +828,10 @@ class Master {
   // its generation (the serving or the previous one; an older one takes no new sessions).
   void recover_server_conns(int generation, std::size_t share) noexcept {
     if (generation == generation_ && health_board_ != nullptr) {
-      health_board_->recover(*config_, share);
+      health_board_->recover(health_servers_, share);
     } else if (previous_ && generation == previous_->generation &&
                previous_->health_board != nullptr) {
-      previous_->health_board->recover(*previous_->config, share);
+      previous_->health_board->recover(previous_->health_servers, share);
     }
   }
 
@@ -842,6 +842,7 @@ class Master {
       return false;
     }
     health_board_ = worker::HealthBoard::create(shm.data(), *config_);
+    health_servers_ = worker::HealthBoard::servers_of(*config_);
     health_shm_ = std::move(shm);
     return true;
   }
@@ -1000,7 +1001,8 @@ class Master {
     worker::set_log_role("master");
     raise_nofile_limit(*next);
     // Kept until the new generation serves: if it never does, the old one is the one serving.
-    previous_ = Serving{std::move(config_), generation_, std::move(health_shm_), health_board_};
+    previous_ = Serving{std::move(config_), generation_, std::move(health_shm_), health_board_,
+                        health_servers_};
     config_ = std::move(next);
     register_stats();
     winched_ = false;
@@ -1024,6 +1026,7 @@ class Master {
     generation_ = previous_->generation;
     health_shm_ = std::move(previous_->health_shm);
     health_board_ = previous_->health_board;
+    health_servers_ = previous_->health_servers;
     previous_.reset();
     register_stats();  // its servers are the configured ones again
     stats_->set_generation(generation_);
@@ -1333,6 +1336,7 @@ class Master {
     int generation = 0;
     event::SharedMemory health_shm;
     worker::HealthBoard* health_board = nullptr;
+    std::size_t health_servers = 0;  // the servers its board was laid out for
   };
 
   std::string conf_file_;
@@ -1353,6 +1357,7 @@ class Master {
   std::uint64_t retired_accepted_ = 0;  // by workers already reaped
   event::SharedMemory health_shm_;
   worker::HealthBoard* health_board_ = nullptr;
+  std::size_t health_servers_ = 0;  // the servers health_board_ was laid out for
   event::EventLoop loop_;
   Connection signal_;
   Connection control_;

@@ -76,7 +76,9 @@ class HealthBoard {
   ServerHealth& at(const conf::Config& cfg, std::size_t upstream, std::size_t server) {
     return slots()[index_of(cfg, upstream, server)];
   }
-  // The session counts of that server, under `share` (kNoShare: counted, not recoverable).
+  // The session counts of that server, under `share`. kNoShare (a worker that found no counters
+  // entry, which is rare): still counted in the total, so the cap holds, but not recoverable:
+  // killed with sessions, such a worker leaves their places taken until the next reload.
   SharedConns conns(const conf::Config& cfg, std::size_t upstream, std::size_t server,
                     std::size_t share) {
     const std::size_t i = index_of(cfg, upstream, server);
@@ -84,9 +86,11 @@ class HealthBoard {
     return {&totals(n)[i], share < kShares ? &shares(n)[share * n + i] : nullptr};
   }
   // Master only, once the worker that owned `share` has been reaped: its sessions ended with it.
-  void recover(const conf::Config& cfg, std::size_t share) noexcept {
+  // `servers`: servers_of() the configuration the board was laid out for, kept by the master
+  // with the board (the configuration may change the server set since).
+  void recover(std::size_t servers, std::size_t share) noexcept {
     if (share >= kShares) return;
-    const std::size_t n = servers_of(cfg);
+    const std::size_t n = servers;
     std::uint32_t* mine = &shares(n)[share * n];
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint32_t held = share_of(mine[i]).load(std::memory_order_acquire);

@@ -43,6 +43,22 @@ event::SocketAddress client(std::uint32_t ip) {
   return event::SocketAddress(reinterpret_cast<const sockaddr*>(&sin), sizeof sin);
 }
 
+// A board for `cfg`'s servers, in `memory` (what the master maps shared before it forks).
+HealthBoard* board_for(const conf::Config& cfg, std::vector<unsigned char>& memory) {
+  memory.assign(HealthBoard::bytes_for(cfg), 0);
+  return HealthBoard::create(memory.data(), cfg);
+}
+
+// One upstream of `balance` over ports 1..n, the first limited to `max_conns`.
+conf::Config limited(conf::Balance balance, int n, int max_conns) {
+  conf::Config cfg;
+  std::vector<std::pair<int, int>> servers;
+  for (int i = 1; i <= n; ++i) servers.emplace_back(i, 1);
+  cfg.upstreams.push_back(group(balance, servers));
+  cfg.upstreams[0].servers[0].max_conns = max_conns;
+  return cfg;
+}
+
 const event::TimePoint t0{Msec{1'000'000}};
 
 std::string pick_name(Balancer& b, event::TimePoint now = t0) {
@@ -199,12 +215,10 @@ TEST(BalancerTest, MaxConnsCapsAServer) {
 // Two workers' balancers over one board: max_conns holds for their sum, and the master takes
 // a dead worker's sessions back out of the count.
 TEST(BalancerTest, MaxConnsHoldsAcrossWorkersSharingTheBoard) {
-  conf::Config cfg;
-  cfg.upstreams.push_back(group(conf::Balance::round_robin, {{1, 1}, {2, 1}}));
-  conf::Upstream& u = cfg.upstreams[0];
-  u.servers[0].max_conns = 2;
-  std::vector<unsigned char> memory(HealthBoard::bytes_for(cfg));
-  HealthBoard* board = HealthBoard::create(memory.data(), cfg);
+  conf::Config cfg = limited(conf::Balance::round_robin, 2, 2);
+  const conf::Upstream& u = cfg.upstreams[0];
+  std::vector<unsigned char> memory;
+  HealthBoard* board = board_for(cfg, memory);
   const SharedConns one[] = {board->conns(cfg, 0, 0, 0), board->conns(cfg, 0, 1, 0)};
   const SharedConns two[] = {board->conns(cfg, 0, 0, 1), board->conns(cfg, 0, 1, 1)};
   Balancer w1(u, nullptr, one);
@@ -221,8 +235,8 @@ TEST(BalancerTest, MaxConnsHoldsAcrossWorkersSharingTheBoard) {
   EXPECT_EQ(count["127.0.0.1:1"], 2) << "max_conns = 2 across both workers";
   EXPECT_EQ(count["127.0.0.1:2"], 6);
   EXPECT_EQ(one[0].total->load(), 2U);
-  board->recover(cfg, 0);  // worker one died with its sessions
-  board->recover(cfg, 1);
+  board->recover(HealthBoard::servers_of(cfg), 0);  // worker one died with its sessions
+  board->recover(HealthBoard::servers_of(cfg), 1);
   EXPECT_EQ(one[0].total->load(), 0U);
   count.clear();
   for (int i = 0; i < 2; ++i) {
@@ -238,20 +252,18 @@ TEST(BalancerTest, MaxConnsHoldsAcrossWorkersSharingTheBoard) {
 // garbage into its share: what the master takes back never goes below 0, so the server is not
 // blocked until the next reload (the total wrapped to 2^32 - 1 did).
 TEST(BalancerTest, AShareTooHighDoesNotBlockTheServerOnceRecovered) {
-  conf::Config cfg;
-  cfg.upstreams.push_back(group(conf::Balance::round_robin, {{1, 1}, {2, 1}}));
-  conf::Upstream& u = cfg.upstreams[0];
-  u.servers[0].max_conns = 1;
-  std::vector<unsigned char> memory(HealthBoard::bytes_for(cfg));
-  HealthBoard* board = HealthBoard::create(memory.data(), cfg);
+  conf::Config cfg = limited(conf::Balance::round_robin, 2, 1);
+  const conf::Upstream& u = cfg.upstreams[0];
+  std::vector<unsigned char> memory;
+  HealthBoard* board = board_for(cfg, memory);
   const SharedConns dead = board->conns(cfg, 0, 0, 0);
   const SharedConns garbled = board->conns(cfg, 0, 0, 1);
   dead.total->store(1);
   *dead.mine = 2;  // counted a session it had already taken off the total
   *garbled.mine = 0xFFFFFFFFU;
-  board->recover(cfg, 0);
+  board->recover(HealthBoard::servers_of(cfg), 0);
   EXPECT_EQ(dead.total->load(), 0U);
-  board->recover(cfg, 1);
+  board->recover(HealthBoard::servers_of(cfg), 1);
   EXPECT_EQ(dead.total->load(), 0U);
   const SharedConns live[] = {board->conns(cfg, 0, 0, 2), board->conns(cfg, 0, 1, 2)};
   Balancer b(u, nullptr, live);
@@ -270,14 +282,10 @@ TEST(BalancerTest, AShareTooHighDoesNotBlockTheServerOnceRecovered) {
 // while this one picks: the pick must go elsewhere, never find no server between its passes over
 // the peers (a null dereference crashed the worker). The many servers widen that window.
 TEST(BalancerTest, LeastConnSurvivesAnotherWorkerTakingTheLastPlaceMidPick) {
-  conf::Config cfg;
-  std::vector<std::pair<int, int>> servers;
-  for (int i = 1; i <= 200; ++i) servers.emplace_back(i, 1);
-  cfg.upstreams.push_back(group(conf::Balance::least_conn, servers));
-  conf::Upstream& u = cfg.upstreams[0];
-  u.servers[0].max_conns = 1;
-  std::vector<unsigned char> memory(HealthBoard::bytes_for(cfg));
-  HealthBoard* board = HealthBoard::create(memory.data(), cfg);
+  conf::Config cfg = limited(conf::Balance::least_conn, 200, 1);
+  const conf::Upstream& u = cfg.upstreams[0];
+  std::vector<unsigned char> memory;
+  HealthBoard* board = board_for(cfg, memory);
   std::vector<SharedConns> shared;
   for (std::size_t i = 0; i < u.servers.size(); ++i) shared.push_back(board->conns(cfg, 0, i, 0));
   Balancer b(u, nullptr, shared.data());
