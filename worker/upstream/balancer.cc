@@ -170,10 +170,20 @@ Peer* Balancer::pick(const event::SocketAddress& key, TriedSet& tried, event::Ti
   }
 }
 
+bool Balancer::every_server_failed(event::TimePoint now) {
+  for (Peer& p : peers_) {
+    if (p.health != nullptr && p.health->down.load(std::memory_order_relaxed) != 0) continue;
+    if (!passively_failed(p, now)) return false;
+  }
+  return true;
+}
+
 Peer* Balancer::choose(const event::SocketAddress& key, TriedSet& tried, event::TimePoint now) {
   // When every server has failed, a refusal would keep a server that came back unused until its
   // fail_timeout is over: the failed ones are tried instead (nginx marks them all live again).
   for (Pass pass : {Pass::fresh, Pass::any_failed}) {
+    // Not in failover: a session whose healthy servers refused it is not sent to failed ones.
+    if (pass == Pass::any_failed && !every_server_failed(now)) break;
     Peer* best = nullptr;
     if (method_ == conf::Balance::hash) {
       best = hash(key, pass, tried, now);

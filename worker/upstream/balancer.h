@@ -90,6 +90,8 @@ class Balancer {
   // `any_failed` takes them too, when no server is available otherwise.
   enum class Pass : std::uint8_t { fresh, any_failed };
   [[nodiscard]] bool available(Peer& p, Pass pass, event::TimePoint now);
+  // Whether every server the active checks allow has failed passively (the any_failed pass).
+  [[nodiscard]] bool every_server_failed(event::TimePoint now);
   Peer* choose(const event::SocketAddress& key, TriedSet& tried, event::TimePoint now);
   // Counts a session on `p`, in the shared count too, unless that is at max_conns already
   // (another worker took the last place since available() looked).

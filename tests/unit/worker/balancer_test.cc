@@ -343,6 +343,28 @@ TEST_P(EveryServerFailedTest, TheFailedServersAreTriedRatherThanNone) {
   for (int i = 0; i < 5; ++i) EXPECT_EQ(pick_name(b, soon), first->name);
 }
 
+// Failover is not that case: the healthy server refused this session (once, under max_fails),
+// the other one has failed: the session ends rather than trying a server known failed.
+TEST_P(EveryServerFailedTest, FailoverFromTheHealthyServerDoesNotTryFailedOnes) {
+  conf::Upstream u = group(GetParam(), {{1, 1}, {2, 1}});
+  for (conf::Server& s : u.servers) {
+    s.max_fails = 2;
+    s.fail_timeout = Msec{10'000};
+  }
+  Balancer b(u);
+  Peer& bad = b.peers()[0];
+  for (int i = 0; i < 2; ++i) {
+    bad.conns = 1;
+    b.release(bad, true, t0);
+  }
+  const auto soon = t0 + Msec{100};
+  TriedSet tried;
+  Peer* first = b.pick(client(1), tried, soon);
+  ASSERT_EQ(first, &b.peers()[1]);
+  b.release(*first, true, soon);  // refused: one failure of two
+  EXPECT_EQ(b.pick(client(1), tried, soon), nullptr);
+}
+
 TEST_P(EveryServerFailedTest, ServersDownByChecksStayOutEvenThen) {
   conf::Upstream u = group(GetParam(), {{1, 1}, {2, 1}, {3, 1}});
   for (conf::Server& s : u.servers) s.max_fails = 1;
