@@ -318,12 +318,18 @@ TEST(BalancerTest, LeastConnSurvivesAnotherWorkerTakingTheLastPlaceMidPick) {
 // every balancing method (issue 17, item 13).
 class EveryServerFailedTest : public ::testing::TestWithParam<conf::Balance> {};
 
-TEST_P(EveryServerFailedTest, TheFailedServersAreTriedRatherThanNone) {
-  conf::Upstream u = group(GetParam(), {{1, 1}, {2, 1}});
+// Two servers that fail after `max_fails` failures, for 10 seconds.
+conf::Upstream two_failing(conf::Balance balance, int max_fails) {
+  conf::Upstream u = group(balance, {{1, 1}, {2, 1}});
   for (conf::Server& s : u.servers) {
-    s.max_fails = 1;
+    s.max_fails = max_fails;
     s.fail_timeout = Msec{10'000};
   }
+  return u;
+}
+
+TEST_P(EveryServerFailedTest, TheFailedServersAreTriedRatherThanNone) {
+  const conf::Upstream u = two_failing(GetParam(), 1);
   Balancer b(u);
   for (Peer& p : b.peers()) {
     p.conns = 1;
@@ -346,11 +352,7 @@ TEST_P(EveryServerFailedTest, TheFailedServersAreTriedRatherThanNone) {
 // Failover is not that case: the healthy server refused this session (once, under max_fails),
 // the other one has failed: the session ends rather than trying a server known failed.
 TEST_P(EveryServerFailedTest, FailoverFromTheHealthyServerDoesNotTryFailedOnes) {
-  conf::Upstream u = group(GetParam(), {{1, 1}, {2, 1}});
-  for (conf::Server& s : u.servers) {
-    s.max_fails = 2;
-    s.fail_timeout = Msec{10'000};
-  }
+  const conf::Upstream u = two_failing(GetParam(), 2);
   Balancer b(u);
   Peer& bad = b.peers()[0];
   for (int i = 0; i < 2; ++i) {
@@ -382,11 +384,7 @@ TEST_P(EveryServerFailedTest, ServersDownByChecksStayOutEvenThen) {
 }
 
 TEST_P(EveryServerFailedTest, APassingCheckClearsPassiveFailures) {
-  conf::Upstream u = group(GetParam(), {{1, 1}, {2, 1}});
-  for (conf::Server& s : u.servers) {
-    s.max_fails = 1;
-    s.fail_timeout = Msec{10'000};
-  }
+  const conf::Upstream u = two_failing(GetParam(), 1);
   ServerHealth health[2];
   health[0].passes.store(7);  // passes before the failure do not count
   Balancer b(u, health);
