@@ -110,7 +110,13 @@ struct Session {
   Session* next = nullptr;
 
   void close(std::string_view status) noexcept {
-    if (peer != nullptr) release_peer(false, peer_stats);
+    // Connected: the session got through, the server is fine. Still connecting: the client or a
+    // shutdown ended it, no verdict on the server (connect failures go through failed_peer()).
+    if (peer != nullptr && connected) {
+      release_peer(false, peer_stats);
+    } else if (peer != nullptr) {
+      balancer->abandon(*peer);
+    }
     count_end(status);
     if (counted) set->limits_->release(limit_bucket, set->limits_share_);
     if (AccessLog* log = set->access_log(*proxy)) {
@@ -563,7 +569,7 @@ struct Session {
       upstream = loop->get_connection(std::move(fd));
       if (upstream == nullptr) {
         spdlog::warn("proxy \"{}\": worker_connections are not enough", proxy->name);
-        release_peer(false);
+        balancer->abandon(*peer);  // no fault of the server
         peer = nullptr;
         close("connect_failed");
         return false;
@@ -588,11 +594,12 @@ struct Session {
   }
 
   // Gives `peer` back to the balancer with the verdict on it, and publishes whether its passive
-  // checks now hold the server failed (`c`: its counters, when already looked up).
-  void release_peer(bool failed, ServerCounters* c = nullptr) noexcept {
+  // checks now hold the server failed on `c`, its counters (none: not published). Takes them
+  // looked up already: a lookup may allocate, and this runs from close().
+  void release_peer(bool failed, ServerCounters* c) noexcept {
     const event::TimePoint now = loop->now();
     balancer->release(*peer, failed, now);
-    if (c == nullptr && (c = set->server_stats(*proxy, *peer)) == nullptr) return;
+    if (c == nullptr) return;
     std::uint64_t word = 0;
     const conf::Server* server = peer->server;
     if (server != nullptr && server->max_fails > 0 && peer->fails >= server->max_fails) {
