@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -111,6 +113,20 @@ TEST(BalancingTest, TwoProxiesOnOneUpstreamShareItsConnectionCounts) {
   ::close(held);
 }
 
+// The sockets process `pid` has open (-1 when it cannot be read): a worker's grow by two with
+// each session it relays.
+int sockets_of(pid_t pid) {
+  std::error_code ec;
+  std::filesystem::directory_iterator it("/proc/" + std::to_string(pid) + "/fd", ec);
+  if (ec) return -1;
+  int n = 0;
+  for (const auto& entry : it) {
+    const std::filesystem::path target = std::filesystem::read_symlink(entry.path(), ec);
+    if (!ec && target.string().starts_with("socket:")) ++n;
+  }
+  return n;
+}
+
 // max_conns counts every worker's sessions: twenty clients held open, spread over two workers by
 // SO_REUSEPORT, give the limited server two, not two per worker. Workers killed with their
 // sessions give their places back.
@@ -133,9 +149,15 @@ TEST(BalancingTest, MaxConnsHoldsAcrossWorkersAndADeadWorkersSessionsAreGivenBac
     return fds;
   };
   constexpr int kClients = 20;
+  std::map<pid_t, int> idle;
+  for (pid_t w : ferry.workers()) idle[w] = sockets_of(w);
   std::vector<int> held = hold(kClients);
   EXPECT_EQ(limited.accepted(), 2);
   EXPECT_EQ(other.accepted(), kClients - 2);
+  ASSERT_EQ(idle.size(), 2U);
+  for (auto [w, sockets] : idle) {
+    EXPECT_GT(sockets_of(w), sockets) << "worker " << w << " took none of the clients";
+  }
 
   const std::set<pid_t> before = ferry.workers();
   for (pid_t w : before) ::kill(w, SIGKILL);
