@@ -1,4 +1,4 @@
-// ConnectionPool: preallocated entries, a LIFO free list, instance flipping on reuse.
+// ConnectionPool: preallocated entries, a LIFO free list, a generation advanced on reuse.
 #include "event/connection.h"
 
 #include <cassert>
@@ -23,10 +23,9 @@ Connection* ConnectionPool::get(UniqueFd fd) noexcept {
 
   // close_connection() disarms and unposts; an armed free entry is a caller's bug.
   assert(!c->read.timer_set && !c->write.timer_set && !c->read.posted && !c->write.posted);
-  const bool instance = c->read.instance;
   c->read.reset();
   c->write.reset();
-  c->read.instance = c->write.instance = !instance;
+  ++c->generation;
   c->read.data = c->write.data = c;
   c->write.write = true;
   c->fd = std::move(fd);

@@ -15,6 +15,9 @@ namespace ferry::event {
 struct Listening;
 
 struct Connection {
+  // `index` of an entry that is not in a pool (a listener, the notifier, the master's own).
+  static constexpr std::uint32_t kNoSlot = UINT32_MAX;
+
   UniqueFd fd;
   Event read;
   Event write;
@@ -22,7 +25,11 @@ struct Connection {
   const Listening* listening = nullptr;  // set on accepted connections
   SocketAddress peer;
   Connection* next_free = nullptr;
-  std::uint32_t index = 0;  // slot in the pool
+  std::uint32_t index = kNoSlot;  // slot in the pool
+  // Counts the pool's hand-outs of this entry: epoll reports carry the value of their time, so
+  // a report for an earlier owner is recognised however often the entry was reused since
+  // (within one epoll batch, LIFO reuse of denied clients can hand it out again and again).
+  std::uint32_t generation = 0;
 
   Connection() noexcept {
     read.data = this;
@@ -39,8 +46,8 @@ class ConnectionPool {
   ConnectionPool(const ConnectionPool&) = delete;
   ConnectionPool& operator=(const ConnectionPool&) = delete;
 
-  // Takes a free entry for `fd`, flipping its instance bit so that epoll reports still queued
-  // for the entry's previous owner are recognised as stale. Returns nullptr when none is free;
+  // Takes a free entry for `fd`, advancing its generation so that epoll reports still queued
+  // for the entry's previous owners are recognised as stale. Returns nullptr when none is free;
   // `fd` is then closed.
   Connection* get(UniqueFd fd) noexcept;
   // Returns an entry whose fd, timers and posted events are already gone.
@@ -49,6 +56,7 @@ class ConnectionPool {
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   [[nodiscard]] std::size_t free_count() const noexcept { return free_count_; }
   [[nodiscard]] Connection& at(std::size_t i) noexcept { return entries_[i]; }
+  [[nodiscard]] Connection* entries() noexcept { return entries_.get(); }
 
  private:
   std::unique_ptr<Connection[]> entries_;

@@ -30,7 +30,6 @@ struct Event {
   bool error : 1 = false;        // a socket error was reported
   bool accept : 1 = false;       // a listening socket: posted to the accept queue
   bool write : 1 = false;        // the write half of a connection
-  bool instance : 1 = false;     // flipped when a pooled connection is reused (stale detection)
   bool level : 1 = false;        // registered level-triggered (no EPOLLET)
 
   TimerTree::Hook timer;
@@ -41,15 +40,13 @@ struct Event {
   Event(const Event&) = delete;
   Event& operator=(const Event&) = delete;
 
-  // Clears handler, data and flags for reuse; keeps the instance bit and the timer node.
-  // The event must not be armed or posted.
+  // Clears handler, data and flags for reuse; keeps the timer node. The event must not be
+  // armed or posted.
   void reset() noexcept {
-    const bool keep_instance = instance;
     handler = nullptr;
     data = nullptr;
     active = ready = posted = timer_set = timedout = eof = pending_eof = error = false;
     accept = write = level = false;
-    instance = keep_instance;
   }
 };
 

@@ -1,9 +1,10 @@
-// EventLoop: epoll registration with nginx's ADD/MOD rule, stale-event detection through the
-// instance bit, and the iteration order of ngx_process_events_and_timers.
+// EventLoop: epoll registration with nginx's ADD/MOD rule, stale-event detection through
+// generations, and the iteration order of ngx_process_events_and_timers.
 #include "event/event_loop.h"
 
 #include <unistd.h>
 
+#include <cassert>
 #include <cstdio>
 #include <cstdlib>
 
@@ -15,10 +16,12 @@
 namespace ferry::event {
 namespace {
 
-// epoll_data carries the Connection pointer with the instance bit in its lowest bit; entries
-// are at least 8-byte aligned, so that bit is free.
-void* tag(Connection& c, bool instance) noexcept {
-  return reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(&c) | (instance ? 1U : 0U));
+// epoll_data of a pooled entry: its generation in the high half and its slot shifted left by one
+// in the low half; of any other (never reused): its address with the lowest bit set, which
+// alignment leaves free. A report whose generation is not the entry's any more is stale.
+std::uint64_t tag(const Connection& c) noexcept {
+  if (c.index == Connection::kNoSlot) return reinterpret_cast<std::uintptr_t>(&c) | 1U;
+  return (std::uint64_t{c.generation} << 32) | (std::uint64_t{c.index} << 1);
 }
 
 const char* op_name(int op) noexcept {
@@ -34,6 +37,8 @@ const char* op_name(int op) noexcept {
 EventLoop::~EventLoop() = default;
 
 std::error_code EventLoop::ctl(int op, const Connection& c, epoll_event& ee) {
+  // A pooled entry is found again by its slot in this loop's pool, not by its address.
+  assert(c.index == Connection::kNoSlot || &entries_[c.index] == &c);
   if (::epoll_ctl(epoll_.get(), op, c.fd.get(), &ee) == -1) {
     const auto ec = last_error();
     spdlog::error("epoll_ctl({}, {}) failed: {}", op_name(op), c.fd.get(), ec.message());
@@ -43,7 +48,7 @@ std::error_code EventLoop::ctl(int op, const Connection& c, epoll_event& ee) {
 }
 
 std::error_code EventLoop::init(const LoopOptions& options) {
-  static_assert(alignof(Connection) >= 2, "the instance bit needs a free low pointer bit");
+  static_assert(alignof(Connection) >= 2, "the tag needs a free low pointer bit");
   epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
   if (!epoll_) {
     const auto ec = last_error();
@@ -52,6 +57,7 @@ std::error_code EventLoop::init(const LoopOptions& options) {
   }
   events_.resize(static_cast<std::size_t>(options.epoll_events > 0 ? options.epoll_events : 512));
   pool_ = std::make_unique<ConnectionPool>(options.connections);
+  entries_ = pool_->entries();
   thread_ = std::this_thread::get_id();
   update_time();
   return {};
@@ -82,7 +88,7 @@ std::error_code EventLoop::add_event(Event& ev, EventKind kind, std::uint32_t fl
   if (flags & EPOLLEXCLUSIVE) events &= ~static_cast<std::uint32_t>(EPOLLRDHUP);
   epoll_event ee{};
   ee.events = events | flags;
-  ee.data.ptr = tag(c, ev.instance);
+  ee.data.u64 = tag(c);
   if (auto ec = ctl(op, c, ee)) return ec;
   ev.active = true;
   ev.level = (flags & EPOLLET) == 0;
@@ -106,7 +112,7 @@ std::error_code EventLoop::del_event(Event& ev, EventKind kind, bool closing) {
     // The remaining direction keeps the mode it was registered with.
     ee.events = (kind == EventKind::read ? EPOLLOUT : (EPOLLIN | EPOLLRDHUP)) |
                 (other.level ? 0U : static_cast<std::uint32_t>(EPOLLET));
-    ee.data.ptr = tag(c, other.instance);
+    ee.data.u64 = tag(c);
   }
   if (auto ec = ctl(op, c, ee)) return ec;
   ev.active = false;
@@ -116,7 +122,7 @@ std::error_code EventLoop::del_event(Event& ev, EventKind kind, bool closing) {
 std::error_code EventLoop::add_connection(Connection& c) {
   epoll_event ee{};
   ee.events = EPOLLIN | EPOLLOUT | EPOLLET | EPOLLRDHUP;
-  ee.data.ptr = tag(c, c.read.instance);
+  ee.data.u64 = tag(c);
   if (auto ec = ctl(EPOLL_CTL_ADD, c, ee)) return ec;
   c.read.active = c.write.active = true;
   return {};
@@ -130,16 +136,18 @@ std::error_code EventLoop::del_connection(Connection& c, bool closing) {
 }
 
 void EventLoop::close_connection(Connection& c) noexcept {
+  // With a batch the close() joins the iteration's other calls; the fd stays open (so its
+  // number is not reused) until the flush, before the next epoll_wait. Queued first: queueing
+  // may flush a full ring, and an event its completions post for this entry must be unposted
+  // below with the others, not run on a freed (or reused) entry.
+  if (IoBatch* b = batch(); b != nullptr && c.fd.valid() && b->queue_close(c.fd.get())) {
+    (void)c.fd.release();
+  }
   timers_.del(c.read);
   timers_.del(c.write);
   PostedQueue::remove(c.read);
   PostedQueue::remove(c.write);
   (void)del_connection(c, true);
-  // With a batch the close() joins the iteration's other calls; the fd stays open (so its
-  // number is not reused) until the flush, before the next epoll_wait.
-  if (IoBatch* b = batch(); b != nullptr && c.fd.valid() && b->queue_close(c.fd.get())) {
-    (void)c.fd.release();
-  }
   pool_->free(c);  // closes the fd (unless the batch took it)
 }
 
@@ -216,12 +224,21 @@ void EventLoop::process_events(int timeout_ms, unsigned flags) {
   }
 
   for (int i = 0; i < n; ++i) {
-    const auto bits = reinterpret_cast<std::uintptr_t>(events_[i].data.ptr);
-    auto& c = *reinterpret_cast<Connection*>(bits & ~std::uintptr_t{1});
-    const bool instance = (bits & 1U) != 0;
+    const std::uint64_t data = events_[i].data.u64;
+    Connection* entry;
+    std::uint32_t generation;
+    if (data & 1U) {
+      entry = reinterpret_cast<Connection*>(static_cast<std::uintptr_t>(data & ~std::uint64_t{1}));
+      generation = entry->generation;
+    } else {
+      entry = &entries_[static_cast<std::uint32_t>(data) >> 1];
+      generation = static_cast<std::uint32_t>(data >> 32);
+    }
+    Connection& c = *entry;
 
-    // The entry was closed, or closed and reused, by a handler earlier in this batch.
-    if (!c.fd.valid() || c.read.instance != instance) {
+    // The entry was closed, or closed and reused (once or many times), by a handler earlier in
+    // this batch.
+    if (!c.fd.valid() || c.generation != generation) {
       spdlog::trace("epoll: stale event for connection #{}", c.index);
       continue;
     }
@@ -242,7 +259,7 @@ void EventLoop::process_events(int timeout_ms, unsigned flags) {
 
     // The read handler may have closed (and even reused) the connection.
     if ((revents & EPOLLOUT) && c.write.active) {
-      if (!c.fd.valid() || c.write.instance != instance) {
+      if (!c.fd.valid() || c.generation != generation) {
         spdlog::trace("epoll: stale write event for connection #{}", c.index);
         continue;
       }

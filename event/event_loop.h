@@ -132,6 +132,7 @@ class EventLoop {
   UniqueFd epoll_;
   std::vector<epoll_event> events_;
   std::unique_ptr<ConnectionPool> pool_;
+  Connection* entries_ = nullptr;  // the pool's, for the slots epoll reports carry
   TimerTree timers_;
   PostedQueue posted_accept_;
   PostedQueue posted_;

@@ -1,10 +1,11 @@
-// IoBatch: liburing setup, queueing with MSG_DONTWAIT, one submit-and-wait per flush.
+// IoBatch: liburing setup, queueing with MSG_DONTWAIT, one submit-and-wait per flush, reports in
+// queue order from entries that cancel() can withdraw at any time before.
 #include "event/io_batch.h"
 
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cerrno>
+#include <algorithm>
 #include <system_error>
 
 #include <spdlog/spdlog.h>
@@ -15,13 +16,13 @@ namespace {
 std::string error_text(int negative_errno) {
   return std::system_category().message(-negative_errno);
 }
-
-// The cookie of closes, whose results only matter when they fail.
-char g_close_cookie;
 }  // namespace
 
 IoBatch::~IoBatch() {
-  for (const int fd : closing_) ::close(fd);  // queued, never submitted: not leaked either
+  // Closes queued, never submitted: done here, not leaked.
+  for (unsigned i = 0; i < count_; ++i) {
+    if (entries_[i].fd >= 0) ::close(entries_[i].fd);
+  }
   if (enabled_) ::io_uring_queue_exit(&ring_);
 }
 
@@ -34,109 +35,145 @@ bool IoBatch::init(unsigned entries, Completion done) {
     spdlog::warn("io_uring_queue_init() failed: {}; sending with send()", error_text(rc));
     return false;
   }
-  queued_.reserve(entries);
+  capacity_ = ring_.sq.ring_entries;
+  entries_ = std::make_unique<Entry[]>(capacity_);
   enabled_ = true;
   return true;
 }
 
-IoBatch::Handle IoBatch::queue_send(int fd, std::span<const std::byte> data, void* cookie) {
-  io_uring_sqe* sqe = next_sqe();
-  if (sqe == nullptr) return nullptr;
-  ::io_uring_prep_send(sqe, fd, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-  ::io_uring_sqe_set_data(sqe, cookie);
-  queued_.push_back(cookie);
-  return sqe;
-}
-
-IoBatch::Handle IoBatch::queue_recv(int fd, std::span<std::byte> buffer, void* cookie) {
-  io_uring_sqe* sqe = next_sqe();
-  if (sqe == nullptr) return nullptr;
-  ::io_uring_prep_recv(sqe, fd, buffer.data(), buffer.size(), MSG_DONTWAIT);
-  ::io_uring_sqe_set_data(sqe, cookie);
-  queued_.push_back(cookie);
-  return sqe;
-}
-
-io_uring_sqe* IoBatch::next_sqe() {
-  io_uring_sqe* sqe = ::io_uring_get_sqe(&ring_);
+IoBatch::Entry* IoBatch::next_entry() {
+  if (!enabled_ || reporting_) return nullptr;
+  io_uring_sqe* sqe = count_ < capacity_ ? ::io_uring_get_sqe(&ring_) : nullptr;
   if (sqe == nullptr) {
     flush();
     if (!enabled_) return nullptr;  // the flush failed and took the ring down
     sqe = ::io_uring_get_sqe(&ring_);
+    if (sqe == nullptr) return nullptr;
   }
-  return sqe;
+  Entry& e = entries_[count_++];
+  e = Entry{nullptr, sqe, -1, -ECANCELED};
+  ::io_uring_sqe_set_data(sqe, &e);
+  return &e;
+}
+
+IoBatch::Handle IoBatch::queue_send(int fd, std::span<const std::byte> data, void* cookie) {
+  Entry* e = next_entry();
+  if (e == nullptr) return nullptr;
+  ::io_uring_prep_send(e->sqe, fd, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  ::io_uring_sqe_set_data(e->sqe, e);
+  e->cookie = cookie;
+  return e;
+}
+
+IoBatch::Handle IoBatch::queue_recv(int fd, std::span<std::byte> buffer, void* cookie) {
+  Entry* e = next_entry();
+  if (e == nullptr) return nullptr;
+  ::io_uring_prep_recv(e->sqe, fd, buffer.data(), buffer.size(), MSG_DONTWAIT);
+  ::io_uring_sqe_set_data(e->sqe, e);
+  e->cookie = cookie;
+  return e;
 }
 
 bool IoBatch::queue_close(int fd) {
-  io_uring_sqe* sqe = next_sqe();
-  if (sqe == nullptr) return false;
-  ::io_uring_prep_close(sqe, fd);
-  ::io_uring_sqe_set_data(sqe, &g_close_cookie);
-  queued_.push_back(&g_close_cookie);
-  closing_.push_back(fd);
+  Entry* e = next_entry();
+  if (e == nullptr) return false;
+  ::io_uring_prep_close(e->sqe, fd);
+  ::io_uring_sqe_set_data(e->sqe, e);
+  e->fd = fd;
   return true;
 }
 
 void IoBatch::cancel(Handle h) noexcept {
-  ::io_uring_prep_nop(h);
-  ::io_uring_sqe_set_data(h, nullptr);
+  if (h == nullptr) return;
+  h->cookie = nullptr;
+  if (h->sqe != nullptr) {
+    ::io_uring_prep_nop(h->sqe);
+    ::io_uring_sqe_set_data(h->sqe, h);
+  }
 }
 
-void IoBatch::flush() {
-  const auto n = static_cast<unsigned>(queued_.size());
-  if (n == 0) return;
+int IoBatch::submit(unsigned n) {
+  if (fail_next_ != 0) {
+    const int err = fail_next_;
+    fail_next_ = 0;
+    return -err;
+  }
   int rc;
   do {
     rc = ::io_uring_submit_and_wait(&ring_, n);
   } while (rc == -EINTR);
-  ++submits_;
-  if (rc < 0) {
-    // The entries were not taken: stop batching (the ring goes with the object) and let each
-    // caller send by itself.
-    spdlog::error("io_uring_submit_and_wait() failed: {}; sending with send() from now on",
-                  error_text(rc));
-    enabled_ = false;
-    ::io_uring_queue_exit(&ring_);
-    std::vector<void*> cookies;
-    cookies.swap(queued_);
-    for (const int fd : closing_) ::close(fd);  // not done by the kernel: no leak
-    closing_.clear();
-    for (void* cookie : cookies) {
-      if (cookie != nullptr && cookie != &g_close_cookie) {
-        done_(cookie, -ECANCELED);
-      }
-    }
-    return;
-  }
-  queued_.clear();
-  closing_.clear();
-  // Collect a pass of completions, then report them: a report may lead to the next send of
-  // its connection, which must not find the ring half-advanced.
-  while (::io_uring_cq_ready(&ring_) > 0) {
-    constexpr unsigned kPass = 256;
-    void* cookies[kPass];
-    int results[kPass];
-    unsigned count = 0;
-    unsigned seen = 0;
+  return rc;
+}
+
+void IoBatch::collect(unsigned n) {
+  unsigned got = 0;
+  while (got < n) {
     io_uring_cqe* cqe = nullptr;
     unsigned head = 0;
+    unsigned seen = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {
-      if (count == kPass) break;
+      static_cast<Entry*>(::io_uring_cqe_get_data(cqe))->result = cqe->res;
       ++seen;
-      void* cookie = ::io_uring_cqe_get_data(cqe);
-      if (cookie == nullptr) continue;  // a cancelled send
-      if (cookie == &g_close_cookie) {
-        if (cqe->res < 0) spdlog::warn("close() failed: {}", error_text(cqe->res));
-        continue;
-      }
-      cookies[count] = cookie;
-      results[count] = cqe->res;
-      ++count;
     }
     ::io_uring_cq_advance(&ring_, seen);
-    completed_ += count;
-    for (unsigned i = 0; i < count; ++i) done_(cookies[i], results[i]);
+    got += seen;
+    if (got >= n) break;
+    // A signal cut the wait short: the rest are still the kernel's, with their buffers.
+    int rc;
+    do {
+      rc = ::io_uring_wait_cqe(&ring_, &cqe);
+    } while (rc == -EINTR);
+    if (rc < 0) {
+      spdlog::error("io_uring_wait_cqe() failed: {}", error_text(rc));
+      return;
+    }
   }
+}
+
+void IoBatch::stop(int rc, unsigned submitted, unsigned n) {
+  if (rc < 0) {
+    spdlog::error("io_uring_submit_and_wait() failed: {}; sending with send() from now on",
+                  error_text(rc));
+  } else {
+    spdlog::error("io_uring took {} of {} operations; sending with send() from now on", submitted,
+                  n);
+  }
+  enabled_ = false;
+  ::io_uring_queue_exit(&ring_);  // what the kernel did not take goes with the ring
+  for (unsigned i = submitted; i < n; ++i) {
+    Entry& e = entries_[i];
+    e.result = -ECANCELED;
+    if (e.fd >= 0) {
+      ::close(e.fd);  // not done by the kernel: no leak
+      e.fd = -1;
+    }
+  }
+}
+
+void IoBatch::flush() {
+  const unsigned n = count_;
+  if (n == 0 || reporting_) return;
+  const int rc = submit(n);
+  ++submits_;
+  const unsigned submitted = rc < 0 ? 0U : std::min(static_cast<unsigned>(rc), n);
+  collect(submitted);
+  for (unsigned i = 0; i < n; ++i) entries_[i].sqe = nullptr;  // the kernel's or gone
+  if (submitted < n) stop(rc, submitted, n);
+
+  // Reported from the entries, not from a copy, so that a completion that cancels another
+  // operation of this flush is heard.
+  count_ = 0;
+  reporting_ = true;
+  for (unsigned i = 0; i < n; ++i) {
+    const Entry& e = entries_[i];
+    if (e.fd >= 0) {
+      if (e.result < 0) spdlog::warn("close() failed: {}", error_text(e.result));
+    } else if (e.cookie != nullptr) {
+      ++completed_;
+      done_(e.cookie, e.result);
+    }
+  }
+  reporting_ = false;
 }
 
 }  // namespace ferry::event

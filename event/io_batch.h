@@ -7,20 +7,24 @@
 
 #include <liburing.h>
 
+#include <cerrno>
 #include <cstddef>
+#include <memory>
 #include <span>
-#include <vector>
 
 namespace ferry::event {
 
 class IoBatch {
+  struct Entry;
+
  public:
   // Called at flush for every queued operation that was not cancelled: the cookie given to
   // queue_send() and send()'s result (bytes, or -errno; -ECANCELED when the batch could not be
-  // submitted, and the caller should make the call by itself).
+  // submitted, and the caller should make the call by itself). It may cancel operations not
+  // reported yet; it cannot queue new ones (queueing returns null meanwhile): post an event.
   using Completion = void (*)(void* cookie, int result);
-  // A queued send, until flush(): what cancel() takes.
-  using Handle = io_uring_sqe*;
+  // A queued operation, until it is reported: what cancel() takes.
+  using Handle = Entry*;
 
   IoBatch() = default;
   ~IoBatch();
@@ -34,7 +38,8 @@ class IoBatch {
 
   // Queues a send of `data` on `fd`; `data` must stay valid and `fd` open until flush() or
   // cancel(). A full ring is flushed first (completions run from here then). Null: not
-  // queued (the batch stopped after a failed submit): make the call directly.
+  // queued (the batch stopped after a failed submit, or a completion is being reported): make
+  // the call directly.
   Handle queue_send(int fd, std::span<const std::byte> data, void* cookie);
   // Queues a recv into `buffer` on `fd` (MSG_DONTWAIT too: -EAGAIN on an empty socket); the
   // same rules as queue_send().
@@ -44,30 +49,51 @@ class IoBatch {
   // by a socket opened meanwhile. False: not queued, close it directly. (No shutdown(): io_uring
   // runs it on a worker thread, after a close queued behind it.)
   bool queue_close(int fd);
-  // Turns a queued send into a no-op without a completion: for a connection closing before
-  // the flush. Only valid between queue_send() and flush().
+  // Withdraws a queued operation: its cookie is never reported, even when the flush fails, and
+  // one not submitted yet becomes a no-op. For an owner going away (a connection closing
+  // before the flush, or while the flush reports). Valid until the operation is reported.
   static void cancel(Handle h) noexcept;
-  [[nodiscard]] std::size_t pending() const noexcept { return queued_.size(); }
+  [[nodiscard]] std::size_t pending() const noexcept { return count_; }
 
   // Submits everything queued in one system call, waits for the (inline) completions and
-  // reports each to the Completion.
+  // reports each to the Completion, in queue order. When the kernel takes none or only some,
+  // the batch stops (the rest is reported -ECANCELED, queued closes are done directly).
   void flush();
+
+  // Test hook: the next flush fails as if io_uring_enter() had returned -`err`.
+  void fail_next_submit(int err) noexcept { fail_next_ = err; }
 
   // Counters for tests and benchmarks.
   [[nodiscard]] std::size_t submits() const noexcept { return submits_; }
   [[nodiscard]] std::size_t completed() const noexcept { return completed_; }
 
  private:
-  // A free entry, flushing a full ring first.
-  io_uring_sqe* next_sqe();
+  struct Entry {
+    void* cookie = nullptr;       // null: cancelled, or a close
+    io_uring_sqe* sqe = nullptr;  // until submitted: what cancel() turns into a no-op
+    int fd = -1;                  // of a queued close
+    int result = -ECANCELED;
+  };
+
+  // The next entry with its SQE, flushing a full ring first; null when the batch cannot take
+  // one now.
+  Entry* next_entry();
+  int submit(unsigned n);
+  // Gathers the results of the first `n` queued operations.
+  void collect(unsigned n);
+  // The batch stops: the ring goes, the operations the kernel did not take are cancelled.
+  void stop(int rc, unsigned submitted, unsigned n);
 
   io_uring ring_{};
   Completion done_ = nullptr;
-  std::vector<void*> queued_;  // cookies in queue order, to report failure without the CQEs
-  std::vector<int> closing_;   // fds of queued closes, closed directly if the submit fails
+  std::unique_ptr<Entry[]> entries_;  // as many as the submission ring holds, in queue order
+  unsigned capacity_ = 0;
+  unsigned count_ = 0;
+  int fail_next_ = 0;
   std::size_t submits_ = 0;
   std::size_t completed_ = 0;
   bool enabled_ = false;
+  bool reporting_ = false;
 };
 
 }  // namespace ferry::event

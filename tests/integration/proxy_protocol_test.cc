@@ -439,3 +439,69 @@ TEST(AcceptProxyProtocolMemoryTest, ClientsThatSendNothingHoldNoBuffer) {
 
 }  // namespace
 }  // namespace ferry::test
+
+namespace ferry::test {
+namespace {
+
+// A v2 header of the largest length ferry takes (16 + 2048 bytes): TCP4 addresses and a NOOP
+// TLV filling the rest.
+std::string largest_v2_header() {
+  const int tlv_value = 2048 - 12 - 3;
+  return kSig + bytes_of({0x21, 0x11}) + be16(2048) + bytes_of({0xC0, 0x00, 0x02, 0x21}) +
+         bytes_of({0x7F, 0x00, 0x00, 0x01}) + be16(40021) + be16(80) + bytes_of({0x04}) +
+         be16(tlv_value) + std::string(static_cast<std::size_t>(tlv_value), '\0');
+}
+
+class LargestHeaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(largest_v2_header().size(), 2064U);
+    ASSERT_TRUE(ferry_.start()) << ferry_.log();
+  }
+  // A client whose accept ferry has logged: what it sends now arrives after the connection was
+  // registered in epoll (bytes there before would be reported by the registration itself).
+  int accepted_client() {
+    const int c = connect_from("", "127.0.0.1", port_);
+    if (c == -1) return -1;
+    if (!ferry_.wait_for_log("accepted 127.0.0.1:" + std::to_string(local_port(c)) + " ")) {
+      ::close(c);
+      return -1;
+    }
+    return c;
+  }
+  Recorder backend_;
+  const int port_ = free_port();
+  FerryInstance ferry_{proxy_config("127.0.0.1:" + std::to_string(port_),
+                                    "127.0.0.1:" + std::to_string(backend_.port),
+                                    "accept_proxy_protocol = true; access_log = \"off\";"),
+                       "debug"};
+};
+
+// The peek that finds the header may find every byte queued: the bytes behind the header must
+// still be read though no new data arrives to report them.
+TEST_F(LargestHeaderTest, BytesInTheSameSegmentAsTheLargestHeaderAreRelayed) {
+  for (const std::string& payload : {std::string("1"), std::string(3000, 'p')}) {
+    const int c = accepted_client();
+    ASSERT_GE(c, 0) << ferry_.log();
+    ASSERT_TRUE(send_all(c, largest_v2_header() + payload));
+    EXPECT_TRUE(backend_.first_bytes(payload.size()) == payload)
+        << "the " << payload.size() << " bytes behind the header were left in the socket";
+    ::close(c);
+  }
+}
+
+TEST_F(LargestHeaderTest, BytesInTheSegmentAfterTheLargestHeaderAreRelayed) {
+  const int c = accepted_client();
+  ASSERT_GE(c, 0) << ferry_.log();
+  ASSERT_TRUE(send_all(c, largest_v2_header()));
+  // ferry connects to the server once the header is in: the payload is a segment of its own.
+  const int server = accept_within(backend_.fd, seconds(5));
+  ASSERT_GE(server, 0) << ferry_.log();
+  ASSERT_TRUE(send_all(c, "next segment"));
+  EXPECT_EQ(read_exactly(server, 12, seconds(5)), "next segment");
+  ::close(server);
+  ::close(c);
+}
+
+}  // namespace
+}  // namespace ferry::test

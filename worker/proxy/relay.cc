@@ -435,7 +435,10 @@ struct Session {
   // into the stack, so a client that sends nothing holds no buffer), and takes exactly the
   // header once it parses: the bytes after it stay in the socket for the relay.
   void read_header() {
-    std::byte seen[proxy_protocol::kV2MaxLength];
+    // One byte more than the longest header: a peek that fills it proves bytes after the header
+    // (a peek of exactly the header's length would not tell, and under edge-triggered epoll
+    // bytes already queued bring no new report).
+    std::byte seen[proxy_protocol::kV2MaxLength + 1];
     const ssize_t n =
         event::retry_eintr([&] { return ::recv(client->fd.get(), seen, sizeof seen, MSG_PEEK); });
     if (n == -1) {
@@ -473,7 +476,8 @@ struct Session {
       close("client_reset");
       return;
     }
-    // Whatever followed the header (or the FIN) is for the relay to read.
+    // Whatever followed the header (or the FIN) is for the relay to read. Bytes that arrive
+    // after the peek bring a report of their own.
     client->read.ready = static_cast<std::size_t>(n) > h.length || client->read.pending_eof;
     header_done(h);
   }

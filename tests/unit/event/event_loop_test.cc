@@ -77,7 +77,7 @@ TEST_F(EventLoopTest, StaleEventForAReusedConnectionIsDropped) {
   ASSERT_FALSE(loop.add_connection(*s.x));
   ASSERT_FALSE(loop.add_connection(*s.y));
   // The test writes x's peer first, so x's report comes first and y's entry is the one reused.
-  const bool y_instance_before = s.y->read.instance;
+  const std::uint32_t y_generation_before = s.y->generation;
 
   // Both readable before the wait, so both reports arrive in one epoll_wait batch.
   ASSERT_EQ(::write(x_peer.get(), "x", 1), 1);
@@ -90,24 +90,109 @@ TEST_F(EventLoopTest, StaleEventForAReusedConnectionIsDropped) {
   EXPECT_TRUE(s.reused_same_entry) << "the free list is LIFO: the closed entry is reused first";
   EXPECT_EQ(s.old_owner_calls, 1) << "the closed connection's report must not reach any handler";
   EXPECT_EQ(s.new_owner_calls, 0) << "the old owner's report reached the new owner";
-  EXPECT_NE(s.z->read.instance, y_instance_before);
+  EXPECT_NE(s.z->generation, y_generation_before);
 
   // The new owner's own readiness is delivered in a later iteration.
   EXPECT_TRUE(run_until(loop, [&] { return s.new_owner_calls == 1; }));
   scenario = nullptr;
 }
 
-TEST_F(EventLoopTest, ReuseFlipsTheInstanceBit) {
+TEST_F(EventLoopTest, ReuseAdvancesTheGeneration) {
   auto [a, a_peer] = socket_pair();
   Connection* c = loop.get_connection(std::move(a));
   ASSERT_NE(c, nullptr);
-  const bool before = c->read.instance;
+  const std::uint32_t before = c->generation;
   loop.close_connection(*c);
   auto [b, b_peer] = socket_pair();
   Connection* again = loop.get_connection(std::move(b));
   ASSERT_EQ(again, c);
-  EXPECT_NE(again->read.instance, before);
-  EXPECT_EQ(again->write.instance, again->read.instance);
+  EXPECT_EQ(again->generation, before + 1);
+}
+
+// Shared state of the double-reuse scenario.
+struct DoubleReuse {
+  EventLoop* loop = nullptr;
+  Connection* x = nullptr;
+  Connection* y = nullptr;
+  UniqueFd first_fd;   // the client that takes y's entry and is refused at once
+  UniqueFd second_fd;  // the client that takes it next and stays
+  Connection* second = nullptr;
+  std::uint32_t y_generation = 0;
+  int x_calls = 0;
+  int y_calls = 0;
+  int second_calls = 0;
+  bool second_saw_rdhup = false;
+};
+DoubleReuse* reuse = nullptr;
+
+// x's report comes first: it closes y, whose hang-up report waits later in the batch, and hands
+// y's entry out twice, as an accept loop with multi_accept does when it refuses a client
+// synchronously and accepts the next: a one-bit tag would be back to y's value.
+void reuser_read(Event& ev) {
+  ev.ready = false;
+  ++reuse->x_calls;
+  if (reuse->second != nullptr) return;
+  EventLoop& loop = *reuse->loop;
+  loop.close_connection(*reuse->y);
+  Connection* first = loop.get_connection(std::move(reuse->first_fd));
+  ASSERT_EQ(first, reuse->y) << "the free list is LIFO: the closed entry is reused first";
+  first->read.handler = first->write.handler = [](Event&) {};
+  ASSERT_FALSE(loop.add_connection(*first));
+  loop.close_connection(*first);  // refused: closed at once
+  reuse->second = loop.get_connection(std::move(reuse->second_fd));
+  ASSERT_EQ(reuse->second, reuse->y);
+  EXPECT_EQ(reuse->second->generation, reuse->y_generation + 2);
+  reuse->second->read.handler = [](Event& e) {
+    ++reuse->second_calls;
+    reuse->second_saw_rdhup = reuse->second_saw_rdhup || e.pending_eof;
+    e.ready = false;
+  };
+  reuse->second->write.handler = [](Event&) {};
+  ASSERT_FALSE(loop.add_connection(*reuse->second));
+}
+
+TEST_F(EventLoopTest, AStaleHangUpIsDroppedAfterTheEntryIsReusedTwiceInOneBatch) {
+  DoubleReuse s;
+  reuse = &s;
+  s.loop = &loop;
+  auto [x_fd, x_peer] = socket_pair();
+  auto [y_fd, y_peer] = socket_pair();
+  auto [first_fd, first_peer] = socket_pair();
+  auto [second_fd, second_peer] = socket_pair();
+  s.first_fd = std::move(first_fd);
+  s.second_fd = std::move(second_fd);
+  s.x = loop.get_connection(std::move(x_fd));
+  s.y = loop.get_connection(std::move(y_fd));
+  ASSERT_NE(s.x, nullptr);
+  ASSERT_NE(s.y, nullptr);
+  s.y_generation = s.y->generation;
+  s.x->read.handler = reuser_read;
+  s.y->read.handler = [](Event& ev) {
+    ++reuse->y_calls;
+    ev.ready = false;
+  };
+  s.x->write.handler = s.y->write.handler = [](Event&) {};
+  // Registered with nothing to read yet, so that each report comes when its event happens:
+  // x's data first, then y's hang-up, both before the wait, so both in one batch.
+  ASSERT_FALSE(loop.add_connection(*s.x));
+  ASSERT_FALSE(loop.add_connection(*s.y));
+  ASSERT_EQ(::write(x_peer.get(), "x", 1), 1);
+  y_peer.reset();                                  // EPOLLIN | EPOLLRDHUP for y
+  loop.add_timer(s.x->write, milliseconds(1000));  // keeps the wait bounded
+  loop.process_events_and_timers();
+
+  ASSERT_NE(s.second, nullptr) << "x's report must come first in the batch";
+  EXPECT_EQ(s.x_calls, 1);
+  EXPECT_EQ(s.y_calls, 0) << "y was closed before its report was dispatched";
+  EXPECT_EQ(s.second_calls, 0) << "y's stale hang-up reached the entry's second new owner";
+  EXPECT_FALSE(s.second->read.pending_eof) << "a stale EPOLLRDHUP would end the new session";
+
+  // The new owner's own reports still arrive, without a hang-up.
+  ASSERT_EQ(::write(second_peer.get(), "2", 1), 1);
+  EXPECT_TRUE(run_until(loop, [&] { return s.second_calls == 1; }));
+  EXPECT_FALSE(s.second_saw_rdhup);
+  loop.del_timer(s.x->write);
+  reuse = nullptr;
 }
 
 TEST_F(EventLoopTest, EpollWaitTimeoutFollowsTheNearestTimer) {
