@@ -219,7 +219,12 @@ class Master {
     control_.fd = std::move(fd);
     control_.data = this;
     control_.read.handler = on_control_accept;
-    return !loop_.add_event(control_.read, event::EventKind::read, event::EventLoop::kLevel);
+    if (loop_.add_event(control_.read, event::EventKind::read, event::EventLoop::kLevel)) {
+      control_.fd.reset();
+      ::unlink(control_path_.c_str());  // no socket left behind that nobody answers on
+      return false;
+    }
+    return true;
   }
 
   static Msec ready_timeout_from_environment() {
@@ -527,31 +532,41 @@ class Master {
   // configuration finds this master. Not while a new binary holds the usual names.
   void move_pid_file() {
     if (config_->pid_file == pid_file_ || new_master_ > 0 || stopping_) return;
+    // Another spelling of the same place ("./ferry.pid", a link to the folder, "x" and "x.pid"
+    // for the socket) keeps the file or the socket that is there: writing the new and removing
+    // the old would remove the one just written.
+    const bool same_pid_file = same_file(config_->pid_file, pid_file_);
     const std::string old_pid_file = pid_file_;
     const std::string old_control_path = control_path_;
-    if (write_pid_file(config_->pid_file, ::getpid())) {
+    if (!same_pid_file && write_pid_file(config_->pid_file, ::getpid())) {
       spdlog::error("pid_file changed to {} but it cannot be written; the master stays at {}",
                     config_->pid_file, old_pid_file);
       return;
     }
-    (void)loop_.del_event(control_.read, event::EventKind::read, false);
-    UniqueFd old_control = std::move(control_.fd);
-    if (!open_control_socket()) {
-      // Both stay where `ferry -s` with the old configuration finds them.
-      spdlog::error(
-          "pid_file changed to {} but the control socket cannot move; the master stays "
-          "at {}",
-          config_->pid_file, old_pid_file);
-      remove_pid_file(config_->pid_file);
-      control_path_ = old_control_path;
-      control_.fd = std::move(old_control);
-      (void)loop_.add_event(control_.read, event::EventKind::read, event::EventLoop::kLevel);
-      return;
+    const std::string new_control_path = control_socket_path(config_->pid_file);
+    if (same_file(new_control_path, old_control_path)) {
+      control_path_ = new_control_path;
+    } else {
+      (void)loop_.del_event(control_.read, event::EventKind::read, false);
+      UniqueFd old_control = std::move(control_.fd);
+      if (!open_control_socket()) {
+        // Both stay where `ferry -s` with the old configuration finds them.
+        spdlog::error(
+            "pid_file changed to {} but the control socket cannot move; the master stays "
+            "at {}",
+            config_->pid_file, old_pid_file);
+        if (!same_pid_file) remove_pid_file(config_->pid_file);
+        control_path_ = old_control_path;
+        control_.fd = std::move(old_control);
+        (void)loop_.add_event(control_.read, event::EventKind::read, event::EventLoop::kLevel);
+        return;
+      }
+      if (owns_control_path_ && ::unlink(old_control_path.c_str()) == -1) {
+        spdlog::warn("unlink({}) failed: {}", old_control_path, event::last_error().message());
+      }
+      owns_control_path_ = true;
     }
-    if (::unlink(old_control_path.c_str()) == -1) {
-      spdlog::warn("unlink({}) failed: {}", old_control_path, event::last_error().message());
-    }
-    remove_pid_file(old_pid_file);
+    if (!same_pid_file) remove_pid_file(old_pid_file);
     pid_file_ = config_->pid_file;
     spdlog::info("pid file moved from {} to {}; control socket {}", old_pid_file, pid_file_,
                  control_path_);

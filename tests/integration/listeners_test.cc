@@ -331,6 +331,40 @@ TEST(PidFileTest, AReloadMovesThePidFileAndTheControlSocket) {
   EXPECT_FALSE(std::filesystem::exists(ferry.dir().path() + "/run/moved.ctl"));
 }
 
+// A reload whose pid_file names the same place in other words keeps the pid file and the control
+// socket there (writing the new and removing the old would leave none); "ferry" after
+// "ferry.pid" is another pid file beside the same control socket ("ferry.ctl").
+class PidFileAliasTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PidFileAliasTest, AReloadToTheSamePlaceKeepsTheMasterReachable) {
+  EchoServer backend;
+  const int port = free_port();
+  const std::string body = config(AcceptMode::shared, backend.port(), {port});
+  FerryInstance ferry(body);
+  const std::string dir = ferry.dir().path();
+  ASSERT_EQ(::symlink(dir.c_str(), (dir + "/link").c_str()), 0) << std::strerror(errno);
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::string ctl = dir + "/ferry.ctl";
+  const std::string alias = dir + GetParam();
+  ferry.dir().write("ferry.conf",
+                    "pid_file = \"" + alias + "\";\nlog = { level = \"info\"; };\n" + body);
+  ferry.signal(SIGHUP);
+  ASSERT_TRUE(ferry.wait_for_log("reload complete")) << ferry.log();
+  EXPECT_EQ(read_file(alias), std::to_string(ferry.master()) + "\n") << ferry.log();
+  EXPECT_TRUE(std::filesystem::exists(ctl)) << ferry.log();
+  const Finished r = ferry.command("reload");
+  EXPECT_EQ(r.exit_code, 0) << r.err << ferry.log();
+  const Finished s = ferry.command("stop");
+  EXPECT_EQ(s.exit_code, 0) << s.err;
+  EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
+  EXPECT_FALSE(std::filesystem::exists(alias));
+  EXPECT_FALSE(std::filesystem::exists(ctl));
+}
+
+INSTANTIATE_TEST_SUITE_P(Aliases, PidFileAliasTest,
+                         ::testing::Values("//ferry.pid", "/./ferry.pid", "/link/ferry.pid",
+                                           "/ferry"));
+
 // An fd left open without CLOEXEC by whoever starts ferry reaches neither the master (after
 // start) nor any worker.
 TEST(InheritedFdTest, AnFdInheritedFromTheStarterIsClosed) {
