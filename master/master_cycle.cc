@@ -608,6 +608,11 @@ class Master {
     switch (sig) {
       case SIGCHLD: reap(); break;
       case SIGHUP:
+        // Stopping is final: nothing may start workers again (nor tell systemd READY=1).
+        if (stopping_) {
+          spdlog::info("SIGHUP ignored: the master is stopping");
+          break;
+        }
         if (winched_) {
           // After WINCH (an upgrade being rolled back): bring the workers back as they were.
           spdlog::info("SIGHUP: restarting the workers with the running configuration");
@@ -867,6 +872,10 @@ class Master {
   // sockets; both run until the operator QUITs one of them.
   // Returns why it could not start the new master ("" when it did).
   std::string upgrade() {
+    if (stopping_) {
+      spdlog::warn("SIGUSR2 ignored: the master is stopping");
+      return "the master is stopping";
+    }
     if (new_master_ > 0) {
       spdlog::warn("SIGUSR2: an upgrade is already under way (new master pid {})", new_master_);
       return "an upgrade is already under way (new master pid " + std::to_string(new_master_) + ")";

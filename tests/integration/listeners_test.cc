@@ -57,6 +57,17 @@ std::string config(AcceptMode mode, int backend, const std::vector<int>& ports,
          std::to_string(backend) + "\"; } ); } );\nproxies = (\n" + proxies + "\n);\n";
 }
 
+// systemd was told STOPPING=1, and READY=1 never after it.
+void expect_no_ready_after_stopping(NotifyListener& notify) {
+  notify.drain();
+  bool stopping = false;
+  for (const NotifyMessage& m : notify.history()) {
+    if (m.has("STOPPING=1")) stopping = true;
+    EXPECT_FALSE(stopping && m.has("READY=1")) << "READY=1 after STOPPING=1: " << m.text;
+  }
+  EXPECT_TRUE(stopping);
+}
+
 // The errno of a connect to 127.0.0.1:port (0: it connected).
 int connect_errno(int port) {
   const int fd = connect_to_port(port);
@@ -274,13 +285,7 @@ TEST(StopTest, AStopCancelsAPendingReload) {
   const Finished f = ferry.wait(seconds(10));
   EXPECT_EQ(f.exit_code, 0) << ferry.log();
 
-  notify.drain();
-  bool stopping = false;
-  for (const NotifyMessage& m : notify.history()) {
-    if (m.has("STOPPING=1")) stopping = true;
-    EXPECT_FALSE(stopping && m.has("READY=1")) << "READY=1 after STOPPING=1: " << m.text;
-  }
-  EXPECT_TRUE(stopping);
+  expect_no_ready_after_stopping(notify);
 }
 
 // WINCH while a reload waits for workers that never report ready: every worker leaves and the
@@ -301,6 +306,37 @@ TEST(StopTest, WinchCancelsAPendingReload) {
   // HUP brings the configuration that served back.
   ferry.signal(SIGHUP);
   EXPECT_TRUE(eventually([&] { return ferry.workers().size() == 2; })) << ferry.log();
+}
+
+// Stopping is final even after WINCH: a HUP (which after WINCH brings the workers back) or a USR2
+// that comes while the last workers drain starts nothing and never says READY=1 again.
+TEST(StopTest, HupAndUsr2AfterWinchAndQuitStartNothing) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(AcceptMode::shared, backend.port(), {port}));
+  NotifyListener notify(ferry.dir().path() + "/notify");
+  ferry.set_options({.env = {notify.env()}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  ASSERT_TRUE(notify.wait_for("READY=1"));
+  const int open = connect_to_port(port);  // keeps a worker draining until it closes
+  ASSERT_GE(open, 0);
+  ASSERT_TRUE(echo_round_trip(open, "before"));
+  ferry.signal(SIGWINCH);
+  ASSERT_TRUE(ferry.wait_for_log("SIGWINCH")) << ferry.log();
+  ferry.signal(SIGQUIT);
+  ASSERT_TRUE(ferry.wait_for_log("graceful stop")) << ferry.log();
+  ferry.signal(SIGHUP);
+  ferry.signal(SIGUSR2);
+  // HUP is handled before USR2 (queued together, signals are read lowest number first).
+  EXPECT_TRUE(ferry.wait_for_log("SIGUSR2 ignored")) << ferry.log();
+  EXPECT_EQ(ferry.log().find("(generation 2)"), std::string::npos) << ferry.log();
+  EXPECT_EQ(ferry.log().find("started new master"), std::string::npos) << ferry.log();
+  EXPECT_TRUE(echo_round_trip(open, "the session finishes"));
+  ::close(open);
+  const Finished f = ferry.wait(seconds(10));
+  EXPECT_EQ(f.exit_code, 0) << ferry.log();
+
+  expect_no_ready_after_stopping(notify);
 }
 
 // A reload that names another pid_file moves the pid file and the control socket there: `ferry
