@@ -166,7 +166,7 @@ class Master {
 
     spdlog::info("ferry {} master started, pid {}, {} worker(s)", FERRY_VERSION, ::getpid(),
                  config_->worker_processes);
-    pending_generation_ = generation_ = 1;
+    pending_generation_ = generation_ = last_generation_ = 1;
     stats_->set_generation(generation_);
     for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
     arm(reload_timeout_, ready_timeout_, on_reload_timeout);
@@ -618,7 +618,7 @@ class Master {
           spdlog::info("SIGHUP: restarting the workers with the running configuration");
           winched_ = false;
           own_state_.publish(OldMasterState::serving);
-          pending_generation_ = ++generation_;
+          pending_generation_ = generation_ = ++last_generation_;
           stats_->set_generation(generation_);
           for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
           arm(reload_timeout_, ready_timeout_, on_reload_timeout);
@@ -745,6 +745,13 @@ class Master {
     spdlog::warn("worker {} died {} ms after starting; respawning in {} ms", slot, lived.count(),
                  delay.count());
     loop_.add_timer(t.ev, delay);
+  }
+
+  // A generation given up: its workers that died are not replaced.
+  void drop_respawns(int generation) {
+    for (auto& t : respawn_timers_) {
+      if (t->generation == generation) loop_.del_timer(t->ev);
+    }
   }
 
   RespawnTimer& respawn_timer(int slot) {
@@ -1031,9 +1038,9 @@ class Master {
     // The new generation gets a board laid out for the new configuration; the old workers keep
     // their mapping of the old one.
     if (!new_health_board())
-      spdlog::error("health checks of generation {} are off", generation_ + 1);
+      spdlog::error("health checks of generation {} are off", last_generation_ + 1);
 
-    pending_generation_ = ++generation_;
+    pending_generation_ = generation_ = ++last_generation_;
     stats_->set_generation(generation_);
     for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
     arm(reload_timeout_, ready_timeout_, on_reload_timeout);
@@ -1076,6 +1083,7 @@ class Master {
   // given up. Its workers are told to stop by the caller.
   void cancel_pending_reload() {
     loop_.del_timer(reload_timeout_);
+    drop_respawns(pending_generation_);
     pending_generation_ = 0;
     reload_again_ = false;
   }
@@ -1090,6 +1098,7 @@ class Master {
     for (auto& w : m.workers_) {
       if (w.generation == m.pending_generation_) m.tell(w, worker::Command::terminate);
     }
+    m.drop_respawns(m.pending_generation_);
     m.pending_generation_ = 0;
     m.restore_serving();
     if (!m.served_) {
@@ -1403,10 +1412,11 @@ class Master {
   UpgradeState own_state_;         // what this master does, for the new master of its upgrade
   int exit_code_ = 0;
   bool upgraded_ = false;
-  bool served_ = false;  // a generation of workers has served
-  int generation_ = 0;
-  int pending_generation_ = 0;
-  pid_t new_master_ = -1;  // during a binary upgrade
+  bool served_ = false;         // a generation of workers has served
+  int generation_ = 0;          // the one serving (or starting, at first)
+  int pending_generation_ = 0;  // a reload's, until it serves
+  int last_generation_ = 0;     // the newest started: a number is never given twice
+  pid_t new_master_ = -1;       // during a binary upgrade
   bool owns_control_path_ = true;
   bool reload_again_ = false;
   bool stopping_ = false;

@@ -303,9 +303,16 @@ TEST(StopTest, WinchCancelsAPendingReload) {
   EXPECT_TRUE(eventually([&] { return ferry.workers().empty(); })) << ferry.log();
   // Past the reload's timeout (1 s) with margin: no worker comes back.
   EXPECT_FALSE(eventually([&] { return !ferry.workers().empty(); }, seconds(3))) << ferry.log();
-  // HUP brings the configuration that served back.
+  // HUP brings the configuration that served back, as a new generation (3: the cancelled one's
+  // number is not given again), which serves and outlives the reload timeout.
   ferry.signal(SIGHUP);
-  EXPECT_TRUE(eventually([&] { return ferry.workers().size() == 2; })) << ferry.log();
+  ASSERT_TRUE(ferry.wait_for_log("reload complete: generation 3 serving")) << ferry.log();
+  const int c = connect_to_port(port);
+  ASSERT_GE(c, 0);
+  EXPECT_TRUE(echo_round_trip(c, "serving again"));
+  ::close(c);
+  EXPECT_FALSE(eventually([&] { return ferry.workers().size() != 2; }, seconds(2))) << ferry.log();
+  EXPECT_EQ(ferry.log().find("did not report ready"), std::string::npos) << ferry.log();
 }
 
 // Stopping is final even after WINCH: a HUP (which after WINCH brings the workers back) or a USR2
