@@ -29,6 +29,7 @@
 #include <new>
 #include <optional>
 #include <set>
+#include <string_view>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -81,6 +82,9 @@ constexpr Msec kQuickDeath{1'000};
 constexpr Msec kMaxBackoff{10'000};
 // How often systemd's STATUS= line is refreshed (only sent when its text changed).
 constexpr Msec kStatusInterval{5'000};
+
+// The old master's pid file while a new binary takes over.
+constexpr std::string_view kOldBinSuffix = ".oldbin";
 
 const int kSignals[] = {SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD};
 
@@ -638,9 +642,12 @@ class Master {
         // The pending generation stops with the others: its timeout must not bring the old
         // one back. The configuration that served is the running one again.
         if (pending_generation_ != 0) {
+          // Only a reload fails: the first workers, or those a HUP after WINCH brought back,
+          // had nothing else serving.
+          const bool reloading = previous_.has_value();
           cancel_pending_reload();
           restore_serving(/*respawn=*/false);
-          reload_failed("cancelled by SIGWINCH");
+          if (reloading) reload_failed("cancelled by SIGWINCH");
           answer_reload_waiters("error\nferry: the reload was cancelled by SIGWINCH\n", true);
         }
         for (auto& w : workers_) {
@@ -810,7 +817,7 @@ class Master {
 
   // SIGKILL for workers told to stop that overstay worker_shutdown_timeout (plus a grace).
   void arm_kill_timer(std::optional<Msec> bound = std::nullopt) {
-    const Msec timeout = bound.value_or(config_->worker_shutdown_timeout);
+    const Msec timeout = bound.value_or(shutdown_bound());
     if (!bound && timeout.count() == 0) return;  // "0": wait for every connection
     arm(kill_timer_, timeout + kKillGrace, [](Event& ev) {
       auto& m = *static_cast<Master*>(ev.data);
@@ -821,6 +828,16 @@ class Master {
         }
       }
     });
+  }
+
+  // The longest worker_shutdown_timeout of the configurations whose workers may be running (a
+  // cancelled reload's stays the master's until the serving one is restored): each worker
+  // closes its connections at its own; "0" (no bound) wins.
+  Msec shutdown_bound() const {
+    const Msec mine = config_->worker_shutdown_timeout;
+    if (!previous_) return mine;
+    const Msec theirs = previous_->config->worker_shutdown_timeout;
+    return mine.count() == 0 || theirs.count() == 0 ? Msec{0} : std::max(mine, theirs);
   }
 
   void arm(Event& ev, Msec delay, event::EventHandler handler) {
@@ -887,7 +904,8 @@ class Master {
       spdlog::warn("SIGUSR2: an upgrade is already under way (new master pid {})", new_master_);
       return "an upgrade is already under way (new master pid " + std::to_string(new_master_) + ")";
     }
-    const std::string old_pid_file = config_->pid_file + ".oldbin";
+    // From where the pid file is (a pid_file move may have failed), not where it should be.
+    const std::string old_pid_file = pid_file_ + std::string(kOldBinSuffix);
     if (::rename(pid_file_.c_str(), old_pid_file.c_str()) == -1) {
       const std::string why = "rename(" + pid_file_ + ", " + old_pid_file +
                               ") failed: " + event::last_error().message();
@@ -973,11 +991,11 @@ class Master {
                    (WIFSIGNALED(status) ? std::string("signal ") + sigabbrev_np(WTERMSIG(status))
                                         : "code " + std::to_string(WEXITSTATUS(status))) +
                    "); this master stays in charge\n");
-    if (::rename(pid_file_.c_str(), config_->pid_file.c_str()) == -1) {
-      spdlog::error("rename({}, {}) failed: {}", pid_file_, config_->pid_file,
-                    event::last_error().message());
+    const std::string back = pid_file_.substr(0, pid_file_.size() - kOldBinSuffix.size());
+    if (::rename(pid_file_.c_str(), back.c_str()) == -1) {
+      spdlog::error("rename({}, {}) failed: {}", pid_file_, back, event::last_error().message());
     } else {
-      pid_file_ = config_->pid_file;
+      pid_file_ = back;
     }
     if (!stopping_ && control_.fd) {
       (void)loop_.del_event(control_.read, event::EventKind::read, false);

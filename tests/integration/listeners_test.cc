@@ -346,6 +346,30 @@ TEST(StopTest, HupAndUsr2AfterWinchAndQuitStartNothing) {
   expect_no_ready_after_stopping(notify);
 }
 
+// WINCH before the first workers serve cancels no reload: nothing failed, and systemd is not
+// told READY=1 for a master that never served.
+TEST(StopTest, WinchBeforeTheFirstWorkersServeIsNoFailedReload) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(AcceptMode::shared, backend.port(), {port}));
+  NotifyListener notify(ferry.dir().path() + "/notify");
+  ferry.set_options({.env = {notify.env(), "FERRY_TEST_UNREADY_GENERATION=1"}});
+  (void)ferry.start(milliseconds(0));  // its workers never report serving
+  ASSERT_TRUE(ferry.wait_for_log("(generation 1), pid")) << ferry.log();
+  ferry.signal(SIGWINCH);
+  ASSERT_TRUE(ferry.wait_for_log("SIGWINCH")) << ferry.log();
+  // Answered once the WINCH handler is done (the master runs one handler at a time).
+  const Finished status = ferry.command("status");
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("reloads: 0 ok, 0 failed"), std::string::npos) << status.out;
+  notify.drain();
+  for (const NotifyMessage& m : notify.history()) {
+    EXPECT_FALSE(m.has("READY=1")) << ferry.log();
+  }
+  ferry.signal(SIGQUIT);
+  EXPECT_EQ(ferry.wait(seconds(10)).exit_code, 0) << ferry.log();
+}
+
 // A reload that names another pid_file moves the pid file and the control socket there: `ferry
 // -s` with the new configuration finds the master, nothing is left at the old place.
 TEST(PidFileTest, AReloadMovesThePidFileAndTheControlSocket) {
