@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -444,12 +445,18 @@ TEST(InheritedFdTest, AnFdInheritedFromTheStarterIsClosed) {
   const bool started = ferry.start();
   ::close(fd);
   ASSERT_TRUE(started) << ferry.log();
+  struct stat file {};
+  ASSERT_EQ(::stat(path.c_str(), &file), 0) << std::strerror(errno);
+  // By inode, not by the link's text (which spells the path as the kernel resolved it).
   auto holds = [&](pid_t pid) {
     std::error_code ec;
     for (const auto& e :
          std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
-      std::error_code rec;
-      if (std::filesystem::read_symlink(e.path(), rec).string() == path) return true;
+      struct stat st {};
+      if (::stat(e.path().c_str(), &st) == 0 && st.st_dev == file.st_dev &&
+          st.st_ino == file.st_ino) {
+        return true;
+      }
     }
     return false;
   };
