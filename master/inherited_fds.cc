@@ -63,14 +63,16 @@ void close_inherited_fds() {
   add_listed(keep, ListenerSet::kInheritVariable);
   add_listed(keep, UpgradeState::kVariable);
   // systemd's, when meant for this process (sd_listen_fds() takes them later).
+  // Checked per open fd: an absurd LISTEN_FDS costs nothing.
   const char* pid = std::getenv("LISTEN_PID");
   const char* fds = std::getenv("LISTEN_FDS");
+  long systemd_fds = 0;
   if (pid != nullptr && fds != nullptr && std::atol(pid) == static_cast<long>(::getpid())) {
-    const int n = std::atoi(fds);
-    for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; ++fd) keep.insert(fd);
+    systemd_fds = std::atol(fds);
   }
   for (const int fd : open_fds()) {
-    if (keep.contains(fd)) continue;
+    if (keep.contains(fd) || (fd >= SD_LISTEN_FDS_START && fd - SD_LISTEN_FDS_START < systemd_fds))
+      continue;
     if (::close(fd) == -1) {
       spdlog::warn("closing inherited fd {} failed: {}", fd, event::last_error().message());
     } else {

@@ -317,19 +317,21 @@ std::vector<const event::Listening*> ListenerSet::for_worker(int slot, int worke
                                                              bool with_status) const {
   std::vector<const event::Listening*> out;
   for (const Entry& e : entries_) {
-    if (e.ls->status && !with_status) continue;
-    if (!e.ls->reuseport || e.activated || e.clone % workers == slot) out.push_back(e.ls.get());
+    if (given_to(e, slot, workers, with_status)) out.push_back(e.ls.get());
   }
   return out;
+}
+
+bool ListenerSet::given_to(const Entry& e, int slot, int workers, bool with_status) {
+  return (!e.ls->status || with_status) &&
+         (!e.ls->reuseport || e.activated || e.clone % workers == slot);
 }
 
 std::vector<event::Listening*> ListenerSet::keep_for_worker(int slot, int workers,
                                                             bool with_status) {
   std::vector<event::Listening*> out;
   for (Entry& e : entries_) {
-    const bool serves = (!e.ls->status || with_status) &&
-                        (!e.ls->reuseport || e.activated || e.clone % workers == slot);
-    if (serves) {
+    if (given_to(e, slot, workers, with_status)) {
       out.push_back(e.ls.get());
     } else {
       e.ls->fd.reset();

@@ -68,6 +68,8 @@ class ListenerSet {
     [[nodiscard]] bool serves(const event::SocketAddress& address) const noexcept;
   };
   void adopt(std::unique_ptr<event::Listening> ls, bool activated, const char* origin);
+  // for_worker()'s rule, which keep_for_worker() follows too.
+  static bool given_to(const Entry& e, int slot, int workers, bool with_status);
 
   std::vector<Entry> entries_;
   std::vector<Entry> removed_;

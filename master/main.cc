@@ -59,8 +59,8 @@ void print_version(bool verbose) {
 }
 
 int run(const CommandLine& cl) {
+  worker::init_early_logging();  // opens nothing: what closing says goes to stderr
   close_inherited_fds();
-  worker::init_early_logging();
   conf::LoadResult result = conf::load_file(cl.conf_file);
   for (const auto& e : result.errors) spdlog::critical("{}", e.to_string());
   if (!result.config) {

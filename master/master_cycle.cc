@@ -29,6 +29,7 @@
 #include <new>
 #include <optional>
 #include <set>
+#include <string_view>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -81,6 +82,9 @@ constexpr Msec kQuickDeath{1'000};
 constexpr Msec kMaxBackoff{10'000};
 // How often systemd's STATUS= line is refreshed (only sent when its text changed).
 constexpr Msec kStatusInterval{5'000};
+
+// The old master's pid file while a new binary takes over.
+constexpr std::string_view kOldBinSuffix = ".oldbin";
 
 const int kSignals[] = {SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD};
 
@@ -166,7 +170,7 @@ class Master {
 
     spdlog::info("ferry {} master started, pid {}, {} worker(s)", FERRY_VERSION, ::getpid(),
                  config_->worker_processes);
-    pending_generation_ = generation_ = 1;
+    pending_generation_ = generation_ = last_generation_ = 1;
     stats_->set_generation(generation_);
     for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
     arm(reload_timeout_, ready_timeout_, on_reload_timeout);
@@ -219,7 +223,12 @@ class Master {
     control_.fd = std::move(fd);
     control_.data = this;
     control_.read.handler = on_control_accept;
-    return !loop_.add_event(control_.read, event::EventKind::read, event::EventLoop::kLevel);
+    if (loop_.add_event(control_.read, event::EventKind::read, event::EventLoop::kLevel)) {
+      control_.fd.reset();
+      ::unlink(control_path_.c_str());  // no socket left behind that nobody answers on
+      return false;
+    }
+    return true;
   }
 
   static Msec ready_timeout_from_environment() {
@@ -527,31 +536,41 @@ class Master {
   // configuration finds this master. Not while a new binary holds the usual names.
   void move_pid_file() {
     if (config_->pid_file == pid_file_ || new_master_ > 0 || stopping_) return;
+    // Another spelling of the same place ("./ferry.pid", a link to the folder, "x" and "x.pid"
+    // for the socket) keeps the file or the socket that is there: writing the new and removing
+    // the old would remove the one just written.
+    const bool same_pid_file = same_file(config_->pid_file, pid_file_);
     const std::string old_pid_file = pid_file_;
     const std::string old_control_path = control_path_;
-    if (write_pid_file(config_->pid_file, ::getpid())) {
+    if (!same_pid_file && write_pid_file(config_->pid_file, ::getpid())) {
       spdlog::error("pid_file changed to {} but it cannot be written; the master stays at {}",
                     config_->pid_file, old_pid_file);
       return;
     }
-    (void)loop_.del_event(control_.read, event::EventKind::read, false);
-    UniqueFd old_control = std::move(control_.fd);
-    if (!open_control_socket()) {
-      // Both stay where `ferry -s` with the old configuration finds them.
-      spdlog::error(
-          "pid_file changed to {} but the control socket cannot move; the master stays "
-          "at {}",
-          config_->pid_file, old_pid_file);
-      remove_pid_file(config_->pid_file);
-      control_path_ = old_control_path;
-      control_.fd = std::move(old_control);
-      (void)loop_.add_event(control_.read, event::EventKind::read, event::EventLoop::kLevel);
-      return;
+    const std::string new_control_path = control_socket_path(config_->pid_file);
+    if (same_file(new_control_path, old_control_path)) {
+      control_path_ = new_control_path;
+    } else {
+      (void)loop_.del_event(control_.read, event::EventKind::read, false);
+      UniqueFd old_control = std::move(control_.fd);
+      if (!open_control_socket()) {
+        // Both stay where `ferry -s` with the old configuration finds them.
+        spdlog::error(
+            "pid_file changed to {} but the control socket cannot move; the master stays "
+            "at {}",
+            config_->pid_file, old_pid_file);
+        if (!same_pid_file) remove_pid_file(config_->pid_file);
+        control_path_ = old_control_path;
+        control_.fd = std::move(old_control);
+        (void)loop_.add_event(control_.read, event::EventKind::read, event::EventLoop::kLevel);
+        return;
+      }
+      if (owns_control_path_ && ::unlink(old_control_path.c_str()) == -1) {
+        spdlog::warn("unlink({}) failed: {}", old_control_path, event::last_error().message());
+      }
+      owns_control_path_ = true;
     }
-    if (::unlink(old_control_path.c_str()) == -1) {
-      spdlog::warn("unlink({}) failed: {}", old_control_path, event::last_error().message());
-    }
-    remove_pid_file(old_pid_file);
+    if (!same_pid_file) remove_pid_file(old_pid_file);
     pid_file_ = config_->pid_file;
     spdlog::info("pid file moved from {} to {}; control socket {}", old_pid_file, pid_file_,
                  control_path_);
@@ -593,12 +612,17 @@ class Master {
     switch (sig) {
       case SIGCHLD: reap(); break;
       case SIGHUP:
+        // Stopping is final: nothing may start workers again (nor tell systemd READY=1).
+        if (stopping_) {
+          spdlog::info("SIGHUP ignored: the master is stopping");
+          break;
+        }
         if (winched_) {
           // After WINCH (an upgrade being rolled back): bring the workers back as they were.
           spdlog::info("SIGHUP: restarting the workers with the running configuration");
           winched_ = false;
           own_state_.publish(OldMasterState::serving);
-          pending_generation_ = ++generation_;
+          pending_generation_ = generation_ = ++last_generation_;
           stats_->set_generation(generation_);
           for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
           arm(reload_timeout_, ready_timeout_, on_reload_timeout);
@@ -618,9 +642,12 @@ class Master {
         // The pending generation stops with the others: its timeout must not bring the old
         // one back. The configuration that served is the running one again.
         if (pending_generation_ != 0) {
+          // Only a reload fails: the first workers, or those a HUP after WINCH brought back,
+          // had nothing else serving.
+          const bool reloading = previous_.has_value();
           cancel_pending_reload();
           restore_serving(/*respawn=*/false);
-          reload_failed("cancelled by SIGWINCH");
+          if (reloading) reload_failed("cancelled by SIGWINCH");
           answer_reload_waiters("error\nferry: the reload was cancelled by SIGWINCH\n", true);
         }
         for (auto& w : workers_) {
@@ -727,6 +754,13 @@ class Master {
     loop_.add_timer(t.ev, delay);
   }
 
+  // A generation given up: its workers that died are not replaced.
+  void drop_respawns(int generation) {
+    for (auto& t : respawn_timers_) {
+      if (t->generation == generation) loop_.del_timer(t->ev);
+    }
+  }
+
   RespawnTimer& respawn_timer(int slot) {
     for (auto& t : respawn_timers_) {
       if (t->slot == slot) return *t;
@@ -783,7 +817,7 @@ class Master {
 
   // SIGKILL for workers told to stop that overstay worker_shutdown_timeout (plus a grace).
   void arm_kill_timer(std::optional<Msec> bound = std::nullopt) {
-    const Msec timeout = bound.value_or(config_->worker_shutdown_timeout);
+    const Msec timeout = bound.value_or(shutdown_bound());
     if (!bound && timeout.count() == 0) return;  // "0": wait for every connection
     arm(kill_timer_, timeout + kKillGrace, [](Event& ev) {
       auto& m = *static_cast<Master*>(ev.data);
@@ -794,6 +828,16 @@ class Master {
         }
       }
     });
+  }
+
+  // The longest worker_shutdown_timeout of the configurations whose workers may be running (a
+  // cancelled reload's stays the master's until the serving one is restored): each worker
+  // closes its connections at its own; "0" (no bound) wins.
+  Msec shutdown_bound() const {
+    const Msec mine = config_->worker_shutdown_timeout;
+    if (!previous_) return mine;
+    const Msec theirs = previous_->config->worker_shutdown_timeout;
+    return mine.count() == 0 || theirs.count() == 0 ? Msec{0} : std::max(mine, theirs);
   }
 
   void arm(Event& ev, Msec delay, event::EventHandler handler) {
@@ -853,11 +897,16 @@ class Master {
   // sockets; both run until the operator QUITs one of them.
   // Returns why it could not start the new master ("" when it did).
   std::string upgrade() {
+    if (stopping_) {
+      spdlog::warn("SIGUSR2 ignored: the master is stopping");
+      return "the master is stopping";
+    }
     if (new_master_ > 0) {
       spdlog::warn("SIGUSR2: an upgrade is already under way (new master pid {})", new_master_);
       return "an upgrade is already under way (new master pid " + std::to_string(new_master_) + ")";
     }
-    const std::string old_pid_file = config_->pid_file + ".oldbin";
+    // From where the pid file is (a pid_file move may have failed), not where it should be.
+    const std::string old_pid_file = pid_file_ + std::string(kOldBinSuffix);
     if (::rename(pid_file_.c_str(), old_pid_file.c_str()) == -1) {
       const std::string why = "rename(" + pid_file_ + ", " + old_pid_file +
                               ") failed: " + event::last_error().message();
@@ -943,11 +992,11 @@ class Master {
                    (WIFSIGNALED(status) ? std::string("signal ") + sigabbrev_np(WTERMSIG(status))
                                         : "code " + std::to_string(WEXITSTATUS(status))) +
                    "); this master stays in charge\n");
-    if (::rename(pid_file_.c_str(), config_->pid_file.c_str()) == -1) {
-      spdlog::error("rename({}, {}) failed: {}", pid_file_, config_->pid_file,
-                    event::last_error().message());
+    const std::string back = pid_file_.substr(0, pid_file_.size() - kOldBinSuffix.size());
+    if (::rename(pid_file_.c_str(), back.c_str()) == -1) {
+      spdlog::error("rename({}, {}) failed: {}", pid_file_, back, event::last_error().message());
     } else {
-      pid_file_ = config_->pid_file;
+      pid_file_ = back;
     }
     if (!stopping_ && control_.fd) {
       (void)loop_.del_event(control_.read, event::EventKind::read, false);
@@ -1009,9 +1058,9 @@ class Master {
     // The new generation gets a board laid out for the new configuration; the old workers keep
     // their mapping of the old one.
     if (!new_health_board())
-      spdlog::error("health checks of generation {} are off", generation_ + 1);
+      spdlog::error("health checks of generation {} are off", last_generation_ + 1);
 
-    pending_generation_ = ++generation_;
+    pending_generation_ = generation_ = ++last_generation_;
     stats_->set_generation(generation_);
     for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
     arm(reload_timeout_, ready_timeout_, on_reload_timeout);
@@ -1055,6 +1104,7 @@ class Master {
   // given up. Its workers are told to stop by the caller.
   void cancel_pending_reload() {
     loop_.del_timer(reload_timeout_);
+    drop_respawns(pending_generation_);
     pending_generation_ = 0;
     reload_again_ = false;
   }
@@ -1069,6 +1119,7 @@ class Master {
     for (auto& w : m.workers_) {
       if (w.generation == m.pending_generation_) m.tell(w, worker::Command::terminate);
     }
+    m.drop_respawns(m.pending_generation_);
     m.pending_generation_ = 0;
     m.restore_serving();
     if (!m.served_) {
@@ -1384,10 +1435,11 @@ class Master {
   UpgradeState own_state_;         // what this master does, for the new master of its upgrade
   int exit_code_ = 0;
   bool upgraded_ = false;
-  bool served_ = false;  // a generation of workers has served
-  int generation_ = 0;
-  int pending_generation_ = 0;
-  pid_t new_master_ = -1;  // during a binary upgrade
+  bool served_ = false;         // a generation of workers has served
+  int generation_ = 0;          // the one serving (or starting, at first)
+  int pending_generation_ = 0;  // a reload's, until it serves
+  int last_generation_ = 0;     // the newest started: a number is never given twice
+  pid_t new_master_ = -1;       // during a binary upgrade
   bool owns_control_path_ = true;
   bool reload_again_ = false;
   bool stopping_ = false;

@@ -26,6 +26,30 @@ std::string user_name(uid_t uid) {
 
 }  // namespace
 
+namespace {
+
+bool same_inode(const std::string& a, const std::string& b) {
+  struct stat sa {};
+  struct stat sb {};
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
+std::string folder_of(const std::filesystem::path& p) {
+  const auto folder = p.parent_path();
+  return folder.empty() ? "." : folder.string();
+}
+
+}  // namespace
+
+bool same_file(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  const std::filesystem::path pa(a);
+  const std::filesystem::path pb(b);
+  if (pa.filename() == pb.filename() && same_inode(folder_of(pa), folder_of(pb))) return true;
+  return same_inode(a, b);
+}
+
 std::error_code write_pid_file(const std::string& path, pid_t pid) {
   const auto folder = std::filesystem::path(path).parent_path();
   std::error_code ec;

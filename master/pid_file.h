@@ -18,5 +18,8 @@ void remove_pid_file(const std::string& path);
 // The pid in `path`, or nothing with `why` set. Only a regular file (not a link) owned by root or
 // by the calling user counts: a pid planted by someone else must not choose what `-s stop` kills.
 std::optional<pid_t> read_pid_file(const std::string& path, std::string& why);
+// Whether two paths name the same file, whether or not it exists: the same name in the same
+// folder (however the folder is spelled: "./x", "a//x", a link to it), or the same inode.
+bool same_file(const std::string& a, const std::string& b);
 
 }  // namespace ferry::master

@@ -127,14 +127,14 @@ class Worker {
   }
 
  private:
-  // Test only: FERRY_TEST_UNREADY_GENERATION=N makes the workers of generation N and later
+  // Test only: FERRY_TEST_UNREADY_GENERATION=N makes the workers of generation N (only)
   // serve without ever reporting ready, as workers stuck in their start would (a reload then
   // stays pending until its timeout). Not for production use.
   bool withhold_ready() const {
     const char* value = std::getenv("FERRY_TEST_UNREADY_GENERATION");
     if (value == nullptr) return false;
-    const long from = std::strtol(value, nullptr, 10);
-    return from > 0 && settings_.generation >= from;
+    const long only = std::strtol(value, nullptr, 10);
+    return only > 0 && settings_.generation == only;
   }
 
   bool needs_resolver() const {

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -55,6 +56,17 @@ std::string config(AcceptMode mode, int backend, const std::vector<int>& ports,
          "worker_shutdown_timeout = \"30s\";\n"
          "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:" +
          std::to_string(backend) + "\"; } ); } );\nproxies = (\n" + proxies + "\n);\n";
+}
+
+// systemd was told STOPPING=1, and READY=1 never after it.
+void expect_no_ready_after_stopping(NotifyListener& notify) {
+  notify.drain();
+  bool stopping = false;
+  for (const NotifyMessage& m : notify.history()) {
+    if (m.has("STOPPING=1")) stopping = true;
+    EXPECT_FALSE(stopping && m.has("READY=1")) << "READY=1 after STOPPING=1: " << m.text;
+  }
+  EXPECT_TRUE(stopping);
 }
 
 // The errno of a connect to 127.0.0.1:port (0: it connected).
@@ -274,13 +286,7 @@ TEST(StopTest, AStopCancelsAPendingReload) {
   const Finished f = ferry.wait(seconds(10));
   EXPECT_EQ(f.exit_code, 0) << ferry.log();
 
-  notify.drain();
-  bool stopping = false;
-  for (const NotifyMessage& m : notify.history()) {
-    if (m.has("STOPPING=1")) stopping = true;
-    EXPECT_FALSE(stopping && m.has("READY=1")) << "READY=1 after STOPPING=1: " << m.text;
-  }
-  EXPECT_TRUE(stopping);
+  expect_no_ready_after_stopping(notify);
 }
 
 // WINCH while a reload waits for workers that never report ready: every worker leaves and the
@@ -298,9 +304,71 @@ TEST(StopTest, WinchCancelsAPendingReload) {
   EXPECT_TRUE(eventually([&] { return ferry.workers().empty(); })) << ferry.log();
   // Past the reload's timeout (1 s) with margin: no worker comes back.
   EXPECT_FALSE(eventually([&] { return !ferry.workers().empty(); }, seconds(3))) << ferry.log();
-  // HUP brings the configuration that served back.
+  // HUP brings the configuration that served back, as a new generation (3: the cancelled one's
+  // number is not given again), which serves and outlives the reload timeout.
   ferry.signal(SIGHUP);
-  EXPECT_TRUE(eventually([&] { return ferry.workers().size() == 2; })) << ferry.log();
+  ASSERT_TRUE(ferry.wait_for_log("reload complete: generation 3 serving")) << ferry.log();
+  const int c = connect_to_port(port);
+  ASSERT_GE(c, 0);
+  EXPECT_TRUE(echo_round_trip(c, "serving again"));
+  ::close(c);
+  EXPECT_FALSE(eventually([&] { return ferry.workers().size() != 2; }, seconds(2))) << ferry.log();
+  EXPECT_EQ(ferry.log().find("did not report ready"), std::string::npos) << ferry.log();
+}
+
+// Stopping is final even after WINCH: a HUP (which after WINCH brings the workers back) or a USR2
+// that comes while the last workers drain starts nothing and never says READY=1 again.
+TEST(StopTest, HupAndUsr2AfterWinchAndQuitStartNothing) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(AcceptMode::shared, backend.port(), {port}));
+  NotifyListener notify(ferry.dir().path() + "/notify");
+  ferry.set_options({.env = {notify.env()}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  ASSERT_TRUE(notify.wait_for("READY=1"));
+  const int open = connect_to_port(port);  // keeps a worker draining until it closes
+  ASSERT_GE(open, 0);
+  ASSERT_TRUE(echo_round_trip(open, "before"));
+  ferry.signal(SIGWINCH);
+  ASSERT_TRUE(ferry.wait_for_log("SIGWINCH")) << ferry.log();
+  ferry.signal(SIGQUIT);
+  ASSERT_TRUE(ferry.wait_for_log("graceful stop")) << ferry.log();
+  ferry.signal(SIGHUP);
+  ferry.signal(SIGUSR2);
+  // HUP is handled before USR2 (queued together, signals are read lowest number first).
+  EXPECT_TRUE(ferry.wait_for_log("SIGUSR2 ignored")) << ferry.log();
+  EXPECT_EQ(ferry.log().find("(generation 2)"), std::string::npos) << ferry.log();
+  EXPECT_EQ(ferry.log().find("started new master"), std::string::npos) << ferry.log();
+  EXPECT_TRUE(echo_round_trip(open, "the session finishes"));
+  ::close(open);
+  const Finished f = ferry.wait(seconds(10));
+  EXPECT_EQ(f.exit_code, 0) << ferry.log();
+
+  expect_no_ready_after_stopping(notify);
+}
+
+// WINCH before the first workers serve cancels no reload: nothing failed, and systemd is not
+// told READY=1 for a master that never served.
+TEST(StopTest, WinchBeforeTheFirstWorkersServeIsNoFailedReload) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(AcceptMode::shared, backend.port(), {port}));
+  NotifyListener notify(ferry.dir().path() + "/notify");
+  ferry.set_options({.env = {notify.env(), "FERRY_TEST_UNREADY_GENERATION=1"}});
+  (void)ferry.start(milliseconds(0));  // its workers never report serving
+  ASSERT_TRUE(ferry.wait_for_log("(generation 1), pid")) << ferry.log();
+  ferry.signal(SIGWINCH);
+  ASSERT_TRUE(ferry.wait_for_log("SIGWINCH")) << ferry.log();
+  // Answered once the WINCH handler is done (the master runs one handler at a time).
+  const Finished status = ferry.command("status");
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("reloads: 0 ok, 0 failed"), std::string::npos) << status.out;
+  notify.drain();
+  for (const NotifyMessage& m : notify.history()) {
+    EXPECT_FALSE(m.has("READY=1")) << ferry.log();
+  }
+  ferry.signal(SIGQUIT);
+  EXPECT_EQ(ferry.wait(seconds(10)).exit_code, 0) << ferry.log();
 }
 
 // A reload that names another pid_file moves the pid file and the control socket there: `ferry
@@ -331,6 +399,40 @@ TEST(PidFileTest, AReloadMovesThePidFileAndTheControlSocket) {
   EXPECT_FALSE(std::filesystem::exists(ferry.dir().path() + "/run/moved.ctl"));
 }
 
+// A reload whose pid_file names the same place in other words keeps the pid file and the control
+// socket there (writing the new and removing the old would leave none); "ferry" after
+// "ferry.pid" is another pid file beside the same control socket ("ferry.ctl").
+class PidFileAliasTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PidFileAliasTest, AReloadToTheSamePlaceKeepsTheMasterReachable) {
+  EchoServer backend;
+  const int port = free_port();
+  const std::string body = config(AcceptMode::shared, backend.port(), {port});
+  FerryInstance ferry(body);
+  const std::string dir = ferry.dir().path();
+  ASSERT_EQ(::symlink(dir.c_str(), (dir + "/link").c_str()), 0) << std::strerror(errno);
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::string ctl = dir + "/ferry.ctl";
+  const std::string alias = dir + GetParam();
+  ferry.dir().write("ferry.conf",
+                    "pid_file = \"" + alias + "\";\nlog = { level = \"info\"; };\n" + body);
+  ferry.signal(SIGHUP);
+  ASSERT_TRUE(ferry.wait_for_log("reload complete")) << ferry.log();
+  EXPECT_EQ(read_file(alias), std::to_string(ferry.master()) + "\n") << ferry.log();
+  EXPECT_TRUE(std::filesystem::exists(ctl)) << ferry.log();
+  const Finished r = ferry.command("reload");
+  EXPECT_EQ(r.exit_code, 0) << r.err << ferry.log();
+  const Finished s = ferry.command("stop");
+  EXPECT_EQ(s.exit_code, 0) << s.err;
+  EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
+  EXPECT_FALSE(std::filesystem::exists(alias));
+  EXPECT_FALSE(std::filesystem::exists(ctl));
+}
+
+INSTANTIATE_TEST_SUITE_P(Aliases, PidFileAliasTest,
+                         ::testing::Values("//ferry.pid", "/./ferry.pid", "/link/ferry.pid",
+                                           "/ferry"));
+
 // An fd left open without CLOEXEC by whoever starts ferry reaches neither the master (after
 // start) nor any worker.
 TEST(InheritedFdTest, AnFdInheritedFromTheStarterIsClosed) {
@@ -343,12 +445,18 @@ TEST(InheritedFdTest, AnFdInheritedFromTheStarterIsClosed) {
   const bool started = ferry.start();
   ::close(fd);
   ASSERT_TRUE(started) << ferry.log();
+  struct stat file {};
+  ASSERT_EQ(::stat(path.c_str(), &file), 0) << std::strerror(errno);
+  // By inode, not by the link's text (which spells the path as the kernel resolved it).
   auto holds = [&](pid_t pid) {
     std::error_code ec;
     for (const auto& e :
          std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
-      std::error_code rec;
-      if (std::filesystem::read_symlink(e.path(), rec).string() == path) return true;
+      struct stat st {};
+      if (::stat(e.path().c_str(), &st) == 0 && st.st_dev == file.st_dev &&
+          st.st_ino == file.st_ino) {
+        return true;
+      }
     }
     return false;
   };

@@ -69,6 +69,24 @@ TEST(ListenersTest, TheStatusSocketIsMarkedAndGivenOnlyToWorkersThatAskForIt) {
   }
 }
 
+// What a forked worker keeps is what for_worker() names; the rest is closed.
+TEST(ListenersTest, KeepForWorkerKeepsWhatForWorkerNamesAndClosesTheRest) {
+  conf::Config cfg = config(free_port(), free_port());
+  cfg.proxies[0].reuseport = true;
+  ListenerSet set;
+  std::string why;
+  ASSERT_FALSE(set.apply(cfg, 2, why)) << why;
+  ASSERT_EQ(set.size(), 3U);  // two clones and the status socket
+  const auto named = set.for_worker(1, 2);
+  ASSERT_EQ(named.size(), 1U);
+  const auto all = set.for_worker(0, 2, true);
+  const auto kept = set.keep_for_worker(1, 2, /*with_status=*/false);
+  ASSERT_EQ(kept.size(), 1U);
+  EXPECT_EQ(kept[0], named[0]);
+  EXPECT_TRUE(kept[0]->fd);
+  for (const event::Listening* ls : all) EXPECT_FALSE(ls->fd) << ls->address.to_string();
+}
+
 TEST(ListenersTest, AReloadKeepsTheStatusSocketAndRemovingItClosesIt) {
   const int proxy_port = free_port();
   const int status_port = free_port();
