@@ -2,7 +2,6 @@
 #include "master/pid_file.h"
 
 #include <fcntl.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,15 +16,6 @@
 #include "event/syscall_util.h"
 
 namespace ferry::master {
-namespace {
-
-std::string user_name(uid_t uid) {
-  const passwd* pw = ::getpwuid(uid);
-  return pw != nullptr ? std::string(pw->pw_name) : "uid " + std::to_string(uid);
-}
-
-}  // namespace
-
 std::error_code write_pid_file(const std::string& path, pid_t pid) {
   const auto folder = std::filesystem::path(path).parent_path();
   std::error_code ec;
@@ -64,7 +54,7 @@ void remove_pid_file(const std::string& path) {
   }
 }
 
-std::optional<pid_t> read_pid_file(const std::string& path, std::string& why) {
+std::optional<PidFileEntry> read_pid_file(const std::string& path, std::string& why) {
   const event::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   if (!fd) {
     why = "cannot open " + path + ": " +
@@ -80,9 +70,9 @@ std::optional<pid_t> read_pid_file(const std::string& path, std::string& why) {
     why = path + " is not a regular file";
     return std::nullopt;
   }
-  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
-    why = path + " is owned by " + user_name(st.st_uid) + ", not by root or " +
-          user_name(::geteuid()) + ": a master writes its pid file as its own user; refusing it";
+  // A hard link would lend the file another name's folder and owner: a master writes one name.
+  if (st.st_nlink != 1) {
+    why = path + " has " + std::to_string(st.st_nlink) + " names (hard links); refusing it";
     return std::nullopt;
   }
   char buf[32];
@@ -99,7 +89,7 @@ std::optional<pid_t> read_pid_file(const std::string& path, std::string& why) {
     why = path + " does not hold a process id";
     return std::nullopt;
   }
-  return pid;
+  return PidFileEntry{pid, st.st_uid};
 }
 
 }  // namespace ferry::master

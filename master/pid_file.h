@@ -15,8 +15,14 @@ namespace ferry::master {
 // when it is missing.
 std::error_code write_pid_file(const std::string& path, pid_t pid);
 void remove_pid_file(const std::string& path);
-// The pid in `path`, or nothing with `why` set. Only a regular file (not a link) owned by root or
-// by the calling user counts: a pid planted by someone else must not choose what `-s stop` kills.
-std::optional<pid_t> read_pid_file(const std::string& path, std::string& why);
+// A pid file's pid and the user who owns the file.
+struct PidFileEntry {
+  pid_t pid;
+  uid_t owner;
+};
+// What `path` holds, or nothing with `why` set. Only a regular file with one name (not a link)
+// counts. It is not trusted alone: `-s` acts on the pid only when the process listening on the
+// control socket beside it is that pid (see control.cc).
+std::optional<PidFileEntry> read_pid_file(const std::string& path, std::string& why);
 
 }  // namespace ferry::master
