@@ -1,6 +1,7 @@
 // `ferry -s`: pid file lookup, kill(2) for reopen/quit/stop, the control socket for reload.
 #include "master/control.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -22,6 +23,10 @@
 
 namespace ferry::master {
 namespace {
+
+// How long `-s` waits for the master's control socket to take a connection and a request line
+// (a live master does in milliseconds; the answers have their own limits).
+constexpr std::chrono::seconds kConnectLimit{5};
 
 // The pid file `-s` uses and, when the configuration does not load, its errors and where the
 // path came from: said when no master is found there.
@@ -60,13 +65,23 @@ event::UniqueFd connect_master(const std::string& pid_file, const PidFileEntry& 
     if (!quiet) print_error(why);
     return event::UniqueFd{};
   };
-  event::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  // Non-blocking: a blocking connect waits as long as the backlog stays full (a master that no
+  // longer accepts), a send as long as its buffer does.
+  event::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   sockaddr_un sun{};
   sun.sun_family = AF_UNIX;
   std::strncpy(sun.sun_path, path.c_str(), sizeof sun.sun_path - 1);
-  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun) == -1) {
-    return fail(fmt::format("ferry: the master (pid {} from {}) does not answer on {}: {}",
-                            master.pid, pid_file, path, std::strerror(errno)));
+  const auto deadline = std::chrono::steady_clock::now() + kConnectLimit;
+  int rc = -1;
+  while (fd && (rc = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun)) == -1 &&
+         (errno == EAGAIN || errno == EINTR) && std::chrono::steady_clock::now() < deadline) {
+    ::poll(nullptr, 0, 10);  // a unix socket's full backlog says nothing when it has room
+  }
+  if (rc == -1) {
+    return fail(fmt::format(
+        "ferry: the master (pid {} from {}) does not answer on {}: {}", master.pid, pid_file, path,
+        errno == EAGAIN ? fmt::format("no room in its backlog within {} s", kConnectLimit.count())
+                        : std::string(std::strerror(errno))));
   }
   ucred peer{};
   socklen_t len = sizeof peer;
@@ -95,11 +110,19 @@ event::UniqueFd send_request(const std::string& pid_file, const PidFileEntry& ma
                              std::string_view request, bool quiet = false) {
   event::UniqueFd fd = connect_master(pid_file, master, quiet);
   if (!fd) return {};
-  if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
-      static_cast<ssize_t>(request.size())) {
+  pollfd p{fd.get(), POLLOUT, 0};
+  const int ready = ::poll(&p, 1, static_cast<int>(kConnectLimit.count() * 1000));
+  // The answers are read after poll; the upgrade's drain reads to the master's close.
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (ready != 1 ||
+      ::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
+          static_cast<ssize_t>(request.size()) ||
+      flags == -1 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) == -1) {
     if (!quiet) {
       print_error(fmt::format("ferry: cannot send to {}: {}", control_socket_path(pid_file),
-                              std::strerror(errno)));
+                              ready == 0
+                                  ? "no room within " + std::to_string(kConnectLimit.count()) + " s"
+                                  : std::string(std::strerror(errno))));
     }
     return {};
   }

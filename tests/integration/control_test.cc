@@ -136,6 +136,32 @@ TEST(ControlFilesTest, SignalCommandsRefuseAPidFileNotTheMastersOrALink) {
   victim.signal(SIGKILL);
 }
 
+// A master that no longer accepts (its backlog full): `-s` gives up instead of waiting forever.
+TEST(ControlFilesTest, SignalCommandsGiveUpOnAControlSocketThatTakesNoConnection) {
+  TempDir dir;
+  const std::string conf = dir.write("f.conf", "pid_file = \"" + dir.path() + "/ferry.pid\";\n");
+  // The listener is this test, the pid file names it: the peer check passes.
+  dir.write("ferry.pid", std::to_string(::getpid()) + "\n");
+  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  const std::string ctl = dir.path() + "/ferry.ctl";
+  std::strncpy(sun.sun_path, ctl.c_str(), sizeof sun.sun_path - 1);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0);
+  ASSERT_EQ(::listen(listener, 0), 0);
+  const int filler = connect_unix(ctl);  // a backlog of 0 holds one: it is full now
+  ASSERT_GE(filler, 0);
+  const auto start = std::chrono::steady_clock::now();
+  const Finished f = run_program({ferry_binary(), "-s", "status", "-c", conf}, seconds(15));
+  EXPECT_EQ(f.exit_code, 1) << f.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(10));
+  EXPECT_NE(f.err.find("does not answer on " + ctl + ": no room in its backlog within 5 s"),
+            std::string::npos)
+      << f.err;
+  ::close(filler);
+  ::close(listener);
+}
+
 // The packaged service runs the master as User=ferry; root controls it (logrotate's postrotate
 // `-s reopen`, postinst's `-s upgrade`, an operator's sudo).
 TEST(ControlFilesTest, RootControlsAMasterRunningAsAnotherUser) {
