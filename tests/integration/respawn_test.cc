@@ -68,6 +68,20 @@ TEST(RespawnTest, AWorkerThatKeepsDyingAtStartIsRespawnedWithAGrowingDelay) {
   EXPECT_TRUE(eventually([&] { return serves(port); }, seconds(2)));
 }
 
+// The hook is test-only, but a typo in it must not pass for something else.
+TEST(RespawnTest, AWorkerFailHookWithTrailingJunkIsIgnored) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(one_proxy_config(1, port, backend.port()));
+  ferry.set_options({.env = {"FERRY_TEST_WORKER_FAIL=1:0:4xyz"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  EXPECT_NE(
+      ferry.log().find("FERRY_TEST_WORKER_FAIL=\"1:0:4xyz\" is not CODE:FIRST:COUNT; ignored"),
+      std::string::npos)
+      << ferry.log();
+  EXPECT_EQ(ferry.log().find("respawning in"), std::string::npos) << ferry.log();
+}
+
 TEST(FatalExitTest, FirstWorkersThatCannotWorkMakeTheMasterExitOne) {
   EchoServer backend;
   FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
