@@ -16,10 +16,40 @@
 #include "event/syscall_util.h"
 
 namespace ferry::master {
-std::error_code write_pid_file(const std::string& path, pid_t pid) {
-  const auto folder = std::filesystem::path(path).parent_path();
+std::error_code make_run_folder(const std::string& folder) {
+  if (folder.empty()) return {};
   std::error_code ec;
-  if (!folder.empty()) std::filesystem::create_directories(folder, ec);  // mkostemp tells why not
+  const auto parent = std::filesystem::path(folder).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  ec.clear();
+  if (::mkdir(folder.c_str(), 0755) == 0) {
+    // mkdir applied the umask; 0755 lets `-s` of root and the group find the pid file.
+    if (::chmod(folder.c_str(), 0755) == -1) return event::last_error();
+    return {};
+  }
+  if (errno != EEXIST) return event::last_error();
+  struct stat st {};
+  if (::stat(folder.c_str(), &st) == -1) return event::last_error();
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
+    spdlog::warn(
+        "{} is writable by other users (mode {:o}): they can replace the pid file and "
+        "the control socket",
+        folder, st.st_mode & 07777);
+  } else if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+    spdlog::warn("{} belongs to uid {}: that user can replace the pid file and the control socket",
+                 folder, st.st_uid);
+  }
+  return {};
+}
+
+std::error_code write_pid_file(const std::string& path, pid_t pid) {
+  // The control socket, opened first at start, made the folder; a reload that moves the pid
+  // file writes it first. mkostemp tells why when the folder cannot be made.
+  std::error_code ec;
+  if (const auto folder = std::filesystem::path(path).parent_path();
+      !folder.empty() && !std::filesystem::exists(folder, ec)) {
+    (void)make_run_folder(folder);
+  }
   ec.clear();
   // mkostemp opens with O_CREAT|O_EXCL: a link planted at the name is never followed, and the
   // random name cannot be guessed ahead.

@@ -15,6 +15,11 @@ namespace ferry::master {
 // when it is missing.
 std::error_code write_pid_file(const std::string& path, pid_t pid);
 void remove_pid_file(const std::string& path);
+// Creates the folder of the pid file and control socket when missing, mode 0755 whatever the
+// umask (its parents as create_directories does); warns when an existing one lets other users
+// replace what is in it (writable by group or others without the sticky bit, or owned by
+// another user than root and this one).
+std::error_code make_run_folder(const std::string& folder);
 // A pid file's pid and the user who owns the file.
 struct PidFileEntry {
   pid_t pid;

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -160,6 +161,35 @@ TEST(ControlFilesTest, SignalCommandsGiveUpOnAControlSocketThatTakesNoConnection
       << f.err;
   ::close(filler);
   ::close(listener);
+}
+
+// The folder of the pid file and the control socket: made 0755 whatever the umask; one other
+// users may write to is used, with a warning.
+TEST(ControlFilesTest, TheRunFolderIsMadeOnlyTheMastersToWrite) {
+  EchoServer backend;
+  TempDir dir;
+  const std::string run = dir.path() + "/run";
+  const std::string conf =
+      dir.write("f.conf", "pid_file = \"" + run + "/ferry.pid\";\n" +
+                              one_proxy_config(1, free_port(), backend.port()));
+  const mode_t mask = ::umask(0);
+  auto ferry = std::make_unique<Process>(std::vector<std::string>{ferry_binary(), "-c", conf});
+  ::umask(mask);
+  ASSERT_TRUE(ferry->wait_for_stderr("worker(s) serving")) << ferry->stderr_so_far();
+  struct stat st {};
+  ASSERT_EQ(::stat(run.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  ferry->signal(SIGTERM);
+  EXPECT_EQ(ferry->wait(seconds(10)).exit_code, 0);
+
+  ASSERT_EQ(::chmod(run.c_str(), 0777), 0);
+  ferry = std::make_unique<Process>(std::vector<std::string>{ferry_binary(), "-c", conf});
+  ASSERT_TRUE(ferry->wait_for_stderr("worker(s) serving")) << ferry->stderr_so_far();
+  EXPECT_NE(ferry->stderr_so_far().find(run + " is writable by other users (mode 777)"),
+            std::string::npos)
+      << ferry->stderr_so_far();
+  ferry->signal(SIGTERM);
+  EXPECT_EQ(ferry->wait(seconds(10)).exit_code, 0);
 }
 
 // The packaged service runs the master as User=ferry; root controls it (logrotate's postrotate
