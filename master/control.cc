@@ -1,6 +1,7 @@
 // `ferry -s`: pid file lookup, kill(2) for reopen/quit/stop, the control socket for reload.
 #include "master/control.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -22,6 +23,10 @@
 
 namespace ferry::master {
 namespace {
+
+// How long `-s` waits for the master's control socket to take a connection and a request line
+// (a live master does in milliseconds; the answers have their own limits).
+constexpr std::chrono::seconds kConnectLimit{5};
 
 // The pid file `-s` uses and, when the configuration does not load, its errors and where the
 // path came from: said when no master is found there.
@@ -48,34 +53,85 @@ PidFileChoice find_pid_file(const std::string& conf_file) {
                                         conf_file, fallback)};
 }
 
-// Sends `request` on the master's control socket and returns the connected socket, or an
-// invalid one (with the reason printed when `quiet` is false).
-event::UniqueFd send_request(const std::string& pid_file, pid_t pid, std::string_view request,
-                             bool quiet = false) {
+// Connects to the control socket beside the pid file and checks, with SO_PEERCRED (set when the
+// master called listen, known without its accept), who listens there: the very process the pid
+// file names, running as root or as the file's owner. The file alone is not trusted (a master of
+// another user writes it as that user, and anyone may plant one in a shared folder); the socket
+// check keeps a planted or stale pid file from making `-s` signal an unrelated process.
+event::UniqueFd connect_master(const std::string& pid_file, const PidFileEntry& master,
+                               bool quiet = false) {
   const std::string path = control_socket_path(pid_file);
-  event::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const auto fail = [&](const std::string& why) {
+    if (!quiet) print_error(why);
+    return event::UniqueFd{};
+  };
+  // Non-blocking: a blocking connect waits as long as the backlog stays full (a master that no
+  // longer accepts), a send as long as its buffer does.
+  event::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   sockaddr_un sun{};
   sun.sun_family = AF_UNIX;
   std::strncpy(sun.sun_path, path.c_str(), sizeof sun.sun_path - 1);
-  if (!fd || ::connect(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun) == -1) {
-    if (!quiet) {
-      print_error(fmt::format("ferry: the master (pid {}) does not answer on {}: {}", pid, path,
-                              std::strerror(errno)));
-    }
-    return {};
+  const auto deadline = std::chrono::steady_clock::now() + kConnectLimit;
+  int rc = -1;
+  while (fd && (rc = ::connect(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun)) == -1 &&
+         (errno == EAGAIN || errno == EINTR) && std::chrono::steady_clock::now() < deadline) {
+    ::poll(nullptr, 0, 10);  // a unix socket's full backlog says nothing when it has room
   }
-  if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
-      static_cast<ssize_t>(request.size())) {
-    if (!quiet)
-      print_error(fmt::format("ferry: cannot send to {}: {}", path, std::strerror(errno)));
+  if (rc == -1) {
+    return fail(fmt::format(
+        "ferry: the master (pid {} from {}) does not answer on {}: {}", master.pid, pid_file, path,
+        errno == EAGAIN ? fmt::format("no room in its backlog within {} s", kConnectLimit.count())
+                        : std::string(std::strerror(errno))));
+  }
+  ucred peer{};
+  socklen_t len = sizeof peer;
+  if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &peer, &len) == -1) {
+    return fail(
+        fmt::format("ferry: getsockopt(SO_PEERCRED) on {} failed: {}", path, std::strerror(errno)));
+  }
+  if (peer.pid != master.pid) {
+    return fail(
+        fmt::format("ferry: {} names pid {}, but pid {} listens on {}: a stale or "
+                    "planted pid file; refusing it",
+                    pid_file, master.pid, peer.pid, path));
+  }
+  if (peer.uid != 0 && peer.uid != master.owner) {
+    return fail(
+        fmt::format("ferry: the master (pid {}) runs as uid {}, but {} belongs to uid {}; "
+                    "refusing it",
+                    master.pid, peer.uid, pid_file, master.owner));
+  }
+  return fd;
+}
+
+// Sends `request` on the master's control socket and returns the connected socket, or an
+// invalid one (with the reason printed when `quiet` is false).
+event::UniqueFd send_request(const std::string& pid_file, const PidFileEntry& master,
+                             std::string_view request, bool quiet = false) {
+  event::UniqueFd fd = connect_master(pid_file, master, quiet);
+  if (!fd) return {};
+  pollfd p{fd.get(), POLLOUT, 0};
+  const int ready = ::poll(&p, 1, static_cast<int>(kConnectLimit.count() * 1000));
+  // The answers are read after poll; the upgrade's drain reads to the master's close.
+  const int flags = ::fcntl(fd.get(), F_GETFL);
+  if (ready != 1 ||
+      ::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) !=
+          static_cast<ssize_t>(request.size()) ||
+      flags == -1 || ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK) == -1) {
+    if (!quiet) {
+      print_error(fmt::format("ferry: cannot send to {}: {}", control_socket_path(pid_file),
+                              ready == 0
+                                  ? "no room within " + std::to_string(kConnectLimit.count()) + " s"
+                                  : std::string(std::strerror(errno))));
+    }
     return {};
   }
   return fd;
 }
 
 // Whether the master at the pid file serves (its first workers ready, no reload pending).
-bool master_ready(const std::string& pid_file, pid_t pid) {
-  event::UniqueFd fd = send_request(pid_file, pid, "ready\n", true);
+bool master_ready(const std::string& pid_file, const PidFileEntry& master) {
+  event::UniqueFd fd = send_request(pid_file, master, "ready\n", true);
   if (!fd) return false;
   pollfd p{fd.get(), POLLIN, 0};
   if (::poll(&p, 1, 1000) <= 0) return false;
@@ -88,8 +144,9 @@ bool master_ready(const std::string& pid_file, pid_t pid) {
 // does) and keeps that connection, on which the old master says if the new one exits; waits
 // until the new master serves, then sends QUIT to the old one. Fails, leaving the old master in
 // charge, when the new master exits or does not serve within 30 s.
-int upgrade(const std::string& pid_file, pid_t old_master) {
-  event::UniqueFd old_conn = send_request(pid_file, old_master, "upgrade\n");
+int upgrade(const std::string& pid_file, const PidFileEntry& old_entry) {
+  const pid_t old_master = old_entry.pid;
+  event::UniqueFd old_conn = send_request(pid_file, old_entry, "upgrade\n");
   if (!old_conn) return 1;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -109,16 +166,16 @@ int upgrade(const std::string& pid_file, pid_t old_master) {
     }
     std::string why;
     const auto current = read_pid_file(pid_file, why);
-    if (current && *current != old_master && master_ready(pid_file, *current)) {
+    if (current && current->pid != old_master && master_ready(pid_file, *current)) {
       if (::kill(old_master, SIGQUIT) == -1) {
         print_error(
             fmt::format("ferry: the new master (pid {}) serves, but kill({}, QUIT) failed: {}",
-                        *current, old_master, std::strerror(errno)));
+                        current->pid, old_master, std::strerror(errno)));
         return 1;
       }
       std::fprintf(stderr,
                    "ferry: upgraded: new master pid %d serves; old master pid %d is leaving\n",
-                   *current, old_master);
+                   current->pid, old_master);
       return 0;
     }
   }
@@ -151,10 +208,10 @@ std::optional<std::string> read_answer(int fd, pid_t pid, std::chrono::seconds l
   }
 }
 
-int reload(const std::string& pid_file, pid_t pid) {
-  event::UniqueFd fd = send_request(pid_file, pid, "reload\n");
+int reload(const std::string& pid_file, const PidFileEntry& master) {
+  event::UniqueFd fd = send_request(pid_file, master, "reload\n");
   if (!fd) return 1;
-  const auto answer = read_answer(fd.get(), pid, std::chrono::seconds(30));
+  const auto answer = read_answer(fd.get(), master.pid, std::chrono::seconds(30));
   if (!answer) return 1;
   if (answer->rfind("ok\n", 0) == 0) return 0;
   if (answer->rfind("error\n", 0) == 0) {
@@ -167,10 +224,10 @@ int reload(const std::string& pid_file, pid_t pid) {
 }
 
 // `-s status`: the master answers "ok LENGTH\n" and its statistics table, then closes.
-int status(const std::string& pid_file, pid_t pid) {
-  event::UniqueFd fd = send_request(pid_file, pid, "status\n");
+int status(const std::string& pid_file, const PidFileEntry& master) {
+  event::UniqueFd fd = send_request(pid_file, master, "status\n");
   if (!fd) return 1;
-  const auto answer = read_answer(fd.get(), pid, std::chrono::seconds(10));
+  const auto answer = read_answer(fd.get(), master.pid, std::chrono::seconds(10));
   if (!answer) return 1;
   if (answer->rfind("ok ", 0) != 0) {
     print_error(answer->rfind("error\n", 0) == 0 ? answer->substr(6)
@@ -204,29 +261,32 @@ int send_signal_command(const std::string& signal, const std::string& conf_file)
   const PidFileChoice choice = find_pid_file(conf_file);
   const std::string& pid_file = choice.path;
   std::string why;
-  auto pid = read_pid_file(pid_file, why);
-  if (pid && ::kill(*pid, 0) == -1) {
+  auto master = read_pid_file(pid_file, why);
+  if (master && ::kill(master->pid, 0) == -1) {
     if (errno == EPERM) {
       print_error(
           fmt::format("ferry: the master (pid {} from {}) runs as another user: only "
                       "root or that user may control it",
-                      *pid, pid_file));
+                      master->pid, pid_file));
       return 1;
     }
-    why = fmt::format("process {} from {}: {}", *pid, pid_file, std::strerror(errno));
-    pid.reset();
+    why = fmt::format("process {} from {}: {}", master->pid, pid_file, std::strerror(errno));
+    master.reset();
   }
-  if (!pid) {
+  if (!master) {
     if (!choice.notes.empty()) print_error(choice.notes);
     print_error(fmt::format("ferry: no running master found: {}", why));
     return 1;
   }
-  if (signal == "reload") return reload(pid_file, *pid);
-  if (signal == "upgrade") return upgrade(pid_file, *pid);
-  if (signal == "status") return status(pid_file, *pid);
+  if (signal == "reload") return reload(pid_file, *master);
+  if (signal == "upgrade") return upgrade(pid_file, *master);
+  if (signal == "status") return status(pid_file, *master);
+  // Signalled only once its control socket proved the pid is the master's; the connection is
+  // closed unused (the master need not accept it for SO_PEERCRED to tell).
+  if (!connect_master(pid_file, *master)) return 1;
   const int sig = signal == "reopen" ? SIGUSR1 : signal == "quit" ? SIGQUIT : SIGTERM;
-  if (::kill(*pid, sig) == -1) {
-    print_error(fmt::format("ferry: kill({}, {}) failed: {}", *pid, sigabbrev_np(sig),
+  if (::kill(master->pid, sig) == -1) {
+    print_error(fmt::format("ferry: kill({}, {}) failed: {}", master->pid, sigabbrev_np(sig),
                             std::strerror(errno)));
     return 1;
   }

@@ -14,6 +14,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "master/pid_file.h"
+
 namespace ferry::master {
 
 event::UniqueFd open_control_socket(const std::string& path) {
@@ -24,13 +26,9 @@ event::UniqueFd open_control_socket(const std::string& path) {
     return {};
   }
   // The pid file's folder (/run/ferry unless systemd made it): the socket comes first.
-  std::error_code ec;
-  if (const auto folder = std::filesystem::path(path).parent_path(); !folder.empty()) {
-    std::filesystem::create_directories(folder, ec);
-    if (ec) {
-      spdlog::critical("cannot create the folder of the control socket {}: {}", path, ec.message());
-      return {};
-    }
+  if (const auto ec = make_run_folder(std::filesystem::path(path).parent_path())) {
+    spdlog::critical("cannot create the folder of the control socket {}: {}", path, ec.message());
+    return {};
   }
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) {

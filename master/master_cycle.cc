@@ -243,7 +243,9 @@ class Master {
     const char* value = std::getenv(kWorkerFailVariable);
     if (value == nullptr) return {};
     WorkerFailHook hook;
-    if (std::sscanf(value, "%d:%d:%d", &hook.code, &hook.first, &hook.count) != 3) {
+    int end = 0;
+    if (std::sscanf(value, "%d:%d:%d%n", &hook.code, &hook.first, &hook.count, &end) != 3 ||
+        value[end] != '\0') {
       spdlog::warn("{}=\"{}\" is not CODE:FIRST:COUNT; ignored", kWorkerFailVariable, value);
       hook = {};
     }

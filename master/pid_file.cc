@@ -2,7 +2,6 @@
 #include "master/pid_file.h"
 
 #include <fcntl.h>
-#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,14 +16,31 @@
 #include "event/syscall_util.h"
 
 namespace ferry::master {
-namespace {
-
-std::string user_name(uid_t uid) {
-  const passwd* pw = ::getpwuid(uid);
-  return pw != nullptr ? std::string(pw->pw_name) : "uid " + std::to_string(uid);
+std::error_code make_run_folder(const std::string& folder) {
+  if (folder.empty()) return {};
+  std::error_code ec;
+  const auto parent = std::filesystem::path(folder).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  ec.clear();
+  if (::mkdir(folder.c_str(), 0755) == 0) {
+    // mkdir applied the umask; 0755 lets `-s` of root and the group find the pid file.
+    if (::chmod(folder.c_str(), 0755) == -1) return event::last_error();
+    return {};
+  }
+  if (errno != EEXIST) return event::last_error();
+  struct stat st {};
+  if (::stat(folder.c_str(), &st) == -1) return event::last_error();
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (st.st_mode & S_ISVTX) == 0) {
+    spdlog::warn(
+        "{} is writable by other users (mode {:o}): they can replace the pid file and "
+        "the control socket",
+        folder, st.st_mode & 07777);
+  } else if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+    spdlog::warn("{} belongs to uid {}: that user can replace the pid file and the control socket",
+                 folder, st.st_uid);
+  }
+  return {};
 }
-
-}  // namespace
 
 namespace {
 
@@ -51,9 +67,13 @@ bool same_file(const std::string& a, const std::string& b) {
 }
 
 std::error_code write_pid_file(const std::string& path, pid_t pid) {
-  const auto folder = std::filesystem::path(path).parent_path();
+  // The control socket, opened first at start, made the folder; a reload that moves the pid
+  // file writes it first. mkostemp tells why when the folder cannot be made.
   std::error_code ec;
-  if (!folder.empty()) std::filesystem::create_directories(folder, ec);  // mkostemp tells why not
+  if (const auto folder = std::filesystem::path(path).parent_path();
+      !folder.empty() && !std::filesystem::exists(folder, ec)) {
+    (void)make_run_folder(folder);
+  }
   ec.clear();
   // mkostemp opens with O_CREAT|O_EXCL: a link planted at the name is never followed, and the
   // random name cannot be guessed ahead.
@@ -88,7 +108,7 @@ void remove_pid_file(const std::string& path) {
   }
 }
 
-std::optional<pid_t> read_pid_file(const std::string& path, std::string& why) {
+std::optional<PidFileEntry> read_pid_file(const std::string& path, std::string& why) {
   const event::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   if (!fd) {
     why = "cannot open " + path + ": " +
@@ -104,9 +124,9 @@ std::optional<pid_t> read_pid_file(const std::string& path, std::string& why) {
     why = path + " is not a regular file";
     return std::nullopt;
   }
-  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
-    why = path + " is owned by " + user_name(st.st_uid) + ", not by root or " +
-          user_name(::geteuid()) + ": a master writes its pid file as its own user; refusing it";
+  // A hard link would lend the file another name's folder and owner: a master writes one name.
+  if (st.st_nlink != 1) {
+    why = path + " has " + std::to_string(st.st_nlink) + " names (hard links); refusing it";
     return std::nullopt;
   }
   char buf[32];
@@ -123,7 +143,7 @@ std::optional<pid_t> read_pid_file(const std::string& path, std::string& why) {
     why = path + " does not hold a process id";
     return std::nullopt;
   }
-  return pid;
+  return PidFileEntry{pid, st.st_uid};
 }
 
 }  // namespace ferry::master

@@ -15,9 +15,20 @@ namespace ferry::master {
 // when it is missing.
 std::error_code write_pid_file(const std::string& path, pid_t pid);
 void remove_pid_file(const std::string& path);
-// The pid in `path`, or nothing with `why` set. Only a regular file (not a link) owned by root or
-// by the calling user counts: a pid planted by someone else must not choose what `-s stop` kills.
-std::optional<pid_t> read_pid_file(const std::string& path, std::string& why);
+// Creates the folder of the pid file and control socket when missing, mode 0755 whatever the
+// umask (its parents as create_directories does); warns when an existing one lets other users
+// replace what is in it (writable by group or others without the sticky bit, or owned by
+// another user than root and this one).
+std::error_code make_run_folder(const std::string& folder);
+// A pid file's pid and the user who owns the file.
+struct PidFileEntry {
+  pid_t pid;
+  uid_t owner;
+};
+// What `path` holds, or nothing with `why` set. Only a regular file with one name (not a link)
+// counts. It is not trusted alone: `-s` acts on the pid only when the process listening on the
+// control socket beside it is that pid (see control.cc).
+std::optional<PidFileEntry> read_pid_file(const std::string& path, std::string& why);
 // Whether two paths name the same file, whether or not it exists: the same name in the same
 // folder (however the folder is spelled: "./x", "a//x", a link to it), or the same inode.
 bool same_file(const std::string& a, const std::string& b);

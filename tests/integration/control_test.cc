@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -76,24 +77,55 @@ TEST(ControlFilesTest, LinksPlantedWhereTheMasterWritesAreNotFollowed) {
   }
 }
 
-// A pid file someone else could have planted: `-s stop` must not kill what it names.
-TEST(ControlFilesTest, SignalCommandsRefuseAPidFileNotTheirsOrALink) {
-  if (::geteuid() != 0) GTEST_SKIP() << "needs root: a file owned by another user";
-  const passwd* nobody = ::getpwnam("nobody");
-  ASSERT_NE(nobody, nullptr);
+// Whether `pid`, a child of the test, was signalled (it would be a zombie).
+bool is_zombie(pid_t pid) {
+  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  const std::size_t paren = stat.rfind(')');
+  return paren != std::string::npos && stat.substr(paren + 2, 1) == "Z";
+}
+
+// A pid file someone else could have planted (or a stale one whose pid was reused): `-s stop`
+// must not kill what it names unless that process listens on the control socket beside it.
+TEST(ControlFilesTest, SignalCommandsRefuseAPidFileNotTheMastersOrALink) {
   Process victim({"/bin/sleep", "60"});
   TempDir dir;
   const std::string pid_file = dir.path() + "/ferry.pid";
   const std::string conf = dir.write("f.conf", "pid_file = \"" + pid_file + "\";\n");
-
   dir.write("ferry.pid", std::to_string(victim.pid()) + "\n");
-  ASSERT_EQ(::chown(pid_file.c_str(), nobody->pw_uid, nobody->pw_gid), 0);
+
+  // No control socket: nothing proves the pid is a master's.
   Finished f = run_program({ferry_binary(), "-s", "stop", "-c", conf});
   EXPECT_EQ(f.exit_code, 1);
-  EXPECT_NE(f.err.find(pid_file + " is owned by nobody, not by root"), std::string::npos) << f.err;
+  EXPECT_NE(f.err.find("does not answer on " + dir.path() + "/ferry.ctl"), std::string::npos)
+      << f.err;
 
-  // A link to a file root owns (another daemon's pid file) is refused as well.
+  // A socket planted beside it: its listener (this test) is not the pid the file names.
+  const int planted = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  const std::string ctl = dir.path() + "/ferry.ctl";
+  std::strncpy(sun.sun_path, ctl.c_str(), sizeof sun.sun_path - 1);
+  ASSERT_EQ(::bind(planted, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0);
+  ASSERT_EQ(::listen(planted, 8), 0);
+  for (const char* signal : {"stop", "quit", "reopen", "status"}) {
+    f = run_program({ferry_binary(), "-s", signal, "-c", conf});
+    EXPECT_EQ(f.exit_code, 1) << signal;
+    EXPECT_NE(f.err.find("names pid " + std::to_string(victim.pid()) + ", but pid " +
+                         std::to_string(::getpid()) + " listens on " + ctl),
+              std::string::npos)
+        << signal << ": " << f.err;
+  }
+  ::close(planted);
+
+  // A hard link to another file (another daemon's pid file) is refused.
   const std::string other = dir.write("other.pid", std::to_string(victim.pid()) + "\n");
+  ASSERT_EQ(::unlink(pid_file.c_str()), 0);
+  ASSERT_EQ(::link(other.c_str(), pid_file.c_str()), 0);
+  f = run_program({ferry_binary(), "-s", "stop", "-c", conf});
+  EXPECT_EQ(f.exit_code, 1);
+  EXPECT_NE(f.err.find(pid_file + " has 2 names (hard links)"), std::string::npos) << f.err;
+
+  // A symbolic link is refused as well.
   ASSERT_EQ(::unlink(pid_file.c_str()), 0);
   ASSERT_EQ(::symlink(other.c_str(), pid_file.c_str()), 0);
   f = run_program({ferry_binary(), "-s", "stop", "-c", conf});
@@ -101,12 +133,91 @@ TEST(ControlFilesTest, SignalCommandsRefuseAPidFileNotTheirsOrALink) {
   EXPECT_NE(f.err.find("cannot open " + pid_file + ": it is a symbolic link"), std::string::npos)
       << f.err;
 
-  // Signalled, it would be a zombie (the test is its parent).
-  const std::string stat = read_file("/proc/" + std::to_string(victim.pid()) + "/stat");
-  const std::size_t paren = stat.rfind(')');
-  ASSERT_NE(paren, std::string::npos);
-  EXPECT_NE(stat.substr(paren + 2, 1), "Z") << "the process the planted file names was signalled";
+  EXPECT_FALSE(is_zombie(victim.pid())) << "the process the planted file names was signalled";
   victim.signal(SIGKILL);
+}
+
+// A master that no longer accepts (its backlog full): `-s` gives up instead of waiting forever.
+TEST(ControlFilesTest, SignalCommandsGiveUpOnAControlSocketThatTakesNoConnection) {
+  TempDir dir;
+  const std::string conf = dir.write("f.conf", "pid_file = \"" + dir.path() + "/ferry.pid\";\n");
+  // The listener is this test, the pid file names it: the peer check passes.
+  dir.write("ferry.pid", std::to_string(::getpid()) + "\n");
+  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  const std::string ctl = dir.path() + "/ferry.ctl";
+  std::strncpy(sun.sun_path, ctl.c_str(), sizeof sun.sun_path - 1);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0);
+  ASSERT_EQ(::listen(listener, 0), 0);
+  const int filler = connect_unix(ctl);  // a backlog of 0 holds one: it is full now
+  ASSERT_GE(filler, 0);
+  const auto start = std::chrono::steady_clock::now();
+  const Finished f = run_program({ferry_binary(), "-s", "status", "-c", conf}, seconds(15));
+  EXPECT_EQ(f.exit_code, 1) << f.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, seconds(10));
+  EXPECT_NE(f.err.find("does not answer on " + ctl + ": no room in its backlog within 5 s"),
+            std::string::npos)
+      << f.err;
+  ::close(filler);
+  ::close(listener);
+}
+
+// The folder of the pid file and the control socket: made 0755 whatever the umask; one other
+// users may write to is used, with a warning.
+TEST(ControlFilesTest, TheRunFolderIsMadeOnlyTheMastersToWrite) {
+  EchoServer backend;
+  TempDir dir;
+  const std::string run = dir.path() + "/run";
+  const std::string conf =
+      dir.write("f.conf", "pid_file = \"" + run + "/ferry.pid\";\n" +
+                              one_proxy_config(1, free_port(), backend.port()));
+  const mode_t mask = ::umask(0);
+  auto ferry = std::make_unique<Process>(std::vector<std::string>{ferry_binary(), "-c", conf});
+  ::umask(mask);
+  ASSERT_TRUE(ferry->wait_for_stderr("worker(s) serving")) << ferry->stderr_so_far();
+  struct stat st {};
+  ASSERT_EQ(::stat(run.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  ferry->signal(SIGTERM);
+  EXPECT_EQ(ferry->wait(seconds(10)).exit_code, 0);
+
+  ASSERT_EQ(::chmod(run.c_str(), 0777), 0);
+  ferry = std::make_unique<Process>(std::vector<std::string>{ferry_binary(), "-c", conf});
+  ASSERT_TRUE(ferry->wait_for_stderr("worker(s) serving")) << ferry->stderr_so_far();
+  EXPECT_NE(ferry->stderr_so_far().find(run + " is writable by other users (mode 777)"),
+            std::string::npos)
+      << ferry->stderr_so_far();
+  ferry->signal(SIGTERM);
+  EXPECT_EQ(ferry->wait(seconds(10)).exit_code, 0);
+}
+
+// The packaged service runs the master as User=ferry; root controls it (logrotate's postrotate
+// `-s reopen`, postinst's `-s upgrade`, an operator's sudo).
+TEST(ControlFilesTest, RootControlsAMasterRunningAsAnotherUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to start the master as another user";
+  const passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  EchoServer backend;
+  FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
+  ASSERT_EQ(::chown(ferry.dir().path().c_str(), nobody->pw_uid, nobody->pw_gid), 0);
+  ASSERT_EQ(::chmod(ferry.conf().c_str(), 0644), 0);
+  ferry.set_launcher({"/usr/bin/setpriv", "--reuid=" + std::to_string(nobody->pw_uid),
+                      "--regid=" + std::to_string(nobody->pw_gid), "--clear-groups"});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  struct stat st {};
+  ASSERT_EQ(::stat(ferry.pid_file().c_str(), &st), 0);
+  ASSERT_EQ(st.st_uid, nobody->pw_uid) << "the master writes its pid file as its own user";
+
+  Finished f = ferry.command("status");
+  EXPECT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_NE(f.out.find("web"), std::string::npos) << f.out;
+  f = ferry.command("reopen");
+  EXPECT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_TRUE(ferry.wait_for_log("SIGUSR1: reopening logs")) << ferry.log();
+  f = ferry.command("quit");
+  EXPECT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
 }
 
 TEST(ControlSocketTest, OnlyItsOwnerMayConnect) {
