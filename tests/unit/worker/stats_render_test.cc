@@ -10,13 +10,12 @@
 
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
-
-#include "event/shared_memory.h"
 
 namespace ferry::worker {
 namespace {
@@ -292,9 +291,8 @@ TEST(StatsRenderTest, PromtoolAcceptsTheMetrics) {
 
 TEST(StatsRenderTest, RendersWhatATableHolds) {
   if (!have("python3")) GTEST_SKIP() << "python3 is not installed";
-  event::SharedMemory shm;
-  ASSERT_FALSE(shm.create(StatsTable::bytes_needed()));
-  StatsTable* stats = StatsTable::create(shm.data(), "9.9", 77, 100);
+  const std::unique_ptr<StatsTable> stats = StatsTable::create("9.9", 77, 100);
+  ASSERT_NE(stats, nullptr);
   conf::Config cfg;
   conf::Proxy web;
   web.name = "web";
