@@ -69,7 +69,8 @@ class Worker {
                         .mutex = mutex ? &*mutex : nullptr,
                         .delay = cfg_.events.accept_mutex_delay,
                         // One worker has no one to share a wake-up with.
-                        .exclusive = !cfg_.events.accept_mutex && cfg_.worker_processes > 1},
+                        .exclusive = !cfg_.events.accept_mutex && cfg_.worker_processes > 1,
+                        .refused = on_refused},
                        on_connection, this)) {
       return kFatalExit;
     }
@@ -171,6 +172,12 @@ class Worker {
       spdlog::debug("accepted {} on {}", c.peer.to_string(), c.listening->address.to_string());
     }
     self.sessions_.start(self.loop_, c, proxy, self.cfg_);
+  }
+
+  static void on_refused(const event::Listening& ls, void* ctx) {
+    if (!ls.status) {
+      static_cast<Worker*>(ctx)->sessions_.count_refused(*static_cast<const conf::Proxy*>(ls.data));
+    }
   }
 
   static void on_channel(event::Event& ev) {

@@ -65,6 +65,10 @@ class SessionSet {
     limits_share_ = share;
   }
 
+  // A client of `proxy` the acceptor refused (worker_connections was full): counted accepted,
+  // handled and no_connections.
+  void count_refused(const conf::Proxy& proxy);
+
   // The shared statistics and this worker's slot in them (none: nothing is counted there).
   void set_stats(StatsTable* stats, std::size_t slot) noexcept {
     stats_ = stats;

@@ -197,8 +197,10 @@ constexpr Metric<Snapshot::Proxy> kProxyMetrics[] = {
     {"denied", "ferry_proxy_denied_total", "counter",
      "Client connections refused by the access rules.", &Snapshot::Proxy::denied},
     {"limited", "ferry_proxy_limited_total", "counter",
-     "Client connections refused by max_conns_per_client or worker_connections.",
-     &Snapshot::Proxy::limited},
+     "Client connections refused by max_conns_per_client.", &Snapshot::Proxy::limited},
+    {"no_connections", "ferry_proxy_no_connections_total", "counter",
+     "Client connections refused because worker_connections was full.",
+     &Snapshot::Proxy::no_connections},
     {"bytes_from_clients", "ferry_proxy_received_bytes_total", "counter",
      "Bytes received from clients.", &Snapshot::Proxy::bytes_from_clients},
     {"bytes_to_clients", "ferry_proxy_sent_bytes_total", "counter", "Bytes sent to clients.",
@@ -475,13 +477,14 @@ std::string render_table(const Snapshot& s) {
   }
 
   out += '\n';
-  Table proxies(
-      {"PROXY", "ACCEPTED", "HANDLED", "ACTIVE", "DENIED", "LIMITED", "FROM CLIENTS", "TO CLIENTS"},
-      "-nnnnnnn");
+  Table proxies({"PROXY", "ACCEPTED", "HANDLED", "ACTIVE", "DENIED", "LIMITED", "NO CONNECTION",
+                 "FROM CLIENTS", "TO CLIENTS"},
+                "-nnnnnnnn");
   for (const auto& p : s.proxies) {
     proxies.row({printable(p.name) + (p.configured ? "" : " (removed)"), number(p.accepted),
                  number(p.handled), number(p.active), number(p.denied), number(p.limited),
-                 number(p.bytes_from_clients), number(p.bytes_to_clients)});
+                 number(p.no_connections), number(p.bytes_from_clients),
+                 number(p.bytes_to_clients)});
   }
   proxies.render(out);
 

@@ -93,6 +93,7 @@ constexpr Field<ProxyCounters, Snapshot::Proxy> kProxyFields[] = {
     {&ProxyCounters::active, &Snapshot::Proxy::active, true},
     {&ProxyCounters::denied, &Snapshot::Proxy::denied, false},
     {&ProxyCounters::limited, &Snapshot::Proxy::limited, false},
+    {&ProxyCounters::no_connections, &Snapshot::Proxy::no_connections, false},
     {&ProxyCounters::bytes_from_clients, &Snapshot::Proxy::bytes_from_clients, false},
     {&ProxyCounters::bytes_to_clients, &Snapshot::Proxy::bytes_to_clients, false},
 };

@@ -25,9 +25,10 @@ namespace ferry::worker {
 struct ProxyCounters {
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> handled{0};
-  std::atomic<std::uint64_t> active{0};   // sessions open now (a gauge)
-  std::atomic<std::uint64_t> denied{0};   // refused by the proxy's access rules
-  std::atomic<std::uint64_t> limited{0};  // by max_conns_per_client or worker_connections
+  std::atomic<std::uint64_t> active{0};          // sessions open now (a gauge)
+  std::atomic<std::uint64_t> denied{0};          // refused by the proxy's access rules
+  std::atomic<std::uint64_t> limited{0};         // by max_conns_per_client
+  std::atomic<std::uint64_t> no_connections{0};  // worker_connections was full
   std::atomic<std::uint64_t> bytes_from_clients{0};
   std::atomic<std::uint64_t> bytes_to_clients{0};
 };
@@ -78,6 +79,7 @@ struct Snapshot {
     std::string name;
     bool configured = true;  // in the latest configuration the master loaded
     std::uint64_t accepted = 0, handled = 0, active = 0, denied = 0, limited = 0;
+    std::uint64_t no_connections = 0;
     std::uint64_t bytes_from_clients = 0, bytes_to_clients = 0;
   };
   struct Server {
