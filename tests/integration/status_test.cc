@@ -367,6 +367,37 @@ TEST(StatusTest, AWorkerWritingGarbageOverTheStatisticsDoesNotReachTheMaster) {
   EXPECT_EQ(get(status_port, "/metrics").status, 200);
 }
 
+// The connections gauge follows what a worker holds, not only session starts and ends: status
+// clients that have sent nothing yet show within a second or so.
+TEST(StatusTest, TheConnectionsGaugeIsCurrent) {
+  EchoServer backend;
+  const int port = free_port();
+  const int status_port = free_port();
+  FerryInstance ferry(config(1, port, status_port, one_server(backend.port())));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::set<pid_t> workers = ferry.workers();
+  ASSERT_EQ(workers.size(), 1u);
+  const std::string pid = std::to_string(*workers.begin());
+  const auto connections = [&] {
+    std::istringstream lines(ferry.command("status").out);
+    for (std::string line; std::getline(lines, line);) {
+      std::istringstream fields(line);
+      std::string first, generation, up;
+      long n = -1;
+      if (fields >> first >> generation >> up >> n && first == pid) return n;
+    }
+    return -1L;
+  };
+  std::vector<int> idle;
+  for (int i = 0; i < 3; ++i) idle.push_back(connect_from("", "127.0.0.1", status_port));
+  EXPECT_TRUE(eventually([&] { return connections() == 4; }, seconds(3)))
+      << "the channel to the master and 3 status clients\n"
+      << ferry.command("status").out;
+  for (int fd : idle) ::close(fd);
+  EXPECT_TRUE(eventually([&] { return connections() == 1; }, seconds(3)))
+      << ferry.command("status").out;
+}
+
 TEST(StatusTest, BadAndSlowHttpClientsDoNotSlowProxiedSessions) {
   EchoServer backend;
   const int port = free_port();

@@ -65,6 +65,8 @@ class SessionSet {
     limits_share_ = share;
   }
 
+  // Publishes the connections this worker has in use now (the pool's, status ones included).
+  void publish_connections(event::EventLoop& loop) noexcept;
   // A client of `proxy` the acceptor refused (worker_connections was full): counted accepted,
   // handled and no_connections.
   void count_refused(const conf::Proxy& proxy);
@@ -90,7 +92,6 @@ class SessionSet {
   // the shared registry once and kept.
   ProxyCounters* proxy_stats(const conf::Proxy& proxy);
   ServerCounters* server_stats(const conf::Proxy& proxy, const Peer& peer);
-  void publish_connections(event::EventLoop& loop) noexcept;
 
   Session* head_ = nullptr;
   std::size_t count_ = 0;

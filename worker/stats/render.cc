@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <initializer_list>
+#include <iterator>
 #include <string_view>
 #include <utility>
 
@@ -511,6 +512,23 @@ std::string render_table(const Snapshot& s) {
   }
   workers.render(out);
   return out;
+}
+
+const std::string& RenderCache::get(Render render, Snapshot snapshot) {
+  Entry* e = nullptr;
+  for (Entry& x : entries_) {
+    if (x.render == render) e = &x;
+  }
+  if (e == nullptr) {
+    e = &entries_[next_];
+    next_ = (next_ + 1) % std::size(entries_);
+  } else if (e->snapshot == snapshot) {
+    return e->body;
+  }
+  e->render = render;
+  e->body = render(snapshot);
+  e->snapshot = std::move(snapshot);
+  return e->body;
 }
 
 }  // namespace ferry::worker

@@ -81,6 +81,7 @@ struct Snapshot {
     std::uint64_t accepted = 0, handled = 0, active = 0, denied = 0, limited = 0;
     std::uint64_t no_connections = 0;
     std::uint64_t bytes_from_clients = 0, bytes_to_clients = 0;
+    bool operator==(const Proxy&) const = default;
   };
   struct Server {
     std::string address;  // as the configuration writes it
@@ -89,16 +90,19 @@ struct Snapshot {
     std::uint64_t bytes_sent = 0, bytes_received = 0;
     CheckResult health = CheckResult::none;  // the last active check's result
     std::int64_t health_at = 0;              // when it ran (0 with none)
+    bool operator==(const Server&) const = default;
   };
   struct Upstream {
     std::string name;
     std::vector<Server> servers;
+    bool operator==(const Upstream&) const = default;
   };
   struct Worker {
     pid_t pid = 0;
     int generation = 0;
     std::int64_t started = 0;
     std::uint64_t connections = 0;  // in use now, client and server sides
+    bool operator==(const Worker&) const = default;
   };
 
   std::string version;
@@ -114,6 +118,9 @@ struct Snapshot {
   std::vector<Worker> workers;    // alive now, by slot
   std::vector<Proxy> proxies;     // every name ever configured, in the order first seen
   std::vector<Upstream> upstreams;
+
+  // Equal snapshots render alike (the clock is in whole seconds): see RenderCache.
+  bool operator==(const Snapshot&) const = default;
 };
 
 // Two segments the master maps at start, before any fork; master and workers then all hold them

@@ -263,6 +263,34 @@ TEST(StatsRenderTest, PrometheusHasEachFamilyOnceAndTheExpectedSamples) {
   EXPECT_EQ(f.type.size(), 24u);
 }
 
+int renders = 0;
+std::string counted_json(const Snapshot& s) {
+  ++renders;
+  return render_json(s);
+}
+
+// A rendering is reused exactly while the snapshot is equal; a count, a worker or the clock's
+// second that moved renders again, and each kind keeps its own.
+TEST(StatsRenderTest, TheCacheRendersAgainOnlyWhenTheSnapshotChanged) {
+  RenderCache cache;
+  Snapshot s = sample();
+  renders = 0;
+  const std::string first = cache.get(counted_json, s);
+  EXPECT_EQ(first, render_json(s));
+  EXPECT_EQ(cache.get(counted_json, s), first);
+  EXPECT_EQ(cache.get(render_prometheus, s), render_prometheus(s));
+  EXPECT_EQ(cache.get(counted_json, s), first);
+  EXPECT_EQ(renders, 1);
+  s.proxies[0].handled += 1;
+  EXPECT_EQ(cache.get(counted_json, s), render_json(s));
+  EXPECT_EQ(renders, 2);
+  s.now += 1;
+  EXPECT_EQ(cache.get(counted_json, s), render_json(s));
+  s.workers.pop_back();
+  EXPECT_EQ(cache.get(counted_json, s), render_json(s));
+  EXPECT_EQ(renders, 4);
+}
+
 TEST(StatsRenderTest, PrometheusEscapesLabelValues) {
   const std::string text = render_prometheus(sample());
   EXPECT_NE(text.find(R"(ferry_proxy_accepted_total{proxy="we\"b\\\nx"} 5)"
