@@ -176,6 +176,7 @@ void Acceptor::accept_from(Event& ev, Entry& entry) {
             "since the last message)",
             pool.size(), lc.listening->address.to_string(), *held);
       }
+      if (options_.refused != nullptr) options_.refused(*lc.listening, ctx_);
       // Closed at once (the client sees the FIN now, not a connect timeout); the socket is
       // level-triggered, so the rest of the queue is refused on the next iterations.
       return;

@@ -30,6 +30,9 @@ struct AcceptOptions {
   // Without the mutex: register shared sockets with EPOLLEXCLUSIVE so one worker, not all, is
   // woken per connection, and re-register every 4 accepts so the others get their turn.
   bool exclusive = false;
+  // Called (with the handler's context) for a connection accepted and closed at once because
+  // the pool had no connection for it, so that the refusal is counted.
+  void (*refused)(const Listening& ls, void* ctx) = nullptr;
 };
 
 struct AcceptStats {

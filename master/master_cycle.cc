@@ -75,6 +75,9 @@ constexpr const char* kReadyTimeoutVariable = "FERRY_TEST_READY_TIMEOUT_MS";
 // (FIRST+COUNT-1)-th (from 0, respawns and reloads included) exit with CODE at once, so that the
 // respawn back-off and the rule for exit code 2 (kFatalExit) can be tested.
 constexpr const char* kWorkerFailVariable = "FERRY_TEST_WORKER_FAIL";
+// Test only: a worker that finds it set writes garbage over every statistics word it can (what a
+// worker gone wrong might do), to show that the master does not trust them.
+constexpr const char* kScribbleStatsVariable = "FERRY_TEST_SCRIBBLE_STATS";
 // After a worker has been told to stop: how long past its own bound before SIGKILL.
 constexpr Msec kKillGrace{5'000};
 // A worker that dies this soon after starting is respawned with a growing delay.
@@ -157,9 +160,8 @@ class Master {
     const auto secret = worker::ClientLimits::random_secret();
     if (!secret) return 1;
     client_limits_ = worker::ClientLimits::create(limits_shm_.data(), *secret);
-    if (stats_shm_.create(worker::StatsTable::bytes_needed())) return 1;
-    stats_ =
-        worker::StatsTable::create(stats_shm_.data(), FERRY_VERSION, ::getpid(), ::time(nullptr));
+    stats_ = worker::StatsTable::create(FERRY_VERSION, ::getpid(), ::time(nullptr));
+    if (stats_ == nullptr) return 1;
     register_stats();
     if (!new_health_board()) return 1;
 
@@ -327,6 +329,8 @@ class Master {
   // Runs in the forked child: drop everything that is the master's, become a worker.
   int worker_main(int slot, int generation, int channel, worker::WorkerCounters* counters) {
     loop_.abandon();
+    // First of all: from here on the statistics registry is read-only to this process.
+    if (!stats_->enter_worker()) return worker::kFatalExit;
     signal_.fd.reset();
     control_.fd.reset();
     for (auto& w : workers_) w.channel.fd.reset();
@@ -376,6 +380,12 @@ class Master {
       return worker::kFatalExit;
     }
 
+    const std::size_t stats_slot =
+        counters != nullptr ? counters_->index_of(*counters) : worker::StatsTable::kNoSlot;
+    if (std::getenv(kScribbleStatsVariable) != nullptr) {
+      spdlog::warn("{}: {}", kScribbleStatsVariable, stats_->scribble(stats_slot));
+    }
+
     worker::WorkerSettings settings;
     settings.config = &cfg;
     settings.listening =
@@ -387,9 +397,8 @@ class Master {
     // The share goes with the counters entry: both are given back when the worker is reaped.
     settings.limits_share =
         counters != nullptr ? counters_->index_of(*counters) : worker::ClientLimits::kNoShare;
-    settings.stats = stats_;
-    settings.stats_slot =
-        counters != nullptr ? counters_->index_of(*counters) : worker::StatsTable::kNoSlot;
+    settings.stats = stats_.get();
+    settings.stats_slot = stats_slot;
     settings.health_board = health_board_;
     // Worker 0 of the generation probes the servers; a respawned worker 0 takes over.
     settings.run_health_checks = slot == 0;
@@ -696,7 +705,12 @@ class Master {
       if (w->counters != nullptr) {
         client_limits_->recover(counters_->index_of(*w->counters));
         recover_server_conns(generation, counters_->index_of(*w->counters));
-        stats_->fold(counters_->index_of(*w->counters));
+        if (const std::size_t wrong = stats_->fold(counters_->index_of(*w->counters))) {
+          spdlog::warn(
+              "worker {} (pid {}) left {} statistics counter(s) that cannot be true: its counts "
+              "are dropped",
+              w->slot, pid, wrong);
+        }
         retired_accepted_ += counters_->release(*w->counters);
       }
       w->counters = nullptr;
@@ -1405,9 +1419,8 @@ class Master {
   worker::CountersTable* counters_ = nullptr;
   event::SharedMemory limits_shm_;  // max_conns_per_client's counts, kept across reloads
   worker::ClientLimits* client_limits_ = nullptr;
-  event::SharedMemory stats_shm_;  // the statistics, kept across reloads
-  worker::StatsTable* stats_ = nullptr;
-  std::uint64_t retired_accepted_ = 0;  // by workers already reaped
+  std::unique_ptr<worker::StatsTable> stats_;  // the statistics, kept across reloads
+  std::uint64_t retired_accepted_ = 0;         // by workers already reaped
   event::SharedMemory health_shm_;
   worker::HealthBoard* health_board_ = nullptr;
   std::size_t health_servers_ = 0;  // the servers health_board_ was laid out for

@@ -30,6 +30,9 @@ namespace {
 std::atomic<int> g_stop_request{0};
 std::atomic<event::Notifier*> g_stop_notifier{nullptr};
 
+// How old the connections gauge in the statistics may get.
+constexpr event::Msec kGaugeInterval{1'000};
+
 class Worker {
  public:
   explicit Worker(const WorkerSettings& s) : settings_(s), cfg_(*s.config) {}
@@ -54,8 +57,9 @@ class Worker {
     if (cfg_.status) {
       status_ = std::make_unique<StatusServer>(*cfg_.status, [this](std::string_view path) {
         if (settings_.stats == nullptr) return std::string();
-        const Snapshot s = settings_.stats->snapshot();
-        return path == "/status" ? render_json(s) : render_prometheus(s);
+        sessions_.publish_connections(loop_);  // this worker's own, as of now
+        return render_cache_.get(path == "/status" ? render_json : render_prometheus,
+                                 settings_.stats->snapshot());
       });
     }
     for (const event::Listening* ls : settings_.listening) {
@@ -69,7 +73,8 @@ class Worker {
                         .mutex = mutex ? &*mutex : nullptr,
                         .delay = cfg_.events.accept_mutex_delay,
                         // One worker has no one to share a wake-up with.
-                        .exclusive = !cfg_.events.accept_mutex && cfg_.worker_processes > 1},
+                        .exclusive = !cfg_.events.accept_mutex && cfg_.worker_processes > 1,
+                        .refused = on_refused},
                        on_connection, this)) {
       return kFatalExit;
     }
@@ -105,6 +110,11 @@ class Worker {
     sessions_.on_empty_ctx = this;
     shutdown_timer_.handler = on_shutdown_timeout;
     shutdown_timer_.data = this;
+    // Sessions publish the gauge as they start and end; status clients, connects under way and
+    // refusals move it too: this keeps it at most this old.
+    gauge_timer_.handler = on_gauge_timer;
+    gauge_timer_.data = this;
+    loop_.add_timer(gauge_timer_, kGaugeInterval);
 
     if (settings_.channel >= 0 && !withhold_ready()) {
       channel_send(settings_.channel, static_cast<char>(Report::ready));
@@ -171,6 +181,12 @@ class Worker {
       spdlog::debug("accepted {} on {}", c.peer.to_string(), c.listening->address.to_string());
     }
     self.sessions_.start(self.loop_, c, proxy, self.cfg_);
+  }
+
+  static void on_refused(const event::Listening& ls, void* ctx) {
+    if (!ls.status) {
+      static_cast<Worker*>(ctx)->sessions_.count_refused(*static_cast<const conf::Proxy*>(ls.data));
+    }
   }
 
   static void on_channel(event::Event& ev) {
@@ -244,6 +260,12 @@ class Worker {
     if (self.shutting_down_) self.loop_.stop();
   }
 
+  static void on_gauge_timer(event::Event& ev) {
+    auto& self = *static_cast<Worker*>(ev.data);
+    self.sessions_.publish_connections(self.loop_);
+    self.loop_.add_timer(self.gauge_timer_, kGaugeInterval);
+  }
+
   static void on_shutdown_timeout(event::Event& ev) {
     auto& self = *static_cast<Worker*>(ev.data);
     spdlog::warn("worker {}: worker_shutdown_timeout reached, closing {} session(s)",
@@ -263,6 +285,8 @@ class Worker {
   event::Acceptor acceptor_;
   event::Connection* channel_ = nullptr;
   event::Event shutdown_timer_;
+  event::Event gauge_timer_;
+  RenderCache render_cache_;
   SessionSet sessions_;
   // After loop_: destroyed first, its connections still in the loop's pool.
   std::unique_ptr<StatusServer> status_;

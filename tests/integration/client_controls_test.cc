@@ -164,6 +164,21 @@ std::vector<std::pair<pid_t, int>> sockets_per_worker(const FerryInstance& ferry
   return out;
 }
 
+// `ferry -s status`'s counts of proxy `name`: accepted, handled, active, denied, limited,
+// no_connections (empty when absent).
+std::vector<long> status_row(FerryInstance& ferry, const std::string& name) {
+  std::istringstream lines(ferry.command("status").out);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::string first;
+    std::vector<long> row(6);
+    fields >> first;
+    for (long& v : row) fields >> v;
+    if (fields && first == name) return row;
+  }
+  return {};
+}
+
 TEST(ClientLimitTest, TheFourthSessionFromOneAddressIsRefusedAcrossWorkersAndKillRecovers) {
   EchoServer backend;
   TempDir logs;
@@ -196,6 +211,10 @@ TEST(ClientLimitTest, TheFourthSessionFromOneAddressIsRefusedAcrossWorkersAndKil
   ::close(other);
   ASSERT_TRUE(eventually([&] { return count_of(read_file(access), " limit\n") == 4; }))
       << read_file(access);
+  const std::vector<long> row = status_row(ferry, "lim");
+  ASSERT_EQ(row.size(), 6U) << ferry.command("status").out;
+  EXPECT_EQ(row[4], 4) << "limited";
+  EXPECT_EQ(row[5], 0) << "no_connections";
 
   // kill -9 the worker holding most of the sessions (3 split 2-1 or 3-0: never even).
   auto counts = sockets_per_worker(ferry);
@@ -229,21 +248,29 @@ TEST(ClientLimitTest, TheFourthSessionFromOneAddressIsRefusedAcrossWorkersAndKil
   for (int fd : held) ::close(fd);
 }
 
-TEST(WorkerConnectionsTest, AFullWorkerRefusesNewClientsAtOnceAndKeepsItsSessions) {
+// worker_connections = 7: the channel to the master takes one connection, each session two,
+// so three sessions fill the pool and the acceptor refuses the next clients; with 8, one is left
+// for a client, and the session refuses it for want of one for the server. Either way the
+// refusal is counted as no_connections, not as a per-client limit.
+class WorkerConnectionsTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(WorkerConnectionsTest, AFullWorkerRefusesNewClientsAtOnceAndKeepsItsSessions) {
   EchoServer backend;
+  TempDir logs;
+  const std::string access = logs.path() + "/access.log";
   const int port = free_port();
-  // The channel to the master takes one connection; each session two: three sessions fit.
-  FerryInstance ferry(config(
-      1,
-      {proxy("full", "127.0.0.1:" + std::to_string(port), backend.port(), "access_log = \"off\";")},
-      "worker_connections = 7;\n"));
+  FerryInstance ferry(config(1,
+                             {proxy("full", "127.0.0.1:" + std::to_string(port), backend.port(),
+                                    "access_log = \"" + access + "\";")},
+                             "worker_connections = " + std::to_string(GetParam()) + ";\n"));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   std::vector<int> held;
   for (int i = 0; i < 3; ++i) {
     held.push_back(connect_from("", "127.0.0.1", port));
     ASSERT_TRUE(served(held.back())) << "session " << i;
   }
-  for (int i = 0; i < 20; ++i) {
+  constexpr int kExtra = 20;
+  for (int i = 0; i < kExtra; ++i) {
     const int extra = connect_from("", "127.0.0.1", port);
     ASSERT_GE(extra, 0);
     EXPECT_TRUE(closed_by_peer(extra, seconds(2))) << "refused promptly, try " << i;
@@ -255,6 +282,20 @@ TEST(WorkerConnectionsTest, AFullWorkerRefusesNewClientsAtOnceAndKeepsItsSession
   EXPECT_LE(count_of(ferry.log(), "worker_connections are not enough"), 2U)
       << "logged once per interval, not per client\n"
       << ferry.log();
+  std::vector<long> row;
+  EXPECT_TRUE(eventually([&] {
+    row = status_row(ferry, "full");
+    return row.size() == 6 && row[5] == kExtra;
+  })) << ferry.command("status").out;
+  if (row.size() == 6) {
+    EXPECT_EQ(row[0], 3 + kExtra) << "accepted";
+    EXPECT_EQ(row[1], kExtra) << "handled";
+    EXPECT_EQ(row[4], 0) << "limited";
+  }
+  // The session that refused wrote its line; the acceptor, which had no session, none.
+  const std::string log = read_file(access);
+  EXPECT_EQ(count_of(log, " no_connections\n"), GetParam() == 8 ? kExtra : 0) << log;
+  EXPECT_EQ(count_of(log, " limit\n"), 0U) << log;
   ::close(held.back());
   held.pop_back();
   ASSERT_TRUE(eventually([&] {
@@ -265,6 +306,8 @@ TEST(WorkerConnectionsTest, AFullWorkerRefusesNewClientsAtOnceAndKeepsItsSession
   })) << "room again once a session ended";
   for (int fd : held) ::close(fd);
 }
+
+INSTANTIATE_TEST_SUITE_P(PoolSizes, WorkerConnectionsTest, ::testing::Values(7, 8));
 
 TEST(AccessLogTest, EveryWayASessionEndsIsLogged) {
   EchoServer backend;

@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <memory>
+#include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -309,6 +311,91 @@ TEST(StatusTest, BytesCountAsTheyMoveAndAKilledWorkersSessionsStayBalanced) {
   })) << "the killed worker's open session ended with it\n"
       << m;
   EXPECT_EQ(sample(m, "ferry_proxy_received_bytes_total" + web), 100'000) << m;
+}
+
+// `ferry -s status`'s row for proxy `name`: accepted, handled, active (empty when absent).
+std::vector<long> status_row(FerryInstance& ferry, const std::string& name) {
+  std::istringstream lines(ferry.command("status").out);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::string first;
+    std::vector<long> row(3);
+    if (fields >> first >> row[0] >> row[1] >> row[2] && first == name) return row;
+  }
+  return {};
+}
+
+// Workers that write garbage over every statistics word they can (the test-only hook): the
+// registry stays read-only to them, and the master, which renders `-s status` and folds what a
+// reaped worker leaves, keeps serving with totals that add up, and says what it dropped.
+TEST(StatusTest, AWorkerWritingGarbageOverTheStatisticsDoesNotReachTheMaster) {
+  EchoServer backend;
+  const int port = free_port();
+  const int status_port = free_port();
+  FerryInstance ferry(config(1, port, status_port, one_server(backend.port())));
+  ferry.set_options({.env = {"FERRY_TEST_SCRIBBLE_STATS=1"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  ASSERT_TRUE(ferry.wait_for_log("the registry stays read-only (mprotect: Permission denied)"))
+      << ferry.log();
+  const pid_t master = ferry.master();
+  const auto sessions = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      const int fd = connect_from("", "127.0.0.1", port);
+      EXPECT_TRUE(echo_round_trip(fd, "some bytes"));
+      ::close(fd);
+    }
+  };
+  sessions(3);
+  const std::set<pid_t> before = ferry.workers();
+  ASSERT_EQ(before.size(), 1u);
+  ::kill(*before.begin(), SIGKILL);
+  ASSERT_TRUE(
+      ferry.wait_for_log("statistics counter(s) that cannot be true: its counts are "
+                         "dropped"))
+      << ferry.log();
+  ASSERT_TRUE(eventually([&] {
+    const std::set<pid_t> now = ferry.workers();
+    return now.size() == 1 && now != before;
+  }));
+  sessions(3);
+  const std::vector<long> row = status_row(ferry, "web");
+  ASSERT_EQ(row.size(), 3u) << ferry.command("status").out;
+  EXPECT_EQ(row[0], row[1] + row[2]) << "accepted = handled + active";
+  EXPECT_LE(row[0], 6);
+  EXPECT_EQ(ferry.master(), master);
+  EXPECT_EQ(::kill(master, 0), 0) << "the master is alive";
+  EXPECT_EQ(get(status_port, "/metrics").status, 200);
+}
+
+// The connections gauge follows what a worker holds, not only session starts and ends: status
+// clients that have sent nothing yet show within a second or so.
+TEST(StatusTest, TheConnectionsGaugeIsCurrent) {
+  EchoServer backend;
+  const int port = free_port();
+  const int status_port = free_port();
+  FerryInstance ferry(config(1, port, status_port, one_server(backend.port())));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::set<pid_t> workers = ferry.workers();
+  ASSERT_EQ(workers.size(), 1u);
+  const std::string pid = std::to_string(*workers.begin());
+  const auto connections = [&] {
+    std::istringstream lines(ferry.command("status").out);
+    for (std::string line; std::getline(lines, line);) {
+      std::istringstream fields(line);
+      std::string first, generation, up;
+      long n = -1;
+      if (fields >> first >> generation >> up >> n && first == pid) return n;
+    }
+    return -1L;
+  };
+  std::vector<int> idle;
+  for (int i = 0; i < 3; ++i) idle.push_back(connect_from("", "127.0.0.1", status_port));
+  EXPECT_TRUE(eventually([&] { return connections() == 4; }, seconds(3)))
+      << "the channel to the master and 3 status clients\n"
+      << ferry.command("status").out;
+  for (int fd : idle) ::close(fd);
+  EXPECT_TRUE(eventually([&] { return connections() == 1; }, seconds(3)))
+      << ferry.command("status").out;
 }
 
 TEST(StatusTest, BadAndSlowHttpClientsDoNotSlowProxiedSessions) {

@@ -22,7 +22,25 @@
 
 namespace ferry::worker {
 
+std::string_view to_string(EndReason reason) noexcept {
+  switch (reason) {
+    case EndReason::closed: return "closed";
+    case EndReason::idle_timeout: return "idle_timeout";
+    case EndReason::connect_failed: return "connect_failed";
+    case EndReason::upstream_reset: return "upstream_reset";
+    case EndReason::client_reset: return "client_reset";
+    case EndReason::denied: return "denied";
+    case EndReason::limit: return "limit";
+    case EndReason::no_connections: return "no_connections";
+    case EndReason::bad_proxy_protocol: return "bad_proxy_protocol";
+    case EndReason::untrusted_proxy: return "untrusted_proxy";
+    case EndReason::shutdown: return "shutdown";
+  }
+  return "closed";
+}
+
 std::string format_access_record(const AccessRecord& r) {
+  const std::string_view status = to_string(r.status);
   const auto since_epoch = r.start.time_since_epoch();
   const std::time_t secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch).count();
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(since_epoch).count() % 1000;
@@ -40,8 +58,8 @@ std::string format_access_record(const AccessRecord& r) {
       r.upstream.data(), static_cast<unsigned long long>(r.bytes_from_client),
       static_cast<unsigned long long>(r.bytes_to_client),
       static_cast<long long>(r.duration.count() / 1000),
-      static_cast<long long>(r.duration.count() % 1000), static_cast<int>(r.status.size()),
-      r.status.data());
+      static_cast<long long>(r.duration.count() % 1000), static_cast<int>(status.size()),
+      status.data());
   return std::string(
       line, n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), sizeof line - 1) : 0);
 }

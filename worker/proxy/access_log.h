@@ -21,6 +21,22 @@ class thread_pool;
 
 namespace ferry::worker {
 
+// How a session ended, as the access log writes it (the spec lists them).
+enum class EndReason : std::uint8_t {
+  closed,
+  idle_timeout,
+  connect_failed,
+  upstream_reset,
+  client_reset,
+  denied,          // the proxy's access rules
+  limit,           // max_conns_per_client
+  no_connections,  // worker_connections was full
+  bad_proxy_protocol,
+  untrusted_proxy,  // a PROXY header from a sender not in accept_proxy_protocol_from
+  shutdown,
+};
+std::string_view to_string(EndReason reason) noexcept;
+
 struct AccessRecord {
   std::chrono::system_clock::time_point start;
   std::string_view client;
@@ -29,7 +45,7 @@ struct AccessRecord {
   std::uint64_t bytes_from_client = 0;
   std::uint64_t bytes_to_client = 0;
   std::chrono::milliseconds duration{0};
-  std::string_view status;  // closed, idle_timeout, connect_failed, upstream_reset, ...
+  EndReason status = EndReason::closed;
 };
 
 // "2026-11-22T08:55:35.123+0000 127.0.0.1:5555 127.0.0.1:8080 127.0.0.1:9001 5 5 0.003 closed"

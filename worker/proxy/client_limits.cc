@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include <sodium/crypto_shorthash.h>
@@ -51,13 +52,19 @@ static_assert(std::atomic_ref<std::uint16_t>::is_always_lock_free);
 static_assert(ClientLimits::kMaxLimit == kCountMask);
 
 // Takes `by` off `w`'s count, never below 0, so that a key's bits are never borrowed from.
-void decrement(std::uint64_t& w, std::uint32_t by) noexcept {
+// Gives up after `tries` lost races: the master must not spin on a word a worker rewrites.
+bool decrement(std::uint64_t& w, std::uint32_t by,
+               std::size_t tries = std::numeric_limits<std::size_t>::max()) noexcept {
   std::uint64_t old = load(w);
-  while (count_in(old) != 0) {
+  for (std::size_t i = 0; count_in(old) != 0 && i < tries; ++i) {
     const std::uint64_t next = old - std::min(count_in(old), by);
-    if (word_at(w).compare_exchange_weak(old, next)) return;
+    if (word_at(w).compare_exchange_weak(old, next)) return true;
   }
+  return count_in(old) == 0;
 }
+
+// Far more than honest workers ever make one CAS lose in a row.
+constexpr std::size_t kMasterTries = 1024;
 
 // Clears the bits of `bytes` past the first `prefix`.
 void mask(unsigned char* bytes, std::size_t size, int prefix) noexcept {
@@ -213,12 +220,19 @@ void ClientLimits::release(std::uint32_t bucket, std::size_t share) noexcept {
 
 void ClientLimits::recover(std::size_t share) noexcept {
   if (share >= kShares) return;
+  // Both the share and the words are memory workers write: every index is the master's own,
+  // every count taken off is bounded by the word's, and no word is retried for ever.
   std::uint16_t* counts = shares_[share];
+  std::size_t given_up = 0;
   for (std::size_t b = 0; b < kBuckets; ++b) {
     const std::uint16_t held = share_at(counts[b]).load(std::memory_order_relaxed);
     if (held == 0) continue;
-    decrement(words_[b], held);
+    if (!decrement(words_[b], held, kMasterTries)) ++given_up;
     share_at(counts[b]).store(0, std::memory_order_relaxed);
+  }
+  if (given_up != 0) {
+    spdlog::warn("{} per-client count(s) kept changing while a dead worker's were taken out: left",
+                 given_up);
   }
   // MADV_REMOVE, not MADV_DONTNEED: the pages are shmem, which DONTNEED only unmaps from this
   // process. Zeroed above already, so a failure costs only the memory.

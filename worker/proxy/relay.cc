@@ -109,7 +109,7 @@ struct Session {
   Session* prev = nullptr;
   Session* next = nullptr;
 
-  void close(std::string_view status) noexcept {
+  void close(EndReason status) noexcept {
     // Connected: the session got through, the server is fine. Still connecting: the client or a
     // shutdown ended it, no verdict on the server (connect failures go through failed_peer()).
     if (peer != nullptr && connected) {
@@ -153,12 +153,14 @@ struct Session {
   }
 
   // The shared statistics of an ending session: accepted = handled + active at all times.
-  void count_end(std::string_view status) noexcept {
+  void count_end(EndReason status) noexcept {
     if (stats != nullptr) {
       stat_add(stats->handled);
       stat_sub(stats->active);
-      if (status == "denied" || status == "untrusted_proxy") stat_add(stats->denied);
-      if (status == "limit") stat_add(stats->limited);
+      if (status == EndReason::denied || status == EndReason::untrusted_proxy)
+        stat_add(stats->denied);
+      if (status == EndReason::limit) stat_add(stats->limited);
+      if (status == EndReason::no_connections) stat_add(stats->no_connections);
     }
     if (peer_stats != nullptr) stat_sub(peer_stats->active);
   }
@@ -190,7 +192,7 @@ struct Session {
         spdlog::debug("setsockopt(SO_LINGER) failed: {}", event::last_error().message());
       }
     }
-    close(from_client ? "client_reset" : "upstream_reset");
+    close(from_client ? EndReason::client_reset : EndReason::upstream_reset);
   }
 
   // Everything `from` sent has reached `to`: send its FIN on, once. When the other direction
@@ -359,7 +361,7 @@ struct Session {
   void run() {
     if (!pump(up) || !pump(down)) return;
     if (up.shut && down.shut) {
-      close("closed");
+      close(EndReason::closed);
       return;
     }
     // The idle timer is armed once and not moved on every read: when it fires, it looks at the
@@ -378,7 +380,7 @@ struct Session {
       return;
     }
     spdlog::debug("proxy \"{}\": session idle for {} ms, closing", proxy->name, idle.count());
-    close("idle_timeout");
+    close(EndReason::idle_timeout);
   }
 
   // The access rules, and with `count` the per-client limit, for the client's address (the
@@ -389,7 +391,7 @@ struct Session {
       if (!d.allowed) {
         spdlog::debug("proxy \"{}\": client {} denied by rule \"{}\"", proxy->name,
                       client->peer.to_string(), proxy->access[d.rule].text);
-        close("denied");
+        close(EndReason::denied);
         return false;
       }
     }
@@ -402,7 +404,7 @@ struct Session {
       case ClientLimits::Admit::limit:
         spdlog::debug("proxy \"{}\": client {} has {} sessions already", proxy->name,
                       client->peer.to_string(), proxy->max_conns_per_client);
-        close("limit");
+        close(EndReason::limit);
         return false;
       case ClientLimits::Admit::full:
         if (auto held = set->table_full_log_.admit(loop->now())) {
@@ -427,7 +429,7 @@ struct Session {
           "last message)",
           proxy->name, client->peer.to_string(), *held);
     }
-    close("untrusted_proxy");
+    close(EndReason::untrusted_proxy);
     return false;
   }
 
@@ -473,7 +475,7 @@ struct Session {
     if (taken != static_cast<ssize_t>(h.length)) {  // peeked bytes are there: not expected
       spdlog::error("recv() of a {}-byte PROXY header returned {}: {}", h.length, taken,
                     taken == -1 ? event::last_error().message() : std::string("short"));
-      close("client_reset");
+      close(EndReason::client_reset);
       return;
     }
     // Whatever followed the header (or the FIN) is for the relay to read. Bytes that arrive
@@ -489,7 +491,7 @@ struct Session {
           "last message)",
           proxy->name, client->peer.to_string(), why, *held);
     }
-    close("bad_proxy_protocol");
+    close(EndReason::bad_proxy_protocol);
   }
 
   void header_done(const proxy_protocol::ParseResult& h) {
@@ -540,7 +542,7 @@ struct Session {
       if (next == nullptr) {
         spdlog::warn("proxy \"{}\": no server could take client {} ({} tried)", proxy->name,
                      client->peer.to_string(), tries);
-        close("connect_failed");
+        close(EndReason::connect_failed);
         return false;
       }
       ++tries;
@@ -556,7 +558,7 @@ struct Session {
           // Another server would fare no better.
           balancer->abandon(*peer);
           peer = nullptr;
-          close("connect_failed");
+          close(EndReason::connect_failed);
           return false;
         }
         failed_peer();
@@ -575,14 +577,14 @@ struct Session {
         spdlog::warn("proxy \"{}\": worker_connections are not enough", proxy->name);
         balancer->abandon(*peer);  // no fault of the server
         peer = nullptr;
-        close("connect_failed");
+        close(EndReason::connect_failed);
         return false;
       }
       upstream->peer = peer->address;
       upstream->data = this;
       upstream->read.handler = upstream->write.handler = on_upstream_event;
       if (loop->add_connection(*upstream)) {
-        close("connect_failed");
+        close(EndReason::connect_failed);
         return false;
       }
       loop->add_timer(upstream->write, proxy->connect_timeout);
@@ -716,6 +718,14 @@ void SessionSet::publish_connections(EventLoop& loop) noexcept {
   }
 }
 
+void SessionSet::count_refused(const conf::Proxy& proxy) {
+  if (ProxyCounters* c = proxy_stats(proxy)) {
+    stat_add(c->accepted);
+    stat_add(c->handled);
+    stat_add(c->no_connections);
+  }
+}
+
 ProxyCounters* SessionSet::proxy_stats(const conf::Proxy& proxy) {
   if (stats_ == nullptr) return nullptr;
   auto it = proxy_stats_.find(&proxy);
@@ -739,7 +749,7 @@ ServerCounters* SessionSet::server_stats(const conf::Proxy& proxy, const Peer& p
 void SessionSet::close_all() noexcept {
   auto* saved = on_empty;
   on_empty = nullptr;  // the caller is tearing down already
-  while (head_ != nullptr) head_->close("shutdown");
+  while (head_ != nullptr) head_->close(EndReason::shutdown);
   on_empty = saved;
 }
 
@@ -863,7 +873,7 @@ void SessionSet::start(EventLoop& loop, Connection& client, const conf::Proxy& p
           "more since the last message)",
           loop.pool().size(), client.peer.to_string(), proxy.name, *held);
     }
-    s->close("limit");
+    s->close(EndReason::no_connections);
     return;
   }
   // Without a PROXY header the address is final: rules and limit now. With one, the rules
@@ -871,7 +881,7 @@ void SessionSet::start(EventLoop& loop, Connection& client, const conf::Proxy& p
   if (!s->admit(!proxy.accept_proxy_protocol)) return;
   if (proxy.accept_proxy_protocol && !s->trusted_sender()) return;
   if (loop.add_connection(client)) {
-    s->close("connect_failed");
+    s->close(EndReason::connect_failed);
     return;
   }
   if (proxy.accept_proxy_protocol) {

@@ -65,6 +65,12 @@ class SessionSet {
     limits_share_ = share;
   }
 
+  // Publishes the connections this worker has in use now (the pool's, status ones included).
+  void publish_connections(event::EventLoop& loop) noexcept;
+  // A client of `proxy` the acceptor refused (worker_connections was full): counted accepted,
+  // handled and no_connections.
+  void count_refused(const conf::Proxy& proxy);
+
   // The shared statistics and this worker's slot in them (none: nothing is counted there).
   void set_stats(StatsTable* stats, std::size_t slot) noexcept {
     stats_ = stats;
@@ -88,7 +94,6 @@ class SessionSet {
   // the shared registry once and kept.
   ProxyCounters* proxy_stats(const conf::Proxy& proxy);
   ServerCounters* server_stats(const conf::Proxy& proxy, const Peer& peer);
-  void publish_connections(event::EventLoop& loop) noexcept;
 
   Session* head_ = nullptr;
   std::size_t count_ = 0;

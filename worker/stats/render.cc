@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <initializer_list>
+#include <iterator>
 #include <string_view>
 #include <utility>
 
@@ -197,8 +198,10 @@ constexpr Metric<Snapshot::Proxy> kProxyMetrics[] = {
     {"denied", "ferry_proxy_denied_total", "counter",
      "Client connections refused by the access rules.", &Snapshot::Proxy::denied},
     {"limited", "ferry_proxy_limited_total", "counter",
-     "Client connections refused by max_conns_per_client or worker_connections.",
-     &Snapshot::Proxy::limited},
+     "Client connections refused by max_conns_per_client.", &Snapshot::Proxy::limited},
+    {"no_connections", "ferry_proxy_no_connections_total", "counter",
+     "Client connections refused because worker_connections was full.",
+     &Snapshot::Proxy::no_connections},
     {"bytes_from_clients", "ferry_proxy_received_bytes_total", "counter",
      "Bytes received from clients.", &Snapshot::Proxy::bytes_from_clients},
     {"bytes_to_clients", "ferry_proxy_sent_bytes_total", "counter", "Bytes sent to clients.",
@@ -475,13 +478,14 @@ std::string render_table(const Snapshot& s) {
   }
 
   out += '\n';
-  Table proxies(
-      {"PROXY", "ACCEPTED", "HANDLED", "ACTIVE", "DENIED", "LIMITED", "FROM CLIENTS", "TO CLIENTS"},
-      "-nnnnnnn");
+  Table proxies({"PROXY", "ACCEPTED", "HANDLED", "ACTIVE", "DENIED", "LIMITED", "NO CONNECTION",
+                 "FROM CLIENTS", "TO CLIENTS"},
+                "-nnnnnnnn");
   for (const auto& p : s.proxies) {
     proxies.row({printable(p.name) + (p.configured ? "" : " (removed)"), number(p.accepted),
                  number(p.handled), number(p.active), number(p.denied), number(p.limited),
-                 number(p.bytes_from_clients), number(p.bytes_to_clients)});
+                 number(p.no_connections), number(p.bytes_from_clients),
+                 number(p.bytes_to_clients)});
   }
   proxies.render(out);
 
@@ -508,6 +512,23 @@ std::string render_table(const Snapshot& s) {
   }
   workers.render(out);
   return out;
+}
+
+const std::string& RenderCache::get(Render render, Snapshot snapshot) {
+  Entry* e = nullptr;
+  for (Entry& x : entries_) {
+    if (x.render == render) e = &x;
+  }
+  if (e == nullptr) {
+    e = &entries_[next_];
+    next_ = (next_ + 1) % std::size(entries_);
+  } else if (e->snapshot == snapshot) {
+    return e->body;
+  }
+  e->render = render;
+  e->body = render(snapshot);
+  e->snapshot = std::move(snapshot);
+  return e->body;
 }
 
 }  // namespace ferry::worker

@@ -54,9 +54,9 @@ std::string render_json(const Snapshot& s);
 //   ferry_reloads_total{result="ok"|"failed"}, ferry_last_reload_successful,
 //   ferry_worker_connections{worker,generation},
 //   ferry_worker_start_time_seconds{worker,generation},
-//   ferry_proxy_{accepted,handled,denied,limited}_total{proxy}, ferry_proxy_active_sessions{proxy},
-//   ferry_proxy_{received,sent}_bytes_total{proxy} (from / to clients),
-//   ferry_upstream_server_{sessions,connect_failures}_total{upstream,server},
+//   ferry_proxy_{accepted,handled,denied,limited,no_connections}_total{proxy},
+//   ferry_proxy_active_sessions{proxy}, ferry_proxy_{received,sent}_bytes_total{proxy} (from / to
+//   clients), ferry_upstream_server_{sessions,connect_failures}_total{upstream,server},
 //   ferry_upstream_server_active_sessions, ferry_upstream_server_{sent,received}_bytes_total,
 //   ferry_upstream_server_up (1: up or backup), ferry_upstream_server_state{...,state} (1 for the
 //   current of the six states, 0 for the others), ferry_upstream_server_health_check_ok and
@@ -66,5 +66,23 @@ std::string render_prometheus(const Snapshot& s);
 
 // A table for people: the master line, reloads, proxies, servers, workers.
 std::string render_table(const Snapshot& s);
+
+// The last rendering of each kind, reused while the snapshot is equal (counts, names, workers,
+// reloads, and the clock in whole seconds): a snapshot of a full registry costs a tenth of its
+// rendering, and scrapers and dashboards ask in bursts, every worker answering exact totals.
+class RenderCache {
+ public:
+  using Render = std::string (*)(const Snapshot&);
+  const std::string& get(Render render, Snapshot snapshot);
+
+ private:
+  struct Entry {
+    Render render = nullptr;
+    Snapshot snapshot;
+    std::string body;
+  };
+  Entry entries_[2];
+  std::size_t next_ = 0;  // the entry replaced next when neither renders with `render`
+};
 
 }  // namespace ferry::worker

@@ -1,5 +1,5 @@
-// StatsTable: the registry, the per-worker blocks and their folding, the master block's
-// seqlocked reload record, and the snapshot that sums them.
+// StatsTable: the registry, the per-worker blocks and their folding (checked: the blocks are
+// the workers'), the master block's seqlocked reload record, and the snapshot that sums them.
 #include "worker/stats/stats_table.h"
 
 #include <sched.h>
@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstring>
 #include <iterator>
+
+#include "worker/stats/stats_layout.h"
 
 namespace ferry::worker {
 namespace {
@@ -91,6 +93,7 @@ constexpr Field<ProxyCounters, Snapshot::Proxy> kProxyFields[] = {
     {&ProxyCounters::active, &Snapshot::Proxy::active, true},
     {&ProxyCounters::denied, &Snapshot::Proxy::denied, false},
     {&ProxyCounters::limited, &Snapshot::Proxy::limited, false},
+    {&ProxyCounters::no_connections, &Snapshot::Proxy::no_connections, false},
     {&ProxyCounters::bytes_from_clients, &Snapshot::Proxy::bytes_from_clients, false},
     {&ProxyCounters::bytes_to_clients, &Snapshot::Proxy::bytes_to_clients, false},
 };
@@ -102,18 +105,59 @@ constexpr Field<ServerCounters, Snapshot::Server> kServerFields[] = {
     {&ServerCounters::bytes_received, &Snapshot::Server::bytes_received, false},
 };
 
-// Moves `from` into `to` (or drops it, for a gauge) and leaves `from` at zero.
-template <typename Counters, typename Fields>
-void fold_counters(Counters& from, Counters& to, const Fields& fields) noexcept {
+std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) noexcept {
+  return a > std::numeric_limits<std::uint64_t>::max() - b
+             ? std::numeric_limits<std::uint64_t>::max()
+             : a + b;
+}
+
+// A block's entry copied out of memory a worker writes: returns how many of its counters are
+// past the ceiling (garbage).
+template <typename Counters, typename Totals, typename Fields>
+std::size_t read_entry(const Counters& from, Totals& values, const Fields& fields) noexcept {
+  std::size_t wrong = 0;
   for (const auto& f : fields) {
-    const std::uint64_t v = (from.*f.counter).exchange(0, kRelaxed);
-    if (!f.gauge) (to.*f.counter).store((to.*f.counter).load(kRelaxed) + v, kRelaxed);
+    values.*f.total = (from.*f.counter).load(kRelaxed);
+    if (values.*f.total >= StatsTable::kCeiling) ++wrong;
+  }
+  return wrong;
+}
+// Clamps the relations a live worker keeps only between two stores: a session being closed is
+// handled a moment before it is no longer active, and a reader of a live block may see a later
+// `handled` than `accepted`. Returns how many relations are broken beyond that, when `final`
+// (the worker is dead and its block still: off by at most the one session it died amid).
+std::size_t check_proxy(Snapshot::Proxy& v, bool final) noexcept {
+  std::size_t wrong = 0;
+  if (final && v.handled > v.accepted + 1) ++wrong;
+  v.handled = std::min(v.handled, v.accepted);
+  if (final && v.active > v.accepted - v.handled + 1) ++wrong;
+  v.active = std::min(v.active, v.accepted - v.handled);
+  return wrong;
+}
+std::size_t check_server(Snapshot::Server& v, bool final) noexcept {
+  std::size_t wrong = 0;
+  if (final && v.active > v.sessions) ++wrong;
+  v.active = std::min(v.active, v.sessions);
+  return wrong;
+}
+
+template <typename Totals, typename Fields>
+void add_values(const Totals& from, Totals& to, const Fields& fields) noexcept {
+  for (const auto& f : fields) to.*f.total = saturating_add(to.*f.total, from.*f.total);
+}
+
+// The retired block is the master's: only values it checked go there.
+template <typename Counters, typename Totals, typename Fields>
+void retire_values(const Totals& from, Counters& to, const Fields& fields) noexcept {
+  for (const auto& f : fields) {
+    if (f.gauge) continue;
+    (to.*f.counter).store(saturating_add((to.*f.counter).load(kRelaxed), from.*f.total), kRelaxed);
   }
 }
 
-template <typename Counters, typename Totals, typename Fields>
-void add_counters(const Counters& from, Totals& to, const Fields& fields) noexcept {
-  for (const auto& f : fields) to.*f.total += (from.*f.counter).load(kRelaxed);
+template <typename Counters, typename Fields>
+void zero(Counters& c, const Fields& fields) noexcept {
+  for (const auto& f : fields) (c.*f.counter).store(0, kRelaxed);
 }
 
 bool same(const char* stored, std::size_t length, std::string_view name) noexcept {
@@ -141,55 +185,63 @@ std::string_view to_string(ReloadResult r) noexcept {
   return to_string(static_cast<CheckResult>(r));
 }
 
-StatsTable* StatsTable::create(void* shared_memory, std::string_view version, pid_t master_pid,
-                               std::int64_t started) noexcept {
-  auto* t = static_cast<StatsTable*>(shared_memory);
-  const std::size_t n = std::min(version.size(), kMaxVersion - 1);
-  std::memcpy(t->master_.version, version.data(), n);
-  t->master_.version[n] = '\0';
-  t->master_.pid.store(master_pid, kRelaxed);
-  t->master_.started.store(started, kRelaxed);
-  return t;
-}
-
 // ---- the master ------------------------------------------------------------------------------
 
+// The master reads its own counts; a worker the registry's, bounded all the same.
+std::uint32_t StatsTable::proxies_known() const noexcept {
+  if (writable_ != nullptr) return proxy_count_;
+  return std::min<std::uint32_t>(registry_->proxy_count.load(std::memory_order_acquire),
+                                 kMaxProxies);
+}
+
+std::uint32_t StatsTable::servers_known() const noexcept {
+  if (writable_ != nullptr) return server_count_;
+  return std::min<std::uint32_t>(registry_->server_count.load(std::memory_order_acquire),
+                                 kMaxServers);
+}
+
 std::optional<std::size_t> StatsTable::register_proxy(std::string_view name) noexcept {
+  if (writable_ == nullptr) return std::nullopt;
   if (auto i = proxy_index(name)) return i;
-  const std::uint32_t n = proxy_count_.load(kRelaxed);
+  const std::uint32_t n = proxy_count_;
   if (name.size() > kMaxName || n >= kMaxProxies) return std::nullopt;
-  ProxyEntry& e = proxies_[n];
+  Registry::ProxyEntry& e = writable_->proxies[n];
   e.length = static_cast<std::uint16_t>(name.size());
   std::memcpy(e.name, name.data(), name.size());
-  proxy_count_.store(n + 1, std::memory_order_release);  // the entry is complete before
+  proxy_count_ = n + 1;
+  writable_->proxy_count.store(n + 1, std::memory_order_release);  // the entry is complete before
   return n;
 }
 
 std::optional<std::size_t> StatsTable::register_server(std::string_view upstream,
                                                        std::string_view address) noexcept {
+  if (writable_ == nullptr) return std::nullopt;
   if (auto i = server_index(upstream, address)) return i;
-  const std::uint32_t n = server_count_.load(kRelaxed);
+  const std::uint32_t n = server_count_;
   if (upstream.size() > kMaxName || address.size() > kMaxAddress || n >= kMaxServers) {
     return std::nullopt;
   }
-  ServerEntry& e = servers_[n];
+  Registry::ServerEntry& e = writable_->servers[n];
   e.upstream_length = static_cast<std::uint16_t>(upstream.size());
   std::memcpy(e.upstream, upstream.data(), upstream.size());
   e.address_length = static_cast<std::uint16_t>(address.size());
   std::memcpy(e.address, address.data(), address.size());
-  server_count_.store(n + 1, std::memory_order_release);
+  server_count_ = n + 1;
+  writable_->server_count.store(n + 1, std::memory_order_release);
   return n;
 }
 
 std::size_t StatsTable::register_config(const conf::Config& cfg) noexcept {
+  if (writable_ == nullptr) return 0;
+  Registry& r = *writable_;
   // Every entry of this configuration is stamped with its epoch before the epoch is published:
   // a reader that already sees the new epoch sees every entry it covers.
-  const std::uint64_t epoch = master_.epoch.load(kRelaxed) + 1;
+  const std::uint64_t epoch = r.master.epoch.load(kRelaxed) + 1;
   std::size_t missed = 0;
   const auto server = [&](std::string_view upstream, std::string_view address,
                           std::uint64_t flags) {
     if (const auto i = register_server(upstream, address)) {
-      servers_[*i].config.store(epoch << kEpochShift | flags, kRelaxed);
+      r.servers[*i].config.store(epoch << kEpochShift | flags, kRelaxed);
     } else {
       ++missed;
     }
@@ -202,7 +254,7 @@ std::size_t StatsTable::register_config(const conf::Config& cfg) noexcept {
   }
   for (const auto& p : cfg.proxies) {
     if (const auto i = register_proxy(p.name)) {
-      proxies_[*i].epoch.store(epoch, kRelaxed);
+      r.proxies[*i].epoch.store(epoch, kRelaxed);
     } else {
       ++missed;
     }
@@ -210,88 +262,109 @@ std::size_t StatsTable::register_config(const conf::Config& cfg) noexcept {
       server(upstream_name_of(p), p.upstream_address->text, 0);
     }
   }
-  master_.epoch.store(epoch, std::memory_order_release);
+  r.master.epoch.store(epoch, std::memory_order_release);
   return missed;
 }
 
 void StatsTable::set_generation(int generation) noexcept {
-  master_.generation.store(generation, kRelaxed);
+  if (writable_ != nullptr) writable_->master.generation.store(generation, kRelaxed);
 }
 
 void StatsTable::reload_succeeded(std::int64_t at) noexcept {
-  SeqWrite w(master_.reload_seq);
-  master_.reloads_ok.store(master_.reloads_ok.load(kRelaxed) + 1, kRelaxed);
-  master_.last_reload.store(static_cast<std::uint8_t>(ReloadResult::ok), kRelaxed);
-  master_.last_reload_at.store(at, kRelaxed);
+  if (writable_ == nullptr) return;
+  Registry::MasterBlock& m = writable_->master;
+  SeqWrite w(m.reload_seq);
+  m.reloads_ok.store(m.reloads_ok.load(kRelaxed) + 1, kRelaxed);
+  m.last_reload.store(static_cast<std::uint8_t>(ReloadResult::ok), kRelaxed);
+  m.last_reload_at.store(at, kRelaxed);
 }
 
 void StatsTable::reload_failed(std::string_view error, std::int64_t at) noexcept {
+  if (writable_ == nullptr) return;
+  Registry::MasterBlock& m = writable_->master;
   std::size_t n = std::min(error.size(), kMaxError);
   // Cut at a character's start, not inside a UTF-8 sequence.
   if (n < error.size()) {
     while (n > 0 && (static_cast<unsigned char>(error[n]) & 0xc0) == 0x80) --n;
   }
-  SeqWrite w(master_.reload_seq);
-  master_.reloads_failed.store(master_.reloads_failed.load(kRelaxed) + 1, kRelaxed);
-  master_.last_reload.store(static_cast<std::uint8_t>(ReloadResult::failed), kRelaxed);
-  master_.last_reload_at.store(at, kRelaxed);
-  master_.error_length.store(static_cast<std::uint32_t>(n), kRelaxed);
+  SeqWrite w(m.reload_seq);
+  m.reloads_failed.store(m.reloads_failed.load(kRelaxed) + 1, kRelaxed);
+  m.last_reload.store(static_cast<std::uint8_t>(ReloadResult::failed), kRelaxed);
+  m.last_reload_at.store(at, kRelaxed);
+  m.error_length.store(static_cast<std::uint32_t>(n), kRelaxed);
   for (std::size_t i = 0; i * 8 < n; ++i) {
     std::uint64_t word = 0;
     std::memcpy(&word, error.data() + i * 8, std::min<std::size_t>(8, n - i * 8));
-    master_.error[i].store(word, kRelaxed);
+    m.error[i].store(word, kRelaxed);
   }
 }
 
 void StatsTable::worker_started(std::size_t slot, pid_t pid, int generation,
                                 std::int64_t started) noexcept {
-  if (slot >= kSlots) return;
-  SeqWrite w(fold_seq_);
-  WorkerEntry& e = workers_[slot];
+  if (slot >= kSlots || writable_ == nullptr) return;
+  SeqWrite w(writable_->fold_seq);
+  Registry::WorkerEntry& e = writable_->workers[slot];
   e.generation.store(generation, kRelaxed);
   e.started.store(started, kRelaxed);
   e.pid.store(pid, kRelaxed);
 }
 
-void StatsTable::fold(std::size_t slot) noexcept {
-  if (slot >= kSlots) return;
-  const std::uint32_t proxies = proxy_count_.load(kRelaxed);
-  const std::uint32_t servers = server_count_.load(kRelaxed);
-  SeqWrite w(fold_seq_);
-  Block& b = slots_[slot];
-  for (std::uint32_t p = 0; p < proxies; ++p) {
-    // The dead worker's open sessions ended with it: handled, so that accepted = handled +
-    // active still holds.
-    const std::uint64_t ended = b.proxies[p].active.load(kRelaxed);
-    stat_add(retired_.proxies[p].handled, ended);
-    fold_counters(b.proxies[p], retired_.proxies[p], kProxyFields);
+std::size_t StatsTable::fold(std::size_t slot) noexcept {
+  if (slot >= kSlots || writable_ == nullptr) return 0;
+  Registry& r = *writable_;
+  StatsBlock& b = counters_->slots[slot];
+  // Checked before any is kept: a worker's garbage is left out whole, not in part.
+  std::vector<Snapshot::Proxy> proxies(proxy_count_);
+  std::vector<Snapshot::Server> servers(server_count_);
+  std::size_t wrong = 0;
+  for (std::uint32_t p = 0; p < proxy_count_; ++p) {
+    wrong += read_entry(b.proxies[p], proxies[p], kProxyFields);
+    wrong += check_proxy(proxies[p], true);
   }
-  for (std::uint32_t s = 0; s < servers; ++s) {
-    fold_counters(b.servers[s], retired_.servers[s], kServerFields);
-    b.servers[s].failed.store(0, kRelaxed);  // the dead worker's verdict goes with it
+  for (std::uint32_t s = 0; s < server_count_; ++s) {
+    wrong += read_entry(b.servers[s], servers[s], kServerFields);
+    wrong += check_server(servers[s], true);
   }
-  WorkerEntry& e = workers_[slot];
-  e.pid.store(0, kRelaxed);
-  e.connections.store(0, kRelaxed);
+  {
+    SeqWrite w(r.fold_seq);
+    for (std::uint32_t p = 0; p < proxy_count_; ++p) {
+      if (wrong == 0) {
+        // The dead worker's open sessions ended with it: handled, so that accepted = handled +
+        // active still holds.
+        proxies[p].handled += proxies[p].active;
+        retire_values(proxies[p], r.retired.proxies[p], kProxyFields);
+      }
+      zero(b.proxies[p], kProxyFields);
+    }
+    for (std::uint32_t s = 0; s < server_count_; ++s) {
+      if (wrong == 0) retire_values(servers[s], r.retired.servers[s], kServerFields);
+      zero(b.servers[s], kServerFields);
+      b.servers[s].failed.store(0, kRelaxed);  // the dead worker's verdict goes with it
+    }
+    r.workers[slot].pid.store(0, kRelaxed);
+    counters_->gauges[slot].connections.store(0, kRelaxed);
+  }
+  return wrong;
 }
 
 // ---- a worker --------------------------------------------------------------------------------
 
 std::optional<std::size_t> StatsTable::proxy_index(std::string_view name) const noexcept {
-  const std::uint32_t n = proxy_count_.load(std::memory_order_acquire);
+  const std::uint32_t n = proxies_known();
   for (std::uint32_t i = 0; i < n; ++i) {
-    if (same(proxies_[i].name, proxies_[i].length, name)) return i;
+    const Registry::ProxyEntry& e = registry_->proxies[i];
+    if (same(e.name, std::min<std::size_t>(e.length, kMaxName), name)) return i;
   }
   return std::nullopt;
 }
 
 std::optional<std::size_t> StatsTable::server_index(std::string_view upstream,
                                                     std::string_view address) const noexcept {
-  const std::uint32_t n = server_count_.load(std::memory_order_acquire);
+  const std::uint32_t n = servers_known();
   for (std::uint32_t i = 0; i < n; ++i) {
-    const ServerEntry& e = servers_[i];
-    if (same(e.upstream, e.upstream_length, upstream) &&
-        same(e.address, e.address_length, address)) {
+    const Registry::ServerEntry& e = registry_->servers[i];
+    if (same(e.upstream, std::min<std::size_t>(e.upstream_length, kMaxName), upstream) &&
+        same(e.address, std::min<std::size_t>(e.address_length, kMaxAddress), address)) {
       return i;
     }
   }
@@ -301,28 +374,28 @@ std::optional<std::size_t> StatsTable::server_index(std::string_view upstream,
 ProxyCounters* StatsTable::proxy_counters(std::size_t slot, std::string_view proxy_name) noexcept {
   if (slot >= kSlots) return nullptr;
   const auto i = proxy_index(proxy_name);
-  return i ? &slots_[slot].proxies[*i] : nullptr;
+  return i ? &counters_->slots[slot].proxies[*i] : nullptr;
 }
 
 ServerCounters* StatsTable::server_counters(std::size_t slot, std::string_view upstream,
                                             std::string_view server_address) noexcept {
   if (slot >= kSlots) return nullptr;
   const auto i = server_index(upstream, server_address);
-  return i ? &slots_[slot].servers[*i] : nullptr;
+  return i ? &counters_->slots[slot].servers[*i] : nullptr;
 }
 
 void StatsTable::set_connections(std::size_t slot, std::uint64_t connections) noexcept {
-  if (slot < kSlots) workers_[slot].connections.store(connections, kRelaxed);
+  if (slot < kSlots) counters_->gauges[slot].connections.store(connections, kRelaxed);
 }
 
 void StatsTable::set_health(std::size_t server, int generation, bool up, bool last_check_ok,
                             std::int64_t at) noexcept {
-  if (server >= server_count_.load(std::memory_order_acquire)) return;
-  if (generation != master_.generation.load(kRelaxed)) return;
+  if (server >= servers_known()) return;
+  if (generation != registry_->master.generation.load(kRelaxed)) return;
   const std::uint64_t word =
       (static_cast<std::uint64_t>(std::max<std::int64_t>(at, 0)) & kTimeMask) | kHasResult |
       (last_check_ok ? kLastOk : 0) | (up ? 0 : kHealthDown);
-  servers_[server].health.store(word, kRelaxed);
+  counters_->health[server].store(word, kRelaxed);
 }
 
 // ---- anyone ----------------------------------------------------------------------------------
@@ -330,74 +403,86 @@ void StatsTable::set_health(std::size_t server, int generation, bool up, bool la
 Snapshot StatsTable::snapshot() const { return snapshot(wall_clock()); }
 
 Snapshot StatsTable::snapshot(std::int64_t now) const {
+  const Registry& r = *registry_;
+  const Registry::MasterBlock& m = r.master;
   Snapshot s;
-  s.version = master_.version;
-  s.pid = master_.pid.load(kRelaxed);
-  s.started = master_.started.load(kRelaxed);
+  s.version.assign(m.version, strnlen(m.version, kMaxVersion));
+  s.pid = m.pid.load(kRelaxed);
+  s.started = m.started.load(kRelaxed);
   s.now = now;
-  s.generation = master_.generation.load(kRelaxed);
+  s.generation = m.generation.load(kRelaxed);
 
   char error[kMaxError];
   std::size_t error_length = 0;
-  read_consistent(master_.reload_seq, [&] {
-    s.reloads_ok = master_.reloads_ok.load(kRelaxed);
-    s.reloads_failed = master_.reloads_failed.load(kRelaxed);
-    s.last_reload = static_cast<ReloadResult>(master_.last_reload.load(kRelaxed));
-    s.last_reload_at = master_.last_reload_at.load(kRelaxed);
-    error_length = std::min<std::size_t>(master_.error_length.load(kRelaxed), kMaxError);
+  read_consistent(m.reload_seq, [&] {
+    s.reloads_ok = m.reloads_ok.load(kRelaxed);
+    s.reloads_failed = m.reloads_failed.load(kRelaxed);
+    s.last_reload =
+        static_cast<ReloadResult>(std::min<std::uint8_t>(m.last_reload.load(kRelaxed), 2));
+    s.last_reload_at = m.last_reload_at.load(kRelaxed);
+    error_length = std::min<std::size_t>(m.error_length.load(kRelaxed), kMaxError);
     for (std::size_t i = 0; i * 8 < error_length; ++i) {
-      const std::uint64_t word = master_.error[i].load(kRelaxed);
+      const std::uint64_t word = m.error[i].load(kRelaxed);
       std::memcpy(error + i * 8, &word, 8);
     }
   });
   s.last_reload_error.assign(error, error_length);
 
-  const std::uint64_t epoch = master_.epoch.load(std::memory_order_acquire);
-  const std::uint32_t proxies = proxy_count_.load(std::memory_order_acquire);
-  const std::uint32_t servers = server_count_.load(std::memory_order_acquire);
+  const std::uint64_t epoch = m.epoch.load(std::memory_order_acquire);
+  const std::uint32_t proxies = proxies_known();
+  const std::uint32_t servers = servers_known();
   std::vector<Snapshot::Proxy> proxy_totals;
   std::vector<Snapshot::Server> server_totals;
   std::vector<std::uint64_t> failed;  // the latest passive failure a live worker publishes
-  read_consistent(fold_seq_, [&] {
+  read_consistent(r.fold_seq, [&] {
     proxy_totals.assign(proxies, {});
     server_totals.assign(servers, {});
     failed.assign(servers, 0);
     s.workers.clear();
-    const auto add_block = [&](const Block& b) {
+    // An entry of a worker's block with a counter past the ceiling is left out: garbage.
+    const auto add_block = [&](const StatsBlock& b) {
       for (std::uint32_t p = 0; p < proxies; ++p) {
-        add_counters(b.proxies[p], proxy_totals[p], kProxyFields);
+        Snapshot::Proxy v;
+        if (read_entry(b.proxies[p], v, kProxyFields) != 0) continue;
+        check_proxy(v, false);
+        add_values(v, proxy_totals[p], kProxyFields);
       }
-      for (std::uint32_t v = 0; v < servers; ++v) {
-        add_counters(b.servers[v], server_totals[v], kServerFields);
+      for (std::uint32_t i = 0; i < servers; ++i) {
+        Snapshot::Server v;
+        if (read_entry(b.servers[i], v, kServerFields) != 0) continue;
+        check_server(v, false);
+        add_values(v, server_totals[i], kServerFields);
       }
     };
-    add_block(retired_);
+    add_block(r.retired);
     for (std::size_t slot = 0; slot < kSlots; ++slot) {
-      const WorkerEntry& e = workers_[slot];
+      const Registry::WorkerEntry& e = r.workers[slot];
       const pid_t pid = e.pid.load(kRelaxed);
       if (pid == 0) continue;  // nothing counted there: its pages stay untouched
-      add_block(slots_[slot]);
+      add_block(counters_->slots[slot]);
       for (std::uint32_t v = 0; v < servers; ++v) {
-        const std::uint64_t f = slots_[slot].servers[v].failed.load(kRelaxed);
+        const std::uint64_t f = counters_->slots[slot].servers[v].failed.load(kRelaxed);
         if (static_cast<std::uint32_t>(f) > static_cast<std::uint32_t>(failed[v])) failed[v] = f;
       }
+      const std::uint64_t connections = counters_->gauges[slot].connections.load(kRelaxed);
       s.workers.push_back({pid, e.generation.load(kRelaxed), e.started.load(kRelaxed),
-                           e.connections.load(kRelaxed)});
+                           connections < kCeiling ? connections : 0});
     }
   });
 
   for (std::uint32_t p = 0; p < proxies; ++p) {
+    const Registry::ProxyEntry& e = r.proxies[p];
     Snapshot::Proxy& t = proxy_totals[p];
-    t.name.assign(proxies_[p].name, proxies_[p].length);
-    t.configured = proxies_[p].epoch.load(kRelaxed) >= epoch;
+    t.name.assign(e.name, std::min<std::size_t>(e.length, kMaxName));
+    t.configured = e.epoch.load(kRelaxed) >= epoch;
     s.proxies.push_back(std::move(t));
   }
   for (std::uint32_t v = 0; v < servers; ++v) {
-    const ServerEntry& e = servers_[v];
+    const Registry::ServerEntry& e = r.servers[v];
     Snapshot::Server& t = server_totals[v];
-    t.address.assign(e.address, e.address_length);
+    t.address.assign(e.address, std::min<std::size_t>(e.address_length, kMaxAddress));
     const std::uint64_t config = e.config.load(kRelaxed);
-    const std::uint64_t health = e.health.load(kRelaxed);
+    const std::uint64_t health = counters_->health[v].load(kRelaxed);
     const bool checked = (config & kChecked) != 0;
     // An entry stamped with a newer epoch than the one read belongs to a configuration being
     // published right now: configured.
@@ -420,7 +505,7 @@ Snapshot StatsTable::snapshot(std::int64_t now) const {
       t.health = (health & kLastOk) != 0 ? CheckResult::ok : CheckResult::failed;
       t.health_at = static_cast<std::int64_t>(health & kTimeMask);
     }
-    const std::string_view upstream(e.upstream, e.upstream_length);
+    const std::string_view upstream(e.upstream, std::min<std::size_t>(e.upstream_length, kMaxName));
     auto u = std::find_if(s.upstreams.begin(), s.upstreams.end(),
                           [&](const Snapshot::Upstream& x) { return x.name == upstream; });
     if (u == s.upstreams.end()) {

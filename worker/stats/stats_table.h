@@ -1,5 +1,5 @@
-// StatsTable: the counters of every proxy, upstream server and worker, in one segment shared by
-// the master and every worker of every generation; Snapshot: a plain copy of their totals.
+// StatsTable: the counters of every proxy, upstream server and worker, in segments shared by the
+// master and every worker of every generation; Snapshot: a plain copy of their totals.
 #pragma once
 
 #include <sys/types.h>
@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,9 +25,10 @@ namespace ferry::worker {
 struct ProxyCounters {
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> handled{0};
-  std::atomic<std::uint64_t> active{0};   // sessions open now (a gauge)
-  std::atomic<std::uint64_t> denied{0};   // refused by the proxy's access rules
-  std::atomic<std::uint64_t> limited{0};  // by max_conns_per_client or worker_connections
+  std::atomic<std::uint64_t> active{0};          // sessions open now (a gauge)
+  std::atomic<std::uint64_t> denied{0};          // refused by the proxy's access rules
+  std::atomic<std::uint64_t> limited{0};         // by max_conns_per_client
+  std::atomic<std::uint64_t> no_connections{0};  // worker_connections was full
   std::atomic<std::uint64_t> bytes_from_clients{0};
   std::atomic<std::uint64_t> bytes_to_clients{0};
 };
@@ -77,7 +79,9 @@ struct Snapshot {
     std::string name;
     bool configured = true;  // in the latest configuration the master loaded
     std::uint64_t accepted = 0, handled = 0, active = 0, denied = 0, limited = 0;
+    std::uint64_t no_connections = 0;
     std::uint64_t bytes_from_clients = 0, bytes_to_clients = 0;
+    bool operator==(const Proxy&) const = default;
   };
   struct Server {
     std::string address;  // as the configuration writes it
@@ -86,16 +90,19 @@ struct Snapshot {
     std::uint64_t bytes_sent = 0, bytes_received = 0;
     CheckResult health = CheckResult::none;  // the last active check's result
     std::int64_t health_at = 0;              // when it ran (0 with none)
+    bool operator==(const Server&) const = default;
   };
   struct Upstream {
     std::string name;
     std::vector<Server> servers;
+    bool operator==(const Upstream&) const = default;
   };
   struct Worker {
     pid_t pid = 0;
     int generation = 0;
     std::int64_t started = 0;
     std::uint64_t connections = 0;  // in use now, client and server sides
+    bool operator==(const Worker&) const = default;
   };
 
   std::string version;
@@ -111,22 +118,32 @@ struct Snapshot {
   std::vector<Worker> workers;    // alive now, by slot
   std::vector<Proxy> proxies;     // every name ever configured, in the order first seen
   std::vector<Upstream> upstreams;
+
+  // Equal snapshots render alike (the clock is in whole seconds): see RenderCache.
+  bool operator==(const Snapshot&) const = default;
 };
 
-// Lives in an anonymous MAP_SHARED segment the master maps at start, before any fork; master and
-// workers then all hold it at the same address, and it outlives every generation. Most of it is
-// never touched: the names fill pages as they are registered, and a worker's block only the pages
-// of the proxies and servers registered (the whole is ~30 MiB of address space).
+// Two segments the master maps at start, before any fork; master and workers then all hold them
+// at the same addresses, and they outlive every generation. Most of them is never touched: the
+// names fill pages as they are registered, and a worker's block only the pages of the proxies and
+// servers registered (the whole is ~30 MiB of address space).
 //
-// - A registry, written by the master only: proxies by name, servers by (upstream name, address
-//   text), each with an index stable for the master's lifetime (names are never removed: a proxy
-//   a reload drops keeps its totals). A proxy with `upstream = "host:port"` has an upstream named
-//   "host:port" with that one server: the loader takes the text as an upstream's name first, so
-//   it never collides with a configured upstream.
-// - A block of counters per worker slot (CountersTable's entry index, which the master hands
-//   out and takes back), written by that worker only, each page-aligned so workers never share a
-//   cache line; and a retired block, the master's, into which a reaped worker's counts are folded.
-// - A master block: version, pid, start time, generation, the reloads.
+// - The registry, written by the master only and read-only in every worker (a sealed memfd that
+//   no process can map writable again, see create()): proxies by name, servers by (upstream
+//   name, address text), each with an index stable for the master's lifetime (names are never
+//   removed: a proxy a reload drops keeps its totals); the workers' pids, generations and start
+//   times; the retired block, into which a reaped worker's counts are folded; the master block:
+//   version, pid, start time, generation, the reloads. A proxy with `upstream = "host:port"` has
+//   an upstream named "host:port" with that one server: the loader takes the text as an
+//   upstream's name first, so it never collides with a configured upstream.
+// - The counters, which every worker may write: a block per worker slot (CountersTable's entry
+//   index, which the master hands out and takes back), written by that worker only, each
+//   page-aligned so workers never share a cache line; each worker's connections gauge; each
+//   server's last health check.
+//
+// The master never trusts the counters: it keeps its own copies of the registry's counts, bounds
+// every loop by them, and takes a block whose counts cannot be (a counter past 2^62, a session
+// count that does not add up) as garbage: left out of a snapshot, dropped (and logged) by a fold.
 class StatsTable {
  public:
   static constexpr std::size_t kMaxProxies = 256;
@@ -138,12 +155,16 @@ class StatsTable {
   static constexpr std::size_t kMaxAddress = 264;  // "host:port" with a 253-byte host fits
   static constexpr std::size_t kMaxError = 512;    // a reload error longer is cut
   static constexpr std::size_t kMaxVersion = 64;
+  // No counter gets there honestly (4.6 EB, or a connection a nanosecond for 146 years).
+  static constexpr std::uint64_t kCeiling = std::uint64_t{1} << 62;
 
-  static std::size_t bytes_needed() noexcept { return sizeof(StatsTable); }
-  // `shared_memory`: bytes_needed() zeroed bytes (fresh mmap pages), page-aligned. Zeroes are an
-  // empty table: only the master block is written (writing the rest would commit it all).
-  static StatsTable* create(void* shared_memory, std::string_view version, pid_t master_pid,
-                            std::int64_t started) noexcept;
+  // Maps both segments (zeroed: an empty table) and writes the master block. nullptr when a
+  // system call fails (logged).
+  static std::unique_ptr<StatsTable> create(std::string_view version, pid_t master_pid,
+                                            std::int64_t started);
+  ~StatsTable();
+  StatsTable(const StatsTable&) = delete;
+  StatsTable& operator=(const StatsTable&) = delete;
 
   // The upstream name under which `proxy`'s servers count (see above).
   static std::string_view upstream_name_of(const conf::Proxy& proxy) noexcept {
@@ -171,11 +192,16 @@ class StatsTable {
   void worker_started(std::size_t slot, pid_t pid, int generation, std::int64_t started) noexcept;
   // The worker in `slot` has been reaped: its counts move to the retired totals (its sessions
   // died with it: `active` is dropped) and the slot is clean for the next worker. Before the
-  // slot is handed out again.
-  void fold(std::size_t slot) noexcept;
+  // slot is handed out again. Returns how many of its counters could not be true: when any,
+  // none of its counts were kept (the caller says so).
+  std::size_t fold(std::size_t slot) noexcept;
 
   // ---- a worker ------------------------------------------------------------------------------
 
+  // In a forked worker, before it runs anything else: gives up the master's writable view of
+  // the registry, leaving the read-only one (which the seal keeps read-only: mprotect and
+  // /proc/self/mem are refused). Master-only calls are then ignored. False when munmap fails.
+  bool enter_worker() noexcept;
   // This worker's counters of a registered proxy or server, nullptr when it is unknown (or the
   // worker has no slot: kNoSlot). Resolved once at start; then only stat_add/stat_sub on them.
   ProxyCounters* proxy_counters(std::size_t slot, std::string_view proxy_name) noexcept;
@@ -192,6 +218,11 @@ class StatsTable {
   // generation's checker does not overwrite the new one's verdicts.
   void set_health(std::size_t server, int generation, bool up, bool last_check_ok,
                   std::int64_t at) noexcept;
+  // Test only (FERRY_TEST_SCRIBBLE_STATS): what a worker gone wrong would do. Garbage over every
+  // word of the counters this worker may write (its block, its gauge, every health word), then
+  // over the registry's counts, lengths and seqlock words if it can make them writable. Returns
+  // what happened, for the log.
+  std::string scribble(std::size_t slot) noexcept;
 
   // ---- anyone ----------------------------------------------------------------------------------
 
@@ -200,59 +231,28 @@ class StatsTable {
   [[nodiscard]] Snapshot snapshot(std::int64_t now) const;
   [[nodiscard]] Snapshot snapshot() const;
 
+  // For tests: where the segments are.
+  struct Segment {
+    const void* data;
+    std::size_t size;
+  };
+  [[nodiscard]] Segment registry_segment() const noexcept;
+  [[nodiscard]] Segment counters_segment() const noexcept;
+
  private:
-  struct ProxyEntry {
-    std::atomic<std::uint64_t> epoch;  // of the latest configuration that has it
-    std::uint16_t length;
-    char name[kMaxName];
-  };
-  struct ServerEntry {
-    std::atomic<std::uint64_t> config;  // epoch << 8 | kBackup | kDown | kChecked
-    std::atomic<std::uint64_t> health;  // see stats_table.cc
-    std::uint16_t upstream_length;
-    std::uint16_t address_length;
-    char upstream[kMaxName];
-    char address[kMaxAddress];
-  };
-  struct alignas(64) WorkerEntry {
-    std::atomic<pid_t> pid;  // 0: no worker in this slot
-    std::atomic<std::int32_t> generation;
-    std::atomic<std::int64_t> started;
-    std::atomic<std::uint64_t> connections;
-  };
-  struct alignas(4096) Block {
-    ProxyCounters proxies[kMaxProxies];
-    ServerCounters servers[kMaxServers];
-  };
-  struct alignas(64) MasterBlock {
-    char version[kMaxVersion];
-    std::atomic<pid_t> pid;
-    std::atomic<std::int64_t> started;
-    std::atomic<std::int32_t> generation;
-    std::atomic<std::uint64_t> epoch;  // of the latest configuration
-    // The reload record, read under `reload_seq` (odd while the master writes it).
-    std::atomic<std::uint64_t> reload_seq;
-    std::atomic<std::uint64_t> reloads_ok;
-    std::atomic<std::uint64_t> reloads_failed;
-    std::atomic<std::uint8_t> last_reload;
-    std::atomic<std::int64_t> last_reload_at;
-    std::atomic<std::uint32_t> error_length;
-    std::atomic<std::uint64_t> error[kMaxError / 8];
-  };
+  struct Registry;
+  struct Counters;
 
-  StatsTable() = default;  // never constructed: see create()
+  StatsTable() = default;
+  [[nodiscard]] std::uint32_t proxies_known() const noexcept;
+  [[nodiscard]] std::uint32_t servers_known() const noexcept;
 
-  MasterBlock master_;
-  std::atomic<std::uint32_t> proxy_count_;   // published with release after the entry
-  std::atomic<std::uint32_t> server_count_;  // likewise
-  // Odd while the master folds a slot or starts a worker: readers retry, so that a worker's
-  // counts are never seen both in its slot and in the retired block, nor in neither.
-  alignas(64) std::atomic<std::uint64_t> fold_seq_;
-  ProxyEntry proxies_[kMaxProxies];
-  ServerEntry servers_[kMaxServers];
-  WorkerEntry workers_[kSlots];
-  Block retired_;
-  Block slots_[kSlots];
+  Registry* writable_ = nullptr;        // the master's view; nullptr in a worker
+  const Registry* registry_ = nullptr;  // the read-only view, everyone's
+  Counters* counters_ = nullptr;
+  // The master's own counts of the registry: it never reads them back from shared memory.
+  std::uint32_t proxy_count_ = 0;
+  std::uint32_t server_count_ = 0;
 };
 
 }  // namespace ferry::worker

@@ -10,13 +10,12 @@
 
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
-
-#include "event/shared_memory.h"
 
 namespace ferry::worker {
 namespace {
@@ -34,6 +33,7 @@ Snapshot::Proxy proxy(std::string name, std::uint64_t accepted, std::uint64_t ac
   p.active = active;
   p.denied = 1;
   p.limited = 2;
+  p.no_connections = 3;
   p.bytes_from_clients = 1024;
   p.bytes_to_clients = 4096;
   return p;
@@ -118,7 +118,7 @@ assert set(d["reloads"]) == {"ok", "failed", "last", "last_at", "last_error"}, d
 for w in d["workers"]:
     assert set(w) == {"pid", "generation", "started", "connections"}, w
 for p in d["proxies"].values():
-    assert set(p) == {"accepted", "handled", "active", "denied", "limited",
+    assert set(p) == {"accepted", "handled", "active", "denied", "limited", "no_connections",
                       "bytes_from_clients", "bytes_to_clients"}, p
 for u in d["upstreams"].values():
     assert set(u) == {"servers"}, u
@@ -151,7 +151,8 @@ assert d["workers"] == [{"pid": 1240, "generation": 2, "started": 4000, "connect
                         {"pid": 1200, "generation": 1, "started": 1000, "connections": 0}]
 assert list(d["proxies"]) == ["web", 'we"b\\\nx'], ascii(list(d["proxies"]))
 assert d["proxies"]["web"] == {"accepted": 12, "handled": 10, "active": 2, "denied": 1,
-    "limited": 2, "bytes_from_clients": 1024, "bytes_to_clients": 4096}, d["proxies"]["web"]
+    "limited": 2, "no_connections": 3, "bytes_from_clients": 1024, "bytes_to_clients": 4096}, \
+    d["proxies"]["web"]
 assert list(d["upstreams"]) == ["app", 'a"p\\p\n\ufffd \u00e9'], ascii(list(d["upstreams"]))
 app = d["upstreams"]["app"]["servers"]
 assert [v["address"] for v in app] == ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]
@@ -236,6 +237,7 @@ TEST(StatsRenderTest, PrometheusHasEachFamilyOnceAndTheExpectedSamples) {
            "ferry_proxy_active_sessions{proxy=\"web\"} 2\n",
            "ferry_proxy_denied_total{proxy=\"web\"} 1\n",
            "ferry_proxy_limited_total{proxy=\"web\"} 2\n",
+           "ferry_proxy_no_connections_total{proxy=\"web\"} 3\n",
            "ferry_proxy_received_bytes_total{proxy=\"web\"} 1024\n",
            "ferry_proxy_sent_bytes_total{proxy=\"web\"} 4096\n",
            "ferry_upstream_server_sessions_total{upstream=\"app\",server=\"127.0.0.1:9001\"} 12\n",
@@ -258,7 +260,35 @@ TEST(StatsRenderTest, PrometheusHasEachFamilyOnceAndTheExpectedSamples) {
   EXPECT_EQ(text.find("health_check_ok{upstream=\"app\",server=\"127.0.0.1:9003\"}"),
             std::string::npos);
   EXPECT_EQ(f.type.size(), f.help.size());
-  EXPECT_EQ(f.type.size(), 23u);
+  EXPECT_EQ(f.type.size(), 24u);
+}
+
+int renders = 0;
+std::string counted_json(const Snapshot& s) {
+  ++renders;
+  return render_json(s);
+}
+
+// A rendering is reused exactly while the snapshot is equal; a count, a worker or the clock's
+// second that moved renders again, and each kind keeps its own.
+TEST(StatsRenderTest, TheCacheRendersAgainOnlyWhenTheSnapshotChanged) {
+  RenderCache cache;
+  Snapshot s = sample();
+  renders = 0;
+  const std::string first = cache.get(counted_json, s);
+  EXPECT_EQ(first, render_json(s));
+  EXPECT_EQ(cache.get(counted_json, s), first);
+  EXPECT_EQ(cache.get(render_prometheus, s), render_prometheus(s));
+  EXPECT_EQ(cache.get(counted_json, s), first);
+  EXPECT_EQ(renders, 1);
+  s.proxies[0].handled += 1;
+  EXPECT_EQ(cache.get(counted_json, s), render_json(s));
+  EXPECT_EQ(renders, 2);
+  s.now += 1;
+  EXPECT_EQ(cache.get(counted_json, s), render_json(s));
+  s.workers.pop_back();
+  EXPECT_EQ(cache.get(counted_json, s), render_json(s));
+  EXPECT_EQ(renders, 4);
 }
 
 TEST(StatsRenderTest, PrometheusEscapesLabelValues) {
@@ -292,9 +322,8 @@ TEST(StatsRenderTest, PromtoolAcceptsTheMetrics) {
 
 TEST(StatsRenderTest, RendersWhatATableHolds) {
   if (!have("python3")) GTEST_SKIP() << "python3 is not installed";
-  event::SharedMemory shm;
-  ASSERT_FALSE(shm.create(StatsTable::bytes_needed()));
-  StatsTable* stats = StatsTable::create(shm.data(), "9.9", 77, 100);
+  const std::unique_ptr<StatsTable> stats = StatsTable::create("9.9", 77, 100);
+  ASSERT_NE(stats, nullptr);
   conf::Config cfg;
   conf::Proxy web;
   web.name = "web";

@@ -25,8 +25,8 @@ namespace {
 class StatsTableTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ASSERT_FALSE(shm_.create(StatsTable::bytes_needed()));
-    stats_ = StatsTable::create(shm_.data(), "1.2.3", 4242, 1000);
+    stats_ = StatsTable::create("1.2.3", 4242, 1000);
+    ASSERT_NE(stats_, nullptr);
   }
 
   const Snapshot::Proxy* proxy(const Snapshot& s, const std::string& name) {
@@ -48,8 +48,7 @@ class StatsTableTest : public ::testing::Test {
     return nullptr;
   }
 
-  event::SharedMemory shm_;
-  StatsTable* stats_ = nullptr;
+  std::unique_ptr<StatsTable> stats_;
 };
 
 conf::Server server_at(const std::string& text, bool backup = false, bool down = false) {
@@ -492,6 +491,7 @@ TEST_F(StatsTableTest, ServerStatesFollowTheLatestConfiguration) {
   // A reload drops h:4 (one session still open) and h:1 (none), the proxy "direct", and the
   // health check; h:3 is no longer down.
   stats_->worker_started(0, 100, 1, 0);
+  stat_add(stats_->server_counters(0, "app", "h:4")->sessions);
   stat_add(stats_->server_counters(0, "app", "h:4")->active);
   stat_add(stats_->server_counters(0, "app", "h:1")->sessions, 5);
   app.servers = {server_at("h:2", true), server_at("h:3")};
@@ -555,10 +555,12 @@ TEST_F(StatsTableTest, APassivelyFailedServerShowsFailedWhileAWorkerHoldsItSo) {
       << "the next worker in the slot starts with no verdict";
 }
 
-std::size_t resident_pages(void* p, std::size_t bytes) {
+std::size_t resident_pages(StatsTable::Segment segment) {
   const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  std::vector<unsigned char> in((bytes + page - 1) / page);
-  if (::mincore(p, bytes, in.data()) != 0) return ~std::size_t{0};
+  std::vector<unsigned char> in((segment.size + page - 1) / page);
+  if (::mincore(const_cast<void*>(segment.data), segment.size, in.data()) != 0) {
+    return ~std::size_t{0};
+  }
   std::size_t n = 0;
   for (unsigned char c : in) n += c & 1;
   return n;
@@ -581,8 +583,9 @@ TEST_F(StatsTableTest, OnlyWhatIsUsedTakesMemory) {
   }
   stats_->fold(2);
   for (int i = 0; i < 3; ++i) (void)stats_->snapshot(0);
-  const std::size_t pages = resident_pages(shm_.data(), StatsTable::bytes_needed());
-  EXPECT_GT(StatsTable::bytes_needed(), std::size_t{20} << 20);
+  const std::size_t pages =
+      resident_pages(stats_->registry_segment()) + resident_pages(stats_->counters_segment());
+  EXPECT_GT(stats_->counters_segment().size, std::size_t{20} << 20);
   EXPECT_LE(pages, 40u);
 }
 

@@ -1,0 +1,147 @@
+// StatsTable's segments: the registry as a sealed memfd (writable in the master's mapping only),
+// the counters beside it, a worker's giving up of the writable view, and the test-only scribble.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "event/syscall_util.h"
+#include "worker/stats/stats_layout.h"
+
+namespace ferry::worker {
+namespace {
+
+void* map_shared(int fd, std::size_t size, int prot, const char* what) {
+  void* p = ::mmap(nullptr, size, prot, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    spdlog::critical("mmap() of the statistics {} ({} bytes) failed: {}", what, size,
+                     event::last_error().message());
+    return nullptr;
+  }
+  return p;
+}
+
+event::UniqueFd new_memfd(const char* name, std::size_t size, unsigned flags) {
+  event::UniqueFd fd(::memfd_create(name, MFD_CLOEXEC | flags));
+  if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(size)) == -1) {
+    spdlog::critical("cannot make the statistics segment {} (memfd_create/ftruncate): {}", name,
+                     event::last_error().message());
+    return {};
+  }
+  return fd;
+}
+
+void unmap(const void* p, std::size_t size) noexcept {
+  if (p != nullptr && ::munmap(const_cast<void*>(p), size) == -1) {
+    spdlog::error("munmap() of a statistics segment failed: {}", event::last_error().message());
+  }
+}
+
+// Garbage no counter could hold, and that breaks every relation between them.
+constexpr std::uint64_t kGarbage = 0xfeedfacecafebeef;
+
+template <typename T>
+void fill(T& object, unsigned char byte) noexcept {
+  std::memset(static_cast<void*>(&object), byte, sizeof object);
+}
+
+}  // namespace
+
+std::unique_ptr<StatsTable> StatsTable::create(std::string_view version, pid_t master_pid,
+                                               std::int64_t started) {
+  std::unique_ptr<StatsTable> t(new StatsTable);
+  // The registry: mapped writable here, then sealed against any further write access
+  // (F_SEAL_FUTURE_WRITE): a mapping made after the seal, the read-only one every worker keeps,
+  // cannot be made writable by mprotect, nor written through /proc/PID/mem, nor can a worker
+  // that still holds the fd map it writable.
+  const event::UniqueFd registry =
+      new_memfd("ferry-stats-registry", sizeof(Registry), MFD_ALLOW_SEALING);
+  if (!registry) return nullptr;
+  t->writable_ = static_cast<Registry*>(
+      map_shared(registry.get(), sizeof(Registry), PROT_READ | PROT_WRITE, "registry"));
+  if (t->writable_ == nullptr) return nullptr;
+  if (::fcntl(registry.get(), F_ADD_SEALS,
+              F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) == -1) {
+    spdlog::critical("sealing the statistics registry (F_ADD_SEALS) failed: {}",
+                     event::last_error().message());
+    return nullptr;
+  }
+  t->registry_ = static_cast<const Registry*>(
+      map_shared(registry.get(), sizeof(Registry), PROT_READ, "registry (read-only)"));
+  if (t->registry_ == nullptr) return nullptr;
+  const event::UniqueFd counters = new_memfd("ferry-stats-counters", sizeof(Counters), 0);
+  if (!counters) return nullptr;
+  t->counters_ = static_cast<Counters*>(
+      map_shared(counters.get(), sizeof(Counters), PROT_READ | PROT_WRITE, "counters"));
+  if (t->counters_ == nullptr) return nullptr;
+
+  Registry::MasterBlock& m = t->writable_->master;
+  const std::size_t n = std::min(version.size(), kMaxVersion - 1);
+  std::memcpy(m.version, version.data(), n);
+  m.version[n] = '\0';
+  m.pid.store(master_pid, std::memory_order_relaxed);
+  m.started.store(started, std::memory_order_relaxed);
+  return t;
+}
+
+StatsTable::~StatsTable() {
+  unmap(writable_, sizeof(Registry));
+  unmap(registry_, sizeof(Registry));
+  unmap(counters_, sizeof(Counters));
+}
+
+bool StatsTable::enter_worker() noexcept {
+  if (writable_ == nullptr) return true;
+  if (::munmap(writable_, sizeof(Registry)) == -1) {
+    spdlog::critical("munmap() of the writable statistics registry failed: {}",
+                     event::last_error().message());
+    return false;
+  }
+  writable_ = nullptr;
+  return true;
+}
+
+StatsTable::Segment StatsTable::registry_segment() const noexcept {
+  return {registry_, sizeof(Registry)};
+}
+StatsTable::Segment StatsTable::counters_segment() const noexcept {
+  return {counters_, sizeof(Counters)};
+}
+
+std::string StatsTable::scribble(std::size_t slot) noexcept {
+  std::string what;
+  if (slot < kSlots) {
+    StatsBlock& b = counters_->slots[slot];
+    const std::uint32_t proxies = proxies_known();
+    const std::uint32_t servers = servers_known();
+    // Only the registered entries' pages: the whole block would commit 90 KiB for nothing.
+    for (std::uint32_t p = 0; p < proxies; ++p) {
+      fill(b.proxies[p], 0xee);
+      b.proxies[p].accepted.store(3);  // fewer than it handled, fewer than are open
+    }
+    for (std::uint32_t s = 0; s < servers; ++s) fill(b.servers[s], 0xee);
+    counters_->gauges[slot].connections.store(kGarbage);
+    what += "scribbled over its counters";
+  }
+  for (auto& h : counters_->health) h.store(kGarbage);
+  // What the master must never have trusted: counts, lengths and seqlock words.
+  auto* registry = const_cast<Registry*>(registry_);
+  if (::mprotect(registry, sizeof(Registry), PROT_READ | PROT_WRITE) == -1) {
+    return what + "; the registry stays read-only (mprotect: " + std::strerror(errno) + ")";
+  }
+  registry->proxy_count.store(0xffffffff);
+  registry->server_count.store(0xffffffff);
+  registry->fold_seq.store(1);
+  registry->master.reload_seq.store(1);
+  registry->master.error_length.store(0xffffffff);
+  for (auto& p : registry->proxies) p.length = 0xffff;
+  for (auto& s : registry->servers) s.upstream_length = s.address_length = 0xffff;
+  return what + "; and over the registry, which it could make writable";
+}
+
+}  // namespace ferry::worker
