@@ -225,5 +225,46 @@ TEST(ResolveTest, ReResolutionAddsAndRemovesAddresses) {
   EXPECT_EQ(backend.accepted(), before) << "the removed address is not used";
 }
 
+// The master reads a reloaded configuration, and resolves its names, off its event loop: while
+// the DNS server does not answer, `-s status` and QUIT are still answered at once.
+TEST(ResolveTest, TheMasterAnswersWhileAReloadWaitsForTheDnsServer) {
+  DnsServer dns;
+  EchoServer backend;
+  std::string servers;
+  for (const char* name : {"one.test", "two.test", "three.test"}) {
+    dns.set(name, {"127.0.0.1"});
+    servers += std::string(servers.empty() ? "" : ", ") + "{ address = \"" + name + ":" +
+               std::to_string(backend.port()) + "\"; }";
+  }
+  const int port = free_port();
+  FerryInstance ferry(
+      "worker_processes = 1;\n"
+      "upstreams = ( { name = \"app\"; resolve_interval = \"1h\"; servers = ( " +
+      servers +
+      " ); } );\n"
+      "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
+      std::to_string(port) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n");
+  ferry.set_launcher(resolv_sandbox(dns, HostsLayout::ipv4_only, ferry.dir().path()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+
+  // Each name now costs glibc its one-second timeout: the reload's load takes about 3 s.
+  dns.set_mode(DnsServer::Mode::silent);
+  const int before = dns.queries();
+  ferry.signal(SIGHUP);
+  ASSERT_TRUE(eventually([&] { return dns.queries() > before; })) << ferry.log();
+
+  auto started = std::chrono::steady_clock::now();
+  const Finished status = ferry.command("status");
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, seconds(1)) << "-s status was held up";
+
+  started = std::chrono::steady_clock::now();
+  ferry.signal(SIGQUIT);
+  EXPECT_TRUE(ferry.wait_for_log("SIGQUIT: graceful stop", seconds(1))) << ferry.log();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, seconds(1)) << "QUIT was held up";
+  const Finished f = ferry.wait(seconds(15));
+  EXPECT_EQ(f.exit_code, 0) << f.err;
+}
+
 }  // namespace
 }  // namespace ferry::test
