@@ -161,6 +161,10 @@ class Master {
     if (!new_health_board()) return 1;
 
     if (loop_.init({.connections = 256, .epoll_events = 64})) return 1;
+    // A reload reads the file on this thread, started now: its descriptor is the master's for
+    // good, not a reload's.
+    load_pool_started_ = !load_pool_.init(loop_, "ferry-load", 1, 1);
+    if (!load_pool_started_) spdlog::warn("no thread to read the configuration on: reloads will");
     if (!open_signalfd() || !open_control_socket()) return 1;
     if (write_pid_file(config_->pid_file, ::getpid())) return 1;
     pid_file_ = config_->pid_file;
@@ -976,11 +980,6 @@ class Master {
     if (in_charge()) notifier_.reloading("reloading " + conf_file_);
     // The file is read, and its host names resolved, on a thread of its own: a slow DNS server
     // must stall neither signals, the control socket nor the watchdog.
-    if (!load_pool_started_) {
-      load_pool_started_ = !load_pool_.init(loop_, "ferry-load", 1, 1);
-      if (!load_pool_started_)
-        spdlog::warn("no thread to read the configuration on; reading it here");
-    }
     if (load_pool_started_) {
       load_ = std::make_unique<PendingLoad>();
       load_->file = conf_file_;
