@@ -48,7 +48,12 @@ struct ThreadPoolSettings {
 };
 
 struct Server {
+  // As written; a host name is left unresolved here (length 0) and stands for `addresses`.
   Address address;
+  // Every address the server stands for, as resolved at load: the literal address itself, or
+  // what the name resolved to (each is a server of the upstream, as in nginx). Empty: the name
+  // did not resolve; the workers retry until it does.
+  std::vector<Address> addresses;
   int weight = 1;
   int max_fails = 1;
   Msec fail_timeout{10'000};
@@ -74,6 +79,8 @@ struct Upstream {
   std::string name;
   Balance balance = Balance::round_robin;
   Msec resolve_interval{30'000};
+  // A server name that does not resolve fails the load (else: a warning, and retries).
+  bool resolve_required = false;
   std::vector<Server> servers;
   std::optional<HealthCheck> health_check;
 

@@ -198,10 +198,10 @@ class Reader {
     return std::nullopt;
   }
 
-  std::optional<Address> address(const Setting& s) {
+  std::optional<Address> address(const Setting& s, bool resolve = true) {
     auto text = string(s);
     if (!text) return std::nullopt;
-    auto parsed = parse_address(*text);
+    auto parsed = parse_address(*text, resolve);
     if (auto* why = std::get_if<std::string>(&parsed)) {
       error(s, *why);
       return std::nullopt;
@@ -339,7 +339,7 @@ Server read_server(Reader& r, const Setting& g) {
   Server sv;
   r.only(g, {"address", "weight", "max_fails", "fail_timeout", "max_conns", "backup", "down"});
   if (auto* s = Reader::member(g, "address")) {
-    assign(sv.address, r.address(*s));
+    assign(sv.address, r.address(*s, false));
   } else {
     r.missing(g, "address", "a server needs an address \"host:port\"");
   }
@@ -352,9 +352,26 @@ Server read_server(Reader& r, const Setting& g) {
   return sv;
 }
 
+// A server's addresses. A name that does not resolve is a warning (the workers retry it every
+// resolve_interval; nginx refusing to start here is a known pain), or an error when required.
+void resolve_server(Reader& r, const Setting& g, const Upstream& up, Server& sv) {
+  if (sv.address.text.empty()) return;
+  auto all = resolve_all(sv.address);
+  if (auto* list = std::get_if<std::vector<Address>>(&all)) {
+    sv.addresses = std::move(*list);
+    return;
+  }
+  const std::string& why = std::get<std::string>(all);
+  if (up.resolve_required) {
+    r.error(g["address"], why + " (resolve_required is set)");
+  } else if (!sv.down) {
+    r.warn(g["address"], why + "; the server stays unavailable until the name resolves");
+  }
+}
+
 Upstream read_upstream(Reader& r, const Setting& g) {
   Upstream up;
-  r.only(g, {"name", "balance", "resolve_interval", "servers", "health_check"});
+  r.only(g, {"name", "balance", "resolve_interval", "resolve_required", "servers", "health_check"});
   if (auto* s = Reader::member(g, "name")) {
     assign(up.name, r.string(*s, false));
   } else {
@@ -366,9 +383,11 @@ Upstream read_upstream(Reader& r, const Setting& g) {
                                               {"hash", Balance::hash}}));
   }
   if (auto* s = Reader::member(g, "resolve_interval")) assign(up.resolve_interval, r.duration(*s));
+  if (auto* s = Reader::member(g, "resolve_required")) assign(up.resolve_required, r.boolean(*s));
   if (auto* s = Reader::member(g, "servers")) {
     r.groups(*s, [&](const Setting& e) {
       up.servers.push_back(read_server(r, e));
+      resolve_server(r, e, up, up.servers.back());
       if (up.balance == Balance::hash && up.servers.back().backup) {
         r.error(e["backup"], "backup servers cannot be used with balance = \"hash\"");
       }

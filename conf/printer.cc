@@ -141,6 +141,7 @@ std::string to_text(const Config& cfg) {
     w.set_string("name", u.name);
     w.set_string("balance", name_of(u.balance));
     w.set_duration("resolve_interval", u.resolve_interval);
+    w.set("resolve_required", u.resolve_required);
     w.open("servers = (");
     for (std::size_t k = 0; k < u.servers.size(); ++k) {
       const Server& s = u.servers[k];

@@ -82,7 +82,7 @@ Parsed<std::size_t> parse_size(std::string_view text) {
   return static_cast<std::size_t>(number * scale);
 }
 
-Parsed<Address> parse_address(std::string_view text) {
+Parsed<Address> parse_address(std::string_view text, bool resolve) {
   const std::string bad =
       quoted(text) + " is not an address (use \"host:port\", \"[v6addr]:port\" or \"*:port\")";
   const auto colon = text.rfind(':');
@@ -130,6 +130,33 @@ Parsed<Address> parse_address(std::string_view text) {
     out.length = sizeof sin;
     return out;
   }
+  if (!resolve) return out;
+  auto all = resolve_all(out);
+  if (auto* why = std::get_if<std::string>(&all)) return *why;
+  const Address& first = std::get<std::vector<Address>>(all).front();
+  out.storage = first.storage;
+  out.length = first.length;
+  return out;
+}
+
+bool is_host_name(std::string_view text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return false;
+  const std::string host(text.substr(0, colon));
+  if (host == "*" || host.front() == '[') return false;
+  in_addr v4;
+  return inet_pton(AF_INET, host.c_str(), &v4) != 1;
+}
+
+Parsed<std::vector<Address>> resolve_all(const Address& address) {
+  if (address.length != 0) return std::vector<Address>{address};
+  const std::string_view text = address.text;
+  const auto colon = text.rfind(':');
+  const std::string name(text.substr(0, colon));
+  unsigned long long port = 0;
+  if (colon == std::string_view::npos || !parse_uint(text.substr(colon + 1), port)) {
+    return quoted(text) + " is not an address";
+  }
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -138,14 +165,31 @@ Parsed<Address> parse_address(std::string_view text) {
   if (rc != 0 || result == nullptr) {
     return quoted(text) + ": host \"" + name + "\" not found (" + ::gai_strerror(rc) + ")";
   }
-  std::memcpy(&out.storage, result->ai_addr, result->ai_addrlen);
-  out.length = result->ai_addrlen;
-  ::freeaddrinfo(result);
-  if (out.storage.ss_family == AF_INET) {
-    reinterpret_cast<sockaddr_in*>(&out.storage)->sin_port = port16;
-  } else if (out.storage.ss_family == AF_INET6) {
-    reinterpret_cast<sockaddr_in6*>(&out.storage)->sin6_port = port16;
+  std::vector<Address> out;
+  const auto port16 = htons(static_cast<std::uint16_t>(port));
+  for (const addrinfo* ai = result; ai != nullptr; ai = ai->ai_next) {
+    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+    Address a;
+    std::memcpy(&a.storage, ai->ai_addr, ai->ai_addrlen);
+    a.length = ai->ai_addrlen;
+    char host[INET6_ADDRSTRLEN] = {};
+    if (ai->ai_family == AF_INET) {
+      auto* sin = reinterpret_cast<sockaddr_in*>(&a.storage);
+      sin->sin_port = port16;
+      inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host);
+      a.text = std::string(host) + ":" + std::to_string(port);
+    } else {
+      auto* sin6 = reinterpret_cast<sockaddr_in6*>(&a.storage);
+      sin6->sin6_port = port16;
+      inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof host);
+      a.text = "[" + std::string(host) + "]:" + std::to_string(port);
+    }
+    const bool seen =
+        std::any_of(out.begin(), out.end(), [&](const Address& o) { return o.same_endpoint(a); });
+    if (!seen) out.push_back(std::move(a));
   }
+  ::freeaddrinfo(result);
+  if (out.empty()) return quoted(text) + ": host \"" + name + "\" has no IPv4 or IPv6 address";
   return out;
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include "conf/address.h"
 #include "conf/config.h"
@@ -18,8 +19,15 @@ using Parsed = std::variant<T, std::string>;  // the value, or why the text is n
 
 Parsed<Msec> parse_duration(std::string_view text);
 Parsed<std::size_t> parse_size(std::string_view text);
-// "host:port", "[v6]:port", "*:port" (all IPv4). Host names are resolved here, once.
-Parsed<Address> parse_address(std::string_view text);
+// "host:port", "[v6]:port", "*:port" (all IPv4). A host name is resolved here to its first
+// address, or with `resolve` false left unresolved (length 0) for resolve_all().
+Parsed<Address> parse_address(std::string_view text, bool resolve = true);
+// Every address a parsed address stands for: itself when literal, else each address its host
+// name resolves to (getaddrinfo: blocking), without repeats, each with its numeric text
+// ("127.0.0.1:80", "[::1]:80"). An error says why the name did not resolve.
+Parsed<std::vector<Address>> resolve_all(const Address& address);
+// True when the host part of "host:port" is a name to resolve.
+bool is_host_name(std::string_view text);
 // "allow CIDR", "deny CIDR", "allow all", "deny all"; a bare address is a /32 or /128.
 Parsed<AccessRule> parse_access_rule(std::string_view text);
 // "10.0.0.0/8", "::1" (a /32 or /128), "all": an allowing rule without the verb, for lists of

@@ -38,6 +38,7 @@
 #include "event/accept_mutex.h"
 #include "event/event_loop.h"
 #include "event/shared_memory.h"
+#include "event/thread_pool.h"
 #include "ferry_version.h"
 #include "master/control.h"
 #include "master/control_server.h"
@@ -166,6 +167,10 @@ class Master {
     if (!new_health_board()) return 1;
 
     if (loop_.init({.connections = 256, .epoll_events = 64})) return 1;
+    // A reload reads the file on this thread, started now: its descriptor is the master's for
+    // good, not a reload's.
+    load_pool_started_ = !load_pool_.init(loop_, "ferry-load", 1, 1);
+    if (!load_pool_started_) spdlog::warn("no thread to read the configuration on: reloads will");
     if (!open_signalfd() || !open_control_socket()) return 1;
     if (write_pid_file(config_->pid_file, ::getpid())) return 1;
     pid_file_ = config_->pid_file;
@@ -1034,8 +1039,57 @@ class Master {
       reload_again_ = true;  // once the pending generation serves
       return;
     }
+    if (load_) {
+      reload_again_ = true;  // once the file being read is done with
+      return;
+    }
     if (in_charge()) notifier_.reloading("reloading " + conf_file_);
-    conf::LoadResult result = conf::load_file(conf_file_);
+    // The file is read, and its host names resolved, on a thread of its own: a slow DNS server
+    // must stall neither signals, the control socket nor the watchdog.
+    if (load_pool_started_) {
+      load_ = std::make_unique<PendingLoad>();
+      load_->file = conf_file_;
+      load_->task.ctx = load_.get();
+      load_->task.work = [](event::ThreadTask& t) {
+        auto& l = *static_cast<PendingLoad*>(t.ctx);
+        l.result = conf::load_file(l.file);
+      };
+      load_->task.event.data = this;
+      load_->task.event.handler = on_loaded;
+      if (!load_pool_.post(load_->task)) {
+        arm(load_timeout_, kLoadTimeout, on_load_timeout);
+        return;
+      }
+      load_.reset();
+    }
+    finish_reload(conf::load_file(conf_file_));
+  }
+
+  // The configuration was read (or given up on after kLoadTimeout).
+  static void on_loaded(Event& ev) {
+    auto& m = *static_cast<Master*>(ev.data);
+    const std::unique_ptr<PendingLoad> load = std::move(m.load_);
+    m.loop_.del_timer(m.load_timeout_);
+    if (load->abandoned || m.stopping_) {
+      m.run_queued_reload();
+      return;
+    }
+    m.finish_reload(std::move(load->result));
+  }
+
+  static void on_load_timeout(Event& ev) {
+    auto& m = *static_cast<Master*>(ev.data);
+    if (!m.load_ || m.stopping_) return;
+    m.load_->abandoned = true;  // its thread still owns it until the lookup returns
+    const std::string why = "reading " + m.conf_file_ + " took longer than " +
+                            std::to_string(kLoadTimeout.count() / 1000) +
+                            " s (a host name's DNS server does not answer?)";
+    spdlog::error("reload rejected: {}; keeping the running configuration", why);
+    m.reload_failed(why);
+    m.answer_reload_waiters("error\n" + why + "\n");
+  }
+
+  void finish_reload(conf::LoadResult result) {
     if (!result.config) {
       std::string text;
       for (const auto& e : result.errors) {
@@ -1344,7 +1398,8 @@ class Master {
     if (n >= 7 && std::string_view(buf, 7) == "reload\n") {
       spdlog::info("reload requested on the control socket");
       // While a reload is pending, this asker waits for the next one (its own).
-      (self.pending_generation_ != 0 ? self.queued_clients_ : self.control_clients_).push_back(&c);
+      (self.pending_generation_ != 0 || self.load_ ? self.queued_clients_ : self.control_clients_)
+          .push_back(&c);
       c.read.handler = on_waiting_client_read;
       self.reload();
       return;
@@ -1438,6 +1493,18 @@ class Master {
   Event bury_;
   std::vector<std::unique_ptr<RespawnTimer>> respawn_timers_;
   Event reload_timeout_;
+  // A reload's configuration being read on load_pool_ (item 15 of issue 17).
+  struct PendingLoad {
+    event::ThreadTask task;
+    std::string file;
+    conf::LoadResult result;
+    bool abandoned = false;  // timed out: its result is dropped
+  };
+  static constexpr Msec kLoadTimeout{10'000};
+  std::unique_ptr<PendingLoad> load_;
+  Event load_timeout_;
+  event::ThreadPool load_pool_;
+  bool load_pool_started_ = false;
   Event kill_timer_;
   Event status_timer_;
   Event watchdog_timer_;

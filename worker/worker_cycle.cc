@@ -91,14 +91,15 @@ class Worker {
       }
     }
     // Name resolution off the loop: the pool only starts when some server has a host name.
-    if (needs_resolver()) {
+    if (has_names_to_resolve(cfg_)) {
       if (pool_.init(loop_, "ferry-resolve", static_cast<std::size_t>(cfg_.thread_pool.threads),
                      static_cast<std::size_t>(cfg_.thread_pool.max_queue))) {
         return kFatalExit;
       }
       resolver_ = std::make_unique<Resolver>(
-          loop_, pool_, cfg_, [this](const conf::Server& server, const conf::Address& address) {
-            sessions_.update_address(server, address);
+          loop_, pool_, cfg_,
+          [this](const conf::Server& server, const std::vector<conf::Address>& addresses) {
+            sessions_.update_addresses(server, addresses);
           });
       resolver_->start();
     }
@@ -128,8 +129,9 @@ class Worker {
     g_stop_notifier.store(nullptr);
     acceptor_.close();
     checker_.reset();
-    resolver_.reset();
+    // Join first: a getaddrinfo still running writes its answer into the resolver's lookups.
     pool_.shutdown();
+    resolver_.reset();
     sessions_.close_all();
     if (status_) status_->close_all();
     if (channel_ != nullptr) loop_.close_connection(*channel_);
@@ -145,16 +147,6 @@ class Worker {
     if (value == nullptr) return false;
     const long only = std::strtol(value, nullptr, 10);
     return only > 0 && settings_.generation == only;
-  }
-
-  bool needs_resolver() const {
-    for (const conf::Upstream& u : cfg_.upstreams) {
-      if (u.resolve_interval.count() == 0) continue;
-      for (const conf::Server& s : u.servers) {
-        if (!is_literal_address(s.address.text)) return true;
-      }
-    }
-    return false;
   }
 
   bool open_channel() {
@@ -291,8 +283,9 @@ class Worker {
   // After loop_: destroyed first, its connections still in the loop's pool.
   std::unique_ptr<StatusServer> status_;
   std::unique_ptr<HealthChecker> checker_;
-  event::ThreadPool pool_;
+  // The resolver before the pool, so the pool is joined before the lookups are freed.
   std::unique_ptr<Resolver> resolver_;
+  event::ThreadPool pool_;
   bool shutting_down_ = false;
 };
 

@@ -474,40 +474,6 @@ TEST(ProxyTest, HealthChecksMarkAStoppedServerDownAndARestartedOneUpForEveryWork
   EXPECT_GE(back.accepted(), 15) << "the restarted server must get its share again";
 }
 
-// A host name as a server address works, and re-resolving it every resolve_interval happens
-// off the loop (on the worker's thread pool) while sessions go on.
-TEST(ProxyTest, AHostNameServerIsResolvedAgainOffTheLoop) {
-  EchoServer backend;
-  const int port = free_port();
-  FerryInstance ferry(
-      "worker_processes = 1;\n"
-      "upstreams = ( { name = \"app\"; resolve_interval = \"100ms\"; servers = ( { address = "
-      "\"localhost:" +
-          std::to_string(backend.port()) +
-          "\"; } ); } );\n"
-          "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
-          std::to_string(port) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n",
-      "debug");
-  ASSERT_TRUE(ferry.start()) << ferry.log();
-  const auto until = std::chrono::steady_clock::now() + milliseconds(500);
-  int sessions = 0;
-  while (std::chrono::steady_clock::now() < until) {
-    const int fd = connect_to_port(port);
-    ASSERT_GE(fd, 0);
-    ASSERT_TRUE(echo_round_trip(fd, "by name"));
-    ::close(fd);
-    ++sessions;
-    ferry.drain_log();
-  }
-  EXPECT_EQ(backend.accepted(), sessions);
-  std::size_t rounds = 0;
-  for (std::size_t at = 0; (at = ferry.log().find("resolved, unchanged", at)) != std::string::npos;
-       ++at) {
-    ++rounds;
-  }
-  EXPECT_GE(rounds, 2U) << "localhost should have been re-resolved every 100 ms:\n" << ferry.log();
-}
-
 TEST(ProxyTest, IdleTimeoutClosesASilentSession) {
   EchoServer backend;
   const int port = free_port();

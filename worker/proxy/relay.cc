@@ -779,20 +779,20 @@ Balancer& SessionSet::balancer(const conf::Proxy& proxy, const conf::Config& cfg
         shared.push_back(health_->conns(cfg, i, s, limits_share_));
       }
     }
-    return balancers_
-        .emplace(std::string(name), Balancer(u, slots, shared.empty() ? nullptr : shared.data()))
-        .first->second;
+    Balancer& b = balancers_
+                      .emplace(std::string(name),
+                               Balancer(u, slots, shared.empty() ? nullptr : shared.data()))
+                      .first->second;
+    for (const auto& [server, addresses] : resolved_) b.set_addresses(*server, addresses);
+    return b;
   }
   return balancers_.emplace(std::string(name), Balancer()).first->second;  // validated: not reached
 }
 
-void SessionSet::update_address(const conf::Server& server, const conf::Address& address) {
-  for (auto& [proxy, balancer] : balancers_) {
-    for (Peer& p : balancer.peers()) {
-      if (p.server == &server)
-        p.address = event::SocketAddress(address.sockaddr_ptr(), address.length);
-    }
-  }
+void SessionSet::update_addresses(const conf::Server& server,
+                                  const std::vector<conf::Address>& addresses) {
+  resolved_[&server] = addresses;
+  for (auto& [upstream, balancer] : balancers_) balancer.set_addresses(server, addresses);
 }
 
 AccessLog* SessionSet::access_log(const conf::Proxy& proxy) {

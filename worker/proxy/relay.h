@@ -53,8 +53,9 @@ class SessionSet {
   void reopen_logs();
   // The active health checks' verdicts, shared by the workers of this generation.
   void set_health_board(HealthBoard* board) noexcept { health_ = board; }
-  // A server's host name now resolves to `address`: every balancer that has it follows.
-  void update_address(const conf::Server& server, const conf::Address& address);
+  // A server's host name now resolves to `addresses`: every balancer that has it follows
+  // (one made later too).
+  void update_addresses(const conf::Server& server, const std::vector<conf::Address>& addresses);
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
   // This worker's entry in the shared counters (none: nothing counted outside the worker).
   void set_counters(WorkerCounters* counters) noexcept { counters_ = counters; }
@@ -104,7 +105,8 @@ class SessionSet {
   std::map<const conf::Proxy*, ProxyCounters*> proxy_stats_;
   std::map<const Peer*, ServerCounters*> server_stats_;
   std::size_t limits_share_ = 0;
-  std::map<std::string, Balancer, std::less<>> balancers_;  // by upstream name
+  std::map<std::string, Balancer, std::less<>> balancers_;              // by upstream name
+  std::map<const conf::Server*, std::vector<conf::Address>> resolved_;  // since the load
   std::map<const conf::Proxy*, AccessRules> rules_;
   std::map<const conf::Proxy*, AccessRules> senders_;
   // Declared before the logs: destroyed after them, it writes out what they queued, then ends.

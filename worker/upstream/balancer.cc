@@ -50,20 +50,55 @@ Balancer::Balancer(const conf::Upstream& upstream, ServerHealth* health, const S
     for (std::size_t i = 0; i < upstream.servers.size(); ++i) {
       const conf::Server& s = upstream.servers[i];
       if (s.backup != backup || s.down) continue;
-      Peer p;
-      p.health = health != nullptr ? &health[i] : nullptr;
-      if (p.health != nullptr) p.passes_seen = p.health->passes.load(std::memory_order_relaxed);
-      if (shared != nullptr && s.max_conns > 0) p.shared = shared[i];
-      p.server = &s;
-      p.address = event::SocketAddress(s.address.sockaddr_ptr(), s.address.length);
-      p.name = s.address.text;
-      p.weight = p.effective_weight = s.weight;
-      p.backup = backup;
-      peers_.push_back(std::move(p));
+      ServerSlots slots;
+      slots.health = health != nullptr ? &health[i] : nullptr;
+      if (shared != nullptr && s.max_conns > 0) slots.shared = shared[i];
+      if (s.addresses.empty() && s.address.length != 0) {
+        add_peer(s, s.address, slots);  // built in code (tests) rather than loaded
+      }
+      for (const conf::Address& a : s.addresses) add_peer(s, a, slots);
+      servers_.emplace(&s, slots);
     }
   }
-  candidates_.assign(peers_.size(), false);
   if (method_ == conf::Balance::hash) build_ring();
+}
+
+void Balancer::add_peer(const conf::Server& s, const conf::Address& a, const ServerSlots& slots) {
+  Peer p;
+  p.health = slots.health;
+  if (p.health != nullptr) p.passes_seen = p.health->passes.load(std::memory_order_relaxed);
+  p.shared = slots.shared;
+  p.server = &s;
+  p.address = event::SocketAddress(a.sockaddr_ptr(), a.length);
+  p.name = s.address.text;
+  p.weight = p.effective_weight = s.weight;
+  p.backup = s.backup;
+  p.index = peers_.size();
+  peers_.push_back(std::move(p));
+  candidates_.push_back(false);  // a peer a re-resolution adds has its place too
+}
+
+void Balancer::set_addresses(const conf::Server& server,
+                             const std::vector<conf::Address>& addresses) {
+  const auto slots = servers_.find(&server);
+  if (slots == servers_.end()) return;  // not a server of this group (or down)
+  for (Peer& p : peers_) {
+    if (p.server != &server) continue;
+    p.gone = std::none_of(addresses.begin(), addresses.end(), [&](const conf::Address& a) {
+      return p.address == event::SocketAddress(a.sockaddr_ptr(), a.length);
+    });
+  }
+  for (const conf::Address& a : addresses) {
+    const event::SocketAddress sa(a.sockaddr_ptr(), a.length);
+    const bool known = std::any_of(peers_.begin(), peers_.end(), [&](const Peer& p) {
+      return p.server == &server && p.address == sa;
+    });
+    if (!known) add_peer(server, a, slots->second);
+  }
+  if (method_ == conf::Balance::hash) {
+    ring_.clear();
+    build_ring();
+  }
 }
 
 Balancer::Balancer(const conf::Address& address) {
@@ -75,11 +110,13 @@ Balancer::Balancer(const conf::Address& address) {
 }
 
 void Balancer::build_ring() {
-  // Points depend on the server's name only, so adding or removing one server moves only the
-  // keys that fall next to its points (about 1/N of them).
+  // Points depend on the server's name and address only, so adding or removing one server
+  // moves only the keys that fall next to its points (about 1/N of them).
   for (std::uint32_t i = 0; i < peers_.size(); ++i) {
-    if (peers_[i].backup) continue;
-    const std::string& name = peers_[i].name;
+    if (peers_[i].backup || peers_[i].gone) continue;
+    // A name's addresses each get points of their own.
+    const std::string address = peers_[i].address.to_string();
+    const std::string name = address == peers_[i].name ? address : peers_[i].name + "@" + address;
     for (int k = 0; k < kPointsPerWeight * peers_[i].weight; ++k) {
       const std::string point = name + "#" + std::to_string(k);
       ring_.push_back({fnv1a(point.data(), point.size()), i});
@@ -111,6 +148,7 @@ event::TimePoint Balancer::failed_until(const Peer& p) noexcept {
 }
 
 bool Balancer::available(Peer& p, Pass pass, event::TimePoint now) {
+  if (p.gone) return false;
   // Down by the active checks: out even when nothing else is left (the checks know better).
   if (p.health != nullptr && p.health->down.load(std::memory_order_relaxed) != 0) return false;
   const conf::Server* s = p.server;
@@ -172,6 +210,7 @@ Peer* Balancer::pick(const event::SocketAddress& key, TriedSet& tried, event::Ti
 
 bool Balancer::every_server_failed(event::TimePoint now) {
   for (Peer& p : peers_) {
+    if (p.gone) continue;  // a re-resolution removed its address
     if (p.health != nullptr && p.health->down.load(std::memory_order_relaxed) != 0) continue;
     if (!passively_failed(p, now)) return false;
   }

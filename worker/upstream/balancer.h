@@ -6,7 +6,8 @@
 #pragma once
 
 #include <cstdint>
-#include <span>
+#include <deque>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -17,10 +18,14 @@
 
 namespace ferry::worker {
 
+// One address of a server: a server whose name resolves to several addresses has a peer for
+// each (as in nginx), all with its settings.
 struct Peer {
   const conf::Server* server = nullptr;
   event::SocketAddress address;
-  std::string name;  // as configured, for logs
+  std::string name;       // as configured, for logs and statistics (shared by a name's addresses)
+  std::size_t index = 0;  // in the group
+  bool gone = false;      // the name no longer resolves to this address
   int weight = 1;
   int current_weight = 0;    // smooth weighted round robin state
   int effective_weight = 1;  // lowered by failures, recovers by one per pick
@@ -75,11 +80,13 @@ class Balancer {
   // verdict on the server either way.
   void abandon(Peer& peer) noexcept { drop_conn(peer); }
 
+  // `server`'s name now resolves to `addresses`: a peer for each new one, the others gone.
+  // Peers are never freed (sessions hold them); one that comes back is reused.
+  void set_addresses(const conf::Server& server, const std::vector<conf::Address>& addresses);
+
   [[nodiscard]] std::size_t size() const noexcept { return peers_.size(); }
-  [[nodiscard]] std::span<Peer> peers() noexcept { return peers_; }
-  [[nodiscard]] std::size_t index_of(const Peer& p) const noexcept {
-    return static_cast<std::size_t>(&p - peers_.data());
-  }
+  [[nodiscard]] std::deque<Peer>& peers() noexcept { return peers_; }
+  [[nodiscard]] std::size_t index_of(const Peer& p) const noexcept { return p.index; }
   // Whether `peer` is unavailable by passive health (max_fails within fail_timeout) at `now`,
   // and until when. An active check that passed since the failures clears them.
   [[nodiscard]] bool passively_failed(Peer& peer, event::TimePoint now);
@@ -101,10 +108,17 @@ class Balancer {
   Peer* least_conn(bool backup, Pass pass, TriedSet& tried, event::TimePoint now);
   Peer* hash(const event::SocketAddress& key, Pass pass, TriedSet& tried, event::TimePoint now);
   void build_ring();
+  // What a server's peers share: its active-check slot and its count across the workers.
+  struct ServerSlots {
+    ServerHealth* health = nullptr;
+    SharedConns shared;
+  };
+  void add_peer(const conf::Server& s, const conf::Address& a, const ServerSlots& slots);
 
   conf::Balance method_ = conf::Balance::round_robin;
-  std::vector<Peer> peers_;       // primaries first, then backups
-  std::vector<bool> candidates_;  // least_conn's choice of peers, sized once: no allocation
+  std::deque<Peer> peers_;        // stable addresses: sessions hold pointers to their peer
+  std::vector<bool> candidates_;  // least_conn's choice of peers, sized with peers_: no allocation
+  std::map<const conf::Server*, ServerSlots> servers_;  // the group's servers (not down)
   struct Point {
     std::uint64_t hash;
     std::uint32_t peer;

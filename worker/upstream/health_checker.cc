@@ -32,10 +32,12 @@ struct Probe {
   std::optional<std::size_t> stats_index;  // the server in the shared statistics
 
   void begin() {
+    // A name's first address as resolved at load (the others are not probed yet).
+    const conf::Address& target = server->addresses.front();
     event::UniqueFd fd(
-        ::socket(server->address.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (!fd || (::connect(fd.get(), server->address.sockaddr_ptr(), server->address.length) == -1 &&
-                errno != EINPROGRESS)) {
+        ::socket(target.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd ||
+        (::connect(fd.get(), target.sockaddr_ptr(), target.length) == -1 && errno != EINPROGRESS)) {
       finish(false, fd ? event::last_error().message() : "socket() failed");
       return;
     }
@@ -145,7 +147,7 @@ void HealthChecker::start() {
     const conf::Upstream& up = cfg_.upstreams[u];
     if (!up.health_check) continue;
     for (std::size_t s = 0; s < up.servers.size(); ++s) {
-      if (up.servers[s].down) continue;
+      if (up.servers[s].down || up.servers[s].addresses.empty()) continue;
       auto p = std::make_unique<Probe>();
       p->owner = this;
       p->loop = &loop_;

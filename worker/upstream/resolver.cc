@@ -1,7 +1,9 @@
 // Resolver: one Lookup per named server, alternating between a timer and a thread-pool task.
 #include "worker/upstream/resolver.h"
 
-#include <arpa/inet.h>
+#include <algorithm>
+#include <optional>
+#include <string>
 
 #include <spdlog/spdlog.h>
 
@@ -13,11 +15,11 @@ struct Lookup {
   Resolver* owner = nullptr;
   const conf::Upstream* upstream = nullptr;
   const conf::Server* server = nullptr;
-  conf::Address current;
+  std::vector<conf::Address> current;
   event::ThreadTask task;
   event::Event timer;
   // Written by the pool thread, read on the loop thread after the completion handoff.
-  conf::Address result;
+  std::vector<conf::Address> result;
   std::string error;
 };
 
@@ -25,13 +27,39 @@ namespace {
 
 void resolve_off_loop(event::ThreadTask& task) {
   auto& l = *static_cast<Lookup*>(task.ctx);
-  auto parsed = conf::parse_address(l.server->address.text);
+  auto parsed = conf::resolve_all(l.server->address);
   if (auto* why = std::get_if<std::string>(&parsed)) {
     l.error = *why;
   } else {
     l.error.clear();
-    l.result = std::get<conf::Address>(std::move(parsed));
+    l.result = std::get<std::vector<conf::Address>>(std::move(parsed));
   }
+}
+
+bool same_set(const std::vector<conf::Address>& a, const std::vector<conf::Address>& b) {
+  if (a.size() != b.size()) return false;
+  return std::all_of(a.begin(), a.end(), [&](const conf::Address& x) {
+    return std::any_of(b.begin(), b.end(),
+                       [&](const conf::Address& y) { return x.same_endpoint(y); });
+  });
+}
+
+std::string listed(const std::vector<conf::Address>& addresses) {
+  std::string out;
+  for (const conf::Address& a : addresses) out += (out.empty() ? "" : ", ") + a.text;
+  return out.empty() ? "nothing" : out;
+}
+
+bool wanted(const conf::Upstream& u, const conf::Server& s) {
+  if (s.down || !conf::is_host_name(s.address.text)) return false;
+  return u.resolve_interval.count() != 0 || s.addresses.empty();
+}
+
+// The wait before the next lookup; none when the name resolved and re-resolving is off.
+std::optional<event::Msec> next_wait(const Lookup& l) {
+  if (l.upstream->resolve_interval.count() != 0) return l.upstream->resolve_interval;
+  if (l.current.empty()) return Resolver::kUnresolvedRetry;
+  return std::nullopt;
 }
 
 }  // namespace
@@ -41,26 +69,23 @@ void Resolver::on_resolved(event::Event& ev) {
   Resolver& r = *l.owner;
   if (r.stopped_) return;
   if (!l.error.empty()) {
-    spdlog::warn("upstream \"{}\": resolving {} failed: {}; keeping {}", l.upstream->name,
-                 l.server->address.text, l.error, l.current.text);
-  } else if (!l.result.same_endpoint(l.current)) {
-    char text[INET6_ADDRSTRLEN] = {};
-    const auto& ss = l.result.storage;
-    inet_ntop(
-        ss.ss_family,
-        ss.ss_family == AF_INET
-            ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr)
-            : static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr),
-        text, sizeof text);
+    if (l.current.empty()) {
+      spdlog::warn("upstream \"{}\": resolving {} failed: {}; the server stays unavailable",
+                   l.upstream->name, l.server->address.text, l.error);
+    } else {
+      spdlog::warn("upstream \"{}\": resolving {} failed: {}; keeping {}", l.upstream->name,
+                   l.server->address.text, l.error, listed(l.current));
+    }
+  } else if (!same_set(l.result, l.current)) {
     spdlog::info("upstream \"{}\": {} now resolves to {}", l.upstream->name, l.server->address.text,
-                 text);
+                 listed(l.result));
     l.current = l.result;
     r.apply_(*l.server, l.current);
   } else {
     spdlog::debug("upstream \"{}\": {} resolved, unchanged", l.upstream->name,
                   l.server->address.text);
   }
-  r.loop_.add_timer(l.timer, l.upstream->resolve_interval);
+  if (const auto wait = next_wait(l)) r.loop_.add_timer(l.timer, *wait);
 }
 
 void Resolver::on_timer(event::Event& ev) {
@@ -68,17 +93,17 @@ void Resolver::on_timer(event::Event& ev) {
   if (l.owner->stopped_) return;
   if (l.owner->pool_.post(l.task)) {
     // Queue full or pool stopping: try again at the next interval.
-    l.owner->loop_.add_timer(l.timer, l.upstream->resolve_interval);
+    if (const auto wait = next_wait(l)) l.owner->loop_.add_timer(l.timer, *wait);
   }
 }
 
-bool is_literal_address(const std::string& text) {
-  const auto colon = text.rfind(':');
-  if (colon == std::string::npos) return true;
-  const std::string host = text.substr(0, colon);
-  if (host == "*" || (!host.empty() && host.front() == '[')) return true;
-  in_addr v4;
-  return inet_pton(AF_INET, host.c_str(), &v4) == 1;
+bool has_names_to_resolve(const conf::Config& cfg) {
+  for (const conf::Upstream& u : cfg.upstreams) {
+    for (const conf::Server& s : u.servers) {
+      if (wanted(u, s)) return true;
+    }
+  }
+  return false;
 }
 
 Resolver::Resolver(event::EventLoop& loop, event::ThreadPool& pool, const conf::Config& cfg,
@@ -89,21 +114,20 @@ Resolver::~Resolver() { stop(); }
 
 void Resolver::start() {
   for (const conf::Upstream& u : cfg_.upstreams) {
-    if (u.resolve_interval.count() == 0) continue;
     for (const conf::Server& s : u.servers) {
-      if (s.down || is_literal_address(s.address.text)) continue;
+      if (!wanted(u, s)) continue;
       auto l = std::make_unique<Lookup>();
       l->owner = this;
       l->upstream = &u;
       l->server = &s;
-      l->current = s.address;
+      l->current = s.addresses;
       l->task.work = resolve_off_loop;
       l->task.ctx = l.get();
       l->task.event.handler = &Resolver::on_resolved;
       l->task.event.data = l.get();
       l->timer.handler = &Resolver::on_timer;
       l->timer.data = l.get();
-      loop_.add_timer(l->timer, u.resolve_interval);
+      if (const auto wait = next_wait(*l)) loop_.add_timer(l->timer, *wait);
       lookups_.push_back(std::move(l));
     }
   }

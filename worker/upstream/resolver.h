@@ -1,6 +1,8 @@
 // Resolver: re-resolves the host names of upstream servers every `resolve_interval`, off the
 // event loop — getaddrinfo runs on the worker's ThreadPool and the answer comes back to the loop
-// through the pool's Notifier. A failed resolution keeps the last good address and is logged.
+// through the pool's Notifier. A failed resolution keeps the last good addresses and is logged;
+// a name that never resolved is retried every resolve_interval, or every kUnresolvedRetry when
+// that is "0" (which otherwise means: no re-resolution).
 #pragma once
 
 #include <functional>
@@ -17,8 +19,9 @@ struct Lookup;
 
 class Resolver {
  public:
-  // `apply` is called on the loop thread with a server and its new address when it changed.
-  using Apply = std::function<void(const conf::Server&, const conf::Address&)>;
+  // `apply` is called on the loop thread with a server and its new addresses when they changed.
+  using Apply = std::function<void(const conf::Server&, const std::vector<conf::Address>&)>;
+  static constexpr event::Msec kUnresolvedRetry{5'000};
 
   Resolver(event::EventLoop& loop, event::ThreadPool& pool, const conf::Config& cfg, Apply apply);
   ~Resolver();
@@ -42,7 +45,7 @@ class Resolver {
   bool stopped_ = false;
 };
 
-// True when the host part of "host:port" is a literal address (nothing to resolve).
-bool is_literal_address(const std::string& text);
+// True when some server of `cfg` has a name the Resolver would look up.
+bool has_names_to_resolve(const conf::Config& cfg);
 
 }  // namespace ferry::worker

@@ -1,0 +1,270 @@
+// Host names of upstream servers, resolved through a test DNS server in a sandbox with its own
+// resolv.conf and /etc/hosts (tests/support/dns_server.h), so no test depends on the machine's:
+// lookups cut short by a stop or reload, names with several addresses, names that do not
+// resolve yet, and a master that keeps answering while a DNS server does not.
+#include <signal.h>
+#include <unistd.h>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/dns_server.h"
+#include "tests/support/echo_server.h"
+#include "tests/support/ferry_instance.h"
+#include "tests/support/process.h"
+
+namespace ferry::test {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+std::string one_server_config(const std::string& address, int listen_port,
+                              const std::string& resolve_interval = "100ms") {
+  return "worker_processes = 1;\n"
+         "upstreams = ( { name = \"app\"; resolve_interval = \"" +
+         resolve_interval + "\"; servers = ( { address = \"" + address +
+         "\"; } ); } );\n"
+         "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
+         std::to_string(listen_port) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n";
+}
+
+// Counts the occurrences of `what` in `text`.
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (std::size_t at = 0; (at = text.find(what, at)) != std::string::npos; ++at) ++n;
+  return n;
+}
+
+// A worker that stops (QUIT, or a reload replacing it) while getaddrinfo runs on its thread
+// pool must join the pool before it frees the lookups the answer is written into (ASan sees the
+// write otherwise).
+class StopDuringLookup : public ::testing::TestWithParam<bool> {};
+
+TEST_P(StopDuringLookup, TheWorkerJoinsItsResolverThreadsFirst) {
+  const bool by_reload = GetParam();
+  DnsServer dns;
+  dns.set("app.test", {"127.0.0.1"});
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(one_server_config("app.test:" + std::to_string(backend.port()), port),
+                      "debug");
+  ferry.set_launcher(resolv_sandbox(dns, HostsLayout::ipv4_only, ferry.dir().path()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  ASSERT_TRUE(ferry.wait_for_log("resolved, unchanged")) << ferry.log();
+
+  // From now on a lookup hangs in the pool until glibc's one-second timeout.
+  dns.set_mode(DnsServer::Mode::silent);
+  const int before = dns.queries();
+  ASSERT_TRUE(eventually([&] { return dns.queries() > before; })) << ferry.log();
+  if (by_reload) {
+    ferry.rewrite(one_server_config("127.0.0.1:" + std::to_string(backend.port()), port));
+    ferry.signal(SIGHUP);
+    ASSERT_TRUE(ferry.wait_for_log(") exited with code", seconds(10))) << ferry.log();
+  } else {
+    ferry.signal(SIGQUIT);
+    const Finished f = ferry.wait(seconds(10));
+    EXPECT_EQ(f.exit_code, 0) << f.err;
+  }
+  ferry.drain_log();
+  EXPECT_EQ(ferry.log().find("AddressSanitizer"), std::string::npos) << ferry.log();
+  EXPECT_EQ(ferry.log().find("killed by signal"), std::string::npos) << ferry.log();
+  EXPECT_NE(ferry.log().find(") exited with code 0"), std::string::npos) << ferry.log();
+}
+
+INSTANTIATE_TEST_SUITE_P(ResolveTest, StopDuringLookup, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Reload" : "Quit"; });
+
+// `localhost` as a server, under both /etc/hosts layouts: on Debian's, getaddrinfo returns ::1
+// first while the backend listens on 127.0.0.1 only; every address of the name is a server, so
+// sessions reach the backend either way. Re-resolving every resolve_interval happens off the
+// loop (on the worker's thread pool) while sessions go on.
+class HostsLayouts : public ::testing::TestWithParam<HostsLayout> {};
+
+TEST_P(HostsLayouts, ALocalhostServerIsReachedAndResolvedAgainOffTheLoop) {
+  DnsServer dns;
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(one_server_config("localhost:" + std::to_string(backend.port()), port),
+                      "debug");
+  ferry.set_launcher(resolv_sandbox(dns, GetParam(), ferry.dir().path()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const auto until = std::chrono::steady_clock::now() + milliseconds(500);
+  int sessions = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    const int fd = connect_to_port(port);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(echo_round_trip(fd, "by name")) << ferry.log();
+    ::close(fd);
+    ++sessions;
+    ferry.drain_log();
+  }
+  EXPECT_EQ(backend.accepted(), sessions);
+  EXPECT_GE(count_of(ferry.log(), "resolved, unchanged"), 2U)
+      << "localhost should have been re-resolved every 100 ms:\n"
+      << ferry.log();
+}
+
+INSTANTIATE_TEST_SUITE_P(ResolveTest, HostsLayouts,
+                         ::testing::Values(HostsLayout::ipv4_only, HostsLayout::ipv6_first),
+                         [](const auto& info) {
+                           return info.param == HostsLayout::ipv6_first ? "Ipv6First" : "Ipv4Only";
+                         });
+
+// True when a session through `port` reaches an echo server.
+bool served(int port) {
+  const int fd = connect_to_port(port);
+  if (fd < 0) return false;
+  const bool ok = echo_round_trip(fd, "ping");
+  ::close(fd);
+  return ok;
+}
+
+// A name that does not resolve does not stop the proxy: the upstream's other server serves,
+// and the name's addresses join once it resolves.
+TEST(ResolveTest, AnUnresolvableServerIsAWarningAndJoinsOnceItResolves) {
+  DnsServer dns;
+  EchoServer backend;
+  EchoServer other;
+  const int port = free_port();
+  FerryInstance ferry(
+      "worker_processes = 1;\n"
+      "upstreams = ( { name = \"app\"; resolve_interval = \"100ms\"; servers = ( "
+      "{ address = \"later.test:" +
+      std::to_string(backend.port()) +
+      "\"; }, { address = \"127.0.0.1:" + std::to_string(other.port()) +
+      "\"; } ); } );\n"
+      "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
+      std::to_string(port) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n");
+  const auto sandbox = resolv_sandbox(dns, HostsLayout::ipv4_only, ferry.dir().path());
+  std::vector<std::string> check = sandbox;
+  check.insert(check.end(), {ferry_binary(), "-t", "-c", ferry.conf()});
+  const Finished t = run_program(check);
+  EXPECT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_NE(t.err.find("later.test"), std::string::npos) << t.err;
+
+  ferry.set_launcher(sandbox);
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  EXPECT_NE(ferry.log().find("stays unavailable until the name resolves"), std::string::npos)
+      << ferry.log();
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(served(port)) << ferry.log();
+  EXPECT_EQ(backend.accepted(), 0);
+  EXPECT_EQ(other.accepted(), 4);
+
+  dns.set("later.test", {"127.0.0.1"});
+  ASSERT_TRUE(ferry.wait_for_log("later.test:" + std::to_string(backend.port()) +
+                                 " now resolves to 127.0.0.1"))
+      << ferry.log();
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(served(port)) << ferry.log();
+  EXPECT_EQ(backend.accepted(), 2) << "round robin over both servers";
+}
+
+// The only server's name does not resolve: ferry starts, clients fail until it resolves (and
+// with resolve_interval "0" it is still retried, every Resolver::kUnresolvedRetry).
+class OnlyServerUnresolved : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(OnlyServerUnresolved, ClientsFailUntilItResolves) {
+  DnsServer dns;
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(
+      one_server_config("later.test:" + std::to_string(backend.port()), port, GetParam()));
+  ferry.set_launcher(resolv_sandbox(dns, HostsLayout::ipv4_only, ferry.dir().path()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  EXPECT_FALSE(served(port));
+  dns.set("later.test", {"127.0.0.1"});
+  EXPECT_TRUE(eventually([&] { return served(port); }, seconds(10))) << ferry.log();
+}
+
+INSTANTIATE_TEST_SUITE_P(ResolveTest, OnlyServerUnresolved, ::testing::Values("100ms", "0"),
+                         [](const auto& info) {
+                           return info.param == "0" ? "IntervalZero" : "Interval100ms";
+                         });
+
+// resolve_required keeps nginx's strict rule for operators who want it.
+TEST(ResolveTest, ResolveRequiredRefusesAnUnresolvableName) {
+  DnsServer dns;
+  FerryInstance ferry(
+      "upstreams = ( { name = \"app\"; resolve_required = true; servers = ( "
+      "{ address = \"later.test:80\"; } ); } );\n"
+      "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
+      std::to_string(free_port()) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n");
+  std::vector<std::string> check = resolv_sandbox(dns, HostsLayout::ipv4_only, ferry.dir().path());
+  check.insert(check.end(), {ferry_binary(), "-t", "-c", ferry.conf()});
+  const Finished t = run_program(check);
+  EXPECT_NE(t.exit_code, 0) << t.err;
+  EXPECT_NE(t.err.find("resolve_required"), std::string::npos) << t.err;
+}
+
+// Every address of a name is a server, and re-resolution adds and removes them.
+TEST(ResolveTest, ReResolutionAddsAndRemovesAddresses) {
+  DnsServer dns;
+  dns.set("app.test", {"127.0.0.3"});  // nothing listens there
+  EchoServer backend;
+  const int port = free_port();
+  const std::string server = "app.test:" + std::to_string(backend.port());
+  FerryInstance ferry(one_server_config(server, port));
+  ferry.set_launcher(resolv_sandbox(dns, HostsLayout::ipv4_only, ferry.dir().path()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  EXPECT_FALSE(served(port));
+
+  dns.set("app.test", {"127.0.0.3", "127.0.0.1"});
+  ASSERT_TRUE(ferry.wait_for_log(server + " now resolves to")) << ferry.log();
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(served(port)) << "failover to the added address";
+
+  dns.set("app.test", {"127.0.0.3"});
+  ASSERT_TRUE(eventually([&] {
+    ferry.drain_log();
+    return count_of(ferry.log(), " now resolves to ") == 2;
+  })) << ferry.log();
+  const int before = backend.accepted();
+  EXPECT_FALSE(served(port));
+  EXPECT_EQ(backend.accepted(), before) << "the removed address is not used";
+}
+
+// The master reads a reloaded configuration, and resolves its names, off its event loop: while
+// the DNS server does not answer, `-s status` and QUIT are still answered at once.
+TEST(ResolveTest, TheMasterAnswersWhileAReloadWaitsForTheDnsServer) {
+  DnsServer dns;
+  EchoServer backend;
+  std::string servers;
+  for (const char* name : {"one.test", "two.test", "three.test"}) {
+    dns.set(name, {"127.0.0.1"});
+    servers += std::string(servers.empty() ? "" : ", ") + "{ address = \"" + name + ":" +
+               std::to_string(backend.port()) + "\"; }";
+  }
+  const int port = free_port();
+  FerryInstance ferry(
+      "worker_processes = 1;\n"
+      "upstreams = ( { name = \"app\"; resolve_interval = \"1h\"; servers = ( " +
+      servers +
+      " ); } );\n"
+      "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
+      std::to_string(port) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n");
+  ferry.set_launcher(resolv_sandbox(dns, HostsLayout::ipv4_only, ferry.dir().path()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+
+  // Each name now costs glibc its one-second timeout: the reload's load takes about 3 s.
+  dns.set_mode(DnsServer::Mode::silent);
+  const int before = dns.queries();
+  ferry.signal(SIGHUP);
+  ASSERT_TRUE(eventually([&] { return dns.queries() > before; })) << ferry.log();
+
+  auto started = std::chrono::steady_clock::now();
+  const Finished status = ferry.command("status");
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, seconds(1)) << "-s status was held up";
+
+  started = std::chrono::steady_clock::now();
+  ferry.signal(SIGQUIT);
+  EXPECT_TRUE(ferry.wait_for_log("SIGQUIT: graceful stop", seconds(1))) << ferry.log();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, seconds(1)) << "QUIT was held up";
+  const Finished f = ferry.wait(seconds(15));
+  EXPECT_EQ(f.exit_code, 0) << f.err;
+}
+
+}  // namespace
+}  // namespace ferry::test
