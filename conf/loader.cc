@@ -12,6 +12,7 @@
 #include <functional>
 #include <initializer_list>
 #include <map>
+#include <tuple>
 #include <utility>
 
 #include <libconfig.h++>
@@ -519,11 +520,16 @@ Proxy read_proxy(Reader& r, const Setting& g, const std::vector<Upstream>& upstr
   if (auto* s = Reader::member(g, "max_conns_per_client")) {
     assign(px.max_conns_per_client, r.int32(*s, 0, 1 << 24));
   }
-  if (auto* s = Reader::member(g, "client_ipv4_prefix")) {
-    assign(px.client_ipv4_prefix, r.int32(*s, 0, 32));
-  }
-  if (auto* s = Reader::member(g, "client_ipv6_prefix")) {
-    assign(px.client_ipv6_prefix, r.int32(*s, 0, 128));
+  for (auto [name, prefix, bits] :
+       {std::tuple{"client_ipv4_prefix", &px.client_ipv4_prefix, 32},
+        std::tuple{"client_ipv6_prefix", &px.client_ipv6_prefix, 128}}) {
+    const Setting* s = Reader::member(g, name);
+    if (s == nullptr) continue;
+    assign(*prefix, r.int32(*s, 0, bits));
+    // They say what one client is for max_conns_per_client, and for nothing else.
+    if (px.max_conns_per_client == 0) {
+      r.warn(*s, "no effect without max_conns_per_client");
+    }
   }
   read_proxy_protocol_from(r, g, px);
   if (auto* s = Reader::member(g, "access_log")) assign(px.access_log, r.string(*s, false));

@@ -257,10 +257,22 @@ Parsed<AccessRule> parse_access_rule(std::string_view text) {
 }
 
 Parsed<AccessRule> parse_network(std::string_view text) {
-  return network(text, text,
-                 quoted(text) +
-                     " is not an address or a network (use \"10.0.0.0/8\", \"::1\", "
-                     "\"all\")");
+  Parsed<AccessRule> parsed = network(text, text,
+                                      quoted(text) +
+                                          " is not an address or a network (use "
+                                          "\"10.0.0.0/8\", \"::1\", \"all\")");
+  // A v4-mapped sender is matched as its IPv4 address (as set_real_ip_from does), so an entry
+  // within ::ffff:0:0/96 is made the IPv4 one it names rather than one that never matches.
+  auto* rule = std::get_if<AccessRule>(&parsed);
+  static constexpr std::uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (rule != nullptr && rule->family == AF_INET6 && rule->prefix >= 96 &&
+      std::memcmp(rule->addr, kMapped, sizeof kMapped) == 0) {
+    rule->family = AF_INET;
+    rule->prefix -= 96;
+    std::memmove(rule->addr, rule->addr + 12, 4);
+    std::memset(rule->addr + 4, 0, 12);
+  }
+  return parsed;
 }
 
 std::string format_duration(Msec value) {

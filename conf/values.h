@@ -31,7 +31,7 @@ bool is_host_name(std::string_view text);
 // "allow CIDR", "deny CIDR", "allow all", "deny all"; a bare address is a /32 or /128.
 Parsed<AccessRule> parse_access_rule(std::string_view text);
 // "10.0.0.0/8", "::1" (a /32 or /128), "all": an allowing rule without the verb, for lists of
-// trusted addresses.
+// trusted addresses. An entry within ::ffff:0:0/96 comes back as the IPv4 network it names.
 Parsed<AccessRule> parse_network(std::string_view text);
 
 // The shortest exact form: "0", "250ms", "5s", "10m", "1h", "1d".

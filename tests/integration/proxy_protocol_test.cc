@@ -396,6 +396,49 @@ TEST(TrustedSendersTest, AHeaderIsBelievedOnlyFromAListedSender) {
   EXPECT_NE(ferry.log().find("127.0.0.3"), std::string::npos) << ferry.log();
 }
 
+// ferry_proxy_denied_total{proxy="pp"} from the status endpoint (-1 when absent).
+double denied_of(int status_port) {
+  const int fd = connect_from("", "127.0.0.1", status_port);
+  if (fd < 0) return -1;
+  send_all(fd, "GET /metrics HTTP/1.0\r\n\r\n");
+  const std::string m = read_exactly(fd, 1 << 20, seconds(5));  // until ferry closes
+  ::close(fd);
+  const std::string series = "\nferry_proxy_denied_total{proxy=\"pp\"} ";
+  const auto at = m.find(series);
+  return at == std::string::npos ? -1 : std::stod(m.substr(at + series.size()));
+}
+
+// Issue 17 review: an untrusted sender counts as denied, and is refused whatever it sends,
+// a v2 LOCAL header (a balancer's own health check, which keeps the real address) included.
+TEST(TrustedSendersTest, AnUntrustedSenderIsDeniedEvenWithALocalHeader) {
+  EchoServer backend;
+  const int port = free_port();
+  const int status = free_port();
+  FerryInstance ferry(proxy_config("127.0.0.1:" + std::to_string(port),
+                                   "127.0.0.1:" + std::to_string(backend.port()),
+                                   "accept_proxy_protocol = true; accept_proxy_protocol_from = "
+                                   "[ \"127.0.0.2\" ]; access_log = \"off\";") +
+                      "status = { listen = \"127.0.0.1:" + std::to_string(status) + "\"; };\n");
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  ASSERT_TRUE(eventually([&] { return denied_of(status) == 0; })) << denied_of(status);
+  const std::string local = kSig + bytes_of({0x20, 0x00}) + be16(0);
+
+  const int trusted = connect_from("127.0.0.2", "127.0.0.1", port);
+  ASSERT_GE(trusted, 0);
+  ASSERT_TRUE(send_all(trusted, local + "hello"));
+  EXPECT_EQ(read_exactly(trusted, 5, seconds(5)), "hello") << "LOCAL from a listed sender";
+  ::close(trusted);
+  const int accepted = backend.accepted();
+
+  const int other = connect_from("127.0.0.3", "127.0.0.1", port);
+  ASSERT_GE(other, 0);
+  send_all(other, local + "hello");  // ferry may close before all is taken
+  EXPECT_TRUE(closed_by_peer(other, seconds(3)));
+  ::close(other);
+  EXPECT_EQ(backend.accepted(), accepted) << "an untrusted LOCAL sender reached the server";
+  EXPECT_TRUE(eventually([&] { return denied_of(status) == 1; })) << denied_of(status);
+}
+
 }  // namespace
 }  // namespace ferry::test
 

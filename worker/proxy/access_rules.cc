@@ -102,7 +102,8 @@ struct AccessTrie {
   }
 };
 
-AccessRules::AccessRules(std::span<const conf::AccessRule> rules) {
+AccessRules::AccessRules(std::span<const conf::AccessRule> rules, Mapped mapped)
+    : mapped_as_v4_(mapped == Mapped::always_v4) {
   std::size_t v4 = 0;
   std::size_t v6 = 0;
   for (const conf::AccessRule& r : rules) {
@@ -120,10 +121,10 @@ AccessRules::AccessRules(std::span<const conf::AccessRule> rules) {
     allow_.push_back(r.allow ? 1 : 0);
     if (r.all) {
       first_all_ = std::min(first_all_, index);
-      has_v4_or_all_ = true;
+      mapped_as_v4_ = true;
     } else if (r.family == AF_INET) {
       AccessTrie::insert(v4_, AccessTrie::v4_key(r.addr), std::clamp(r.prefix, 0, 32), index);
-      has_v4_or_all_ = true;
+      mapped_as_v4_ = true;
     } else if (r.family == AF_INET6) {
       AccessTrie::insert(v6_, AccessTrie::v6_key(r.addr), std::clamp(r.prefix, 0, 128), index);
     }
@@ -147,7 +148,7 @@ AccessRules::Decision AccessRules::check(const sockaddr* sa) const noexcept {
     const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(sa);
     const Key k = AccessTrie::v6_key(sin6->sin6_addr.s6_addr);
     const bool v4_mapped = k.hi == 0 && (k.lo >> 32) == 0xffff;  // ::ffff:a.b.c.d
-    if (v4_mapped && has_v4_or_all_) {
+    if (v4_mapped && mapped_as_v4_) {
       return decide(std::min(first_all_, AccessTrie::lookup(v4_, Key{k.lo << 32, 0})));
     }
     return decide(std::min(first_all_, AccessTrie::lookup(v6_, k)));

@@ -16,8 +16,20 @@ namespace ferry::worker {
 
 class AccessRules {
  public:
+  // How a v4-mapped client (::ffff:a.b.c.d, an IPv4 client of a [::] listener) is matched.
+  enum class Mapped {
+    // nginx's stream access module: against the IPv4 rules when there is one ("all" included),
+    // else against the IPv6 rules. The `access` rules' documented behaviour.
+    v4_when_any,
+    // nginx's set_real_ip_from (ngx_cidr_match): always as the IPv4 address, so "::/0" does not
+    // take in every IPv4 sender. For accept_proxy_protocol_from, whose ::ffff:x/N entries
+    // (N >= 96) parse_network has already made IPv4 ones.
+    always_v4,
+  };
+
   AccessRules() = default;  // no rules: everything allowed
-  explicit AccessRules(std::span<const conf::AccessRule> rules);
+  explicit AccessRules(std::span<const conf::AccessRule> rules,
+                       Mapped mapped = Mapped::v4_when_any);
 
   struct Decision {
     bool allowed = true;
@@ -58,9 +70,8 @@ class AccessRules {
   std::vector<Node> v4_;  // empty when there are no IPv4 rules
   std::vector<Node> v6_;  // empty when there are no IPv6 rules
   std::int32_t first_all_ = kNone;
-  // nginx checks a v4-mapped client against the IPv4 rules whenever there is one ("all"
-  // included), and against the IPv6 rules only when there is none.
-  bool has_v4_or_all_ = false;
+  // Whether a v4-mapped client is checked against the IPv4 rules (see Mapped).
+  bool mapped_as_v4_ = false;
   std::vector<std::uint8_t> allow_;  // by rule index
 };
 

@@ -824,7 +824,10 @@ const AccessRules& SessionSet::rules(const conf::Proxy& proxy) {
 const AccessRules& SessionSet::senders(const conf::Proxy& proxy) {
   auto it = senders_.find(&proxy);
   if (it == senders_.end()) {
-    it = senders_.emplace(&proxy, AccessRules(proxy.accept_proxy_protocol_from)).first;
+    it = senders_
+             .emplace(&proxy,
+                      AccessRules(proxy.accept_proxy_protocol_from, AccessRules::Mapped::always_v4))
+             .first;
   }
   return it->second;
 }

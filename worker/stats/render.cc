@@ -196,7 +196,9 @@ constexpr Metric<Snapshot::Proxy> kProxyMetrics[] = {
     {"active", "ferry_proxy_active_sessions", "gauge", "Sessions open now.",
      &Snapshot::Proxy::active},
     {"denied", "ferry_proxy_denied_total", "counter",
-     "Client connections refused by the access rules.", &Snapshot::Proxy::denied},
+     "Client connections refused by the access rules or as PROXY senders not in "
+     "accept_proxy_protocol_from.",
+     &Snapshot::Proxy::denied},
     {"limited", "ferry_proxy_limited_total", "counter",
      "Client connections refused by max_conns_per_client.", &Snapshot::Proxy::limited},
     {"no_connections", "ferry_proxy_no_connections_total", "counter",

@@ -44,7 +44,8 @@ namespace ferry::worker {
 // }
 //
 // accepted counts refused connections too, and handled every ending: accepted = handled +
-// active. denied: refused by `access`; limited: by max_conns_per_client or worker_connections.
+// active. denied: refused by `access`, or a PROXY sender not in accept_proxy_protocol_from;
+// limited: by max_conns_per_client or worker_connections.
 // "draining": removed by a reload, sessions still open; "removed": nothing open any more;
 // "failed": a worker's passive checks (max_fails within fail_timeout) keep it out of rotation.
 std::string render_json(const Snapshot& s);

@@ -196,10 +196,23 @@ TEST(LoaderTest, ProxyProtocolSendersAndClientPrefixes) {
             "p.conf:2: proxies.[0].accept_proxy_protocol_from: no effect without "
             "accept_proxy_protocol = true");
 
-  r = load_text(head + "client_ipv4_prefix = 0; client_ipv6_prefix = 128; } );", "p.conf", ".");
+  r = load_text(
+      head + "max_conns_per_client = 4; client_ipv4_prefix = 0; client_ipv6_prefix = 128; } );",
+      "p.conf", ".");
   ASSERT_TRUE(r.config) << errors_of(r);
+  EXPECT_TRUE(r.warnings.empty()) << r.warnings[0].to_string();
   EXPECT_EQ(r.config->proxies[0].client_ipv4_prefix, 0);
   EXPECT_EQ(r.config->proxies[0].client_ipv6_prefix, 128);
+  // The prefixes only say what one client is for max_conns_per_client: alone, said so.
+  r = load_text(
+      head + "client_ipv4_prefix = 24;\nclient_ipv6_prefix = 56;\nmax_conns_per_client = 0; } );",
+      "p.conf", ".");
+  ASSERT_TRUE(r.config) << errors_of(r);
+  ASSERT_EQ(r.warnings.size(), 2U);
+  EXPECT_EQ(r.warnings[0].to_string(),
+            "p.conf:2: proxies.[0].client_ipv4_prefix: no effect without max_conns_per_client");
+  EXPECT_EQ(r.warnings[1].to_string(),
+            "p.conf:3: proxies.[0].client_ipv6_prefix: no effect without max_conns_per_client");
   r = load_text(head +
                     "accept_proxy_protocol = true;\naccept_proxy_protocol_from = [ \"::1\", "
                     "\"10.0.0.0/33\" ];\nclient_ipv6_prefix = 129; } );",

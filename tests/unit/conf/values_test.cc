@@ -4,6 +4,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <cstdint>
+#include <cstring>
+
 #include <gtest/gtest.h>
 
 namespace ferry::conf {
@@ -125,6 +128,19 @@ TEST(NetworkTest, ParsesAddressesNetworksAndAllAsAllowingRules) {
   EXPECT_EQ(ok(parse_network("::1")).prefix, 128);
   EXPECT_EQ(ok(parse_network("127.0.0.1")).prefix, 32);
   EXPECT_TRUE(ok(parse_network("all")).all);
+
+  // Within ::ffff:0:0/96: the IPv4 network named, as written for -T.
+  const AccessRule mapped = ok(parse_network("::ffff:10.1.2.3/120"));
+  EXPECT_EQ(mapped.family, AF_INET);
+  EXPECT_EQ(mapped.prefix, 24);
+  const std::uint8_t ten_one_two[16] = {10, 1, 2};
+  EXPECT_EQ(std::memcmp(mapped.addr, ten_one_two, sizeof ten_one_two), 0);
+  EXPECT_EQ(mapped.text, "::ffff:10.1.2.3/120");
+  EXPECT_EQ(ok(parse_network("::ffff:0:0/96")).family, AF_INET);
+  EXPECT_EQ(ok(parse_network("::ffff:0:0/96")).prefix, 0);
+  EXPECT_EQ(ok(parse_network("::ffff:0:0/95")).family, AF_INET6);
+  EXPECT_EQ(ok(parse_access_rule("allow ::ffff:10.1.2.3")).family, AF_INET6)
+      << "access rules keep their own rule";
 
   EXPECT_NE(why(parse_network("allow 10.0.0.0/8")).find("not an IPv4 or IPv6"), std::string::npos);
   EXPECT_NE(why(parse_network("1.2.3.4/33")).find("0-32"), std::string::npos);

@@ -57,16 +57,49 @@ TEST(AccessRulesTest, TrustedSendersMatchByNetwork) {
   for (const char* t : {"127.0.0.1", "10.0.0.0/8", "::1", "2001:db8::/32"}) {
     from.push_back(std::get<conf::AccessRule>(conf::parse_network(t)));
   }
-  const AccessRules senders(from);
+  const AccessRules senders(from, AccessRules::Mapped::always_v4);
   for (const char* ip : {"127.0.0.1", "10.200.3.4", "::1", "2001:db8:ffff::1", "::ffff:10.9.9.9"}) {
     EXPECT_GE(senders.check(client(ip)).rule, 0) << ip;
   }
   for (const char* ip : {"127.0.0.2", "11.0.0.1", "::2", "2001:db9::1", "::ffff:127.0.0.2"}) {
     EXPECT_EQ(senders.check(client(ip)).rule, -1) << ip;
   }
-  const AccessRules all(std::vector{std::get<conf::AccessRule>(conf::parse_network("all"))});
+  const AccessRules all(std::vector{std::get<conf::AccessRule>(conf::parse_network("all"))},
+                        AccessRules::Mapped::always_v4);
   EXPECT_EQ(all.check(client("203.0.113.1")).rule, 0);
+  EXPECT_EQ(all.check(client("::ffff:203.0.113.1")).rule, 0);
   EXPECT_EQ(all.check(client("2001:db8::1")).rule, 0);
+}
+
+// Issue 17 review: a v4-mapped sender (an IPv4 balancer on a [::] listener) is matched as its
+// IPv4 address whatever else the list holds, as set_real_ip_from does: "::/0" does not trust
+// every IPv4 sender, and "::ffff:10.0.0.5" is the IPv4 10.0.0.5, not an entry ignored beside
+// IPv4 ones. The access rules keep nginx's stream rule (IPv6 rules when there is no IPv4 one).
+TEST(AccessRulesTest, TrustedSendersMatchV4MappedAsIPv4) {
+  auto senders = [](std::initializer_list<const char*> texts) {
+    std::vector<conf::AccessRule> from;
+    for (const char* t : texts) from.push_back(std::get<conf::AccessRule>(conf::parse_network(t)));
+    return AccessRules(from, AccessRules::Mapped::always_v4);
+  };
+  const AccessRules any_v6 = senders({"::/0"});
+  EXPECT_EQ(any_v6.check(client("2001:db8::1")).rule, 0);
+  EXPECT_EQ(any_v6.check(client("::ffff:203.0.113.1")).rule, -1);
+  EXPECT_EQ(any_v6.check(client("203.0.113.1")).rule, -1);
+
+  const AccessRules mapped_entry =
+      senders({"192.0.2.0/24", "::ffff:10.0.0.5", "::ffff:10.1.0.0/112"});
+  for (const char* ip : {"::ffff:10.0.0.5", "10.0.0.5", "::ffff:10.1.2.3", "10.1.2.3"}) {
+    EXPECT_GE(mapped_entry.check(client(ip)).rule, 1) << ip;
+  }
+  EXPECT_EQ(mapped_entry.check(client("::ffff:10.0.0.6")).rule, -1);
+  EXPECT_EQ(mapped_entry.check(client("::ffff:192.0.2.9")).rule, 0);
+
+  const AccessRules every_v4 = senders({"::ffff:0:0/96"});
+  EXPECT_EQ(every_v4.check(client("203.0.113.1")).rule, 0);
+  EXPECT_EQ(every_v4.check(client("::ffff:203.0.113.1")).rule, 0);
+  EXPECT_EQ(every_v4.check(client("2001:db8::1")).rule, -1);
+
+  EXPECT_EQ(verdict(AccessRules(parse({"deny ::/0"})), "::ffff:203.0.113.1"), "deny 0");
 }
 
 TEST(AccessRulesTest, NoRulesAllowEveryone) {

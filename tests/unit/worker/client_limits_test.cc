@@ -43,9 +43,6 @@ class ClientLimitsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_FALSE(shm_.create(ClientLimits::bytes_needed()));
-    const auto secret = ClientLimits::random_secret();
-    ASSERT_TRUE(secret);
-    secret_ = *secret;
     limits_ = ClientLimits::create(shm_.data(), secret_);
   }
   // The raw table, for building what only a race between workers can leave behind.
@@ -57,7 +54,10 @@ class ClientLimitsTest : public ::testing::Test {
   }
 
   event::SharedMemory shm_;
-  ClientLimits::Secret secret_{};
+  // Fixed, so that what depends on where keys land (no two of 65536 keys equal, the spread)
+  // is the same on every run; random_secret() has its own test.
+  ClientLimits::Secret secret_{0x66, 0x65, 0x72, 0x72, 0x79, 0x2d, 0x74, 0x65,
+                               0x73, 0x74, 0x2d, 0x6b, 0x65, 0x79, 0x21, 0x07};
   ClientLimits* limits_ = nullptr;
 };
 
@@ -178,6 +178,27 @@ TEST_F(ClientLimitsTest, TheSecretDecidesWhereKeysLand) {
   }
   // One bit of the secret moves every key: a home stays put by chance (1 in 65536).
   EXPECT_LE(equal_homes, 2u);
+}
+
+// The master draws the secret from getrandom at start: two draws differ, and a table keyed
+// with one places clients as any other.
+TEST_F(ClientLimitsTest, RandomSecretsDifferAndKeyATable) {
+  const auto a = ClientLimits::random_secret();
+  const auto b = ClientLimits::random_secret();
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(b);
+  EXPECT_NE(*a, *b);  // equal by chance once in 2^128
+  EXPECT_NE(*a, ClientLimits::Secret{});
+  event::SharedMemory shm;
+  ASSERT_FALSE(shm.create(ClientLimits::bytes_needed()));
+  ClientLimits* keyed = ClientLimits::create(shm.data(), *a);
+  ASSERT_NE(keyed, nullptr);
+  const std::uint64_t key = keyed->key_of("web", address("198.51.100.7:1"));
+  EXPECT_NE(key, 0u);
+  EXPECT_EQ(key, keyed->key_of("web", address("198.51.100.7:2")));
+  std::uint32_t bucket = 0;
+  EXPECT_EQ(keyed->acquire(key, 1, 0, &bucket), Admit::ok);
+  EXPECT_EQ(keyed->acquire(key, 1, 0, &bucket), Admit::limit);
 }
 
 TEST_F(ClientLimitsTest, KeysAre48BitsNeverZeroAndSpreadOverTheTable) {
