@@ -577,7 +577,7 @@ struct Session {
         spdlog::warn("proxy \"{}\": worker_connections are not enough", proxy->name);
         balancer->abandon(*peer);  // no fault of the server
         peer = nullptr;
-        close(EndReason::connect_failed);
+        close(EndReason::no_connections);
         return false;
       }
       upstream->peer = peer->address;

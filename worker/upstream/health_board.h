@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <new>
 
 #include "conf/config.h"
@@ -38,10 +39,12 @@ static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);
 
 // Takes `by` off `total`, never below 0: a share left too high by a worker killed between its
 // two counts (or written with garbage) must not wrap the total and block the server for good.
-inline void take_off(std::atomic<std::uint32_t>& total, std::uint32_t by) noexcept {
+// `tries` bounds the lost races: the master must not spin on a word workers keep rewriting.
+inline void take_off(std::atomic<std::uint32_t>& total, std::uint32_t by,
+                     std::size_t tries = std::numeric_limits<std::size_t>::max()) noexcept {
   std::uint32_t n = total.load(std::memory_order_relaxed);
-  while (n != 0 &&
-         !total.compare_exchange_weak(n, n - std::min(n, by), std::memory_order_relaxed)) {
+  for (std::size_t i = 0; n != 0 && i < tries; ++i) {
+    if (total.compare_exchange_weak(n, n - std::min(n, by), std::memory_order_relaxed)) return;
   }
 }
 
@@ -94,8 +97,8 @@ class HealthBoard {
     std::uint32_t* mine = &shares(n)[share * n];
     for (std::size_t i = 0; i < n; ++i) {
       const std::uint32_t held = share_of(mine[i]).load(std::memory_order_acquire);
-      if (held == 0) continue;  // untouched pages stay so
-      take_off(totals(n)[i], held);
+      if (held == 0) continue;             // untouched pages stay so
+      take_off(totals(n)[i], held, 1024);  // far more than honest workers make it lose
       share_of(mine[i]).store(0, std::memory_order_relaxed);
     }
   }
