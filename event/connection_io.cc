@@ -3,11 +3,17 @@
 
 #include <sys/socket.h>
 
+#include <cerrno>
+
 #include "event/syscall_util.h"
 
 namespace ferry::event {
 
 IoResult recv_done(Connection& c, long result, std::size_t size) noexcept {
+  // -ECANCELED: the batch never made the call, so nothing was learnt about the socket; the
+  // caller makes it directly, and flags cleared here would stay cleared if that call filled the
+  // buffer (under EPOLLET no new report would come for the bytes still queued).
+  if (result == -ECANCELED) return {IoStatus::error, 0, ECANCELED};
   if (result > 0) {
     // A short read drained the socket: under EPOLLET the next arrival reports again, so the
     // recv() that would only say EAGAIN is saved (nginx's rule).
@@ -36,6 +42,8 @@ IoResult recv_done(Connection& c, long result, std::size_t size) noexcept {
 }
 
 IoResult send_done(Connection& c, long result, std::size_t size) noexcept {
+  // As in recv_done(): a send that was never made leaves write.ready and write.error alone.
+  if (result == -ECANCELED) return {IoStatus::error, 0, ECANCELED};
   if (result >= 0) {
     if (static_cast<std::size_t>(result) < size) c.write.ready = false;
     return {IoStatus::ok, static_cast<std::size_t>(result)};

@@ -27,7 +27,8 @@ IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept;
 IoResult send(Connection& c, std::span<const std::byte> data) noexcept;
 
 // The same rules applied to a result obtained elsewhere (an io_uring completion): `result` is
-// the byte count or -errno of a recv/send of `size` bytes on `c`.
+// the byte count or -errno of a recv/send of `size` bytes on `c`. -ECANCELED (the batch never
+// made the call) returns an error of ECANCELED and leaves every flag as it was: make the call.
 IoResult recv_done(Connection& c, long result, std::size_t size) noexcept;
 IoResult send_done(Connection& c, long result, std::size_t size) noexcept;
 

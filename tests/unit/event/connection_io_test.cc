@@ -205,5 +205,41 @@ TEST(ConnectionIoTest, SendReportsAgainWhenTheSocketBufferIsFull) {
   loop.close_connection(*c);
 }
 
+// The relay's path after a failed io_uring submit: the cancelled result goes through
+// recv_done()/send_done(), then the call is made directly. When that call fills the whole
+// buffer (or writes everything) it leaves the flags alone, so the cancelled result must not
+// have cleared them: under EPOLLET the bytes still queued bring no new report, and a send that
+// never met EAGAIN brings no EPOLLOUT.
+TEST(ConnectionIoTest, ACancelledBatchResultLeavesReadinessForTheDirectCall) {
+  EventLoop loop;
+  ASSERT_FALSE(loop.init({.connections = 2, .epoll_events = 8}));
+  auto [fd, peer] = test::socket_pair();
+  Connection* c = loop.get_connection(std::move(fd));
+  ASSERT_NE(c, nullptr);
+  const auto data = pattern(1024, 3);
+  ASSERT_EQ(::send(peer.get(), data.data(), data.size(), 0), ssize_t(data.size()));
+  c->read.ready = c->write.ready = true;
+
+  std::byte buf[512];  // smaller than what is queued: the direct recv fills it
+  IoResult r = recv_done(*c, -ECANCELED, sizeof buf);
+  EXPECT_EQ(r.status, IoStatus::error);
+  EXPECT_EQ(r.err, ECANCELED);
+  r = recv(*c, buf);
+  ASSERT_EQ(r.status, IoStatus::ok);
+  EXPECT_EQ(r.bytes, sizeof buf);
+  EXPECT_TRUE(c->read.ready) << "bytes are still queued but nothing will report them";
+  EXPECT_FALSE(c->read.error);
+
+  r = send_done(*c, -ECANCELED, data.size());
+  EXPECT_EQ(r.status, IoStatus::error);
+  EXPECT_EQ(r.err, ECANCELED);
+  r = send(*c, data);
+  ASSERT_EQ(r.status, IoStatus::ok);
+  EXPECT_EQ(r.bytes, data.size());
+  EXPECT_TRUE(c->write.ready) << "the socket takes more but no EPOLLOUT will say so";
+  EXPECT_FALSE(c->write.error);
+  loop.close_connection(*c);
+}
+
 }  // namespace
 }  // namespace ferry::event
