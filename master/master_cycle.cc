@@ -1101,6 +1101,7 @@ class Master {
       reload_failed(result.errors.empty() ? "invalid configuration"
                                           : result.errors.front().to_string());
       answer_reload_waiters("error\n" + text);
+      run_queued_reload();  // one asked for while this file was read may find it fixed
       return;
     }
     for (const auto& w : result.warnings) spdlog::warn("{}", w.to_string());
@@ -1110,6 +1111,7 @@ class Master {
       spdlog::error("reload rejected: {}; keeping the running configuration", why);
       reload_failed(why);
       answer_reload_waiters("error\n" + why + "\n");
+      run_queued_reload();
       return;
     }
     listeners_.advise_migrate_req(*next);

@@ -225,26 +225,35 @@ TEST(ResolveTest, ReResolutionAddsAndRemovesAddresses) {
   EXPECT_EQ(backend.accepted(), before) << "the removed address is not used";
 }
 
-// The master reads a reloaded configuration, and resolves its names, off its event loop: while
-// the DNS server does not answer, `-s status` and QUIT are still answered at once.
-TEST(ResolveTest, TheMasterAnswersWhileAReloadWaitsForTheDnsServer) {
-  DnsServer dns;
-  EchoServer backend;
+// One upstream of three names (each set to 127.0.0.1 in `dns`) at `backend`, re-resolved hourly;
+// the proxy "web" on `port`, and `more_proxies` after it.
+std::string three_names_config(DnsServer& dns, int backend, int port,
+                               const std::string& more_proxies = "") {
   std::string servers;
   for (const char* name : {"one.test", "two.test", "three.test"}) {
     dns.set(name, {"127.0.0.1"});
     servers += std::string(servers.empty() ? "" : ", ") + "{ address = \"" + name + ":" +
-               std::to_string(backend.port()) + "\"; }";
+               std::to_string(backend) + "\"; }";
   }
-  const int port = free_port();
-  FerryInstance ferry(
-      "worker_processes = 1;\n"
-      "upstreams = ( { name = \"app\"; resolve_interval = \"1h\"; servers = ( " +
-      servers +
-      " ); } );\n"
-      "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
-      std::to_string(port) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n");
-  ferry.set_launcher(resolv_sandbox(dns, HostsLayout::ipv4_only, ferry.dir().path()));
+  return "worker_processes = 1;\n"
+         "upstreams = ( { name = \"app\"; resolve_interval = \"1h\"; servers = ( " +
+         servers +
+         " ); } );\n"
+         "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
+         std::to_string(port) + "\"; upstream = \"app\"; access_log = \"off\"; }" + more_proxies +
+         " );\n";
+}
+
+// The master reads a reloaded configuration, and resolves its names, off its event loop: while
+// the DNS server does not answer, `-s status` and QUIT are still answered at once — and `-s`,
+// run where the same DNS server answers, does not resolve the names itself.
+TEST(ResolveTest, TheMasterAnswersWhileAReloadWaitsForTheDnsServer) {
+  DnsServer dns;
+  EchoServer backend;
+  FerryInstance ferry(three_names_config(dns, backend.port(), free_port()));
+  const auto sandbox = resolv_sandbox(dns, HostsLayout::ipv4_only, ferry.dir().path());
+  ferry.set_launcher(sandbox);
+  ferry.set_command_launcher(sandbox);
   ASSERT_TRUE(ferry.start()) << ferry.log();
 
   // Each name now costs glibc its one-second timeout: the reload's load takes about 3 s.
@@ -265,6 +274,55 @@ TEST(ResolveTest, TheMasterAnswersWhileAReloadWaitsForTheDnsServer) {
   const Finished f = ferry.wait(seconds(15));
   EXPECT_EQ(f.exit_code, 0) << f.err;
 }
+
+// A reload asked for while the file is being read waits for that read; when the file read is
+// rejected (an error in it, or an address it cannot listen on), the waiting reload still runs,
+// and finds the file fixed.
+enum class BadFile { invalid_setting, address_in_use };
+class QueuedBehindARejectedRead : public ::testing::TestWithParam<BadFile> {};
+
+TEST_P(QueuedBehindARejectedRead, TheQueuedReloadStillRuns) {
+  DnsServer dns;
+  EchoServer backend;
+  const HeldPort taken;
+  const int port = free_port();
+  const std::string good = three_names_config(dns, backend.port(), port);
+  FerryInstance ferry(good);
+  const auto sandbox = resolv_sandbox(dns, HostsLayout::ipv4_only, ferry.dir().path());
+  ferry.set_launcher(sandbox);
+  ferry.set_command_launcher(sandbox);
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+
+  ferry.rewrite(GetParam() == BadFile::invalid_setting
+                    ? good + "no_such_setting = 1;\n"
+                    : three_names_config(dns, backend.port(), port,
+                                         ", { name = \"taken\"; listen = \"127.0.0.1:" +
+                                             std::to_string(taken.port()) +
+                                             "\"; upstream = \"app\"; }"));
+  // Each answer now takes 800 ms: reading the file takes over two seconds.
+  dns.set_delay(milliseconds(800));
+  const int before = dns.queries();
+  ferry.signal(SIGHUP);
+  ASSERT_TRUE(eventually([&] { return dns.queries() > before; })) << ferry.log();
+  ferry.rewrite(good);  // the file being read was read before its names were looked up
+  Process reload(ferry.command_line("reload"));
+  const Finished f = reload.wait(seconds(20));
+  EXPECT_EQ(f.exit_code, 0) << f.err << ferry.log();
+  ferry.drain_log();
+  const auto asked = ferry.log().find("reload requested on the control socket");
+  const auto rejected = ferry.log().find("reload rejected");
+  ASSERT_NE(rejected, std::string::npos) << ferry.log();
+  EXPECT_LT(asked, rejected) << "the second reload should have been asked for during the read";
+  EXPECT_NE(ferry.log().find("reload complete: generation 2 serving"), std::string::npos)
+      << ferry.log();
+}
+
+INSTANTIATE_TEST_SUITE_P(ResolveTest, QueuedBehindARejectedRead,
+                         ::testing::Values(BadFile::invalid_setting, BadFile::address_in_use),
+                         [](const auto& info) {
+                           return info.param == BadFile::invalid_setting ? "InvalidSetting"
+                                                                         : "AddressInUse";
+                         });
 
 }  // namespace
 }  // namespace ferry::test

@@ -74,8 +74,14 @@ bool FerryInstance::start(std::chrono::milliseconds limit) {
   return process_->wait_for_stderr("worker(s) serving", limit);
 }
 
+std::vector<std::string> FerryInstance::command_line(const std::string& signal) const {
+  std::vector<std::string> argv = command_launcher_;
+  argv.insert(argv.end(), {ferry_binary(), "-s", signal, "-c", conf_});
+  return argv;
+}
+
 Finished FerryInstance::command(const std::string& signal) {
-  return run_program({ferry_binary(), "-s", signal, "-c", conf_}, std::chrono::seconds(40));
+  return run_program(command_line(signal), std::chrono::seconds(40));
 }
 
 }  // namespace ferry::test

@@ -45,8 +45,13 @@ class FerryInstance {
   void set_options(ProcessOptions options) { options_ = std::move(options); }
   void set_launcher(std::vector<std::string> prefix) { launcher_ = std::move(prefix); }
   void rewrite(const std::string& body);
-  // `ferry -s SIGNAL -c conf` with its result.
+  // `ferry -s SIGNAL -c conf` with its result; command_line() for a test that runs it alongside.
   Finished command(const std::string& signal);
+  [[nodiscard]] std::vector<std::string> command_line(const std::string& signal) const;
+  // For command(): a program that runs `ferry -s` (the sandbox ferry itself runs in).
+  void set_command_launcher(std::vector<std::string> prefix) {
+    command_launcher_ = std::move(prefix);
+  }
   [[nodiscard]] pid_t master() const { return process_->pid(); }
   [[nodiscard]] std::set<pid_t> workers() const { return children_of(master()); }
   [[nodiscard]] const std::string& pid_file() const noexcept { return pid_file_; }
@@ -70,6 +75,7 @@ class FerryInstance {
   std::string log_level_;
   ProcessOptions options_;
   std::vector<std::string> launcher_;
+  std::vector<std::string> command_launcher_;
   std::unique_ptr<Process> process_;
 };
 
