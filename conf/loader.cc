@@ -48,8 +48,9 @@ void assign(T& field, std::optional<T>&& value) {
 // Reads settings out of the libconfig tree, recording each problem against its setting.
 class Reader {
  public:
-  Reader(const Source& src, std::vector<ConfigError>& errors, std::vector<ConfigError>& warnings)
-      : src_(src), errors_(errors), warnings_(warnings) {}
+  Reader(const Source& src, std::vector<ConfigError>& errors, std::vector<ConfigError>& warnings,
+         HostNames names)
+      : src_(src), errors_(errors), warnings_(warnings), names_(names) {}
 
   ~Reader() {
     flush(pending_errors_, errors_);
@@ -202,7 +203,7 @@ class Reader {
   std::optional<Address> address(const Setting& s, bool resolve = true) {
     auto text = string(s);
     if (!text) return std::nullopt;
-    auto parsed = parse_address(*text, resolve);
+    auto parsed = parse_address(*text, resolve && resolves());
     if (auto* why = std::get_if<std::string>(&parsed)) {
       error(s, *why);
       return std::nullopt;
@@ -259,6 +260,8 @@ class Reader {
     }
   }
 
+  [[nodiscard]] bool resolves() const noexcept { return names_ == HostNames::resolve; }
+
  private:
   static std::string join(const Setting& group, const std::string& name) {
     const std::string path = group.getPath();
@@ -281,6 +284,7 @@ class Reader {
   const Source& src_;
   std::vector<ConfigError>& errors_;
   std::vector<ConfigError>& warnings_;
+  HostNames names_;
   // Problems in the order of the text they are about, whatever order the walk found them in.
   std::vector<std::pair<int, ConfigError>> pending_errors_;
   std::vector<std::pair<int, ConfigError>> pending_warnings_;
@@ -356,7 +360,7 @@ Server read_server(Reader& r, const Setting& g) {
 // A server's addresses. A name that does not resolve is a warning (the workers retry it every
 // resolve_interval; nginx refusing to start here is a known pain), or an error when required.
 void resolve_server(Reader& r, const Setting& g, const Upstream& up, Server& sv) {
-  if (sv.address.text.empty()) return;
+  if (sv.address.text.empty() || !r.resolves()) return;
   auto all = resolve_all(sv.address);
   if (auto* list = std::get_if<std::vector<Address>>(&all)) {
     sv.addresses = std::move(*list);
@@ -699,10 +703,12 @@ void read_root(Reader& r, const Setting& root, Config& cfg) {
   if (auto* s = Reader::member(root, "status")) {
     if (r.is_group(*s)) cfg.status = read_status(r, *s);
   }
-  check_listen_addresses(r, root, cfg);
+  // Comparing addresses takes them resolved.
+  if (r.resolves()) check_listen_addresses(r, root, cfg);
 }
 
-LoadResult load(const Source& src, std::vector<ConfigError> errors) {
+LoadResult load(const Source& src, std::vector<ConfigError> errors,
+                HostNames names = HostNames::resolve) {
   LoadResult result;
   result.errors = std::move(errors);
   // What libconfig would misread or choke on is reported instead of parsed.
@@ -717,7 +723,7 @@ LoadResult load(const Source& src, std::vector<ConfigError> errors) {
   }
   Config cfg;
   try {
-    Reader reader(src, result.errors, result.warnings);
+    Reader reader(src, result.errors, result.warnings, names);
     read_root(reader, lc.getRoot(), cfg);
   } catch (const libconfig::ConfigException& e) {
     // Every access above checks the type first; this is a bug, not a user error.
@@ -729,7 +735,7 @@ LoadResult load(const Source& src, std::vector<ConfigError> errors) {
 
 }  // namespace
 
-LoadResult load_file(const std::string& path) {
+LoadResult load_file(const std::string& path, HostNames names) {
   std::vector<ConfigError> errors;
   const Source src = Source::read_file(path, errors);
   if (!errors.empty() && src.text().empty()) {
@@ -737,7 +743,7 @@ LoadResult load_file(const std::string& path) {
     result.errors = std::move(errors);
     return result;
   }
-  return load(src, std::move(errors));
+  return load(src, std::move(errors), names);
 }
 
 namespace {

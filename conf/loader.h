@@ -18,7 +18,12 @@ struct LoadResult {
   std::vector<ConfigError> warnings;  // accepted, but worth a line in the log
 };
 
-LoadResult load_file(const std::string& path);
+// Whether host names (of servers, listen addresses) are resolved while loading: `unresolved`
+// only for a reader that needs no address (`ferry -s` looking for the pid file), which must not
+// wait for a DNS server.
+enum class HostNames { resolve, unresolved };
+
+LoadResult load_file(const std::string& path, HostNames names = HostNames::resolve);
 // The same for text in memory (tests, fuzzing); includes are taken from `folder`.
 LoadResult load_text(std::string_view text, const std::string& name, const std::string& folder);
 

@@ -37,9 +37,10 @@ struct PidFileChoice {
 
 // The pid file of the configuration; when the file does not load, the pid_file setting if it
 // can still be read, else the default — so that a broken configuration still reaches the master
-// (which then rejects it and says why).
+// (which then rejects it and says why). No name is resolved: a silent DNS server must not hold
+// up `-s` (the master resolves them on its reload).
 PidFileChoice find_pid_file(const std::string& conf_file) {
-  const conf::LoadResult r = conf::load_file(conf_file);
+  const conf::LoadResult r = conf::load_file(conf_file, conf::HostNames::unresolved);
   if (r.config) return {r.config->pid_file, ""};
   std::string notes;
   for (const auto& e : r.errors) notes += e.to_string() + "\n";
