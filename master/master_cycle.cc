@@ -664,8 +664,10 @@ class Master {
           cancel_pending_reload();
           restore_serving(/*respawn=*/false);
           if (reloading) reload_failed("cancelled by SIGWINCH");
-          answer_reload_waiters("error\nferry: the reload was cancelled by SIGWINCH\n", true);
         }
+        // So is a file being read: its end must not start workers the operator just stopped.
+        cancel_pending_read();
+        answer_reload_waiters("error\nferry: the reload was cancelled by SIGWINCH\n", true);
         for (auto& w : workers_) {
           if (!w.told_to_stop) tell(w, worker::Command::quit);
         }
@@ -1071,6 +1073,7 @@ class Master {
     const std::unique_ptr<PendingLoad> load = std::move(m.load_);
     m.loop_.del_timer(m.load_timeout_);
     if (load->abandoned || m.stopping_) {
+      spdlog::info("reading {} ended after it was given up; its result is dropped", load->file);
       m.run_queued_reload();
       return;
     }
@@ -1087,6 +1090,17 @@ class Master {
     spdlog::error("reload rejected: {}; keeping the running configuration", why);
     m.reload_failed(why);
     m.answer_reload_waiters("error\n" + why + "\n");
+  }
+
+  // WINCH: the file being read is given up (its thread owns it until the lookup returns), and a
+  // reload queued behind it too.
+  void cancel_pending_read() {
+    if (!load_) return;
+    reload_again_ = false;
+    if (load_->abandoned) return;
+    load_->abandoned = true;
+    loop_.del_timer(load_timeout_);
+    reload_failed("cancelled by SIGWINCH");
   }
 
   void finish_reload(conf::LoadResult result) {
