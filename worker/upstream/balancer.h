@@ -42,9 +42,10 @@ struct Peer {
 // Which servers a session has already tried (by index into the group's peers).
 class TriedSet {
  public:
-  // Sized once for a group; later calls with the same size keep what was tried.
+  // Sized to a group's peers; grows, keeping what was tried, when a re-resolution adds some
+  // between two tries of a session.
   void ensure(std::size_t n) {
-    if (bits_.size() != n) bits_.assign(n, false);
+    if (bits_.size() < n) bits_.resize(n, false);
   }
   [[nodiscard]] bool has(std::size_t i) const { return i < bits_.size() && bits_[i]; }
   void add(std::size_t i) {

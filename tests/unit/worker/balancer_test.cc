@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -68,6 +69,64 @@ std::string pick_name(Balancer& b, event::TimePoint now = t0) {
   b.release(*p, false, now);
   return p->name;
 }
+
+conf::Address address_of(const std::string& text) {
+  return std::get<conf::Address>(conf::parse_address(text));
+}
+
+// The addresses of `count` picks of one session, the peers kept (not released).
+std::set<std::string> picked_addresses(Balancer& b, int count, std::uint32_t key = 0x7f000001) {
+  std::set<std::string> out;
+  for (int i = 0; i < count; ++i) {
+    TriedSet tried;
+    Peer* p = b.pick(client(key), tried, t0);
+    if (p != nullptr) out.insert(p->address.to_string());
+  }
+  return out;
+}
+
+// A session's tried servers survive a re-resolution that adds a peer between its tries.
+TEST(BalancerTest, TheTriedSetKeepsWhatWasTriedWhenAPeerIsAdded) {
+  conf::Config cfg;
+  cfg.upstreams.push_back(group(conf::Balance::round_robin, {{1, 1}, {2, 1}}));
+  Balancer b(cfg.upstreams[0]);
+  TriedSet tried;
+  std::set<Peer*> seen;
+  seen.insert(b.pick(client(1), tried, t0));
+  const conf::Server& first = cfg.upstreams[0].servers[0];
+  b.set_addresses(first, {first.address, address_of("127.0.0.2:1")});
+  for (int i = 0; i < 2; ++i) seen.insert(b.pick(client(1), tried, t0));
+  EXPECT_EQ(seen.size(), 3U);
+  EXPECT_EQ(seen.count(nullptr), 0U);
+  EXPECT_EQ(b.pick(client(1), tried, t0), nullptr) << "every peer was tried";
+}
+
+// least_conn and hash use the addresses a re-resolution adds, and not those it removes.
+class SetAddressesTest : public ::testing::TestWithParam<conf::Balance> {};
+
+TEST_P(SetAddressesTest, AddedAddressesServeAndRemovedOnesDoNot) {
+  conf::Config cfg;
+  cfg.upstreams.push_back(group(GetParam(), {{1, 1}}));
+  Balancer b(cfg.upstreams[0]);
+  const conf::Server& server = cfg.upstreams[0].servers[0];
+  b.set_addresses(
+      server, {address_of("127.0.0.2:1"), address_of("127.0.0.3:1"), address_of("127.0.0.4:1")});
+  std::set<std::string> all;
+  if (GetParam() == conf::Balance::hash) {
+    for (std::uint32_t key = 1; key <= 64; ++key) {
+      for (const auto& a : picked_addresses(b, 1, key)) all.insert(a);
+    }
+  } else {
+    all = picked_addresses(b, 3);  // held: least_conn spreads them
+  }
+  EXPECT_EQ(all, (std::set<std::string>{"127.0.0.2:1", "127.0.0.3:1", "127.0.0.4:1"}));
+}
+
+INSTANTIATE_TEST_SUITE_P(BalancerTest, SetAddressesTest,
+                         ::testing::Values(conf::Balance::least_conn, conf::Balance::hash),
+                         [](const auto& info) {
+                           return info.param == conf::Balance::hash ? "Hash" : "LeastConn";
+                         });
 
 TEST(BalancerTest, SmoothWeightedRoundRobinInterleaves) {
   // nginx's example: weights 5, 1, 1 give a a b a c a a — never a long run of one server.
