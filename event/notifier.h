@@ -32,6 +32,12 @@ class Notifier {
   void set_handler(Handler handler) noexcept { handler_ = handler; }
   // done: leaves epoll and closes the eventfd.
   void close() noexcept;
+  // In a child forked from the loop's process: closes the eventfd without touching the epoll
+  // the parent still uses.
+  void abandon() noexcept {
+    conn_.fd.reset();
+    loop_ = nullptr;
+  }
 
   [[nodiscard]] void* data() const noexcept { return data_; }
   [[nodiscard]] bool active() const noexcept { return conn_.read.active; }

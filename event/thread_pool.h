@@ -43,6 +43,10 @@ class ThreadPool {
   // Lets running tasks finish, drops the queued ones, joins. No completion handler runs after
   // this (finished tasks just stop being in flight); later posts are refused.
   void shutdown() noexcept;
+  // In a child forked from the loop's process, where its threads do not run: closes the eventfd
+  // they wake the loop with. The pool is unusable afterwards (the child must _exit, not destroy
+  // it).
+  void abandon() noexcept { done_notifier_.abandon(); }
 
   [[nodiscard]] std::size_t queued() const;
   [[nodiscard]] const std::string& name() const noexcept { return name_; }

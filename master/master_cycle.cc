@@ -339,6 +339,7 @@ class Master {
     signal_.fd.reset();
     control_.fd.reset();
     for (auto& w : workers_) w.channel.fd.reset();
+    load_pool_.abandon();  // the master's reload thread is not in this process
 
     sigset_t none;
     sigemptyset(&none);

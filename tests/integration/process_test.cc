@@ -1,10 +1,14 @@
 // End-to-end tests of the process model: master and workers with their titles, the pid file,
 // reload (good and bad) through `ferry -s reload`, respawn after kill -9, graceful stop with a
 // session open, workers outliving a killed master only briefly, fd hygiene across reloads.
+#include <linux/kcmp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include <filesystem>
 #include <fstream>
@@ -424,6 +428,37 @@ TEST(RunErrorsTest, FirstWorkersThatCannotWorkMakeTheMasterExitOne) {
   EXPECT_LT(std::chrono::steady_clock::now() - from, std::chrono::seconds(8));
   EXPECT_NE(f.err.find("no worker ever served: exiting"), std::string::npos) << f.err;
   EXPECT_FALSE(std::filesystem::exists(dir.path() + "/p.pid"));
+}
+
+// The eventfds `pid` holds open.
+std::vector<int> eventfds(pid_t pid) {
+  std::vector<int> out;
+  std::error_code ec;
+  for (const auto& e :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    if (std::filesystem::read_symlink(e.path(), ec) == "anon_inode:[eventfd]") {
+      out.push_back(std::stoi(e.path().filename().string()));
+    }
+  }
+  return out;
+}
+
+// A worker keeps none of the master's eventfds (the reload thread's wake-up): kcmp(KCMP_FILE)
+// tells whether two processes' descriptors are one open file.
+TEST(ProcessTest, AWorkerKeepsNoEventfdOfTheMaster) {
+  FerryInstance ferry(config(1, free_port(), 9));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::vector<int> master_fds = eventfds(ferry.master());
+  ASSERT_FALSE(master_fds.empty());
+  for (const pid_t w : ferry.workers()) {
+    for (const int theirs : eventfds(w)) {
+      for (const int mine : master_fds) {
+        const long same = ::syscall(SYS_kcmp, ferry.master(), w, KCMP_FILE, mine, theirs);
+        if (same < 0) GTEST_SKIP() << "kcmp: " << std::strerror(errno);
+        EXPECT_NE(same, 0) << "worker fd " << theirs << " is the master's fd " << mine;
+      }
+    }
+  }
 }
 
 }  // namespace
