@@ -420,7 +420,9 @@ TEST_F(NotifyTest, GivenUpReloadLeavesTheServingGenerationCountedAndWatched) {
   if (!tasks.usable()) GTEST_SKIP() << "no writable pids cgroup controller here";
   const int port = free_port();
   FerryInstance ferry(config({port}, backend.port()));
-  start(ferry, {"WATCHDOG_USEC=400000", "FERRY_TEST_READY_TIMEOUT_MS=1500"});
+  // The ready bound is short for the given-up reload below, but not so short that a start on a
+  // loaded machine (the whole suite in parallel) misses it: twice it did at 1.5 s.
+  start(ferry, {"WATCHDOG_USEC=400000", "FERRY_TEST_READY_TIMEOUT_MS=4000"});
   ASSERT_TRUE(tasks.move(ferry.master()));
   ASSERT_TRUE(tasks.freeze_count());  // the master alone: no worker can be forked
 
