@@ -167,10 +167,6 @@ class Master {
     if (!new_health_board()) return 1;
 
     if (loop_.init({.connections = 256, .epoll_events = 64})) return 1;
-    // A reload reads the file on this thread, started now: its descriptor is the master's for
-    // good, not a reload's.
-    load_pool_started_ = !load_pool_.init(loop_, "ferry-load", 1, 1);
-    if (!load_pool_started_) spdlog::warn("no thread to read the configuration on: reloads will");
     if (!open_signalfd() || !open_control_socket()) return 1;
     if (write_pid_file(config_->pid_file, ::getpid())) return 1;
     pid_file_ = config_->pid_file;
@@ -339,7 +335,7 @@ class Master {
     signal_.fd.reset();
     control_.fd.reset();
     for (auto& w : workers_) w.channel.fd.reset();
-    load_pool_.abandon();  // the master's reload thread is not in this process
+    if (load_pool_) load_pool_->abandon();  // the master's reload thread is not in this process
 
     sigset_t none;
     sigemptyset(&none);
@@ -1048,8 +1044,12 @@ class Master {
     }
     if (in_charge()) notifier_.reloading("reloading " + conf_file_);
     // The file is read, and its host names resolved, on a thread of its own: a slow DNS server
-    // must stall neither signals, the control socket nor the watchdog.
-    if (load_pool_started_) {
+    // must stall neither signals, the control socket nor the watchdog. The thread lives for
+    // one read and is joined as soon as it is done (on_loaded), before any worker is forked:
+    // a fork while another thread holds a lock (the allocator's, the resolver's) leaves the
+    // child that lock held for ever. With the thread started at the master's start, a worker
+    // forked during the thread's own start-up hung on the sanitizer allocator's lock.
+    if (start_load_thread()) {
       load_ = std::make_unique<PendingLoad>();
       load_->file = conf_file_;
       load_->task.ctx = load_.get();
@@ -1059,13 +1059,23 @@ class Master {
       };
       load_->task.event.data = this;
       load_->task.event.handler = on_loaded;
-      if (!load_pool_.post(load_->task)) {
+      if (!load_pool_->post(load_->task)) {
         arm(load_timeout_, kLoadTimeout, on_load_timeout);
         return;
       }
       load_.reset();
+      load_pool_.reset();  // joined: no thread at the forks below
     }
     finish_reload(conf::load_file(conf_file_));
+  }
+
+  // A new thread for one read; false (logged) when none can start: the file is read inline.
+  bool start_load_thread() {
+    load_pool_ = std::make_unique<event::ThreadPool>();
+    if (!load_pool_->init(loop_, "ferry-load", 1, 1)) return true;
+    spdlog::warn("no thread to read {} on: reading it on the master's loop", conf_file_);
+    load_pool_.reset();
+    return false;
   }
 
   // The configuration was read (or given up on after kLoadTimeout).
@@ -1073,6 +1083,9 @@ class Master {
     auto& m = *static_cast<Master*>(ev.data);
     const std::unique_ptr<PendingLoad> load = std::move(m.load_);
     m.loop_.del_timer(m.load_timeout_);
+    // Its task done, the thread only has to see the stop: the join is immediate. (The pool
+    // itself is replaced at the next read: this runs inside its completion callback.)
+    m.load_pool_->shutdown();
     if (load->abandoned || m.stopping_) {
       spdlog::info("reading {} ended after it was given up; its result is dropped", load->file);
       m.run_queued_reload();
@@ -1520,8 +1533,7 @@ class Master {
   static constexpr Msec kLoadTimeout{10'000};
   std::unique_ptr<PendingLoad> load_;
   Event load_timeout_;
-  event::ThreadPool load_pool_;
-  bool load_pool_started_ = false;
+  std::unique_ptr<event::ThreadPool> load_pool_;  // only while a file is being read
   Event kill_timer_;
   Event status_timer_;
   Event watchdog_timer_;
