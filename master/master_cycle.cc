@@ -823,6 +823,7 @@ class Master {
     listeners_.close_all();
     if (control_.fd) {
       (void)loop_.del_event(control_.read, event::EventKind::read, false);
+      loop_.del_timer(control_.read);  // an EMFILE pause
       control_.fd.reset();
     }
     answer_reload_waiters("error\nferry: the master is stopping\n", true);
@@ -1020,6 +1021,7 @@ class Master {
     }
     if (!stopping_ && control_.fd) {
       (void)loop_.del_event(control_.read, event::EventKind::read, false);
+      loop_.del_timer(control_.read);  // an EMFILE pause
       control_.fd.reset();
       if (open_control_socket()) owns_control_path_ = true;
     }
@@ -1354,14 +1356,32 @@ class Master {
     list.clear();
   }
 
+  static constexpr Msec kControlAcceptPause{500};
+
   // Each connection must send its request line within kControlRequestTimeout; past
   // kMaxUnrequestedControl of them waiting to, the oldest makes room for the newcomer.
   static void on_control_accept(Event& ev) {
     auto& self = *static_cast<Master*>(static_cast<Connection*>(ev.data)->data);
+    if (ev.timedout) {  // the pause after EMFILE/ENFILE is over
+      ev.timedout = false;
+      if (!self.control_.fd || ev.active) return;  // closed (stop) or reopened meanwhile
+      if (self.loop_.add_event(ev, event::EventKind::read, event::EventLoop::kLevel)) {
+        self.loop_.add_timer(ev, kControlAcceptPause);  // logged by add_event; try again later
+      }
+      return;
+    }
     UniqueFd fd(::accept4(self.control_.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (!fd) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ECONNABORTED) {
-        spdlog::error("accept() on the control socket failed: {}", event::last_error().message());
+      const int err = errno;
+      if (err != EAGAIN && err != EWOULDBLOCK && err != ECONNABORTED) {
+        spdlog::error("accept() on the control socket failed: {}",
+                      event::errno_code(err).message());
+      }
+      if (err == EMFILE || err == ENFILE) {
+        // Out of descriptors, the level-triggered socket would wake the loop at once, for ever:
+        // stop polling it for a while (as the acceptor does for proxies).
+        (void)self.loop_.del_event(ev, event::EventKind::read);
+        self.loop_.add_timer(ev, kControlAcceptPause);
       }
       return;
     }

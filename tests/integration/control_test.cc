@@ -9,11 +9,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -293,6 +297,63 @@ TEST(ControlSocketTest, AFloodOfIdleConnectionsDoesNotKeepAReloadOut) {
   EXPECT_EQ(reload.exit_code, 0) << reload.err << ferry.log();
   EXPECT_EQ(ferry.command("status").exit_code, 0);
   for (int fd : idle) ::close(fd);
+}
+
+// utime + stime of `pid`, in clock ticks (fields 14 and 15 of /proc/PID/stat).
+long cpu_ticks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream fields(text.substr(text.rfind(')') + 2));  // after "(comm) "
+  std::string f;
+  long ticks = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {
+    if (i >= 14) ticks += std::stol(f);
+  }
+  return ticks;
+}
+
+// The master out of descriptors with control connections waiting: it pauses accepting on the
+// (level-triggered) control socket instead of waking up for it in a loop, and takes `-s`
+// commands again once descriptors are free. Before the fix it spun at a whole core and wrote
+// one error line per wake-up.
+TEST(ControlSocketTest, AMasterOutOfDescriptorsDoesNotSpinOnTheControlSocket) {
+  EchoServer backend;
+  FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const pid_t master = ferry.master();
+  int highest = 0;
+  for (const auto& e :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(master) + "/fd")) {
+    highest = std::max(highest, std::atoi(e.path().filename().c_str()));
+  }
+  // Room for two more descriptors; the third connection finds none.
+  const std::string limit = std::to_string(highest + 3);
+  const Finished set = run_program(
+      {"prlimit", "--pid", std::to_string(master), "--nofile=" + limit + ":" + limit}, seconds(5));
+  ASSERT_EQ(set.exit_code, 0) << set.err;
+  std::vector<int> waiting;
+  for (int i = 0; i < 6; ++i) {
+    const int fd = connect_unix(control_path(ferry));
+    ASSERT_GE(fd, 0) << i << ": " << std::strerror(errno);
+    waiting.push_back(fd);
+  }
+  ASSERT_TRUE(ferry.wait_for_log("accept() on the control socket failed: Too many open files"))
+      << ferry.log();
+  const long before = cpu_ticks(master);
+  std::this_thread::sleep_for(seconds(2));  // a measurement window, not a synchronisation
+  const long used = cpu_ticks(master) - before;
+  EXPECT_LT(used, ::sysconf(_SC_CLK_TCK) / 5) << "master CPU ticks in 2 s: " << used;
+  ferry.drain_log();
+  const std::string log = ferry.log();
+  std::size_t lines = 0;
+  for (std::size_t at = 0;
+       (at = log.find("accept() on the control socket failed", at)) != std::string::npos; ++at) {
+    ++lines;
+  }
+  EXPECT_LE(lines, 8U) << log.substr(0, 2000);
+  for (int fd : waiting) ::close(fd);
+  const Finished status = ferry.command("status");
+  EXPECT_EQ(status.exit_code, 0) << status.err << ferry.log();
 }
 
 }  // namespace
