@@ -748,9 +748,60 @@ LoadResult load_file(const std::string& path, HostNames names) {
 
 namespace {
 
+// `text` with its comments (#, //, /* */) blanked out, line breaks and strings kept: a pid_file
+// line inside a block comment is not one.
+std::string without_comments(std::string_view text) {
+  std::string out(text);
+  enum class In : std::uint8_t { code, string, line_comment, block_comment } in = In::code;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const char c = out[i];
+    const char next = i + 1 < out.size() ? out[i + 1] : '\0';
+    switch (in) {
+      case In::code:
+        if (c == '"') {
+          in = In::string;
+        } else if (c == '#' || (c == '/' && next == '/')) {
+          in = In::line_comment;
+          out[i] = ' ';
+        } else if (c == '/' && next == '*') {
+          in = In::block_comment;
+          out[i] = out[i + 1] = ' ';
+          ++i;
+        }
+        break;
+      case In::string:
+        if (c == '\\') {
+          ++i;  // the escaped character stays
+        } else if (c == '"' || c == '\n') {
+          in = In::code;
+        }
+        break;
+      case In::line_comment:
+        if (c == '\n') {
+          in = In::code;
+        } else {
+          out[i] = ' ';
+        }
+        break;
+      case In::block_comment:
+        if (c == '*' && next == '/') {
+          in = In::code;
+          out[i] = out[i + 1] = ' ';
+          ++i;
+        } else if (c != '\n') {
+          out[i] = ' ';
+        }
+        break;
+    }
+  }
+  return out;
+}
+
 // A line `pid_file = "VALUE";` (":" for "=", the ";" and a trailing comment optional), for a
 // file that libconfig cannot parse: the line may still be whole.
-std::optional<std::string> pid_file_line(std::string_view text) {
+std::optional<std::string> pid_file_line(std::string_view whole) {
+  const std::string code = without_comments(whole);
+  std::string_view text = code;
   const auto skip_blanks = [](std::string_view& s) {
     while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   };
@@ -777,7 +828,7 @@ std::optional<std::string> pid_file_line(std::string_view text) {
     skip_blanks(rest);
     if (!rest.empty() && (rest.front() == ';' || rest.front() == ',')) rest.remove_prefix(1);
     skip_blanks(rest);
-    if (rest.empty() || rest.front() == '#' || rest.substr(0, 2) == "//") return std::string(value);
+    if (rest.empty()) return std::string(value);  // (a trailing comment is blanked out)
   }
   return std::nullopt;
 }

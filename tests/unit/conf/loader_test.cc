@@ -449,6 +449,12 @@ TEST(PidFileSettingTest, ReadFromTheLineWhenTheFileDoesNotParse) {
   EXPECT_EQ(setting("x = {\npid_file = \"/e/f\\\".pid\";\n"), std::nullopt);
   EXPECT_EQ(setting("x = {\npid_file = \"/f/f.pid\n"), std::nullopt);
   EXPECT_EQ(setting("x = {\n# pid_file = \"/g/f.pid\";\n"), std::nullopt);
+  // Inside a block comment, whole or cut: not a setting; after one closes, it is.
+  EXPECT_EQ(setting("x = {\n/*\npid_file = \"/h/f.pid\";\n*/\n"), std::nullopt);
+  EXPECT_EQ(setting("x = {\n/* old:\n  pid_file = \"/i/f.pid\";\n"), std::nullopt);
+  EXPECT_EQ(setting("x = { /* a */ pid_file = \"/j/f.pid\"; /* b */\n"), std::nullopt);
+  EXPECT_EQ(setting("x = {\n/* a */ pid_file = \"/k/f.pid\"; /* b\n*/\n"), "/k/f.pid");
+  EXPECT_EQ(setting("x = \"/*\";\npid_file = \"/l/f.pid\";\ny = ;\n"), "/l/f.pid");
 }
 
 }  // namespace
