@@ -277,6 +277,15 @@ class Master {
   // A worker that cannot be started (no fds, no processes left) is retried like one that died
   // at once: with a growing delay.
   void spawn(int slot, int generation) {
+    // No fork while the reload thread runs: a lock it holds (the allocator's, the resolver's)
+    // would stay held for ever in the child, which does not exec. The worker is started by its
+    // slot's timer once the read is done (at most kLoadTimeout, unless a lookup hangs).
+    if (load_) {
+      RespawnTimer& t = respawn_timer(slot);
+      t.generation = generation;
+      loop_.add_timer(t.ev, kForkWait);
+      return;
+    }
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == -1) {
       spdlog::error("socketpair() for worker {} failed: {}", slot, event::last_error().message());
@@ -564,7 +573,8 @@ class Master {
     if (same_file(new_control_path, old_control_path)) {
       control_path_ = new_control_path;
     } else {
-      (void)loop_.del_event(control_.read, event::EventKind::read, false);
+      if (control_.read.active) (void)loop_.del_event(control_.read, event::EventKind::read, false);
+      loop_.del_timer(control_.read);  // an EMFILE pause
       UniqueFd old_control = std::move(control_.fd);
       if (!open_control_socket()) {
         // Both stay where `ferry -s` with the old configuration finds them.
@@ -822,7 +832,7 @@ class Master {
     // Nothing new: the workers own the sockets until they exit.
     listeners_.close_all();
     if (control_.fd) {
-      (void)loop_.del_event(control_.read, event::EventKind::read, false);
+      if (control_.read.active) (void)loop_.del_event(control_.read, event::EventKind::read, false);
       loop_.del_timer(control_.read);  // an EMFILE pause
       control_.fd.reset();
     }
@@ -926,6 +936,10 @@ class Master {
       spdlog::warn("SIGUSR2: an upgrade is already under way (new master pid {})", new_master_);
       return "an upgrade is already under way (new master pid " + std::to_string(new_master_) + ")";
     }
+    if (load_) {  // its thread must not be running at the fork (see spawn())
+      spdlog::warn("SIGUSR2 ignored: {} is being read for a reload; try again", conf_file_);
+      return "a reload is reading " + conf_file_ + "; try again once it is done";
+    }
     // From where the pid file is (a pid_file move may have failed), not where it should be.
     const std::string old_pid_file = pid_file_ + std::string(kOldBinSuffix);
     if (::rename(pid_file_.c_str(), old_pid_file.c_str()) == -1) {
@@ -1020,7 +1034,7 @@ class Master {
       pid_file_ = back;
     }
     if (!stopping_ && control_.fd) {
-      (void)loop_.del_event(control_.read, event::EventKind::read, false);
+      if (control_.read.active) (void)loop_.del_event(control_.read, event::EventKind::read, false);
       loop_.del_timer(control_.read);  // an EMFILE pause
       control_.fd.reset();
       if (open_control_socket()) owns_control_path_ = true;
@@ -1073,6 +1087,9 @@ class Master {
 
   // A new thread for one read; false (logged) when none can start: the file is read inline.
   bool start_load_thread() {
+    // The last read's pool (shut down) is kept one more read: this may run inside its own
+    // completion callback (on_loaded -> run_queued_reload -> reload).
+    spent_pool_ = std::move(load_pool_);
     load_pool_ = std::make_unique<event::ThreadPool>();
     if (!load_pool_->init(loop_, "ferry-load", 1, 1)) return true;
     spdlog::warn("no thread to read {} on: reading it on the master's loop", conf_file_);
@@ -1373,13 +1390,11 @@ class Master {
     UniqueFd fd(::accept4(self.control_.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (!fd) {
       const int err = errno;
-      if (err != EAGAIN && err != EWOULDBLOCK && err != ECONNABORTED) {
+      if (err != EAGAIN && err != EWOULDBLOCK && err != ECONNABORTED && err != EINTR) {
         spdlog::error("accept() on the control socket failed: {}",
                       event::errno_code(err).message());
-      }
-      if (err == EMFILE || err == ENFILE) {
-        // Out of descriptors, the level-triggered socket would wake the loop at once, for ever:
-        // stop polling it for a while (as the acceptor does for proxies).
+        // Out of descriptors (or memory), the level-triggered socket would wake the loop at
+        // once, for ever: stop polling it for a while (as the acceptor does for proxies).
         (void)self.loop_.del_event(ev, event::EventKind::read);
         self.loop_.add_timer(ev, kControlAcceptPause);
       }
@@ -1551,9 +1566,11 @@ class Master {
     bool abandoned = false;  // timed out: its result is dropped
   };
   static constexpr Msec kLoadTimeout{10'000};
+  static constexpr Msec kForkWait{50};  // a fork put off while a read runs is tried again
   std::unique_ptr<PendingLoad> load_;
   Event load_timeout_;
-  std::unique_ptr<event::ThreadPool> load_pool_;  // only while a file is being read
+  std::unique_ptr<event::ThreadPool> spent_pool_;  // the last read's, shut down
+  std::unique_ptr<event::ThreadPool> load_pool_;   // a thread only while a file is being read
   Event kill_timer_;
   Event status_timer_;
   Event watchdog_timer_;

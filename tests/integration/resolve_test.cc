@@ -5,8 +5,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <filesystem>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -273,6 +276,57 @@ TEST(ResolveTest, TheMasterAnswersWhileAReloadWaitsForTheDnsServer) {
   EXPECT_LT(std::chrono::steady_clock::now() - started, seconds(1)) << "QUIT was held up";
   const Finished f = ferry.wait(seconds(15));
   EXPECT_EQ(f.exit_code, 0) << f.err;
+}
+
+// The threads `pid` runs.
+std::size_t thread_count(pid_t pid) {
+  std::error_code ec;
+  std::size_t n = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++n;
+  }
+  return n;
+}
+
+// A worker that dies while a reload's file is read (its thread waiting on the DNS server) is
+// replaced only once that thread is gone: a fork beside it would leave the child any lock the
+// thread held (the resolver's, the allocator's) held for ever. Before the fix the killed worker
+// was replaced at once, beside the reading thread.
+TEST(ResolveTest, AWorkerDiedDuringAReadIsReplacedOnlyOnceTheReadThreadIsGone) {
+  DnsServer dns;
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(three_names_config(dns, backend.port(), port));
+  const auto sandbox = resolv_sandbox(dns, HostsLayout::ipv4_only, ferry.dir().path());
+  ferry.set_launcher(sandbox);
+  ferry.set_command_launcher(sandbox);
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const pid_t master = ferry.master();
+  const std::set<pid_t> first = ferry.workers();
+  ASSERT_EQ(first.size(), 1U);
+
+  // Each name now costs glibc its one-second timeout: the read takes about 3 s.
+  dns.set_mode(DnsServer::Mode::silent);
+  const int before = dns.queries();
+  ferry.signal(SIGHUP);
+  ASSERT_TRUE(eventually([&] { return dns.queries() > before; })) << ferry.log();
+  ASSERT_EQ(::kill(*first.begin(), SIGKILL), 0);
+  ASSERT_TRUE(eventually([&] { return ferry.workers().count(*first.begin()) == 0; }));
+  // Workers read before threads: a worker seen while the thread still runs was forked beside it.
+  bool thread_seen_gone = false;
+  const auto limit = std::chrono::steady_clock::now() + seconds(15);
+  while (!thread_seen_gone && std::chrono::steady_clock::now() < limit) {
+    const std::size_t workers = ferry.workers().size();
+    const std::size_t threads = thread_count(master);
+    ASSERT_FALSE(workers > 0 && threads > 1) << "a worker was forked beside the reload thread\n"
+                                             << ferry.log();
+    thread_seen_gone = threads == 1;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  EXPECT_TRUE(thread_seen_gone) << ferry.log();
+  dns.set_mode(DnsServer::Mode::answer);
+  EXPECT_TRUE(eventually([&] { return ferry.workers().size() == 1; }, seconds(10))) << ferry.log();
 }
 
 // A reload asked for while the file is being read waits for that read; when the file read is
