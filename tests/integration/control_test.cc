@@ -299,19 +299,6 @@ TEST(ControlSocketTest, AFloodOfIdleConnectionsDoesNotKeepAReloadOut) {
   for (int fd : idle) ::close(fd);
 }
 
-// utime + stime of `pid`, in clock ticks (fields 14 and 15 of /proc/PID/stat).
-long cpu_ticks(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::istringstream fields(text.substr(text.rfind(')') + 2));  // after "(comm) "
-  std::string f;
-  long ticks = 0;
-  for (int i = 3; i <= 15 && fields >> f; ++i) {
-    if (i >= 14) ticks += std::stol(f);
-  }
-  return ticks;
-}
-
 // The master out of descriptors with control connections waiting: it pauses accepting on the
 // (level-triggered) control socket instead of waking up for it in a loop, and takes `-s`
 // commands again once descriptors are free. Before the fix it spun at a whole core and wrote

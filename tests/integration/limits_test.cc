@@ -45,22 +45,6 @@ int fds_below(pid_t pid, int limit) {
   return n;
 }
 
-// utime + stime of `pid` in clock ticks (fields 14 and 15 of /proc/PID/stat).
-long cpu_ticks(pid_t pid) {
-  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-  const auto paren = stat.rfind(')');
-  if (paren == std::string::npos) return 0;
-  std::istringstream in(stat.substr(paren + 2));
-  std::string field;
-  long utime = 0;
-  long stime = 0;
-  for (int i = 3; i <= 15 && in >> field; ++i) {
-    if (i == 14) utime = std::stol(field);
-    if (i == 15) stime = std::stol(field);
-  }
-  return utime + stime;
-}
-
 long ferry_cpu_ticks(const FerryInstance& ferry) {
   long ticks = cpu_ticks(ferry.master());
   for (pid_t w : ferry.workers()) ticks += cpu_ticks(w);

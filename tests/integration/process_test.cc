@@ -442,18 +442,6 @@ std::vector<int> eventfds(pid_t pid) {
   return out;
 }
 
-// The threads `pid` runs.
-std::size_t thread_count(pid_t pid) {
-  std::error_code ec;
-  std::size_t n = 0;
-  for (const auto& e :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    (void)e;
-    ++n;
-  }
-  return n;
-}
-
 // The master forks its workers with no other thread alive: a thread holding a lock (the
 // allocator's, the resolver's) at the fork leaves the child that lock held for ever. A reload
 // reads its file on a thread that is joined before the new generation is forked. (With the

@@ -278,17 +278,6 @@ TEST(ResolveTest, TheMasterAnswersWhileAReloadWaitsForTheDnsServer) {
   EXPECT_EQ(f.exit_code, 0) << f.err;
 }
 
-// The threads `pid` runs.
-std::size_t thread_count(pid_t pid) {
-  std::error_code ec;
-  std::size_t n = 0;
-  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec);
-       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
-    ++n;
-  }
-  return n;
-}
-
 // A worker that dies while a reload's file is read (its thread waiting on the DNS server) is
 // replaced only once that thread is gone: a fork beside it would leave the child any lock the
 // thread held (the resolver's, the allocator's) held for ever. Before the fix the killed worker

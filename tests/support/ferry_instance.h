@@ -18,6 +18,10 @@ namespace ferry::test {
 std::string process_title(pid_t pid);
 // Live children of `parent` (from /proc).
 std::set<pid_t> children_of(pid_t parent);
+// utime + stime of `pid`, in clock ticks (fields 14 and 15 of /proc/PID/stat); 0 when gone.
+long cpu_ticks(pid_t pid);
+// The threads `pid` runs (its /proc/PID/task entries).
+std::size_t thread_count(pid_t pid);
 // Polls `done` every 10 ms until it holds or `limit` passes.
 template <typename Done>
 bool eventually(Done&& done, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
