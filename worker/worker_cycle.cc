@@ -100,6 +100,8 @@ class Worker {
           loop_, pool_, cfg_,
           [this](const conf::Server& server, const std::vector<conf::Address>& addresses) {
             sessions_.update_addresses(server, addresses);
+            // The checker probes what the workers use: this worker's own resolution.
+            if (checker_) checker_->set_addresses(server, addresses);
           });
       resolver_->start();
     }

@@ -32,15 +32,6 @@ std::string proxy(const std::string& name, int port) {
          "\"; upstream = \"app\"; access_log = \"off\"; }";
 }
 
-// Whether the proxy on `port` relays one echo (false: ferry closed the client).
-bool served(int port, const std::string& text) {
-  const int fd = connect_to_port(port);
-  if (fd < 0) return false;
-  const bool ok = echo_round_trip(fd, text);
-  ::close(fd);
-  return ok;
-}
-
 // One worker, an upstream "app" of servers `a` and `b`, and proxies "one" and "two" on it.
 std::string two_proxies(const std::string& balance, int a, int b, int port1, int port2) {
   return "worker_processes = 1;\nupstreams = ( { name = \"app\"; balance = \"" + balance +
@@ -63,12 +54,12 @@ TEST_P(ServerBackTest, AfterEveryServerFailedTheNextClientIsServedByTheOneBack) 
       GetParam() + "\"; servers = ( " + server(first, passive) + ", " + server(second, passive) +
       " ); } );\nproxies = ( " + proxy("web", port) + " );\n");
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  EXPECT_FALSE(served(port, "nobody there"));
+  EXPECT_FALSE(served_through(port, "nobody there"));
   ASSERT_TRUE(ferry.wait_for_log("no server could take client")) << ferry.log();
   EchoServer back(second);
-  EXPECT_TRUE(served(port, "back")) << ferry.log();
+  EXPECT_TRUE(served_through(port, "back")) << ferry.log();
   EXPECT_EQ(back.accepted(), 1);
-  for (int i = 0; i < 5; ++i) EXPECT_TRUE(served(port, "again " + std::to_string(i))) << i;
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(served_through(port, "again " + std::to_string(i))) << i;
 }
 
 INSTANTIATE_TEST_SUITE_P(Methods, ServerBackTest,
@@ -85,7 +76,7 @@ TEST(BalancingTest, TwoProxiesOnOneUpstreamShareItsRoundRobin) {
   FerryInstance ferry(two_proxies("round_robin", a.port(), b.port(), port1, port2));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   for (int i = 1; i <= 4; ++i) {
-    ASSERT_TRUE(served(i % 2 == 1 ? port1 : port2, "client " + std::to_string(i))) << i;
+    ASSERT_TRUE(served_through(i % 2 == 1 ? port1 : port2, "client " + std::to_string(i))) << i;
     if (i % 2 == 0) {
       EXPECT_EQ(a.accepted(), i / 2) << "after " << i << " clients";
       EXPECT_EQ(b.accepted(), i / 2) << "after " << i << " clients";

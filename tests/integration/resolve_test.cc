@@ -117,15 +117,6 @@ INSTANTIATE_TEST_SUITE_P(ResolveTest, HostsLayouts,
                            return info.param == HostsLayout::ipv6_first ? "Ipv6First" : "Ipv4Only";
                          });
 
-// True when a session through `port` reaches an echo server.
-bool served(int port) {
-  const int fd = connect_to_port(port);
-  if (fd < 0) return false;
-  const bool ok = echo_round_trip(fd, "ping");
-  ::close(fd);
-  return ok;
-}
-
 // A name that does not resolve does not stop the proxy: the upstream's other server serves,
 // and the name's addresses join once it resolves.
 TEST(ResolveTest, AnUnresolvableServerIsAWarningAndJoinsOnceItResolves) {
@@ -153,7 +144,7 @@ TEST(ResolveTest, AnUnresolvableServerIsAWarningAndJoinsOnceItResolves) {
   ASSERT_TRUE(ferry.start()) << ferry.log();
   EXPECT_NE(ferry.log().find("stays unavailable until the name resolves"), std::string::npos)
       << ferry.log();
-  for (int i = 0; i < 4; ++i) EXPECT_TRUE(served(port)) << ferry.log();
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(served_through(port)) << ferry.log();
   EXPECT_EQ(backend.accepted(), 0);
   EXPECT_EQ(other.accepted(), 4);
 
@@ -161,7 +152,7 @@ TEST(ResolveTest, AnUnresolvableServerIsAWarningAndJoinsOnceItResolves) {
   ASSERT_TRUE(ferry.wait_for_log("later.test:" + std::to_string(backend.port()) +
                                  " now resolves to 127.0.0.1"))
       << ferry.log();
-  for (int i = 0; i < 4; ++i) EXPECT_TRUE(served(port)) << ferry.log();
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(served_through(port)) << ferry.log();
   EXPECT_EQ(backend.accepted(), 2) << "round robin over both servers";
 }
 
@@ -177,9 +168,9 @@ TEST_P(OnlyServerUnresolved, ClientsFailUntilItResolves) {
       one_server_config("later.test:" + std::to_string(backend.port()), port, GetParam()));
   ferry.set_launcher(resolv_sandbox(dns, HostsLayout::ipv4_only, ferry.dir().path()));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  EXPECT_FALSE(served(port));
+  EXPECT_FALSE(served_through(port));
   dns.set("later.test", {"127.0.0.1"});
-  EXPECT_TRUE(eventually([&] { return served(port); }, seconds(10))) << ferry.log();
+  EXPECT_TRUE(eventually([&] { return served_through(port); }, seconds(10))) << ferry.log();
 }
 
 INSTANTIATE_TEST_SUITE_P(ResolveTest, OnlyServerUnresolved, ::testing::Values("100ms", "0"),
@@ -212,11 +203,11 @@ TEST(ResolveTest, ReResolutionAddsAndRemovesAddresses) {
   FerryInstance ferry(one_server_config(server, port));
   ferry.set_launcher(resolv_sandbox(dns, HostsLayout::ipv4_only, ferry.dir().path()));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  EXPECT_FALSE(served(port));
+  EXPECT_FALSE(served_through(port));
 
   dns.set("app.test", {"127.0.0.3", "127.0.0.1"});
   ASSERT_TRUE(ferry.wait_for_log(server + " now resolves to")) << ferry.log();
-  for (int i = 0; i < 4; ++i) EXPECT_TRUE(served(port)) << "failover to the added address";
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(served_through(port)) << "failover to the added address";
 
   dns.set("app.test", {"127.0.0.3"});
   ASSERT_TRUE(eventually([&] {
@@ -224,7 +215,7 @@ TEST(ResolveTest, ReResolutionAddsAndRemovesAddresses) {
     return count_of(ferry.log(), " now resolves to ") == 2;
   })) << ferry.log();
   const int before = backend.accepted();
-  EXPECT_FALSE(served(port));
+  EXPECT_FALSE(served_through(port));
   EXPECT_EQ(backend.accepted(), before) << "the removed address is not used";
 }
 

@@ -21,14 +21,6 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-bool serves(int port) {
-  const int fd = connect_to_port(port);
-  if (fd < 0) return false;
-  const bool ok = echo_round_trip(fd, "served");
-  ::close(fd);
-  return ok;
-}
-
 TEST(RespawnTest, AWorkerThatKeepsDyingAtStartIsRespawnedWithAGrowingDelay) {
   EchoServer backend;
   const int port = free_port();
@@ -43,7 +35,7 @@ TEST(RespawnTest, AWorkerThatKeepsDyingAtStartIsRespawnedWithAGrowingDelay) {
     at = ferry.log().find("respawning in " + std::string(delay), at);
     ASSERT_NE(at, std::string::npos) << delay << " missing, or out of order:\n" << ferry.log();
   }
-  EXPECT_TRUE(serves(port));
+  EXPECT_TRUE(served_through(port));
 
   // A worker that lived past a second is replaced at once: the back-off starts over.
   std::this_thread::sleep_for(milliseconds(1'100));
@@ -65,7 +57,7 @@ TEST(RespawnTest, AWorkerThatKeepsDyingAtStartIsRespawnedWithAGrowingDelay) {
   EXPECT_LT(std::chrono::steady_clock::now() - killed, milliseconds(1'500));
   EXPECT_EQ(ferry.log().find("respawning in", before), std::string::npos)
       << ferry.log().substr(before);
-  EXPECT_TRUE(eventually([&] { return serves(port); }, seconds(2)));
+  EXPECT_TRUE(eventually([&] { return served_through(port); }, seconds(2)));
 }
 
 // The hook is test-only, but a typo in it must not pass for something else.
@@ -113,7 +105,7 @@ TEST(FatalExitTest, AWorkerThatCannotWorkAfterServingIsNotRespawned) {
 
   const Finished reload = ferry.command("reload");
   EXPECT_EQ(reload.exit_code, 0) << reload.err << ferry.log();
-  EXPECT_TRUE(eventually([&] { return serves(port); }, seconds(2)));
+  EXPECT_TRUE(eventually([&] { return served_through(port); }, seconds(2)));
 }
 
 }  // namespace

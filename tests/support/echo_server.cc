@@ -129,4 +129,12 @@ bool echo_round_trip(int fd, const std::string& text) {
   return got == text;
 }
 
+bool served_through(int port, const std::string& text) {
+  const int fd = connect_to_port(port);
+  if (fd < 0) return false;
+  const bool ok = echo_round_trip(fd, text);
+  ::close(fd);
+  return ok;
+}
+
 }  // namespace ferry::test

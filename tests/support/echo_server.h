@@ -36,5 +36,8 @@ class EchoServer {
 int connect_to_port(int port);
 // Sends `text` and reads back exactly as many bytes; true when they match.
 bool echo_round_trip(int fd, const std::string& text);
+// Whether a new connection to the proxy on `port` relays one echo of `text` (false: refused, or
+// closed by ferry).
+bool served_through(int port, const std::string& text = "ping");
 
 }  // namespace ferry::test

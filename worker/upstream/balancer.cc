@@ -63,16 +63,30 @@ Balancer::Balancer(const conf::Upstream& upstream, ServerHealth* health, const S
   if (method_ == conf::Balance::hash) build_ring();
 }
 
-void Balancer::add_peer(const conf::Server& s, const conf::Address& a, const ServerSlots& slots) {
-  Peer p;
-  p.health = slots.health;
-  if (p.health != nullptr) p.passes_seen = p.health->passes.load(std::memory_order_relaxed);
-  p.shared = slots.shared;
+void Balancer::fill_peer(Peer& p, const conf::Server& s, const conf::Address& a,
+                         const ServerSlots& slots) {
   p.server = &s;
   p.address = event::SocketAddress(a.sockaddr_ptr(), a.length);
   p.name = s.address.text;
+  p.gone = false;
   p.weight = p.effective_weight = s.weight;
+  p.current_weight = 0;
+  p.fails = 0;
+  p.checked = p.accessed = event::TimePoint{};
   p.backup = s.backup;
+  p.health = slots.health;
+  p.health_key = AddressVerdict::key_of(p.address);
+  p.health_hint = ServerHealth::kAddresses;
+  p.passes_seen = 0;
+  if (p.health != nullptr) {
+    p.passes_seen = AddressVerdict::passes(p.health->find(p.health_key, p.health_hint));
+  }
+  p.shared = slots.shared;
+}
+
+void Balancer::add_peer(const conf::Server& s, const conf::Address& a, const ServerSlots& slots) {
+  Peer p;
+  fill_peer(p, s, a, slots);
   p.index = peers_.size();
   peers_.push_back(std::move(p));
   candidates_.push_back(false);  // a peer a re-resolution adds has its place too
@@ -84,16 +98,31 @@ void Balancer::set_addresses(const conf::Server& server,
   if (slots == servers_.end()) return;  // not a server of this group (or down)
   for (Peer& p : peers_) {
     if (p.server != &server) continue;
-    p.gone = std::none_of(addresses.begin(), addresses.end(), [&](const conf::Address& a) {
+    const auto now = std::find_if(addresses.begin(), addresses.end(), [&](const conf::Address& a) {
       return p.address == event::SocketAddress(a.sockaddr_ptr(), a.length);
     });
+    if (now == addresses.end()) {
+      p.gone = true;
+    } else if (p.gone) {
+      fill_peer(p, server, *now, slots->second);  // back: afresh, as a new address would be
+    }
   }
   for (const conf::Address& a : addresses) {
     const event::SocketAddress sa(a.sockaddr_ptr(), a.length);
     const bool known = std::any_of(peers_.begin(), peers_.end(), [&](const Peer& p) {
       return p.server == &server && p.address == sa;
     });
-    if (!known) add_peer(server, a, slots->second);
+    if (known) continue;
+    // The place of a gone peer no session holds (its server's: the worker's statistics of a
+    // peer follow its server's name).
+    const auto free = std::find_if(peers_.begin(), peers_.end(), [&](const Peer& p) {
+      return p.server == &server && p.gone && p.conns == 0;
+    });
+    if (free != peers_.end()) {
+      fill_peer(*free, server, a, slots->second);
+    } else {
+      add_peer(server, a, slots->second);
+    }
   }
   if (method_ == conf::Balance::hash) {
     ring_.clear();
@@ -126,13 +155,18 @@ void Balancer::build_ring() {
             [](const Point& a, const Point& b) { return a.hash < b.hash; });
 }
 
+bool Balancer::down_by_checks(Peer& p) noexcept {
+  return p.health != nullptr && AddressVerdict::down(p.health->find(p.health_key, p.health_hint));
+}
+
 bool Balancer::passively_failed(Peer& p, event::TimePoint now) {
   const conf::Server* s = p.server;
   if (s == nullptr || s->max_fails == 0 || p.fails < s->max_fails) return false;
   if (p.health != nullptr) {
-    // A check that passed after the failures: the server is back, as HAProxy has it, without
-    // waiting out fail_timeout.
-    const std::uint64_t passes = p.health->passes.load(std::memory_order_relaxed);
+    // A check of the address that passed after the failures: it is back, as HAProxy has it,
+    // without waiting out fail_timeout.
+    const std::uint64_t passes =
+        AddressVerdict::passes(p.health->find(p.health_key, p.health_hint));
     if (passes != p.passes_seen) {
       p.passes_seen = passes;
       p.fails = 0;
@@ -150,7 +184,7 @@ event::TimePoint Balancer::failed_until(const Peer& p) noexcept {
 bool Balancer::available(Peer& p, Pass pass, event::TimePoint now) {
   if (p.gone) return false;
   // Down by the active checks: out even when nothing else is left (the checks know better).
-  if (p.health != nullptr && p.health->down.load(std::memory_order_relaxed) != 0) return false;
+  if (down_by_checks(p)) return false;
   const conf::Server* s = p.server;
   if (s == nullptr) return true;
   if (s->max_conns > 0) {
@@ -211,7 +245,7 @@ Peer* Balancer::pick(const event::SocketAddress& key, TriedSet& tried, event::Ti
 bool Balancer::every_server_failed(event::TimePoint now) {
   for (Peer& p : peers_) {
     if (p.gone) continue;  // a re-resolution removed its address
-    if (p.health != nullptr && p.health->down.load(std::memory_order_relaxed) != 0) continue;
+    if (down_by_checks(p)) continue;
     if (!passively_failed(p, now)) return false;
   }
   return true;
@@ -310,8 +344,10 @@ void Balancer::release(Peer& peer, bool failed, event::TimePoint now) {
     peer.accessed = now;
     peer.checked = now;
     // Only a check that passes after this failure clears it.
-    if (peer.health != nullptr)
-      peer.passes_seen = peer.health->passes.load(std::memory_order_relaxed);
+    if (peer.health != nullptr) {
+      peer.passes_seen =
+          AddressVerdict::passes(peer.health->find(peer.health_key, peer.health_hint));
+    }
     if (s->max_fails > 0) {
       peer.effective_weight -= std::max(1, peer.weight / s->max_fails);
       if (peer.effective_weight < 0) peer.effective_weight = 0;

@@ -34,8 +34,12 @@ struct Peer {
   event::TimePoint checked{};   // when the fail window started / a trial was granted
   event::TimePoint accessed{};  // the last failure
   bool backup = false;
-  const ServerHealth* health = nullptr;  // the active checks' verdict, when there are checks
-  std::uint64_t passes_seen = 0;         // health->passes when the failures were last cleared
+  // The active checks' verdicts on the server's addresses, when there are checks; this
+  // address's key in them, and where it was last found.
+  const ServerHealth* health = nullptr;
+  std::uint64_t health_key = 0;
+  std::size_t health_hint = ServerHealth::kAddresses;
+  std::uint64_t passes_seen = 0;  // the checks of it that passed when its failures were counted
   SharedConns shared;  // its sessions across the workers, for max_conns (none: `conns` only)
 };
 
@@ -82,7 +86,9 @@ class Balancer {
   void abandon(Peer& peer) noexcept { drop_conn(peer); }
 
   // `server`'s name now resolves to `addresses`: a peer for each new one, the others gone.
-  // Peers are never freed (sessions hold them); one that comes back is reused.
+  // Peers are not freed (sessions hold pointers to them and the tried sets their indices): one
+  // whose address comes back is live again, and a new address takes the place of a gone peer of
+  // the server that no session holds, so a name that keeps moving does not grow the group.
   void set_addresses(const conf::Server& server, const std::vector<conf::Address>& addresses);
 
   [[nodiscard]] std::size_t size() const noexcept { return peers_.size(); }
@@ -92,6 +98,9 @@ class Balancer {
   // and until when. An active check that passed since the failures clears them.
   [[nodiscard]] bool passively_failed(Peer& peer, event::TimePoint now);
   [[nodiscard]] static event::TimePoint failed_until(const Peer& peer) noexcept;
+  // Whether the active checks found `peer`'s address down (an address they have no verdict on
+  // yet is up).
+  [[nodiscard]] static bool down_by_checks(Peer& peer) noexcept;
 
  private:
   // Which servers a pass of pick() may choose: `fresh` leaves out the passively failed ones;
@@ -115,6 +124,9 @@ class Balancer {
     SharedConns shared;
   };
   void add_peer(const conf::Server& s, const conf::Address& a, const ServerSlots& slots);
+  // (Re)sets `p` as a fresh peer of `s` at `a`: no failures, no rotation state.
+  static void fill_peer(Peer& p, const conf::Server& s, const conf::Address& a,
+                        const ServerSlots& slots);
 
   conf::Balance method_ = conf::Balance::round_robin;
   std::deque<Peer> peers_;        // stable addresses: sessions hold pointers to their peer

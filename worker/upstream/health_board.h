@@ -1,7 +1,7 @@
 // HealthBoard: what every worker of a generation shares about its upstream servers, in shared
-// memory mapped by the master before it forks the generation: the active checks' verdicts (one
-// worker writes them, all read them) and the sessions each server has across the workers, for
-// max_conns. One slot per server, in configuration order.
+// memory mapped by the master before it forks the generation: the active checks' verdicts on each
+// address of a server (one worker writes them, all read them) and the sessions each server has
+// across the workers, for max_conns. One slot per server, in configuration order.
 #pragma once
 
 #include <algorithm>
@@ -11,16 +11,77 @@
 #include <limits>
 #include <new>
 
+#include <netinet/in.h>
+
 #include "conf/config.h"
+#include "event/socket_address.h"
 #include "worker/worker_counters.h"
 
 namespace ferry::worker {
 
+// The active checks' verdict on one address of a server, in one word so that no reader sees
+// half an update: a key naming the address (kKeyBits of a hash of it, never 0) in the high bits,
+// the checks of it that passed (modulo 2^kPassBits: each clears passive failures) below, and
+// whether the checks found it down in bit 0. A word of 0 is a free place.
+struct AddressVerdict {
+  static constexpr int kKeyBits = 40;
+  static constexpr int kPassBits = 23;
+  static constexpr std::uint64_t kPassMask = (std::uint64_t{1} << kPassBits) - 1;
+
+  // The key of `a`: its family, port and IP address (and IPv6 scope), hashed alike in every
+  // process whatever padding the sockaddr carries.
+  static std::uint64_t key_of(const event::SocketAddress& a) noexcept {
+    std::uint64_t h = 0x9e3779b97f4a7c15ULL ^ a.family();
+    const auto mix = [&h](const void* data, std::size_t n) {
+      const auto* p = static_cast<const unsigned char*>(data);
+      for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ULL;
+    };
+    if (a.family() == AF_INET) {
+      const auto* sin = reinterpret_cast<const sockaddr_in*>(a.get());
+      mix(&sin->sin_port, sizeof sin->sin_port);
+      mix(&sin->sin_addr, sizeof sin->sin_addr);
+    } else if (a.family() == AF_INET6) {
+      const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(a.get());
+      mix(&sin6->sin6_port, sizeof sin6->sin6_port);
+      mix(&sin6->sin6_addr, sizeof sin6->sin6_addr);
+      mix(&sin6->sin6_scope_id, sizeof sin6->sin6_scope_id);
+    }
+    h ^= h >> 31;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 29;
+    const std::uint64_t key = h >> (64 - kKeyBits);
+    return key == 0 ? 1 : key;
+  }
+  static std::uint64_t word(std::uint64_t key, std::uint64_t passes, bool down) noexcept {
+    return key << (kPassBits + 1) | (passes & kPassMask) << 1 | (down ? 1 : 0);
+  }
+  static std::uint64_t key(std::uint64_t word) noexcept { return word >> (kPassBits + 1); }
+  static std::uint64_t passes(std::uint64_t word) noexcept { return (word >> 1) & kPassMask; }
+  static bool down(std::uint64_t word) noexcept { return (word & 1) != 0; }
+};
+
+// A checked server's addresses, as its checker found them. The checker (one worker of the
+// generation) is the only writer; an address not in the table (not probed yet, or beyond its
+// kAddresses places) counts as up, and passive checks still apply to it.
 struct ServerHealth {
-  std::atomic<std::uint8_t> down{0};
-  std::atomic<std::uint64_t> checks{0};
-  std::atomic<std::uint64_t> failures{0};
-  std::atomic<std::uint64_t> passes{0};  // checks that passed: each clears passive failures
+  static constexpr std::size_t kAddresses = 16;
+  std::atomic<std::uint64_t> addresses[kAddresses]{};
+
+  // The verdict word of the address keyed `key`, or 0 when the table has none. `hint`: where it
+  // was last found, looked at first (and updated).
+  [[nodiscard]] std::uint64_t find(std::uint64_t key, std::size_t& hint) const noexcept {
+    if (hint < kAddresses) {
+      const std::uint64_t w = addresses[hint].load(std::memory_order_relaxed);
+      if (AddressVerdict::key(w) == key) return w;
+    }
+    for (std::size_t i = 0; i < kAddresses; ++i) {
+      const std::uint64_t w = addresses[i].load(std::memory_order_relaxed);
+      if (AddressVerdict::key(w) != key) continue;
+      hint = i;
+      return w;
+    }
+    return 0;
+  }
 };
 
 // A server's sessions across the workers of the generation, and one worker's part of them (its

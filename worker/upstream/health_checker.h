@@ -1,7 +1,8 @@
 // HealthChecker: the active health checks of one worker (the master gives the job to worker 0
-// of each generation): every `interval` a TCP connect to each server of an upstream with a
-// health_check, optional `send`, optional `expect` prefix, all within `timeout`; `fails`
-// consecutive failures mark the server down and `passes` successes up again, on the HealthBoard.
+// of each generation): every `interval` a TCP connect to each address of each server of an
+// upstream with a health_check, optional `send`, optional `expect` prefix, all within `timeout`;
+// `fails` consecutive failures mark the address down and `passes` successes up again, on the
+// HealthBoard. The addresses follow the worker's re-resolution of the servers' names.
 #pragma once
 
 #include <memory>
@@ -14,7 +15,7 @@
 
 namespace ferry::worker {
 
-struct Probe;
+struct CheckedServer;
 
 class HealthChecker {
  public:
@@ -30,13 +31,17 @@ class HealthChecker {
   }
   void start();
   void stop() noexcept;
+  // `server`'s name now resolves to `addresses`: the new ones are probed from now on, the others
+  // no longer (their places on the board are freed).
+  void set_addresses(const conf::Server& server, const std::vector<conf::Address>& addresses);
 
  private:
+  friend struct CheckedServer;
   friend struct Probe;
   event::EventLoop& loop_;
   const conf::Config& cfg_;
   HealthBoard& board_;
-  std::vector<std::unique_ptr<Probe>> probes_;
+  std::vector<std::unique_ptr<CheckedServer>> servers_;
   StatsTable* stats_ = nullptr;
   int generation_ = 0;
 };

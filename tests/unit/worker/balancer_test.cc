@@ -74,6 +74,20 @@ conf::Address address_of(const std::string& text) {
   return std::get<conf::Address>(conf::parse_address(text));
 }
 
+// What the checker writes: its verdict on `address` in `health` (in the place it has, else in a
+// free one).
+void verdict(ServerHealth& health, const std::string& address, std::uint64_t passes, bool down) {
+  const conf::Address a = address_of(address);
+  const std::uint64_t key =
+      AddressVerdict::key_of(event::SocketAddress(a.sockaddr_ptr(), a.length));
+  std::size_t place = ServerHealth::kAddresses;
+  if (health.find(key, place) == 0) {
+    place = 0;
+    while (health.addresses[place].load() != 0) ++place;
+  }
+  health.addresses[place].store(AddressVerdict::word(key, passes, down));
+}
+
 // The addresses of `count` picks of one session, the peers kept (not released).
 std::set<std::string> picked_addresses(Balancer& b, int count, std::uint32_t key = 0x7f000001) {
   std::set<std::string> out;
@@ -120,6 +134,59 @@ TEST_P(SetAddressesTest, AddedAddressesServeAndRemovedOnesDoNot) {
     all = picked_addresses(b, 3);  // held: least_conn spreads them
   }
   EXPECT_EQ(all, (std::set<std::string>{"127.0.0.2:1", "127.0.0.3:1", "127.0.0.4:1"}));
+}
+
+// The checks' verdict is per address: one found down takes only itself out, while the server's
+// other addresses (one the checks have no verdict on yet included) keep serving.
+TEST_P(SetAddressesTest, AnAddressDownByTheChecksLeavesTheServersOthersServing) {
+  conf::Config cfg;
+  cfg.upstreams.push_back(group(GetParam(), {{1, 1}}));
+  ServerHealth health[1];
+  Balancer b(cfg.upstreams[0], health);
+  const conf::Server& server = cfg.upstreams[0].servers[0];
+  b.set_addresses(
+      server, {address_of("127.0.0.2:1"), address_of("127.0.0.3:1"), address_of("127.0.0.4:1")});
+  verdict(health[0], "127.0.0.2:1", 0, true);
+  verdict(health[0], "127.0.0.3:1", 1, false);
+  std::set<std::string> all;
+  for (std::uint32_t key = 1; key <= 64; ++key) {
+    TriedSet tried;
+    Peer* p = b.pick(client(key), tried, t0);
+    ASSERT_NE(p, nullptr);
+    all.insert(p->address.to_string());
+    b.release(*p, false, t0);
+  }
+  EXPECT_EQ(all, (std::set<std::string>{"127.0.0.3:1", "127.0.0.4:1"}));
+}
+
+// A name that keeps moving does not grow the group: a new address takes the place of a gone
+// peer no session holds; one a session holds keeps its address until the session is done.
+TEST_P(SetAddressesTest, GonePeersAreReusedOnceNoSessionHoldsThem) {
+  conf::Config cfg;
+  cfg.upstreams.push_back(group(GetParam(), {{1, 1}}));
+  Balancer b(cfg.upstreams[0]);
+  const conf::Server& server = cfg.upstreams[0].servers[0];
+  for (int i = 0; i < 1000; ++i) {
+    const std::string a = "10.0." + std::to_string(i / 250) + "." + std::to_string(i % 250) + ":1";
+    b.set_addresses(server, {address_of(a), address_of("127.0.0.9:1")});
+  }
+  EXPECT_LE(b.size(), 3U);
+
+  TriedSet tried;
+  Peer* held = b.pick(client(1), tried, t0);
+  ASSERT_NE(held, nullptr);
+  const std::string address = held->address.to_string();
+  const std::size_t before = b.size();
+  b.set_addresses(server, {address_of("10.9.0.1:1")});
+  b.set_addresses(server, {address_of("10.9.0.2:1")});
+  EXPECT_EQ(held->address.to_string(), address) << "a held peer is not reused";
+  EXPECT_TRUE(held->gone);
+  b.release(*held, false, t0);
+  for (int i = 3; i < 50; ++i) {
+    b.set_addresses(server, {address_of("10.9.0." + std::to_string(i) + ":1")});
+  }
+  EXPECT_LE(b.size(), std::max<std::size_t>(before, 3U));
+  EXPECT_EQ(picked_addresses(b, 1, 5), (std::set<std::string>{"10.9.0.49:1"}));
 }
 
 INSTANTIATE_TEST_SUITE_P(BalancerTest, SetAddressesTest,
@@ -431,24 +498,24 @@ TEST_P(EveryServerFailedTest, ServersDownByChecksStayOutEvenThen) {
   for (conf::Server& s : u.servers) s.max_fails = 1;
   u.servers[2].down = true;  // by configuration
   ServerHealth health[3];
-  health[0].down.store(1);  // by the active checks
+  verdict(health[0], "127.0.0.1:1", 0, true);  // by the active checks
   Balancer b(u, health);
   for (Peer& p : b.peers()) {
     p.conns = 1;
     b.release(p, true, t0);
   }
   for (int i = 0; i < 5; ++i) EXPECT_EQ(pick_name(b, t0 + Msec{100}), "127.0.0.1:2");
-  health[1].down.store(1);
+  verdict(health[1], "127.0.0.1:2", 0, true);
   EXPECT_EQ(pick_name(b, t0 + Msec{100}), "-") << "no server left that the checks allow";
 }
 
 TEST_P(EveryServerFailedTest, APassingCheckClearsPassiveFailures) {
   const conf::Upstream u = two_failing(GetParam(), 1);
   ServerHealth health[2];
-  health[0].passes.store(7);  // passes before the failure do not count
+  verdict(health[0], "127.0.0.1:1", 7, false);  // passes before the failure do not count
   Balancer b(u, health);
   Peer& bad = b.peers()[0];
-  health[0].passes.fetch_add(1);
+  verdict(health[0], "127.0.0.1:1", 8, false);
   bad.conns = 1;
   b.release(bad, true, t0);
   const auto soon = t0 + Msec{100};
@@ -459,7 +526,7 @@ TEST_P(EveryServerFailedTest, APassingCheckClearsPassiveFailures) {
     EXPECT_NE(p, &bad) << "failed within fail_timeout";
     b.release(*p, false, soon);
   }
-  health[0].passes.fetch_add(1);  // the check passed after the failure
+  verdict(health[0], "127.0.0.1:1", 9, false);  // the check passed after the failure
   EXPECT_FALSE(b.passively_failed(bad, soon));
   std::map<std::string, int> count;
   for (int i = 0; i < 64; ++i) {

@@ -1,0 +1,148 @@
+// Active health checks of a server whose host name has several addresses, resolved through a
+// test DNS server in a sandbox (tests/support/dns_server.h): each address is probed and judged
+// on its own, a dead one takes only itself out, and the probes follow the name as it resolves,
+// moves or first appears.
+#include <chrono>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/dns_server.h"
+#include "tests/support/echo_server.h"
+#include "tests/support/ferry_instance.h"
+#include "tests/support/process.h"
+#include "tests/support/sockets.h"
+
+namespace ferry::test {
+namespace {
+
+using std::chrono::seconds;
+
+// The live address is 127.0.0.1, where EchoServer listens; nothing listens on 127.0.0.2.
+constexpr const char* kLive = "127.0.0.1";
+constexpr const char* kDead = "127.0.0.2";
+
+// Two workers (the checker is one of them: both must follow its verdicts), one upstream "app" of
+// the one server `server`, checked every 100 ms; passive checks off (max_fails = 0), so only the
+// active checks can keep sessions away from an address.
+std::string checked_config(const std::string& server, int port) {
+  return "worker_processes = 2;\n"
+         "upstreams = ( { name = \"app\"; resolve_interval = \"100ms\"; servers = ( { address = "
+         "\"" +
+         server +
+         "\"; max_fails = 0; } );\n"
+         "  health_check = { interval = \"100ms\"; timeout = \"100ms\"; fails = 1; passes = 1; "
+         "}; } );\n"
+         "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
+         std::to_string(port) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n";
+}
+
+// The row of `server` in `ferry -s status`'s server table: upstream, server, state, sessions,
+// active, failed, sent, received, then the health check ("ok 0s ago", "-").
+std::vector<std::string> server_row(FerryInstance& ferry, const std::string& server) {
+  std::istringstream lines(ferry.command("status").out);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::vector<std::string> row;
+    for (std::string f; fields >> f;) row.push_back(f);
+    if (row.size() >= 9 && row[1] == server) return row;
+  }
+  return {};
+}
+
+std::string state_of(FerryInstance& ferry, const std::string& server) {
+  const auto row = server_row(ferry, server);
+  return row.empty() ? "(no row)" : row[2];
+}
+
+// What `ferry` logs when the checks find `address` of `server` down / up.
+std::string verdict(const std::string& server, const std::string& address, const char* what) {
+  return "server " + server + " (" + address + ") is " + what;
+}
+
+class HealthCheckTest : public ::testing::Test {
+ protected:
+  void start(const std::string& config) {
+    ferry_ = std::make_unique<FerryInstance>(config);
+    const auto sandbox = resolv_sandbox(dns_, HostsLayout::ipv4_only, ferry_->dir().path());
+    ferry_->set_launcher(sandbox);
+    ferry_->set_command_launcher(sandbox);
+    ASSERT_TRUE(ferry_->start()) << ferry_->log();
+  }
+  // Both workers (each resolves on its own) logged `n` changes of the name's addresses in all.
+  void wait_resolved(std::size_t n) {
+    ASSERT_TRUE(eventually([&] {
+      ferry_->drain_log();
+      return count_of(ferry_->log(), " now resolves to ") >= n;
+    })) << ferry_->log();
+  }
+  // Every one of `n` sessions is served, and none was first sent to an address that refused it.
+  void expect_all_served_without_failover(int n) {
+    ferry_->drain_log();
+    const std::size_t before = count_of(ferry_->log(), "trying the next server");
+    for (int i = 0; i < n; ++i) ASSERT_TRUE(served_through(port_)) << i << "\n" << ferry_->log();
+    ferry_->drain_log();
+    EXPECT_EQ(count_of(ferry_->log(), "trying the next server"), before)
+        << "a worker sent a session to the address the checks found down\n"
+        << ferry_->log();
+  }
+
+  DnsServer dns_;
+  EchoServer backend_;
+  const int port_ = free_port();
+  const std::string server_ = "app.test:" + std::to_string(backend_.port());
+  std::unique_ptr<FerryInstance> ferry_;
+};
+
+// A name with a dead and a live address: the dead one is found down and gets no session, the
+// live one serves every client, and the server shows up, with its check.
+TEST_F(HealthCheckTest, ADeadAddressIsTakenOutWhileTheNamesOtherAddressServes) {
+  dns_.set("app.test", {kDead, kLive});
+  start(checked_config(server_, port_));
+  const std::string dead = std::string(kDead) + ":" + std::to_string(backend_.port());
+  ASSERT_TRUE(ferry_->wait_for_log(" is down", seconds(5))) << ferry_->log();
+  expect_all_served_without_failover(40);
+  EXPECT_NE(ferry_->log().find(verdict(server_, dead, "down")), std::string::npos) << ferry_->log();
+  const auto row = server_row(*ferry_, server_);
+  ASSERT_FALSE(row.empty()) << ferry_->command("status").out;
+  EXPECT_EQ(row[2], "up") << "one address of the server serves";
+  EXPECT_NE(row[8], "-") << "the check shows";
+}
+
+// A name that did not resolve at load is probed once it resolves, each of its addresses.
+TEST_F(HealthCheckTest, ANameResolvedAfterTheLoadIsProbed) {
+  start(checked_config(server_, port_));
+  EXPECT_FALSE(served_through(port_));
+  dns_.set("app.test", {kDead, kLive});
+  const std::string dead = std::string(kDead) + ":" + std::to_string(backend_.port());
+  ASSERT_TRUE(ferry_->wait_for_log(" is down", seconds(5))) << ferry_->log();
+  wait_resolved(2);
+  expect_all_served_without_failover(20);
+  EXPECT_NE(ferry_->log().find(verdict(server_, dead, "down")), std::string::npos) << ferry_->log();
+}
+
+// A backend whose name moves from a dead address to a live one comes up: the new address is
+// probed, not the old one's verdict applied to it.
+TEST_F(HealthCheckTest, AServerWhoseNameMovesToALiveAddressComesUp) {
+  dns_.set("app.test", {kDead});
+  start(checked_config(server_, port_));
+  const std::string dead = std::string(kDead) + ":" + std::to_string(backend_.port());
+  ASSERT_TRUE(ferry_->wait_for_log(" is down", seconds(5))) << ferry_->log();
+  ASSERT_TRUE(eventually([&] { return state_of(*ferry_, server_) == "down"; }))
+      << ferry_->command("status").out;
+
+  dns_.set("app.test", {kLive});
+  wait_resolved(2);
+  EXPECT_TRUE(eventually([&] { return served_through(port_); }, seconds(5))) << ferry_->log();
+  EXPECT_TRUE(eventually([&] {
+    const auto row = server_row(*ferry_, server_);
+    return row.size() >= 9 && row[2] == "up" && row[8] == "ok";
+  })) << ferry_->command("status").out;
+  expect_all_served_without_failover(20);
+  EXPECT_NE(ferry_->log().find(verdict(server_, dead, "down")), std::string::npos) << ferry_->log();
+}
+
+}  // namespace
+}  // namespace ferry::test
