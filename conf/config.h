@@ -83,6 +83,9 @@ struct Upstream {
   bool resolve_required = false;
   std::vector<Server> servers;
   std::optional<HealthCheck> health_check;
+  // Made for a proxy's `upstream = "host:port"` (named by that text, every default): not
+  // written by -T, where the proxy names the address.
+  bool implicit = false;
 
   bool operator==(const Upstream&) const = default;
 };
@@ -102,8 +105,10 @@ struct AccessRule {
 struct Proxy {
   std::string name;
   std::vector<Address> listen;
-  std::string upstream;  // an upstream's name, or empty when `upstream_address` is used
-  std::optional<Address> upstream_address;  // `upstream = "host:port"`
+  std::string upstream;  // an upstream's name (the implicit one's with `upstream_address`)
+  // `upstream = "host:port"`, as written (a name unresolved): served by an implicit upstream of
+  // that one server, so every address of the name serves and follows re-resolution.
+  std::optional<Address> upstream_address;
   bool reuseport = false;
   int backlog = 511;
   Msec connect_timeout{5'000};

@@ -359,7 +359,8 @@ Server read_server(Reader& r, const Setting& g) {
 
 // A server's addresses. A name that does not resolve is a warning (the workers retry it every
 // resolve_interval; nginx refusing to start here is a known pain), or an error when required.
-void resolve_server(Reader& r, const Setting& g, const Upstream& up, Server& sv) {
+// `at`: the setting a warning or error points at.
+void resolve_server(Reader& r, const Setting& at, const Upstream& up, Server& sv) {
   if (sv.address.text.empty() || !r.resolves()) return;
   auto all = resolve_all(sv.address);
   if (auto* list = std::get_if<std::vector<Address>>(&all)) {
@@ -368,9 +369,9 @@ void resolve_server(Reader& r, const Setting& g, const Upstream& up, Server& sv)
   }
   const std::string& why = std::get<std::string>(all);
   if (up.resolve_required) {
-    r.error(g["address"], why + " (resolve_required is set)");
+    r.error(at, why + " (resolve_required is set)");
   } else if (!sv.down) {
-    r.warn(g["address"], why + "; the server stays unavailable until the name resolves");
+    r.warn(at, why + "; the server stays unavailable until the name resolves");
   }
 }
 
@@ -392,7 +393,7 @@ Upstream read_upstream(Reader& r, const Setting& g) {
   if (auto* s = Reader::member(g, "servers")) {
     r.groups(*s, [&](const Setting& e) {
       up.servers.push_back(read_server(r, e));
-      resolve_server(r, e, up, up.servers.back());
+      if (auto* a = Reader::member(e, "address")) resolve_server(r, *a, up, up.servers.back());
       if (up.balance == Balance::hash && up.servers.back().backup) {
         r.error(e["backup"], "backup servers cannot be used with balance = \"hash\"");
       }
@@ -432,7 +433,27 @@ void read_proxy_protocol_from(Reader& r, const Setting& g, Proxy& px) {
   if (!px.accept_proxy_protocol) r.warn(*from, "no effect without accept_proxy_protocol = true");
 }
 
-Proxy read_proxy(Reader& r, const Setting& g, const std::vector<Upstream>& upstreams) {
+// `upstream = "host:port"` on a proxy: an upstream of that one server with every default, named
+// by the text and shared by the proxies that write the same, so that each address of the name
+// serves and the name is re-resolved (and may fail to resolve) as a server's is, as in nginx.
+std::string inline_upstream(Reader& r, const Setting& at, const Address& address,
+                            std::vector<Upstream>& upstreams) {
+  const auto it = std::find_if(upstreams.begin(), upstreams.end(), [&](const Upstream& u) {
+    return u.implicit && u.name == address.text;
+  });
+  if (it != upstreams.end()) return it->name;
+  Upstream up;
+  up.name = address.text;
+  up.implicit = true;
+  Server sv;
+  sv.address = address;
+  resolve_server(r, at, up, sv);
+  up.servers.push_back(std::move(sv));
+  upstreams.push_back(std::move(up));
+  return address.text;
+}
+
+Proxy read_proxy(Reader& r, const Setting& g, std::vector<Upstream>& upstreams) {
   Proxy px;
   r.only(g, {"name",
              "listen",
@@ -473,16 +494,21 @@ Proxy read_proxy(Reader& r, const Setting& g, const std::vector<Upstream>& upstr
   }
   if (auto* s = Reader::member(g, "upstream")) {
     if (auto name = r.string(*s, false)) {
-      const bool known = std::any_of(upstreams.begin(), upstreams.end(),
-                                     [&](const Upstream& u) { return u.name == *name; });
+      const bool known = std::any_of(upstreams.begin(), upstreams.end(), [&](const Upstream& u) {
+        return !u.implicit && u.name == *name;
+      });
       if (known) {
         px.upstream = *name;
       } else if (name->find(':') != std::string::npos) {
-        px.upstream_address = r.address(*s);
+        px.upstream_address = r.address(*s, false);
+        if (px.upstream_address) {
+          px.upstream = inline_upstream(r, *s, *px.upstream_address, upstreams);
+        }
       } else {
         std::string hint;
         std::size_t best = 3;  // suggest only names within two edits
         for (const Upstream& u : upstreams) {
+          if (u.implicit) continue;
           if (const std::size_t d = edit_distance(u.name, *name); d < best) {
             best = d;
             hint = "; did you mean \"" + u.name + "\"?";

@@ -135,8 +135,12 @@ std::string to_text(const Config& cfg) {
   w.close("};");
 
   w.open("upstreams = (");
-  for (std::size_t i = 0; i < cfg.upstreams.size(); ++i) {
-    const Upstream& u = cfg.upstreams[i];
+  std::vector<const Upstream*> written;  // the implicit ones are the proxies' `upstream`
+  for (const Upstream& u : cfg.upstreams) {
+    if (!u.implicit) written.push_back(&u);
+  }
+  for (std::size_t i = 0; i < written.size(); ++i) {
+    const Upstream& u = *written[i];
     w.open("{");
     w.set_string("name", u.name);
     w.set_string("balance", name_of(u.balance));
@@ -167,7 +171,7 @@ std::string to_text(const Config& cfg) {
       w.set_string("expect", h.expect);
       w.close("};");
     }
-    w.close(i + 1 < cfg.upstreams.size() ? "}," : "}");
+    w.close(i + 1 < written.size() ? "}," : "}");
   }
   w.close(");");
 

@@ -1,7 +1,8 @@
 // Active health checks of a server whose host name has several addresses, resolved through a
 // test DNS server in a sandbox (tests/support/dns_server.h): each address is probed and judged
 // on its own, a dead one takes only itself out, and the probes follow the name as it resolves,
-// moves or first appears.
+// moves or first appears. Also the proxy's inline `upstream = "host:port"` form, which resolves
+// and re-resolves like a server of an upstream.
 #include <chrono>
 #include <sstream>
 #include <string>
@@ -142,6 +143,26 @@ TEST_F(HealthCheckTest, AServerWhoseNameMovesToALiveAddressComesUp) {
   })) << ferry_->command("status").out;
   expect_all_served_without_failover(20);
   EXPECT_NE(ferry_->log().find(verdict(server_, dead, "down")), std::string::npos) << ferry_->log();
+}
+
+// `upstream = "host:port"` on a proxy is an upstream of one server: a name that does not resolve
+// is a warning, not a refusal, and is retried (every 5 s: the implicit upstream re-resolves every
+// 30 s, the default resolve_interval); then each of its addresses serves (a dead one is failed
+// over, and passively failed for fail_timeout).
+TEST_F(HealthCheckTest, TheInlineUpstreamFormResolvesLaterAndServesFromEveryAddress) {
+  const std::string config =
+      "worker_processes = 1;\n"
+      "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
+      std::to_string(port_) + "\"; upstream = \"" + server_ + "\"; access_log = \"off\"; } );\n";
+  start(config);
+  EXPECT_NE(ferry_->log().find("stays unavailable until the name resolves"), std::string::npos)
+      << ferry_->log();
+  EXPECT_FALSE(served_through(port_));
+
+  dns_.set("app.test", {kDead, kLive});
+  ASSERT_TRUE(eventually([&] { return served_through(port_); }, seconds(10))) << ferry_->log();
+  for (int i = 0; i < 10; ++i) EXPECT_TRUE(served_through(port_)) << i << "\n" << ferry_->log();
+  EXPECT_EQ(state_of(*ferry_, server_), "up") << ferry_->command("status").out;
 }
 
 }  // namespace

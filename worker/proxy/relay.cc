@@ -763,9 +763,6 @@ Balancer& SessionSet::balancer(const conf::Proxy& proxy, const conf::Config& cfg
   const std::string_view name = StatsTable::upstream_name_of(proxy);
   auto it = balancers_.find(name);
   if (it != balancers_.end()) return it->second;
-  if (proxy.upstream_address) {
-    return balancers_.emplace(std::string(name), Balancer(*proxy.upstream_address)).first->second;
-  }
   for (std::size_t i = 0; i < cfg.upstreams.size(); ++i) {
     const conf::Upstream& u = cfg.upstreams[i];
     if (u.name != proxy.upstream) continue;

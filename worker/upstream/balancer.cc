@@ -130,14 +130,6 @@ void Balancer::set_addresses(const conf::Server& server,
   }
 }
 
-Balancer::Balancer(const conf::Address& address) {
-  Peer p;
-  p.address = event::SocketAddress(address.sockaddr_ptr(), address.length);
-  p.name = address.text;
-  peers_.push_back(std::move(p));
-  candidates_.assign(1, false);
-}
-
 void Balancer::build_ring() {
   // Points depend on the server's name and address only, so adding or removing one server
   // moves only the keys that fall next to its points (about 1/N of them).

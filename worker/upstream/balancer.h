@@ -73,8 +73,6 @@ class Balancer {
   // across the workers (in configuration order), or null: max_conns then holds per worker.
   explicit Balancer(const conf::Upstream& upstream, ServerHealth* health = nullptr,
                     const SharedConns* shared = nullptr);
-  // A group of one address (a proxy's `upstream = "host:port"`).
-  explicit Balancer(const conf::Address& address);
 
   // The server for a session, or nullptr when none can take it. `key` is the client address
   // (hash balancing). The pick counts as a connection until release().

@@ -55,10 +55,15 @@ bool wanted(const conf::Upstream& u, const conf::Server& s) {
   return u.resolve_interval.count() != 0 || s.addresses.empty();
 }
 
-// The wait before the next lookup; none when the name resolved and re-resolving is off.
+// The wait before the next lookup; none when the name resolved and re-resolving is off. A name
+// with no address yet is retried at least every kUnresolvedRetry: its server serves nothing.
 std::optional<event::Msec> next_wait(const Lookup& l) {
-  if (l.upstream->resolve_interval.count() != 0) return l.upstream->resolve_interval;
-  if (l.current.empty()) return Resolver::kUnresolvedRetry;
+  const event::Msec interval = l.upstream->resolve_interval;
+  if (l.current.empty()) {
+    return interval.count() == 0 ? Resolver::kUnresolvedRetry
+                                 : std::min(interval, Resolver::kUnresolvedRetry);
+  }
+  if (interval.count() != 0) return interval;
   return std::nullopt;
 }
 

@@ -2,7 +2,7 @@
 // event loop — getaddrinfo runs on the worker's ThreadPool and the answer comes back to the loop
 // through the pool's Notifier. A failed resolution keeps the last good addresses and is logged;
 // a name that never resolved is retried every resolve_interval, or every kUnresolvedRetry when
-// that is "0" (which otherwise means: no re-resolution).
+// that is longer or "0" (which otherwise means: no re-resolution).
 #pragma once
 
 #include <functional>

@@ -153,6 +153,37 @@ TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
   EXPECT_EQ(first.config->proxies[0].client_ipv6_prefix, 56);
 }
 
+// Issue 17: `upstream = "host:port"` on a proxy is an implicit upstream of that one server (every
+// default, each address of the name, re-resolved), shared by the proxies that write the same
+// text; -T writes the proxy's form, not the upstream.
+TEST(LoaderTest, TheInlineUpstreamFormIsAnImplicitUpstreamOfOneServer) {
+  const LoadResult r = load_text(
+      "upstreams = ( { name = \"a\"; servers = ( { address = \"127.0.0.1:1\"; } ); } );\n"
+      "proxies = ( { name = \"p1\"; listen = \"127.0.0.1:7001\"; upstream = \"localhost:9\"; },\n"
+      "  { name = \"p2\"; listen = \"127.0.0.1:7002\"; upstream = \"localhost:9\"; },\n"
+      "  { name = \"p3\"; listen = \"127.0.0.1:7003\"; upstream = \"a\"; } );\n",
+      "i.conf", ".");
+  ASSERT_TRUE(r.config) << errors_of(r);
+  const Config& cfg = *r.config;
+  ASSERT_EQ(cfg.upstreams.size(), 2U);
+  const Upstream& made = cfg.upstreams[1];
+  EXPECT_TRUE(made.implicit);
+  EXPECT_FALSE(cfg.upstreams[0].implicit);
+  EXPECT_EQ(made.name, "localhost:9");
+  EXPECT_EQ(made.resolve_interval, Msec{30'000});
+  ASSERT_EQ(made.servers.size(), 1U);
+  EXPECT_EQ(made.servers[0].address.text, "localhost:9");
+  EXPECT_FALSE(made.servers[0].addresses.empty());
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(cfg.proxies[i].upstream, "localhost:9");
+    EXPECT_EQ(cfg.proxies[i].upstream_address->text, "localhost:9");
+  }
+  EXPECT_EQ(cfg.proxies[2].upstream, "a");
+  const std::string dumped = to_text(cfg);
+  EXPECT_EQ(dumped.find("name = \"localhost:9\""), std::string::npos) << dumped;
+  EXPECT_NE(dumped.find("upstream = \"localhost:9\""), std::string::npos) << dumped;
+}
+
 // Issue 17: whose PROXY header is believed, and what counts as one client.
 TEST(LoaderTest, ProxyProtocolSendersAndClientPrefixes) {
   const std::string head =
