@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "conf/values.h"
+#include "event/log_throttle.h"
 
 namespace ferry::worker {
 
@@ -21,6 +22,9 @@ struct Lookup {
   // Written by the pool thread, read on the loop thread after the completion handoff.
   std::vector<conf::Address> result;
   std::string error;
+  // A name that never resolved is retried more often than resolve_interval, but said no more
+  // often than that.
+  event::LogThrottle unresolved_log{Resolver::kUnresolvedRetry};
 };
 
 namespace {
@@ -75,8 +79,10 @@ void Resolver::on_resolved(event::Event& ev) {
   if (r.stopped_) return;
   if (!l.error.empty()) {
     if (l.current.empty()) {
-      spdlog::warn("upstream \"{}\": resolving {} failed: {}; the server stays unavailable",
-                   l.upstream->name, l.server->address.text, l.error);
+      if (l.unresolved_log.admit(r.loop_.now())) {
+        spdlog::warn("upstream \"{}\": resolving {} failed: {}; the server stays unavailable",
+                     l.upstream->name, l.server->address.text, l.error);
+      }
     } else {
       spdlog::warn("upstream \"{}\": resolving {} failed: {}; keeping {}", l.upstream->name,
                    l.server->address.text, l.error, listed(l.current));
@@ -132,6 +138,7 @@ void Resolver::start() {
       l->task.event.data = l.get();
       l->timer.handler = &Resolver::on_timer;
       l->timer.data = l.get();
+      l->unresolved_log = event::LogThrottle(std::max(u.resolve_interval, kUnresolvedRetry));
       if (const auto wait = next_wait(*l)) loop_.add_timer(l->timer, *wait);
       lookups_.push_back(std::move(l));
     }
