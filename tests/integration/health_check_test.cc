@@ -65,9 +65,9 @@ std::string verdict(const std::string& server, const std::string& address, const
 
 class HealthCheckTest : public ::testing::Test {
  protected:
-  void start(const std::string& config) {
+  void start(const std::string& config, HostsLayout hosts = HostsLayout::ipv4_only) {
     ferry_ = std::make_unique<FerryInstance>(config);
-    const auto sandbox = resolv_sandbox(dns_, HostsLayout::ipv4_only, ferry_->dir().path());
+    const auto sandbox = resolv_sandbox(dns_, hosts, ferry_->dir().path());
     ferry_->set_launcher(sandbox);
     ferry_->set_command_launcher(sandbox);
     ASSERT_TRUE(ferry_->start()) << ferry_->log();
@@ -110,6 +110,19 @@ TEST_F(HealthCheckTest, ADeadAddressIsTakenOutWhileTheNamesOtherAddressServes) {
   ASSERT_FALSE(row.empty()) << ferry_->command("status").out;
   EXPECT_EQ(row[2], "up") << "one address of the server serves";
   EXPECT_NE(row[8], "-") << "the check shows";
+}
+
+// The shipped example's `localhost` server with a health check, on Debian's /etc/hosts (::1
+// first): the backend listens on 127.0.0.1 only. [::1] is found down, and 127.0.0.1 serves.
+TEST_F(HealthCheckTest, ALocalhostServerIsCheckedAtBothOfItsAddresses) {
+  const std::string server = "localhost:" + std::to_string(backend_.port());
+  start(checked_config(server, port_), HostsLayout::ipv6_first);
+  ASSERT_TRUE(ferry_->wait_for_log(" is down", seconds(5))) << ferry_->log();
+  expect_all_served_without_failover(20);
+  EXPECT_NE(ferry_->log().find(verdict(server, "[::1]:" + std::to_string(backend_.port()), "down")),
+            std::string::npos)
+      << ferry_->log();
+  EXPECT_EQ(state_of(*ferry_, server), "up") << ferry_->command("status").out;
 }
 
 // A name that did not resolve at load is probed once it resolves, each of its addresses.
