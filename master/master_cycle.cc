@@ -221,17 +221,7 @@ class Master {
 
   bool open_control_socket() {
     control_path_ = control_socket_path(config_->pid_file);
-    UniqueFd fd = master::open_control_socket(control_path_);
-    if (!fd) return false;
-    control_.fd = std::move(fd);
-    control_.data = this;
-    control_.read.handler = on_control_accept;
-    if (loop_.add_event(control_.read, event::EventKind::read, event::EventLoop::kLevel)) {
-      control_.fd.reset();
-      ::unlink(control_path_.c_str());  // no socket left behind that nobody answers on
-      return false;
-    }
-    return true;
+    return control_.open(control_path_);
   }
 
   static Msec ready_timeout_from_environment() {
@@ -342,7 +332,7 @@ class Master {
     // First of all: from here on the statistics registry is read-only to this process.
     if (!stats_->enter_worker()) return worker::kFatalExit;
     signal_.fd.reset();
-    control_.fd.reset();
+    control_.drop();
     for (auto& w : workers_) w.channel.fd.reset();
     if (load_pool_) load_pool_->abandon();  // the master's reload thread is not in this process
 
@@ -573,21 +563,16 @@ class Master {
     if (same_file(new_control_path, old_control_path)) {
       control_path_ = new_control_path;
     } else {
-      if (control_.read.active) (void)loop_.del_event(control_.read, event::EventKind::read, false);
-      loop_.del_timer(control_.read);  // an EMFILE pause
-      UniqueFd old_control = std::move(control_.fd);
-      if (!open_control_socket()) {
+      if (!control_.open(new_control_path)) {
         // Both stay where `ferry -s` with the old configuration finds them.
         spdlog::error(
             "pid_file changed to {} but the control socket cannot move; the master stays "
             "at {}",
             config_->pid_file, old_pid_file);
         if (!same_pid_file) remove_pid_file(config_->pid_file);
-        control_path_ = old_control_path;
-        control_.fd = std::move(old_control);
-        (void)loop_.add_event(control_.read, event::EventKind::read, event::EventLoop::kLevel);
         return;
       }
+      control_path_ = new_control_path;
       if (owns_control_path_ && ::unlink(old_control_path.c_str()) == -1) {
         spdlog::warn("unlink({}) failed: {}", old_control_path, event::last_error().message());
       }
@@ -831,11 +816,7 @@ class Master {
     }
     // Nothing new: the workers own the sockets until they exit.
     listeners_.close_all();
-    if (control_.fd) {
-      if (control_.read.active) (void)loop_.del_event(control_.read, event::EventKind::read, false);
-      loop_.del_timer(control_.read);  // an EMFILE pause
-      control_.fd.reset();
-    }
+    control_.close();
     answer_reload_waiters("error\nferry: the master is stopping\n", true);
     // An upgrade's asker told this master to leave (its new master serves): nothing to add.
     answer_all(upgrade_clients_, "ok\n");
@@ -1033,10 +1014,8 @@ class Master {
     } else {
       pid_file_ = back;
     }
-    if (!stopping_ && control_.fd) {
-      if (control_.read.active) (void)loop_.del_event(control_.read, event::EventKind::read, false);
-      loop_.del_timer(control_.read);  // an EMFILE pause
-      control_.fd.reset();
+    if (!stopping_ && control_.is_open()) {
+      control_.close();
       if (open_control_socket()) owns_control_path_ = true;
     }
     if (!stopping_) {
@@ -1381,13 +1360,13 @@ class Master {
     auto& self = *static_cast<Master*>(static_cast<Connection*>(ev.data)->data);
     if (ev.timedout) {  // the pause after EMFILE/ENFILE is over
       ev.timedout = false;
-      if (!self.control_.fd || ev.active) return;  // closed (stop) or reopened meanwhile
+      if (!self.control_.is_open() || ev.active) return;  // closed (stop) or reopened meanwhile
       if (self.loop_.add_event(ev, event::EventKind::read, event::EventLoop::kLevel)) {
         self.loop_.add_timer(ev, kControlAcceptPause);  // logged by add_event; try again later
       }
       return;
     }
-    UniqueFd fd(::accept4(self.control_.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    UniqueFd fd(::accept4(self.control_.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (!fd) {
       const int err = errno;
       if (err != EAGAIN && err != EWOULDBLOCK && err != ECONNABORTED && err != EINTR) {
@@ -1546,7 +1525,7 @@ class Master {
   std::size_t health_servers_ = 0;  // the servers health_board_ was laid out for
   event::EventLoop loop_;
   Connection signal_;
-  Connection control_;
+  ControlServer control_{loop_, on_control_accept, this};
   std::string control_path_;
   std::string pid_file_;
   std::vector<Connection*> unrequested_;      // control connections, oldest first, no request yet
