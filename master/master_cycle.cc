@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -76,9 +77,12 @@ constexpr const char* kReadyTimeoutVariable = "FERRY_TEST_READY_TIMEOUT_MS";
 // (FIRST+COUNT-1)-th (from 0, respawns and reloads included) exit with CODE at once, so that the
 // respawn back-off and the rule for exit code 2 (kFatalExit) can be tested.
 constexpr const char* kWorkerFailVariable = "FERRY_TEST_WORKER_FAIL";
-// Test only: a worker that finds it set writes garbage over every statistics word it can (what a
-// worker gone wrong might do), to show that the master does not trust them.
+// Test only: "N" makes the first N workers the master starts write garbage over every statistics
+// word they can (what a worker gone wrong might do), to show that the master does not trust them.
 constexpr const char* kScribbleStatsVariable = "FERRY_TEST_SCRIBBLE_STATS";
+// Test only: "N" makes the workers of generation N (only) serve without ever reporting ready, as
+// workers stuck in their start would (a reload then stays pending until its timeout).
+constexpr const char* kUnreadyGenerationVariable = "FERRY_TEST_UNREADY_GENERATION";
 // After a worker has been told to stop: how long past its own bound before SIGKILL.
 constexpr Msec kKillGrace{5'000};
 // A worker that dies this soon after starting is respawned with a growing delay.
@@ -132,6 +136,10 @@ class Master {
     raise_nofile_limit(*config_);
     ready_timeout_ = ready_timeout_from_environment();
     worker_fail_ = worker_fail_from_environment();
+    // Read here, once: the workers get the verdict, and neither they nor a new binary (whose
+    // generations are numbered from 1 again) see the variables.
+    scribbling_workers_ = number_from_environment(kScribbleStatsVariable);
+    unready_generation_ = number_from_environment(kUnreadyGenerationVariable);
 
     std::string why;
     // A new master of a binary upgrade gets its sockets (systemd's among them) from the old one.
@@ -232,6 +240,15 @@ class Master {
     return ms > 0 ? Msec{ms} : kReadyTimeout;
   }
 
+  // A test hook's number (0 when unset or not a positive number), taken out of the environment.
+  static int number_from_environment(const char* name) {
+    const char* value = std::getenv(name);
+    if (value == nullptr) return 0;
+    const long n = std::strtol(value, nullptr, 10);
+    ::unsetenv(name);
+    return n > 0 && n <= INT_MAX ? static_cast<int>(n) : 0;
+  }
+
   static WorkerFailHook worker_fail_from_environment() {
     const char* value = std::getenv(kWorkerFailVariable);
     if (value == nullptr) return {};
@@ -305,7 +322,8 @@ class Master {
                      workers_started_, worker_fail_.code);
         ::_exit(worker_fail_.code);
       }
-      ::_exit(worker_main(slot, generation, worker_end.release(), counters));
+      ::_exit(worker_main(slot, generation, worker_end.release(), counters,
+                          workers_started_ < scribbling_workers_));
     }
     ++workers_started_;
     if (counters != nullptr) {
@@ -327,7 +345,8 @@ class Master {
   }
 
   // Runs in the forked child: drop everything that is the master's, become a worker.
-  int worker_main(int slot, int generation, int channel, worker::WorkerCounters* counters) {
+  int worker_main(int slot, int generation, int channel, worker::WorkerCounters* counters,
+                  bool scribble) {
     loop_.abandon();
     // First of all: from here on the statistics registry is read-only to this process.
     if (!stats_->enter_worker()) return worker::kFatalExit;
@@ -383,7 +402,7 @@ class Master {
 
     const std::size_t stats_slot =
         counters != nullptr ? counters_->index_of(*counters) : worker::StatsTable::kNoSlot;
-    if (std::getenv(kScribbleStatsVariable) != nullptr) {
+    if (scribble) {
       spdlog::warn("{}: {}", kScribbleStatsVariable, stats_->scribble(stats_slot));
     }
 
@@ -405,6 +424,7 @@ class Master {
     settings.run_health_checks = slot == 0;
     settings.slot = slot;
     settings.generation = generation;
+    settings.withhold_ready = generation == unready_generation_;
     settings.on_shutdown = [] { set_process_title("ferry: worker process is shutting down"); };
     return worker::run_worker_cycle(settings);
   }
@@ -1510,7 +1530,9 @@ class Master {
   std::optional<Serving> previous_;
   Msec ready_timeout_ = kReadyTimeout;
   WorkerFailHook worker_fail_;
-  int workers_started_ = 0;  // forks of a worker, for worker_fail_
+  int workers_started_ = 0;     // forks of a worker, for worker_fail_ and scribbling_workers_
+  int scribbling_workers_ = 0;  // kScribbleStatsVariable
+  int unready_generation_ = 0;  // kUnreadyGenerationVariable
   ListenerSet listeners_;
   event::SharedMemory shm_;
   event::AcceptMutexWord* mutex_word_ = nullptr;
