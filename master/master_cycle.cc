@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/close_range.h>
-#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -31,11 +30,13 @@
 #include <optional>
 #include <set>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include <spdlog/spdlog.h>
 
 #include "conf/loader.h"
+#include "conf/user.h"
 #include "event/accept_mutex.h"
 #include "event/event_loop.h"
 #include "event/shared_memory.h"
@@ -432,13 +433,13 @@ class Master {
   // Runs before any thread of the worker exists: the bounding set and the ambient set are
   // per thread.
   static bool switch_user(const std::string& name) {
-    const passwd* pw = ::getpwnam(name.c_str());
-    if (pw == nullptr) {
-      spdlog::critical("getpwnam(\"{}\") failed", name);
+    const auto found = conf::look_up_user(name);
+    if (const auto* why = std::get_if<std::string>(&found)) {
+      spdlog::critical("{}", *why);
       return false;
     }
-    const uid_t uid = pw->pw_uid;
-    const gid_t gid = pw->pw_gid;
+    const uid_t uid = std::get<conf::UserIds>(found).uid;
+    const gid_t gid = std::get<conf::UserIds>(found).gid;
     // Emptied while root still may (CAP_SETPCAP): no file capability can give any back later.
     // Without CAP_SETPCAP (a root confined by its own bounding set) the rest stays: no_new_privs
     // already keeps file capabilities from applying, so that is a warning, not a refusal.
@@ -465,8 +466,9 @@ class Master {
   // Root created or reopened the logs; the worker reopens them as `name` on USR1 (nginx chowns
   // them the same way). Their folders must let that user through.
   static void give_logs_to(const conf::Config& cfg, const std::string& name) {
-    const passwd* pw = ::getpwnam(name.c_str());
-    if (pw == nullptr) return;  // switch_user says so
+    const auto found = conf::look_up_user(name);
+    if (!std::holds_alternative<conf::UserIds>(found)) return;  // switch_user says so
+    const uid_t uid = std::get<conf::UserIds>(found).uid;
     std::set<std::string> paths;
     if (cfg.log.path != "stderr") paths.insert(cfg.log.path);
     for (const conf::Proxy& p : cfg.proxies) {
@@ -480,10 +482,10 @@ class Master {
           path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644));
       struct stat st {};
       if (!fd || ::fstat(fd.get(), &st) == -1 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
-          st.st_uid == pw->pw_uid) {
+          st.st_uid == uid) {
         continue;
       }
-      if (::fchown(fd.get(), pw->pw_uid, static_cast<gid_t>(-1)) == -1) {
+      if (::fchown(fd.get(), uid, static_cast<gid_t>(-1)) == -1) {
         spdlog::warn("chown({}, {}) failed: {}", path, name, event::last_error().message());
       }
     }
