@@ -133,6 +133,16 @@ class Master {
 
   int run() {
     set_process_title("ferry: master process " + original_command_line());
+    // Workers of the master's own uid (no `user`, or a master that is not root: the packaged
+    // unit) could otherwise open /proc/MASTER/mem or use process_vm_writev on it: ptrace's
+    // rules let a uid into its own processes unless they are not dumpable. The master leaves no
+    // core dump then; its workers make themselves dumpable again.
+    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1) {
+      spdlog::warn(
+          "prctl(PR_SET_DUMPABLE, 0) failed: {}; processes of uid {} can write the "
+          "master's memory",
+          event::last_error().message(), ::geteuid());
+    }
     worker::set_log_role("master");
     raise_nofile_limit(*config_);
     ready_timeout_ = ready_timeout_from_environment();
@@ -353,6 +363,11 @@ class Master {
     if (!stats_->enter_worker()) return worker::kFatalExit;
     signal_.fd.reset();
     control_.drop();
+    // As before the master made itself undumpable: core dumps, and ptrace for its own user (a
+    // switch to `user` below makes it undumpable again, as the kernel does on a change of ids).
+    if (::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) == -1) {
+      spdlog::warn("prctl(PR_SET_DUMPABLE, 1) failed: {}", event::last_error().message());
+    }
     for (auto& w : workers_) w.channel.fd.reset();
     if (load_pool_) load_pool_->abandon();  // the master's reload thread is not in this process
 
