@@ -318,6 +318,9 @@ class Master {
           "all {} statistics slots are taken: worker {} (generation {}) will not be "
           "counted, limited per client or shown in the status",
           worker::CountersTable::kEntries, slot, generation);
+    } else {
+      // Before the fork: its block is zeroed before it can count anything.
+      stats_->worker_started(counters_->index_of(*counters), 0, generation, ::time(nullptr));
     }
     const pid_t pid = ::fork();
     if (pid == -1) {
@@ -339,7 +342,7 @@ class Master {
     ++workers_started_;
     if (counters != nullptr) {
       counters->owner.store(pid);
-      stats_->worker_started(counters_->index_of(*counters), pid, generation, ::time(nullptr));
+      stats_->worker_forked(counters_->index_of(*counters), pid);
     }
     auto& w = workers_.emplace_back();
     w.counters = counters;
