@@ -251,11 +251,28 @@ TEST_F(StatsTrustTest, TheFoldAllocatesNothing) {
 }  // namespace
 }  // namespace ferry::worker
 
-// Counts allocations while g_counting is set (TheFoldAllocatesNothing).
-void* operator new(std::size_t size) {
+// Counts allocations while g_counting is set (TheFoldAllocatesNothing). Every plain form is
+// replaced, so that whatever allocates with one frees with another of the same family.
+namespace {
+void* counted_malloc(std::size_t size) noexcept {
   if (ferry::worker::g_counting) ++ferry::worker::g_allocations;
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+  return std::malloc(size == 0 ? 1 : size);
+}
+}  // namespace
+void* operator new(std::size_t size) {
+  if (void* p = counted_malloc(size)) return p;
   throw std::bad_alloc();
 }
+void* operator new[](std::size_t size) { return ::operator new(size); }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  return counted_malloc(size);
+}
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
+  return counted_malloc(size);
+}
 void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
