@@ -4,7 +4,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <pwd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,11 +13,13 @@
 #include <map>
 #include <tuple>
 #include <utility>
+#include <variant>
 
 #include <libconfig.h++>
 
 #include "conf/lexical.h"
 #include "conf/source.h"
+#include "conf/user.h"
 #include "conf/values.h"
 
 namespace ferry::conf {
@@ -706,8 +707,10 @@ void read_root(Reader& r, const Setting& root, Config& cfg) {
   }
   if (auto* s = Reader::member(root, "user")) {
     if (auto name = r.string(*s, false)) {
-      if (::getpwnam(name->c_str()) == nullptr) {
-        r.error(*s, "no user named \"" + *name + "\" on this system");
+      // On the reload thread: getpwnam()'s one buffer is not for threads.
+      const auto found = look_up_user(*name);
+      if (const auto* why = std::get_if<std::string>(&found)) {
+        r.error(*s, *why);
       } else {
         cfg.user = *name;
       }

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <system_error>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -98,35 +99,59 @@ int IoBatch::submit(unsigned n) {
     fail_next_ = 0;
     return -err;
   }
+  if (take_next_ != 0) {
+    // liburing hands the kernel the SQEs up to sqe_tail: the last n - k stay behind, as those
+    // after an entry the kernel refused do.
+    const unsigned k = std::min(take_next_ - 1, n);
+    take_next_ = 0;
+    ring_.sq.sqe_tail -= n - k;
+    n = k;
+  }
   int rc;
   do {
-    rc = ::io_uring_submit_and_wait(&ring_, n);
+    if (cut_next_ != 0) {
+      cut_wait_ = std::exchange(cut_next_, 0);
+      rc = ::io_uring_submit(&ring_);  // no wait: collect() finds none gathered yet
+    } else {
+      rc = ::io_uring_submit_and_wait(&ring_, n);
+    }
   } while (rc == -EINTR);
   return rc;
+}
+
+void IoBatch::wait_more(unsigned got, unsigned n) {
+  int rc;
+  do {
+    io_uring_cqe* cqe = nullptr;
+    rc = cut_wait_ != 0 ? -std::exchange(cut_wait_, 0) : ::io_uring_wait_cqe(&ring_, &cqe);
+  } while (rc == -EINTR);
+  if (rc >= 0) return;
+  // The kernel still has n - got operations whose buffers and owners (sessions) the caller
+  // would free once told: neither reporting them nor tearing the ring down is safe while they
+  // may still run. The process ends; the master starts another worker.
+  spdlog::critical(
+      "io_uring_wait_cqe() failed with {} of {} operations still in the kernel: {}; exiting",
+      n - got, n, error_text(rc));
+  ::_exit(kBrokenRingExit);
 }
 
 void IoBatch::collect(unsigned n) {
   unsigned got = 0;
   while (got < n) {
-    io_uring_cqe* cqe = nullptr;
-    unsigned head = 0;
     unsigned seen = 0;
-    io_uring_for_each_cqe(&ring_, head, cqe) {
-      static_cast<Entry*>(::io_uring_cqe_get_data(cqe))->result = cqe->res;
-      ++seen;
+    if (cut_wait_ == 0) {
+      io_uring_cqe* cqe = nullptr;
+      unsigned head = 0;
+      io_uring_for_each_cqe(&ring_, head, cqe) {
+        static_cast<Entry*>(::io_uring_cqe_get_data(cqe))->result = cqe->res;
+        ++seen;
+      }
+      ::io_uring_cq_advance(&ring_, seen);
     }
-    ::io_uring_cq_advance(&ring_, seen);
     got += seen;
     if (got >= n) break;
     // A signal cut the wait short: the rest are still the kernel's, with their buffers.
-    int rc;
-    do {
-      rc = ::io_uring_wait_cqe(&ring_, &cqe);
-    } while (rc == -EINTR);
-    if (rc < 0) {
-      spdlog::error("io_uring_wait_cqe() failed: {}", error_text(rc));
-      return;
-    }
+    wait_more(got, n);
   }
 }
 

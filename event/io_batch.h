@@ -57,11 +57,22 @@ class IoBatch {
 
   // Submits everything queued in one system call, waits for the (inline) completions and
   // reports each to the Completion, in queue order. When the kernel takes none or only some,
-  // the batch stops (the rest is reported -ECANCELED, queued closes are done directly).
+  // the batch stops (the rest is reported -ECANCELED, queued closes are done directly). When
+  // waiting for operations the kernel took fails (other than EINTR), the process exits with
+  // kBrokenRingExit: those operations still hold buffers and sessions the caller would free.
   void flush();
 
-  // Test hook: the next flush fails as if io_uring_enter() had returned -`err`.
+  // The exit code of a process whose ring broke with operations in flight (a worker: the master
+  // respawns it, as after any crash).
+  static constexpr int kBrokenRingExit = 1;
+
+  // Test hooks. The next flush fails as if io_uring_enter() had returned -`err`.
   void fail_next_submit(int err) noexcept { fail_next_ = err; }
+  // The next flush hands the kernel only its first `k` operations ("took k of n").
+  void take_next_submit(unsigned k) noexcept { take_next_ = k + 1; }
+  // The next flush's wait is cut short before any completion is gathered (as a signal does),
+  // and the wait for the rest first fails with `err` (EINTR: waited again).
+  void cut_next_wait(int err) noexcept { cut_next_ = err; }
 
   // Counters for tests and benchmarks.
   [[nodiscard]] std::size_t submits() const noexcept { return submits_; }
@@ -81,6 +92,8 @@ class IoBatch {
   int submit(unsigned n);
   // Gathers the results of the first `n` queued operations.
   void collect(unsigned n);
+  // Waits for one more completion; a failure other than EINTR is fatal.
+  void wait_more(unsigned got, unsigned n);
   // The batch stops: the ring goes, the operations the kernel did not take are cancelled.
   void stop(int rc, unsigned submitted, unsigned n);
 
@@ -90,6 +103,9 @@ class IoBatch {
   unsigned capacity_ = 0;
   unsigned count_ = 0;
   int fail_next_ = 0;
+  unsigned take_next_ = 0;  // k + 1; 0: none
+  int cut_next_ = 0;        // errno for the next flush's cut wait; 0: none
+  int cut_wait_ = 0;        // that errno, while the flush it cut waits
   std::size_t submits_ = 0;
   std::size_t completed_ = 0;
   bool enabled_ = false;

@@ -1,5 +1,6 @@
-// The master's end of the control socket: opening it (mode 0600, never through a link), and
-// which peers may use it (root and the master's own user, the users kill(2) lets signal it).
+// The master's end of the control socket: opening it (mode 0600 from the moment it appears, never
+// through a link), the listener the loop polls, and which peers may use it (root and the master's
+// own user, the users kill(2) lets signal it).
 #pragma once
 
 #include <sys/types.h>
@@ -8,6 +9,8 @@
 #include <string>
 
 #include "event/clock.h"
+#include "event/connection.h"
+#include "event/event_loop.h"
 #include "event/syscall_util.h"
 
 namespace ferry::master {
@@ -18,10 +21,42 @@ inline constexpr event::Msec kControlRequestTimeout{3'000};
 // flood of idle connections cannot keep `-s reload` out (nor take the master's connections).
 inline constexpr std::size_t kMaxUnrequestedControl = 32;
 
-// Binds and listens at `path`, mode 0600, creating its folder when missing. A stale socket or a
-// link at the path is removed (a link is never followed); anything else there is left alone and
-// refused. Logs why it failed.
+// Binds and listens at `path`, mode 0600, creating its folder when missing. The socket is bound
+// in a private folder made beside it and renamed into place, so it never shows at another mode.
+// A stale socket or a link at the path is replaced (a link is never followed); anything else
+// there is left alone and refused. Logs why it failed.
 event::UniqueFd open_control_socket(const std::string& path);
+
+// The listening control socket as the master's loop polls it (level-triggered; an accept error
+// may pause it on its read event's timer).
+class ControlServer {
+ public:
+  // `accept` runs on the listener's read event; the listener's `data` is `owner`.
+  ControlServer(event::EventLoop& loop, event::EventHandler accept, void* owner) noexcept
+      : loop_(loop) {
+    listener_.read.handler = accept;
+    listener_.data = owner;
+  }
+  ControlServer(const ControlServer&) = delete;
+  ControlServer& operator=(const ControlServer&) = delete;
+
+  // Opens the socket at `path` in place of the one open now, if any, which is closed once the
+  // new one is polled. False (logged): nothing changed, and nothing is left at `path`.
+  bool open(const std::string& path);
+  // Stops polling (and an accept pause) and closes the socket; its file stays, for whoever owns
+  // the path to remove.
+  void close() noexcept;
+  // In a forked worker: the fd goes; the loop is the master's, not to be touched.
+  void drop() noexcept { listener_.fd.reset(); }
+  [[nodiscard]] bool is_open() const noexcept { return static_cast<bool>(listener_.fd); }
+  [[nodiscard]] int fd() const noexcept { return listener_.fd.get(); }
+
+ private:
+  void stop_polling() noexcept;
+
+  event::EventLoop& loop_;
+  event::Connection listener_;
+};
 
 // Why the peer of the accepted control connection `fd` may not use it (its uid is neither root
 // nor the master's), or nothing when it may.

@@ -6,7 +6,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/close_range.h>
-#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -21,6 +20,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -30,11 +30,13 @@
 #include <optional>
 #include <set>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include <spdlog/spdlog.h>
 
 #include "conf/loader.h"
+#include "conf/user.h"
 #include "event/accept_mutex.h"
 #include "event/event_loop.h"
 #include "event/shared_memory.h"
@@ -76,9 +78,12 @@ constexpr const char* kReadyTimeoutVariable = "FERRY_TEST_READY_TIMEOUT_MS";
 // (FIRST+COUNT-1)-th (from 0, respawns and reloads included) exit with CODE at once, so that the
 // respawn back-off and the rule for exit code 2 (kFatalExit) can be tested.
 constexpr const char* kWorkerFailVariable = "FERRY_TEST_WORKER_FAIL";
-// Test only: a worker that finds it set writes garbage over every statistics word it can (what a
-// worker gone wrong might do), to show that the master does not trust them.
+// Test only: "N" makes the first N workers the master starts write garbage over every statistics
+// word they can (what a worker gone wrong might do), to show that the master does not trust them.
 constexpr const char* kScribbleStatsVariable = "FERRY_TEST_SCRIBBLE_STATS";
+// Test only: "N" makes the workers of generation N (only) serve without ever reporting ready, as
+// workers stuck in their start would (a reload then stays pending until its timeout).
+constexpr const char* kUnreadyGenerationVariable = "FERRY_TEST_UNREADY_GENERATION";
 // After a worker has been told to stop: how long past its own bound before SIGKILL.
 constexpr Msec kKillGrace{5'000};
 // A worker that dies this soon after starting is respawned with a growing delay.
@@ -128,10 +133,24 @@ class Master {
 
   int run() {
     set_process_title("ferry: master process " + original_command_line());
+    // Workers of the master's own uid (no `user`, or a master that is not root: the packaged
+    // unit) could otherwise open /proc/MASTER/mem or use process_vm_writev on it: ptrace's
+    // rules let a uid into its own processes unless they are not dumpable. The master leaves no
+    // core dump then; its workers make themselves dumpable again.
+    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1) {
+      spdlog::warn(
+          "prctl(PR_SET_DUMPABLE, 0) failed: {}; processes of uid {} can write the "
+          "master's memory",
+          event::last_error().message(), ::geteuid());
+    }
     worker::set_log_role("master");
     raise_nofile_limit(*config_);
     ready_timeout_ = ready_timeout_from_environment();
     worker_fail_ = worker_fail_from_environment();
+    // Read here, once: the workers get the verdict, and neither they nor a new binary (whose
+    // generations are numbered from 1 again) see the variables.
+    scribbling_workers_ = number_from_environment(kScribbleStatsVariable);
+    unready_generation_ = number_from_environment(kUnreadyGenerationVariable);
 
     std::string why;
     // A new master of a binary upgrade gets its sockets (systemd's among them) from the old one.
@@ -221,17 +240,7 @@ class Master {
 
   bool open_control_socket() {
     control_path_ = control_socket_path(config_->pid_file);
-    UniqueFd fd = master::open_control_socket(control_path_);
-    if (!fd) return false;
-    control_.fd = std::move(fd);
-    control_.data = this;
-    control_.read.handler = on_control_accept;
-    if (loop_.add_event(control_.read, event::EventKind::read, event::EventLoop::kLevel)) {
-      control_.fd.reset();
-      ::unlink(control_path_.c_str());  // no socket left behind that nobody answers on
-      return false;
-    }
-    return true;
+    return control_.open(control_path_);
   }
 
   static Msec ready_timeout_from_environment() {
@@ -240,6 +249,15 @@ class Master {
     const long ms = std::strtol(value, nullptr, 10);
     ::unsetenv(kReadyTimeoutVariable);  // not for the workers, nor for a new binary
     return ms > 0 ? Msec{ms} : kReadyTimeout;
+  }
+
+  // A test hook's number (0 when unset or not a positive number), taken out of the environment.
+  static int number_from_environment(const char* name) {
+    const char* value = std::getenv(name);
+    if (value == nullptr) return 0;
+    const long n = std::strtol(value, nullptr, 10);
+    ::unsetenv(name);
+    return n > 0 && n <= INT_MAX ? static_cast<int>(n) : 0;
   }
 
   static WorkerFailHook worker_fail_from_environment() {
@@ -300,6 +318,9 @@ class Master {
           "all {} statistics slots are taken: worker {} (generation {}) will not be "
           "counted, limited per client or shown in the status",
           worker::CountersTable::kEntries, slot, generation);
+    } else {
+      // Before the fork: its block is zeroed before it can count anything.
+      stats_->worker_started(counters_->index_of(*counters), 0, generation, ::time(nullptr));
     }
     const pid_t pid = ::fork();
     if (pid == -1) {
@@ -315,12 +336,13 @@ class Master {
                      workers_started_, worker_fail_.code);
         ::_exit(worker_fail_.code);
       }
-      ::_exit(worker_main(slot, generation, worker_end.release(), counters));
+      ::_exit(worker_main(slot, generation, worker_end.release(), counters,
+                          workers_started_ < scribbling_workers_));
     }
     ++workers_started_;
     if (counters != nullptr) {
       counters->owner.store(pid);
-      stats_->worker_started(counters_->index_of(*counters), pid, generation, ::time(nullptr));
+      stats_->worker_forked(counters_->index_of(*counters), pid);
     }
     auto& w = workers_.emplace_back();
     w.counters = counters;
@@ -337,12 +359,18 @@ class Master {
   }
 
   // Runs in the forked child: drop everything that is the master's, become a worker.
-  int worker_main(int slot, int generation, int channel, worker::WorkerCounters* counters) {
+  int worker_main(int slot, int generation, int channel, worker::WorkerCounters* counters,
+                  bool scribble) {
     loop_.abandon();
     // First of all: from here on the statistics registry is read-only to this process.
     if (!stats_->enter_worker()) return worker::kFatalExit;
     signal_.fd.reset();
-    control_.fd.reset();
+    control_.drop();
+    // As before the master made itself undumpable: core dumps, and ptrace for its own user (a
+    // switch to `user` below makes it undumpable again, as the kernel does on a change of ids).
+    if (::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) == -1) {
+      spdlog::warn("prctl(PR_SET_DUMPABLE, 1) failed: {}", event::last_error().message());
+    }
     for (auto& w : workers_) w.channel.fd.reset();
     if (load_pool_) load_pool_->abandon();  // the master's reload thread is not in this process
 
@@ -393,7 +421,7 @@ class Master {
 
     const std::size_t stats_slot =
         counters != nullptr ? counters_->index_of(*counters) : worker::StatsTable::kNoSlot;
-    if (std::getenv(kScribbleStatsVariable) != nullptr) {
+    if (scribble) {
       spdlog::warn("{}: {}", kScribbleStatsVariable, stats_->scribble(stats_slot));
     }
 
@@ -415,6 +443,7 @@ class Master {
     settings.run_health_checks = slot == 0;
     settings.slot = slot;
     settings.generation = generation;
+    settings.withhold_ready = generation == unready_generation_;
     settings.on_shutdown = [] { set_process_title("ferry: worker process is shutting down"); };
     return worker::run_worker_cycle(settings);
   }
@@ -422,13 +451,13 @@ class Master {
   // Runs before any thread of the worker exists: the bounding set and the ambient set are
   // per thread.
   static bool switch_user(const std::string& name) {
-    const passwd* pw = ::getpwnam(name.c_str());
-    if (pw == nullptr) {
-      spdlog::critical("getpwnam(\"{}\") failed", name);
+    const auto found = conf::look_up_user(name);
+    if (const auto* why = std::get_if<std::string>(&found)) {
+      spdlog::critical("{}", *why);
       return false;
     }
-    const uid_t uid = pw->pw_uid;
-    const gid_t gid = pw->pw_gid;
+    const uid_t uid = std::get<conf::UserIds>(found).uid;
+    const gid_t gid = std::get<conf::UserIds>(found).gid;
     // Emptied while root still may (CAP_SETPCAP): no file capability can give any back later.
     // Without CAP_SETPCAP (a root confined by its own bounding set) the rest stays: no_new_privs
     // already keeps file capabilities from applying, so that is a warning, not a refusal.
@@ -455,8 +484,9 @@ class Master {
   // Root created or reopened the logs; the worker reopens them as `name` on USR1 (nginx chowns
   // them the same way). Their folders must let that user through.
   static void give_logs_to(const conf::Config& cfg, const std::string& name) {
-    const passwd* pw = ::getpwnam(name.c_str());
-    if (pw == nullptr) return;  // switch_user says so
+    const auto found = conf::look_up_user(name);
+    if (!std::holds_alternative<conf::UserIds>(found)) return;  // switch_user says so
+    const uid_t uid = std::get<conf::UserIds>(found).uid;
     std::set<std::string> paths;
     if (cfg.log.path != "stderr") paths.insert(cfg.log.path);
     for (const conf::Proxy& p : cfg.proxies) {
@@ -470,10 +500,10 @@ class Master {
           path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644));
       struct stat st {};
       if (!fd || ::fstat(fd.get(), &st) == -1 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
-          st.st_uid == pw->pw_uid) {
+          st.st_uid == uid) {
         continue;
       }
-      if (::fchown(fd.get(), pw->pw_uid, static_cast<gid_t>(-1)) == -1) {
+      if (::fchown(fd.get(), uid, static_cast<gid_t>(-1)) == -1) {
         spdlog::warn("chown({}, {}) failed: {}", path, name, event::last_error().message());
       }
     }
@@ -573,21 +603,16 @@ class Master {
     if (same_file(new_control_path, old_control_path)) {
       control_path_ = new_control_path;
     } else {
-      if (control_.read.active) (void)loop_.del_event(control_.read, event::EventKind::read, false);
-      loop_.del_timer(control_.read);  // an EMFILE pause
-      UniqueFd old_control = std::move(control_.fd);
-      if (!open_control_socket()) {
+      if (!control_.open(new_control_path)) {
         // Both stay where `ferry -s` with the old configuration finds them.
         spdlog::error(
             "pid_file changed to {} but the control socket cannot move; the master stays "
             "at {}",
             config_->pid_file, old_pid_file);
         if (!same_pid_file) remove_pid_file(config_->pid_file);
-        control_path_ = old_control_path;
-        control_.fd = std::move(old_control);
-        (void)loop_.add_event(control_.read, event::EventKind::read, event::EventLoop::kLevel);
         return;
       }
+      control_path_ = new_control_path;
       if (owns_control_path_ && ::unlink(old_control_path.c_str()) == -1) {
         spdlog::warn("unlink({}) failed: {}", old_control_path, event::last_error().message());
       }
@@ -831,11 +856,7 @@ class Master {
     }
     // Nothing new: the workers own the sockets until they exit.
     listeners_.close_all();
-    if (control_.fd) {
-      if (control_.read.active) (void)loop_.del_event(control_.read, event::EventKind::read, false);
-      loop_.del_timer(control_.read);  // an EMFILE pause
-      control_.fd.reset();
-    }
+    control_.close();
     answer_reload_waiters("error\nferry: the master is stopping\n", true);
     // An upgrade's asker told this master to leave (its new master serves): nothing to add.
     answer_all(upgrade_clients_, "ok\n");
@@ -1033,10 +1054,8 @@ class Master {
     } else {
       pid_file_ = back;
     }
-    if (!stopping_ && control_.fd) {
-      if (control_.read.active) (void)loop_.del_event(control_.read, event::EventKind::read, false);
-      loop_.del_timer(control_.read);  // an EMFILE pause
-      control_.fd.reset();
+    if (!stopping_ && control_.is_open()) {
+      control_.close();
       if (open_control_socket()) owns_control_path_ = true;
     }
     if (!stopping_) {
@@ -1381,13 +1400,13 @@ class Master {
     auto& self = *static_cast<Master*>(static_cast<Connection*>(ev.data)->data);
     if (ev.timedout) {  // the pause after EMFILE/ENFILE is over
       ev.timedout = false;
-      if (!self.control_.fd || ev.active) return;  // closed (stop) or reopened meanwhile
+      if (!self.control_.is_open() || ev.active) return;  // closed (stop) or reopened meanwhile
       if (self.loop_.add_event(ev, event::EventKind::read, event::EventLoop::kLevel)) {
         self.loop_.add_timer(ev, kControlAcceptPause);  // logged by add_event; try again later
       }
       return;
     }
-    UniqueFd fd(::accept4(self.control_.fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    UniqueFd fd(::accept4(self.control_.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
     if (!fd) {
       const int err = errno;
       if (err != EAGAIN && err != EWOULDBLOCK && err != ECONNABORTED && err != EINTR) {
@@ -1531,7 +1550,9 @@ class Master {
   std::optional<Serving> previous_;
   Msec ready_timeout_ = kReadyTimeout;
   WorkerFailHook worker_fail_;
-  int workers_started_ = 0;  // forks of a worker, for worker_fail_
+  int workers_started_ = 0;     // forks of a worker, for worker_fail_ and scribbling_workers_
+  int scribbling_workers_ = 0;  // kScribbleStatsVariable
+  int unready_generation_ = 0;  // kUnreadyGenerationVariable
   ListenerSet listeners_;
   event::SharedMemory shm_;
   event::AcceptMutexWord* mutex_word_ = nullptr;
@@ -1546,7 +1567,7 @@ class Master {
   std::size_t health_servers_ = 0;  // the servers health_board_ was laid out for
   event::EventLoop loop_;
   Connection signal_;
-  Connection control_;
+  ControlServer control_{loop_, on_control_accept, this};
   std::string control_path_;
   std::string pid_file_;
   std::vector<Connection*> unrequested_;      // control connections, oldest first, no request yet

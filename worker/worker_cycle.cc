@@ -119,7 +119,7 @@ class Worker {
     gauge_timer_.data = this;
     loop_.add_timer(gauge_timer_, kGaugeInterval);
 
-    if (settings_.channel >= 0 && !withhold_ready()) {
+    if (settings_.channel >= 0 && !settings_.withhold_ready) {
       channel_send(settings_.channel, static_cast<char>(Report::ready));
     }
     spdlog::debug("worker {} (generation {}) serving", settings_.slot, settings_.generation);
@@ -141,16 +141,6 @@ class Worker {
   }
 
  private:
-  // Test only: FERRY_TEST_UNREADY_GENERATION=N makes the workers of generation N (only)
-  // serve without ever reporting ready, as workers stuck in their start would (a reload then
-  // stays pending until its timeout). Not for production use.
-  bool withhold_ready() const {
-    const char* value = std::getenv("FERRY_TEST_UNREADY_GENERATION");
-    if (value == nullptr) return false;
-    const long only = std::strtol(value, nullptr, 10);
-    return only > 0 && settings_.generation == only;
-  }
-
   bool open_channel() {
     channel_ = loop_.get_connection(event::UniqueFd(settings_.channel));
     if (channel_ == nullptr) return false;

@@ -33,6 +33,9 @@ struct WorkerSettings {
   std::size_t stats_slot = StatsTable::kNoSlot;
   int slot = 0;
   int generation = 0;
+  // Test only (the master's FERRY_TEST_UNREADY_GENERATION): serve without ever reporting ready,
+  // as a worker stuck in its start would.
+  bool withhold_ready = false;
   // Called when the worker starts shutting down (sets the "is shutting down" process title).
   void (*on_shutdown)() = nullptr;
 };

@@ -314,6 +314,50 @@ TEST_P(WorkerConnectionsTest, AFullWorkerRefusesNewClientsAtOnceAndKeepsItsSessi
 
 INSTANTIATE_TEST_SUITE_P(PoolSizes, WorkerConnectionsTest, ::testing::Values(7, 8));
 
+// A PROXY-protocol session holds only its client's connection while it waits for the header,
+// so the pool can be empty when it opens the server side. worker_connections = 4: the channel
+// and two waiting clients leave one, which the first to send its header takes for its server;
+// the second then ends no_connections, not connect_failed (nothing is wrong with the server).
+TEST(WorkerConnectionsAtConnectTest, APoolFoundEmptyWhenTheServerSideOpensEndsNoConnections) {
+  EchoServer backend;
+  TempDir logs;
+  const std::string access = logs.path() + "/access.log";
+  const int port = free_port();
+  FerryInstance ferry(
+      config(1,
+             {proxy("pp", "127.0.0.1:" + std::to_string(port), backend.port(),
+                    "accept_proxy_protocol = true; access_log = \"" + access + "\";")},
+             "worker_connections = 4;\n"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const int first = connect_from("127.0.0.1", "127.0.0.1", port);
+  const int second = connect_from("127.0.0.1", "127.0.0.1", port);
+  ASSERT_TRUE(first >= 0 && second >= 0);
+  std::vector<long> row;
+  ASSERT_TRUE(eventually([&] {
+    row = status_row(ferry, "pp");
+    return row.size() == 6 && row[0] == 2 && row[2] == 2;
+  })) << "both clients wait for their header\n"
+      << ferry.command("status").out;
+  const std::string header = "PROXY TCP4 192.0.2.1 127.0.0.1 1111 80\r\n";
+  ASSERT_TRUE(send_all(first, header));
+  EXPECT_TRUE(served(first)) << ferry.log();
+  ASSERT_TRUE(send_all(second, header + "ping"));
+  EXPECT_TRUE(closed_by_peer(second, seconds(3)));
+  ::close(second);
+  std::string log;
+  EXPECT_TRUE(eventually([&] {
+    log = read_file(access);
+    return count_of(log, " no_connections\n") == 1;
+  })) << log;
+  EXPECT_EQ(count_of(log, "connect_failed"), 0U) << log;
+  EXPECT_TRUE(eventually([&] {
+    row = status_row(ferry, "pp");
+    return row.size() == 6 && row[5] == 1;
+  })) << ferry.command("status").out;
+  EXPECT_TRUE(served(first, "still served")) << "the session that got the connection keeps it";
+  ::close(first);
+}
+
 TEST(AccessLogTest, EveryWayASessionEndsIsLogged) {
   EchoServer backend;
   TempDir logs;

@@ -3,6 +3,7 @@
 // on the control socket, and idle connections that would keep `-s reload` out.
 #include <pwd.h>
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -194,6 +196,79 @@ TEST(ControlFilesTest, TheRunFolderIsMadeOnlyTheMastersToWrite) {
       << ferry->stderr_so_far();
   ferry->signal(SIGTERM);
   EXPECT_EQ(ferry->wait(seconds(10)).exit_code, 0);
+}
+
+// The control socket never shows at the mode bind() gives it (the umask's, here 0777): it appears
+// in its folder only by a rename, 0600 already, at start and at every reload that moves it.
+TEST(ControlFilesTest, TheControlSocketAppearsOnlyAt0600) {
+  EchoServer backend;
+  const std::string body = one_proxy_config(1, free_port(), backend.port());
+  FerryInstance ferry(body);
+  const std::string dir = ferry.dir().path();
+  const std::string run = dir + "/run";
+  ASSERT_EQ(::mkdir(run.c_str(), 0755), 0) << std::strerror(errno);
+  const std::vector<std::string> sockets = {dir + "/ferry.ctl", run + "/moved.ctl"};
+  const int watch = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  ASSERT_GE(watch, 0) << std::strerror(errno);
+  for (const std::string& folder : {dir, run}) {
+    ASSERT_GE(::inotify_add_watch(watch, folder.c_str(), IN_CREATE | IN_MOVED_TO), 0);
+  }
+  // Besides the events (which come after the fact), a look at the mode as often as can be.
+  std::atomic<bool> done = false;
+  std::atomic<int> wrong_mode = 0;
+  std::thread looker([&] {
+    while (!done) {
+      for (const std::string& path : sockets) {
+        struct stat st {};
+        if (::lstat(path.c_str(), &st) == 0 && (st.st_mode & 07777) != 0600) {
+          wrong_mode = static_cast<int>(st.st_mode & 07777);
+        }
+      }
+    }
+  });
+  const mode_t mask = ::umask(0);
+  const bool started = ferry.start();
+  ::umask(mask);
+  ASSERT_TRUE(started) << ferry.log();
+  for (int i = 1; i <= 6; ++i) {
+    const std::string pid = i % 2 == 1 ? run + "/moved.pid" : dir + "/ferry.pid";
+    ferry.dir().write("ferry.conf",
+                      "pid_file = \"" + pid + "\";\nlog = { level = \"info\"; };\n" + body);
+    ferry.signal(SIGHUP);
+    ASSERT_TRUE(eventually([&] {
+      ferry.drain_log();
+      return count_of(ferry.log(), "pid file moved from") == static_cast<std::size_t>(i);
+    })) << ferry.log();
+  }
+  done = true;
+  looker.join();
+  EXPECT_EQ(wrong_mode, 0) << "the control socket was seen at mode " << std::oct << wrong_mode;
+
+  std::vector<std::string> created, renamed;
+  alignas(inotify_event) char buf[64 * 1024];
+  for (;;) {
+    const ssize_t n = ::read(watch, buf, sizeof buf);
+    if (n <= 0) break;
+    for (ssize_t at = 0; at < n;) {
+      const auto* e = reinterpret_cast<const inotify_event*>(buf + at);
+      const std::string name = e->len > 0 ? e->name : "";
+      if (name.ends_with(".ctl")) ((e->mask & IN_CREATE) != 0 ? created : renamed).push_back(name);
+      at += static_cast<ssize_t>(sizeof(inotify_event) + e->len);
+    }
+  }
+  ::close(watch);
+  EXPECT_TRUE(created.empty()) << "bound in place " << created.size() << " time(s)";
+  EXPECT_EQ(renamed.size(), 7U) << "one rename at start and one per move";
+  std::size_t leftovers = 0;
+  for (const std::string& folder : {dir, run}) {
+    for (const auto& e : std::filesystem::directory_iterator(folder)) {
+      leftovers += e.path().filename().string().starts_with(".ferry-ctl.") ? 1 : 0;
+    }
+  }
+  EXPECT_EQ(leftovers, 0U) << "a private bind folder was left behind";
+  const Finished stop = ferry.command("stop");
+  EXPECT_EQ(stop.exit_code, 0) << stop.err;
+  EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
 }
 
 // The packaged service runs the master as User=ferry; root controls it (logrotate's postrotate

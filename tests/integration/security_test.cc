@@ -13,10 +13,12 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -595,6 +597,49 @@ bool bindable(const std::string& ip, int port) {
   const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0;
   ::close(fd);
   return ok;
+}
+
+// errno of open(path, O_RDWR) by a process of `uid` (0: it opened).
+int open_errno_as(uid_t uid, gid_t gid, const std::string& path) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    if (::setgroups(0, nullptr) == -1 || ::setgid(gid) == -1 || ::setuid(uid) == -1) _exit(255);
+    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    _exit(fd >= 0 ? 0 : errno);
+  }
+  int status = 0;
+  if (child == -1 || ::waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
+}
+
+// The packaged service runs the master and its workers as one user (User=ferry, no `user`): a
+// worker (or anything else of that uid) must not write the master's memory, where the
+// registry's writable view and the per-client secret are. Its workers stay its user's to debug.
+TEST(SecurityOneUidTest, AProcessOfTheMastersUidCannotWriteItsMemory) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to start the master as another user";
+  const passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  const uid_t uid = nobody->pw_uid;
+  const gid_t gid = nobody->pw_gid;
+  EchoServer backend;
+  FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
+  ASSERT_EQ(::chown(ferry.dir().path().c_str(), uid, gid), 0);
+  ASSERT_EQ(::chmod(ferry.conf().c_str(), 0644), 0);
+  ferry.set_launcher({"/usr/bin/setpriv", "--reuid=" + std::to_string(uid),
+                      "--regid=" + std::to_string(gid), "--clear-groups"});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::set<pid_t> workers = ferry.workers();
+  ASSERT_EQ(workers.size(), 1u);
+  const auto mem = [](pid_t pid) { return "/proc/" + std::to_string(pid) + "/mem"; };
+  EXPECT_EQ(open_errno_as(uid, gid, mem(*workers.begin())), 0)
+      << "the worker's own user may open its memory (as before)";
+  const int err = open_errno_as(uid, gid, mem(ferry.master()));
+  EXPECT_TRUE(err == EACCES || err == EPERM) << "open(/proc/MASTER/mem): " << std::strerror(err);
+  // Root still reads what it did (the tests' /proc/MASTER/fd and /task).
+  EXPECT_FALSE(open_fds(ferry.master()).empty());
+  EXPECT_EQ(thread_count(ferry.master()), 1u);
+  ferry.signal(SIGQUIT);
+  EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
 }
 
 TEST_F(SecurityTest, TheStatusEndpointListensOnLoopbackByDefault) {

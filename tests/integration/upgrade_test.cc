@@ -172,6 +172,29 @@ TEST_F(UpgradeTest, SignalUpgradeFailsAndKeepsTheOldMasterWhenTheNewOneCannotSta
   if (fd >= 0) ::close(fd);
 }
 
+// A test hook is the master's to read: it takes it out of the environment, so that neither its
+// workers nor a new binary (whose generations count from 1 again) act on it.
+TEST(UpgradeHooksTest, ANewBinaryDoesNotActOnTheFirstMastersTestHook) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(port, backend.port()));
+  ferry.set_options({.env = {"FERRY_TEST_UNREADY_GENERATION=2"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const Finished up = ferry.command("upgrade");
+  ASSERT_EQ(up.exit_code, 0) << up.err << ferry.log();
+  const pid_t fresh = pid_in(ferry.pid_file());
+  const KillOnExit guard{fresh};
+  EXPECT_EQ(ferry.wait().exit_code, 0) << "the old master leaves by itself";
+  // The new master's generation 2 reports ready: its reload completes.
+  const Finished reload = ferry.command("reload");
+  EXPECT_EQ(reload.exit_code, 0) << reload.err;
+  const int fd = connect_to_port(port);
+  EXPECT_TRUE(fd >= 0 && echo_round_trip(fd, "served by generation 2"));
+  if (fd >= 0) ::close(fd);
+  ::kill(fresh, SIGQUIT);
+  EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
+}
+
 // How many of `pid`'s descriptors refer to `file`.
 int handles_of(pid_t pid, const std::string& file) {
   namespace fs = std::filesystem;

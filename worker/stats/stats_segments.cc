@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -50,7 +51,25 @@ void fill(T& object, unsigned char byte) noexcept {
   std::memset(static_cast<void*>(&object), byte, sizeof object);
 }
 
+std::atomic<bool> g_refuse_future_write_seal{false};
+
+// Seals the registry against growing, shrinking and any write access made from now on. False
+// with errno EINVAL on a kernel without F_SEAL_FUTURE_WRITE (before 5.1): then only the size
+// is sealed, and the caller keeps the workers' view read-only in another way.
+bool seal_registry(int fd) noexcept {
+  if (g_refuse_future_write_seal.exchange(false)) {
+    errno = EINVAL;
+  } else if (::fcntl(fd, F_ADD_SEALS,
+                     F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) == 0) {
+    return true;
+  }
+  if (errno == EINVAL) (void)::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  return false;
+}
+
 }  // namespace
+
+void StatsTable::refuse_future_write_seal_once() noexcept { g_refuse_future_write_seal = true; }
 
 std::unique_ptr<StatsTable> StatsTable::create(std::string_view version, pid_t master_pid,
                                                std::int64_t started) {
@@ -65,14 +84,30 @@ std::unique_ptr<StatsTable> StatsTable::create(std::string_view version, pid_t m
   t->writable_ = static_cast<Registry*>(
       map_shared(registry.get(), sizeof(Registry), PROT_READ | PROT_WRITE, "registry"));
   if (t->writable_ == nullptr) return nullptr;
-  if (::fcntl(registry.get(), F_ADD_SEALS,
-              F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) == -1) {
-    spdlog::critical("sealing the statistics registry (F_ADD_SEALS) failed: {}",
-                     event::last_error().message());
-    return nullptr;
+  // Without the seal (Linux < 5.1), the read-only view comes from a read-only open of the
+  // memfd: a shared mapping of a file not open for writing can never be made writable (mprotect
+  // and /proc/PID/mem are refused as with the seal), and no worker holds a writable fd of it.
+  event::UniqueFd read_only;
+  if (!seal_registry(registry.get())) {
+    if (errno != EINVAL) {
+      spdlog::critical("sealing the statistics registry (F_ADD_SEALS) failed: {}",
+                       event::last_error().message());
+      return nullptr;
+    }
+    const std::string path = "/proc/self/fd/" + std::to_string(registry.get());
+    read_only.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!read_only) {
+      spdlog::critical("the kernel refuses F_SEAL_FUTURE_WRITE, and open({}) failed: {}", path,
+                       event::last_error().message());
+      return nullptr;
+    }
+    spdlog::warn(
+        "the kernel refuses F_SEAL_FUTURE_WRITE (Linux < 5.1): the workers' view of the "
+        "statistics registry is mapped from a read-only descriptor instead");
   }
-  t->registry_ = static_cast<const Registry*>(
-      map_shared(registry.get(), sizeof(Registry), PROT_READ, "registry (read-only)"));
+  t->registry_ =
+      static_cast<const Registry*>(map_shared(read_only ? read_only.get() : registry.get(),
+                                              sizeof(Registry), PROT_READ, "registry (read-only)"));
   if (t->registry_ == nullptr) return nullptr;
   const event::UniqueFd counters = new_memfd("ferry-stats-counters", sizeof(Counters), 0);
   if (!counters) return nullptr;

@@ -155,6 +155,20 @@ void retire_values(const Totals& from, Counters& to, const Fields& fields) noexc
   }
 }
 
+// How many counters `from` would take past the ceiling once added to the retired totals `to`:
+// a rogue worker's counts just under it would otherwise push a proxy's whole history out.
+template <typename Counters, typename Totals, typename Fields>
+std::size_t past_ceiling(const Totals& from, const Counters& to, const Fields& fields) noexcept {
+  std::size_t wrong = 0;
+  for (const auto& f : fields) {
+    if (!f.gauge &&
+        saturating_add((to.*f.counter).load(kRelaxed), from.*f.total) >= StatsTable::kCeiling) {
+      ++wrong;
+    }
+  }
+  return wrong;
+}
+
 template <typename Counters, typename Fields>
 void zero(Counters& c, const Fields& fields) noexcept {
   for (const auto& f : fields) (c.*f.counter).store(0, kRelaxed);
@@ -303,10 +317,23 @@ void StatsTable::worker_started(std::size_t slot, pid_t pid, int generation,
                                 std::int64_t started) noexcept {
   if (slot >= kSlots || writable_ == nullptr) return;
   SeqWrite w(writable_->fold_seq);
+  StatsBlock& b = counters_->slots[slot];
+  for (std::uint32_t p = 0; p < proxy_count_; ++p) zero(b.proxies[p], kProxyFields);
+  for (std::uint32_t s = 0; s < server_count_; ++s) {
+    zero(b.servers[s], kServerFields);
+    b.servers[s].failed.store(0, kRelaxed);
+  }
+  counters_->gauges[slot].connections.store(0, kRelaxed);
   Registry::WorkerEntry& e = writable_->workers[slot];
   e.generation.store(generation, kRelaxed);
   e.started.store(started, kRelaxed);
   e.pid.store(pid, kRelaxed);
+}
+
+void StatsTable::worker_forked(std::size_t slot, pid_t pid) noexcept {
+  if (slot >= kSlots || writable_ == nullptr) return;
+  SeqWrite w(writable_->fold_seq);
+  writable_->workers[slot].pid.store(pid, kRelaxed);
 }
 
 std::size_t StatsTable::fold(std::size_t slot) noexcept {
@@ -314,16 +341,18 @@ std::size_t StatsTable::fold(std::size_t slot) noexcept {
   Registry& r = *writable_;
   StatsBlock& b = counters_->slots[slot];
   // Checked before any is kept: a worker's garbage is left out whole, not in part.
-  std::vector<Snapshot::Proxy> proxies(proxy_count_);
-  std::vector<Snapshot::Server> servers(server_count_);
+  Snapshot::Proxy* proxies = fold_proxies_.get();
+  Snapshot::Server* servers = fold_servers_.get();
   std::size_t wrong = 0;
   for (std::uint32_t p = 0; p < proxy_count_; ++p) {
     wrong += read_entry(b.proxies[p], proxies[p], kProxyFields);
     wrong += check_proxy(proxies[p], true);
+    wrong += past_ceiling(proxies[p], r.retired.proxies[p], kProxyFields);
   }
   for (std::uint32_t s = 0; s < server_count_; ++s) {
     wrong += read_entry(b.servers[s], servers[s], kServerFields);
     wrong += check_server(servers[s], true);
+    wrong += past_ceiling(servers[s], r.retired.servers[s], kServerFields);
   }
   {
     SeqWrite w(r.fold_seq);
@@ -439,27 +468,28 @@ Snapshot StatsTable::snapshot(std::int64_t now) const {
     server_totals.assign(servers, {});
     failed.assign(servers, 0);
     s.workers.clear();
-    // An entry of a worker's block with a counter past the ceiling is left out: garbage.
-    const auto add_block = [&](const StatsBlock& b) {
+    // An entry of a worker's block with a counter past the ceiling is left out: garbage. The
+    // retired block is the master's (sealed, and only checked values go there): taken whole.
+    const auto add_block = [&](const StatsBlock& b, bool trusted) {
       for (std::uint32_t p = 0; p < proxies; ++p) {
         Snapshot::Proxy v;
-        if (read_entry(b.proxies[p], v, kProxyFields) != 0) continue;
+        if (read_entry(b.proxies[p], v, kProxyFields) != 0 && !trusted) continue;
         check_proxy(v, false);
         add_values(v, proxy_totals[p], kProxyFields);
       }
       for (std::uint32_t i = 0; i < servers; ++i) {
         Snapshot::Server v;
-        if (read_entry(b.servers[i], v, kServerFields) != 0) continue;
+        if (read_entry(b.servers[i], v, kServerFields) != 0 && !trusted) continue;
         check_server(v, false);
         add_values(v, server_totals[i], kServerFields);
       }
     };
-    add_block(r.retired);
+    add_block(r.retired, true);
     for (std::size_t slot = 0; slot < kSlots; ++slot) {
       const Registry::WorkerEntry& e = r.workers[slot];
       const pid_t pid = e.pid.load(kRelaxed);
       if (pid == 0) continue;  // nothing counted there: its pages stay untouched
-      add_block(counters_->slots[slot]);
+      add_block(counters_->slots[slot], false);
       for (std::uint32_t v = 0; v < servers; ++v) {
         const std::uint64_t f = counters_->slots[slot].servers[v].failed.load(kRelaxed);
         if (static_cast<std::uint32_t>(f) > static_cast<std::uint32_t>(failed[v])) failed[v] = f;

@@ -159,9 +159,12 @@ class StatsTable {
   static constexpr std::uint64_t kCeiling = std::uint64_t{1} << 62;
 
   // Maps both segments (zeroed: an empty table) and writes the master block. nullptr when a
-  // system call fails (logged).
+  // system call fails (logged). A kernel older than 5.1 refuses F_SEAL_FUTURE_WRITE: the workers'
+  // read-only view is then mapped from a read-only open of the memfd instead (warned).
   static std::unique_ptr<StatsTable> create(std::string_view version, pid_t master_pid,
                                             std::int64_t started);
+  // Test only: the next create() is refused F_SEAL_FUTURE_WRITE, as by a kernel before 5.1.
+  static void refuse_future_write_seal_once() noexcept;
   ~StatsTable();
   StatsTable(const StatsTable&) = delete;
   StatsTable& operator=(const StatsTable&) = delete;
@@ -188,12 +191,17 @@ class StatsTable {
   void set_generation(int generation) noexcept;
   void reload_succeeded(std::int64_t at) noexcept;
   void reload_failed(std::string_view error, std::int64_t at) noexcept;
-  // The worker in `slot` has been forked. Its counters count from now on.
+  // The worker for `slot` is about to start: its block is zeroed (garbage another worker wrote
+  // into the free slot is not blamed on it), and it counts from now on. Before the fork, so that
+  // nothing it counted is zeroed: with pid 0, then worker_forked() (the slot is shown once it
+  // has a pid).
   void worker_started(std::size_t slot, pid_t pid, int generation, std::int64_t started) noexcept;
+  void worker_forked(std::size_t slot, pid_t pid) noexcept;
   // The worker in `slot` has been reaped: its counts move to the retired totals (its sessions
   // died with it: `active` is dropped) and the slot is clean for the next worker. Before the
-  // slot is handed out again. Returns how many of its counters could not be true: when any,
-  // none of its counts were kept (the caller says so).
+  // slot is handed out again. Returns how many of its counters could not be true (or would take
+  // a retired total past the ceiling): when any, none of its counts were kept (the caller says
+  // so). Allocates nothing.
   std::size_t fold(std::size_t slot) noexcept;
 
   // ---- a worker ------------------------------------------------------------------------------
@@ -253,6 +261,12 @@ class StatsTable {
   // The master's own counts of the registry: it never reads them back from shared memory.
   std::uint32_t proxy_count_ = 0;
   std::uint32_t server_count_ = 0;
+  // fold()'s copies of a dead worker's block, made with the table: fold() is noexcept, and an
+  // allocation failing there would end the master.
+  std::unique_ptr<Snapshot::Proxy[]> fold_proxies_ =
+      std::make_unique<Snapshot::Proxy[]>(kMaxProxies);
+  std::unique_ptr<Snapshot::Server[]> fold_servers_ =
+      std::make_unique<Snapshot::Server[]>(kMaxServers);
 };
 
 }  // namespace ferry::worker

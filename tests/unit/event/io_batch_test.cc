@@ -1,14 +1,18 @@
 // IoBatch: one submit for many sends and recvs, results as send()/recv() give them, cancelled
 // sends that never reach the wire, -EAGAIN at once where a call would block, the loop's flush,
-// and a failed submit (injected) that reports only live operations.
+// and injected failures: a failed or partial submit that reports only live operations, a wait
+// cut short by signals, a failed wait that ends the process.
 #include "event/io_batch.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -243,6 +247,65 @@ TEST_F(IoBatchFailureTest, QueuedClosesAreDoneDirectlyWhenTheSubmitFails) {
   EXPECT_EQ(::fcntl(fd, F_GETFD), -1) << "the fd leaked";
   char byte;
   EXPECT_EQ(::recv(b.get(), &byte, 1, MSG_DONTWAIT), 0) << "the peer sees the EOF";
+}
+
+TEST_F(IoBatchFailureTest, APartialSubmitReportsWhatTheKernelTookAndCancelsTheRest) {
+  auto [a, b] = test::socket_pair();
+  auto [c, d] = test::socket_pair();
+  auto [e, f] = test::socket_pair();
+  Owner taken{"taken"}, left{"left"};
+  const std::string text = "sent";
+  const int fd = e.release();
+  ASSERT_NE(batch_.queue_send(a.get(), bytes(text), &taken), nullptr);
+  ASSERT_NE(batch_.queue_send(c.get(), bytes(text), &left), nullptr);
+  ASSERT_TRUE(batch_.queue_close(fd));
+  batch_.take_next_submit(1);
+  batch_.flush();
+  EXPECT_EQ(g_reported, (std::vector<std::string>{"taken:" + std::to_string(text.size()),
+                                                  "left:" + std::to_string(-ECANCELED)}));
+  EXPECT_EQ(drain(b.get()), text) << "the operation the kernel took was done";
+  EXPECT_EQ(drain(d.get()), "") << "an operation the kernel did not take was done";
+  EXPECT_EQ(::fcntl(fd, F_GETFD), -1) << "the close the kernel did not take leaked its fd";
+  EXPECT_FALSE(batch_.enabled());
+  EXPECT_EQ(batch_.pending(), 0U);
+  EXPECT_EQ(batch_.queue_send(a.get(), bytes(text), &taken), nullptr);
+}
+
+TEST_F(IoBatchFailureTest, AWaitCutShortBySignalsIsWaitedAgainAndReportsEveryResult) {
+  auto [a, b] = test::socket_pair();
+  auto [c, d] = test::socket_pair();
+  Owner one{"one"}, two{"two"};
+  const std::string text = "both";
+  ASSERT_NE(batch_.queue_send(a.get(), bytes(text), &one), nullptr);
+  ASSERT_NE(batch_.queue_send(c.get(), bytes(text), &two), nullptr);
+  batch_.cut_next_wait(EINTR);
+  batch_.flush();
+  const std::string sent = ":" + std::to_string(text.size());
+  EXPECT_EQ(g_reported, (std::vector<std::string>{"one" + sent, "two" + sent}));
+  EXPECT_EQ(drain(b.get()), text);
+  EXPECT_EQ(drain(d.get()), text);
+  EXPECT_TRUE(batch_.enabled()) << "an interrupted wait is no failure";
+}
+
+// Operations the kernel took may still use their buffers: reporting them -ECANCELED (whose
+// owners then free the buffers) is not safe, so the process ends and its master respawns it.
+void flush_with_a_failed_wait() {
+  spdlog::set_default_logger(spdlog::stderr_logger_st("death test"));  // what EXPECT_EXIT reads
+  IoBatch batch;  // its own ring: the parent's is not the child's to use
+  if (!batch.init(8, record_owner)) std::_Exit(99);
+  auto [x, y] = test::socket_pair();
+  Owner owner{"owner"};
+  const std::string text = "x";
+  batch.queue_send(x.get(), bytes(text), &owner);
+  batch.cut_next_wait(EBADF);
+  batch.flush();
+  std::_Exit(0);  // reported as if cancelled while the kernel may still hold it
+}
+
+TEST_F(IoBatchFailureTest, AFailedWaitWithOperationsInTheKernelEndsTheProcess) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(flush_with_a_failed_wait(), ::testing::ExitedWithCode(IoBatch::kBrokenRingExit),
+              "operations still in the kernel");
 }
 
 // A completion may close another owner whose operation is in the same flush: the cancel is

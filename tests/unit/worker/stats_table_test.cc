@@ -283,9 +283,10 @@ TEST_F(StatsTableTest, AKilledWorkersCountsAreFoldedExactly) {
   stats_->register_server("app", "h:1");
   constexpr std::size_t kSlot = 9;
   constexpr std::uint64_t kSessions = 100'000;
-  stat_add(stats_->proxy_counters(3, "web")->accepted, 5);  // a live worker's
   stats_->worker_started(3, 103, 1, 1500);
+  stat_add(stats_->proxy_counters(3, "web")->accepted, 5);  // a live worker's
 
+  stats_->worker_started(kSlot, 0, 1, 1600);  // as the master does: before the fork
   const pid_t pid = ::fork();
   ASSERT_NE(pid, -1);
   if (pid == 0) {
@@ -308,7 +309,7 @@ TEST_F(StatsTableTest, AKilledWorkersCountsAreFoldedExactly) {
     ::kill(::getpid(), SIGKILL);
     ::_exit(2);
   }
-  stats_->worker_started(kSlot, pid, 1, 1600);
+  stats_->worker_forked(kSlot, pid);
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << status;

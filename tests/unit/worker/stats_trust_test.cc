@@ -1,7 +1,13 @@
 // Tests of what the master trusts in worker/stats: a worker cannot write the registry (not by
-// mprotect, not through /proc/self/mem), and garbage in a worker's block is left out of the
-// totals and dropped by the fold, while honest counts, a dead worker's half-closed session
-// among them, are kept.
+// mprotect, not through /proc/self/mem; with the seal or, before Linux 5.1, without), and
+// garbage in a worker's block is left out of the totals and dropped by the fold, while honest
+// counts, a dead worker's half-closed session among them, are kept; garbage in a free slot is
+// not blamed on its next worker, nor can a rogue worker push a proxy's history out; the fold
+// allocates nothing.
+// The replaced operator new and delete below are malloc and free, seen by gcc as a mismatch
+// wherever it inlines a delete.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -9,8 +15,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
+#include <new>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -47,9 +56,11 @@ class StatsTrustTest : public ::testing::Test {
 
 bool exited_with(int status, int code) { return WIFEXITED(status) && WEXITSTATUS(status) == code; }
 
-TEST_F(StatsTrustTest, AWorkerCannotMakeTheRegistryWritable) {
-  const StatsTable::Segment registry = stats_->registry_segment();
-  const int status = in_worker([&] {
+// In a worker: 0 when the registry cannot be written in any way and its own counters can (it
+// counts 7 accepted in slot 3), else which check failed.
+int registry_is_read_only(StatsTable& stats) {
+  const StatsTable::Segment registry = stats.registry_segment();
+  {
     void* p = const_cast<void*>(registry.data);
     if (::mprotect(p, registry.size, PROT_READ | PROT_WRITE) == 0) return 1;
     if (errno != EACCES) return 2;
@@ -63,7 +74,7 @@ TEST_F(StatsTrustTest, AWorkerCannotMakeTheRegistryWritable) {
     ::close(mem);
     if (wrote) return 4;
     // Its own counters it writes as before.
-    ProxyCounters* c = stats_->proxy_counters(3, "web");
+    ProxyCounters* c = stats.proxy_counters(3, "web");
     if (c == nullptr) return 5;
     stat_add(c->accepted, 7);
     // And the kernel refuses to store into the registry (EFAULT): a read(2) into it rather
@@ -77,12 +88,31 @@ TEST_F(StatsTrustTest, AWorkerCannotMakeTheRegistryWritable) {
     ::close(pipe_fds[0]);
     ::close(pipe_fds[1]);
     return stored == -1 && why == EFAULT ? 0 : 8;
-  });
-  EXPECT_TRUE(exited_with(status, 0)) << status;
+  }
+}
+
+TEST_F(StatsTrustTest, AWorkerCannotMakeTheRegistryWritable) {
   stats_->worker_started(3, 103, 1, 1500);
+  const int status = in_worker([&] { return registry_is_read_only(*stats_); });
+  EXPECT_TRUE(exited_with(status, 0)) << status;
   EXPECT_EQ(stats_->snapshot(2000).proxies.at(0).accepted, 7u);
   EXPECT_EQ(stats_->snapshot(2000).version, "1.2.3");
   // The master's writes still reach the workers' view.
+  ASSERT_EQ(stats_->register_proxy("db"), 1u);
+  EXPECT_TRUE(exited_with(in_worker([&] { return stats_->proxy_index("db") == 1u ? 0 : 1; }), 0));
+}
+
+// A kernel before 5.1 refuses F_SEAL_FUTURE_WRITE: the master still starts, and the workers'
+// view, mapped from a read-only open of the memfd, is as read-only as with the seal.
+TEST_F(StatsTrustTest, WithoutTheFutureWriteSealTheRegistryStaysReadOnlyToWorkers) {
+  StatsTable::refuse_future_write_seal_once();
+  stats_ = StatsTable::create("1.2.3", 4242, 1000);
+  ASSERT_NE(stats_, nullptr) << "the master would exit 1";
+  ASSERT_EQ(stats_->register_proxy("web"), 0u);
+  stats_->worker_started(3, 103, 1, 1500);
+  const int status = in_worker([&] { return registry_is_read_only(*stats_); });
+  EXPECT_TRUE(exited_with(status, 0)) << status;
+  EXPECT_EQ(stats_->snapshot(2000).proxies.at(0).accepted, 7u);
   ASSERT_EQ(stats_->register_proxy("db"), 1u);
   EXPECT_TRUE(exited_with(in_worker([&] { return stats_->proxy_index("db") == 1u ? 0 : 1; }), 0));
 }
@@ -168,5 +198,81 @@ TEST_F(StatsTrustTest, RelationsAreClampedAndCheckedAtTheFold) {
   EXPECT_EQ(stats_->snapshot(0).upstreams[0].servers[0].sessions, 0u);
 }
 
+// Counts just under the ceiling pass every check of a block, but would take the retired totals
+// past it: a rogue worker's last word must not push a proxy's history out of the snapshot.
+TEST_F(StatsTrustTest, ARogueWorkerCannotEraseAProxysHistory) {
+  stats_->worker_started(1, 101, 1, 0);
+  stat_add(stats_->proxy_counters(1, "web")->accepted, 10);
+  stat_add(stats_->proxy_counters(1, "web")->handled, 10);
+  ASSERT_EQ(stats_->fold(1), 0u);
+  stats_->worker_started(2, 102, 1, 0);
+  stat_add(stats_->proxy_counters(2, "web")->accepted, StatsTable::kCeiling - 1);
+  stat_add(stats_->proxy_counters(2, "web")->handled, StatsTable::kCeiling - 1);
+  EXPECT_GT(stats_->fold(2), 0u);
+  const Snapshot s = stats_->snapshot(0);
+  EXPECT_EQ(s.proxies[0].accepted, 10u);
+  EXPECT_EQ(s.proxies[0].handled, 10u);
+}
+
+// Garbage a worker wrote into a free slot is gone when the slot's next worker starts: its honest
+// counts are kept, not dropped as its own garbage.
+TEST_F(StatsTrustTest, GarbageInAFreeSlotIsNotBlamedOnItsNextWorker) {
+  ProxyCounters* c = stats_->proxy_counters(6, "web");
+  stat_add(c->accepted, 3);
+  stat_add(c->handled, 500);  // by a worker of another slot
+  stat_add(stats_->server_counters(6, "app", "h:1")->active, 9);
+  stats_->worker_started(6, 106, 1, 0);
+  stat_add(c->accepted, 2);
+  stat_add(c->handled, 2);
+  EXPECT_EQ(stats_->fold(6), 0u);
+  const Snapshot s = stats_->snapshot(0);
+  EXPECT_EQ(s.proxies[0].accepted, 2u);
+  EXPECT_EQ(s.proxies[0].handled, 2u);
+}
+
+std::atomic<bool> g_counting{false};
+std::atomic<int> g_allocations{0};
+
+// The master folds from its loop, noexcept: an allocation failing there would end it.
+TEST_F(StatsTrustTest, TheFoldAllocatesNothing) {
+  for (std::size_t i = 0; i < 40; ++i) stats_->register_proxy("p" + std::to_string(i));
+  for (std::size_t i = 0; i < 40; ++i) stats_->register_server("app", "h:" + std::to_string(i));
+  stats_->worker_started(2, 102, 1, 0);
+  stat_add(stats_->proxy_counters(2, "web")->accepted, 4);
+  g_allocations = 0;
+  g_counting = true;
+  const std::size_t wrong = stats_->fold(2);
+  g_counting = false;
+  EXPECT_EQ(wrong, 0u);
+  EXPECT_EQ(g_allocations, 0);
+  EXPECT_EQ(stats_->snapshot(0).proxies[0].accepted, 4u);
+}
+
 }  // namespace
 }  // namespace ferry::worker
+
+// Counts allocations while g_counting is set (TheFoldAllocatesNothing). Every plain form is
+// replaced, so that whatever allocates with one frees with another of the same family.
+namespace {
+void* counted_malloc(std::size_t size) noexcept {
+  if (ferry::worker::g_counting) ++ferry::worker::g_allocations;
+  return std::malloc(size == 0 ? 1 : size);
+}
+}  // namespace
+void* operator new(std::size_t size) {
+  if (void* p = counted_malloc(size)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t size) { return ::operator new(size); }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
+  return counted_malloc(size);
+}
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept {
+  return counted_malloc(size);
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
