@@ -1,7 +1,10 @@
-// SharedMemory: mmap/munmap of anonymous shared pages.
+// SharedMemory: mmap/munmap of anonymous or memfd shared pages.
 #include "event/shared_memory.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <utility>
 
@@ -14,13 +17,16 @@ namespace ferry::event {
 SharedMemory::~SharedMemory() { release(); }
 
 SharedMemory::SharedMemory(SharedMemory&& other) noexcept
-    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+    : data_(std::exchange(other.data_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      fd_(std::move(other.fd_)) {}
 
 SharedMemory& SharedMemory::operator=(SharedMemory&& other) noexcept {
   if (this != &other) {
     release();
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
+    fd_ = std::move(other.fd_);
   }
   return *this;
 }
@@ -41,7 +47,58 @@ std::error_code SharedMemory::create(std::size_t size) {
   return {};
 }
 
+std::error_code SharedMemory::map(int fd, std::size_t size) {
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+  if (p == MAP_FAILED) {
+    const auto ec = last_error();
+    spdlog::critical("mmap(MAP_SHARED, memfd {}, {}) failed: {}", fd, size, ec.message());
+    return ec;
+  }
+  data_ = p;
+  size_ = size;
+  return {};
+}
+
+std::error_code SharedMemory::create_passable(std::size_t size, const char* name) {
+  release();
+  UniqueFd fd(::memfd_create(name, MFD_CLOEXEC));
+  if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(size)) == -1) {
+    const auto ec = last_error();
+    spdlog::critical("cannot make the shared segment {} (memfd_create/ftruncate): {}", name,
+                     ec.message());
+    return ec;
+  }
+  if (auto ec = map(fd.get(), size)) return ec;
+  fd_ = std::move(fd);
+  return {};
+}
+
+std::error_code SharedMemory::adopt(int fd, std::size_t size) {
+  release();
+  UniqueFd owned(fd);
+  struct stat st {};
+  if (::fstat(owned.get(), &st) == -1) {
+    const auto ec = last_error();
+    spdlog::error("fstat() of passed fd {} failed: {}", fd, ec.message());
+    return ec;
+  }
+  // Another binary's layout, or not a segment at all: a mapping past its end would fault.
+  if (!S_ISREG(st.st_mode) || static_cast<std::size_t>(st.st_size) != size) {
+    spdlog::error("passed fd {} is not a shared segment of {} bytes", fd, size);
+    return std::make_error_code(std::errc::invalid_argument);
+  }
+  if (::fcntl(owned.get(), F_SETFD, FD_CLOEXEC) == -1) {
+    const auto ec = last_error();
+    spdlog::error("fcntl({}, F_SETFD, FD_CLOEXEC) failed: {}", fd, ec.message());
+    return ec;
+  }
+  if (auto ec = map(owned.get(), size)) return ec;
+  fd_ = std::move(owned);
+  return {};
+}
+
 void SharedMemory::release() noexcept {
+  fd_.reset();
   if (data_ != nullptr && ::munmap(data_, size_) == -1) {
     spdlog::error("munmap({}) failed: {}", size_, last_error().message());
   }

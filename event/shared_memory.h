@@ -1,9 +1,11 @@
-// SharedMemory: an anonymous MAP_SHARED mapping made before fork, so that the master and all
-// workers see the same bytes (the accept mutex, later the counters).
+// SharedMemory: a MAP_SHARED mapping made before fork, so that the master and all workers see
+// the same bytes (the accept mutex, the counters); a memfd one can also be passed across exec.
 #pragma once
 
 #include <cstddef>
 #include <system_error>
+
+#include "event/syscall_util.h"
 
 namespace ferry::event {
 
@@ -18,14 +20,26 @@ class SharedMemory {
 
   // Maps `size` zeroed bytes, shared with every process forked afterwards.
   std::error_code create(std::size_t size);
+  // The same, in a memfd named `name` whose fd (CLOEXEC) is kept: see fd().
+  std::error_code create_passable(std::size_t size, const char* name);
+  // Maps the memfd `fd` (taken over: kept, or closed on failure), which must hold `size` bytes:
+  // what another process made with create_passable() and passed across exec.
+  std::error_code adopt(int fd, std::size_t size);
   void release() noexcept;
 
   [[nodiscard]] void* data() const noexcept { return data_; }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  // The memfd of a passable mapping (-1 otherwise), for the next exec to pass on.
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  // A forked child that needs the mapping but not the fd.
+  void close_fd() noexcept { fd_.reset(); }
 
  private:
+  std::error_code map(int fd, std::size_t size);
+
   void* data_ = nullptr;
   std::size_t size_ = 0;
+  UniqueFd fd_;
 };
 
 }  // namespace ferry::event

@@ -49,6 +49,7 @@
 #include "master/pid_file.h"
 #include "master/process_title.h"
 #include "master/service_notifier.h"
+#include "master/upgrade_segments.h"
 #include "master/upgrade_state.h"
 #include "worker/channel.h"
 #include "worker/logging.h"
@@ -176,17 +177,18 @@ class Master {
     mutex_word_ = new (shm_.data()) event::AcceptMutexWord;
     if (counters_shm_.create(sizeof(worker::CountersTable))) return 1;
     counters_ = worker::CountersTable::create(counters_shm_.data());
-    if (limits_shm_.create(worker::ClientLimits::bytes_needed())) return 1;
-    const auto secret = worker::ClientLimits::random_secret();
-    if (!secret) return 1;
-    client_limits_ = worker::ClientLimits::create(limits_shm_.data(), *secret);
+    client_limits_ = segments_.open_client_limits(upgraded_);
+    if (client_limits_ == nullptr) return 1;
     stats_ = worker::StatsTable::create(FERRY_VERSION, ::getpid(), ::time(nullptr));
     if (stats_ == nullptr) return 1;
     register_stats();
+    // Before the first workers: a name known to both masters keeps one index.
+    const bool inheriting = segments_.inherit_first(*stats_);
     if (!new_health_board()) return 1;
 
     if (loop_.init({.connections = 256, .epoll_events = 64})) return 1;
     if (!open_signalfd() || !open_control_socket()) return 1;
+    if (inheriting) arm(inherit_timer_, kInheritInterval, on_inherit_timer);
     if (write_pid_file(config_->pid_file, ::getpid())) return 1;
     pid_file_ = config_->pid_file;
 
@@ -364,6 +366,7 @@ class Master {
     loop_.abandon();
     // First of all: from here on the statistics registry is read-only to this process.
     if (!stats_->enter_worker()) return worker::kFatalExit;
+    segments_.enter_worker();
     signal_.fd.reset();
     control_.drop();
     // As before the master made itself undumpable: core dumps, and ptrace for its own user (a
@@ -434,8 +437,8 @@ class Master {
     settings.counters = counters;
     settings.client_limits = client_limits_;
     // The share goes with the counters entry: both are given back when the worker is reaped.
-    settings.limits_share =
-        counters != nullptr ? counters_->index_of(*counters) : worker::ClientLimits::kNoShare;
+    settings.limits_share = counters != nullptr ? segments_.share_of(counters_->index_of(*counters))
+                                                : worker::ClientLimits::kNoShare;
     settings.stats = stats_.get();
     settings.stats_slot = stats_slot;
     settings.health_board = health_board_;
@@ -742,7 +745,7 @@ class Master {
       if (w->channel.fd) (void)loop_.del_event(w->channel.read, event::EventKind::read, false);
       w->channel.fd.reset();
       if (w->counters != nullptr) {
-        client_limits_->recover(counters_->index_of(*w->counters));
+        client_limits_->recover(segments_.share_of(counters_->index_of(*w->counters)));
         recover_server_conns(generation, counters_->index_of(*w->counters));
         if (const std::size_t wrong = stats_->fold(counters_->index_of(*w->counters))) {
           spdlog::warn(
@@ -957,6 +960,14 @@ class Master {
       spdlog::warn("SIGUSR2: an upgrade is already under way (new master pid {})", new_master_);
       return "an upgrade is already under way (new master pid " + std::to_string(new_master_) + ")";
     }
+    // Both masters' workers number their per-client shares in their own half (nginx ignores
+    // USR2 then too).
+    if (old_master_running()) {
+      spdlog::warn("SIGUSR2 ignored: the old master (pid {}) of the last upgrade still runs",
+                   upgrade_parent_);
+      return "the old master (pid " + std::to_string(upgrade_parent_) +
+             ") of the last upgrade still runs; stop it first";
+    }
     if (load_) {  // its thread must not be running at the fork (see spawn())
       spdlog::warn("SIGUSR2 ignored: {} is being read for a reload; try again", conf_file_);
       return "a reload is reading " + conf_file_ + "; try again once it is done";
@@ -986,6 +997,7 @@ class Master {
       const std::string fds = listeners_.prepare_for_exec();
       ::setenv(ListenerSet::kInheritVariable, fds.c_str(), 1);
       own_state_.pass_to_exec();
+      segments_.pass_to_exec(*stats_);
       // Last before exec: whatever is passed above (and only that) is kept by the new master.
       name_passed_fds();
       sigset_t none;
@@ -1011,6 +1023,18 @@ class Master {
     spdlog::info("SIGUSR2: started new master {} (pid {}); pid file is now {}", binary_path(), pid,
                  pid_file_);
     return "";
+  }
+
+  bool old_master_running() const {
+    return upgraded_ && upgrade_parent_ > 1 && ::getppid() == upgrade_parent_;
+  }
+
+  // The old master's statistics are taken in every second until it has exited, then for good.
+  static void on_inherit_timer(Event& ev) {
+    auto& m = *static_cast<Master*>(ev.data);
+    if (m.segments_.inherit_more(*m.stats_, !m.old_master_running())) {
+      m.loop_.add_timer(m.inherit_timer_, kInheritInterval);
+    }
   }
 
   // Marks every fd from `first` up close-on-exec: close_range() where the kernel has it (5.11),
@@ -1291,7 +1315,7 @@ class Master {
     // or it was never told to leave), it is the service again; told to QUIT and draining its
     // last connections, it is leaving too, and naming it would leave systemd following a
     // process on its way out. Only the old master knows which: it says so in the shared page.
-    if (upgraded_ && upgrade_parent_ > 1 && ::getppid() == upgrade_parent_) {
+    if (old_master_running()) {
       const OldMasterState old = old_master_state_.peer();
       if (old != OldMasterState::stopping) {
         spdlog::info("old master (pid {}) is {}: handing the service back to it", upgrade_parent_,
@@ -1558,7 +1582,7 @@ class Master {
   event::AcceptMutexWord* mutex_word_ = nullptr;
   event::SharedMemory counters_shm_;
   worker::CountersTable* counters_ = nullptr;
-  event::SharedMemory limits_shm_;  // max_conns_per_client's counts, kept across reloads
+  UpgradeSegments segments_;  // the per-client table's, and what a binary upgrade passes
   worker::ClientLimits* client_limits_ = nullptr;
   std::unique_ptr<worker::StatsTable> stats_;  // the statistics, kept across reloads
   std::uint64_t retired_accepted_ = 0;         // by workers already reaped
@@ -1593,6 +1617,8 @@ class Master {
   std::unique_ptr<event::ThreadPool> spent_pool_;  // the last read's, shut down
   std::unique_ptr<event::ThreadPool> load_pool_;   // a thread only while a file is being read
   Event kill_timer_;
+  Event inherit_timer_;
+  static constexpr Msec kInheritInterval{1000};
   Event status_timer_;
   Event watchdog_timer_;
   Msec watchdog_period_{0};

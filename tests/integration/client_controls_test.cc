@@ -164,19 +164,8 @@ std::vector<std::pair<pid_t, int>> sockets_per_worker(const FerryInstance& ferry
   return out;
 }
 
-// `ferry -s status`'s counts of proxy `name`: accepted, handled, active, denied, limited,
-// no_connections (empty when absent).
 std::vector<long> status_row(FerryInstance& ferry, const std::string& name) {
-  std::istringstream lines(ferry.command("status").out);
-  for (std::string line; std::getline(lines, line);) {
-    std::istringstream fields(line);
-    std::string first;
-    std::vector<long> row(6);
-    fields >> first;
-    for (long& v : row) fields >> v;
-    if (fields && first == name) return row;
-  }
-  return {};
+  return status_proxy_row(ferry.command("status").out, name);
 }
 
 TEST(ClientLimitTest, TheFourthSessionFromOneAddressIsRefusedAcrossWorkersAndKillRecovers) {
@@ -230,17 +219,8 @@ TEST(ClientLimitTest, TheFourthSessionFromOneAddressIsRefusedAcrossWorkersAndKil
   held.clear();
   // Until a full three are served again (the survivors' ends reach ferry a moment later);
   // those three are kept.
-  ASSERT_TRUE(eventually([&] {
-    bool all = true;
-    for (int i = 0; i < 3 && all; ++i) {
-      held.push_back(connect_from("127.0.0.1", "127.0.0.1", port));
-      all = served(held.back());
-    }
-    if (all) return true;
-    for (int fd : held) ::close(fd);
-    held.clear();
-    return false;
-  })) << "the killed worker's sessions still count\n"
+  ASSERT_TRUE(eventually([&] { return open_served("127.0.0.1", port, 3, held); }))
+      << "the killed worker's sessions still count\n"
       << ferry.log();
   const int fourth = connect_from("127.0.0.1", "127.0.0.1", port);
   EXPECT_TRUE(closed_by_peer(fourth, seconds(3))) << "and the limit still holds";

@@ -13,6 +13,9 @@
 #include <map>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "tests/support/sockets.h"
 
 namespace ferry::test {
 
@@ -135,6 +138,20 @@ bool served_through(int port, const std::string& text) {
   const bool ok = echo_round_trip(fd, text);
   ::close(fd);
   return ok;
+}
+
+bool open_served(const std::string& source, int port, int n, std::vector<int>& held) {
+  bool all = true;
+  for (int i = 0; i < n && all; ++i) {
+    held.push_back(connect_from(source, "127.0.0.1", port));
+    all = held.back() >= 0 && echo_round_trip(held.back(), "ping");
+  }
+  if (all) return true;
+  for (const int fd : held) {
+    if (fd >= 0) ::close(fd);
+  }
+  held.clear();
+  return false;
 }
 
 }  // namespace ferry::test

@@ -39,5 +39,8 @@ bool echo_round_trip(int fd, const std::string& text);
 // Whether a new connection to the proxy on `port` relays one echo of `text` (false: refused, or
 // closed by ferry).
 bool served_through(int port, const std::string& text = "ping");
+// Opens `n` sessions from `source` to 127.0.0.1:port, each echoed: true with all of them in
+// `held` (the caller closes them), else false with none left open.
+bool open_served(const std::string& source, int port, int n, std::vector<int>& held);
 
 }  // namespace ferry::test

@@ -23,6 +23,19 @@ std::string process_title(pid_t pid) {
   return text;
 }
 
+std::vector<long> status_proxy_row(const std::string& status, const std::string& name) {
+  std::istringstream lines(status);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::string first;
+    std::vector<long> row(6);
+    fields >> first;
+    for (long& v : row) fields >> v;
+    if (fields && first == name) return row;
+  }
+  return {};
+}
+
 long cpu_ticks(pid_t pid) {
   const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
   const auto paren = stat.rfind(')');

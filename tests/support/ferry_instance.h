@@ -22,6 +22,9 @@ std::set<pid_t> children_of(pid_t parent);
 long cpu_ticks(pid_t pid);
 // The threads `pid` runs (its /proc/PID/task entries).
 std::size_t thread_count(pid_t pid);
+// In `ferry -s status`'s output, the counts of proxy `name`: accepted, handled, active, denied,
+// limited, no_connections (empty when absent).
+std::vector<long> status_proxy_row(const std::string& status, const std::string& name);
 // Polls `done` every 10 ms until it holds or `limit` passes.
 template <typename Done>
 bool eventually(Done&& done, std::chrono::milliseconds limit = std::chrono::seconds(10)) {

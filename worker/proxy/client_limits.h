@@ -25,14 +25,20 @@ struct ClientPrefixes {
 // point leaves no lock held. Each worker also keeps its own per-word counts (its share) in the
 // segment, so that the master can take a dead worker's sessions back out of the table.
 //
-// Most of the segment is never touched: 512 KiB of words and 512 shares of 128 KiB (64.5 MiB
+// Most of the segment is never touched: 512 KiB of words and 1024 shares of 128 KiB (128.5 MiB
 // in all), of which a worker writes only the pages of the words its clients land in.
+//
+// A binary upgrade passes the segment (a memfd) to the new master, which keeps using it, secret
+// and all: a client's sessions on the old workers still count against it on the new ones. The
+// shares come in two halves, one per master of an upgrade (kShareHalf: see master_cycle.cc),
+// because each master numbers its workers' entries from 0.
 class ClientLimits {
  public:
   static constexpr std::size_t kBuckets = 65536;
   // How far from its home word a key may live; past that, the table is full for that key.
   static constexpr std::size_t kWindow = 32;
-  static constexpr std::size_t kShares = CountersTable::kEntries;
+  static constexpr std::size_t kShareHalf = CountersTable::kEntries;
+  static constexpr std::size_t kShares = 2 * kShareHalf;
   // A worker that got no counters entry: it counts, but what it holds is lost if it dies.
   static constexpr std::size_t kNoShare = std::numeric_limits<std::size_t>::max();
   // What a count can hold: a higher limit is enforced as this one.
@@ -53,11 +59,15 @@ class ClientLimits {
 
   static std::size_t bytes_needed() noexcept { return sizeof(ClientLimits); }
   // `shared_memory`: bytes_needed() zeroed bytes (fresh mmap pages), page-aligned. Only the
-  // secret is written: zeroes are the empty table, and writing them would commit all 64.5 MiB.
+  // secret is written: zeroes are the empty table, and writing them would commit all 128.5 MiB.
   static ClientLimits* create(void* shared_memory, const Secret& secret) noexcept {
     auto* table = static_cast<ClientLimits*>(shared_memory);
     table->secret_ = secret;
     return table;
+  }
+  // A table create() made in another process (an old master), with its counts and its secret.
+  static ClientLimits* adopt(void* shared_memory) noexcept {
+    return static_cast<ClientLimits*>(shared_memory);
   }
 
   // The key of `client` (its network under `prefixes`, not its port; a v4-mapped IPv6 address

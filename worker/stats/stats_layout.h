@@ -54,13 +54,14 @@ struct StatsTable::Registry {
   // For the workers; the master keeps its own copies. Published with release after the entry.
   std::atomic<std::uint32_t> proxy_count;
   std::atomic<std::uint32_t> server_count;
-  // Odd while the master folds a slot or starts a worker: readers retry, so that a worker's
-  // counts are never seen both in its slot and in the retired block, nor in neither.
+  // Odd while the master folds a slot, starts a worker or inherits: readers retry, so that a
+  // worker's counts are never seen both in its slot and in the retired block, nor in neither.
   alignas(64) std::atomic<std::uint64_t> fold_seq;
   ProxyEntry proxies[kMaxProxies];
   ServerEntry servers[kMaxServers];
   WorkerEntry workers[kSlots];
   StatsBlock retired;
+  StatsBlock inherited;  // an old master's totals, after a binary upgrade (see inherit())
 };
 
 struct StatsTable::Counters {

@@ -1,13 +1,16 @@
 // StatsTable's segments: the registry as a sealed memfd (writable in the master's mapping only),
-// the counters beside it, a worker's giving up of the writable view, and the test-only scribble.
+// the counters beside it, a worker's giving up of the writable view, their passing across a
+// binary upgrade's exec, and the test-only scribble and garbage.
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -78,8 +81,7 @@ std::unique_ptr<StatsTable> StatsTable::create(std::string_view version, pid_t m
   // (F_SEAL_FUTURE_WRITE): a mapping made after the seal, the read-only one every worker keeps,
   // cannot be made writable by mprotect, nor written through /proc/PID/mem, nor can a worker
   // that still holds the fd map it writable.
-  const event::UniqueFd registry =
-      new_memfd("ferry-stats-registry", sizeof(Registry), MFD_ALLOW_SEALING);
+  event::UniqueFd registry = new_memfd("ferry-stats-registry", sizeof(Registry), MFD_ALLOW_SEALING);
   if (!registry) return nullptr;
   t->writable_ = static_cast<Registry*>(
       map_shared(registry.get(), sizeof(Registry), PROT_READ | PROT_WRITE, "registry"));
@@ -109,7 +111,7 @@ std::unique_ptr<StatsTable> StatsTable::create(std::string_view version, pid_t m
       static_cast<const Registry*>(map_shared(read_only ? read_only.get() : registry.get(),
                                               sizeof(Registry), PROT_READ, "registry (read-only)"));
   if (t->registry_ == nullptr) return nullptr;
-  const event::UniqueFd counters = new_memfd("ferry-stats-counters", sizeof(Counters), 0);
+  event::UniqueFd counters = new_memfd("ferry-stats-counters", sizeof(Counters), 0);
   if (!counters) return nullptr;
   t->counters_ = static_cast<Counters*>(
       map_shared(counters.get(), sizeof(Counters), PROT_READ | PROT_WRITE, "counters"));
@@ -121,6 +123,9 @@ std::unique_ptr<StatsTable> StatsTable::create(std::string_view version, pid_t m
   m.version[n] = '\0';
   m.pid.store(master_pid, std::memory_order_relaxed);
   m.started.store(started, std::memory_order_relaxed);
+  // Kept (close-on-exec) for a binary upgrade to pass on.
+  t->registry_fd_ = event::UniqueFd(registry.release());
+  t->counters_fd_ = event::UniqueFd(counters.release());
   return t;
 }
 
@@ -131,6 +136,9 @@ StatsTable::~StatsTable() {
 }
 
 bool StatsTable::enter_worker() noexcept {
+  // A worker has the mappings it needs; the fds are for the master's next binary upgrade.
+  registry_fd_.reset();
+  counters_fd_.reset();
   if (writable_ == nullptr) return true;
   if (::munmap(writable_, sizeof(Registry)) == -1) {
     spdlog::critical("munmap() of the writable statistics registry failed: {}",
@@ -139,6 +147,75 @@ bool StatsTable::enter_worker() noexcept {
   }
   writable_ = nullptr;
   return true;
+}
+
+std::string StatsTable::pass_to_exec() const noexcept {
+  if (!registry_fd_ || !counters_fd_) return "";
+  for (const int fd : {registry_fd_.get(), counters_fd_.get()}) {
+    if (::fcntl(fd, F_SETFD, 0) == -1) {
+      spdlog::error("fcntl({}, F_SETFD, 0) for a statistics segment failed: {}", fd,
+                    event::last_error().message());
+      return "";
+    }
+  }
+  return std::to_string(registry_fd_.get()) + ";" + std::to_string(counters_fd_.get());
+}
+
+std::string StatsTable::garbage_for_exec() noexcept {
+  // Not close-on-exec: they are for the exec that follows. Deterministic garbage (xorshift),
+  // with the seqlock words even so that a reader goes on to read all the rest.
+  event::UniqueFd registry = new_memfd("ferry-stats-garbage", sizeof(Registry), 0);
+  event::UniqueFd counters = new_memfd("ferry-stats-garbage", sizeof(Counters), 0);
+  if (!registry || !counters) return "";
+  std::uint64_t x = 0x9e3779b97f4a7c15;
+  for (const auto& [fd, size] :
+       {std::pair{registry.get(), sizeof(Registry)}, std::pair{counters.get(), sizeof(Counters)}}) {
+    void* p = map_shared(fd, size, PROT_READ | PROT_WRITE, "garbage");
+    if (p == nullptr) return "";
+    auto* words = static_cast<std::uint64_t*>(p);
+    for (std::size_t i = 0; i < size / 8; ++i) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      // Half the words small: counts under the ceiling, lengths and pids that look plausible.
+      words[i] = (x & 1) != 0 ? x : (x >> 24) & 0xffff;
+    }
+    if (size == sizeof(Registry)) {
+      auto* r = static_cast<Registry*>(p);
+      r->fold_seq.store(0);
+      r->master.reload_seq.store(0);
+    }
+    unmap(p, size);
+  }
+  for (const int fd : {registry.get(), counters.get()}) {
+    if (::fcntl(fd, F_SETFD, 0) == -1) return "";
+  }
+  return std::to_string(registry.release()) + ";" + std::to_string(counters.release());
+}
+
+std::unique_ptr<StatsTable> StatsTable::open_passed(int registry_fd, int counters_fd) {
+  const event::UniqueFd registry(registry_fd);
+  const event::UniqueFd counters(counters_fd);
+  // Another binary's layout, or not a segment at all: a mapping past its end would fault.
+  for (const auto& [fd, size] :
+       {std::pair{registry.get(), sizeof(Registry)}, std::pair{counters.get(), sizeof(Counters)}}) {
+    struct stat st {};
+    if (::fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
+        static_cast<std::size_t>(st.st_size) != size) {
+      spdlog::error("the old master's statistics (fd {}) are not a segment of {} bytes: not taken",
+                    fd, size);
+      return nullptr;
+    }
+  }
+  std::unique_ptr<StatsTable> t(new StatsTable);
+  t->registry_ = static_cast<const Registry*>(
+      map_shared(registry.get(), sizeof(Registry), PROT_READ, "old registry"));
+  if (t->registry_ == nullptr) return nullptr;
+  // Read-only here too: nothing of it is ours to write.
+  t->counters_ = static_cast<Counters*>(
+      map_shared(counters.get(), sizeof(Counters), PROT_READ, "old counters"));
+  if (t->counters_ == nullptr) return nullptr;
+  return t;
 }
 
 StatsTable::Segment StatsTable::registry_segment() const noexcept {

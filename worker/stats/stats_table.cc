@@ -9,10 +9,13 @@
 #include <cstring>
 #include <iterator>
 
+#include "worker/stats/stats_detail.h"
 #include "worker/stats/stats_layout.h"
 
 namespace ferry::worker {
 namespace {
+
+using namespace stats_detail;
 
 // A server's configuration word: the epoch of the latest configuration that has it, and flags.
 constexpr std::uint64_t kBackup = 1;
@@ -26,90 +29,6 @@ constexpr std::uint64_t kTimeMask = (std::uint64_t{1} << 48) - 1;
 constexpr std::uint64_t kHasResult = std::uint64_t{1} << 48;
 constexpr std::uint64_t kLastOk = std::uint64_t{1} << 49;
 constexpr std::uint64_t kHealthDown = std::uint64_t{1} << 50;
-
-// A reader whose writer died halfway (the seq stays at one odd value this long) takes what it
-// reads rather than wait for ever. Only then: a writer merely preempted must not be read torn.
-constexpr std::int64_t kStuckWriterNs = 1'000'000'000;
-
-std::int64_t monotonic_ns() noexcept {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
-
-constexpr auto kRelaxed = std::memory_order_relaxed;
-
-// The writer's side of a seqlock: the master is the only writer of each.
-class SeqWrite {
- public:
-  explicit SeqWrite(std::atomic<std::uint64_t>& seq) noexcept : seq_(seq) {
-    seq_.store(seq_.load(kRelaxed) + 1, kRelaxed);
-    std::atomic_thread_fence(std::memory_order_release);
-  }
-  ~SeqWrite() { seq_.store(seq_.load(kRelaxed) + 1, std::memory_order_release); }
-  SeqWrite(const SeqWrite&) = delete;
-  SeqWrite& operator=(const SeqWrite&) = delete;
-
- private:
-  std::atomic<std::uint64_t>& seq_;
-};
-
-// The reader's side: runs `read` (relaxed loads only) until no write overlapped it.
-template <typename Read>
-void read_consistent(const std::atomic<std::uint64_t>& seq, Read&& read) {
-  std::uint64_t odd = 0;  // the odd value seen last, and since when
-  std::int64_t odd_since = 0;
-  for (std::uint32_t waits = 0;; ++waits) {
-    const std::uint64_t before = seq.load(std::memory_order_acquire);
-    if ((before & 1) != 0) {
-      if (before != odd) {
-        odd = before;
-        odd_since = monotonic_ns();
-      }
-      // The clock only now and then: yielding is the common case.
-      if (waits % 1024 != 0 || monotonic_ns() - odd_since < kStuckWriterNs) {
-        ::sched_yield();
-        continue;
-      }
-      read();
-      return;
-    }
-    read();
-    std::atomic_thread_fence(std::memory_order_acquire);
-    if (seq.load(kRelaxed) == before) return;
-  }
-}
-
-// The counters a block holds, and where each goes in a snapshot; `gauge`: dropped when folded.
-template <typename Counters, typename Totals>
-struct Field {
-  std::atomic<std::uint64_t> Counters::*counter;
-  std::uint64_t Totals::*total;
-  bool gauge;
-};
-constexpr Field<ProxyCounters, Snapshot::Proxy> kProxyFields[] = {
-    {&ProxyCounters::accepted, &Snapshot::Proxy::accepted, false},
-    {&ProxyCounters::handled, &Snapshot::Proxy::handled, false},
-    {&ProxyCounters::active, &Snapshot::Proxy::active, true},
-    {&ProxyCounters::denied, &Snapshot::Proxy::denied, false},
-    {&ProxyCounters::limited, &Snapshot::Proxy::limited, false},
-    {&ProxyCounters::no_connections, &Snapshot::Proxy::no_connections, false},
-    {&ProxyCounters::bytes_from_clients, &Snapshot::Proxy::bytes_from_clients, false},
-    {&ProxyCounters::bytes_to_clients, &Snapshot::Proxy::bytes_to_clients, false},
-};
-constexpr Field<ServerCounters, Snapshot::Server> kServerFields[] = {
-    {&ServerCounters::sessions, &Snapshot::Server::sessions, false},
-    {&ServerCounters::active, &Snapshot::Server::active, true},
-    {&ServerCounters::connect_failures, &Snapshot::Server::connect_failures, false},
-    {&ServerCounters::bytes_sent, &Snapshot::Server::bytes_sent, false},
-    {&ServerCounters::bytes_received, &Snapshot::Server::bytes_received, false},
-};
-
-std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) noexcept {
-  return a > std::numeric_limits<std::uint64_t>::max() - b
-             ? std::numeric_limits<std::uint64_t>::max()
-             : a + b;
-}
 
 // A block's entry copied out of memory a worker writes: returns how many of its counters are
 // past the ceiling (garbage).
@@ -432,6 +351,19 @@ void StatsTable::set_health(std::size_t server, int generation, bool up, bool la
 Snapshot StatsTable::snapshot() const { return snapshot(wall_clock()); }
 
 Snapshot StatsTable::snapshot(std::int64_t now) const {
+  return std::move(*take_snapshot(now, Patience::wait));
+}
+
+std::optional<Snapshot> StatsTable::take_snapshot(std::int64_t now, Patience patience) const {
+  // Enough for an honest writer's few stores; a segment that never settles is given up on.
+  constexpr std::uint32_t kBoundedTries = 256;
+  const auto consistent = [patience](const std::atomic<std::uint64_t>& seq, auto&& read) {
+    if (patience == Patience::none) {
+      read();
+      return true;
+    }
+    return read_consistent(seq, read, patience == Patience::bounded ? kBoundedTries : 0);
+  };
   const Registry& r = *registry_;
   const Registry::MasterBlock& m = r.master;
   Snapshot s;
@@ -443,7 +375,7 @@ Snapshot StatsTable::snapshot(std::int64_t now) const {
 
   char error[kMaxError];
   std::size_t error_length = 0;
-  read_consistent(m.reload_seq, [&] {
+  const bool reloads_read = consistent(m.reload_seq, [&] {
     s.reloads_ok = m.reloads_ok.load(kRelaxed);
     s.reloads_failed = m.reloads_failed.load(kRelaxed);
     s.last_reload =
@@ -455,6 +387,7 @@ Snapshot StatsTable::snapshot(std::int64_t now) const {
       std::memcpy(error + i * 8, &word, 8);
     }
   });
+  if (!reloads_read) return std::nullopt;
   s.last_reload_error.assign(error, error_length);
 
   const std::uint64_t epoch = m.epoch.load(std::memory_order_acquire);
@@ -463,7 +396,7 @@ Snapshot StatsTable::snapshot(std::int64_t now) const {
   std::vector<Snapshot::Proxy> proxy_totals;
   std::vector<Snapshot::Server> server_totals;
   std::vector<std::uint64_t> failed;  // the latest passive failure a live worker publishes
-  read_consistent(r.fold_seq, [&] {
+  const bool totals_read = consistent(r.fold_seq, [&] {
     proxy_totals.assign(proxies, {});
     server_totals.assign(servers, {});
     failed.assign(servers, 0);
@@ -485,6 +418,7 @@ Snapshot StatsTable::snapshot(std::int64_t now) const {
       }
     };
     add_block(r.retired, true);
+    add_block(r.inherited, true);
     for (std::size_t slot = 0; slot < kSlots; ++slot) {
       const Registry::WorkerEntry& e = r.workers[slot];
       const pid_t pid = e.pid.load(kRelaxed);
@@ -499,6 +433,7 @@ Snapshot StatsTable::snapshot(std::int64_t now) const {
                            connections < kCeiling ? connections : 0});
     }
   });
+  if (!totals_read) return std::nullopt;
 
   for (std::uint32_t p = 0; p < proxies; ++p) {
     const Registry::ProxyEntry& e = r.proxies[p];

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "conf/config.h"
+#include "event/syscall_util.h"
 #include "worker/worker_counters.h"
 
 namespace ferry::worker {
@@ -141,6 +142,11 @@ struct Snapshot {
 //   page-aligned so workers never share a cache line; each worker's connections gauge; each
 //   server's last health check.
 //
+// A binary upgrade passes both segments to the new master (pass_to_exec(), open_passed()). The
+// old registry is sealed, so the new master makes its own and takes the old master's totals in
+// by name (inherit()): into an `inherited` block of its registry, a counter never lower than the
+// last time, until the old master has exited (its workers all folded), then once more for good.
+//
 // The master never trusts the counters: it keeps its own copies of the registry's counts, bounds
 // every loop by them, and takes a block whose counts cannot be (a counter past 2^62, a session
 // count that does not add up) as garbage: left out of a snapshot, dropped (and logged) by a fold.
@@ -204,6 +210,26 @@ class StatsTable {
   // so). Allocates nothing.
   std::size_t fold(std::size_t slot) noexcept;
 
+  // ---- a binary upgrade ----------------------------------------------------------------------
+
+  // The old master, in the forked child about to exec the new binary: clears FD_CLOEXEC on
+  // both segments' fds and returns them as "REGISTRY;COUNTERS" ("" when it has none).
+  [[nodiscard]] std::string pass_to_exec() const noexcept;
+  // Test only (FERRY_TEST_PASS_GARBAGE_STATS): fresh segments of the right sizes full of
+  // garbage, passed instead of the real ones. "" when they cannot be made.
+  static std::string garbage_for_exec() noexcept;
+  // The new master: a read-only view of the segments an old master passed (the fds are taken
+  // over and closed); nullptr (logged) when they are not segments of this layout. Everything in
+  // them is taken as untrusted.
+  static std::unique_ptr<StatsTable> open_passed(int registry_fd, int counters_fd);
+  // The new master: takes `old`'s totals in. Each proxy and server is registered by name (shown
+  // `removed` unless configured here) and its inherited counters raised to the old ones (never
+  // lowered); the first time, the old reload counts are added to ours. `final`: the old master
+  // has exited, nothing writes `old` any more; its gauges are dropped (its sessions are over).
+  // Returns how many old entries were not taken (garbage, or no room), or nullopt when `old` did
+  // not hold still long enough to be read (try again later).
+  std::optional<std::size_t> inherit(const StatsTable& old, bool final);
+
   // ---- a worker ------------------------------------------------------------------------------
 
   // In a forked worker, before it runs anything else: gives up the master's writable view of
@@ -251,7 +277,12 @@ class StatsTable {
   struct Registry;
   struct Counters;
 
+  // How a snapshot waits for the seqlocks: as long as a live writer needs, a bounded number of
+  // tries (an untrusted segment a writer may still change), or not at all (no writer left).
+  enum class Patience : std::uint8_t { wait, bounded, none };
+
   StatsTable() = default;
+  [[nodiscard]] std::optional<Snapshot> take_snapshot(std::int64_t now, Patience patience) const;
   [[nodiscard]] std::uint32_t proxies_known() const noexcept;
   [[nodiscard]] std::uint32_t servers_known() const noexcept;
 
@@ -267,6 +298,10 @@ class StatsTable {
       std::make_unique<Snapshot::Proxy[]>(kMaxProxies);
   std::unique_ptr<Snapshot::Server[]> fold_servers_ =
       std::make_unique<Snapshot::Server[]>(kMaxServers);
+  bool reloads_inherited_ = false;
+  // The master's, for the next binary upgrade to pass on; closed in the workers.
+  event::UniqueFd registry_fd_;
+  event::UniqueFd counters_fd_;
 };
 
 }  // namespace ferry::worker

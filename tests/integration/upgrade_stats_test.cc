@@ -1,0 +1,195 @@
+// A binary upgrade keeps what the old master counted: the statistics' totals and reload counts
+// (taken in by the new master while the old one drains, then for good), and the per-client
+// counts (a client at max_conns_per_client through the old workers is still limited by the new
+// ones). Garbage passed for the old statistics leaves the new master serving and its status
+// clean.
+#include <signal.h>
+#include <unistd.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/echo_server.h"
+#include "tests/support/ferry_instance.h"
+#include "tests/support/process.h"
+#include "tests/support/sockets.h"
+
+namespace ferry::test {
+namespace {
+
+using std::chrono::seconds;
+
+bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
+
+// The new master is not our child: make sure no failed test leaves it running.
+struct KillOnExit {
+  pid_t pid = 0;
+  ~KillOnExit() {
+    if (alive(pid)) ::kill(pid, SIGKILL);
+  }
+};
+
+pid_t pid_in(const std::string& file) { return std::stoi("0" + read_file(file)); }
+
+// The lines of `-s status`'s table under the header starting with `header`.
+std::vector<std::string> rows(const std::string& status, const std::string& header) {
+  std::vector<std::string> out;
+  std::istringstream lines(status);
+  bool in = false;
+  for (std::string line; std::getline(lines, line);) {
+    if (in && line.empty()) break;
+    if (in) out.push_back(line);
+    if (line.rfind(header, 0) == 0) in = true;
+  }
+  return out;
+}
+
+long reloads_ok(const std::string& status) {
+  const auto at = status.find("reloads: ");
+  return at == std::string::npos ? -1 : std::stol(status.substr(at + 9));
+}
+
+bool served(int fd) { return fd >= 0 && echo_round_trip(fd, "ping"); }
+
+// One session through, start to end.
+bool one_session(int port) {
+  const int fd = connect_to_port(port);
+  const bool ok = served(fd);
+  if (fd >= 0) ::close(fd);
+  return ok;
+}
+
+std::string config(int port, int backend, const std::string& extra = "") {
+  return "worker_processes = 2;\nproxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
+         std::to_string(port) + "\"; upstream = \"127.0.0.1:" + std::to_string(backend) + "\"; " +
+         extra + " access_log = \"off\"; } );\n";
+}
+
+TEST(UpgradeStatsTest, TotalsAndReloadCountsSurviveAndCountingGoesOn) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(port, backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(one_session(port));
+  ASSERT_EQ(ferry.command("reload").exit_code, 0);
+  // Open through the upgrade, on an old worker: counted once, by whichever master shows it.
+  const int held = connect_to_port(port);
+  ASSERT_TRUE(served(held));
+  std::vector<long> before;
+  ASSERT_TRUE(eventually([&] {
+    before = status_proxy_row(ferry.command("status").out, "web");
+    return before.size() == 6 && before[0] == 6 && before[1] == 5;
+  })) << ferry.command("status").out;
+
+  const Finished up = ferry.command("upgrade");
+  ASSERT_EQ(up.exit_code, 0) << up.err << ferry.log();
+  const pid_t fresh = pid_in(ferry.pid_file());
+  const KillOnExit guard{fresh};
+  ASSERT_NE(fresh, ferry.master());
+  ASSERT_TRUE(alive(ferry.master())) << "the old master drains the held session";
+
+  // The new master shows the old totals while the old one still runs, and counts on.
+  std::string status = ferry.command("status").out;
+  std::vector<long> now = status_proxy_row(status, "web");
+  ASSERT_EQ(now.size(), 6U) << status;
+  EXPECT_GE(now[0], before[0]) << status;
+  EXPECT_GE(now[1], before[1]) << status;
+  EXPECT_GE(reloads_ok(status), 1) << status;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(one_session(port));
+  ASSERT_TRUE(eventually([&] {
+    now = status_proxy_row(ferry.command("status").out, "web");
+    return now.size() == 6 && now[0] == before[0] + 3 && now[2] == 1;
+  })) << ferry.command("status").out;
+
+  // The held session ends; the old master leaves; its totals are the new master's for good.
+  ::close(held);
+  EXPECT_EQ(ferry.wait().exit_code, 0);
+  ASSERT_TRUE(eventually([&] {
+    now = status_proxy_row(ferry.command("status").out, "web");
+    return now.size() == 6 && now[0] == 9 && now[1] == 9 && now[2] == 0;
+  })) << ferry.command("status").out;
+  ASSERT_TRUE(one_session(port));
+  ASSERT_TRUE(eventually([&] {
+    now = status_proxy_row(ferry.command("status").out, "web");
+    return now.size() == 6 && now[0] == 10 && now[1] == 10;
+  })) << ferry.command("status").out;
+  EXPECT_EQ(reloads_ok(ferry.command("status").out), 1);
+  ::kill(fresh, SIGQUIT);
+  EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
+}
+
+TEST(UpgradeStatsTest, AClientAtItsLimitStaysRefusedWhileItsSessionsOnTheOldWorkersAreOpen) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(port, backend.port(), "max_conns_per_client = 3;"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  std::vector<int> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(connect_from("127.0.0.1", "127.0.0.1", port));
+    ASSERT_TRUE(served(held.back())) << "session " << i + 1;
+  }
+  const int refused = connect_from("127.0.0.1", "127.0.0.1", port);
+  EXPECT_TRUE(closed_by_peer(refused, seconds(3)));
+  ::close(refused);
+
+  const Finished up = ferry.command("upgrade");
+  ASSERT_EQ(up.exit_code, 0) << up.err << ferry.log();
+  const pid_t fresh = pid_in(ferry.pid_file());
+  const KillOnExit guard{fresh};
+  ASSERT_TRUE(alive(ferry.master())) << "the old workers keep the three sessions";
+  // Only the new workers accept now: another address is served, ours is not.
+  ASSERT_TRUE(eventually([&] {
+    const int other = connect_from("127.0.0.2", "127.0.0.1", port);
+    const bool ok = served(other);
+    if (other >= 0) ::close(other);
+    return ok;
+  }));
+  for (int i = 0; i < 4; ++i) {
+    const int fourth = connect_from("127.0.0.1", "127.0.0.1", port);
+    ASSERT_GE(fourth, 0);
+    EXPECT_TRUE(closed_by_peer(fourth, seconds(3))) << "try " << i << " after the upgrade";
+    ::close(fourth);
+  }
+  for (int& fd : held) ::close(fd);
+  held.clear();
+  EXPECT_EQ(ferry.wait().exit_code, 0);
+  // The old workers' sessions are over: the client has its three again.
+  ASSERT_TRUE(eventually([&] { return open_served("127.0.0.1", port, 3, held); }));
+  for (int fd : held) ::close(fd);
+  ::kill(fresh, SIGQUIT);
+  EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
+}
+
+TEST(UpgradeStatsTest, GarbageForTheOldStatisticsLeavesTheNewMasterServingAndItsStatusClean) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(port, backend.port()));
+  ferry.set_options({.env = {"FERRY_TEST_PASS_GARBAGE_STATS=1"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  ASSERT_TRUE(one_session(port));
+
+  const Finished up = ferry.command("upgrade");
+  ASSERT_EQ(up.exit_code, 0) << up.err << ferry.log();
+  const pid_t fresh = pid_in(ferry.pid_file());
+  const KillOnExit guard{fresh};
+  EXPECT_EQ(ferry.wait().exit_code, 0);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(one_session(port));
+  std::string status;
+  ASSERT_TRUE(eventually([&] {
+    status = ferry.command("status").out;
+    const std::vector<long> now = status_proxy_row(status, "web");
+    return now.size() == 6 && now[0] == 3 && now[1] == 3;
+  })) << status;
+  // Nothing of the garbage is shown: no other proxy, no other server.
+  EXPECT_EQ(rows(status, "PROXY").size(), 1U) << status;
+  EXPECT_EQ(rows(status, "UPSTREAM").size(), 1U) << status;
+  EXPECT_TRUE(alive(fresh));
+  ::kill(fresh, SIGQUIT);
+  EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
+}
+
+}  // namespace
+}  // namespace ferry::test

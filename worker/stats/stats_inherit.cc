@@ -1,0 +1,117 @@
+// StatsTable::inherit(): a new master of a binary upgrade takes the old master's totals in, by
+// name, from segments it cannot trust (any old worker could have written them).
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "worker/stats/stats_detail.h"
+#include "worker/stats/stats_layout.h"
+#include "worker/stats/stats_table.h"
+
+namespace ferry::worker {
+namespace {
+
+using namespace stats_detail;
+
+// A name the configuration could have given: not empty, no control characters. Anything else in
+// an old registry is garbage, and must not take a place in ours.
+bool plausible(std::string_view name, std::size_t max) noexcept {
+  return !name.empty() && name.size() <= max && std::none_of(name.begin(), name.end(), [](char c) {
+    const auto b = static_cast<unsigned char>(c);
+    return b < 0x20 || b == 0x7f;
+  });
+}
+
+// Every counter of an old entry under the ceiling (a sum of blocks may reach past it: garbage),
+// and at least one not zero (an entry with nothing to take takes no place).
+template <typename Totals, typename Fields>
+bool worth_taking(const Totals& v, const Fields& fields) noexcept {
+  bool any = false;
+  for (const auto& f : fields) {
+    if (v.*f.total >= StatsTable::kCeiling) return false;
+    any = any || v.*f.total != 0;
+  }
+  return any;
+}
+
+// Raises each counter of `to` to the old one (never lowers it); a gauge is the old one's now,
+// or dropped when `final`.
+template <typename Counters, typename Totals, typename Fields>
+void raise(const Totals& from, Counters& to, const Fields& fields, bool final) noexcept {
+  for (const auto& f : fields) {
+    const std::uint64_t old = from.*f.total;
+    auto& c = to.*f.counter;
+    c.store(f.gauge ? (final ? 0 : old) : std::max(c.load(kRelaxed), old), kRelaxed);
+  }
+}
+
+}  // namespace
+
+std::optional<std::size_t> StatsTable::inherit(const StatsTable& old, bool final) {
+  if (writable_ == nullptr) return 0;
+  Registry& r = *writable_;
+  auto taken = old.take_snapshot(0, final ? Patience::none : Patience::bounded);
+  if (!taken) return std::nullopt;
+  Snapshot& s = *taken;
+
+  if (!reloads_inherited_) {
+    reloads_inherited_ = true;
+    Registry::MasterBlock& m = r.master;
+    const auto count = [](std::uint64_t n) { return n < kCeiling ? n : 0; };
+    SeqWrite w(m.reload_seq);
+    m.reloads_ok.store(saturating_add(m.reloads_ok.load(kRelaxed), count(s.reloads_ok)), kRelaxed);
+    m.reloads_failed.store(saturating_add(m.reloads_failed.load(kRelaxed), count(s.reloads_failed)),
+                           kRelaxed);
+    // The old master's last reload is the last one until this master has one of its own.
+    if (m.last_reload.load(kRelaxed) == static_cast<std::uint8_t>(ReloadResult::none)) {
+      m.last_reload.store(static_cast<std::uint8_t>(s.last_reload), kRelaxed);
+      m.last_reload_at.store(s.last_reload_at, kRelaxed);
+      const std::size_t n = std::min(s.last_reload_error.size(), kMaxError);
+      m.error_length.store(static_cast<std::uint32_t>(n), kRelaxed);
+      for (std::size_t i = 0; i * 8 < n; ++i) {
+        std::uint64_t word = 0;
+        std::memcpy(&word, s.last_reload_error.data() + i * 8, std::min<std::size_t>(8, n - i * 8));
+        m.error[i].store(word, kRelaxed);
+      }
+    }
+  }
+
+  // Indexes first (registering takes no lock readers see), then every counter in one write.
+  std::size_t left = 0;
+  std::vector<std::pair<std::size_t, const Snapshot::Proxy*>> proxies;
+  std::vector<std::pair<std::size_t, const Snapshot::Server*>> servers;
+  for (const Snapshot::Proxy& p : s.proxies) {
+    if (!worth_taking(p, kProxyFields)) continue;
+    const auto i = plausible(p.name, kMaxName) ? register_proxy(p.name) : std::nullopt;
+    if (!i) {
+      ++left;
+      continue;
+    }
+    proxies.emplace_back(*i, &p);
+  }
+  for (const Snapshot::Upstream& u : s.upstreams) {
+    for (const Snapshot::Server& v : u.servers) {
+      if (!worth_taking(v, kServerFields)) continue;
+      const auto i = plausible(u.name, kMaxName) && plausible(v.address, kMaxAddress)
+                         ? register_server(u.name, v.address)
+                         : std::nullopt;
+      if (!i) {
+        ++left;
+        continue;
+      }
+      servers.emplace_back(*i, &v);
+    }
+  }
+  SeqWrite w(r.fold_seq);
+  for (auto [i, p] : proxies) {
+    Snapshot::Proxy v = *p;
+    // Sessions open in the old workers when their master went are over: handled, so that
+    // accepted = handled + active still holds (as fold() does for one worker).
+    if (final) v.handled = std::min(v.accepted, v.handled + v.active);
+    raise(v, r.inherited.proxies[i], kProxyFields, final);
+  }
+  for (auto [i, v] : servers) raise(*v, r.inherited.servers[i], kServerFields, final);
+  return left;
+}
+
+}  // namespace ferry::worker
