@@ -85,6 +85,9 @@ constexpr const char* kScribbleStatsVariable = "FERRY_TEST_SCRIBBLE_STATS";
 // Test only: "N" makes the workers of generation N (only) serve without ever reporting ready, as
 // workers stuck in their start would (a reload then stays pending until its timeout).
 constexpr const char* kUnreadyGenerationVariable = "FERRY_TEST_UNREADY_GENERATION";
+// Test only: "PROXIES:SERVERS", how many names the statistics registry holds (at most
+// kMaxProxies and kMaxServers), so that a test fills it with a few reloads.
+constexpr const char* kStatsCapacityVariable = "FERRY_TEST_STATS_CAPACITY";
 // After a worker has been told to stop: how long past its own bound before SIGKILL.
 constexpr Msec kKillGrace{5'000};
 // A worker that dies this soon after starting is respawned with a growing delay.
@@ -181,6 +184,13 @@ class Master {
     if (client_limits_ == nullptr) return 1;
     stats_ = worker::StatsTable::create(FERRY_VERSION, ::getpid(), ::time(nullptr));
     if (stats_ == nullptr) return 1;
+    if (const char* capacity = std::getenv(kStatsCapacityVariable)) {
+      std::size_t proxies = 0;
+      std::size_t servers = 0;
+      if (std::sscanf(capacity, "%zu:%zu", &proxies, &servers) == 2) {
+        stats_->set_capacity_for_tests(proxies, servers);
+      }
+    }
     register_stats();
     // Before the first workers: a name known to both masters keeps one index.
     const bool inheriting = segments_.inherit_first(*stats_);
@@ -327,7 +337,10 @@ class Master {
     const pid_t pid = ::fork();
     if (pid == -1) {
       spdlog::error("fork() for worker {} failed: {}", slot, event::last_error().message());
-      if (counters != nullptr) counters_->release(*counters);
+      if (counters != nullptr) {
+        (void)stats_->fold(counters_->index_of(*counters));  // nothing counted: the slot is free
+        counters_->release(*counters);
+      }
       schedule_respawn(slot, generation, Msec{0});
       return;
     }

@@ -456,5 +456,75 @@ TEST(StatusTest, BadAndSlowHttpClientsDoNotSlowProxiedSessions) {
   ::close(slow);
 }
 
+// A registry that holds 2 proxies and 2 servers (test hook), and reloads that each bring a new
+// proxy and a new upstream: the newest are counted and shown, the oldest give their places up
+// (once no worker of theirs is left) and their totals show under "(reclaimed)".
+TEST(StatusTest, FreshNamesBeyondAFullRegistryReclaimTheOldestAndAreCounted) {
+  EchoServer backend;
+  const int port = free_port();
+  const auto body = [&](int k) {
+    const std::string n = std::to_string(k);
+    return "worker_processes = 1;\nupstreams = ( { name = \"u" + n +
+           "\"; servers = ( { address = \"127.0.0.1:" + std::to_string(backend.port()) +
+           "\"; } ); } );\nproxies = ( { name = \"p" + n +
+           "\"; listen = \"127.0.0.1:" + std::to_string(port) + "\"; upstream = \"u" + n +
+           "\"; access_log = \"off\"; } );\n";
+  };
+  FerryInstance ferry(body(1));
+  ferry.set_options({.env = {"FERRY_TEST_STATS_CAPACITY=2:2"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const auto session = [&] {
+    const int fd = connect_to_port(port);
+    const bool ok = fd >= 0 && echo_round_trip(fd, "ping");
+    if (fd >= 0) ::close(fd);
+    return ok;
+  };
+  for (int k = 1; k <= 6; ++k) {
+    if (k > 1) {
+      const std::set<pid_t> old = ferry.workers();
+      ferry.rewrite(body(k));
+      ASSERT_EQ(ferry.command("reload").exit_code, 0) << ferry.log();
+      // The last generation's worker gone: its names are free to reclaim at the next reload.
+      ASSERT_TRUE(eventually([&] {
+        const std::set<pid_t> now = ferry.workers();
+        return now.size() == 1 && old.count(*now.begin()) == 0;
+      })) << ferry.log();
+    }
+    ASSERT_TRUE(session());
+    ASSERT_TRUE(eventually([&] {
+      const auto row = status_proxy_row(ferry.command("status").out, "p" + std::to_string(k));
+      return row.size() == 6 && row[0] == 1 && row[1] == 1;
+    })) << "p"
+        << k << " is counted\n"
+        << ferry.command("status").out;
+  }
+  const std::string status = ferry.command("status").out;
+  const auto p5 = status.find("p5 (removed)");
+  ASSERT_NE(p5, std::string::npos) << status;
+  EXPECT_EQ(std::stol(status.substr(p5 + 12)), 1) << status;
+  EXPECT_EQ(status.find("p3 "), std::string::npos) << status;
+  // The table shows "(reclaimed) (removed)": its counts follow two words.
+  const auto reclaimed = status.find("(reclaimed) (removed)");
+  ASSERT_NE(reclaimed, std::string::npos) << status;
+  EXPECT_EQ(std::stol(status.substr(reclaimed + 21)), 4) << "p1 to p4's sessions\n" << status;
+  EXPECT_NE(status.find("u6 "), std::string::npos) << status;
+  EXPECT_EQ(status.find("u3 "), std::string::npos) << status;
+  // The reclaimed servers' sessions: upstream and address both "(reclaimed)", state removed.
+  std::istringstream lines(status);
+  bool found = false;
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream fields(line);
+    std::string upstream, address, state;
+    long sessions = 0;
+    fields >> upstream >> address >> state >> sessions;
+    if (upstream == "(reclaimed)" && address == "(reclaimed)") {
+      found = true;
+      EXPECT_EQ(state, "removed");
+      EXPECT_EQ(sessions, 4) << status;
+    }
+  }
+  EXPECT_TRUE(found) << status;
+}
+
 }  // namespace
 }  // namespace ferry::test

@@ -25,6 +25,10 @@ inline std::int64_t monotonic_ns() noexcept {
 
 constexpr auto kRelaxed = std::memory_order_relaxed;
 
+// A server's configuration word holds the epoch of the latest configuration that has it
+// shifted by this, and flags (see stats_table.cc).
+constexpr int kEpochShift = 8;
+
 // The writer's side of a seqlock: the master is the only writer of each.
 class SeqWrite {
  public:

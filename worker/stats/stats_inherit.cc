@@ -102,6 +102,13 @@ std::optional<std::size_t> StatsTable::inherit(const StatsTable& old, bool final
       servers.emplace_back(*i, &v);
     }
   }
+  // Not reclaimed while more may come for them; free to be once the old master has gone.
+  for (auto [i, p] : proxies) inheriting_proxy_[i] = !final;
+  for (auto [i, v] : servers) inheriting_server_[i] = !final;
+  if (final) {
+    std::fill(std::begin(inheriting_proxy_), std::end(inheriting_proxy_), false);
+    std::fill(std::begin(inheriting_server_), std::end(inheriting_server_), false);
+  }
   SeqWrite w(r.fold_seq);
   for (auto [i, p] : proxies) {
     Snapshot::Proxy v = *p;

@@ -62,6 +62,9 @@ struct StatsTable::Registry {
   WorkerEntry workers[kSlots];
   StatsBlock retired;
   StatsBlock inherited;  // an old master's totals, after a binary upgrade (see inherit())
+  // The totals of names reclaimed for new ones (see register_proxy()).
+  ProxyCounters reclaimed_proxies;
+  ServerCounters reclaimed_servers;
 };
 
 struct StatsTable::Counters {

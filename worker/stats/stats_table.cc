@@ -21,7 +21,6 @@ using namespace stats_detail;
 constexpr std::uint64_t kBackup = 1;
 constexpr std::uint64_t kDown = 2;
 constexpr std::uint64_t kChecked = 4;  // its upstream has an active health check
-constexpr int kEpochShift = 8;
 
 // A server's health word, one store so that no reader sees half a check: the time in the low
 // 48 bits, then whether there is a result, whether it passed, whether the server is down.
@@ -137,7 +136,16 @@ std::optional<std::size_t> StatsTable::register_proxy(std::string_view name) noe
   if (writable_ == nullptr) return std::nullopt;
   if (auto i = proxy_index(name)) return i;
   const std::uint32_t n = proxy_count_;
-  if (name.size() > kMaxName || n >= kMaxProxies) return std::nullopt;
+  if (name.size() > kMaxName) return std::nullopt;
+  if (n >= max_proxies_) {
+    SeqWrite w(writable_->fold_seq);  // the old name and totals go, the new name comes, at once
+    const auto i = reclaim_proxy();
+    if (!i) return std::nullopt;
+    Registry::ProxyEntry& e = writable_->proxies[*i];
+    e.length = static_cast<std::uint16_t>(name.size());
+    std::memcpy(e.name, name.data(), name.size());
+    return i;
+  }
   Registry::ProxyEntry& e = writable_->proxies[n];
   e.length = static_cast<std::uint16_t>(name.size());
   std::memcpy(e.name, name.data(), name.size());
@@ -151,14 +159,21 @@ std::optional<std::size_t> StatsTable::register_server(std::string_view upstream
   if (writable_ == nullptr) return std::nullopt;
   if (auto i = server_index(upstream, address)) return i;
   const std::uint32_t n = server_count_;
-  if (upstream.size() > kMaxName || address.size() > kMaxAddress || n >= kMaxServers) {
-    return std::nullopt;
+  if (upstream.size() > kMaxName || address.size() > kMaxAddress) return std::nullopt;
+  const auto write = [&](Registry::ServerEntry& e) {
+    e.upstream_length = static_cast<std::uint16_t>(upstream.size());
+    std::memcpy(e.upstream, upstream.data(), upstream.size());
+    e.address_length = static_cast<std::uint16_t>(address.size());
+    std::memcpy(e.address, address.data(), address.size());
+  };
+  if (n >= max_servers_) {
+    SeqWrite w(writable_->fold_seq);
+    const auto i = reclaim_server();
+    if (!i) return std::nullopt;
+    write(writable_->servers[*i]);
+    return i;
   }
-  Registry::ServerEntry& e = writable_->servers[n];
-  e.upstream_length = static_cast<std::uint16_t>(upstream.size());
-  std::memcpy(e.upstream, upstream.data(), upstream.size());
-  e.address_length = static_cast<std::uint16_t>(address.size());
-  std::memcpy(e.address, address.data(), address.size());
+  write(writable_->servers[n]);
   server_count_ = n + 1;
   writable_->server_count.store(n + 1, std::memory_order_release);
   return n;
@@ -171,28 +186,33 @@ std::size_t StatsTable::register_config(const conf::Config& cfg) noexcept {
   // a reader that already sees the new epoch sees every entry it covers.
   const std::uint64_t epoch = r.master.epoch.load(kRelaxed) + 1;
   std::size_t missed = 0;
-  const auto server = [&](std::string_view upstream, std::string_view address,
-                          std::uint64_t flags) {
-    if (const auto i = register_server(upstream, address)) {
-      r.servers[*i].config.store(epoch << kEpochShift | flags, kRelaxed);
-    } else {
-      ++missed;
+  // Known names first, then new ones: a name this configuration has is stamped before any is
+  // reclaimed for a new one.
+  for (const bool known : {true, false}) {
+    const auto server = [&](std::string_view upstream, std::string_view address,
+                            std::uint64_t flags) {
+      const auto i = known ? server_index(upstream, address) : register_server(upstream, address);
+      if (i) {
+        r.servers[*i].config.store(epoch << kEpochShift | flags, kRelaxed);
+      } else if (!known) {
+        ++missed;
+      }
+    };
+    for (const auto& u : cfg.upstreams) {
+      const std::uint64_t checked = u.health_check ? kChecked : 0;
+      for (const auto& s : u.servers) {
+        server(u.name, s.address.text, (s.backup ? kBackup : 0) | (s.down ? kDown : 0) | checked);
+      }
     }
-  };
-  for (const auto& u : cfg.upstreams) {
-    const std::uint64_t checked = u.health_check ? kChecked : 0;
-    for (const auto& s : u.servers) {
-      server(u.name, s.address.text, (s.backup ? kBackup : 0) | (s.down ? kDown : 0) | checked);
-    }
-  }
-  for (const auto& p : cfg.proxies) {
-    if (const auto i = register_proxy(p.name)) {
-      r.proxies[*i].epoch.store(epoch, kRelaxed);
-    } else {
-      ++missed;
-    }
-    if (p.upstream.empty() && p.upstream_address) {
-      server(upstream_name_of(p), p.upstream_address->text, 0);
+    for (const auto& p : cfg.proxies) {
+      if (const auto i = known ? proxy_index(p.name) : register_proxy(p.name)) {
+        r.proxies[*i].epoch.store(epoch, kRelaxed);
+      } else if (!known) {
+        ++missed;
+      }
+      if (p.upstream.empty() && p.upstream_address) {
+        server(upstream_name_of(p), p.upstream_address->text, 0);
+      }
     }
   }
   r.master.epoch.store(epoch, std::memory_order_release);
@@ -235,6 +255,8 @@ void StatsTable::reload_failed(std::string_view error, std::int64_t at) noexcept
 void StatsTable::worker_started(std::size_t slot, pid_t pid, int generation,
                                 std::int64_t started) noexcept {
   if (slot >= kSlots || writable_ == nullptr) return;
+  // Forked with the latest configuration registered (the master registers each before forking).
+  worker_epochs_[slot] = std::max<std::uint64_t>(writable_->master.epoch.load(kRelaxed), 1);
   SeqWrite w(writable_->fold_seq);
   StatsBlock& b = counters_->slots[slot];
   for (std::uint32_t p = 0; p < proxy_count_; ++p) zero(b.proxies[p], kProxyFields);
@@ -257,6 +279,7 @@ void StatsTable::worker_forked(std::size_t slot, pid_t pid) noexcept {
 
 std::size_t StatsTable::fold(std::size_t slot) noexcept {
   if (slot >= kSlots || writable_ == nullptr) return 0;
+  worker_epochs_[slot] = 0;
   Registry& r = *writable_;
   StatsBlock& b = counters_->slots[slot];
   // Checked before any is kept: a worker's garbage is left out whole, not in part.
@@ -297,26 +320,48 @@ std::size_t StatsTable::fold(std::size_t slot) noexcept {
 
 // ---- a worker --------------------------------------------------------------------------------
 
+// A worker looks names up under fold_seq: the master may be writing a reclaimed index's name.
+template <typename Scan>
+void StatsTable::scan_names(Scan&& scan) const noexcept {
+  if (writable_ != nullptr) {
+    scan();
+  } else {
+    read_consistent(registry_->fold_seq, scan);
+  }
+}
+
 std::optional<std::size_t> StatsTable::proxy_index(std::string_view name) const noexcept {
   const std::uint32_t n = proxies_known();
-  for (std::uint32_t i = 0; i < n; ++i) {
-    const Registry::ProxyEntry& e = registry_->proxies[i];
-    if (same(e.name, std::min<std::size_t>(e.length, kMaxName), name)) return i;
-  }
-  return std::nullopt;
+  std::optional<std::size_t> found;
+  scan_names([&] {
+    found.reset();
+    for (std::uint32_t i = 0; i < n; ++i) {
+      const Registry::ProxyEntry& e = registry_->proxies[i];
+      if (same(e.name, std::min<std::size_t>(e.length, kMaxName), name)) {
+        found = i;
+        return;
+      }
+    }
+  });
+  return found;
 }
 
 std::optional<std::size_t> StatsTable::server_index(std::string_view upstream,
                                                     std::string_view address) const noexcept {
   const std::uint32_t n = servers_known();
-  for (std::uint32_t i = 0; i < n; ++i) {
-    const Registry::ServerEntry& e = registry_->servers[i];
-    if (same(e.upstream, std::min<std::size_t>(e.upstream_length, kMaxName), upstream) &&
-        same(e.address, std::min<std::size_t>(e.address_length, kMaxAddress), address)) {
-      return i;
+  std::optional<std::size_t> found;
+  scan_names([&] {
+    found.reset();
+    for (std::uint32_t i = 0; i < n; ++i) {
+      const Registry::ServerEntry& e = registry_->servers[i];
+      if (same(e.upstream, std::min<std::size_t>(e.upstream_length, kMaxName), upstream) &&
+          same(e.address, std::min<std::size_t>(e.address_length, kMaxAddress), address)) {
+        found = i;
+        return;
+      }
     }
-  }
-  return std::nullopt;
+  });
+  return found;
 }
 
 ProxyCounters* StatsTable::proxy_counters(std::size_t slot, std::string_view proxy_name) noexcept {
@@ -396,11 +441,39 @@ std::optional<Snapshot> StatsTable::take_snapshot(std::int64_t now, Patience pat
   std::vector<Snapshot::Proxy> proxy_totals;
   std::vector<Snapshot::Server> server_totals;
   std::vector<std::uint64_t> failed;  // the latest passive failure a live worker publishes
+  // Names and their configuration words are read with the totals: an index reclaimed for a new
+  // name (under fold_seq) pairs the new name with the new totals.
+  std::vector<std::uint64_t> configs;  // a proxy's epoch, a server's configuration word
+  std::vector<std::string> upstream_names;
+  Snapshot::Proxy reclaimed_proxies;
+  Snapshot::Server reclaimed_servers;
   const bool totals_read = consistent(r.fold_seq, [&] {
     proxy_totals.assign(proxies, {});
     server_totals.assign(servers, {});
     failed.assign(servers, 0);
+    configs.assign(proxies + servers, 0);
+    upstream_names.assign(servers, {});
     s.workers.clear();
+    for (std::uint32_t p = 0; p < proxies; ++p) {
+      const Registry::ProxyEntry& e = r.proxies[p];
+      proxy_totals[p].name.assign(e.name, std::min<std::size_t>(e.length, kMaxName));
+      configs[p] = e.epoch.load(kRelaxed);
+    }
+    for (std::uint32_t v = 0; v < servers; ++v) {
+      const Registry::ServerEntry& e = r.servers[v];
+      server_totals[v].address.assign(e.address,
+                                      std::min<std::size_t>(e.address_length, kMaxAddress));
+      upstream_names[v].assign(e.upstream, std::min<std::size_t>(e.upstream_length, kMaxName));
+      configs[proxies + v] = e.config.load(kRelaxed);
+    }
+    reclaimed_proxies = {};
+    reclaimed_servers = {};
+    if (read_entry(r.reclaimed_proxies, reclaimed_proxies, kProxyFields) != 0) {
+      reclaimed_proxies = {};
+    }
+    if (read_entry(r.reclaimed_servers, reclaimed_servers, kServerFields) != 0) {
+      reclaimed_servers = {};
+    }
     // An entry of a worker's block with a counter past the ceiling is left out: garbage. The
     // retired block is the master's (sealed, and only checked values go there): taken whole.
     const auto add_block = [&](const StatsBlock& b, bool trusted) {
@@ -436,17 +509,18 @@ std::optional<Snapshot> StatsTable::take_snapshot(std::int64_t now, Patience pat
   if (!totals_read) return std::nullopt;
 
   for (std::uint32_t p = 0; p < proxies; ++p) {
-    const Registry::ProxyEntry& e = r.proxies[p];
     Snapshot::Proxy& t = proxy_totals[p];
-    t.name.assign(e.name, std::min<std::size_t>(e.length, kMaxName));
-    t.configured = e.epoch.load(kRelaxed) >= epoch;
+    t.configured = configs[p] >= epoch;
     s.proxies.push_back(std::move(t));
   }
+  if (reclaimed_proxies != Snapshot::Proxy{}) {
+    reclaimed_proxies.name = kReclaimed;
+    reclaimed_proxies.configured = false;
+    s.proxies.push_back(std::move(reclaimed_proxies));
+  }
   for (std::uint32_t v = 0; v < servers; ++v) {
-    const Registry::ServerEntry& e = r.servers[v];
     Snapshot::Server& t = server_totals[v];
-    t.address.assign(e.address, std::min<std::size_t>(e.address_length, kMaxAddress));
-    const std::uint64_t config = e.config.load(kRelaxed);
+    const std::uint64_t config = configs[proxies + v];
     const std::uint64_t health = counters_->health[v].load(kRelaxed);
     const bool checked = (config & kChecked) != 0;
     // An entry stamped with a newer epoch than the one read belongs to a configuration being
@@ -470,7 +544,7 @@ std::optional<Snapshot> StatsTable::take_snapshot(std::int64_t now, Patience pat
       t.health = (health & kLastOk) != 0 ? CheckResult::ok : CheckResult::failed;
       t.health_at = static_cast<std::int64_t>(health & kTimeMask);
     }
-    const std::string_view upstream(e.upstream, std::min<std::size_t>(e.upstream_length, kMaxName));
+    const std::string_view upstream = upstream_names[v];
     auto u = std::find_if(s.upstreams.begin(), s.upstreams.end(),
                           [&](const Snapshot::Upstream& x) { return x.name == upstream; });
     if (u == s.upstreams.end()) {
@@ -478,6 +552,11 @@ std::optional<Snapshot> StatsTable::take_snapshot(std::int64_t now, Patience pat
       u = s.upstreams.end() - 1;
     }
     u->servers.push_back(std::move(t));
+  }
+  if (reclaimed_servers != Snapshot::Server{}) {
+    reclaimed_servers.address = kReclaimed;
+    reclaimed_servers.state = ServerState::removed;
+    s.upstreams.push_back({std::string(kReclaimed), {std::move(reclaimed_servers)}});
   }
   return s;
 }

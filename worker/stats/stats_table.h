@@ -131,8 +131,9 @@ struct Snapshot {
 //
 // - The registry, written by the master only and read-only in every worker (a sealed memfd that
 //   no process can map writable again, see create()): proxies by name, servers by (upstream
-//   name, address text), each with an index stable for the master's lifetime (names are never
-//   removed: a proxy a reload drops keeps its totals); the workers' pids, generations and start
+//   name, address text), each with an index stable while any live worker may use it (a
+//   proxy a reload drops keeps its totals until its index is reclaimed for a new name, see
+//   register_proxy()); the workers' pids, generations and start
 //   times; the retired block, into which a reaped worker's counts are folded; the master block:
 //   version, pid, start time, generation, the reloads. A proxy with `upstream = "host:port"` has
 //   an upstream named "host:port" with that one server: the loader takes the text as an
@@ -163,6 +164,9 @@ class StatsTable {
   static constexpr std::size_t kMaxVersion = 64;
   // No counter gets there honestly (4.6 EB, or a connection a nanosecond for 146 years).
   static constexpr std::uint64_t kCeiling = std::uint64_t{1} << 62;
+  // Where a snapshot shows the totals of names reclaimed for new ones: a proxy by this name, and
+  // a server by this address in an upstream by this name (listed only once there are any).
+  static constexpr std::string_view kReclaimed = "(reclaimed)";
 
   // Maps both segments (zeroed: an empty table) and writes the master block. nullptr when a
   // system call fails (logged). A kernel older than 5.1 refuses F_SEAL_FUTURE_WRITE: the workers'
@@ -189,9 +193,19 @@ class StatsTable {
   std::size_t register_config(const conf::Config& cfg) noexcept;
   // The name's index, registering it if new; nullopt when the name is too long or the registry
   // full. (register_config's parts; alone they leave the configuration flags as they are.)
+  // A full registry reclaims the index of a name that no live worker's configuration has, nor
+  // the latest published one, nor an old master's being inherited (the least recently
+  // configured first): its totals go to the `kReclaimed` entries, so that grand totals never go
+  // back, and every block's counters at that index are zeroed before the new name is written
+  // (under fold_seq: a reader sees the old name and totals or the new, never half of either).
   std::optional<std::size_t> register_proxy(std::string_view name) noexcept;
   std::optional<std::size_t> register_server(std::string_view upstream,
                                              std::string_view address) noexcept;
+  // Test only (FERRY_TEST_STATS_CAPACITY): fewer names than kMaxProxies and kMaxServers fit.
+  void set_capacity_for_tests(std::size_t proxies, std::size_t servers) noexcept {
+    max_proxies_ = std::min(proxies, kMaxProxies);
+    max_servers_ = std::min(servers, kMaxServers);
+  }
   // The newest generation of workers (starting or serving): its health checks are the ones
   // that count.
   void set_generation(int generation) noexcept;
@@ -284,6 +298,12 @@ class StatsTable {
   StatsTable() = default;
   [[nodiscard]] std::optional<Snapshot> take_snapshot(std::int64_t now, Patience patience) const;
   [[nodiscard]] std::uint32_t proxies_known() const noexcept;
+  template <typename Scan>
+  void scan_names(Scan&& scan) const noexcept;
+  std::optional<std::size_t> reclaim_proxy() noexcept;
+  std::optional<std::size_t> reclaim_server() noexcept;
+  // Whether no live worker's configuration can have a name last configured at `epoch`.
+  [[nodiscard]] bool unused_since(std::uint64_t epoch) const noexcept;
   [[nodiscard]] std::uint32_t servers_known() const noexcept;
 
   Registry* writable_ = nullptr;        // the master's view; nullptr in a worker
@@ -299,6 +319,14 @@ class StatsTable {
   std::unique_ptr<Snapshot::Server[]> fold_servers_ =
       std::make_unique<Snapshot::Server[]>(kMaxServers);
   bool reloads_inherited_ = false;
+  std::size_t max_proxies_ = kMaxProxies;
+  std::size_t max_servers_ = kMaxServers;
+  // The master's own record of its live workers: the epoch of the configuration each was forked
+  // with (0: none in the slot), for reclaiming names.
+  std::uint64_t worker_epochs_[kSlots]{};
+  // Names an old master's totals are still being taken into: not to be reclaimed yet.
+  bool inheriting_proxy_[kMaxProxies]{};
+  bool inheriting_server_[kMaxServers]{};
   // The master's, for the next binary upgrade to pass on; closed in the workers.
   event::UniqueFd registry_fd_;
   event::UniqueFd counters_fd_;
