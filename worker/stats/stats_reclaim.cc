@@ -1,5 +1,6 @@
 // StatsTable's reclaiming of names for new ones once the registry is full: which index may be
 // reused, and moving its totals to the reclaimed entries before it is.
+#include <algorithm>
 #include <limits>
 
 #include "worker/stats/stats_detail.h"
@@ -25,6 +26,9 @@ void move_totals(Counters& from, Counters& to, const Fields& fields) noexcept {
   }
 }
 
+// A worker forked with a later configuration than the last one that had a name never looked it
+// up: it holds no counters of that index. So an index is unused when its name was last
+// configured before the oldest live worker's configuration.
 // The index last configured longest ago of the `count` that are neither in the latest
 // published configuration nor being inherited, and that `unused` (by any live worker).
 template <typename EpochOf, typename Unused>
@@ -49,13 +53,12 @@ void zero_counters(Counters& c, const Fields& fields) noexcept {
 
 }  // namespace
 
-bool StatsTable::unused_since(std::uint64_t epoch) const noexcept {
-  // A worker forked with a later configuration than the last one that had the name never
-  // looked it up: it holds no counters of that index.
+std::uint64_t StatsTable::oldest_live_epoch() const noexcept {
+  std::uint64_t oldest = std::numeric_limits<std::uint64_t>::max();
   for (const std::uint64_t forked_with : worker_epochs_) {
-    if (forked_with != 0 && forked_with <= epoch) return false;
+    if (forked_with != 0) oldest = std::min(oldest, forked_with);
   }
-  return true;
+  return oldest;
 }
 
 // Both run under the caller's SeqWrite on fold_seq, which also covers the new name's writing.
@@ -67,7 +70,7 @@ std::optional<std::size_t> StatsTable::reclaim_proxy() noexcept {
   const auto oldest = oldest_unused(
       proxy_count_, published, inheriting_proxy_,
       [&](std::size_t i) { return r.proxies[i].epoch.load(kRelaxed); },
-      [this](std::uint64_t e) { return unused_since(e); });
+      [live = oldest_live_epoch()](std::uint64_t e) { return e < live; });
   if (!oldest) return std::nullopt;
   const std::size_t i = *oldest;
   move_totals(r.retired.proxies[i], r.reclaimed_proxies, kProxyFields);
@@ -86,7 +89,7 @@ std::optional<std::size_t> StatsTable::reclaim_server() noexcept {
   const auto oldest = oldest_unused(
       server_count_, published, inheriting_server_,
       [&](std::size_t i) { return r.servers[i].config.load(kRelaxed) >> kEpochShift; },
-      [this](std::uint64_t e) { return unused_since(e); });
+      [live = oldest_live_epoch()](std::uint64_t e) { return e < live; });
   if (!oldest) return std::nullopt;
   const std::size_t i = *oldest;
   move_totals(r.retired.servers[i], r.reclaimed_servers, kServerFields);

@@ -302,8 +302,8 @@ class StatsTable {
   void scan_names(Scan&& scan) const noexcept;
   std::optional<std::size_t> reclaim_proxy() noexcept;
   std::optional<std::size_t> reclaim_server() noexcept;
-  // Whether no live worker's configuration can have a name last configured at `epoch`.
-  [[nodiscard]] bool unused_since(std::uint64_t epoch) const noexcept;
+  // The epoch of the oldest configuration a live worker was forked with (max: none alive).
+  [[nodiscard]] std::uint64_t oldest_live_epoch() const noexcept;
   [[nodiscard]] std::uint32_t servers_known() const noexcept;
 
   Registry* writable_ = nullptr;        // the master's view; nullptr in a worker
