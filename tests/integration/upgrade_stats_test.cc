@@ -191,5 +191,30 @@ TEST(UpgradeStatsTest, GarbageForTheOldStatisticsLeavesTheNewMasterServingAndIts
   EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
 }
 
+// Both masters' workers take per-client shares from their own half of the table: a third master
+// while the old one still runs would share the old one's half (nginx ignores USR2 then too).
+TEST(UpgradeStatsTest, ANewMasterRefusesAnUpgradeWhileTheOldMasterRuns) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(port, backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  ferry.signal(SIGUSR2);
+  pid_t fresh = 0;
+  ASSERT_TRUE(eventually([&] {
+    fresh = pid_in(ferry.pid_file());
+    return fresh > 0 && fresh != ferry.master() && children_of(fresh).size() == 2;
+  })) << ferry.log();
+  const KillOnExit guard{fresh};
+  const Finished again = ferry.command("upgrade");
+  EXPECT_EQ(again.exit_code, 1) << again.err;
+  EXPECT_NE(again.err.find("of the last upgrade still runs"), std::string::npos) << again.err;
+  EXPECT_EQ(pid_in(ferry.pid_file()), fresh);
+  ferry.signal(SIGQUIT);
+  EXPECT_EQ(ferry.wait().exit_code, 0);
+  EXPECT_TRUE(one_session(port));
+  ::kill(fresh, SIGQUIT);
+  EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
+}
+
 }  // namespace
 }  // namespace ferry::test
