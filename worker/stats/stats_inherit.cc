@@ -2,6 +2,7 @@
 // name, from segments it cannot trust (any old worker could have written them).
 #include <algorithm>
 #include <cstring>
+#include <iterator>
 #include <vector>
 
 #include "worker/stats/stats_detail.h"
@@ -87,6 +88,8 @@ std::optional<std::size_t> StatsTable::inherit(const StatsTable& old, bool final
       ++left;
       continue;
     }
+    // Not reclaimed while more may come for it (nor for the next name of this same pass).
+    inheriting_proxy_[*i] = true;
     proxies.emplace_back(*i, &p);
   }
   for (const Snapshot::Upstream& u : s.upstreams) {
@@ -99,17 +102,15 @@ std::optional<std::size_t> StatsTable::inherit(const StatsTable& old, bool final
         ++left;
         continue;
       }
+      inheriting_server_[*i] = true;
       servers.emplace_back(*i, &v);
     }
   }
-  // Not reclaimed while more may come for them; free to be once the old master has gone.
-  for (auto [i, p] : proxies) inheriting_proxy_[i] = !final;
-  for (auto [i, v] : servers) inheriting_server_[i] = !final;
-  if (final) {
+  SeqWrite w(r.fold_seq);
+  if (final) {  // free to be reclaimed from now on
     std::fill(std::begin(inheriting_proxy_), std::end(inheriting_proxy_), false);
     std::fill(std::begin(inheriting_server_), std::end(inheriting_server_), false);
   }
-  SeqWrite w(r.fold_seq);
   for (auto [i, p] : proxies) {
     Snapshot::Proxy v = *p;
     // Sessions open in the old workers when their master went are over: handled, so that
