@@ -524,6 +524,19 @@ TEST(StatusTest, FreshNamesBeyondAFullRegistryReclaimTheOldestAndAreCounted) {
     }
   }
   EXPECT_TRUE(found) << status;
+
+  // A binary upgrade adds the old master's reclaimed totals to the new one's: one line still.
+  ASSERT_EQ(ferry.command("upgrade").exit_code, 0) << ferry.log();
+  const pid_t fresh = std::stoi(read_file(ferry.pid_file()));
+  EXPECT_EQ(ferry.wait().exit_code, 0);
+  std::string after;
+  EXPECT_TRUE(eventually([&] {
+    after = ferry.command("status").out;
+    const auto at = after.find("(reclaimed) (removed)");
+    return at != std::string::npos && std::stol(after.substr(at + 21)) == 4 &&
+           after.find("(reclaimed) (removed)", at + 1) == std::string::npos;
+  })) << after;
+  ::kill(fresh, SIGKILL);
 }
 
 }  // namespace

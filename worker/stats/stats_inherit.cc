@@ -46,6 +46,18 @@ void raise(const Totals& from, Counters& to, const Fields& fields, bool final) n
   }
 }
 
+// Adds to `to` how far each counter of `now` has grown past `last` (an old master's reclaimed
+// totals, which ours add up), and remembers `now`.
+template <typename Counters, typename Totals, typename Fields>
+void add_growth(const Totals& now, Totals& last, Counters& to, const Fields& fields) noexcept {
+  for (const auto& f : fields) {
+    if (f.gauge || now.*f.total <= last.*f.total) continue;
+    auto& c = to.*f.counter;
+    c.store(saturating_add(c.load(kRelaxed), now.*f.total - last.*f.total), kRelaxed);
+    last.*f.total = now.*f.total;
+  }
+}
+
 }  // namespace
 
 std::optional<std::size_t> StatsTable::inherit(const StatsTable& old, bool final) {
@@ -81,8 +93,14 @@ std::optional<std::size_t> StatsTable::inherit(const StatsTable& old, bool final
   std::size_t left = 0;
   std::vector<std::pair<std::size_t, const Snapshot::Proxy*>> proxies;
   std::vector<std::pair<std::size_t, const Snapshot::Server*>> servers;
+  const Snapshot::Proxy* old_reclaimed_proxies = nullptr;
+  const Snapshot::Server* old_reclaimed_servers = nullptr;
   for (const Snapshot::Proxy& p : s.proxies) {
     if (!worth_taking(p, kProxyFields)) continue;
+    if (p.name == kReclaimed) {  // the old master's reclaimed names: added to ours
+      old_reclaimed_proxies = &p;
+      continue;
+    }
     const auto i = plausible(p.name, kMaxName) ? register_proxy(p.name) : std::nullopt;
     if (!i) {
       ++left;
@@ -95,6 +113,10 @@ std::optional<std::size_t> StatsTable::inherit(const StatsTable& old, bool final
   for (const Snapshot::Upstream& u : s.upstreams) {
     for (const Snapshot::Server& v : u.servers) {
       if (!worth_taking(v, kServerFields)) continue;
+      if (u.name == kReclaimed && v.address == kReclaimed) {
+        old_reclaimed_servers = &v;
+        continue;
+      }
       const auto i = plausible(u.name, kMaxName) && plausible(v.address, kMaxAddress)
                          ? register_server(u.name, v.address)
                          : std::nullopt;
@@ -119,6 +141,14 @@ std::optional<std::size_t> StatsTable::inherit(const StatsTable& old, bool final
     raise(v, r.inherited.proxies[i], kProxyFields, final);
   }
   for (auto [i, v] : servers) raise(*v, r.inherited.servers[i], kServerFields, final);
+  if (old_reclaimed_proxies != nullptr) {
+    add_growth(*old_reclaimed_proxies, inherited_reclaimed_proxies_, r.reclaimed_proxies,
+               kProxyFields);
+  }
+  if (old_reclaimed_servers != nullptr) {
+    add_growth(*old_reclaimed_servers, inherited_reclaimed_servers_, r.reclaimed_servers,
+               kServerFields);
+  }
   return left;
 }
 

@@ -327,6 +327,9 @@ class StatsTable {
   // Names an old master's totals are still being taken into: not to be reclaimed yet.
   bool inheriting_proxy_[kMaxProxies]{};
   bool inheriting_server_[kMaxServers]{};
+  // The old master's reclaimed totals as last taken in (ours add up what they grow by).
+  Snapshot::Proxy inherited_reclaimed_proxies_;
+  Snapshot::Server inherited_reclaimed_servers_;
   // The master's, for the next binary upgrade to pass on; closed in the workers.
   event::UniqueFd registry_fd_;
   event::UniqueFd counters_fd_;
