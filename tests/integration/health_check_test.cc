@@ -65,8 +65,10 @@ std::string verdict(const std::string& server, const std::string& address, const
 
 class HealthCheckTest : public ::testing::Test {
  protected:
-  void start(const std::string& config, HostsLayout hosts = HostsLayout::ipv4_only) {
+  void start(const std::string& config, HostsLayout hosts = HostsLayout::ipv4_only,
+             std::vector<std::string> env = {}) {
     ferry_ = std::make_unique<FerryInstance>(config);
+    ferry_->set_options({.env = std::move(env)});
     const auto sandbox = resolv_sandbox(dns_, hosts, ferry_->dir().path());
     ferry_->set_launcher(sandbox);
     ferry_->set_command_launcher(sandbox);
@@ -110,6 +112,27 @@ TEST_F(HealthCheckTest, ADeadAddressIsTakenOutWhileTheNamesOtherAddressServes) {
   ASSERT_FALSE(row.empty()) << ferry_->command("status").out;
   EXPECT_EQ(row[2], "up") << "one address of the server serves";
   EXPECT_NE(row[8], "-") << "the check shows";
+}
+
+// The checker out of descriptors (test hook: its socket() fails with EMFILE) makes no verdict: a
+// shortage on ferry's side must not take servers out (before, every probe counted as a failed
+// check: the server was found down and every client refused).
+TEST_F(HealthCheckTest, AChecksLocalShortageIsNoVerdictOnTheServer) {
+  dns_.set("app.test", {kLive});
+  start(checked_config(server_, port_), HostsLayout::ipv4_only,
+        {"FERRY_TEST_HEALTH_CHECK_NO_SOCKET=1"});
+  ASSERT_TRUE(eventually([&] {
+    ferry_->drain_log();
+    return ferry_->log().find("was not made") != std::string::npos ||
+           ferry_->log().find(" is down") != std::string::npos;
+  })) << ferry_->log();
+  // Several rounds (100 ms each) pass while the sessions are served.
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(served_through(port_)) << i << "\n" << ferry_->log();
+  ferry_->drain_log();
+  EXPECT_EQ(ferry_->log().find(" is down"), std::string::npos) << ferry_->log();
+  EXPECT_NE(ferry_->log().find("socket() failed: Too many open files"), std::string::npos)
+      << ferry_->log();
+  EXPECT_EQ(state_of(*ferry_, server_), "up") << ferry_->command("status").out;
 }
 
 // The shipped example's `localhost` server with a health check, on Debian's /etc/hosts (::1
@@ -161,7 +184,7 @@ TEST_F(HealthCheckTest, AServerWhoseNameMovesToALiveAddressComesUp) {
 // `upstream = "host:port"` on a proxy is an upstream of one server: a name that does not resolve
 // is a warning, not a refusal, and is retried (every 5 s: the implicit upstream re-resolves every
 // 30 s, the default resolve_interval); then each of its addresses serves (a dead one is failed
-// over, and passively failed for fail_timeout).
+// over once, then passively failed for fail_timeout: max_fails 1, fail_timeout 10 s).
 TEST_F(HealthCheckTest, TheInlineUpstreamFormResolvesLaterAndServesFromEveryAddress) {
   const std::string config =
       "worker_processes = 1;\n"
@@ -176,6 +199,10 @@ TEST_F(HealthCheckTest, TheInlineUpstreamFormResolvesLaterAndServesFromEveryAddr
   ASSERT_TRUE(eventually([&] { return served_through(port_); }, seconds(10))) << ferry_->log();
   for (int i = 0; i < 10; ++i) EXPECT_TRUE(served_through(port_)) << i << "\n" << ferry_->log();
   EXPECT_EQ(state_of(*ferry_, server_), "up") << ferry_->command("status").out;
+  ferry_->drain_log();
+  EXPECT_EQ(count_of(ferry_->log(), "trying the next server"), 1U)
+      << "the dead address is tried once, then left out for fail_timeout\n"
+      << ferry_->log();
 }
 
 }  // namespace

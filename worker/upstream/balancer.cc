@@ -45,7 +45,8 @@ constexpr int kPointsPerWeight = 160;
 }  // namespace
 
 Balancer::Balancer(const conf::Upstream& upstream, ServerHealth* health, const SharedConns* shared)
-    : method_(upstream.balance) {
+    : method_(upstream.balance),
+      check_interval_(upstream.health_check ? upstream.health_check->interval : event::Msec{0}) {
   for (bool backup : {false, true}) {
     for (std::size_t i = 0; i < upstream.servers.size(); ++i) {
       const conf::Server& s = upstream.servers[i];
@@ -77,10 +78,9 @@ void Balancer::fill_peer(Peer& p, const conf::Server& s, const conf::Address& a,
   p.health = slots.health;
   p.health_key = AddressVerdict::key_of(p.address);
   p.health_hint = ServerHealth::kAddresses;
-  p.passes_seen = 0;
-  if (p.health != nullptr) {
-    p.passes_seen = AddressVerdict::passes(p.health->find(p.health_key, p.health_hint));
-  }
+  p.health_missed = false;
+  p.passes_known = false;
+  note_passes(p);
   p.shared = slots.shared;
 }
 
@@ -104,7 +104,9 @@ void Balancer::set_addresses(const conf::Server& server,
     if (now == addresses.end()) {
       p.gone = true;
     } else if (p.gone) {
-      fill_peer(p, server, *now, slots->second);  // back: afresh, as a new address would be
+      // Its failures stand (within fail_timeout, as ever): a name answered from a rotating subset
+      // of its addresses brings a dead one back soon, which must not come back as sound.
+      p.gone = false;
     }
   }
   for (const conf::Address& a : addresses) {
@@ -147,24 +149,45 @@ void Balancer::build_ring() {
             [](const Point& a, const Point& b) { return a.hash < b.hash; });
 }
 
-bool Balancer::down_by_checks(Peer& p) noexcept {
-  return p.health != nullptr && AddressVerdict::down(p.health->find(p.health_key, p.health_hint));
+std::uint64_t Balancer::verdict_of(Peer& p, event::TimePoint now) const noexcept {
+  if (p.health == nullptr) return 0;
+  // An address without a word (beyond the board's places, not checked yet) would cost a scan of
+  // every place on each pick: looked for again once per check interval only.
+  if (p.health_missed && now - p.health_missed_at < check_interval_) return 0;
+  const std::uint64_t w = p.health->find(p.health_key, p.health_hint);
+  p.health_missed = w == 0;
+  p.health_missed_at = now;
+  return w;
+}
+
+bool Balancer::down_by_checks(Peer& p, event::TimePoint now) const noexcept {
+  return AddressVerdict::down(verdict_of(p, now));
+}
+
+void Balancer::note_passes(Peer& p) noexcept {
+  if (p.health == nullptr) return;
+  const std::uint64_t w = p.health->find(p.health_key, p.health_hint);
+  p.passes_known = w != 0;
+  if (w != 0) p.passes_seen = AddressVerdict::passes(w);
 }
 
 bool Balancer::passively_failed(Peer& p, event::TimePoint now) {
   const conf::Server* s = p.server;
   if (s == nullptr || s->max_fails == 0 || p.fails < s->max_fails) return false;
-  if (p.health != nullptr) {
-    // A check of the address that passed after the failures: it is back, as HAProxy has it,
-    // without waiting out fail_timeout.
-    const std::uint64_t passes =
-        AddressVerdict::passes(p.health->find(p.health_key, p.health_hint));
-    if (passes != p.passes_seen) {
-      p.passes_seen = passes;
-      p.fails = 0;
-      p.effective_weight = p.weight;
-      return false;
-    }
+  // A check of the address that passed after the failures: it is back, as HAProxy has it,
+  // without waiting out fail_timeout. Known only comparing one word with another: no word (not
+  // checked yet, its place freed) says nothing, and a first word may count passes from before.
+  const std::uint64_t w = verdict_of(p, now);
+  if (w == 0) {
+    p.passes_known = false;  // a word that comes back counts from a new start
+  } else if (!p.passes_known) {
+    p.passes_seen = AddressVerdict::passes(w);
+    p.passes_known = true;
+  } else if (AddressVerdict::passes(w) != p.passes_seen) {
+    p.passes_seen = AddressVerdict::passes(w);
+    p.fails = 0;
+    p.effective_weight = p.weight;
+    return false;
   }
   return now - p.checked <= s->fail_timeout;
 }
@@ -176,7 +199,7 @@ event::TimePoint Balancer::failed_until(const Peer& p) noexcept {
 bool Balancer::available(Peer& p, Pass pass, event::TimePoint now) {
   if (p.gone) return false;
   // Down by the active checks: out even when nothing else is left (the checks know better).
-  if (down_by_checks(p)) return false;
+  if (down_by_checks(p, now)) return false;
   const conf::Server* s = p.server;
   if (s == nullptr) return true;
   if (s->max_conns > 0) {
@@ -237,7 +260,7 @@ Peer* Balancer::pick(const event::SocketAddress& key, TriedSet& tried, event::Ti
 bool Balancer::every_server_failed(event::TimePoint now) {
   for (Peer& p : peers_) {
     if (p.gone) continue;  // a re-resolution removed its address
-    if (down_by_checks(p)) continue;
+    if (down_by_checks(p, now)) continue;
     if (!passively_failed(p, now)) return false;
   }
   return true;
@@ -335,11 +358,7 @@ void Balancer::release(Peer& peer, bool failed, event::TimePoint now) {
     ++peer.fails;
     peer.accessed = now;
     peer.checked = now;
-    // Only a check that passes after this failure clears it.
-    if (peer.health != nullptr) {
-      peer.passes_seen =
-          AddressVerdict::passes(peer.health->find(peer.health_key, peer.health_hint));
-    }
+    note_passes(peer);  // only a check that passes after this failure clears it
     if (s->max_fails > 0) {
       peer.effective_weight -= std::max(1, peer.weight / s->max_fails);
       if (peer.effective_weight < 0) peer.effective_weight = 0;

@@ -40,6 +40,9 @@ struct Peer {
   std::uint64_t health_key = 0;
   std::size_t health_hint = ServerHealth::kAddresses;
   std::uint64_t passes_seen = 0;  // the checks of it that passed when its failures were counted
+  bool passes_known = false;      // passes_seen was read from a word (none: nothing to compare)
+  bool health_missed = false;     // the last look found no word for it, at health_missed_at
+  event::TimePoint health_missed_at{};
   SharedConns shared;  // its sessions across the workers, for max_conns (none: `conns` only)
 };
 
@@ -85,8 +88,10 @@ class Balancer {
 
   // `server`'s name now resolves to `addresses`: a peer for each new one, the others gone.
   // Peers are not freed (sessions hold pointers to them and the tried sets their indices): one
-  // whose address comes back is live again, and a new address takes the place of a gone peer of
-  // the server that no session holds, so a name that keeps moving does not grow the group.
+  // whose address comes back is live again, with its passive failures, and a new address takes
+  // the place of a gone peer of the server that no session holds, so a name that keeps moving
+  // does not grow the group. A session that tried the gone peer of a place does not try the new
+  // address in it: the tried sets know places, not addresses.
   void set_addresses(const conf::Server& server, const std::vector<conf::Address>& addresses);
 
   [[nodiscard]] std::size_t size() const noexcept { return peers_.size(); }
@@ -98,7 +103,11 @@ class Balancer {
   [[nodiscard]] static event::TimePoint failed_until(const Peer& peer) noexcept;
   // Whether the active checks found `peer`'s address down (an address they have no verdict on
   // yet is up).
-  [[nodiscard]] static bool down_by_checks(Peer& peer) noexcept;
+  [[nodiscard]] bool down_by_checks(Peer& peer, event::TimePoint now) const noexcept;
+  // `peer`'s verdict word on the board, 0 when none.
+  [[nodiscard]] std::uint64_t verdict_of(Peer& peer, event::TimePoint now) const noexcept;
+  // Takes the passes the checks counted of `peer`'s address now as the baseline for its failures.
+  static void note_passes(Peer& peer) noexcept;
 
  private:
   // Which servers a pass of pick() may choose: `fresh` leaves out the passively failed ones;
@@ -127,8 +136,9 @@ class Balancer {
                         const ServerSlots& slots);
 
   conf::Balance method_ = conf::Balance::round_robin;
-  std::deque<Peer> peers_;        // stable addresses: sessions hold pointers to their peer
-  std::vector<bool> candidates_;  // least_conn's choice of peers, sized with peers_: no allocation
+  event::Msec check_interval_{0};  // the active checks' (0: none)
+  std::deque<Peer> peers_;         // stable addresses: sessions hold pointers to their peer
+  std::vector<bool> candidates_;   // least_conn's choice of peers, sized with peers_: no allocation
   std::map<const conf::Server*, ServerSlots> servers_;  // the group's servers (not down)
   struct Point {
     std::uint64_t hash;

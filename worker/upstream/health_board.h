@@ -11,6 +11,7 @@
 #include <limits>
 #include <new>
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 
 #include "conf/config.h"
@@ -20,27 +21,31 @@
 namespace ferry::worker {
 
 // The active checks' verdict on one address of a server, in one word so that no reader sees
-// half an update: a key naming the address (kKeyBits of a hash of it, never 0) in the high bits,
-// the checks of it that passed (modulo 2^kPassBits: each clears passive failures) below, and
-// whether the checks found it down in bit 0. A word of 0 is a free place.
+// half an update: a key naming the address (never 0) in the high kKeyBits, the checks of it that
+// passed (modulo 2^kPassBits: each clears passive failures) below, and whether the checks found
+// it down in bit 0. A word of 0 is a free place. An IPv4 key is the address and port themselves
+// (no two addresses share one); an IPv6 key is a 48-bit hash, with the top bit set.
 struct AddressVerdict {
-  static constexpr int kKeyBits = 40;
-  static constexpr int kPassBits = 23;
+  static constexpr int kKeyBits = 49;
+  static constexpr int kPassBits = 14;
   static constexpr std::uint64_t kPassMask = (std::uint64_t{1} << kPassBits) - 1;
+  static constexpr std::uint64_t kHashed = std::uint64_t{1} << 48;
+  static_assert(kKeyBits + kPassBits + 1 == 64);
 
-  // The key of `a`: its family, port and IP address (and IPv6 scope), hashed alike in every
-  // process whatever padding the sockaddr carries.
+  // The key of `a`: alike in every process whatever padding the sockaddr carries.
   static std::uint64_t key_of(const event::SocketAddress& a) noexcept {
+    if (a.family() == AF_INET) {
+      const auto* sin = reinterpret_cast<const sockaddr_in*>(a.get());
+      const std::uint64_t key =
+          std::uint64_t{ntohl(sin->sin_addr.s_addr)} << 16 | ntohs(sin->sin_port);
+      return key == 0 ? kHashed : key;  // 0.0.0.0:0 is nobody's server
+    }
     std::uint64_t h = 0x9e3779b97f4a7c15ULL ^ a.family();
     const auto mix = [&h](const void* data, std::size_t n) {
       const auto* p = static_cast<const unsigned char*>(data);
       for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ULL;
     };
-    if (a.family() == AF_INET) {
-      const auto* sin = reinterpret_cast<const sockaddr_in*>(a.get());
-      mix(&sin->sin_port, sizeof sin->sin_port);
-      mix(&sin->sin_addr, sizeof sin->sin_addr);
-    } else if (a.family() == AF_INET6) {
+    if (a.family() == AF_INET6) {
       const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(a.get());
       mix(&sin6->sin6_port, sizeof sin6->sin6_port);
       mix(&sin6->sin6_addr, sizeof sin6->sin6_addr);
@@ -49,8 +54,7 @@ struct AddressVerdict {
     h ^= h >> 31;
     h *= 0xbf58476d1ce4e5b9ULL;
     h ^= h >> 29;
-    const std::uint64_t key = h >> (64 - kKeyBits);
-    return key == 0 ? 1 : key;
+    return kHashed | h >> (64 - 48);
   }
   static std::uint64_t word(std::uint64_t key, std::uint64_t passes, bool down) noexcept {
     return key << (kPassBits + 1) | (passes & kPassMask) << 1 | (down ? 1 : 0);

@@ -6,9 +6,12 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <optional>
 #include <string>
+#include <system_error>
 
 #include <spdlog/spdlog.h>
 
@@ -23,6 +26,20 @@ using event::Event;
 namespace {
 enum class Last : std::uint8_t { none, ok, failed };
 constexpr std::size_t kNoPlace = ServerHealth::kAddresses;
+
+// Test only: FERRY_TEST_HEALTH_CHECK_NO_SOCKET set, the checker's socket() fails with EMFILE, as
+// it does when the worker is out of descriptors.
+bool test_no_socket() noexcept {
+  static const bool set = std::getenv("FERRY_TEST_HEALTH_CHECK_NO_SOCKET") != nullptr;
+  return set;
+}
+
+// How long a probe whose address left the name's answer keeps its verdict: names answered from a
+// rotating subset (multivalue DNS, service catalogues) bring a dead address back soon, and it
+// must not come back as up.
+event::Msec grace_of(const conf::Upstream& u) noexcept {
+  return std::max(2 * u.resolve_interval, event::Msec{10'000});
+}
 }  // namespace
 
 struct Probe {
@@ -39,8 +56,15 @@ struct Probe {
   int fails = 0;             // consecutive, while up
   std::uint64_t passed = 0;  // every check that passed, as the board's word counts them
   Last last = Last::none;
+  bool absent = false;    // the name no longer resolves to it: kept for a grace period
+  bool expired = false;   // ... which is over: its verdict is gone
+  bool collided = false;  // its key is another probe's of the server (said once)
 
   void begin();
+  // The interval timer: the next check, or the end of the grace period of an absent address.
+  static void on_next(Event& ev);
+  // A shortage on this side (descriptors, connections, local ports): no verdict either way.
+  void no_verdict(const std::string& why);
   static void on_event(Event& ev);
   void finish(bool ok, const std::string& why);
   // The probe's word on the board, as its state now is.
@@ -59,24 +83,37 @@ struct CheckedServer {
   std::vector<std::unique_ptr<Probe>> probes;
   bool warned_full = false;
 
-  // Frees every place on the board whose address is not in `addresses` (left by a checker of
-  // this generation that died, or by addresses the name no longer has).
-  void keep_only(const std::vector<conf::Address>& addresses) noexcept {
-    for (auto& word : health->addresses) {
-      const std::uint64_t key = AddressVerdict::key(word.load(std::memory_order_relaxed));
-      if (key == 0) continue;
-      const bool kept = std::any_of(addresses.begin(), addresses.end(), [&](const auto& a) {
-        return AddressVerdict::key_of(event::SocketAddress(a.sockaddr_ptr(), a.length)) == key;
-      });
-      if (!kept) word.store(0, std::memory_order_relaxed);
+  // Frees every place on the board none of this server's probes holds (left by a checker of
+  // this generation that died, for addresses the name no longer has). Only once this worker
+  // resolved the name: before, a respawned checker knows only the load-time addresses, and would
+  // throw away the verdicts on those found since.
+  void free_unclaimed() noexcept {
+    for (std::size_t i = 0; i < ServerHealth::kAddresses; ++i) {
+      const bool held =
+          std::any_of(probes.begin(), probes.end(), [i](const auto& p) { return p->place == i; });
+      if (!held) health->addresses[i].store(0, std::memory_order_relaxed);
     }
   }
 
-  // A place on the board for `p`: the one that has its key already (a dead checker's verdict
-  // is taken over), else a free one.
+  // A place on the board for `p`: the one that has its key already, unless another probe of
+  // this server holds it (a key collision: taking it over would make two probes write one word),
+  // when it gets none; else a free one. A word no probe holds is a dead checker's verdict: taken
+  // over.
   void claim(Probe& p) {
     std::size_t hint = kNoPlace;
     if (const std::uint64_t w = health->find(p.key, hint); w != 0) {
+      const bool taken = std::any_of(probes.begin(), probes.end(), [&](const auto& q) {
+        return q.get() != &p && q->place == hint;
+      });
+      if (taken) {
+        if (p.collided) return;
+        p.collided = true;
+        spdlog::warn(
+            "upstream \"{}\": server {}: the key of {} on the health board collides with "
+            "another address's: its verdict is not shared",
+            upstream->name, server->address.text, p.address.text);
+        return;
+      }
       p.place = hint;
       p.down = AddressVerdict::down(w);
       p.passed = AddressVerdict::passes(w);
@@ -104,7 +141,7 @@ struct CheckedServer {
     p->key = AddressVerdict::key_of(event::SocketAddress(a.sockaddr_ptr(), a.length));
     claim(*p);
     p->next.data = p.get();
-    p->next.handler = [](Event& ev) { static_cast<Probe*>(ev.data)->begin(); };
+    p->next.handler = Probe::on_next;
     // The first round at once, so an address that is down is known quickly.
     owner->loop_.add_timer(p->next, event::Msec{0});
     probes.push_back(std::move(p));
@@ -118,6 +155,7 @@ struct CheckedServer {
     bool any_result = false;
     bool all_ok = true;
     for (const auto& p : probes) {
+      if (p->absent) continue;
       up = up || !p->down;
       if (p->last == Last::none) continue;
       any_result = true;
@@ -132,27 +170,64 @@ struct CheckedServer {
 
 void Probe::begin() {
   event::EventLoop& loop = target->owner->loop_;
-  event::UniqueFd fd(
-      ::socket(address.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!fd ||
-      (::connect(fd.get(), address.sockaddr_ptr(), address.length) == -1 && errno != EINPROGRESS)) {
-    finish(false, fd ? event::last_error().message() : "socket() failed");
+  event::UniqueFd fd(test_no_socket() ? (errno = EMFILE, -1)
+                                      : ::socket(address.storage.ss_family,
+                                                 SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) {
+    no_verdict("socket() failed: " + event::last_error().message());
+    return;
+  }
+  if (::connect(fd.get(), address.sockaddr_ptr(), address.length) == -1 && errno != EINPROGRESS) {
+    const std::error_code e = event::last_error();
+    // Out of local ports (or of the kernel's buffers) says nothing about the server.
+    if (e.value() == EADDRNOTAVAIL || e.value() == EAGAIN || e.value() == ENOBUFS) {
+      no_verdict("connect() failed: " + e.message());
+    } else {
+      finish(false, e.message());
+    }
     return;
   }
   conn = loop.get_connection(std::move(fd));
   if (conn == nullptr) {
-    finish(false, "no free connection");
+    no_verdict("no free connection (worker_connections)");
     return;
   }
   conn->data = this;
   conn->read.handler = conn->write.handler = on_event;
   connected = false;
   got.clear();
-  if (loop.add_connection(*conn)) {
-    finish(false, "epoll registration failed");
+  if (const std::error_code e = loop.add_connection(*conn)) {
+    loop.close_connection(*conn);
+    conn = nullptr;
+    no_verdict("epoll registration failed: " + e.message());
     return;
   }
   loop.add_timer(conn->write, target->upstream->health_check->timeout);
+}
+
+void Probe::on_next(Event& ev) {
+  auto& p = *static_cast<Probe*>(ev.data);
+  if (!p.absent) {
+    p.begin();
+    return;
+  }
+  // The grace period is over: the place is freed; the probe goes at the next set_addresses().
+  if (p.place != kNoPlace) p.target->health->addresses[p.place].store(0, std::memory_order_relaxed);
+  p.place = kNoPlace;
+  p.expired = true;
+}
+
+void Probe::no_verdict(const std::string& why) {
+  HealthChecker& owner = *target->owner;
+  const event::Msec interval = target->upstream->health_check->interval;
+  if (const auto held = owner.local_errors_.admit(owner.loop_.now())) {
+    spdlog::warn(
+        "upstream \"{}\": the health check of server {} was not made: {} (a shortage on this "
+        "side: no verdict on the server; tried again in {} ms){}",
+        target->upstream->name, label(), why, interval.count(),
+        *held != 0 ? " (" + std::to_string(*held) + " more such failures not logged)" : "");
+  }
+  owner.loop_.add_timer(next, interval);
 }
 
 void Probe::on_event(Event& ev) {
@@ -166,16 +241,28 @@ void Probe::on_event(Event& ev) {
     if (!ev.write) return;
     int err = 0;
     socklen_t len = sizeof err;
-    ::getsockopt(p.conn->fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    if (::getsockopt(p.conn->fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) == -1) {
+      p.finish(false, "getsockopt(SO_ERROR) failed: " + event::last_error().message());
+      return;
+    }
     if (err != 0) {
       p.finish(false, std::system_category().message(err));
       return;
     }
     p.connected = true;
-    if (!check.send.empty() && ::send(p.conn->fd.get(), check.send.data(), check.send.size(),
-                                      MSG_NOSIGNAL) != static_cast<ssize_t>(check.send.size())) {
-      p.finish(false, "cannot send the check's bytes");
-      return;
+    if (!check.send.empty()) {
+      const ssize_t n =
+          ::send(p.conn->fd.get(), check.send.data(), check.send.size(), MSG_NOSIGNAL);
+      if (n == -1) {
+        p.finish(false, "sending the check's bytes failed: " + event::last_error().message());
+        return;
+      }
+      // A fresh socket's buffer takes far more than a check sends: a short write is a fault.
+      if (static_cast<std::size_t>(n) != check.send.size()) {
+        p.finish(false, "sent only " + std::to_string(n) + " of the check's " +
+                            std::to_string(check.send.size()) + " bytes");
+        return;
+      }
     }
     if (check.expect.empty()) {
       p.finish(true, "");
@@ -208,20 +295,21 @@ void Probe::finish(bool ok, const std::string& why) {
     loop.close_connection(*conn);
     conn = nullptr;
   }
+  // What changed is logged after it is on the board: a reader of the log then finds every
+  // worker acting on it.
+  const char* change = nullptr;
   if (ok) {
     ++passed;
     fails = 0;
     if (down && ++passes >= check.passes) {
       down = false;
-      spdlog::info("upstream \"{}\": server {} is up (health check passed {} time(s))",
-                   target->upstream->name, label(), passes);
+      change = "up";
     }
   } else {
     passes = 0;
     if (!down && ++fails >= check.fails) {
       down = true;
-      spdlog::warn("upstream \"{}\": server {} is down (health check failed {} time(s): {})",
-                   target->upstream->name, label(), fails, why);
+      change = "down";
     }
   }
   last = ok ? Last::ok : Last::failed;
@@ -231,6 +319,13 @@ void Probe::finish(bool ok, const std::string& why) {
     publish();
   }
   target->publish_stats();
+  if (change != nullptr && !down) {
+    spdlog::info("upstream \"{}\": server {} is up (health check passed {} time(s))",
+                 target->upstream->name, label(), passes);
+  } else if (change != nullptr) {
+    spdlog::warn("upstream \"{}\": server {} is down (health check failed {} time(s): {})",
+                 target->upstream->name, label(), fails, why);
+  }
   loop.add_timer(next, check.interval);
 }
 
@@ -251,7 +346,9 @@ void Probe::cancel() noexcept {
 
 std::string Probe::label() const {
   const std::string& name = target->server->address.text;
-  return conf::is_host_name(name) ? name + " (" + address.text + ")" : name;
+  // Beyond the board's places, a verdict no worker acts on: said, so the log does not mislead.
+  const char* shared = place == kNoPlace ? " (not shared)" : "";
+  return (conf::is_host_name(name) ? name + " (" + address.text + ")" : name) + shared;
 }
 
 HealthChecker::HealthChecker(event::EventLoop& loop, const conf::Config& cfg, HealthBoard& board)
@@ -273,7 +370,6 @@ void HealthChecker::start() {
       c->health = &board_.at(cfg_, u, s);
       if (stats_ != nullptr)
         c->stats_index = stats_->server_index(up.name, c->server->address.text);
-      c->keep_only(c->server->addresses);
       for (const conf::Address& a : c->server->addresses) c->add(a);
       servers_.push_back(std::move(c));
     }
@@ -286,19 +382,40 @@ void HealthChecker::set_addresses(const conf::Server& server,
                                [&](const auto& c) { return c->server == &server; });
   if (it == servers_.end()) return;  // not checked
   CheckedServer& c = **it;
-  std::erase_if(c.probes, [&](const std::unique_ptr<Probe>& p) {
-    const bool kept = std::any_of(addresses.begin(), addresses.end(), [&](const conf::Address& a) {
-      return a.same_endpoint(p->address);
-    });
-    if (!kept) p->cancel();
-    return !kept;
-  });
-  c.keep_only(addresses);
-  for (const conf::Address& a : addresses) {
-    const bool probed = std::any_of(c.probes.begin(), c.probes.end(),
-                                    [&](const auto& p) { return p->address.same_endpoint(a); });
-    if (!probed) c.add(a);
+  const auto listed = [&](const conf::Address& a) {
+    return std::any_of(addresses.begin(), addresses.end(),
+                       [&](const conf::Address& b) { return b.same_endpoint(a); });
+  };
+  // Expired probes were cancelled when their address left; only their objects remain.
+  std::erase_if(c.probes, [&](const auto& p) { return p->expired && !listed(p->address); });
+  for (auto& p : c.probes) {
+    if (p->absent || listed(p->address)) continue;
+    p->cancel();
+    p->absent = true;
+    loop_.add_timer(p->next, grace_of(*c.upstream));
   }
+  for (const conf::Address& a : addresses) {
+    const auto p = std::find_if(c.probes.begin(), c.probes.end(),
+                                [&](const auto& q) { return q->address.same_endpoint(a); });
+    if (p == c.probes.end()) {
+      c.add(a);
+      continue;
+    }
+    Probe& q = **p;
+    if (!q.absent) continue;
+    // Back within its grace period: its verdict stands, and is checked again at once.
+    q.absent = false;
+    if (q.expired) {
+      q.expired = false;
+      q.down = false;
+      q.fails = q.passes = 0;
+      q.last = Last::none;
+      c.claim(q);
+    }
+    loop_.del_timer(q.next);
+    loop_.add_timer(q.next, event::Msec{0});
+  }
+  c.free_unclaimed();
   c.publish_stats();
 }
 

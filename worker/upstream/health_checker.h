@@ -10,6 +10,7 @@
 
 #include "conf/config.h"
 #include "event/event_loop.h"
+#include "event/log_throttle.h"
 #include "worker/stats/stats_table.h"
 #include "worker/upstream/health_board.h"
 
@@ -31,8 +32,10 @@ class HealthChecker {
   }
   void start();
   void stop() noexcept;
-  // `server`'s name now resolves to `addresses`: the new ones are probed from now on, the others
-  // no longer (their places on the board are freed).
+  // `server`'s name now resolves to `addresses` (this worker's lookup: the first one even when
+  // unchanged): the new ones are probed from now on, the others no longer; those keep their
+  // verdict for a grace period, in case they come back, then their places on the board are
+  // freed, with any place no probe holds (a dead checker's).
   void set_addresses(const conf::Server& server, const std::vector<conf::Address>& addresses);
 
  private:
@@ -44,6 +47,8 @@ class HealthChecker {
   std::vector<std::unique_ptr<CheckedServer>> servers_;
   StatsTable* stats_ = nullptr;
   int generation_ = 0;
+  // Shortages on this side, said at most this often.
+  event::LogThrottle local_errors_{event::Msec{10'000}};
 };
 
 }  // namespace ferry::worker

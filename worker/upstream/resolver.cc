@@ -23,8 +23,11 @@ struct Lookup {
   std::vector<conf::Address> result;
   std::string error;
   // A name that never resolved is retried more often than resolve_interval, but said no more
-  // often than that.
-  event::LogThrottle unresolved_log{Resolver::kUnresolvedRetry};
+  // often than that (the interval is the upstream's: set by Resolver::start()).
+  event::LogThrottle unresolved_log{event::Msec{0}};
+  // Whether a lookup completed: the first one is reported even when it found the load's
+  // addresses (a respawned health checker waits for it to free what nobody resolves to).
+  bool reported = false;
 };
 
 namespace {
@@ -79,9 +82,10 @@ void Resolver::on_resolved(event::Event& ev) {
   if (r.stopped_) return;
   if (!l.error.empty()) {
     if (l.current.empty()) {
-      if (l.unresolved_log.admit(r.loop_.now())) {
-        spdlog::warn("upstream \"{}\": resolving {} failed: {}; the server stays unavailable",
-                     l.upstream->name, l.server->address.text, l.error);
+      if (const auto held = l.unresolved_log.admit(r.loop_.now())) {
+        spdlog::warn("upstream \"{}\": resolving {} failed: {}; the server stays unavailable{}",
+                     l.upstream->name, l.server->address.text, l.error,
+                     *held != 0 ? " (" + std::to_string(*held) + " more failures not logged)" : "");
       }
     } else {
       spdlog::warn("upstream \"{}\": resolving {} failed: {}; keeping {}", l.upstream->name,
@@ -91,10 +95,15 @@ void Resolver::on_resolved(event::Event& ev) {
     spdlog::info("upstream \"{}\": {} now resolves to {}", l.upstream->name, l.server->address.text,
                  listed(l.result));
     l.current = l.result;
+    l.reported = true;
     r.apply_(*l.server, l.current);
   } else {
     spdlog::debug("upstream \"{}\": {} resolved, unchanged", l.upstream->name,
                   l.server->address.text);
+    if (!l.reported) {
+      l.reported = true;
+      r.apply_(*l.server, l.current);
+    }
   }
   if (const auto wait = next_wait(l)) r.loop_.add_timer(l.timer, *wait);
 }

@@ -19,7 +19,8 @@ struct Lookup;
 
 class Resolver {
  public:
-  // `apply` is called on the loop thread with a server and its new addresses when they changed.
+  // `apply` is called on the loop thread with a server and its new addresses when they changed,
+  // and after the first lookup of each name that completed, changed or not.
   using Apply = std::function<void(const conf::Server&, const std::vector<conf::Address>&)>;
   static constexpr event::Msec kUnresolvedRetry{5'000};
 

@@ -1,0 +1,107 @@
+// Tests of the active checks' verdicts as the balancer reads them (worker/upstream/health_board.h
+// and balancer): exact IPv4 keys, passive failures that only a passing check clears, and an
+// address that leaves the name's answer and comes back with its failures.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "conf/values.h"
+#include "worker/upstream/balancer.h"
+#include "worker/upstream/health_board.h"
+
+namespace ferry::worker {
+namespace {
+
+using event::Msec;
+
+const event::TimePoint start_time{Msec{5'000'000}};
+
+conf::Address at(const std::string& text) {
+  return std::get<conf::Address>(conf::parse_address(text));
+}
+
+std::uint64_t key_at(const std::string& text) {
+  const conf::Address a = at(text);
+  return AddressVerdict::key_of(event::SocketAddress(a.sockaddr_ptr(), a.length));
+}
+
+// An upstream of one server at 127.0.0.1:1, failed after one failure for 10 s.
+conf::Upstream one_server() {
+  conf::Upstream u;
+  u.name = "u";
+  conf::Server s;
+  s.address = at("127.0.0.1:1");
+  s.max_fails = 1;
+  s.fail_timeout = Msec{10'000};
+  u.servers.push_back(s);
+  return u;
+}
+
+// The peer of `b` at `address`.
+Peer& peer_at(Balancer& b, const std::string& address) {
+  for (Peer& p : b.peers()) {
+    if (p.address.to_string() == address) return p;
+  }
+  ADD_FAILURE() << "no peer " << address;
+  return b.peers()[0];
+}
+
+TEST(HealthVerdictTest, IPv4KeysAreTheAddressAndPortThemselves) {
+  EXPECT_EQ(key_at("127.0.0.1:80"), std::uint64_t{0x7f000001} << 16 | 80);
+  EXPECT_EQ(key_at("10.0.0.2:65535"), std::uint64_t{0x0a000002} << 16 | 65535);
+  // IPv6 keys are hashed, flagged apart from every IPv4 key.
+  const std::uint64_t v6 = key_at("[::1]:80");
+  EXPECT_NE(v6 & AddressVerdict::kHashed, 0U);
+  EXPECT_NE(v6, key_at("[::1]:81"));
+  const std::uint64_t w = AddressVerdict::word(key_at("255.255.255.255:65535"), 3, true);
+  EXPECT_EQ(AddressVerdict::key(w), key_at("255.255.255.255:65535"));
+  EXPECT_EQ(AddressVerdict::passes(w), 3U);
+  EXPECT_TRUE(AddressVerdict::down(w));
+}
+
+// A word that disappears (its place freed) is no passing check: the failures stand.
+TEST(HealthVerdictTest, AVanishedVerdictDoesNotClearPassiveFailures) {
+  const conf::Upstream u = one_server();
+  ServerHealth health[1];
+  health[0].addresses[0].store(AddressVerdict::word(key_at("127.0.0.1:1"), 5, false));
+  Balancer b(u, health);
+  Peer& p = b.peers()[0];
+  p.conns = 1;
+  b.release(p, true, start_time);
+  const auto soon = start_time + Msec{100};
+  EXPECT_TRUE(b.passively_failed(p, soon));
+  health[0].addresses[0].store(0);
+  EXPECT_TRUE(b.passively_failed(p, soon)) << "no word is no passing check";
+  // A first word after failures counted without one may count passes from before them.
+  health[0].addresses[3].store(AddressVerdict::word(key_at("127.0.0.1:1"), 9, false));
+  EXPECT_TRUE(b.passively_failed(p, soon));
+  health[0].addresses[3].store(AddressVerdict::word(key_at("127.0.0.1:1"), 10, false));
+  EXPECT_FALSE(b.passively_failed(p, soon)) << "a check passed since";
+}
+
+// An address that drops out of the name's answer and is back keeps its passive failures.
+TEST(HealthVerdictTest, AnAddressBackInTheAnswerKeepsItsFailures) {
+  const conf::Upstream u = one_server();
+  Balancer b(u);
+  const conf::Server& server = u.servers[0];
+  b.set_addresses(server, {at("127.0.0.2:1"), at("127.0.0.3:1")});
+  Peer& dead = peer_at(b, "127.0.0.2:1");
+  dead.conns = 1;
+  b.release(dead, true, start_time);
+  b.set_addresses(server, {at("127.0.0.3:1")});
+  b.set_addresses(server, {at("127.0.0.2:1"), at("127.0.0.3:1")});
+  const auto soon = start_time + Msec{100};
+  for (int i = 0; i < 6; ++i) {
+    TriedSet tried;
+    Peer* p = b.pick(event::SocketAddress(), tried, soon);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(p->address.to_string(), "127.0.0.3:1") << "failed within fail_timeout";
+    b.release(*p, false, soon);
+  }
+}
+
+}  // namespace
+}  // namespace ferry::worker
