@@ -181,6 +181,29 @@ TEST_F(HealthCheckTest, AServerWhoseNameMovesToALiveAddressComesUp) {
   EXPECT_NE(ferry_->log().find(verdict(server_, dead, "down")), std::string::npos) << ferry_->log();
 }
 
+// A dead address that drops out of the name's answer and comes back (a rotating DNS subset)
+// keeps its verdict meanwhile: no worker sends it a session when it is back (before, its place
+// on the board was freed at once, and a worker that resolved the name before the checker did
+// took it for up).
+TEST_F(HealthCheckTest, ADeadAddressBackInTheAnswerIsStillDown) {
+  dns_.set("app.test", {kDead, kLive});
+  start(checked_config(server_, port_));
+  ASSERT_TRUE(ferry_->wait_for_log(" is down", seconds(5))) << ferry_->log();
+  std::size_t changes = 0;
+  for (int round = 0; round < 3; ++round) {
+    dns_.set("app.test", {kLive});
+    wait_resolved(changes += 2);
+    dns_.set("app.test", {kDead, kLive});
+    wait_resolved(changes += 2);
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE(served_through(port_)) << i << "\n" << ferry_->log();
+  }
+  ferry_->drain_log();
+  EXPECT_EQ(count_of(ferry_->log(), "trying the next server"), 0U)
+      << "a worker sent a session to the address the checks found down\n"
+      << ferry_->log();
+  EXPECT_EQ(count_of(ferry_->log(), " is down"), 1U) << "found down once\n" << ferry_->log();
+}
+
 // `upstream = "host:port"` on a proxy is an upstream of one server: a name that does not resolve
 // is a warning, not a refusal, and is retried (every 5 s: the implicit upstream re-resolves every
 // 30 s, the default resolve_interval); then each of its addresses serves (a dead one is failed
