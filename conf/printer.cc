@@ -183,6 +183,18 @@ std::string to_text(const Config& cfg) {
     std::vector<std::string> listen;
     for (const auto& a : p.listen) listen.push_back(a.text);
     w.strings("listen", listen);
+    if (p.upstream_address) {
+      // The implicit upstream is not written as a group (the proxy names the address, and a
+      // file read back makes the same one): its defaults are said here instead.
+      for (const Upstream& u : cfg.upstreams) {
+        if (!u.implicit || u.name != p.upstream || u.servers.empty()) continue;
+        const Server& s = u.servers[0];
+        w.line("# an upstream of that one server: balance = \"" + std::string(name_of(u.balance)) +
+               "\"; resolve_interval = \"" + format_duration(u.resolve_interval) +
+               "\"; max_fails = " + std::to_string(s.max_fails) + "; fail_timeout = \"" +
+               format_duration(s.fail_timeout) + "\"; no health_check");
+      }
+    }
     w.set_string("upstream", p.upstream_address ? p.upstream_address->text : p.upstream);
     w.set("reuseport", p.reuseport);
     w.set("backlog", p.backlog);

@@ -104,6 +104,23 @@ TEST(CliTest, DumpFillsInDefaults) {
   }
 }
 
+// A proxy's `upstream = "host:port"` is printed as written, with the defaults of the upstream it
+// makes in a comment (the passive checks it has: max_fails 1 within 10 s).
+TEST(CliTest, DumpSaysTheInlineUpstreamsDefaults) {
+  TempDir dir;
+  const std::string conf = dir.write(
+      "inline.conf",
+      "proxies = ( { name = \"p\"; listen = \"127.0.0.1:1\"; upstream = \"127.0.0.1:2\"; } );\n");
+  const Finished f = run_program({ferry_binary(), "-T", "-q", "-c", conf});
+  ASSERT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_NE(f.out.find("# an upstream of that one server: balance = \"round_robin\"; "
+                       "resolve_interval = \"30s\"; max_fails = 1; fail_timeout = \"10s\"; "
+                       "no health_check\n"),
+            std::string::npos)
+      << f.out;
+  EXPECT_NE(f.out.find("upstream = \"127.0.0.1:2\";"), std::string::npos) << f.out;
+}
+
 // For every valid configuration shipped: -T's output passes -t, and dumping it again gives the
 // same text (the in-process Config equality is checked by the conf unit tests).
 TEST(CliTest, DumpOfEveryShippedConfigTestsAndDumpsTheSame) {
