@@ -4,6 +4,7 @@
 // moves or first appears. Also the proxy's inline `upstream = "host:port"` form, which resolves
 // and re-resolves like a server of an upstream.
 #include <chrono>
+#include <csignal>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -202,6 +203,29 @@ TEST_F(HealthCheckTest, ADeadAddressBackInTheAnswerIsStillDown) {
       << "a worker sent a session to the address the checks found down\n"
       << ferry_->log();
   EXPECT_EQ(count_of(ferry_->log(), " is down"), 1U) << "found down once\n" << ferry_->log();
+}
+
+// A respawned checker takes its predecessor's verdicts over, those on addresses found after the
+// load included: the dead address stays down, not found down a second time (before, the new
+// checker freed every place but the load's addresses', here none, and probed afresh).
+TEST_F(HealthCheckTest, ARespawnedCheckerKeepsTheVerdictsOnAddressesFoundSinceTheLoad) {
+  start(checked_config(server_, port_));
+  dns_.set("app.test", {kDead, kLive});
+  ASSERT_TRUE(ferry_->wait_for_log(" is down", seconds(5))) << ferry_->log();
+  wait_resolved(2);
+  const std::string first = "started worker 0 (generation 1), pid ";
+  const std::size_t at = ferry_->log().find(first);
+  ASSERT_NE(at, std::string::npos) << ferry_->log();
+  const pid_t checker = static_cast<pid_t>(std::stol(ferry_->log().substr(at + first.size())));
+  ASSERT_EQ(::kill(checker, SIGKILL), 0);
+  ASSERT_TRUE(eventually([&] {
+    ferry_->drain_log();
+    return ferry_->log().find(first, at + 1) != std::string::npos;
+  })) << ferry_->log();
+  wait_resolved(3);  // the new checker's first lookup
+  expect_all_served_without_failover(20);
+  ferry_->drain_log();
+  EXPECT_EQ(count_of(ferry_->log(), " is down"), 1U) << ferry_->log();
 }
 
 // `upstream = "host:port"` on a proxy is an upstream of one server: a name that does not resolve
