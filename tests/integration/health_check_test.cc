@@ -228,6 +228,17 @@ TEST_F(HealthCheckTest, ARespawnedCheckerKeepsTheVerdictsOnAddressesFoundSinceTh
   EXPECT_EQ(count_of(ferry_->log(), " is down"), 1U) << ferry_->log();
 }
 
+// Beyond the board's 16 places per server, a verdict no other worker acts on: the log says so.
+TEST_F(HealthCheckTest, AVerdictBeyondTheBoardsPlacesIsSaidNotShared) {
+  std::vector<std::string> addresses;
+  for (int i = 2; i <= 18; ++i) addresses.push_back("127.0.0." + std::to_string(i));  // all dead
+  addresses.emplace_back(kLive);
+  dns_.set("app.test", addresses);
+  start(checked_config(server_, port_));
+  EXPECT_TRUE(ferry_->wait_for_log(") (not shared) is down", seconds(5))) << ferry_->log();
+  EXPECT_NE(ferry_->log().find("has more than 16 addresses"), std::string::npos) << ferry_->log();
+}
+
 // `upstream = "host:port"` on a proxy is an upstream of one server: a name that does not resolve
 // is a warning, not a refusal, and is retried (every 5 s: the implicit upstream re-resolves every
 // 30 s, the default resolve_interval); then each of its addresses serves (a dead one is failed
