@@ -376,11 +376,20 @@ void resolve_server(Reader& r, const Setting& at, const Upstream& up, Server& sv
   }
 }
 
+// Names in parentheses are the statistics' own entries (the "(reclaimed)" totals of names a
+// full registry gave back): a proxy or upstream named so would be shown mixed with them.
+void refuse_reserved_name(Reader& r, const Setting& s, const std::string& name) {
+  if (!name.empty() && name.front() == '(') {
+    r.error(s, "\"" + name + "\": a name may not begin with '(' (kept for ferry's own entries)");
+  }
+}
+
 Upstream read_upstream(Reader& r, const Setting& g) {
   Upstream up;
   r.only(g, {"name", "balance", "resolve_interval", "resolve_required", "servers", "health_check"});
   if (auto* s = Reader::member(g, "name")) {
     assign(up.name, r.string(*s, false));
+    refuse_reserved_name(r, *s, up.name);
   } else {
     r.missing(g, "name", "every upstream needs a name");
   }
@@ -479,6 +488,7 @@ Proxy read_proxy(Reader& r, const Setting& g, std::vector<Upstream>& upstreams) 
              "access_log"});
   if (auto* s = Reader::member(g, "name")) {
     assign(px.name, r.string(*s, false));
+    refuse_reserved_name(r, *s, px.name);
   } else {
     r.missing(g, "name", "every proxy needs a name");
   }

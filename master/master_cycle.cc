@@ -190,6 +190,7 @@ class Master {
       if (std::sscanf(capacity, "%zu:%zu", &proxies, &servers) == 2) {
         stats_->set_capacity_for_tests(proxies, servers);
       }
+      ::unsetenv(kStatsCapacityVariable);  // not for the workers, nor for a new binary
     }
     register_stats();
     // Before the first workers: a name known to both masters keeps one index.

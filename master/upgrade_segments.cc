@@ -41,6 +41,10 @@ worker::ClientLimits* UpgradeSegments::open_client_limits(bool upgraded) {
   const char* value = std::getenv(kVariable);
   const std::string passed = value != nullptr ? value : "";
   ::unsetenv(kVariable);
+  // Test only; read once here, like every hook, so that neither a worker nor the next binary
+  // sees it.
+  pass_garbage_ = std::getenv(kGarbageVariable) != nullptr;
+  ::unsetenv(kGarbageVariable);
   if (upgraded && !passed.empty()) {
     const std::vector<long> n = numbers_in(passed);
     if (n.empty()) {
@@ -72,7 +76,14 @@ worker::ClientLimits* UpgradeSegments::open_client_limits(bool upgraded) {
 }
 
 bool UpgradeSegments::inherit_first(worker::StatsTable& stats) {
-  if (old_registry_ <= STDERR_FILENO || old_counters_ <= STDERR_FILENO) return false;
+  if (old_registry_ <= STDERR_FILENO || old_counters_ <= STDERR_FILENO) {
+    // Half a pair is of no use: the other fd passed would stay open (and reach every worker).
+    for (int* fd : {&old_registry_, &old_counters_}) {
+      if (*fd > STDERR_FILENO) ::close(*fd);
+      *fd = -1;
+    }
+    return false;
+  }
   old_master_ = ::getppid();
   old_stats_ = worker::StatsTable::open_passed(std::exchange(old_registry_, -1),
                                                std::exchange(old_counters_, -1));
@@ -103,9 +114,8 @@ bool UpgradeSegments::inherit_more(worker::StatsTable& stats, bool old_master_go
 }
 
 void UpgradeSegments::pass_to_exec(const worker::StatsTable& stats) const {
-  const std::string stats_fds = std::getenv(kGarbageVariable) != nullptr
-                                    ? worker::StatsTable::garbage_for_exec()
-                                    : stats.pass_to_exec();
+  const std::string stats_fds =
+      pass_garbage_ ? worker::StatsTable::garbage_for_exec() : stats.pass_to_exec();
   int limits = limits_shm_.fd();
   if (limits >= 0 && ::fcntl(limits, F_SETFD, 0) == -1) {
     spdlog::error("fcntl({}, F_SETFD, 0) for the per-client table failed: {}", limits,

@@ -45,7 +45,8 @@ class UpgradeSegments {
  private:
   event::SharedMemory limits_shm_;  // max_conns_per_client's counts, kept across reloads
   std::size_t share_base_ = 0;
-  int old_registry_ = -1;  // passed, not yet taken over
+  bool pass_garbage_ = false;  // the test hook, read (and removed) at start
+  int old_registry_ = -1;      // passed, not yet taken over
   int old_counters_ = -1;
   int old_master_ = 0;  // its pid, for the log
   std::unique_ptr<worker::StatsTable> old_stats_;

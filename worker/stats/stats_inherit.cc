@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <iterator>
+#include <utility>
 #include <vector>
 
 #include "worker/stats/stats_detail.h"
@@ -67,16 +68,26 @@ std::optional<std::size_t> StatsTable::inherit(const StatsTable& old, bool final
   if (!taken) return std::nullopt;
   Snapshot& s = *taken;
 
-  if (!reloads_inherited_) {
-    reloads_inherited_ = true;
+  {
     Registry::MasterBlock& m = r.master;
-    const auto count = [](std::uint64_t n) { return n < kCeiling ? n : 0; };
+    // By growth since the last pass: the old master may reload while it drains (the rollback
+    // window), and those reloads count too. A count that went back, or one past the ceiling,
+    // adds nothing.
+    const auto growth = [](std::uint64_t now, std::uint64_t& last) {
+      const std::uint64_t g = now < kCeiling && now >= last ? now - last : 0;
+      if (now < kCeiling) last = now;
+      return g;
+    };
     SeqWrite w(m.reload_seq);
-    m.reloads_ok.store(saturating_add(m.reloads_ok.load(kRelaxed), count(s.reloads_ok)), kRelaxed);
-    m.reloads_failed.store(saturating_add(m.reloads_failed.load(kRelaxed), count(s.reloads_failed)),
+    m.reloads_ok.store(
+        saturating_add(m.reloads_ok.load(kRelaxed), growth(s.reloads_ok, old_reloads_ok_)),
+        kRelaxed);
+    m.reloads_failed.store(saturating_add(m.reloads_failed.load(kRelaxed),
+                                          growth(s.reloads_failed, old_reloads_failed_)),
                            kRelaxed);
     // The old master's last reload is the last one until this master has one of its own.
-    if (m.last_reload.load(kRelaxed) == static_cast<std::uint8_t>(ReloadResult::none)) {
+    if (!std::exchange(reloads_inherited_, true) &&
+        m.last_reload.load(kRelaxed) == static_cast<std::uint8_t>(ReloadResult::none)) {
       m.last_reload.store(static_cast<std::uint8_t>(s.last_reload), kRelaxed);
       m.last_reload_at.store(s.last_reload_at, kRelaxed);
       const std::size_t n = std::min(s.last_reload_error.size(), kMaxError);

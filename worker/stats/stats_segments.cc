@@ -155,6 +155,14 @@ std::string StatsTable::pass_to_exec() const noexcept {
     if (::fcntl(fd, F_SETFD, 0) == -1) {
       spdlog::error("fcntl({}, F_SETFD, 0) for a statistics segment failed: {}", fd,
                     event::last_error().message());
+      // Not passed, so close-on-exec again: a segment the new master is not told of would
+      // stay open in it and in all its workers.
+      for (const int again : {registry_fd_.get(), counters_fd_.get()}) {
+        if (::fcntl(again, F_SETFD, FD_CLOEXEC) == -1) {
+          spdlog::error("fcntl({}, F_SETFD, FD_CLOEXEC) failed: {}", again,
+                        event::last_error().message());
+        }
+      }
       return "";
     }
   }

@@ -318,6 +318,10 @@ class StatsTable {
       std::make_unique<Snapshot::Proxy[]>(kMaxProxies);
   std::unique_ptr<Snapshot::Server[]> fold_servers_ =
       std::make_unique<Snapshot::Server[]>(kMaxServers);
+  // The old master's reload counts as last taken in (added by their growth: it may reload
+  // while it drains) and whether its last reload record has been taken.
+  std::uint64_t old_reloads_ok_ = 0;
+  std::uint64_t old_reloads_failed_ = 0;
   bool reloads_inherited_ = false;
   std::size_t max_proxies_ = kMaxProxies;
   std::size_t max_servers_ = kMaxServers;

@@ -255,6 +255,23 @@ TEST(LoaderTest, ProxyProtocolSendersAndClientPrefixes) {
             "p.conf:4: proxies.[0].client_ipv6_prefix: 129 is out of range (0-128)\n");
 }
 
+// "(reclaimed)" is the statistics' entry for names a full registry gave back: a proxy or an
+// upstream of that name would be listed twice, and mixed with it across a binary upgrade.
+TEST(LoaderTest, NamesInParenthesesAreRefused) {
+  const LoadResult r = load_text(
+      "upstreams = ( { name = \"(reclaimed)\"; servers = ( { address = \"127.0.0.1:1\"; } ); } "
+      ");\nproxies = ( { name = \"(reclaimed)\"; listen = \"127.0.0.1:7001\"; upstream = "
+      "\"(reclaimed)\"; } );\n",
+      "r.conf", ".");
+  EXPECT_FALSE(r.config);
+  ASSERT_EQ(r.errors.size(), 2U) << errors_of(r);
+  EXPECT_NE(
+      errors_of(r).find("r.conf:1: upstreams.[0].name: \"(reclaimed)\": a name may not begin"),
+      std::string::npos)
+      << errors_of(r);
+  EXPECT_NE(errors_of(r).find("r.conf:2: proxies.[0].name:"), std::string::npos) << errors_of(r);
+}
+
 TEST(LoaderTest, EveryErrorIsReportedNotJustTheFirst) {
   const LoadResult r = load_text(
       "worker_connections = 0;\nworker_processes = 0;\nevents = { epoll_events = \"x\"; };\n",
