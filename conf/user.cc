@@ -10,9 +10,10 @@
 
 namespace ferry::conf {
 
-std::variant<UserIds, std::string> look_up_user(const std::string& name) {
+std::variant<UserIds, std::string> look_up_user(const std::string& name, std::size_t first_buffer) {
   const long hint = ::sysconf(_SC_GETPW_R_SIZE_MAX);
-  std::vector<char> buffer(hint > 0 ? static_cast<std::size_t>(hint) : 1024);
+  if (first_buffer == 0) first_buffer = hint > 0 ? static_cast<std::size_t>(hint) : 1024;
+  std::vector<char> buffer(first_buffer);
   for (;;) {
     passwd entry{};
     passwd* found = nullptr;
@@ -22,9 +23,15 @@ std::variant<UserIds, std::string> look_up_user(const std::string& name) {
       continue;
     }
     if (found != nullptr) return UserIds{entry.pw_uid, entry.pw_gid};
-    // Not found is 0 (or, by some nss modules, ENOENT, ESRCH, EBADF, EPERM).
-    if (rc == 0 || rc == ENOENT || rc == ESRCH || rc == EBADF || rc == EPERM) {
+    // Not found is 0 (or, by some nss modules, ENOENT, ESRCH, EBADF). EPERM may say that too,
+    // but also that a seccomp filter (systemd's SystemCallErrorNumber=EPERM) refused a call.
+    if (rc == 0 || rc == ENOENT || rc == ESRCH || rc == EBADF) {
       return "no user named \"" + name + "\" on this system";
+    }
+    if (rc == EPERM) {
+      return "looking up user \"" + name +
+             "\" failed: Operation not permitted (no such user, or a system call of the lookup "
+             "was refused)";
     }
     return "looking up user \"" + name + "\" failed: " + std::system_category().message(rc);
   }

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <string>
 #include <variant>
 
@@ -15,6 +16,8 @@ struct UserIds {
 };
 
 // The account named `name`, or why there is none: "no user named ..." or the lookup's error.
-std::variant<UserIds, std::string> look_up_user(const std::string& name);
+// `first_buffer` (0: sysconf's hint) is where getpwnam_r starts; the buffer doubles on ERANGE.
+std::variant<UserIds, std::string> look_up_user(const std::string& name,
+                                                std::size_t first_buffer = 0);
 
 }  // namespace ferry::conf

@@ -21,6 +21,9 @@ inline constexpr event::Msec kControlRequestTimeout{3'000};
 // flood of idle connections cannot keep `-s reload` out (nor take the master's connections).
 inline constexpr std::size_t kMaxUnrequestedControl = 32;
 
+// Why `path` cannot be a control socket's (longer than a unix socket address holds), or empty.
+std::string control_path_too_long(const std::string& path);
+
 // Binds and listens at `path`, mode 0600, creating its folder when missing. The socket is bound
 // in a private folder made beside it and renamed into place, so it never shows at another mode.
 // A stale socket or a link at the path is replaced (a link is never followed); anything else

@@ -1,5 +1,6 @@
 // ferry's entry point: the command line, configuration test and dump, and the run mode.
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -13,10 +14,12 @@
 
 #include "conf/loader.h"
 #include "conf/printer.h"
+#include "event/syscall_util.h"
 #include "ferry_version.h"
 #include "master/cli.h"
 #include "master/console.h"
 #include "master/control.h"
+#include "master/control_server.h"
 #include "master/inherited_fds.h"
 #include "master/master_cycle.h"
 #include "master/process_title.h"
@@ -40,6 +43,13 @@ int test_configuration(const CommandLine& cl) {
     print_error("ferry: configuration file " + cl.conf_file + " test failed");
     return 1;
   }
+  // Checked here, not by the loader: the socket's path is the master's business.
+  if (const std::string why = control_path_too_long(control_socket_path(result.config->pid_file));
+      !why.empty()) {
+    print_error("ferry: " + why + " (from pid_file " + result.config->pid_file + ")");
+    print_error("ferry: configuration file " + cl.conf_file + " test failed");
+    return 1;
+  }
   if (!cl.quiet) print_warnings(result.warnings);
   if (cl.action == Action::dump) std::fputs(conf::to_text(*result.config).c_str(), stdout);
   if (!cl.quiet) {
@@ -60,6 +70,17 @@ void print_version(bool verbose) {
 
 int run(const CommandLine& cl) {
   worker::init_early_logging();  // opens nothing: what closing says goes to stderr
+  // Before anything is inherited, read or resolved (execv made a new binary's master dumpable
+  // again while it holds the old master's listeners and state): workers of the master's own uid
+  // (no `user`, or a master that is not root: the packaged unit) could otherwise open
+  // /proc/MASTER/mem or use process_vm_writev on it. The master leaves no core dump then; its
+  // workers make themselves dumpable again.
+  if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1) {
+    spdlog::warn(
+        "prctl(PR_SET_DUMPABLE, 0) failed: {}; processes of uid {} can write the "
+        "master's memory",
+        ferry::event::last_error().message(), ::geteuid());
+  }
   close_inherited_fds();
   conf::LoadResult result = conf::load_file(cl.conf_file);
   for (const auto& e : result.errors) spdlog::critical("{}", e.to_string());

@@ -137,16 +137,6 @@ class Master {
 
   int run() {
     set_process_title("ferry: master process " + original_command_line());
-    // Workers of the master's own uid (no `user`, or a master that is not root: the packaged
-    // unit) could otherwise open /proc/MASTER/mem or use process_vm_writev on it: ptrace's
-    // rules let a uid into its own processes unless they are not dumpable. The master leaves no
-    // core dump then; its workers make themselves dumpable again.
-    if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1) {
-      spdlog::warn(
-          "prctl(PR_SET_DUMPABLE, 0) failed: {}; processes of uid {} can write the "
-          "master's memory",
-          event::last_error().message(), ::geteuid());
-    }
     worker::set_log_role("master");
     raise_nofile_limit(*config_);
     ready_timeout_ = ready_timeout_from_environment();
@@ -383,11 +373,6 @@ class Master {
     segments_.enter_worker();
     signal_.fd.reset();
     control_.drop();
-    // As before the master made itself undumpable: core dumps, and ptrace for its own user (a
-    // switch to `user` below makes it undumpable again, as the kernel does on a change of ids).
-    if (::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) == -1) {
-      spdlog::warn("prctl(PR_SET_DUMPABLE, 1) failed: {}", event::last_error().message());
-    }
     for (auto& w : workers_) w.channel.fd.reset();
     if (load_pool_) load_pool_->abandon();  // the master's reload thread is not in this process
 
@@ -426,9 +411,16 @@ class Master {
         }
       }
     }
-    if (cfg.user && ::geteuid() == 0) {
-      give_logs_to(cfg, *cfg.user);
-      if (!switch_user(*cfg.user)) return worker::kFatalExit;
+    const bool switched = cfg.user && ::geteuid() == 0;
+    if (switched) {
+      // Looked up once: the logs go to the user the worker becomes.
+      const auto found = conf::look_up_user(*cfg.user);
+      if (const auto* why = std::get_if<std::string>(&found)) {
+        spdlog::critical("{}", *why);
+        return worker::kFatalExit;
+      }
+      give_logs_to(cfg, *cfg.user, std::get<conf::UserIds>(found).uid);
+      if (!switch_user(*cfg.user, std::get<conf::UserIds>(found))) return worker::kFatalExit;
     }
     // A worker never executes anything: nothing it runs may gain privileges.
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1) {
@@ -462,19 +454,20 @@ class Master {
     settings.generation = generation;
     settings.withhold_ready = generation == unready_generation_;
     settings.on_shutdown = [] { set_process_title("ferry: worker process is shutting down"); };
+    // As before the master made itself undumpable (core dumps, ptrace for its own user), only
+    // now that nothing of the master's is left in it (other workers' channels, listeners). A
+    // worker that switched to `user` stays undumpable, as the kernel made it on the change of ids.
+    if (!switched && ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) == -1) {
+      spdlog::warn("prctl(PR_SET_DUMPABLE, 1) failed: {}", event::last_error().message());
+    }
     return worker::run_worker_cycle(settings);
   }
 
   // Runs before any thread of the worker exists: the bounding set and the ambient set are
   // per thread.
-  static bool switch_user(const std::string& name) {
-    const auto found = conf::look_up_user(name);
-    if (const auto* why = std::get_if<std::string>(&found)) {
-      spdlog::critical("{}", *why);
-      return false;
-    }
-    const uid_t uid = std::get<conf::UserIds>(found).uid;
-    const gid_t gid = std::get<conf::UserIds>(found).gid;
+  static bool switch_user(const std::string& name, conf::UserIds ids) {
+    const uid_t uid = ids.uid;
+    const gid_t gid = ids.gid;
     // Emptied while root still may (CAP_SETPCAP): no file capability can give any back later.
     // Without CAP_SETPCAP (a root confined by its own bounding set) the rest stays: no_new_privs
     // already keeps file capabilities from applying, so that is a warning, not a refusal.
@@ -500,10 +493,7 @@ class Master {
 
   // Root created or reopened the logs; the worker reopens them as `name` on USR1 (nginx chowns
   // them the same way). Their folders must let that user through.
-  static void give_logs_to(const conf::Config& cfg, const std::string& name) {
-    const auto found = conf::look_up_user(name);
-    if (!std::holds_alternative<conf::UserIds>(found)) return;  // switch_user says so
-    const uid_t uid = std::get<conf::UserIds>(found).uid;
+  static void give_logs_to(const conf::Config& cfg, const std::string& name, uid_t uid) {
     std::set<std::string> paths;
     if (cfg.log.path != "stderr") paths.insert(cfg.log.path);
     for (const conf::Proxy& p : cfg.proxies) {
@@ -923,7 +913,14 @@ class Master {
     }
     worker::set_log_role("master");
     // Created as root just now: the workers reopen them as their user.
-    if (config_->user && ::geteuid() == 0) give_logs_to(*config_, *config_->user);
+    if (config_->user && ::geteuid() == 0) {
+      const auto found = conf::look_up_user(*config_->user);
+      if (const auto* why = std::get_if<std::string>(&found)) {
+        spdlog::error("the logs stay root's: {}", *why);
+      } else {
+        give_logs_to(*config_, *config_->user, std::get<conf::UserIds>(found).uid);
+      }
+    }
     for (auto& w : workers_) tell(w, worker::Command::reopen);
   }
 
@@ -1093,7 +1090,6 @@ class Master {
       pid_file_ = back;
     }
     if (!stopping_ && control_.is_open()) {
-      control_.close();
       if (open_control_socket()) owns_control_path_ = true;
     }
     if (!stopping_) {

@@ -224,6 +224,9 @@ TEST(ControlFilesTest, TheControlSocketAppearsOnlyAt0600) {
           wrong_mode = static_cast<int>(st.st_mode & 07777);
         }
       }
+      // Paced: a busy loop would take a core from the master it watches (the inotify events
+      // below are the deterministic part).
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
   });
   const mode_t mask = ::umask(0);
@@ -269,6 +272,73 @@ TEST(ControlFilesTest, TheControlSocketAppearsOnlyAt0600) {
   const Finished stop = ferry.command("stop");
   EXPECT_EQ(stop.exit_code, 0) << stop.err;
   EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
+}
+
+// The folder the socket is bound in is longer than the socket's own path: the socket is bound
+// through /proc/self/fd, so a path that fits sun_path works however deep its folder is; one
+// that does not is refused by `ferry -t` and at start, naming the limit.
+TEST(ControlFilesTest, AControlSocketPathOfUpTo107BytesWorks) {
+  EchoServer backend;
+  const std::string body = one_proxy_config(1, free_port(), backend.port());
+  FerryInstance ferry(body);
+  const std::string top = ferry.dir().path();
+  // A folder for which <folder>/ferry.ctl is 100 bytes.
+  const std::string deep = top + "/" + std::string(100 - top.size() - 11, 'd');
+  ASSERT_EQ(::mkdir(deep.c_str(), 0755), 0) << std::strerror(errno);
+  ASSERT_EQ((deep + "/ferry.ctl").size(), 100U);
+  ferry.dir().write("ferry.conf", "pid_file = \"" + deep + "/ferry.pid\";\n" + body);
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  Finished f = ferry.command("status");
+  EXPECT_EQ(f.exit_code, 0) << f.err;
+  f = ferry.command("stop");
+  EXPECT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
+
+  // 108 bytes: too long for any unix socket address.
+  const std::string deeper = deep + "/" + std::string(7, 'e');
+  ASSERT_EQ(::mkdir(deeper.c_str(), 0755), 0) << std::strerror(errno);
+  ASSERT_EQ((deeper + "/ferry.ctl").size(), 108U);
+  ferry.dir().write("ferry.conf", "pid_file = \"" + deeper + "/ferry.pid\";\n" + body);
+  f = run_program({ferry_binary(), "-t", "-c", ferry.conf()});
+  EXPECT_EQ(f.exit_code, 1) << f.err;
+  EXPECT_NE(
+      f.err.find("control socket " + deeper + "/ferry.ctl is 108 bytes long; at most 107 fit"),
+      std::string::npos)
+      << f.err;
+  EXPECT_FALSE(ferry.start(std::chrono::seconds(5)));
+  EXPECT_NE(ferry.log().find("is 108 bytes long; at most 107"), std::string::npos) << ferry.log();
+}
+
+// A master killed between making its private bind folder and renaming the socket out of it
+// leaves the folder: the next master removes those whose pid is gone, and no other.
+TEST(ControlFilesTest, StalePrivateBindFoldersAreRemovedAtStart) {
+  EchoServer backend;
+  FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()), "info");
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ASSERT_GT(dead, 0);
+  ASSERT_EQ(::waitpid(dead, nullptr, 0), dead);
+  const std::string stale = ferry.dir().path() + "/.ferry-ctl." + std::to_string(dead) + ".Ab12Cd";
+  const std::string alive =
+      ferry.dir().path() + "/.ferry-ctl." + std::to_string(::getpid()) + ".Ef34Gh";
+  for (const std::string& folder : {stale, alive}) {
+    ASSERT_EQ(::mkdir(folder.c_str(), 0700), 0) << std::strerror(errno);
+    const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sun{};
+    sun.sun_family = AF_UNIX;
+    std::strncpy(sun.sun_path, (folder + "/s").c_str(), sizeof sun.sun_path - 1);
+    ASSERT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0) << std::strerror(errno);
+    ::close(s);
+  }
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  struct stat st {};
+  EXPECT_EQ(::lstat(stale.c_str(), &st), -1) << stale << " is still there";
+  EXPECT_NE(ferry.log().find("removed " + stale + ", left by pid " + std::to_string(dead)),
+            std::string::npos)
+      << ferry.log();
+  EXPECT_EQ(::lstat((alive + "/s").c_str(), &st), 0) << "the folder of a live pid was touched";
+  EXPECT_EQ(::unlink((alive + "/s").c_str()), 0);
+  EXPECT_EQ(::rmdir(alive.c_str()), 0);
 }
 
 // The packaged service runs the master as User=ferry; root controls it (logrotate's postrotate

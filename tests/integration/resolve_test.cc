@@ -2,10 +2,13 @@
 // resolv.conf and /etc/hosts (tests/support/dns_server.h), so no test depends on the machine's:
 // lookups cut short by a stop or reload, names with several addresses, names that do not
 // resolve yet, and a master that keeps answering while a DNS server does not.
+#include <pwd.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <set>
 #include <string>
@@ -40,6 +43,37 @@ std::size_t count_of(const std::string& text, const std::string& what) {
   std::size_t n = 0;
   for (std::size_t at = 0; (at = text.find(what, at)) != std::string::npos; ++at) ++n;
   return n;
+}
+
+// execv makes a program dumpable again: a master (here a plain start; a binary upgrade's new
+// master alike, holding the old one's listeners) is out of reach of its own uid from the first,
+// not only once its configuration is read (a DNS lookup there can take seconds).
+TEST(ResolveTest, TheMasterIsNotDumpableWhileItReadsItsConfiguration) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to start the master as another user";
+  const passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  const uid_t uid = nobody->pw_uid;
+  const gid_t gid = nobody->pw_gid;
+  DnsServer dns;
+  dns.set_mode(DnsServer::Mode::silent);  // the lookup at start waits for glibc's timeout
+  TempDir dir;
+  const std::string conf = dir.write(
+      "ferry.conf", "pid_file = \"" + dir.path() + "/ferry.pid\";\n" +
+                        one_server_config("slow.test:" + std::to_string(free_port()), free_port()));
+  ASSERT_EQ(::chown(dir.path().c_str(), uid, gid), 0);
+  ASSERT_EQ(::chmod(conf.c_str(), 0644), 0);
+  std::vector<std::string> argv = resolv_sandbox(dns, HostsLayout::ipv4_only, dir.path());
+  argv.insert(argv.end(),
+              {"/usr/bin/setpriv", "--reuid=" + std::to_string(uid),
+               "--regid=" + std::to_string(gid), "--clear-groups", ferry_binary(), "-c", conf});
+  Process master(argv);
+  ASSERT_TRUE(eventually([&] { return dns.queries() > 0; })) << master.stderr_so_far();
+  const int err = open_errno_as(uid, gid, "/proc/" + std::to_string(master.pid()) + "/mem");
+  EXPECT_TRUE(err == EACCES || err == EPERM)
+      << "open(/proc/MASTER/mem) during the lookup: " << std::strerror(err);
+  EXPECT_TRUE(children_of(master.pid()).empty()) << "looked at only once the workers ran";
+  master.signal(SIGTERM);
+  master.wait(seconds(20));
 }
 
 // A worker that stops (QUIT, or a reload replacing it) while getaddrinfo runs on its thread

@@ -599,19 +599,6 @@ bool bindable(const std::string& ip, int port) {
   return ok;
 }
 
-// errno of open(path, O_RDWR) by a process of `uid` (0: it opened).
-int open_errno_as(uid_t uid, gid_t gid, const std::string& path) {
-  const pid_t child = ::fork();
-  if (child == 0) {
-    if (::setgroups(0, nullptr) == -1 || ::setgid(gid) == -1 || ::setuid(uid) == -1) _exit(255);
-    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-    _exit(fd >= 0 ? 0 : errno);
-  }
-  int status = 0;
-  if (child == -1 || ::waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
-  return WEXITSTATUS(status);
-}
-
 // The packaged service runs the master and its workers as one user (User=ferry, no `user`): a
 // worker (or anything else of that uid) must not write the master's memory, where the
 // registry's writable view and the per-client secret are. Its workers stay its user's to debug.

@@ -2,6 +2,7 @@
 #include "tests/support/process.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -248,6 +249,18 @@ std::string TempDir::write(const std::string& name, const std::string& content) 
   std::filesystem::create_directories(std::filesystem::path(full).parent_path());
   std::ofstream(full) << content;
   return full;
+}
+
+int open_errno_as(uid_t uid, gid_t gid, const std::string& path) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    if (::setgroups(0, nullptr) == -1 || ::setgid(gid) == -1 || ::setuid(uid) == -1) _exit(255);
+    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    _exit(fd >= 0 ? 0 : errno);
+  }
+  int status = 0;
+  if (child == -1 || ::waitpid(child, &status, 0) != child || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
 }
 
 }  // namespace ferry::test

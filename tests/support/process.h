@@ -90,4 +90,8 @@ class TempDir {
   std::string path_;
 };
 
+// errno of open(path, O_RDWR) by a forked process of `uid` and `gid` (0: it opened; -1: the
+// child could not be waited for).
+int open_errno_as(uid_t uid, gid_t gid, const std::string& path);
+
 }  // namespace ferry::test

@@ -20,6 +20,13 @@ TEST(LookUpUserTest, FindsAnAccountsIds) {
   EXPECT_EQ(std::get<UserIds>(root).gid, 0u);
 }
 
+// A buffer too small for the entry: getpwnam_r says ERANGE, and it is grown until the entry fits.
+TEST(LookUpUserTest, GrowsTheBufferUntilTheEntryFits) {
+  const auto root = look_up_user("root", 1);
+  ASSERT_TRUE(std::holds_alternative<UserIds>(root)) << std::get<std::string>(root);
+  EXPECT_EQ(std::get<UserIds>(root).uid, 0u);
+}
+
 TEST(LookUpUserTest, SaysWhenThereIsNoSuchUser) {
   const auto none = look_up_user("ferry-no-such-user");
   ASSERT_TRUE(std::holds_alternative<std::string>(none));
