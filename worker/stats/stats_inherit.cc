@@ -36,15 +36,27 @@ bool worth_taking(const Totals& v, const Fields& fields) noexcept {
   return any;
 }
 
-// Raises each counter of `to` to the old one (never lowers it); a gauge is the old one's now,
-// or dropped when `final`.
+// Raises each counter of `to` to the old one (never lowers it while the old master runs: its
+// live workers' blocks come and go from its snapshots); a gauge is the old one's now. When
+// `final` the old totals are taken as they are, gauges dropped: by then they are what the old
+// master folded and checked, and a count an old worker faked (and its master dropped at the
+// fold) must not stay in ours for good.
 template <typename Counters, typename Totals, typename Fields>
 void raise(const Totals& from, Counters& to, const Fields& fields, bool final) noexcept {
   for (const auto& f : fields) {
     const std::uint64_t old = from.*f.total;
     auto& c = to.*f.counter;
-    c.store(f.gauge ? (final ? 0 : old) : std::max(c.load(kRelaxed), old), kRelaxed);
+    c.store(f.gauge ? (final ? 0 : old) : (final ? old : std::max(c.load(kRelaxed), old)),
+            kRelaxed);
   }
+}
+
+// A name being taken in that the old master's snapshot no longer has: it reclaimed it (its
+// totals went to its "(reclaimed)", which ours take by growth) or its entry became garbage;
+// either way what was taken for it goes, or it would count twice.
+template <typename Counters, typename Fields>
+void forget(Counters& to, const Fields& fields) noexcept {
+  for (const auto& f : fields) (to.*f.counter).store(0, kRelaxed);
 }
 
 // Adds to `to` how far each counter of `now` has grown past `last` (an old master's reclaimed
@@ -139,7 +151,24 @@ std::optional<std::size_t> StatsTable::inherit(const StatsTable& old, bool final
       servers.emplace_back(*i, &v);
     }
   }
+  std::vector<bool> seen(kMaxProxies + kMaxServers, false);  // before the write: it may throw
+  for (auto [i, p] : proxies) seen[i] = true;
+  for (auto [i, v] : servers) seen[kMaxProxies + i] = true;
   SeqWrite w(r.fold_seq);
+  {
+    for (std::size_t i = 0; i < kMaxProxies; ++i) {
+      if (inheriting_proxy_[i] && !seen[i]) {
+        forget(r.inherited.proxies[i], kProxyFields);
+        inheriting_proxy_[i] = false;
+      }
+    }
+    for (std::size_t i = 0; i < kMaxServers; ++i) {
+      if (inheriting_server_[i] && !seen[kMaxProxies + i]) {
+        forget(r.inherited.servers[i], kServerFields);
+        inheriting_server_[i] = false;
+      }
+    }
+  }
   if (final) {  // free to be reclaimed from now on
     std::fill(std::begin(inheriting_proxy_), std::end(inheriting_proxy_), false);
     std::fill(std::begin(inheriting_server_), std::end(inheriting_server_), false);

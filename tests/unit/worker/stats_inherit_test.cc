@@ -24,6 +24,81 @@ std::unique_ptr<StatsTable> passed(const StatsTable& old) {
   return StatsTable::open_passed(registry, counters);
 }
 
+conf::Config one_proxy(const std::string& name) {
+  conf::Config cfg;
+  conf::Upstream u;
+  u.name = "u" + name;
+  conf::Server v;
+  v.address.text = "h:" + name;
+  u.servers.push_back(v);
+  cfg.upstreams.push_back(u);
+  conf::Proxy p;
+  p.name = name;
+  p.upstream = u.name;
+  cfg.proxies.push_back(p);
+  return cfg;
+}
+
+std::uint64_t accepted_sum(const Snapshot& s) {
+  std::uint64_t n = 0;
+  for (const auto& p : s.proxies) n += p.accepted;
+  return n;
+}
+
+// A name the old master reclaims while it drains (a HUP in the rollback window, its registry
+// full) reaches us through its "(reclaimed)" totals: what we had taken for the name goes.
+TEST(StatsInheritTest, ANameTheOldMasterReclaimsIsNotCountedTwice) {
+  auto old = StatsTable::create("1.2.3", 4242, 1000);
+  ASSERT_NE(old, nullptr);
+  old->set_capacity_for_tests(1, 1);
+  ASSERT_EQ(old->register_config(one_proxy("x")), 0u);
+  old->worker_started(0, 100, 1, 1000);
+  ProxyCounters* x = old->proxy_counters(0, "x");
+  ASSERT_NE(x, nullptr);
+  stat_add(x->accepted, 5);
+  stat_add(x->handled, 5);
+  ASSERT_EQ(old->fold(0), 0u);
+  auto view = passed(*old);
+  ASSERT_NE(view, nullptr);
+  auto fresh = StatsTable::create("1.2.4", 4343, 1001);
+  ASSERT_NE(fresh, nullptr);
+  ASSERT_TRUE(fresh->inherit(*view, false));
+  EXPECT_EQ(accepted_sum(fresh->snapshot(1002)), 5u);
+
+  // "x" is in the configuration published last: it stays, and "y" finds no place, this time.
+  ASSERT_EQ(old->register_config(one_proxy("y")), 2u);
+  ASSERT_EQ(old->register_config(one_proxy("y")), 0u);  // "x" goes to "(reclaimed)"
+  ASSERT_EQ(old->proxy_index("x"), std::nullopt);
+  ASSERT_TRUE(fresh->inherit(*view, false));
+  EXPECT_EQ(accepted_sum(fresh->snapshot(1003)), 5u);
+  ASSERT_TRUE(fresh->inherit(*view, true));
+  EXPECT_EQ(accepted_sum(fresh->snapshot(1004)), 5u);
+}
+
+// Counts an old worker wrote, which its master then found could not be true and dropped at the
+// fold, do not stay in ours once the old master is gone.
+TEST(StatsInheritTest, CountsTheOldMasterDroppedAreNotKeptForGood) {
+  auto old = StatsTable::create("1.2.3", 4242, 1000);
+  ASSERT_NE(old, nullptr);
+  ASSERT_EQ(old->register_config(one_proxy("x")), 0u);
+  old->worker_started(0, 100, 1, 1000);
+  ProxyCounters* x = old->proxy_counters(0, "x");
+  ASSERT_NE(x, nullptr);
+  stat_add(x->accepted, 1000);
+  stat_add(x->handled, 1000);
+  auto view = passed(*old);
+  ASSERT_NE(view, nullptr);
+  auto fresh = StatsTable::create("1.2.4", 4343, 1001);
+  ASSERT_NE(fresh, nullptr);
+  ASSERT_TRUE(fresh->inherit(*view, false));
+  EXPECT_EQ(accepted_sum(fresh->snapshot(1002)), 1000u);
+
+  stat_add(x->handled, 10);  // more ended than began: garbage
+  EXPECT_NE(old->fold(0), 0u);
+  ASSERT_TRUE(fresh->inherit(*view, true));
+  EXPECT_EQ(accepted_sum(fresh->snapshot(1003)), 0u);
+}
+
 // The old master may reload while it drains (HUP in the rollback window): those reloads count.
 TEST(StatsInheritTest, ReloadsOfTheOldMasterWhileItDrainsAreTakenIn) {
   auto old = StatsTable::create("1.2.3", 4242, 1000);
