@@ -315,7 +315,7 @@ class Master {
     }
     UniqueFd master_end(sv[0]);
     UniqueFd worker_end(sv[1]);
-    worker::WorkerCounters* counters = counters_->take();
+    worker::WorkerCounters* counters = counters_->take(counters_taken_);
     if (counters == nullptr) {
       spdlog::warn(
           "all {} statistics slots are taken: worker {} (generation {}) will not be "
@@ -330,7 +330,7 @@ class Master {
       spdlog::error("fork() for worker {} failed: {}", slot, event::last_error().message());
       if (counters != nullptr) {
         (void)stats_->fold(counters_->index_of(*counters));  // nothing counted: the slot is free
-        counters_->release(*counters);
+        counters_->release(*counters, counters_taken_);
       }
       schedule_respawn(slot, generation, Msec{0});
       return;
@@ -757,7 +757,7 @@ class Master {
               "are dropped",
               w->slot, pid, wrong);
         }
-        retired_accepted_ += counters_->release(*w->counters);
+        retired_accepted_ += counters_->release(*w->counters, counters_taken_);
       }
       w->counters = nullptr;
       // Not freed yet: a report for its channel may still be waiting later in this epoll batch
@@ -1592,6 +1592,7 @@ class Master {
   event::AcceptMutexWord* mutex_word_ = nullptr;
   event::SharedMemory counters_shm_;
   worker::CountersTable* counters_ = nullptr;
+  worker::CountersTable::Taken counters_taken_;  // never the workers' owner words
   UpgradeSegments segments_;  // the per-client table's, and what a binary upgrade passes
   worker::ClientLimits* client_limits_ = nullptr;
   std::unique_ptr<worker::StatsTable> stats_;  // the statistics, kept across reloads

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <atomic>
+#include <bitset>
 #include <cstdint>
 #include <new>
 
@@ -27,16 +28,24 @@ class CountersTable {
 
   static CountersTable* create(void* shared_memory) { return new (shared_memory) CountersTable; }
 
+  // Which entries the master handed out, in the master's own memory: the owner words are in
+  // memory every worker writes, and a rogue one clearing a live worker's would have that entry
+  // handed out again (and zeroed under the live worker).
+  using Taken = std::bitset<kEntries>;
+
   // Master only. nullptr when every entry is taken (the worker then goes uncounted).
-  WorkerCounters* take() noexcept {
-    for (auto& e : entries_) {
-      pid_t expected = 0;
-      if (e.owner.compare_exchange_strong(expected, -1)) return &e;
+  WorkerCounters* take(Taken& taken) noexcept {
+    for (std::size_t i = 0; i < kEntries; ++i) {
+      if (taken.test(i)) continue;
+      taken.set(i);
+      entries_[i].owner.store(-1);
+      return &entries_[i];
     }
     return nullptr;
   }
   // Master only: the worker is gone. Returns how many it had accepted, for a running total.
-  std::uint64_t release(WorkerCounters& e) noexcept {
+  std::uint64_t release(WorkerCounters& e, Taken& taken) noexcept {
+    taken.reset(index_of(e));
     const std::uint64_t accepted = e.accepted.exchange(0);
     e.active.store(0);
     e.owner.store(0);

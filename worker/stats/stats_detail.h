@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <limits>
@@ -107,6 +108,12 @@ inline std::uint64_t saturating_add(std::uint64_t a, std::uint64_t b) noexcept {
   return a > std::numeric_limits<std::uint64_t>::max() - b
              ? std::numeric_limits<std::uint64_t>::max()
              : a + b;
+}
+
+// The master's own totals stop just under the ceiling (past it a snapshot takes them for
+// garbage): a rogue worker's counts just under it then cannot push an honest one's over.
+inline std::uint64_t ceiling_add(std::uint64_t a, std::uint64_t b) noexcept {
+  return std::min(saturating_add(a, b), StatsTable::kCeiling - 1);
 }
 
 }  // namespace ferry::worker::stats_detail

@@ -66,7 +66,7 @@ void add_growth(const Totals& now, Totals& last, Counters& to, const Fields& fie
   for (const auto& f : fields) {
     if (f.gauge || now.*f.total <= last.*f.total) continue;
     auto& c = to.*f.counter;
-    c.store(saturating_add(c.load(kRelaxed), now.*f.total - last.*f.total), kRelaxed);
+    c.store(ceiling_add(c.load(kRelaxed), now.*f.total - last.*f.total), kRelaxed);
     last.*f.total = now.*f.total;
   }
 }

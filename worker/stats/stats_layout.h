@@ -16,6 +16,9 @@ struct alignas(4096) StatsBlock {
   ServerCounters servers[StatsTable::kMaxServers];
 };
 
+// Zeroes every entry of a block (see stats_segments.cc), committing no memory where it can.
+void wipe(StatsBlock& b) noexcept;
+
 struct StatsTable::Registry {
   struct ProxyEntry {
     std::atomic<std::uint64_t> epoch;  // of the latest configuration that has it

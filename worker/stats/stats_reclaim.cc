@@ -19,7 +19,7 @@ void move_totals(Counters& from, Counters& to, const Fields& fields) noexcept {
   for (const auto& f : fields) {
     if (!f.gauge) {
       (to.*f.counter)
-          .store(saturating_add((to.*f.counter).load(kRelaxed), (from.*f.counter).load(kRelaxed)),
+          .store(ceiling_add((to.*f.counter).load(kRelaxed), (from.*f.counter).load(kRelaxed)),
                  kRelaxed);
     }
     (from.*f.counter).store(0, kRelaxed);

@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "event/syscall_util.h"
+#include "worker/stats/stats_detail.h"
 #include "worker/stats/stats_layout.h"
 
 namespace ferry::worker {
@@ -66,11 +67,37 @@ bool seal_registry(int fd) noexcept {
                      F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) == 0) {
     return true;
   }
-  if (errno == EINVAL) (void)::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL);
+  const int why = errno;  // the caller decides on the first call's failure, not the second's
+  if (why == EINVAL && ::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == -1) {
+    spdlog::warn("sealing the statistics registry's size (F_ADD_SEALS) failed: {}",
+                 event::last_error().message());
+  }
+  errno = why;
   return false;
 }
 
 }  // namespace
+
+// Handing the block's pages back (MADV_REMOVE) zeroes it without committing the pages that no
+// worker ever counted on, as storing zeros would; on pages larger than its alignment, or if the
+// kernel refuses, the zeros are stored.
+void wipe(StatsBlock& b) noexcept {
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto at = reinterpret_cast<std::uintptr_t>(&b);
+  if (page != 0 && at % page == 0 && sizeof b % page == 0) {
+    if (::madvise(&b, sizeof b, MADV_REMOVE) == 0) return;
+    spdlog::warn("madvise(MADV_REMOVE) of a statistics block failed: {}",
+                 event::last_error().message());
+  }
+  using stats_detail::kRelaxed;
+  for (auto& p : b.proxies) {
+    for (const auto& f : stats_detail::kProxyFields) (p.*f.counter).store(0, kRelaxed);
+  }
+  for (auto& s : b.servers) {
+    for (const auto& f : stats_detail::kServerFields) (s.*f.counter).store(0, kRelaxed);
+    s.failed.store(0, kRelaxed);
+  }
+}
 
 void StatsTable::refuse_future_write_seal_once() noexcept { g_refuse_future_write_seal = true; }
 

@@ -69,22 +69,8 @@ template <typename Counters, typename Totals, typename Fields>
 void retire_values(const Totals& from, Counters& to, const Fields& fields) noexcept {
   for (const auto& f : fields) {
     if (f.gauge) continue;
-    (to.*f.counter).store(saturating_add((to.*f.counter).load(kRelaxed), from.*f.total), kRelaxed);
+    (to.*f.counter).store(ceiling_add((to.*f.counter).load(kRelaxed), from.*f.total), kRelaxed);
   }
-}
-
-// How many counters `from` would take past the ceiling once added to the retired totals `to`:
-// a rogue worker's counts just under it would otherwise push a proxy's whole history out.
-template <typename Counters, typename Totals, typename Fields>
-std::size_t past_ceiling(const Totals& from, const Counters& to, const Fields& fields) noexcept {
-  std::size_t wrong = 0;
-  for (const auto& f : fields) {
-    if (!f.gauge &&
-        saturating_add((to.*f.counter).load(kRelaxed), from.*f.total) >= StatsTable::kCeiling) {
-      ++wrong;
-    }
-  }
-  return wrong;
 }
 
 template <typename Counters, typename Fields>
@@ -146,6 +132,11 @@ std::optional<std::size_t> StatsTable::register_proxy(std::string_view name) noe
     std::memcpy(e.name, name.data(), name.size());
     return i;
   }
+  // A live worker cannot have counted at an index not registered yet: whatever is there is
+  // garbage that a worker wrote, and would be blamed on that block's worker.
+  for (std::size_t slot = 0; slot < kSlots; ++slot) {
+    if (worker_epochs_[slot] != 0) zero(counters_->slots[slot].proxies[n], kProxyFields);
+  }
   Registry::ProxyEntry& e = writable_->proxies[n];
   e.length = static_cast<std::uint16_t>(name.size());
   std::memcpy(e.name, name.data(), name.size());
@@ -172,6 +163,11 @@ std::optional<std::size_t> StatsTable::register_server(std::string_view upstream
     if (!i) return std::nullopt;
     write(writable_->servers[*i]);
     return i;
+  }
+  for (std::size_t slot = 0; slot < kSlots; ++slot) {
+    if (worker_epochs_[slot] == 0) continue;
+    zero(counters_->slots[slot].servers[n], kServerFields);
+    counters_->slots[slot].servers[n].failed.store(0, kRelaxed);
   }
   write(writable_->servers[n]);
   server_count_ = n + 1;
@@ -258,12 +254,9 @@ void StatsTable::worker_started(std::size_t slot, pid_t pid, int generation,
   // Forked with the latest configuration registered (the master registers each before forking).
   worker_epochs_[slot] = std::max<std::uint64_t>(writable_->master.epoch.load(kRelaxed), 1);
   SeqWrite w(writable_->fold_seq);
-  StatsBlock& b = counters_->slots[slot];
-  for (std::uint32_t p = 0; p < proxy_count_; ++p) zero(b.proxies[p], kProxyFields);
-  for (std::uint32_t s = 0; s < server_count_; ++s) {
-    zero(b.servers[s], kServerFields);
-    b.servers[s].failed.store(0, kRelaxed);
-  }
+  // Every entry, not only the registered ones: a worker may have written garbage at an index
+  // not registered yet into this free slot, which would be blamed on the next worker.
+  wipe(counters_->slots[slot]);
   counters_->gauges[slot].connections.store(0, kRelaxed);
   Registry::WorkerEntry& e = writable_->workers[slot];
   e.generation.store(generation, kRelaxed);
@@ -289,12 +282,10 @@ std::size_t StatsTable::fold(std::size_t slot) noexcept {
   for (std::uint32_t p = 0; p < proxy_count_; ++p) {
     wrong += read_entry(b.proxies[p], proxies[p], kProxyFields);
     wrong += check_proxy(proxies[p], true);
-    wrong += past_ceiling(proxies[p], r.retired.proxies[p], kProxyFields);
   }
   for (std::uint32_t s = 0; s < server_count_; ++s) {
     wrong += read_entry(b.servers[s], servers[s], kServerFields);
     wrong += check_server(servers[s], true);
-    wrong += past_ceiling(servers[s], r.retired.servers[s], kServerFields);
   }
   {
     SeqWrite w(r.fold_seq);

@@ -2,8 +2,8 @@
 // mprotect, not through /proc/self/mem; with the seal or, before Linux 5.1, without), and
 // garbage in a worker's block is left out of the totals and dropped by the fold, while honest
 // counts, a dead worker's half-closed session among them, are kept; garbage in a free slot is
-// not blamed on its next worker, nor can a rogue worker push a proxy's history out; the fold
-// allocates nothing.
+// not blamed on its next worker (nor at an index registered later), nor can a rogue worker push
+// a proxy's history out or an honest one's fold after it; the fold allocates nothing.
 // The replaced operator new and delete below are malloc and free, seen by gcc as a mismatch
 // wherever it inlines a delete.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
@@ -198,20 +198,42 @@ TEST_F(StatsTrustTest, RelationsAreClampedAndCheckedAtTheFold) {
   EXPECT_EQ(stats_->snapshot(0).upstreams[0].servers[0].sessions, 0u);
 }
 
-// Counts just under the ceiling pass every check of a block, but would take the retired totals
-// past it: a rogue worker's last word must not push a proxy's history out of the snapshot.
+// Counts just under the ceiling pass every check of a block: the retired totals stop just under
+// it, so that neither a proxy's history is pushed out of the snapshot, nor is every honest
+// worker that counted there afterwards taken for a rogue one and its whole fold dropped.
+// A worker started in `slot` that accepted and handled `n` sessions of "web".
+void handled_in(StatsTable& stats, std::size_t slot, std::uint64_t n) {
+  stats.worker_started(slot, static_cast<pid_t>(100 + slot), 1, 0);
+  stat_add(stats.proxy_counters(slot, "web")->accepted, n);
+  stat_add(stats.proxy_counters(slot, "web")->handled, n);
+}
+
 TEST_F(StatsTrustTest, ARogueWorkerCannotEraseAProxysHistory) {
-  stats_->worker_started(1, 101, 1, 0);
-  stat_add(stats_->proxy_counters(1, "web")->accepted, 10);
-  stat_add(stats_->proxy_counters(1, "web")->handled, 10);
+  handled_in(*stats_, 1, 10);
   ASSERT_EQ(stats_->fold(1), 0u);
-  stats_->worker_started(2, 102, 1, 0);
-  stat_add(stats_->proxy_counters(2, "web")->accepted, StatsTable::kCeiling - 1);
-  stat_add(stats_->proxy_counters(2, "web")->handled, StatsTable::kCeiling - 1);
-  EXPECT_GT(stats_->fold(2), 0u);
+  handled_in(*stats_, 2, StatsTable::kCeiling - 1);
+  EXPECT_EQ(stats_->fold(2), 0u);
   const Snapshot s = stats_->snapshot(0);
-  EXPECT_EQ(s.proxies[0].accepted, 10u);
-  EXPECT_EQ(s.proxies[0].handled, 10u);
+  ASSERT_EQ(s.proxies.size(), 1u);
+  EXPECT_EQ(s.proxies[0].accepted, StatsTable::kCeiling - 1);
+  EXPECT_EQ(s.proxies[0].handled, StatsTable::kCeiling - 1);
+}
+
+TEST_F(StatsTrustTest, AnHonestFoldAfterAPoisoningOneIsKept) {
+  handled_in(*stats_, 1, 10);
+  ASSERT_EQ(stats_->fold(1), 0u);
+  // Just under the ceiling once added to the history: a fold that passes every check.
+  handled_in(*stats_, 2, StatsTable::kCeiling - 20);
+  EXPECT_EQ(stats_->fold(2), 0u);
+  // An honest worker counts sessions there and on a server.
+  handled_in(*stats_, 3, 15);
+  stat_add(stats_->server_counters(3, "app", "h:1")->sessions, 4);
+  EXPECT_EQ(stats_->fold(3), 0u);
+  const Snapshot s = stats_->snapshot(0);
+  ASSERT_EQ(s.proxies.size(), 1u);
+  EXPECT_EQ(s.proxies[0].accepted, StatsTable::kCeiling - 1);
+  EXPECT_EQ(s.proxies[0].handled, StatsTable::kCeiling - 1);
+  EXPECT_EQ(s.upstreams.at(0).servers.at(0).sessions, 4u);
 }
 
 // Garbage a worker wrote into a free slot is gone when the slot's next worker starts: its honest
@@ -228,6 +250,32 @@ TEST_F(StatsTrustTest, GarbageInAFreeSlotIsNotBlamedOnItsNextWorker) {
   const Snapshot s = stats_->snapshot(0);
   EXPECT_EQ(s.proxies[0].accepted, 2u);
   EXPECT_EQ(s.proxies[0].handled, 2u);
+}
+
+// The same at an index not registered yet, in a free slot and in a live one: the name
+// registered there later finds it zeroed.
+TEST_F(StatsTrustTest, GarbageAtAnIndexNotRegisteredYetIsNotBlamedOnAnyWorker) {
+  stats_->worker_started(7, 107, 1, 0);  // live
+  for (const std::size_t slot : {6u, 7u}) {
+    ProxyCounters* next = stats_->proxy_counters(slot, "web") + 1;  // index 1: no name yet
+    stat_add(next->handled, 500);
+    ServerCounters* next_server = stats_->server_counters(slot, "app", "h:1") + 1;
+    stat_add(next_server->active, 9);
+  }
+  stats_->worker_started(6, 106, 1, 0);
+  ASSERT_EQ(stats_->register_proxy("db"), 1u);
+  ASSERT_EQ(stats_->register_server("app", "h:2"), 1u);
+  for (const std::size_t slot : {6u, 7u}) {
+    stat_add(stats_->proxy_counters(slot, "db")->accepted, 2);
+    stat_add(stats_->proxy_counters(slot, "db")->handled, 2);
+    stat_add(stats_->server_counters(slot, "app", "h:2")->sessions, 3);
+    EXPECT_EQ(stats_->fold(slot), 0u) << "slot " << slot;
+  }
+  const Snapshot s = stats_->snapshot(0);
+  ASSERT_EQ(s.proxies.size(), 2u);
+  EXPECT_EQ(s.proxies[1].accepted, 4u);
+  EXPECT_EQ(s.proxies[1].handled, 4u);
+  EXPECT_EQ(s.upstreams.at(0).servers.at(1).sessions, 6u);
 }
 
 std::atomic<bool> g_counting{false};
