@@ -4,6 +4,7 @@
 // resolve yet, and a master that keeps answering while a DNS server does not.
 #include <pwd.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -71,6 +72,11 @@ TEST(ResolveTest, TheMasterIsNotDumpableWhileItReadsItsConfiguration) {
   const int err = open_errno_as(uid, gid, "/proc/" + std::to_string(master.pid()) + "/mem");
   EXPECT_TRUE(err == EACCES || err == EPERM)
       << "open(/proc/MASTER/mem) during the lookup: " << std::strerror(err);
+  // Yama (ptrace_scope >= 1) refuses that open anyway: the kernel's own mark of a process that
+  // is not dumpable is its /proc files (mem among them) owned by root, whoever it runs as.
+  struct stat st {};
+  ASSERT_EQ(::stat(("/proc/" + std::to_string(master.pid()) + "/mem").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0U) << "the master (uid " << uid << ") is dumpable during the lookup";
   EXPECT_TRUE(children_of(master.pid()).empty()) << "looked at only once the workers ran";
   master.signal(SIGTERM);
   master.wait(seconds(20));

@@ -36,6 +36,13 @@ bool worth_taking(const Totals& v, const Fields& fields) noexcept {
   return any;
 }
 
+// Every counter of an old entry zero.
+template <typename Totals, typename Fields>
+bool all_zero(const Totals& v, const Fields& fields) noexcept {
+  return std::all_of(std::begin(fields), std::end(fields),
+                     [&](const auto& f) { return v.*f.total == 0; });
+}
+
 // Raises each counter of `to` to the old one (never lowers it while the old master runs: its
 // live workers' blocks come and go from its snapshots); a gauge is the old one's now. When
 // `final` the old totals are taken as they are, gauges dropped: by then they are what the old
@@ -118,8 +125,17 @@ std::optional<std::size_t> StatsTable::inherit(const StatsTable& old, bool final
   std::vector<std::pair<std::size_t, const Snapshot::Server*>> servers;
   const Snapshot::Proxy* old_reclaimed_proxies = nullptr;
   const Snapshot::Server* old_reclaimed_servers = nullptr;
+  // Names the old master lists but whose totals are not taken this time (past the ceiling,
+  // or nothing yet): not forgotten below, which is for names it no longer lists, and, in the
+  // last pass, for those it ends with nothing for (all it had for them it dropped).
+  std::vector<std::size_t> listed_proxies;
+  std::vector<std::size_t> listed_servers;
   for (const Snapshot::Proxy& p : s.proxies) {
-    if (!worth_taking(p, kProxyFields)) continue;
+    if (!worth_taking(p, kProxyFields)) {
+      const auto i = proxy_index(p.name);
+      if (i && !(final && all_zero(p, kProxyFields))) listed_proxies.push_back(*i);
+      continue;
+    }
     if (p.name == kReclaimed) {  // the old master's reclaimed names: added to ours
       old_reclaimed_proxies = &p;
       continue;
@@ -135,7 +151,11 @@ std::optional<std::size_t> StatsTable::inherit(const StatsTable& old, bool final
   }
   for (const Snapshot::Upstream& u : s.upstreams) {
     for (const Snapshot::Server& v : u.servers) {
-      if (!worth_taking(v, kServerFields)) continue;
+      if (!worth_taking(v, kServerFields)) {
+        const auto i = server_index(u.name, v.address);
+        if (i && !(final && all_zero(v, kServerFields))) listed_servers.push_back(*i);
+        continue;
+      }
       if (u.name == kReclaimed && v.address == kReclaimed) {
         old_reclaimed_servers = &v;
         continue;
@@ -154,6 +174,8 @@ std::optional<std::size_t> StatsTable::inherit(const StatsTable& old, bool final
   std::vector<bool> seen(kMaxProxies + kMaxServers, false);  // before the write: it may throw
   for (auto [i, p] : proxies) seen[i] = true;
   for (auto [i, v] : servers) seen[kMaxProxies + i] = true;
+  for (const std::size_t i : listed_proxies) seen[i] = true;
+  for (const std::size_t i : listed_servers) seen[kMaxProxies + i] = true;
   SeqWrite w(r.fold_seq);
   {
     for (std::size_t i = 0; i < kMaxProxies; ++i) {

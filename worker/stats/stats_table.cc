@@ -169,6 +169,9 @@ std::optional<std::size_t> StatsTable::register_server(std::string_view upstream
     zero(counters_->slots[slot].servers[n], kServerFields);
     counters_->slots[slot].servers[n].failed.store(0, kRelaxed);
   }
+  // Its health word too (workers may write it): garbage there would show the server down until
+  // its checker first writes.
+  counters_->health[n].store(0, kRelaxed);
   write(writable_->servers[n]);
   server_count_ = n + 1;
   writable_->server_count.store(n + 1, std::memory_order_release);

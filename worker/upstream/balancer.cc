@@ -116,9 +116,12 @@ void Balancer::set_addresses(const conf::Server& server,
     });
     if (known) continue;
     // The place of a gone peer no session holds (its server's: the worker's statistics of a
-    // peer follow its server's name).
+    // peer follow its server's name), and whose failures are over: one still failed must keep
+    // them for when its address comes back (rotating answers), not lose them to a newcomer.
+    const event::TimePoint now = event::monotonic_now();
     const auto free = std::find_if(peers_.begin(), peers_.end(), [&](const Peer& p) {
-      return p.server == &server && p.gone && p.conns == 0;
+      return p.server == &server && p.gone && p.conns == 0 &&
+             (p.fails == 0 || now - p.checked > server.fail_timeout);
     });
     if (free != peers_.end()) {
       fill_peer(*free, server, a, slots->second);

@@ -83,6 +83,18 @@ TEST(HealthVerdictTest, AVanishedVerdictDoesNotClearPassiveFailures) {
 }
 
 // An address that drops out of the name's answer and is back keeps its passive failures.
+// Six picks at `at`, every one the live 127.0.0.3:1 (the other address failed within
+// fail_timeout).
+void expect_only_the_live_address(Balancer& b, event::TimePoint at) {
+  for (int i = 0; i < 6; ++i) {
+    TriedSet tried;
+    Peer* p = b.pick(event::SocketAddress(), tried, at);
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(p->address.to_string(), "127.0.0.3:1") << "failed within fail_timeout";
+    b.release(*p, false, at);
+  }
+}
+
 TEST(HealthVerdictTest, AnAddressBackInTheAnswerKeepsItsFailures) {
   const conf::Upstream u = one_server();
   Balancer b(u);
@@ -94,13 +106,24 @@ TEST(HealthVerdictTest, AnAddressBackInTheAnswerKeepsItsFailures) {
   b.set_addresses(server, {at("127.0.0.3:1")});
   b.set_addresses(server, {at("127.0.0.2:1"), at("127.0.0.3:1")});
   const auto soon = start_time + Msec{100};
-  for (int i = 0; i < 6; ++i) {
-    TriedSet tried;
-    Peer* p = b.pick(event::SocketAddress(), tried, soon);
-    ASSERT_NE(p, nullptr);
-    EXPECT_EQ(p->address.to_string(), "127.0.0.3:1") << "failed within fail_timeout";
-    b.release(*p, false, soon);
-  }
+  expect_only_the_live_address(b, soon);
+}
+
+// A rotating answer {A,B} -> {B,C} -> {A,B} with A dead: C must not take the place of A while
+// A's failures stand, or A comes back with none.
+TEST(HealthVerdictTest, AFailedAddressKeepsItsFailuresWhenANewcomerArrivesAsItLeaves) {
+  const conf::Upstream u = one_server();
+  Balancer b(u);
+  const conf::Server& server = u.servers[0];
+  const event::TimePoint now = event::monotonic_now();  // set_addresses reads the clock
+  b.set_addresses(server, {at("127.0.0.2:1"), at("127.0.0.3:1")});
+  Peer& dead = peer_at(b, "127.0.0.2:1");
+  dead.conns = 1;
+  b.release(dead, true, now);
+  b.set_addresses(server, {at("127.0.0.3:1"), at("127.0.0.4:1")});
+  b.set_addresses(server, {at("127.0.0.2:1"), at("127.0.0.3:1")});
+  const auto soon = now + Msec{100};
+  expect_only_the_live_address(b, soon);
 }
 
 }  // namespace

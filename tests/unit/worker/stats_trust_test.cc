@@ -278,6 +278,31 @@ TEST_F(StatsTrustTest, GarbageAtAnIndexNotRegisteredYetIsNotBlamedOnAnyWorker) {
   EXPECT_EQ(s.upstreams.at(0).servers.at(1).sessions, 6u);
 }
 
+// A health word written at an index before a server is registered there (the words are the
+// workers' to write) must not show that server checked and down.
+TEST_F(StatsTrustTest, AHealthWordWrittenBeforeItsServerIsRegisteredIsNotShown) {
+  stats_->set_generation(1);
+  stats_->set_health(0, 1, false, false, 1000);  // a real verdict, to copy its shape
+  auto* words = static_cast<std::atomic<std::uint64_t>*>(
+      const_cast<void*>(stats_->counters_segment().data));  // health[] opens the segment
+  words[1].store(words[0].load());
+  conf::Config cfg;
+  conf::Upstream app;
+  app.name = "app";
+  app.health_check.emplace();
+  for (const char* address : {"h:1", "h:2"}) {
+    conf::Server v;
+    v.address.text = address;
+    app.servers.push_back(v);
+  }
+  cfg.upstreams.push_back(app);
+  ASSERT_EQ(stats_->register_config(cfg), 0u);
+  ASSERT_EQ(stats_->server_index("app", "h:2"), 1u);
+  const Snapshot s = stats_->snapshot(0);
+  EXPECT_EQ(s.upstreams.at(0).servers.at(0).health, CheckResult::failed);
+  EXPECT_EQ(s.upstreams.at(0).servers.at(1).health, CheckResult::none);
+}
+
 std::atomic<bool> g_counting{false};
 std::atomic<int> g_allocations{0};
 
