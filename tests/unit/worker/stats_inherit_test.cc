@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/unit/worker/one_proxy_config.h"
 #include "worker/stats/stats_table.h"
 
 namespace ferry::worker {
@@ -22,21 +23,6 @@ std::unique_ptr<StatsTable> passed(const StatsTable& old) {
   const int registry = ::fcntl(std::stoi(fds.substr(0, semi)), F_DUPFD_CLOEXEC, 3);
   const int counters = ::fcntl(std::stoi(fds.substr(semi + 1)), F_DUPFD_CLOEXEC, 3);
   return StatsTable::open_passed(registry, counters);
-}
-
-conf::Config one_proxy(const std::string& name) {
-  conf::Config cfg;
-  conf::Upstream u;
-  u.name = "u" + name;
-  conf::Server v;
-  v.address.text = "h:" + name;
-  u.servers.push_back(v);
-  cfg.upstreams.push_back(u);
-  conf::Proxy p;
-  p.name = name;
-  p.upstream = u.name;
-  cfg.proxies.push_back(p);
-  return cfg;
 }
 
 std::uint64_t accepted_sum(const Snapshot& s) {

@@ -4,25 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/unit/worker/one_proxy_config.h"
 #include "worker/stats/stats_table.h"
 
 namespace ferry::worker {
 namespace {
-
-conf::Config one_proxy(const std::string& name) {
-  conf::Config cfg;
-  conf::Upstream u;
-  u.name = "u" + name;
-  conf::Server s;
-  s.address.text = "h:" + name;
-  u.servers.push_back(s);
-  cfg.upstreams.push_back(u);
-  conf::Proxy p;
-  p.name = name;
-  p.upstream = u.name;
-  cfg.proxies.push_back(p);
-  return cfg;
-}
 
 std::uint64_t accepted(const Snapshot& s, const std::string& name) {
   for (const auto& p : s.proxies) {
