@@ -105,8 +105,9 @@ struct WorkerProcess {
   pid_t pid = -1;
   int slot = 0;
   int generation = 0;
-  Connection channel;                          // the master's end
-  worker::WorkerCounters* counters = nullptr;  // its entry in the shared table
+  Connection channel;                                         // the master's end
+  worker::WorkerCounters* counters = nullptr;                 // its entry in the shared table
+  std::size_t limits_share = worker::ClientLimits::kNoShare;  // its share of per-client counts
   event::TimePoint started;
   bool ready = false;
   bool told_to_stop = false;
@@ -190,6 +191,7 @@ class Master {
     if (loop_.init({.connections = 256, .epoll_events = 64})) return 1;
     if (!open_signalfd() || !open_control_socket()) return 1;
     if (inheriting) arm(inherit_timer_, kInheritInterval, on_inherit_timer);
+    arm(share_sweep_timer_, kShareSweepInterval, on_share_sweep_timer);
     if (write_pid_file(config_->pid_file, ::getpid())) return 1;
     pid_file_ = config_->pid_file;
 
@@ -325,9 +327,12 @@ class Master {
       // Before the fork: its block is zeroed before it can count anything.
       stats_->worker_started(counters_->index_of(*counters), 0, generation, ::time(nullptr));
     }
+    const pid_t self = ::getpid();
+    const std::size_t share = client_limits_->claim(self);
     const pid_t pid = ::fork();
     if (pid == -1) {
       spdlog::error("fork() for worker {} failed: {}", slot, event::last_error().message());
+      (void)client_limits_->give_back(share, self, self);
       if (counters != nullptr) {
         (void)stats_->fold(counters_->index_of(*counters));  // nothing counted: the slot is free
         counters_->release(*counters, counters_taken_);
@@ -342,16 +347,18 @@ class Master {
                      workers_started_, worker_fail_.code);
         ::_exit(worker_fail_.code);
       }
-      ::_exit(worker_main(slot, generation, worker_end.release(), counters,
+      ::_exit(worker_main(slot, generation, worker_end.release(), counters, share,
                           workers_started_ < scribbling_workers_));
     }
     ++workers_started_;
+    client_limits_->assign(share, self, pid);
     if (counters != nullptr) {
       counters->owner.store(pid);
       stats_->worker_forked(counters_->index_of(*counters), pid);
     }
     auto& w = workers_.emplace_back();
     w.counters = counters;
+    w.limits_share = share;
     w.pid = pid;
     w.slot = slot;
     w.generation = generation;
@@ -366,7 +373,7 @@ class Master {
 
   // Runs in the forked child: drop everything that is the master's, become a worker.
   int worker_main(int slot, int generation, int channel, worker::WorkerCounters* counters,
-                  bool scribble) {
+                  std::size_t limits_share, bool scribble) {
     loop_.abandon();
     // First of all: from here on the statistics registry is read-only to this process.
     if (!stats_->enter_worker()) return worker::kFatalExit;
@@ -442,9 +449,8 @@ class Master {
     settings.channel = channel;
     settings.counters = counters;
     settings.client_limits = client_limits_;
-    // The share goes with the counters entry: both are given back when the worker is reaped.
-    settings.limits_share = counters != nullptr ? segments_.share_of(counters_->index_of(*counters))
-                                                : worker::ClientLimits::kNoShare;
+    settings.client_secret = &segments_.client_secret();
+    settings.limits_share = limits_share;
     settings.stats = stats_.get();
     settings.stats_slot = stats_slot;
     settings.health_board = health_board_;
@@ -748,8 +754,9 @@ class Master {
       const bool fatal = WIFEXITED(status) && WEXITSTATUS(status) == worker::kFatalExit;
       if (w->channel.fd) (void)loop_.del_event(w->channel.read, event::EventKind::read, false);
       w->channel.fd.reset();
+      (void)client_limits_->give_back(w->limits_share, pid, ::getpid());
+      w->limits_share = worker::ClientLimits::kNoShare;
       if (w->counters != nullptr) {
-        client_limits_->recover(segments_.share_of(counters_->index_of(*w->counters)));
         recover_server_conns(generation, counters_->index_of(*w->counters));
         if (const std::size_t wrong = stats_->fold(counters_->index_of(*w->counters))) {
           spdlog::warn(
@@ -971,8 +978,7 @@ class Master {
       spdlog::warn("SIGUSR2: an upgrade is already under way (new master pid {})", new_master_);
       return "an upgrade is already under way (new master pid " + std::to_string(new_master_) + ")";
     }
-    // Both masters' workers number their per-client shares in their own half (nginx ignores
-    // USR2 then too).
+    // nginx ignores USR2 then too: a third master would take over from one that is leaving.
     if (old_master_running()) {
       spdlog::warn("SIGUSR2 ignored: the old master (pid {}) of the last upgrade still runs",
                    upgrade_parent_);
@@ -1046,6 +1052,14 @@ class Master {
     if (m.segments_.inherit_more(*m.stats_, !m.old_master_running())) {
       m.loop_.add_timer(m.inherit_timer_, kInheritInterval);
     }
+  }
+
+  // Workers of a master killed during an upgrade drain on as orphans, their per-client shares
+  // still theirs; once they are gone (reaped by init), their counts are taken back out.
+  static void on_share_sweep_timer(Event& ev) {
+    auto& m = *static_cast<Master*>(ev.data);
+    (void)m.client_limits_->sweep(::getpid());
+    m.loop_.add_timer(m.share_sweep_timer_, kShareSweepInterval);
   }
 
   // Marks every fd from `first` up close-on-exec: close_range() where the kernel has it (5.11),
@@ -1630,6 +1644,8 @@ class Master {
   Event kill_timer_;
   Event inherit_timer_;
   static constexpr Msec kInheritInterval{1000};
+  Event share_sweep_timer_;
+  static constexpr Msec kShareSweepInterval{5000};
   Event status_timer_;
   Event watchdog_timer_;
   Msec watchdog_period_{0};

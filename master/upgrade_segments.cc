@@ -7,7 +7,9 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <limits>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -17,11 +19,11 @@
 namespace ferry::master {
 namespace {
 
-// The numbers of "A;B;C;D" (an empty or malformed one as -1): four of them, or none.
+// The numbers of "A;B;C..." (an empty or malformed one as -1), at most five.
 std::vector<long> numbers_in(const std::string& list) {
   std::vector<long> out;
   std::size_t pos = 0;
-  while (pos <= list.size() && out.size() < 5) {
+  while (pos <= list.size() && out.size() < 6) {
     std::size_t end = list.find(';', pos);
     if (end == std::string::npos) end = list.size();
     const std::string item = list.substr(pos, end - pos);
@@ -31,8 +33,21 @@ std::vector<long> numbers_in(const std::string& list) {
     out.push_back(item.empty() || *rest != '\0' || errno != 0 ? -1 : n);
     pos = end + 1;
   }
-  if (out.size() != 4) out.clear();
   return out;
+}
+
+constexpr long kLayout = 2;
+
+// Closes `fd` if it is one of the segments an old master passes (a memfd named ferry-*), and
+// only then: a number that is not one might name an fd of ours (a listener).
+void close_if_passed(long fd) noexcept {
+  if (fd <= STDERR_FILENO || fd > std::numeric_limits<int>::max()) return;
+  char target[64]{};
+  const std::string link = "/proc/self/fd/" + std::to_string(fd);
+  const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+  if (n > 0 && std::string_view(target, static_cast<std::size_t>(n)).starts_with("/memfd:ferry-")) {
+    ::close(static_cast<int>(fd));
+  }
 }
 
 }  // namespace
@@ -47,21 +62,30 @@ worker::ClientLimits* UpgradeSegments::open_client_limits(bool upgraded) {
   ::unsetenv(kGarbageVariable);
   if (upgraded && !passed.empty()) {
     const std::vector<long> n = numbers_in(passed);
-    if (n.empty()) {
+    if (n.size() == 4) {
+      // An older ferry: its statistics are taken, its per-client table (another layout) not.
+      old_registry_ = static_cast<int>(n[0]);
+      old_counters_ = static_cast<int>(n[1]);
+      close_if_passed(n[2]);
+      spdlog::warn("the old master is an older ferry: per-client counts start over");
+    } else if (n.size() != 5 || n[0] != kLayout) {
+      for (long fd : n) close_if_passed(fd);
       spdlog::error(
           "{}={} is not what an old master passes: statistics and per-client counts "
           "start over",
           kVariable, passed);
     } else {
-      old_registry_ = static_cast<int>(n[0]);
-      old_counters_ = static_cast<int>(n[1]);
-      if (n[2] > STDERR_FILENO &&
-          !limits_shm_.adopt(static_cast<int>(n[2]), worker::ClientLimits::bytes_needed())) {
-        // The other half of the shares from the old master's workers' (both number from 0).
-        share_base_ = n[3] == 0 ? worker::ClientLimits::kShareHalf : 0;
+      old_registry_ = static_cast<int>(n[1]);
+      old_counters_ = static_cast<int>(n[2]);
+      if (n[4] > STDERR_FILENO) secret_ = worker::ClientSecret::adopt(static_cast<int>(n[4]));
+      if (!secret_) {
+        close_if_passed(n[3]);
+      } else if (n[3] > STDERR_FILENO &&
+                 !limits_shm_.adopt(static_cast<int>(n[3]), worker::ClientLimits::bytes_needed())) {
         spdlog::info("per-client counts taken over from the old master");
         return worker::ClientLimits::adopt(limits_shm_.data());
       }
+      secret_.reset();
       spdlog::error("the old master's per-client table could not be taken over: counts start over");
     }
   } else if (upgraded) {
@@ -70,9 +94,9 @@ worker::ClientLimits* UpgradeSegments::open_client_limits(bool upgraded) {
   if (limits_shm_.create_passable(worker::ClientLimits::bytes_needed(), "ferry-client-limits")) {
     return nullptr;
   }
-  const auto secret = worker::ClientLimits::random_secret();
-  if (!secret) return nullptr;
-  return worker::ClientLimits::create(limits_shm_.data(), *secret);
+  secret_ = worker::ClientSecret::create();
+  if (!secret_) return nullptr;
+  return worker::ClientLimits::create(limits_shm_.data());
 }
 
 bool UpgradeSegments::inherit_first(worker::StatsTable& stats) {
@@ -116,19 +140,29 @@ bool UpgradeSegments::inherit_more(worker::StatsTable& stats, bool old_master_go
 void UpgradeSegments::pass_to_exec(const worker::StatsTable& stats) const {
   const std::string stats_fds =
       pass_garbage_ ? worker::StatsTable::garbage_for_exec() : stats.pass_to_exec();
+  // Both or neither: a table is of no use without the secret that places clients in it, and
+  // one not named in kVariable would stay open in the new master and all its workers.
   int limits = limits_shm_.fd();
-  if (limits >= 0 && ::fcntl(limits, F_SETFD, 0) == -1) {
-    spdlog::error("fcntl({}, F_SETFD, 0) for the per-client table failed: {}", limits,
+  int secret = secret_ ? secret_->fd() : -1;
+  if (limits >= 0 && secret >= 0 &&
+      (::fcntl(limits, F_SETFD, 0) == -1 || ::fcntl(secret, F_SETFD, 0) == -1)) {
+    spdlog::error("fcntl(F_SETFD, 0) for the per-client table failed: {}",
                   event::last_error().message());
-    limits = -1;
+    (void)::fcntl(limits, F_SETFD, FD_CLOEXEC);  // the child execs now: nothing else to do
   }
-  const std::string value = (stats_fds.empty() ? std::string(";") : stats_fds) + ";" +
-                            std::to_string(limits) + ";" + std::to_string(share_base_);
+  if (limits < 0 || secret < 0 || (::fcntl(limits, F_GETFD) & FD_CLOEXEC) != 0 ||
+      (::fcntl(secret, F_GETFD) & FD_CLOEXEC) != 0) {
+    limits = secret = -1;
+  }
+  const std::string value = std::to_string(kLayout) + ";" +
+                            (stats_fds.empty() ? std::string(";") : stats_fds) + ";" +
+                            std::to_string(limits) + ";" + std::to_string(secret);
   ::setenv(kVariable, value.c_str(), 1);
 }
 
 void UpgradeSegments::enter_worker() noexcept {
   limits_shm_.close_fd();
+  if (secret_) secret_->close_fd();
   old_stats_.reset();
 }
 

@@ -4,27 +4,34 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 
 #include "event/shared_memory.h"
 #include "worker/proxy/client_limits.h"
+#include "worker/proxy/client_secret.h"
 #include "worker/stats/stats_table.h"
 
 namespace ferry::master {
 
-// The per-client table (a memfd) is used as it is by both masters: its counts, and the secret in
-// it, carry over; the new master's workers take the other half of its shares. The statistics
-// are read from the old master's segments, read-only, and taken into this master's own
-// (StatsTable::inherit) until the old master has exited.
+// The per-client table (a memfd) is used as it is by both masters: its counts and its shares'
+// owners carry over, and so does the secret that keys it (a sealed memfd of its own). The
+// statistics are read from the old master's segments, read-only, and taken into this master's
+// own (StatsTable::inherit) until the old master has exited.
 class UpgradeSegments {
  public:
-  // "REGISTRY;COUNTERS;LIMITS;SHARE_BASE": the fds, then the old master's half of the shares.
+  // "2;REGISTRY;COUNTERS;LIMITS;SECRET": the layout's version, then the fds. An older ferry
+  // passed "REGISTRY;COUNTERS;LIMITS;SHARE_BASE", with a per-client table of another layout.
   static constexpr const char* kVariable = "FERRY_UPGRADE_SEGMENTS";
   // Test only: the old master passes garbage for the statistics segments.
   static constexpr const char* kGarbageVariable = "FERRY_TEST_PASS_GARBAGE_STATS";
 
-  // At start: the old master's per-client table when `upgraded` and it passed one, else a new
-  // one with a fresh secret. nullptr (logged) when none can be had.
+  // At start: the old master's per-client table and secret when `upgraded` and it passed them,
+  // else a new table with a fresh secret. nullptr (logged) when none can be had.
   worker::ClientLimits* open_client_limits(bool upgraded);
+  // The secret that keys the table open_client_limits() returned.
+  [[nodiscard]] const worker::ClientLimits::Secret& client_secret() const noexcept {
+    return secret_->value();
+  }
   // Once the statistics are made and this configuration registered: takes the old master's
   // totals in a first time. Returns whether there are more to take (call inherit_more()).
   bool inherit_first(worker::StatsTable& stats);
@@ -32,10 +39,6 @@ class UpgradeSegments {
   // totals for good. Returns whether there are more to take.
   bool inherit_more(worker::StatsTable& stats, bool old_master_gone);
 
-  // The share in the per-client table of the worker with counters entry `index`.
-  [[nodiscard]] std::size_t share_of(std::size_t index) const noexcept {
-    return share_base_ + index;
-  }
   // In the forked child about to exec the new binary: clears FD_CLOEXEC on what is passed and
   // names it in kVariable.
   void pass_to_exec(const worker::StatsTable& stats) const;
@@ -44,7 +47,7 @@ class UpgradeSegments {
 
  private:
   event::SharedMemory limits_shm_;  // max_conns_per_client's counts, kept across reloads
-  std::size_t share_base_ = 0;
+  std::optional<worker::ClientSecret> secret_;
   bool pass_garbage_ = false;  // the test hook, read (and removed) at start
   int old_registry_ = -1;      // passed, not yet taken over
   int old_counters_ = -1;

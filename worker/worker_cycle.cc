@@ -108,7 +108,8 @@ class Worker {
     sessions_.set_stats(settings_.stats, settings_.stats_slot);
     sessions_.prepare(cfg_);
     sessions_.set_counters(settings_.counters);
-    sessions_.set_client_limits(settings_.client_limits, settings_.limits_share);
+    sessions_.set_client_limits(settings_.client_limits, settings_.client_secret,
+                                settings_.limits_share);
     sessions_.on_empty = on_sessions_empty;
     sessions_.on_empty_ctx = this;
     shutdown_timer_.handler = on_shutdown_timeout;

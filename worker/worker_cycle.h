@@ -24,11 +24,13 @@ struct WorkerSettings {
   void* health_board = nullptr;                    // shared HealthBoard of this generation
   bool run_health_checks = false;                  // this worker probes the servers
   WorkerCounters* counters = nullptr;              // this worker's shared entry, if any
-  // The per-client session counts of every worker of every generation, and this worker's share.
+  // The per-client session counts of every worker of every generation, the secret that keys
+  // them (the master's copy, in this process's memory) and this worker's share.
   ClientLimits* client_limits = nullptr;
+  const ClientLimits::Secret* client_secret = nullptr;
   std::size_t limits_share = ClientLimits::kNoShare;
   // The statistics of every worker of every generation, and this worker's block in it (its
-  // counters entry's index, like the share above).
+  // counters entry's index, which is also its share of the servers' counts in the HealthBoard).
   StatsTable* stats = nullptr;
   std::size_t stats_slot = StatsTable::kNoSlot;
   int slot = 0;

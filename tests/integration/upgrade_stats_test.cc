@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -191,8 +192,8 @@ TEST(UpgradeStatsTest, GarbageForTheOldStatisticsLeavesTheNewMasterServingAndIts
   EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
 }
 
-// Both masters' workers take per-client shares from their own half of the table: a third master
-// while the old one still runs would share the old one's half (nginx ignores USR2 then too).
+// A third master while the old one still runs would take over from one that is leaving (nginx
+// ignores USR2 then too).
 TEST(UpgradeStatsTest, ANewMasterRefusesAnUpgradeWhileTheOldMasterRuns) {
   EchoServer backend;
   const int port = free_port();
@@ -214,6 +215,122 @@ TEST(UpgradeStatsTest, ANewMasterRefusesAnUpgradeWhileTheOldMasterRuns) {
   EXPECT_TRUE(one_session(port));
   ::kill(fresh, SIGQUIT);
   EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
+}
+
+// The new master's workers counted their sessions to a max_conns server under their per-client
+// share, which after an upgrade lay past the end of the servers' shares: not counted as theirs,
+// so a killed worker's places were never given back. Now they count under their statistics
+// slot, as the reaping master gives them back.
+TEST(UpgradeStatsTest, AfterAnUpgradeADeadWorkersPlacesAtAMaxConnsServerAreGivenBack) {
+  EchoServer limited, other;
+  const int port = free_port();
+  FerryInstance ferry(
+      "worker_processes = 2;\nupstreams = ( { name = \"app\"; servers = ( "
+      "{ address = \"127.0.0.1:" +
+      std::to_string(limited.port()) +
+      "\"; max_conns = 2; }, { address = \"127.0.0.1:" + std::to_string(other.port()) +
+      "\"; } ); } );\nproxies = ( { name = \"web\"; listen = \"127.0.0.1:" + std::to_string(port) +
+      "\"; upstream = \"app\"; access_log = \"off\"; } );\n");
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const Finished up = ferry.command("upgrade");
+  ASSERT_EQ(up.exit_code, 0) << up.err << ferry.log();
+  const pid_t fresh = pid_in(ferry.pid_file());
+  const KillOnExit guard{fresh};
+  EXPECT_EQ(ferry.wait().exit_code, 0);
+  ASSERT_TRUE(eventually([&] { return children_of(fresh).size() == 2; }));
+  const auto hold = [&](int n) {
+    std::vector<int> fds;
+    for (int i = 0; i < n; ++i) {
+      fds.push_back(connect_to_port(port));
+      EXPECT_TRUE(served(fds.back())) << i;
+    }
+    return fds;
+  };
+  std::vector<int> held = hold(4);
+  EXPECT_EQ(limited.accepted(), 2);
+  const std::set<pid_t> before = children_of(fresh);
+  for (pid_t w : before) ::kill(w, SIGKILL);
+  for (int fd : held) ::close(fd);
+  ASSERT_TRUE(eventually([&] {
+    const std::set<pid_t> now = children_of(fresh);
+    if (now.size() != 2) return false;
+    for (pid_t w : now) {
+      if (before.count(w) != 0) return false;
+    }
+    return true;
+  }));
+  held = hold(4);
+  EXPECT_EQ(limited.accepted(), 4) << "the dead workers' two places must be free again";
+  for (int fd : held) ::close(fd);
+  ::kill(fresh, SIGQUIT);
+  EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
+}
+
+// Issue 17: each master's workers took the per-client shares of one half of the table. A new
+// master killed with kill -9 leaves its workers draining on as orphans, in that half; the next
+// upgrade's master took the same half, so the death of its workers took the orphans' sessions
+// out of the table, and a client at its limit got more. Now a share whose owner lives is never
+// handed out again.
+TEST(UpgradeStatsTest, AKilledNewMastersOrphanedWorkersKeepTheirClientsLimited) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(port, backend.port(), "max_conns_per_client = 3;"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const pid_t old_master = ferry.master();
+  ferry.signal(SIGUSR2);
+  pid_t killed = 0;
+  ASSERT_TRUE(eventually([&] {
+    killed = pid_in(ferry.pid_file());
+    return killed > 0 && killed != old_master && children_of(killed).size() == 2;
+  })) << ferry.log();
+  KillOnExit guard{killed};
+  const std::set<pid_t> orphans = children_of(killed);
+  // Only the new master's workers serve: their shares hold the client's three sessions.
+  ferry.signal(SIGWINCH);
+  ASSERT_TRUE(eventually([&] { return children_of(old_master) == std::set<pid_t>{killed}; }))
+      << ferry.log();
+  std::vector<int> held;
+  ASSERT_TRUE(open_served("127.0.0.1", port, 3, held));
+  ASSERT_EQ(::kill(killed, SIGKILL), 0);
+  ASSERT_TRUE(eventually([&] { return pid_in(ferry.pid_file()) == old_master; })) << ferry.log();
+  for (pid_t orphan : orphans) ASSERT_TRUE(alive(orphan)) << "draining the three sessions";
+
+  // Upgrade again; then the new master's workers die and are replaced.
+  ferry.signal(SIGUSR2);
+  pid_t fresh = 0;
+  ASSERT_TRUE(eventually([&] {
+    fresh = pid_in(ferry.pid_file());
+    return fresh > 0 && fresh != old_master && children_of(fresh).size() == 2;
+  })) << ferry.log();
+  guard.pid = fresh;
+  const KillOnExit orphan_guard{*orphans.begin()};
+  const KillOnExit other_orphan_guard{*orphans.rbegin()};
+  const std::set<pid_t> first_workers = children_of(fresh);
+  for (pid_t w : first_workers) ASSERT_EQ(::kill(w, SIGKILL), 0);
+  ASSERT_TRUE(eventually([&] {
+    const std::set<pid_t> now = children_of(fresh);
+    return now.size() == 2 && *now.begin() != *first_workers.begin() &&
+           *now.begin() != *first_workers.rbegin() && *now.rbegin() != *first_workers.begin() &&
+           *now.rbegin() != *first_workers.rbegin();
+  })) << ferry.log();
+  ASSERT_TRUE(eventually([&] {
+    const int other = connect_from("127.0.0.2", "127.0.0.1", port);
+    const bool ok = served(other);
+    if (other >= 0) ::close(other);
+    return ok;
+  })) << ferry.log();
+  for (int i = 0; i < 4; ++i) {
+    const int fourth = connect_from("127.0.0.1", "127.0.0.1", port);
+    ASSERT_GE(fourth, 0);
+    EXPECT_TRUE(closed_by_peer(fourth, seconds(3))) << "try " << i;
+    ::close(fourth);
+  }
+  for (int fd : held) ::close(fd);
+  for (pid_t orphan : orphans) EXPECT_TRUE(eventually([&] { return !alive(orphan); }));
+  ::kill(fresh, SIGQUIT);
+  EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
+  ferry.signal(SIGQUIT);
+  EXPECT_EQ(ferry.wait().exit_code, 0);
 }
 
 }  // namespace

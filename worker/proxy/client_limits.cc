@@ -3,6 +3,7 @@
 #include "worker/proxy/client_limits.h"
 
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 
@@ -46,6 +47,12 @@ std::uint64_t load(const std::uint64_t& w) noexcept {
 std::atomic_ref<std::uint16_t> share_at(std::uint16_t& s) noexcept {
   return std::atomic_ref<std::uint16_t>(s);
 }
+
+// Both masters of an upgrade claim shares: every change of an owner is a CAS.
+std::atomic_ref<std::int32_t> owner_at(std::int32_t& o) noexcept {
+  return std::atomic_ref<std::int32_t>(o);
+}
+static_assert(sizeof(pid_t) == sizeof(std::int32_t));
 
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint16_t>::is_always_lock_free);
@@ -106,11 +113,12 @@ std::optional<ClientLimits::Secret> ClientLimits::random_secret() noexcept {
   return secret;
 }
 
-std::uint64_t ClientLimits::key_of(std::string_view proxy_name, const event::SocketAddress& client,
-                                   ClientPrefixes prefixes) const noexcept {
+std::uint64_t ClientLimits::key_of(const Secret& secret, std::string_view proxy_name,
+                                   const event::SocketAddress& client,
+                                   ClientPrefixes prefixes) noexcept {
   // The name, of any length, goes in as its own hash: the rest then has a fixed layout, and
   // no name followed by an address reads as another name.
-  const std::uint64_t name_hash = keyed_hash(proxy_name.data(), proxy_name.size(), secret_);
+  const std::uint64_t name_hash = keyed_hash(proxy_name.data(), proxy_name.size(), secret);
   std::uint16_t family = client.family();
   unsigned char address[sizeof(sockaddr_storage)]{};
   std::size_t address_size = 0;
@@ -155,7 +163,7 @@ std::uint64_t ClientLimits::key_of(std::string_view proxy_name, const event::Soc
   put(&family, sizeof family);
   put(&prefix_byte, 1);
   put(address, address_size);
-  const std::uint64_t key = keyed_hash(input, n, secret_) & kKeyMask;
+  const std::uint64_t key = keyed_hash(input, n, secret) & kKeyMask;
   return key != 0 ? key : 1;
 }
 
@@ -240,6 +248,56 @@ void ClientLimits::recover(std::size_t share) noexcept {
     spdlog::warn("madvise(MADV_REMOVE) of a worker's share failed: {}",
                  event::last_error().message());
   }
+}
+
+std::size_t ClientLimits::claim(pid_t master) noexcept {
+  (void)sweep(master);
+  for (std::size_t share = 0; share < kShares; ++share) {
+    std::int32_t free = 0;
+    if (owner_at(owners_[share]).compare_exchange_strong(free, master)) return share;
+  }
+  spdlog::warn(
+      "all {} per-client shares are taken: a worker counts per client without one, and what it "
+      "holds stays counted if it dies",
+      kShares);
+  return kNoShare;
+}
+
+void ClientLimits::assign(std::size_t share, pid_t master, pid_t worker) noexcept {
+  if (share >= kShares) return;
+  std::int32_t expected = master;
+  (void)owner_at(owners_[share]).compare_exchange_strong(expected, worker);
+}
+
+bool ClientLimits::give_back(std::size_t share, pid_t owner, pid_t master) noexcept {
+  if (share >= kShares) return false;
+  // Only from the owner it had: once that pid is gone another master's sweep may have taken
+  // the share (and recovered it) before this one reaped it.
+  std::int32_t expected = owner;
+  if (!owner_at(owners_[share]).compare_exchange_strong(expected, master)) return false;
+  recover(share);
+  owner_at(owners_[share]).store(0);
+  return true;
+}
+
+std::size_t ClientLimits::sweep(pid_t master) noexcept {
+  std::size_t freed = 0;
+  for (std::size_t share = 0; share < kShares; ++share) {
+    const std::int32_t owner = owner_at(owners_[share]).load();
+    // A zombie (dead, not yet reaped by its master) still answers kill(): its master gives the
+    // share back when it reaps it. ESRCH: reaped by a master that died first, or by init.
+    if (owner <= 0 || owner == master || ::kill(owner, 0) == 0 || errno != ESRCH) continue;
+    if (give_back(share, owner, master)) ++freed;
+  }
+  if (freed != 0) {
+    spdlog::info("took back the per-client counts of {} worker(s) whose master had gone", freed);
+  }
+  return freed;
+}
+
+pid_t ClientLimits::owner(std::size_t share) const noexcept {
+  if (share >= kShares) return 0;
+  return owner_at(const_cast<std::int32_t&>(owners_[share])).load();
 }
 
 std::uint32_t ClientLimits::count(std::uint64_t key) const noexcept {

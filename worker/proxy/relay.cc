@@ -396,8 +396,9 @@ struct Session {
       }
     }
     if (!count || proxy->max_conns_per_client == 0 || set->limits_ == nullptr) return true;
-    const std::uint64_t key = set->limits_->key_of(
-        proxy->name, client->peer, {proxy->client_ipv4_prefix, proxy->client_ipv6_prefix});
+    const std::uint64_t key =
+        ClientLimits::key_of(*set->limits_secret_, proxy->name, client->peer,
+                             {proxy->client_ipv4_prefix, proxy->client_ipv6_prefix});
     switch (set->limits_->acquire(key, static_cast<std::uint32_t>(proxy->max_conns_per_client),
                                   set->limits_share_, &limit_bucket)) {
       case ClientLimits::Admit::ok: counted = true; return true;
@@ -773,7 +774,7 @@ Balancer& SessionSet::balancer(const conf::Proxy& proxy, const conf::Config& cfg
     std::vector<SharedConns> shared;
     if (health_ != nullptr) {
       for (std::size_t s = 0; s < u.servers.size(); ++s) {
-        shared.push_back(health_->conns(cfg, i, s, limits_share_));
+        shared.push_back(health_->conns(cfg, i, s, stats_slot_));
       }
     }
     Balancer& b = balancers_

@@ -19,6 +19,7 @@
 #include "worker/proxy/access_log.h"
 #include "worker/proxy/access_rules.h"
 #include "worker/proxy/buffer_pool.h"
+#include "worker/proxy/client_limits.h"
 #include "worker/proxy/pipe_pool.h"
 #include "worker/stats/stats_table.h"
 #include "worker/upstream/balancer.h"
@@ -27,7 +28,6 @@
 namespace ferry::worker {
 
 struct Session;
-class ClientLimits;
 
 // The sessions of one worker, with the balancers and access logs they share.
 class SessionSet {
@@ -59,10 +59,13 @@ class SessionSet {
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
   // This worker's entry in the shared counters (none: nothing counted outside the worker).
   void set_counters(WorkerCounters* counters) noexcept { counters_ = counters; }
-  // The per-client session counts shared by all workers, and this worker's share in them (what
-  // the master gives back if the worker dies). None: max_conns_per_client is not enforced.
-  void set_client_limits(ClientLimits* limits, std::size_t share) noexcept {
-    limits_ = limits;
+  // The per-client session counts shared by all workers, the secret that keys them, and this
+  // worker's share in them (what the master gives back if the worker dies). None:
+  // max_conns_per_client is not enforced.
+  void set_client_limits(ClientLimits* limits, const ClientLimits::Secret* secret,
+                         std::size_t share) noexcept {
+    limits_ = secret != nullptr ? limits : nullptr;
+    limits_secret_ = secret;
     limits_share_ = share;
   }
 
@@ -104,6 +107,7 @@ class SessionSet {
   std::size_t stats_slot_ = StatsTable::kNoSlot;
   std::map<const conf::Proxy*, ProxyCounters*> proxy_stats_;
   std::map<const Peer*, ServerCounters*> server_stats_;
+  const ClientLimits::Secret* limits_secret_ = nullptr;
   std::size_t limits_share_ = 0;
   std::map<std::string, Balancer, std::less<>> balancers_;              // by upstream name
   std::map<const conf::Server*, std::vector<conf::Address>> resolved_;  // since the load

@@ -16,6 +16,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -43,7 +44,12 @@ class ClientLimitsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_FALSE(shm_.create(ClientLimits::bytes_needed()));
-    limits_ = ClientLimits::create(shm_.data(), secret_);
+    limits_ = ClientLimits::create(shm_.data());
+  }
+  // A key under this table's secret.
+  std::uint64_t key_of(std::string_view name, const event::SocketAddress& client,
+                       ClientPrefixes prefixes = {}) const {
+    return ClientLimits::key_of(secret_, name, client, prefixes);
   }
   // The raw table, for building what only a race between workers can leave behind.
   std::uint64_t* words() { return static_cast<std::uint64_t*>(shm_.data()); }
@@ -62,7 +68,7 @@ class ClientLimitsTest : public ::testing::Test {
 };
 
 TEST_F(ClientLimitsTest, AdmitsUpToTheLimitAndReleaseMakesRoom) {
-  const std::uint64_t key = limits_->key_of("web", address("192.0.2.7:40000"));
+  const std::uint64_t key = key_of("web", address("192.0.2.7:40000"));
   std::vector<std::uint32_t> buckets(3);
   for (auto& b : buckets) ASSERT_EQ(limits_->acquire(key, 3, 0, &b), Admit::ok);
   std::uint32_t extra = 0;
@@ -85,14 +91,14 @@ TEST_F(ClientLimitsTest, AdmitsUpToTheLimitAndReleaseMakesRoom) {
 }
 
 TEST_F(ClientLimitsTest, KeysArePerProxyAndAddressButNotPort) {
-  const std::uint64_t a = limits_->key_of("web", address("192.0.2.7:1000"));
-  EXPECT_EQ(a, limits_->key_of("web", address("192.0.2.7:2000")));
-  const std::uint64_t other_client = limits_->key_of("web", address("192.0.2.8:1000"));
-  const std::uint64_t other_proxy = limits_->key_of("db", address("192.0.2.7:1000"));
-  const std::uint64_t v6 = limits_->key_of("web", address("[2001:db8::7]:1000"));
+  const std::uint64_t a = key_of("web", address("192.0.2.7:1000"));
+  EXPECT_EQ(a, key_of("web", address("192.0.2.7:2000")));
+  const std::uint64_t other_client = key_of("web", address("192.0.2.8:1000"));
+  const std::uint64_t other_proxy = key_of("db", address("192.0.2.7:1000"));
+  const std::uint64_t v6 = key_of("web", address("[2001:db8::7]:1000"));
   EXPECT_EQ(std::set<std::uint64_t>({a, other_client, other_proxy, v6}).size(), 4u);
   // The name's length is hashed too: "we" + address must not read as "web" + another address.
-  EXPECT_NE(limits_->key_of("we", address("192.0.2.7:1")), a);
+  EXPECT_NE(key_of("we", address("192.0.2.7:1")), a);
 
   std::uint32_t b = 0;
   ASSERT_EQ(limits_->acquire(a, 1, 0, &b), Admit::ok);
@@ -105,14 +111,14 @@ TEST_F(ClientLimitsTest, KeysArePerProxyAndAddressButNotPort) {
 }
 
 TEST_F(ClientLimitsTest, V4MappedAddressIsTheIpv4Client) {
-  const std::uint64_t v4 = limits_->key_of("web", address("198.51.100.20:5000"));
-  EXPECT_EQ(limits_->key_of("web", address("[::ffff:198.51.100.20]:6000")), v4);
+  const std::uint64_t v4 = key_of("web", address("198.51.100.20:5000"));
+  EXPECT_EQ(key_of("web", address("[::ffff:198.51.100.20]:6000")), v4);
   // Only the mapped form: the deprecated v4-compatible ::a.b.c.d is another address.
-  EXPECT_NE(limits_->key_of("web", address("[::198.51.100.20]:6000")), v4);
+  EXPECT_NE(key_of("web", address("[::198.51.100.20]:6000")), v4);
 
   std::uint32_t b = 0;
   ASSERT_EQ(limits_->acquire(v4, 2, 0, &b), Admit::ok);
-  const std::uint64_t mapped = limits_->key_of("web", address("[::ffff:198.51.100.20]:1"));
+  const std::uint64_t mapped = key_of("web", address("[::ffff:198.51.100.20]:1"));
   ASSERT_EQ(limits_->acquire(mapped, 2, 0, &b), Admit::ok);
   EXPECT_EQ(limits_->acquire(v4, 2, 0, &b), Admit::limit);
   EXPECT_EQ(limits_->count(v4), 2u);
@@ -121,58 +127,51 @@ TEST_F(ClientLimitsTest, V4MappedAddressIsTheIpv4Client) {
 // Issue 17: an IPv6 client holds a /64 (a host picks any address of it at will), so the limit
 // counts per /64 unless told otherwise; IPv4 per address.
 TEST_F(ClientLimitsTest, Ipv6ClientsAreCountedPerSlash64ByDefault) {
-  const std::uint64_t a = limits_->key_of("web", address("[2001:db8:1:2::1]:1000"));
-  EXPECT_EQ(limits_->key_of("web", address("[2001:db8:1:2:ffff:ffff:ffff:fffe]:1")), a);
-  EXPECT_NE(limits_->key_of("web", address("[2001:db8:1:3::1]:1000")), a);
-  EXPECT_NE(limits_->key_of("web", address("192.0.2.1:1")),
-            limits_->key_of("web", address("192.0.2.2:1")));
+  const std::uint64_t a = key_of("web", address("[2001:db8:1:2::1]:1000"));
+  EXPECT_EQ(key_of("web", address("[2001:db8:1:2:ffff:ffff:ffff:fffe]:1")), a);
+  EXPECT_NE(key_of("web", address("[2001:db8:1:3::1]:1000")), a);
+  EXPECT_NE(key_of("web", address("192.0.2.1:1")), key_of("web", address("192.0.2.2:1")));
 
   std::uint32_t b = 0;
   ASSERT_EQ(limits_->acquire(a, 1, 0, &b), Admit::ok);
-  const std::uint64_t neighbour = limits_->key_of("web", address("[2001:db8:1:2::99]:5"));
+  const std::uint64_t neighbour = key_of("web", address("[2001:db8:1:2::99]:5"));
   EXPECT_EQ(limits_->acquire(neighbour, 1, 0, &b), Admit::limit);
 }
 
 TEST_F(ClientLimitsTest, PrefixesAreConfigurablePerFamily) {
   const ClientPrefixes whole{32, 128};
-  EXPECT_NE(limits_->key_of("web", address("[2001:db8::1]:1"), whole),
-            limits_->key_of("web", address("[2001:db8::2]:1"), whole));
+  EXPECT_NE(key_of("web", address("[2001:db8::1]:1"), whole),
+            key_of("web", address("[2001:db8::2]:1"), whole));
   const ClientPrefixes wide{24, 48};
-  const std::uint64_t v4 = limits_->key_of("web", address("192.0.2.1:1"), wide);
-  EXPECT_EQ(limits_->key_of("web", address("192.0.2.254:1"), wide), v4);
-  EXPECT_EQ(limits_->key_of("web", address("[::ffff:192.0.2.77]:1"), wide), v4);
-  EXPECT_NE(limits_->key_of("web", address("192.0.3.1:1"), wide), v4);
-  EXPECT_EQ(limits_->key_of("web", address("[2001:db8:0:ffff::1]:1"), wide),
-            limits_->key_of("web", address("[2001:db8::1]:1"), wide));
+  const std::uint64_t v4 = key_of("web", address("192.0.2.1:1"), wide);
+  EXPECT_EQ(key_of("web", address("192.0.2.254:1"), wide), v4);
+  EXPECT_EQ(key_of("web", address("[::ffff:192.0.2.77]:1"), wide), v4);
+  EXPECT_NE(key_of("web", address("192.0.3.1:1"), wide), v4);
+  EXPECT_EQ(key_of("web", address("[2001:db8:0:ffff::1]:1"), wide),
+            key_of("web", address("[2001:db8::1]:1"), wide));
   // The same network under another prefix length is another client (a reload counts anew).
-  EXPECT_NE(limits_->key_of("web", address("[2001:db8::]:1"), {32, 64}),
-            limits_->key_of("web", address("[2001:db8::]:1"), {32, 128}));
+  EXPECT_NE(key_of("web", address("[2001:db8::]:1"), {32, 64}),
+            key_of("web", address("[2001:db8::]:1"), {32, 128}));
   // /0: every client of the family is one.
-  EXPECT_EQ(limits_->key_of("web", address("10.0.0.1:1"), {0, 0}),
-            limits_->key_of("web", address("203.0.113.9:1"), {0, 0}));
+  EXPECT_EQ(key_of("web", address("10.0.0.1:1"), {0, 0}),
+            key_of("web", address("203.0.113.9:1"), {0, 0}));
 }
 
 // Issue 17: without a secret, anyone who knows a proxy's name could compute addresses whose
 // keys crowd one window and so go uncounted. The secret decides where keys land; every
 // process that maps the table shares it.
 TEST_F(ClientLimitsTest, TheSecretDecidesWhereKeysLand) {
-  event::SharedMemory other_shm;
-  ASSERT_FALSE(other_shm.create(ClientLimits::bytes_needed()));
   ClientLimits::Secret other_secret = secret_;
   other_secret[0] ^= 1;
-  const ClientLimits* other = ClientLimits::create(other_shm.data(), other_secret);
-  event::SharedMemory same_shm;
-  ASSERT_FALSE(same_shm.create(ClientLimits::bytes_needed()));
-  const ClientLimits* same = ClientLimits::create(same_shm.data(), secret_);
 
   std::size_t equal_homes = 0;
   constexpr int kClients = 1000;
   for (int i = 0; i < kClients; ++i) {
     const auto client = address(("198.51.100." + std::to_string(i % 250) + ":1").c_str());
     const std::string name = "web" + std::to_string(i / 250);
-    const std::uint64_t key = limits_->key_of(name, client);
-    EXPECT_EQ(same->key_of(name, client), key);
-    const std::uint64_t moved = other->key_of(name, client);
+    const std::uint64_t key = key_of(name, client);
+    EXPECT_EQ(ClientLimits::key_of(secret_, name, client), key);
+    const std::uint64_t moved = ClientLimits::key_of(other_secret, name, client);
     EXPECT_NE(moved, key);
     equal_homes += ClientLimits::home_of(moved) == ClientLimits::home_of(key) ? 1 : 0;
   }
@@ -191,11 +190,11 @@ TEST_F(ClientLimitsTest, RandomSecretsDifferAndKeyATable) {
   EXPECT_NE(*a, ClientLimits::Secret{});
   event::SharedMemory shm;
   ASSERT_FALSE(shm.create(ClientLimits::bytes_needed()));
-  ClientLimits* keyed = ClientLimits::create(shm.data(), *a);
+  ClientLimits* keyed = ClientLimits::create(shm.data());
   ASSERT_NE(keyed, nullptr);
-  const std::uint64_t key = keyed->key_of("web", address("198.51.100.7:1"));
+  const std::uint64_t key = ClientLimits::key_of(*a, "web", address("198.51.100.7:1"));
   EXPECT_NE(key, 0u);
-  EXPECT_EQ(key, keyed->key_of("web", address("198.51.100.7:2")));
+  EXPECT_EQ(key, ClientLimits::key_of(*a, "web", address("198.51.100.7:2")));
   std::uint32_t bucket = 0;
   EXPECT_EQ(keyed->acquire(key, 1, 0, &bucket), Admit::ok);
   EXPECT_EQ(keyed->acquire(key, 1, 0, &bucket), Admit::limit);
@@ -209,8 +208,8 @@ TEST_F(ClientLimitsTest, KeysAre48BitsNeverZeroAndSpreadOverTheTable) {
     sockaddr_in sin{};
     sin.sin_family = AF_INET;
     sin.sin_addr.s_addr = htonl(0x0a000000 + i);
-    const std::uint64_t key = limits_->key_of(
-        "p", event::SocketAddress(reinterpret_cast<const sockaddr*>(&sin), sizeof sin));
+    const std::uint64_t key =
+        key_of("p", event::SocketAddress(reinterpret_cast<const sockaddr*>(&sin), sizeof sin));
     ASSERT_NE(key, 0u);
     ASSERT_LT(key, std::uint64_t{1} << 48);
     keys.insert(key);
@@ -432,9 +431,9 @@ std::size_t resident_pages(void* p, std::size_t bytes) {
 }
 
 TEST_F(ClientLimitsTest, RecoverTakesAKilledWorkersSessionsBackOut) {
-  const std::uint64_t k1 = limits_->key_of("web", address("192.0.2.1:1"));
-  const std::uint64_t k2 = limits_->key_of("web", address("192.0.2.2:1"));
-  const std::uint64_t k3 = limits_->key_of("db", address("192.0.2.1:1"));
+  const std::uint64_t k1 = key_of("web", address("192.0.2.1:1"));
+  const std::uint64_t k2 = key_of("web", address("192.0.2.2:1"));
+  const std::uint64_t k3 = key_of("db", address("192.0.2.1:1"));
   constexpr std::size_t kDead = 7;
   constexpr std::size_t kAlive = 1;
   // The surviving worker's sessions, in the same words the dead one will use.
@@ -484,6 +483,98 @@ TEST_F(ClientLimitsTest, RecoverTakesAKilledWorkersSessionsBackOut) {
   EXPECT_EQ(limits_->count(k3), 0u);
   limits_->recover(kAlive);  // a worker that ended cleanly: nothing to take
   EXPECT_EQ(limits_->count(k1), 0u);
+}
+
+namespace ownership {
+
+// Polls `done` every 10 ms for at most 10 s.
+template <typename Done>
+bool eventually_true(Done&& done) {
+  for (int i = 0; i < 1000 && !done(); ++i) ::usleep(10'000);
+  return done();
+}
+
+// A child that takes `sessions` of `key` under `share` and then waits, alive, until killed.
+pid_t worker_holding(ClientLimits& limits, std::uint64_t key, int sessions, std::size_t share) {
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  std::uint32_t b = 0;
+  for (int i = 0; i < sessions; ++i) {
+    if (limits.acquire(key, 100, share, &b) != Admit::ok) ::_exit(1);
+  }
+  for (;;) ::pause();
+}
+
+}  // namespace ownership
+
+// Issue 17: a master killed during an upgrade leaves its workers draining on as orphans. The
+// next master must not hand their shares to its own workers (whose deaths would then take the
+// orphans' sessions out of the table), and once the orphans are gone their sessions are taken
+// out by whoever finds them gone.
+TEST_F(ClientLimitsTest, ASharesOwnerThatLivesKeepsItUntilItIsGone) {
+  const std::uint64_t key = key_of("web", address("192.0.2.9:1"));
+  const pid_t killed_master = ::getpid();  // owns the share while its worker is forked
+  const std::size_t orphans_share = limits_->claim(killed_master);
+  ASSERT_NE(orphans_share, ClientLimits::kNoShare);
+  const pid_t orphan = ownership::worker_holding(*limits_, key, 3, orphans_share);
+  ASSERT_NE(orphan, -1);
+  limits_->assign(orphans_share, killed_master, orphan);
+  EXPECT_EQ(limits_->owner(orphans_share), orphan);
+  ASSERT_TRUE(ownership::eventually_true([&] { return limits_->count(key) == 3; }));
+
+  // The next master (another pid) claims shares for its workers: never the orphan's.
+  const pid_t next_master = 1;  // any pid but the owners'; init lives for ever
+  std::set<std::size_t> claimed;
+  for (int i = 0; i < 8; ++i) {
+    const std::size_t s = limits_->claim(next_master);
+    ASSERT_NE(s, ClientLimits::kNoShare);
+    EXPECT_NE(s, orphans_share);
+    claimed.insert(s);
+  }
+  EXPECT_EQ(claimed.size(), 8u);
+  EXPECT_EQ(limits_->sweep(next_master), 0u);  // the orphan lives: its share stays
+  EXPECT_EQ(limits_->count(key), 3u);
+
+  // The orphan dies and is reaped by someone else than its master (here: this test).
+  ASSERT_EQ(::kill(orphan, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(orphan, &status, 0), orphan);
+  EXPECT_EQ(limits_->sweep(next_master), 1u);
+  EXPECT_EQ(limits_->count(key), 0u);
+  EXPECT_EQ(limits_->owner(orphans_share), 0);
+  // A master that reaps a worker whose share was swept first gives nothing back twice.
+  EXPECT_FALSE(limits_->give_back(orphans_share, orphan, killed_master));
+}
+
+TEST_F(ClientLimitsTest, GiveBackTakesTheWorkersSessionsOutAndFreesTheShare) {
+  const std::uint64_t key = key_of("web", address("192.0.2.10:1"));
+  const pid_t master = ::getpid();
+  const std::size_t share = limits_->claim(master);
+  ASSERT_NE(share, ClientLimits::kNoShare);
+  EXPECT_EQ(limits_->owner(share), master);
+  const pid_t worker = ownership::worker_holding(*limits_, key, 2, share);
+  ASSERT_NE(worker, -1);
+  limits_->assign(share, master, worker);
+  ASSERT_TRUE(ownership::eventually_true([&] { return limits_->count(key) == 2; }));
+  // Dead but not reaped (a zombie): still its, whoever sweeps.
+  ASSERT_EQ(::kill(worker, SIGKILL), 0);
+  siginfo_t info{};
+  ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(worker), &info, WEXITED | WNOWAIT), 0);
+  EXPECT_EQ(limits_->sweep(1), 0u);
+  EXPECT_EQ(limits_->count(key), 2u);
+  int status = 0;
+  ASSERT_EQ(::waitpid(worker, &status, 0), worker);
+  EXPECT_TRUE(limits_->give_back(share, worker, master));
+  EXPECT_EQ(limits_->count(key), 0u);
+  EXPECT_EQ(limits_->owner(share), 0);
+  EXPECT_EQ(limits_->claim(master), share);  // free again: the first free one
+}
+
+TEST_F(ClientLimitsTest, NoShareWhenAllAreTaken) {
+  for (std::size_t i = 0; i < ClientLimits::kShares; ++i) {
+    ASSERT_EQ(limits_->claim(1), i);
+  }
+  EXPECT_EQ(limits_->claim(1), ClientLimits::kNoShare);
 }
 
 }  // namespace

@@ -1,0 +1,89 @@
+// ClientSecret: making the sealed memfd that carries the per-client hash's key, and reading one
+// an old master passed.
+#include "worker/proxy/client_secret.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+namespace ferry::worker {
+namespace {
+
+constexpr int kSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+
+}  // namespace
+
+std::optional<ClientSecret> ClientSecret::create() noexcept {
+  auto secret = ClientLimits::random_secret();
+  if (!secret) return std::nullopt;
+  ClientSecret s;
+  s.value_ = *secret;
+  s.fd_.reset(::memfd_create("ferry-client-secret", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!s.fd_) {
+    spdlog::critical("memfd_create() for the per-client secret failed: {}",
+                     event::last_error().message());
+    return std::nullopt;
+  }
+  std::size_t done = 0;
+  while (done < s.value_.size()) {
+    const ssize_t n = ::pwrite(s.fd_.get(), s.value_.data() + done, s.value_.size() - done,
+                               static_cast<off_t>(done));
+    if (n == -1 && errno == EINTR) continue;
+    if (n <= 0) {
+      spdlog::critical("writing the per-client secret to its memfd failed: {}",
+                       n == -1 ? event::last_error().message() : std::string("no bytes written"));
+      return std::nullopt;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  // No writable mapping of it exists, so F_SEAL_WRITE is taken; F_SEAL_SEAL keeps it.
+  if (::fcntl(s.fd_.get(), F_ADD_SEALS, kSeals | F_SEAL_SEAL) == -1) {
+    spdlog::critical("sealing the per-client secret's memfd (F_ADD_SEALS) failed: {}",
+                     event::last_error().message());
+    return std::nullopt;
+  }
+  return s;
+}
+
+std::optional<ClientSecret> ClientSecret::adopt(int fd) noexcept {
+  ClientSecret s;
+  s.fd_.reset(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) == -1) {
+    spdlog::error("fstat() of the passed per-client secret (fd {}) failed: {}", fd,
+                  event::last_error().message());
+    return std::nullopt;
+  }
+  const int seals = ::fcntl(fd, F_GET_SEALS);
+  // Anything else is not what an old master made: a secret someone could still change.
+  if (!S_ISREG(st.st_mode) || static_cast<std::size_t>(st.st_size) != s.value_.size() ||
+      seals == -1 || (seals & kSeals) != kSeals) {
+    spdlog::error("passed fd {} is not a sealed per-client secret", fd);
+    return std::nullopt;
+  }
+  if (::fcntl(fd, F_SETFD, FD_CLOEXEC) == -1) {
+    spdlog::error("fcntl({}, F_SETFD, FD_CLOEXEC) failed: {}", fd, event::last_error().message());
+    return std::nullopt;
+  }
+  std::size_t done = 0;
+  while (done < s.value_.size()) {
+    const ssize_t n =
+        ::pread(fd, s.value_.data() + done, s.value_.size() - done, static_cast<off_t>(done));
+    if (n == -1 && errno == EINTR) continue;
+    if (n <= 0) {
+      spdlog::error("reading the passed per-client secret failed: {}",
+                    n == -1 ? event::last_error().message() : std::string("end of file"));
+      return std::nullopt;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  return s;
+}
+
+}  // namespace ferry::worker

@@ -1,0 +1,35 @@
+// ClientSecret: the key of the per-client table's hash, kept by each process in its own memory
+// and carried across a binary upgrade's exec in a memfd sealed against every write.
+#pragma once
+
+#include <optional>
+
+#include "event/syscall_util.h"
+#include "worker/proxy/client_limits.h"
+
+namespace ferry::worker {
+
+// Workers get their copy by fork and never see the memfd: one that is compromised can change
+// only its own copy, not its peers' nor the next generations'.
+class ClientSecret {
+ public:
+  // A new secret from getrandom(2), in a new sealed memfd (CLOEXEC). nullopt (logged) when the
+  // kernel gives no random bytes or no memfd.
+  static std::optional<ClientSecret> create() noexcept;
+  // The secret an old master passed in memfd `fd` (taken over: kept, or closed on failure). It
+  // must be sealed against writes and resizing and hold exactly one secret: nullopt (logged)
+  // otherwise.
+  static std::optional<ClientSecret> adopt(int fd) noexcept;
+
+  [[nodiscard]] const ClientLimits::Secret& value() const noexcept { return value_; }
+  // The memfd, for the next exec to pass on (-1 once closed).
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  // A forked worker: it has its copy, it needs no fd.
+  void close_fd() noexcept { fd_.reset(); }
+
+ private:
+  ClientLimits::Secret value_{};
+  event::UniqueFd fd_;
+};
+
+}  // namespace ferry::worker
