@@ -342,6 +342,10 @@ class Master {
     }
     if (pid == 0) {
       master_end.reset();
+      // The master names this worker the share's owner once fork() returns; so does the worker,
+      // in case the master is killed in between (the share would then look free to the other
+      // master of an upgrade while this worker counts in it).
+      client_limits_->assign(share, self, ::getpid());
       if (worker_fail_.applies(workers_started_)) {
         spdlog::warn("{}: worker start {} exits with code {}", kWorkerFailVariable,
                      workers_started_, worker_fail_.code);
