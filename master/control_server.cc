@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <string_view>
 #include <utility>
@@ -35,6 +36,9 @@ bool fill_address(sockaddr_un& sun, const std::string& path) {
 }
 
 constexpr std::string_view kPrivatePrefix = ".ferry-ctl.";
+// A private folder younger than this is not stale, whatever its pid: a live master in another pid
+// namespace sharing the folder looks gone (ESRCH), and its folder lives for milliseconds.
+constexpr time_t kStaleAfterSeconds = 10;
 
 // A folder only this process's user can enter (mkdtemp makes it 0700), named after the pid that
 // made it (for remove_stale_folders), held open so that the socket is bound, set to 0600 and
@@ -85,8 +89,9 @@ pid_t private_folder_pid(std::string_view name) {
 }
 
 // Private folders of this user left in `folder` by a master that died between making one and
-// renaming its socket out (SIGKILL, the OOM killer, systemd's watchdog): removed, so that they
-// do not pile up where the folder outlives the service (RuntimeDirectoryPreserve=).
+// renaming its socket out (SIGKILL, the OOM killer, systemd's watchdog): removed once
+// kStaleAfterSeconds old, so that they do not pile up where the folder outlives the service
+// (RuntimeDirectoryPreserve=).
 void remove_stale_folders(const std::string& folder) {
   DIR* dir = ::opendir(folder.c_str());
   if (dir == nullptr) {
@@ -102,6 +107,8 @@ void remove_stale_folders(const std::string& folder) {
         !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) {
       continue;
     }
+    // Modified when made and when its socket is bound and renamed out (a future time: young).
+    if (::time(nullptr) - st.st_mtime < kStaleAfterSeconds) continue;
     const event::UniqueFd stale(
         ::openat(::dirfd(dir), e->d_name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (stale && ::unlinkat(stale.get(), "s", 0) == -1 && errno != ENOENT) {

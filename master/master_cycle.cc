@@ -88,6 +88,9 @@ constexpr const char* kUnreadyGenerationVariable = "FERRY_TEST_UNREADY_GENERATIO
 // Test only: "PROXIES:SERVERS", how many names the statistics registry holds (at most
 // kMaxProxies and kMaxServers), so that a test fills it with a few reloads.
 constexpr const char* kStatsCapacityVariable = "FERRY_TEST_STATS_CAPACITY";
+// Test only: set, the health checkers' socket() fails with EMFILE, as when a worker is out of
+// descriptors.
+constexpr const char* kCheckNoSocketVariable = "FERRY_TEST_HEALTH_CHECK_NO_SOCKET";
 // After a worker has been told to stop: how long past its own bound before SIGKILL.
 constexpr Msec kKillGrace{5'000};
 // A worker that dies this soon after starting is respawned with a growing delay.
@@ -146,6 +149,8 @@ class Master {
     // generations are numbered from 1 again) see the variables.
     scribbling_workers_ = number_from_environment(kScribbleStatsVariable);
     unready_generation_ = number_from_environment(kUnreadyGenerationVariable);
+    check_no_socket_ = std::getenv(kCheckNoSocketVariable) != nullptr;
+    ::unsetenv(kCheckNoSocketVariable);
 
     std::string why;
     // A new master of a binary upgrade gets its sockets (systemd's among them) from the old one.
@@ -460,6 +465,7 @@ class Master {
     settings.health_board = health_board_;
     // Worker 0 of the generation probes the servers; a respawned worker 0 takes over.
     settings.run_health_checks = slot == 0;
+    settings.health_check_no_socket = check_no_socket_;
     settings.slot = slot;
     settings.generation = generation;
     settings.withhold_ready = generation == unready_generation_;
@@ -1605,6 +1611,8 @@ class Master {
   int workers_started_ = 0;     // forks of a worker, for worker_fail_ and scribbling_workers_
   int scribbling_workers_ = 0;  // kScribbleStatsVariable
   int unready_generation_ = 0;  // kUnreadyGenerationVariable
+  // kCheckNoSocketVariable
+  bool check_no_socket_ = false;
   ListenerSet listeners_;
   event::SharedMemory shm_;
   event::AcceptMutexWord* mutex_word_ = nullptr;

@@ -87,6 +87,7 @@ class Worker {
       if (settings_.run_health_checks) {
         checker_ = std::make_unique<HealthChecker>(loop_, cfg_, *board);
         checker_->publish_to(settings_.stats, settings_.generation);
+        if (settings_.health_check_no_socket) checker_->fail_sockets_for_tests();
         checker_->start();
       }
     }

@@ -38,6 +38,8 @@ struct WorkerSettings {
   // Test only (the master's FERRY_TEST_UNREADY_GENERATION): serve without ever reporting ready,
   // as a worker stuck in its start would.
   bool withhold_ready = false;
+  // Test only (the master's FERRY_TEST_HEALTH_CHECK_NO_SOCKET): the checks' socket() fails.
+  bool health_check_no_socket = false;
   // Called when the worker starts shutting down (sets the "is shutting down" process title).
   void (*on_shutdown)() = nullptr;
 };

@@ -1,6 +1,7 @@
 // The files and the socket through which ferry is controlled, against a hostile neighbour: links
 // planted where the master writes, a pid file planted for `-s` to act on, peers of another uid
 // on the control socket, and idle connections that would keep `-s reload` out.
+#include <fcntl.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/inotify.h>
@@ -14,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -310,7 +312,9 @@ TEST(ControlFilesTest, AControlSocketPathOfUpTo107BytesWorks) {
 }
 
 // A master killed between making its private bind folder and renaming the socket out of it
-// leaves the folder: the next master removes those whose pid is gone, and no other.
+// leaves the folder: the next master removes those whose pid is gone and that are older than a
+// few seconds, and no other. A young one is a live master's whose pid this master cannot see
+// (another pid namespace sharing the folder: kill() says ESRCH as for a dead one).
 TEST(ControlFilesTest, StalePrivateBindFoldersAreRemovedAtStart) {
   EchoServer backend;
   FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()), "info");
@@ -321,7 +325,8 @@ TEST(ControlFilesTest, StalePrivateBindFoldersAreRemovedAtStart) {
   const std::string stale = ferry.dir().path() + "/.ferry-ctl." + std::to_string(dead) + ".Ab12Cd";
   const std::string alive =
       ferry.dir().path() + "/.ferry-ctl." + std::to_string(::getpid()) + ".Ef34Gh";
-  for (const std::string& folder : {stale, alive}) {
+  const std::string young = ferry.dir().path() + "/.ferry-ctl." + std::to_string(dead) + ".Ij56Kl";
+  for (const std::string& folder : {stale, alive, young}) {
     ASSERT_EQ(::mkdir(folder.c_str(), 0700), 0) << std::strerror(errno);
     const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un sun{};
@@ -330,6 +335,11 @@ TEST(ControlFilesTest, StalePrivateBindFoldersAreRemovedAtStart) {
     ASSERT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0) << std::strerror(errno);
     ::close(s);
   }
+  // Made a minute ago, as a killed master's would have been; the young one now.
+  const timespec minute_ago[2] = {{::time(nullptr) - 60, 0}, {::time(nullptr) - 60, 0}};
+  for (const std::string& folder : {stale, alive}) {
+    ASSERT_EQ(::utimensat(AT_FDCWD, folder.c_str(), minute_ago, 0), 0) << std::strerror(errno);
+  }
   ASSERT_TRUE(ferry.start()) << ferry.log();
   struct stat st {};
   EXPECT_EQ(::lstat(stale.c_str(), &st), -1) << stale << " is still there";
@@ -337,8 +347,11 @@ TEST(ControlFilesTest, StalePrivateBindFoldersAreRemovedAtStart) {
             std::string::npos)
       << ferry.log();
   EXPECT_EQ(::lstat((alive + "/s").c_str(), &st), 0) << "the folder of a live pid was touched";
-  EXPECT_EQ(::unlink((alive + "/s").c_str()), 0);
-  EXPECT_EQ(::rmdir(alive.c_str()), 0);
+  EXPECT_EQ(::lstat((young + "/s").c_str(), &st), 0) << "a folder made just now was touched";
+  for (const std::string& folder : {alive, young}) {
+    EXPECT_EQ(::unlink((folder + "/s").c_str()), 0);
+    EXPECT_EQ(::rmdir(folder.c_str()), 0);
+  }
 }
 
 // The packaged service runs the master as User=ferry; root controls it (logrotate's postrotate

@@ -195,6 +195,30 @@ TEST(UpgradeHooksTest, ANewBinaryDoesNotActOnTheFirstMastersTestHook) {
   EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
 }
 
+// The same for the health checks' hook (their socket() fails), which the workers act on: the new
+// master's checker probes, and finds the server nothing listens for down.
+TEST(UpgradeHooksTest, ANewBinaryDoesNotActOnTheFirstMastersHealthCheckHook) {
+  const int port = free_port();
+  const std::string dead = "127.0.0.1:" + std::to_string(free_port());
+  FerryInstance ferry(
+      "upstreams = ( { name = \"app\"; servers = ( { address = \"" + dead +
+      "\"; } );\n"
+      "  health_check = { interval = \"100ms\"; timeout = \"100ms\"; fails = 1; }; } );\n"
+      "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
+      std::to_string(port) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n");
+  ferry.set_options({.env = {"FERRY_TEST_HEALTH_CHECK_NO_SOCKET=1"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  ASSERT_TRUE(ferry.wait_for_log("socket() failed: Too many open files")) << ferry.log();
+  const Finished up = ferry.command("upgrade");
+  ASSERT_EQ(up.exit_code, 0) << up.err << ferry.log();
+  const pid_t fresh = pid_in(ferry.pid_file());
+  const KillOnExit guard{fresh};
+  EXPECT_TRUE(ferry.wait_for_log("server " + dead + " is down")) << ferry.log();
+  EXPECT_EQ(ferry.wait().exit_code, 0) << "the old master leaves by itself";
+  ::kill(fresh, SIGQUIT);
+  EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
+}
+
 // How many of `pid`'s descriptors refer to `file`.
 int handles_of(pid_t pid, const std::string& file) {
   namespace fs = std::filesystem;

@@ -78,9 +78,9 @@ void Balancer::fill_peer(Peer& p, const conf::Server& s, const conf::Address& a,
   p.health = slots.health;
   p.health_key = AddressVerdict::key_of(p.address);
   p.health_hint = ServerHealth::kAddresses;
-  p.health_missed = false;
+  p.health_missed = false;  // the first look is a real one
   p.passes_known = false;
-  note_passes(p);
+  if (p.health != nullptr) take_baseline(p, p.health->find(p.health_key, p.health_hint));
   p.shared = slots.shared;
 }
 
@@ -160,6 +160,9 @@ std::uint64_t Balancer::verdict_of(Peer& p, event::TimePoint now) const noexcept
   const std::uint64_t w = p.health->find(p.health_key, p.health_hint);
   p.health_missed = w == 0;
   p.health_missed_at = now;
+  // A word that comes back counts from a new start: the baseline goes, at the look that found no
+  // word (so after the baseline was read: note_passes() forgets a miss when it reads one).
+  if (w == 0) p.passes_known = false;
   return w;
 }
 
@@ -167,11 +170,19 @@ bool Balancer::down_by_checks(Peer& p, event::TimePoint now) const noexcept {
   return AddressVerdict::down(verdict_of(p, now));
 }
 
-void Balancer::note_passes(Peer& p) noexcept {
+void Balancer::take_baseline(Peer& p, std::uint64_t word) noexcept {
+  p.passes_known = word != 0;
+  if (word != 0) p.passes_seen = AddressVerdict::passes(word);
+}
+
+void Balancer::note_passes(Peer& p, event::TimePoint now) noexcept {
   if (p.health == nullptr) return;
   const std::uint64_t w = p.health->find(p.health_key, p.health_hint);
-  p.passes_known = w != 0;
-  if (w != 0) p.passes_seen = AddressVerdict::passes(w);
+  take_baseline(p, w);
+  // A look like verdict_of()'s: a miss remembered from before would otherwise outlive the word
+  // found now and drop the baseline just read, and the next pass would go unseen.
+  p.health_missed = w == 0;
+  p.health_missed_at = now;
 }
 
 bool Balancer::passively_failed(Peer& p, event::TimePoint now) {
@@ -181,12 +192,10 @@ bool Balancer::passively_failed(Peer& p, event::TimePoint now) {
   // without waiting out fail_timeout. Known only comparing one word with another: no word (not
   // checked yet, its place freed) says nothing, and a first word may count passes from before.
   const std::uint64_t w = verdict_of(p, now);
-  if (w == 0) {
-    p.passes_known = false;  // a word that comes back counts from a new start
-  } else if (!p.passes_known) {
-    p.passes_seen = AddressVerdict::passes(w);
-    p.passes_known = true;
-  } else if (AddressVerdict::passes(w) != p.passes_seen) {
+  // (No word: verdict_of() has dropped the baseline, if the look that found none was its own.)
+  if (w != 0 && !p.passes_known) {
+    take_baseline(p, w);
+  } else if (w != 0 && AddressVerdict::passes(w) != p.passes_seen) {
     p.passes_seen = AddressVerdict::passes(w);
     p.fails = 0;
     p.effective_weight = p.weight;
@@ -361,7 +370,7 @@ void Balancer::release(Peer& peer, bool failed, event::TimePoint now) {
     ++peer.fails;
     peer.accessed = now;
     peer.checked = now;
-    note_passes(peer);  // only a check that passes after this failure clears it
+    note_passes(peer, now);  // only a check that passes after this failure clears it
     if (s->max_fails > 0) {
       peer.effective_weight -= std::max(1, peer.weight / s->max_fails);
       if (peer.effective_weight < 0) peer.effective_weight = 0;

@@ -106,8 +106,9 @@ class Balancer {
   [[nodiscard]] bool down_by_checks(Peer& peer, event::TimePoint now) const noexcept;
   // `peer`'s verdict word on the board, 0 when none.
   [[nodiscard]] std::uint64_t verdict_of(Peer& peer, event::TimePoint now) const noexcept;
-  // Takes the passes the checks counted of `peer`'s address now as the baseline for its failures.
-  static void note_passes(Peer& peer) noexcept;
+  // Takes the passes the checks counted of `peer`'s address now as the baseline for its failures
+  // (a look at the board at `now`, remembered as verdict_of()'s are).
+  static void note_passes(Peer& peer, event::TimePoint now) noexcept;
 
  private:
   // Which servers a pass of pick() may choose: `fresh` leaves out the passively failed ones;
@@ -125,6 +126,8 @@ class Balancer {
   Peer* least_conn(bool backup, Pass pass, TriedSet& tried, event::TimePoint now);
   Peer* hash(const event::SocketAddress& key, Pass pass, TriedSet& tried, event::TimePoint now);
   void build_ring();
+  // `word`'s passes as `p`'s baseline (none known when `word` is 0).
+  static void take_baseline(Peer& p, std::uint64_t word) noexcept;
   // What a server's peers share: its active-check slot and its count across the workers.
   struct ServerSlots {
     ServerHealth* health = nullptr;

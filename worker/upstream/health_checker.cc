@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cstdlib>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -26,13 +25,6 @@ using event::Event;
 namespace {
 enum class Last : std::uint8_t { none, ok, failed };
 constexpr std::size_t kNoPlace = ServerHealth::kAddresses;
-
-// Test only: FERRY_TEST_HEALTH_CHECK_NO_SOCKET set, the checker's socket() fails with EMFILE, as
-// it does when the worker is out of descriptors.
-bool test_no_socket() noexcept {
-  static const bool set = std::getenv("FERRY_TEST_HEALTH_CHECK_NO_SOCKET") != nullptr;
-  return set;
-}
 
 // How long a probe whose address left the name's answer keeps its verdict: names answered from a
 // rotating subset (multivalue DNS, service catalogues) bring a dead address back soon, and it
@@ -170,9 +162,10 @@ struct CheckedServer {
 
 void Probe::begin() {
   event::EventLoop& loop = target->owner->loop_;
-  event::UniqueFd fd(test_no_socket() ? (errno = EMFILE, -1)
-                                      : ::socket(address.storage.ss_family,
-                                                 SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  event::UniqueFd fd(
+      target->owner->no_socket_
+          ? (errno = EMFILE, -1)
+          : ::socket(address.storage.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) {
     no_verdict("socket() failed: " + event::last_error().message());
     return;

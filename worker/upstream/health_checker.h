@@ -30,6 +30,9 @@ class HealthChecker {
     stats_ = stats;
     generation_ = generation;
   }
+  // Test only (the master's FERRY_TEST_HEALTH_CHECK_NO_SOCKET): every probe's socket() fails with
+  // EMFILE, as when the worker is out of descriptors.
+  void fail_sockets_for_tests() noexcept { no_socket_ = true; }
   void start();
   void stop() noexcept;
   // `server`'s name now resolves to `addresses` (this worker's lookup: the first one even when
@@ -47,6 +50,7 @@ class HealthChecker {
   std::vector<std::unique_ptr<CheckedServer>> servers_;
   StatsTable* stats_ = nullptr;
   int generation_ = 0;
+  bool no_socket_ = false;
   // Shortages on this side, said at most this often.
   event::LogThrottle local_errors_{event::Msec{10'000}};
 };

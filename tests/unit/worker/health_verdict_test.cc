@@ -1,6 +1,7 @@
 // Tests of the active checks' verdicts as the balancer reads them (worker/upstream/health_board.h
-// and balancer): exact IPv4 keys, passive failures that only a passing check clears, and an
-// address that leaves the name's answer and comes back with its failures.
+// and balancer): exact IPv4 keys, passive failures that only a passing check clears (whatever the
+// balancer remembers of its looks at the board), and an address that leaves the name's answer
+// and comes back with its failures.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
@@ -40,6 +41,17 @@ conf::Upstream one_server() {
   return u;
 }
 
+// The checker's word on 127.0.0.1:1, up, with `passes` checks that passed.
+std::uint64_t passed(std::uint64_t passes) {
+  return AddressVerdict::word(key_at("127.0.0.1:1"), passes, false);
+}
+
+// A session on `p` failed at `at`.
+void fail(Balancer& b, Peer& p, event::TimePoint at) {
+  p.conns = 1;
+  b.release(p, true, at);
+}
+
 // The peer of `b` at `address`.
 Peer& peer_at(Balancer& b, const std::string& address) {
   for (Peer& p : b.peers()) {
@@ -66,20 +78,77 @@ TEST(HealthVerdictTest, IPv4KeysAreTheAddressAndPortThemselves) {
 TEST(HealthVerdictTest, AVanishedVerdictDoesNotClearPassiveFailures) {
   const conf::Upstream u = one_server();
   ServerHealth health[1];
-  health[0].addresses[0].store(AddressVerdict::word(key_at("127.0.0.1:1"), 5, false));
+  health[0].addresses[0].store(passed(5));
   Balancer b(u, health);
   Peer& p = b.peers()[0];
-  p.conns = 1;
-  b.release(p, true, start_time);
+  fail(b, p, start_time);
   const auto soon = start_time + Msec{100};
   EXPECT_TRUE(b.passively_failed(p, soon));
   health[0].addresses[0].store(0);
   EXPECT_TRUE(b.passively_failed(p, soon)) << "no word is no passing check";
   // A first word after failures counted without one may count passes from before them.
-  health[0].addresses[3].store(AddressVerdict::word(key_at("127.0.0.1:1"), 9, false));
+  health[0].addresses[3].store(passed(9));
   EXPECT_TRUE(b.passively_failed(p, soon));
-  health[0].addresses[3].store(AddressVerdict::word(key_at("127.0.0.1:1"), 10, false));
+  health[0].addresses[3].store(passed(10));
   EXPECT_FALSE(b.passively_failed(p, soon)) << "a check passed since";
+}
+
+// One server at 127.0.0.1:1 checked every second, failed after one failure for 10 s, and a backup
+// at 127.0.0.1:2: a pick gives the first while it is not failed.
+conf::Upstream checked_with_backup() {
+  conf::Upstream u = one_server();
+  u.health_check = conf::HealthCheck{};
+  u.health_check->interval = Msec{1'000};
+  conf::Server backup;
+  backup.address = at("127.0.0.1:2");
+  backup.backup = true;
+  u.servers.push_back(backup);
+  return u;
+}
+
+// The address of a pick at `now`, released at once ("-" when none).
+std::string pick_at(Balancer& b, event::TimePoint now) {
+  TriedSet tried;
+  Peer* p = b.pick(event::SocketAddress(), tried, now);
+  if (p == nullptr) return "-";
+  b.release(*p, false, now);
+  return p->address.to_string();
+}
+
+// With active checks, a look that finds no word for an address is not repeated within the check
+// interval. A pick before the checker's first word remembers such a miss; the failure that follows
+// takes its baseline from the word written since, and a check that passes after the failure must
+// bring the server back, the remembered miss notwithstanding.
+TEST(HealthVerdictTest, APassAfterAFailureCountsThoughAnEarlierLookFoundNoWord) {
+  const conf::Upstream u = checked_with_backup();
+  ServerHealth health[2];
+  Balancer b(u, health);
+  TriedSet tried;
+  Peer* p = b.pick(event::SocketAddress(), tried, start_time);  // no word yet: a miss remembered
+  ASSERT_NE(p, nullptr);
+  ASSERT_EQ(p->address.to_string(), "127.0.0.1:1");
+  health[0].addresses[0].store(passed(5));
+  b.release(*p, true, start_time + Msec{10});
+  EXPECT_EQ(pick_at(b, start_time + Msec{20}), "127.0.0.1:2") << "failed within fail_timeout";
+  health[0].addresses[0].store(passed(6));
+  EXPECT_EQ(pick_at(b, start_time + Msec{1'100}), "127.0.0.1:1") << "a check passed since";
+}
+
+// The same as AVanishedVerdictDoesNotClearPassiveFailures through picks, where the look that
+// finds the word gone is remembered: a word back with another count is still no passing check.
+TEST(HealthVerdictTest, AVerdictAPickFoundGoneDoesNotClearPassiveFailures) {
+  const conf::Upstream u = checked_with_backup();
+  ServerHealth health[2];
+  health[0].addresses[0].store(passed(5));
+  Balancer b(u, health);
+  Peer& p = b.peers()[0];
+  fail(b, p, start_time);
+  health[0].addresses[0].store(0);
+  EXPECT_EQ(pick_at(b, start_time + Msec{10}), "127.0.0.1:2") << "failed within fail_timeout";
+  health[0].addresses[3].store(passed(9));
+  EXPECT_EQ(pick_at(b, start_time + Msec{1'100}), "127.0.0.1:2") << "no check passed since";
+  health[0].addresses[3].store(passed(10));
+  EXPECT_EQ(pick_at(b, start_time + Msec{1'200}), "127.0.0.1:1") << "a check passed since";
 }
 
 // An address that drops out of the name's answer and is back keeps its passive failures.
@@ -101,8 +170,7 @@ TEST(HealthVerdictTest, AnAddressBackInTheAnswerKeepsItsFailures) {
   const conf::Server& server = u.servers[0];
   b.set_addresses(server, {at("127.0.0.2:1"), at("127.0.0.3:1")});
   Peer& dead = peer_at(b, "127.0.0.2:1");
-  dead.conns = 1;
-  b.release(dead, true, start_time);
+  fail(b, dead, start_time);
   b.set_addresses(server, {at("127.0.0.3:1")});
   b.set_addresses(server, {at("127.0.0.2:1"), at("127.0.0.3:1")});
   const auto soon = start_time + Msec{100};
@@ -118,8 +186,7 @@ TEST(HealthVerdictTest, AFailedAddressKeepsItsFailuresWhenANewcomerArrivesAsItLe
   const event::TimePoint now = event::monotonic_now();  // set_addresses reads the clock
   b.set_addresses(server, {at("127.0.0.2:1"), at("127.0.0.3:1")});
   Peer& dead = peer_at(b, "127.0.0.2:1");
-  dead.conns = 1;
-  b.release(dead, true, now);
+  fail(b, dead, now);
   b.set_addresses(server, {at("127.0.0.3:1"), at("127.0.0.4:1")});
   b.set_addresses(server, {at("127.0.0.2:1"), at("127.0.0.3:1")});
   const auto soon = now + Msec{100};
