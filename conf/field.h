@@ -1,0 +1,107 @@
+// Field: one setting of a group, described once — its name, how it is read, how it is printed
+// — so that the group's table is the list of names the reader accepts, what it reads and what
+// `ferry -T` prints, in one place (as nginx's ngx_command_t arrays are).
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "conf/names.h"
+#include "conf/reader.h"
+#include "conf/writer.h"
+
+namespace ferry::conf {
+
+template <typename T>
+struct Field {
+  std::string_view name;
+  // Reads the setting into `out` (called only when the group has it).
+  void (*read)(Reader& r, const Setting& s, T& out);
+  // Prints its value; null for a setting the group's printer writes itself.
+  void (*print)(Writer& w, std::string_view name, const T& value);
+  // Why it must be given, for one that must (reported at the group when absent); else null.
+  const char* required = nullptr;
+};
+
+// Reads every field `group` has, in the table's order, after checking that it has no other.
+template <typename T>
+void read_fields(Reader& r, const Setting& group, std::span<const Field<T>> fields, T& out) {
+  std::vector<std::string_view> names;
+  names.reserve(fields.size());
+  for (const auto& f : fields) names.push_back(f.name);
+  r.only(group, names);
+  for (const auto& f : fields) {
+    const std::string name(f.name);
+    if (const Setting* s = Reader::member(group, name.c_str())) {
+      f.read(r, *s, out);
+    } else if (f.required != nullptr) {
+      r.missing(group, name, f.required);
+    }
+  }
+}
+
+template <typename T>
+void print_fields(Writer& w, std::span<const Field<T>> fields, const T& value) {
+  for (const auto& f : fields) {
+    if (f.print != nullptr) f.print(w, f.name, value);
+  }
+}
+
+// ---- the usual kinds of field, by the member they fill -----------------------------------
+
+template <typename M>
+struct MemberOf;
+template <typename T, typename V>
+struct MemberOf<V T::*> {
+  using Owner = T;
+  using Value = V;
+};
+template <auto M>
+using OwnerOf = typename MemberOf<decltype(M)>::Owner;
+
+template <auto M>
+constexpr Field<OwnerOf<M>> bool_field(std::string_view name) {
+  return {name, [](Reader& r, const Setting& s, OwnerOf<M>& o) { assign(o.*M, r.boolean(s)); },
+          [](Writer& w, std::string_view n, const OwnerOf<M>& o) { w.set(n, o.*M); }};
+}
+
+template <auto M, int Min, int Max>
+constexpr Field<OwnerOf<M>> int_field(std::string_view name) {
+  return {name,
+          [](Reader& r, const Setting& s, OwnerOf<M>& o) { assign(o.*M, r.int32(s, Min, Max)); },
+          [](Writer& w, std::string_view n, const OwnerOf<M>& o) { w.set(n, o.*M); }};
+}
+
+// A duration of at least MinMs milliseconds.
+template <auto M, long MinMs = 0>
+constexpr Field<OwnerOf<M>> duration_field(std::string_view name) {
+  return {
+      name,
+      [](Reader& r, const Setting& s, OwnerOf<M>& o) { assign(o.*M, r.duration(s, Msec{MinMs})); },
+      [](Writer& w, std::string_view n, const OwnerOf<M>& o) { w.set_duration(n, o.*M); }};
+}
+
+template <auto M, bool AllowEmpty = true>
+constexpr Field<OwnerOf<M>> string_field(std::string_view name) {
+  return {name,
+          [](Reader& r, const Setting& s, OwnerOf<M>& o) { assign(o.*M, r.string(s, AllowEmpty)); },
+          [](Writer& w, std::string_view n, const OwnerOf<M>& o) { w.set_string(n, o.*M); }};
+}
+
+// One of the names of `Table` (conf/names.h).
+template <auto M, const auto& Table>
+constexpr Field<OwnerOf<M>> choice_field(std::string_view name) {
+  using E = typename MemberOf<decltype(M)>::Value;
+  return {name,
+          [](Reader& r, const Setting& s, OwnerOf<M>& o) {
+            assign(o.*M, r.choice<E>(s, std::span<const Named<E>>(Table)));
+          },
+          [](Writer& w, std::string_view n, const OwnerOf<M>& o) {
+            w.set_string(n, name_in<E>(Table, o.*M));
+          }};
+}
+
+}  // namespace ferry::conf

@@ -1,0 +1,169 @@
+// The schema of a proxy: its listen addresses, the upstream it names (or the "host:port" that
+// makes one), its timeouts and buffers, PROXY protocol, access rules and per-client limits.
+#include <algorithm>
+#include <string>
+#include <tuple>
+
+#include "conf/field.h"
+#include "conf/schema.h"
+
+namespace ferry::conf {
+namespace {
+
+void read_listen(Reader& r, const Setting& s, Proxy& px) {
+  r.strings(s, [&](const Setting& e) {
+    if (auto a = r.address(e)) px.listen.push_back(std::move(*a));
+  });
+  if ((s.getType() == Setting::TypeArray || s.getType() == Setting::TypeList) &&
+      s.getLength() == 0) {
+    r.error(s, "a proxy needs at least one listen address");
+  }
+}
+
+// `upstream = "host:port"` on a proxy: an upstream of that one server with every default, named
+// by the text and shared by the proxies that write the same, so that each address of the name
+// serves and the name is re-resolved (and may fail to resolve) as a server's is, as in nginx.
+std::string inline_upstream(Reader& r, const Setting& at, const Address& address,
+                            std::vector<Upstream>& upstreams) {
+  const auto it = std::find_if(upstreams.begin(), upstreams.end(), [&](const Upstream& u) {
+    return u.implicit && u.name == address.text;
+  });
+  if (it != upstreams.end()) return it->name;
+  Upstream up;
+  up.name = address.text;
+  up.implicit = true;
+  Server sv;
+  sv.address = address;
+  resolve_server(r, at, up, sv);
+  up.servers.push_back(std::move(sv));
+  upstreams.push_back(std::move(up));
+  return address.text;
+}
+
+void read_upstream_reference(Reader& r, const Setting& s, Proxy& px) {
+  auto name = r.string(s, false);
+  if (!name || r.upstreams == nullptr) return;
+  std::vector<Upstream>& upstreams = *r.upstreams;
+  const bool known = std::any_of(upstreams.begin(), upstreams.end(),
+                                 [&](const Upstream& u) { return !u.implicit && u.name == *name; });
+  if (known) {
+    px.upstream = *name;
+  } else if (name->find(':') != std::string::npos) {
+    px.upstream_address = r.address(s, false);
+    if (px.upstream_address) px.upstream = inline_upstream(r, s, *px.upstream_address, upstreams);
+  } else {
+    std::vector<std::string_view> names;
+    for (const Upstream& u : upstreams) {
+      if (!u.implicit) names.push_back(u.name);
+    }
+    r.error(s, "no upstream named \"" + *name + "\"" + did_you_mean(*name, names));
+  }
+}
+
+void print_upstream_reference(Writer& w, std::string_view n, const Proxy& p) {
+  if (p.upstream_address) {
+    // The implicit upstream is not written as a group (the proxy names the address, and a
+    // file read back makes the same one): its defaults are said here instead.
+    for (const Upstream& u : w.config().upstreams) {
+      if (!u.implicit || u.name != p.upstream || u.servers.empty()) continue;
+      const Server& s = u.servers[0];
+      w.line("# an upstream of that one server: balance = \"" +
+             std::string(name_in<Balance>(kBalances, u.balance)) + "\"; resolve_interval = \"" +
+             format_duration(u.resolve_interval) +
+             "\"; max_fails = " + std::to_string(s.max_fails) + "; fail_timeout = \"" +
+             format_duration(s.fail_timeout) + "\"; no health_check");
+    }
+  }
+  w.set_string(n, p.upstream_address ? p.upstream_address->text : p.upstream);
+}
+
+// Whose PROXY header is believed (read after accept_proxy_protocol). Absent: every sender the
+// access rules admit, as before the list existed (see read_proxy()).
+void read_proxy_protocol_from(Reader& r, const Setting& s, Proxy& px) {
+  px.accept_proxy_protocol_from = r.access(s, parse_network);
+  if ((s.getType() == Setting::TypeArray || s.getType() == Setting::TypeList) &&
+      s.getLength() == 0) {
+    r.error(s,
+            "no sender listed: every PROXY header would be refused (name the balancers, or "
+            "\"all\")");
+  }
+  if (!px.accept_proxy_protocol) r.warn(s, "no effect without accept_proxy_protocol = true");
+}
+
+// What one client is for max_conns_per_client (read after it), and for nothing else.
+template <auto M, int Bits>
+constexpr Field<Proxy> client_prefix(std::string_view name) {
+  return {name,
+          [](Reader& r, const Setting& s, Proxy& px) {
+            assign(px.*M, r.int32(s, 0, Bits));
+            if (px.max_conns_per_client == 0) r.warn(s, "no effect without max_conns_per_client");
+          },
+          [](Writer& w, std::string_view n, const Proxy& px) { w.set(n, px.*M); }};
+}
+
+constexpr Field<Proxy> kProxy[] = {
+    {"name", [](Reader& r, const Setting& s, Proxy& px) { read_name(r, s, px.name); },
+     [](Writer& w, std::string_view n, const Proxy& px) { w.set_string(n, px.name); },
+     "every proxy needs a name"},
+    {"listen", read_listen,
+     [](Writer& w, std::string_view n, const Proxy& px) {
+       std::vector<std::string> listen;
+       for (const auto& a : px.listen) listen.push_back(a.text);
+       w.strings(n, listen);
+     },
+     "a proxy needs at least one listen address"},
+    {"upstream", read_upstream_reference, print_upstream_reference,
+     "name an upstream, or give one \"host:port\""},
+    bool_field<&Proxy::reuseport>("reuseport"),
+    int_field<&Proxy::backlog, 1, 65535>("backlog"),
+    duration_field<&Proxy::connect_timeout, 1>("connect_timeout"),
+    duration_field<&Proxy::idle_timeout>("idle_timeout"),
+    int_field<&Proxy::next_upstream_tries, 0, 1000>("next_upstream_tries"),
+    duration_field<&Proxy::next_upstream_timeout>("next_upstream_timeout"),
+    {"buffer_size",
+     [](Reader& r, const Setting& s, Proxy& px) {
+       assign(px.buffer_size, r.size(s, 1024, std::size_t{64} << 20));
+     },
+     [](Writer& w, std::string_view n, const Proxy& px) {
+       w.set_string(n, format_size(px.buffer_size));
+     }},
+    bool_field<&Proxy::splice>("splice"),
+    bool_field<&Proxy::tcp_nodelay>("tcp_nodelay"),
+    bool_field<&Proxy::so_keepalive>("so_keepalive"),
+    choice_field<&Proxy::send_proxy_protocol, kProxyProtocols>("send_proxy_protocol"),
+    bool_field<&Proxy::accept_proxy_protocol>("accept_proxy_protocol"),
+    {"accept_proxy_protocol_from", read_proxy_protocol_from,
+     [](Writer& w, std::string_view n, const Proxy& px) {
+       // Absent means "every sender" (an empty list is refused): only a list given is printed.
+       if (!px.accept_proxy_protocol_from.empty()) {
+         w.rules(n, px.accept_proxy_protocol_from);
+       }
+     }},
+    {"access", [](Reader& r, const Setting& s, Proxy& px) { px.access = r.access(s); },
+     [](Writer& w, std::string_view n, const Proxy& px) { w.rules(n, px.access); }},
+    int_field<&Proxy::max_conns_per_client, 0, 1 << 24>("max_conns_per_client"),
+    client_prefix<&Proxy::client_ipv4_prefix, 32>("client_ipv4_prefix"),
+    client_prefix<&Proxy::client_ipv6_prefix, 128>("client_ipv6_prefix"),
+    string_field<&Proxy::access_log, false>("access_log"),
+};
+
+}  // namespace
+
+Proxy read_proxy(Reader& r, const Setting& g) {
+  Proxy px;
+  read_fields<Proxy>(r, g, kProxy, px);
+  // Without the list every sender is believed, as before the list existed: kept so that an
+  // upgrade does not refuse a working balancer, but warned, since anyone who can connect may
+  // then claim any address (nginx believes no one without set_real_ip_from).
+  if (px.accept_proxy_protocol && Reader::member(g, "accept_proxy_protocol_from") == nullptr) {
+    r.warn(g["accept_proxy_protocol"],
+           "every sender is believed: any client that can connect may claim any address in its "
+           "PROXY header; list the balancers in accept_proxy_protocol_from (\"all\" to believe "
+           "every sender)");
+  }
+  return px;
+}
+
+void print_proxy(Writer& w, const Proxy& p) { print_fields<Proxy>(w, kProxy, p); }
+
+}  // namespace ferry::conf
