@@ -77,8 +77,9 @@ std::error_code EventLoop::add_event(Event& ev, EventKind kind, std::uint32_t fl
   std::uint32_t events = kind == EventKind::read ? (EPOLLIN | EPOLLRDHUP) : EPOLLOUT;
   const std::uint32_t other_events = kind == EventKind::read ? EPOLLOUT : (EPOLLIN | EPOLLRDHUP);
 
-  // A fd may be added to epoll once; after that only modified. The opposite event's
-  // `active` tells whether the fd is already there (seed 004).
+  // A fd may be added to epoll once; after that only modified. Both directions share one epoll
+  // entry, so the opposite event's `active` tells whether the fd is already there (as in
+  // nginx's ngx_epoll_add_event).
   int op = EPOLL_CTL_ADD;
   if (other.active) {
     op = EPOLL_CTL_MOD;

@@ -1,5 +1,5 @@
 // Notifier: an eventfd in a loop's epoll that any thread, or a signal handler, can use to wake
-// the loop and have a handler run on it (the extended event actions of seed 000 and ngx_notify).
+// the loop and have a handler run on it, as nginx's ngx_notify() does for its thread pools.
 #pragma once
 
 #include <cstdint>

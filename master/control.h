@@ -12,9 +12,10 @@ namespace ferry::master {
 std::string control_socket_path(const std::string& pid_file);
 
 // `ferry -s SIGNAL`: finds the master through the pid file and signals it; for reload, waits
-// for the verdict on the control socket (30 s at most); for upgrade, sends USR2, waits until the
-// new master serves (30 s at most) and sends QUIT to the old one. Returns the exit status and
-// prints what happened to stderr.
+// for the verdict on the control socket (30 s at most); for upgrade, asks the master on the
+// control socket to start the new binary, keeps that connection (the old master says there if
+// the new one exits), waits until the new master serves (30 s at most) and sends QUIT to the
+// old one. Returns the exit status and prints what happened to stderr.
 int send_signal_command(const std::string& signal, const std::string& conf_file);
 
 }  // namespace ferry::master

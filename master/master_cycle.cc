@@ -866,8 +866,8 @@ class Master {
 
   void stop(bool graceful) {
     if (stopping_ && graceful) return;
-    // First, before anything is logged: a new master of our upgrade stopping from now on must
-    // not hand the service back to us (and a log line is how tests see that we stop).
+    // First of all: a new master of our upgrade that stops from now on must not hand the
+    // service back to a master that is leaving (it reads this word before it does).
     own_state_.publish(OldMasterState::stopping);
     spdlog::info("{}: {} stop", graceful ? "SIGQUIT" : "SIGTERM", graceful ? "graceful" : "fast");
     if (!stopping_) notify_stopping();

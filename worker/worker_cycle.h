@@ -44,12 +44,14 @@ struct WorkerSettings {
   void (*on_shutdown)() = nullptr;
 };
 
-// Runs the loop until the master says quit or terminate, the channel closes (master gone), or
-// stop_worker() is called. Returns the process exit status (kFatalExit when it cannot start).
+// Runs the loop until the master says quit (graceful: stop accepting, let sessions finish within
+// worker_shutdown_timeout) or terminate (close everything now), the channel closes (master
+// gone: graceful), or stop_worker() is called. Returns the process exit status (kFatalExit when
+// it cannot start).
 int run_worker_cycle(const WorkerSettings& settings);
 
-// Async-signal-safe: asks the running worker cycle to shut down gracefully (quit = true) or at
-// once.
+// Async-signal-safe: asks the running worker cycle to shut down gracefully (`graceful`, as for
+// SIGQUIT) or at once (SIGTERM, SIGINT).
 void stop_worker(bool graceful = false) noexcept;
 
 }  // namespace ferry::worker
