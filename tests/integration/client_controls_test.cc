@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/process.h"
@@ -24,17 +25,14 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-std::string proxy(const std::string& name, const std::string& listen, int backend_port,
-                  const std::string& extra) {
-  return "  { name = \"" + name + "\"; listen = \"" + listen +
-         "\"; upstream = \"127.0.0.1:" + std::to_string(backend_port) + "\"; " + extra + " }";
+ProxySpec proxy(const std::string& name, const std::string& listen, int backend_port,
+                const std::string& extra) {
+  return {name, {listen}, loopback(backend_port), extra};
 }
 
-std::string config(int workers, const std::vector<std::string>& proxies,
+std::string config(int workers, const std::vector<ProxySpec>& proxies,
                    const std::string& top = "") {
-  std::string out = "worker_processes = " + std::to_string(workers) + ";\n" + top + "proxies = (\n";
-  for (std::size_t i = 0; i < proxies.size(); ++i) out += (i ? ",\n" : "") + proxies[i];
-  return out + "\n);\n";
+  return config_text("worker_processes = " + std::to_string(workers) + ";\n" + top, proxies);
 }
 
 // A session that gets through: the echo comes back.

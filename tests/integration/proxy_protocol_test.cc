@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/process.h"
@@ -42,9 +43,8 @@ std::string be16(int v) {
 
 std::string proxy_config(const std::string& listen, const std::string& upstream,
                          const std::string& extra) {
-  return "worker_processes = 1;\n"
-         "proxies = ( { name = \"pp\"; listen = \"" +
-         listen + "\"; upstream = \"" + upstream + "\"; " + extra + " } );\n";
+  return config_text("worker_processes = 1;",
+                     {{.name = "pp", .listen = {listen}, .upstream = upstream, .extra = extra}});
 }
 
 // A backend the test reads itself: what arrives first on the server side of the session.

@@ -23,9 +23,11 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/process.h"
+#include "tests/support/sockets.h"
 
 namespace ferry::test {
 namespace {
@@ -33,30 +35,20 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-std::string servers(const std::vector<std::pair<int, int>>& port_weight) {
-  std::string out;
+std::vector<ServerSpec> servers(const std::vector<std::pair<int, int>>& port_weight) {
+  std::vector<ServerSpec> out;
   for (const auto& [port, weight] : port_weight) {
-    out += (out.empty() ? "" : ", ") + std::string("{ address = \"127.0.0.1:") +
-           std::to_string(port) + "\"; weight = " + std::to_string(weight) + "; }";
+    out.push_back(server_at(port, "weight = " + std::to_string(weight) + ";"));
   }
   return out;
 }
 
-std::string config(int workers, int port, const std::string& server_list,
+std::string config(int workers, int port, const std::vector<ServerSpec>& server_list,
                    const std::string& balance = "round_robin",
                    const std::string& proxy_extra = "") {
-  return "worker_processes = " + std::to_string(workers) +
-         ";\n"
-         "upstreams = ( { name = \"app\"; balance = \"" +
-         balance + "\"; servers = ( " + server_list +
-         " ); } );\n"
-         "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
-         std::to_string(port) + "\"; upstream = \"app\"; " + proxy_extra + "} );\n";
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return config_text("worker_processes = " + std::to_string(workers) + ";",
+                     {{.listen = {loopback(port)}, .upstream = "app", .extra = proxy_extra}},
+                     {upstream_of(server_list, "balance = \"" + balance + "\";")});
 }
 
 // A listening socket on 127.0.0.1 with a kernel-chosen port, for backends a test drives itself.
@@ -289,7 +281,7 @@ TEST(ProxyTest, LeastConnSendsTheNextSessionToTheIdleServer) {
 TEST(ProxyTest, HashKeepsEachClientOnOneServerAndAReloadWithOneMoreMovesAboutAQuarter) {
   EchoServer s1, s2, s3, s4;
   const int port = free_port();
-  const std::string three = servers({{s1.port(), 1}, {s2.port(), 1}, {s3.port(), 1}});
+  const auto three = servers({{s1.port(), 1}, {s2.port(), 1}, {s3.port(), 1}});
   FerryInstance ferry(config(2, port, three, "hash", "access_log = \"off\"; "));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   EchoServer* all[] = {&s1, &s2, &s3, &s4};
@@ -312,8 +304,9 @@ TEST(ProxyTest, HashKeepsEachClientOnOneServerAndAReloadWithOneMoreMovesAboutAQu
     first[source] = land(source);
     EXPECT_EQ(land(source), first[source]) << source << " moved between two sessions";
   }
-  ferry.rewrite(
-      config(2, port, three + ", " + servers({{s4.port(), 1}}), "hash", "access_log = \"off\"; "));
+  ferry.rewrite(config(2, port,
+                       servers({{s1.port(), 1}, {s2.port(), 1}, {s3.port(), 1}, {s4.port(), 1}}),
+                       "hash", "access_log = \"off\"; "));
   ASSERT_EQ(ferry.command("reload").exit_code, 0);
   int moved = 0;
   for (const auto& [source, server] : first) {

@@ -17,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/process.h"
@@ -89,19 +90,20 @@ std::string json_eval(const std::string& json, const std::string& expr) {
   return f.out.substr(0, f.out.find_last_not_of('\n') + 1);
 }
 
-std::string config(int workers, int port, int status_port, const std::string& upstreams,
+// `upstreams`: what one_server() gives, or none for a proxy naming "host:port".
+std::string config(int workers, int port, int status_port,
+                   const std::vector<UpstreamSpec>& upstreams,
                    const std::string& upstream = "app") {
-  return "worker_processes = " + std::to_string(workers) + ";\n" + upstreams +
-         "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" + std::to_string(port) +
-         "\"; upstream = \"" + upstream +
-         "\"; access_log = \"off\"; } );\n"
-         "status = { listen = \"127.0.0.1:" +
-         std::to_string(status_port) + "\"; access = [ \"allow 127.0.0.1\", \"deny all\" ]; };\n";
+  return config_text(
+             "worker_processes = " + std::to_string(workers) + ";",
+             {{.listen = {loopback(port)}, .upstream = upstream, .extra = "access_log = \"off\";"}},
+             upstreams) +
+         "status = { listen = \"" + loopback(status_port) +
+         "\"; access = [ \"allow 127.0.0.1\", \"deny all\" ]; };\n";
 }
 
-std::string one_server(int backend_port, const std::string& extra = "") {
-  return "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:" +
-         std::to_string(backend_port) + "\"; } ); " + extra + " } );\n";
+std::vector<UpstreamSpec> one_server(int backend_port, const std::string& extra = "") {
+  return {upstream_of({server_at(backend_port)}, extra)};
 }
 
 TEST(StatusTest, ExactTotalsAfterSessionsThroughTwoWorkers) {
@@ -220,10 +222,9 @@ TEST(StatusTest, AServerFailedByPassiveChecksShowsFailedUntilASessionGetsThrough
   const int backend_port = free_port();  // nothing listens there yet
   const int port = free_port();
   const int status_port = free_port();
-  FerryInstance ferry(config(
-      1, port, status_port,
-      "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:" +
-          std::to_string(backend_port) + "\"; max_fails = 1; fail_timeout = \"60s\"; } ); } );\n"));
+  FerryInstance ferry(
+      config(1, port, status_port,
+             {upstream_of({server_at(backend_port, "max_fails = 1; fail_timeout = \"60s\";")})}));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   const std::string server =
       "{upstream=\"app\",server=\"127.0.0.1:" + std::to_string(backend_port) + "\"";
@@ -464,11 +465,12 @@ TEST(StatusTest, FreshNamesBeyondAFullRegistryReclaimTheOldestAndAreCounted) {
   const int port = free_port();
   const auto body = [&](int k) {
     const std::string n = std::to_string(k);
-    return "worker_processes = 1;\nupstreams = ( { name = \"u" + n +
-           "\"; servers = ( { address = \"127.0.0.1:" + std::to_string(backend.port()) +
-           "\"; } ); } );\nproxies = ( { name = \"p" + n +
-           "\"; listen = \"127.0.0.1:" + std::to_string(port) + "\"; upstream = \"u" + n +
-           "\"; access_log = \"off\"; } );\n";
+    return config_text("worker_processes = 1;",
+                       {{.name = "p" + n,
+                         .listen = {loopback(port)},
+                         .upstream = "u" + n,
+                         .extra = "access_log = \"off\";"}},
+                       {upstream_of({server_at(backend.port())}, "", "u" + n)});
   };
   FerryInstance ferry(body(1));
   ferry.set_options({.env = {"FERRY_TEST_STATS_CAPACITY=2:2"}});

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "tests/support/config_text.h"
 #include "tests/support/sockets.h"
 
 namespace ferry::test {
@@ -80,10 +81,11 @@ std::set<pid_t> children_of(pid_t parent) {
 }
 
 std::string one_proxy_config(int workers, int port, int backend) {
-  return "worker_processes = " + std::to_string(workers) +
-         ";\nworker_connections = 256;\nproxies = ( { name = \"web\"; listen = [ \"127.0.0.1:" +
-         std::to_string(port) + "\" ]; upstream = \"127.0.0.1:" + std::to_string(backend) +
-         "\"; access_log = \"off\"; } );\n";
+  return config_text(
+      "worker_processes = " + std::to_string(workers) + ";\nworker_connections = 256;",
+      {{.listen = {loopback(port)},
+        .upstream = loopback(backend),
+        .extra = "access_log = \"off\";"}});
 }
 
 FerryInstance::FerryInstance(const std::string& body, const std::string& log_level)
