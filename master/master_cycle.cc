@@ -691,12 +691,7 @@ class Master {
         if (winched_) {
           // After WINCH (an upgrade being rolled back): bring the workers back as they were.
           spdlog::info("SIGHUP: restarting the workers with the running configuration");
-          winched_ = false;
-          own_state_.publish(OldMasterState::serving);
-          pending_generation_ = generation_ = ++last_generation_;
-          stats_->set_generation(generation_);
-          for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
-          arm(reload_timeout_, ready_timeout_, on_reload_timeout);
+          restart_winched_workers();
           break;
         }
         spdlog::info("SIGHUP: reloading {}", conf_file_);
@@ -707,6 +702,15 @@ class Master {
       case SIGINT: stop(false); break;
       case SIGUSR1: reopen(); break;
       case SIGWINCH:
+        // Only the old master of an upgrade whose new master runs may do without workers: a
+        // terminal resize sends WINCH to a ferry in the foreground, which would stop serving
+        // while it keeps its listeners (nginx obeys WINCH only when daemonized).
+        if (new_master_ <= 0) {
+          spdlog::warn(
+              "SIGWINCH ignored: no binary upgrade is under way (WINCH stops the workers of "
+              "an old master only while the new master of its upgrade runs)");
+          break;
+        }
         spdlog::info("SIGWINCH: stopping the workers gracefully, the master stays");
         winched_ = true;
         own_state_.publish(OldMasterState::winched);
@@ -731,6 +735,16 @@ class Master {
       case SIGUSR2: (void)upgrade(); break;
       default: break;
     }
+  }
+
+  // After WINCH: a new generation from the running configuration, ready once it serves.
+  void restart_winched_workers() {
+    winched_ = false;
+    own_state_.publish(OldMasterState::serving);
+    pending_generation_ = generation_ = ++last_generation_;
+    stats_->set_generation(generation_);
+    for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
+    arm(reload_timeout_, ready_timeout_, on_reload_timeout);
   }
 
   void reap() {

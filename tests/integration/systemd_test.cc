@@ -78,13 +78,6 @@ int find(const std::vector<NotifyMessage>& h, const std::string& assignment, std
   return -1;
 }
 
-pid_t pid_in(const std::string& file) {
-  std::ifstream in(file);
-  pid_t pid = 0;
-  in >> pid;
-  return pid;
-}
-
 struct KillOnExit {
   pid_t pid = 0;
   ~KillOnExit() {

@@ -23,13 +23,6 @@ namespace {
 
 using std::chrono::seconds;
 
-pid_t pid_in(const std::string& file) {
-  std::ifstream in(file);
-  pid_t pid = 0;
-  in >> pid;
-  return pid;
-}
-
 bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
 
 // The new master is not our child: make sure no failed test leaves it running.
@@ -111,6 +104,33 @@ TEST_F(UpgradeTest, Usr2WinchQuitHandsOverWithoutAFailedConnection) {
   ::kill(fresh, SIGQUIT);
   EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
   EXPECT_FALSE(std::filesystem::exists(ferry.pid_file()));
+}
+
+// A terminal resize sends WINCH to a ferry in the foreground: with no upgrade under way (none
+// yet, or one rolled back) it is ignored, and the same workers go on serving.
+TEST_F(UpgradeTest, WinchWithoutAnUpgradeUnderWayIsIgnored) {
+  const auto workers = ferry.workers();
+  ASSERT_EQ(workers.size(), 2U);
+  ferry.signal(SIGWINCH);
+  EXPECT_TRUE(ferry.wait_for_log("SIGWINCH ignored")) << ferry.log();
+  EXPECT_TRUE(served_through(port, "still served after WINCH")) << ferry.log();
+  EXPECT_EQ(ferry.workers(), workers);
+
+  // The same once the new master of an upgrade has exited: this master is alone again.
+  const pid_t fresh = ferry.upgrade(2);
+  ASSERT_GT(fresh, 0) << ferry.log();
+  ::kill(fresh, SIGQUIT);
+  ASSERT_TRUE(ferry.wait_for_log("this master is in charge again")) << ferry.log();
+  ASSERT_TRUE(eventually([&] { return ferry.workers() == workers; })) << ferry.log();
+  ferry.drain_log();
+  const std::size_t mark = ferry.log().size();
+  ferry.signal(SIGWINCH);
+  ASSERT_TRUE(eventually([&] {
+    ferry.drain_log();
+    return ferry.log().find("SIGWINCH ignored", mark) != std::string::npos;
+  })) << ferry.log();
+  EXPECT_TRUE(served_through(port, "still served after the second WINCH")) << ferry.log();
+  EXPECT_EQ(ferry.workers(), workers);
 }
 
 TEST_F(UpgradeTest, HupOnTheOldMasterAndQuitOnTheNewRollBack) {
