@@ -1130,11 +1130,16 @@ class Master {
     if (!stopping_ && control_.is_open()) {
       if (open_control_socket()) owns_control_path_ = true;
     }
-    if (!stopping_) {
-      // Normally the new master handed the service back already (MAINPID=) before exiting.
-      notifier_.main_pid(::getpid(), status_text());
-      notifier_.ready(status_text());
+    if (stopping_) return;
+    // Normally the new master handed the service back already (MAINPID=) before exiting.
+    notifier_.main_pid(::getpid(), status_text());
+    if (winched_) {
+      // Nothing serves (nginx restarts its workers then too): READY=1 once they do.
+      spdlog::warn("this master's workers were stopped by SIGWINCH: starting them again");
+      restart_winched_workers();
+      return;
     }
+    notifier_.ready(status_text());
   }
 
   // ---- reload ------------------------------------------------------------------------------
@@ -1423,22 +1428,25 @@ class Master {
   }
 
   // WATCHDOG=1 while every worker slot has a live worker (or the first ones are starting):
-  // a master whose workers keep dying stops pinging, and systemd restarts the service.
+  // a master whose workers keep dying stops pinging, and systemd restarts the service. A master
+  // whose workers WINCH stopped is not alive either: while its upgrade's new master runs, that
+  // one pings; once it is gone, this master starts workers again.
   static void on_watchdog_timer(Event& ev) {
     auto& m = *static_cast<Master*>(ev.data);
+    m.loop_.add_timer(m.watchdog_timer_, m.watchdog_period_);
+    if (!m.in_charge()) return;
     std::set<int> live;
     for (const auto& w : m.workers_) {
       if (!w.told_to_stop) live.insert(w.slot);
     }
-    const bool alive = !m.served_ || m.stopping_ || m.winched_ ||
-                       static_cast<int>(live.size()) >= m.config_->worker_processes;
-    if (m.in_charge() && alive) {
+    const bool alive =
+        !m.served_ || m.stopping_ || static_cast<int>(live.size()) >= m.config_->worker_processes;
+    if (alive) {
       m.notifier_.watchdog();
-    } else if (!alive) {
+    } else {
       spdlog::warn("systemd watchdog: {} of {} worker(s) alive; not pinging", live.size(),
                    m.config_->worker_processes);
     }
-    m.loop_.add_timer(m.watchdog_timer_, m.watchdog_period_);
   }
 
   // A reload asked for while another was pending runs now, and its askers wait for its verdict.
