@@ -239,6 +239,53 @@ TEST(UpgradeHooksTest, ANewBinaryDoesNotActOnTheFirstMastersHealthCheckHook) {
   EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
 }
 
+// The binary an upgrade starts is the one the start's path names now: a link switched to another
+// release (/opt/ferry/current) runs the new target, and a ferry started through PATH (argv[0]
+// without a slash) finds its binary there again. The new target here is a script that records
+// that it ran and runs ferry.
+class UpgradeBinaryTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(UpgradeBinaryTest, TheLinkStartedThroughNamesTheNewBinary) {
+  const bool through_path = GetParam();
+  namespace fs = std::filesystem;
+  EchoServer backend;
+  TempDir dir;
+  const int port = free_port();
+  const std::string pid_file = dir.path() + "/ferry.pid";
+  const std::string conf =
+      dir.write("ferry.conf", "pid_file = \"" + pid_file + "\";\n" + config(port, backend.port()));
+  const std::string marker = dir.path() + "/next-ran";
+  const std::string next = dir.write(
+      "next", "#!/bin/sh\necho \"$0\" > '" + marker + "'\nexec '" + ferry_binary() + "' \"$@\"\n");
+  fs::permissions(next, fs::perms::owner_all);
+  const std::string link = dir.path() + "/bin/ferry";
+  fs::create_directories(dir.path() + "/bin");
+  fs::create_symlink(ferry_binary(), link);
+  std::unique_ptr<Process> master;
+  if (through_path) {
+    master = std::make_unique<Process>(std::vector<std::string>{
+        "/usr/bin/env", "PATH=" + dir.path() + "/bin:/usr/bin:/bin", "ferry", "-c", conf});
+  } else {
+    master = std::make_unique<Process>(std::vector<std::string>{link, "-c", conf});
+  }
+  ASSERT_TRUE(master->wait_for_stderr("worker(s) serving")) << master->stderr_so_far();
+
+  // Switched as a deployment does: a new link renamed over the old one.
+  fs::create_symlink(next, dir.path() + "/bin/ferry.new");
+  fs::rename(dir.path() + "/bin/ferry.new", link);
+  KillOnExit fresh;
+  master->signal(SIGUSR2);
+  EXPECT_TRUE(eventually([&] {
+    fresh.pid = pid_in(pid_file);
+    return fresh.pid > 0 && fresh.pid != master->pid() && children_of(fresh.pid).size() == 2;
+  })) << master->stderr_so_far();
+  EXPECT_TRUE(fs::exists(marker)) << "the new target did not run: " << master->stderr_so_far();
+  EXPECT_TRUE(served_through(port));
+}
+
+INSTANTIATE_TEST_SUITE_P(UpgradeTest, UpgradeBinaryTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "ThroughPath" : "ByItsPath"; });
+
 // How many of `pid`'s descriptors refer to `file`.
 int handles_of(pid_t pid, const std::string& file) {
   namespace fs = std::filesystem;
