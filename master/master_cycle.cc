@@ -151,6 +151,7 @@ class Master {
     unready_generation_ = number_from_environment(kUnreadyGenerationVariable);
     check_no_socket_ = std::getenv(kCheckNoSocketVariable) != nullptr;
     ::unsetenv(kCheckNoSocketVariable);
+    own_state_.take_test_hook();
 
     std::string why;
     // A new master of a binary upgrade gets its sockets (systemd's among them) from the old one.

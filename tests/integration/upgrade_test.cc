@@ -286,6 +286,30 @@ TEST_P(UpgradeBinaryTest, TheLinkStartedThroughNamesTheNewBinary) {
 INSTANTIATE_TEST_SUITE_P(UpgradeTest, UpgradeBinaryTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "ThroughPath" : "ByItsPath"; });
 
+// A state page the new master does not know (a wrong magic word: another layout, another
+// program) is not read: the new master behaves as with none, and, stopped while the old master
+// drains its last session, hands the service back to it rather than trust the page's "stopping".
+TEST(UpgradeHooksTest, AStatePageWithAWrongMagicIsIgnored) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(port, backend.port()));
+  ferry.set_options({.env = {"FERRY_TEST_PASS_BAD_STATE_PAGE=1"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const int client = connect_to_port(port);  // keeps an old worker draining
+  ASSERT_TRUE(client >= 0 && echo_round_trip(client, "before the upgrade"));
+  const pid_t fresh = ferry.upgrade(2);
+  ASSERT_GT(fresh, 0) << ferry.log();
+  EXPECT_TRUE(ferry.wait_for_log("is not one this binary reads")) << ferry.log();
+  EXPECT_TRUE(ferry.wait_for_log("the old master shares no state page")) << ferry.log();
+  ferry.signal(SIGQUIT);
+  ASSERT_TRUE(ferry.wait_for_log("graceful stop")) << ferry.log();
+  ::kill(fresh, SIGQUIT);
+  EXPECT_TRUE(ferry.wait_for_log("handing the service back to it")) << ferry.log();
+  EXPECT_TRUE(echo_round_trip(client, "the session finishes"));
+  ::close(client);
+  EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
+}
+
 // How many of `pid`'s descriptors refer to `file`.
 int handles_of(pid_t pid, const std::string& file) {
   namespace fs = std::filesystem;
