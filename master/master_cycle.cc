@@ -151,6 +151,7 @@ class Master {
     unready_generation_ = number_from_environment(kUnreadyGenerationVariable);
     check_no_socket_ = std::getenv(kCheckNoSocketVariable) != nullptr;
     ::unsetenv(kCheckNoSocketVariable);
+    own_state_.take_test_hook();
 
     std::string why;
     // A new master of a binary upgrade gets its sockets (systemd's among them) from the old one.
@@ -691,12 +692,7 @@ class Master {
         if (winched_) {
           // After WINCH (an upgrade being rolled back): bring the workers back as they were.
           spdlog::info("SIGHUP: restarting the workers with the running configuration");
-          winched_ = false;
-          own_state_.publish(OldMasterState::serving);
-          pending_generation_ = generation_ = ++last_generation_;
-          stats_->set_generation(generation_);
-          for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
-          arm(reload_timeout_, ready_timeout_, on_reload_timeout);
+          restart_winched_workers();
           break;
         }
         spdlog::info("SIGHUP: reloading {}", conf_file_);
@@ -707,6 +703,15 @@ class Master {
       case SIGINT: stop(false); break;
       case SIGUSR1: reopen(); break;
       case SIGWINCH:
+        // Only the old master of an upgrade whose new master runs may do without workers: a
+        // terminal resize sends WINCH to a ferry in the foreground, which would stop serving
+        // while it keeps its listeners (nginx obeys WINCH only when daemonized).
+        if (new_master_ <= 0) {
+          spdlog::warn(
+              "SIGWINCH ignored: no binary upgrade is under way (WINCH stops the workers of "
+              "an old master only while the new master of its upgrade runs)");
+          break;
+        }
         spdlog::info("SIGWINCH: stopping the workers gracefully, the master stays");
         winched_ = true;
         own_state_.publish(OldMasterState::winched);
@@ -731,6 +736,16 @@ class Master {
       case SIGUSR2: (void)upgrade(); break;
       default: break;
     }
+  }
+
+  // After WINCH: a new generation from the running configuration, ready once it serves.
+  void restart_winched_workers() {
+    winched_ = false;
+    own_state_.publish(OldMasterState::serving);
+    pending_generation_ = generation_ = ++last_generation_;
+    stats_->set_generation(generation_);
+    for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);
+    arm(reload_timeout_, ready_timeout_, on_reload_timeout);
   }
 
   void reap() {
@@ -1116,11 +1131,16 @@ class Master {
     if (!stopping_ && control_.is_open()) {
       if (open_control_socket()) owns_control_path_ = true;
     }
-    if (!stopping_) {
-      // Normally the new master handed the service back already (MAINPID=) before exiting.
-      notifier_.main_pid(::getpid(), status_text());
-      notifier_.ready(status_text());
+    if (stopping_) return;
+    // Normally the new master handed the service back already (MAINPID=) before exiting.
+    notifier_.main_pid(::getpid(), status_text());
+    if (winched_) {
+      // Nothing serves (nginx restarts its workers then too): READY=1 once they do.
+      spdlog::warn("this master's workers were stopped by SIGWINCH: starting them again");
+      restart_winched_workers();
+      return;
     }
+    notifier_.ready(status_text());
   }
 
   // ---- reload ------------------------------------------------------------------------------
@@ -1409,22 +1429,25 @@ class Master {
   }
 
   // WATCHDOG=1 while every worker slot has a live worker (or the first ones are starting):
-  // a master whose workers keep dying stops pinging, and systemd restarts the service.
+  // a master whose workers keep dying stops pinging, and systemd restarts the service. A master
+  // whose workers WINCH stopped is not alive either: while its upgrade's new master runs, that
+  // one pings; once it is gone, this master starts workers again.
   static void on_watchdog_timer(Event& ev) {
     auto& m = *static_cast<Master*>(ev.data);
+    m.loop_.add_timer(m.watchdog_timer_, m.watchdog_period_);
+    if (!m.in_charge()) return;
     std::set<int> live;
     for (const auto& w : m.workers_) {
       if (!w.told_to_stop) live.insert(w.slot);
     }
-    const bool alive = !m.served_ || m.stopping_ || m.winched_ ||
-                       static_cast<int>(live.size()) >= m.config_->worker_processes;
-    if (m.in_charge() && alive) {
+    const bool alive =
+        !m.served_ || m.stopping_ || static_cast<int>(live.size()) >= m.config_->worker_processes;
+    if (alive) {
       m.notifier_.watchdog();
-    } else if (!alive) {
+    } else {
       spdlog::warn("systemd watchdog: {} of {} worker(s) alive; not pinging", live.size(),
                    m.config_->worker_processes);
     }
-    m.loop_.add_timer(m.watchdog_timer_, m.watchdog_period_);
   }
 
   // A reload asked for while another was pending runs now, and its askers wait for its verdict.

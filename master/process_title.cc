@@ -3,6 +3,8 @@
 #include "master/process_title.h"
 
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +23,38 @@ std::string g_binary;
 std::vector<std::string> g_env_copy;
 std::vector<char*> g_env_pointers;
 
+// `name` joined to the current folder (nothing when the folder cannot be had).
+std::string from_cwd(const std::string& name) {
+  char* cwd = ::getcwd(nullptr, 0);
+  if (cwd == nullptr) return "";
+  std::string out = cwd;
+  std::free(cwd);
+  return out + (out.ends_with('/') ? "" : "/") + name;
+}
+
+// The binary as argv[0] named it, made absolute without resolving links: an upgrade executes
+// what that path names then (a link switched to a new release, /opt/ferry/current or
+// update-alternatives). A name without a slash is looked up in PATH, as the shell did.
+std::string absolute_binary(const std::string& arg0) {
+  if (arg0.starts_with('/')) return arg0;
+  if (arg0.find('/') != std::string::npos) return from_cwd(arg0);
+  const char* path = std::getenv("PATH");
+  std::string dirs = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
+  for (std::size_t pos = 0; pos <= dirs.size();) {
+    std::size_t end = dirs.find(':', pos);
+    if (end == std::string::npos) end = dirs.size();
+    const std::string dir = dirs.substr(pos, end - pos);  // empty: the current folder
+    pos = end + 1;
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + arg0;
+    struct stat st {};
+    if (::stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        ::access(candidate.c_str(), X_OK) == 0) {
+      return candidate.starts_with('/') ? candidate : from_cwd(candidate);
+    }
+  }
+  return "";
+}
+
 }  // namespace
 
 void init_process_title(int argc, char** argv) {
@@ -30,13 +64,11 @@ void init_process_title(int argc, char** argv) {
     g_arguments.emplace_back(argv[i]);
   }
   if (argc == 0) return;
-  // Resolved now: the path, not /proc/self/exe, names the binary an upgrade installed.
-  if (char* real = ::realpath(argv[0], nullptr)) {
-    g_binary = real;
-    std::free(real);
-  } else {
-    g_binary = argv[0];
-  }
+  // Made absolute now (a later chdir must not change it), but the path, not /proc/self/exe nor
+  // a link's target, names the binary an upgrade installed. Not found (an odd argv[0] from
+  // whatever started us): kept as it is, the upgrade's exec fails and says so.
+  g_binary = absolute_binary(argv[0]);
+  if (g_binary.empty()) g_binary = argv[0];
   char* end = argv[0];
   for (int i = 0; i < argc; ++i) {
     if (argv[i] == end) end = argv[i] + std::strlen(argv[i]) + 1;

@@ -13,7 +13,8 @@ void init_process_title(int argc, char** argv);
 void set_process_title(const std::string& title);
 // The command line as started ("/usr/sbin/ferry -c /etc/ferry/ferry.conf").
 const std::string& original_command_line();
-// The arguments as started, and the binary's absolute path (what a binary upgrade executes).
+// The arguments as started, and the binary's path made absolute, its links not resolved (what
+// a binary upgrade executes).
 const std::vector<std::string>& original_arguments();
 const std::string& binary_path();
 

@@ -19,7 +19,20 @@ constexpr std::size_t kSize = 4096;
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free,
               "the word is shared between processes: it must not need a lock");
 
+// "FRYS" and the layout below: a new master maps only a page it knows how to read.
+constexpr std::uint32_t kMagic = 0x46525953;
+constexpr std::uint32_t kLayoutVersion = 1;
+
 }  // namespace
+
+// The state word stays first, where the binaries before the magic word read it: one of them
+// started by this master's upgrade (a rollback to an older release) still reads the state right.
+// A page from such a binary has zeroes where the magic is (ftruncate() zeroes the memfd).
+struct UpgradeState::Page {
+  std::atomic<std::uint32_t> state;
+  std::uint32_t magic;
+  std::uint32_t version;
+};
 
 const char* to_string(OldMasterState state) noexcept {
   switch (state) {
@@ -40,11 +53,17 @@ std::error_code UpgradeState::map(int fd) {
     spdlog::error("mmap() of the upgrade state page failed: {}", ec.message());
     return ec;
   }
-  word_ = new (p) std::atomic<std::uint32_t>;
+  page_ = static_cast<Page*>(p);
   return {};
 }
 
+void UpgradeState::take_test_hook() noexcept {
+  bad_magic_ = std::getenv(kBadMagicVariable) != nullptr;
+  ::unsetenv(kBadMagicVariable);
+}
+
 std::error_code UpgradeState::create(OldMasterState state) {
+  static_assert(sizeof(Page) <= kSize);
   release();
   event::UniqueFd fd(::memfd_create("ferry-upgrade-state", MFD_CLOEXEC));
   if (!fd || ::ftruncate(fd.get(), kSize) == -1) {
@@ -53,15 +72,23 @@ std::error_code UpgradeState::create(OldMasterState state) {
     return ec;
   }
   if (auto ec = map(fd.get())) return ec;
+  new (&page_->state) std::atomic<std::uint32_t>;
+  page_->magic = bad_magic_ ? ~kMagic : kMagic;
+  page_->version = kLayoutVersion;
   fd_ = std::move(fd);
   publish(state);
   return {};
 }
 
 void UpgradeState::publish(OldMasterState state) noexcept {
-  if (word_ != nullptr) word_->store(static_cast<std::uint32_t>(state), std::memory_order_release);
+  if (page_ != nullptr) {
+    page_->state.store(static_cast<std::uint32_t>(state), std::memory_order_release);
+  }
 }
 
+// A binary from before this page (or one that does not know kVariable) keeps the fd open, its
+// FD_CLOEXEC cleared, for good: nothing here can tell which binary the exec starts, and the
+// leak is one memfd page per upgrade, closed when that master exits.
 void UpgradeState::pass_to_exec() const noexcept {
   if (!fd_) return;
   if (::fcntl(fd_.get(), F_SETFD, 0) == -1) {
@@ -83,19 +110,28 @@ bool UpgradeState::adopt() {
   }
   // Only the mapping is needed; the fd would otherwise leak into workers and later binaries.
   const event::UniqueFd owned(fd);
-  return !map(owned.get());
+  if (map(owned.get())) return false;
+  if (page_->magic != kMagic || page_->version != kLayoutVersion) {
+    spdlog::warn(
+        "the upgrade state page passed in fd {} is not one this binary reads (magic {:#x}, "
+        "layout {}; this binary's: {:#x}, {}): ignored",
+        fd, page_->magic, page_->version, kMagic, kLayoutVersion);
+    release();
+    return false;
+  }
+  return true;
 }
 
 OldMasterState UpgradeState::peer() const noexcept {
-  if (word_ == nullptr) return OldMasterState::unknown;
-  return static_cast<OldMasterState>(word_->load(std::memory_order_acquire));
+  if (page_ == nullptr) return OldMasterState::unknown;
+  return static_cast<OldMasterState>(page_->state.load(std::memory_order_acquire));
 }
 
 void UpgradeState::release() noexcept {
-  if (word_ != nullptr && ::munmap(word_, kSize) == -1) {
+  if (page_ != nullptr && ::munmap(page_, kSize) == -1) {
     spdlog::error("munmap() of the upgrade state page failed: {}", event::last_error().message());
   }
-  word_ = nullptr;
+  page_ = nullptr;
   fd_.reset();
 }
 

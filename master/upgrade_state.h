@@ -24,12 +24,17 @@ class UpgradeState {
  public:
   // The environment variable that carries the page's fd to the new binary.
   static constexpr const char* kVariable = "FERRY_UPGRADE_STATE_FD";
+  // Test only: the old master's page carries a wrong magic word (a page of another program, or
+  // of a layout this binary does not know).
+  static constexpr const char* kBadMagicVariable = "FERRY_TEST_PASS_BAD_STATE_PAGE";
 
   UpgradeState() = default;
   ~UpgradeState();
   UpgradeState(const UpgradeState&) = delete;
   UpgradeState& operator=(const UpgradeState&) = delete;
 
+  // At start: takes the test hook kBadMagicVariable out of the environment.
+  void take_test_hook() noexcept;
   // Old master, before forking the new binary: a fresh page holding `state`.
   std::error_code create(OldMasterState state);
   // Old master: what it does now (no-op without a page).
@@ -40,7 +45,7 @@ class UpgradeState {
   // need none.
   void drop_fd() noexcept { fd_.reset(); }
   // New master: maps the page named by kVariable (then unset; the fd is closed once mapped).
-  // Returns whether there was one.
+  // Returns whether there was one with this binary's magic and layout version.
   bool adopt();
   // New master: what the old master last published.
   [[nodiscard]] OldMasterState peer() const noexcept;
@@ -49,8 +54,11 @@ class UpgradeState {
  private:
   std::error_code map(int fd);
 
+  struct Page;
+
   event::UniqueFd fd_;  // kept by the old master only, for the next exec
-  std::atomic<std::uint32_t>* word_ = nullptr;
+  Page* page_ = nullptr;
+  bool bad_magic_ = false;  // kBadMagicVariable
 };
 
 }  // namespace ferry::master

@@ -78,13 +78,6 @@ int find(const std::vector<NotifyMessage>& h, const std::string& assignment, std
   return -1;
 }
 
-pid_t pid_in(const std::string& file) {
-  std::ifstream in(file);
-  pid_t pid = 0;
-  in >> pid;
-  return pid;
-}
-
 struct KillOnExit {
   pid_t pid = 0;
   ~KillOnExit() {
@@ -270,6 +263,31 @@ TEST_F(NotifyTest, RolledBackUpgradeGivesTheServiceBackToTheOldMaster) {
   ASSERT_TRUE(ferry.wait_for_log("restarting the workers")) << ferry.log();
   ASSERT_TRUE(eventually([&] { return ferry.workers().size() == 3; })) << ferry.log();
   roll_back(ferry, old_master, second, port);
+}
+
+// A new master that dies after WINCH left the old master with no worker while it told systemd
+// READY=1: as nginx does, the old master starts its workers again, and says READY=1 only once
+// they serve.
+TEST_F(NotifyTest, OldMasterStartsItsWorkersAgainWhenTheNewOneDiesAfterWinch) {
+  const int port = free_port();
+  FerryInstance ferry(config({port}, backend.port()));
+  start(ferry);
+  const pid_t fresh = ferry.upgrade(2);
+  ASSERT_GT(fresh, 0) << ferry.log();
+  ferry.signal(SIGWINCH);
+  ASSERT_TRUE(eventually([&] { return ferry.own_workers().empty(); })) << ferry.log();
+  const pid_t old_master = ferry.master();
+  notify.drain();  // what follows is new
+  ::kill(fresh, SIGKILL);
+  // Its workers see their master gone and leave: only the old master's can serve.
+  EXPECT_TRUE(eventually([&] { return ferry.workers().size() == 2 && served_through(port); }))
+      << ferry.log();
+  const auto ready = notify.wait_for(
+      [&](const NotifyMessage& m) { return m.sender == old_master && m.has("READY=1"); });
+  ASSERT_TRUE(ready) << ferry.log();
+  EXPECT_NE(ready->get("STATUS").value_or("").find("2 worker(s) serving"), std::string::npos)
+      << ready->text;
+  EXPECT_TRUE(eventually([&] { return pid_in(ferry.pid_file()) == old_master; }));
 }
 
 // The normal upgrade's end, with a slow client: the old master was told to QUIT and still

@@ -33,8 +33,6 @@ struct KillOnExit {
   }
 };
 
-pid_t pid_in(const std::string& file) { return std::stoi("0" + read_file(file)); }
-
 // The lines of `-s status`'s table under the header starting with `header`.
 std::vector<std::string> rows(const std::string& status, const std::string& header) {
   std::vector<std::string> out;

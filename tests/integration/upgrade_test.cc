@@ -23,13 +23,6 @@ namespace {
 
 using std::chrono::seconds;
 
-pid_t pid_in(const std::string& file) {
-  std::ifstream in(file);
-  pid_t pid = 0;
-  in >> pid;
-  return pid;
-}
-
 bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
 
 // The new master is not our child: make sure no failed test leaves it running.
@@ -111,6 +104,33 @@ TEST_F(UpgradeTest, Usr2WinchQuitHandsOverWithoutAFailedConnection) {
   ::kill(fresh, SIGQUIT);
   EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
   EXPECT_FALSE(std::filesystem::exists(ferry.pid_file()));
+}
+
+// A terminal resize sends WINCH to a ferry in the foreground: with no upgrade under way (none
+// yet, or one rolled back) it is ignored, and the same workers go on serving.
+TEST_F(UpgradeTest, WinchWithoutAnUpgradeUnderWayIsIgnored) {
+  const auto workers = ferry.workers();
+  ASSERT_EQ(workers.size(), 2U);
+  ferry.signal(SIGWINCH);
+  EXPECT_TRUE(ferry.wait_for_log("SIGWINCH ignored")) << ferry.log();
+  EXPECT_TRUE(served_through(port, "still served after WINCH")) << ferry.log();
+  EXPECT_EQ(ferry.workers(), workers);
+
+  // The same once the new master of an upgrade has exited: this master is alone again.
+  const pid_t fresh = ferry.upgrade(2);
+  ASSERT_GT(fresh, 0) << ferry.log();
+  ::kill(fresh, SIGQUIT);
+  ASSERT_TRUE(ferry.wait_for_log("this master is in charge again")) << ferry.log();
+  ASSERT_TRUE(eventually([&] { return ferry.workers() == workers; })) << ferry.log();
+  ferry.drain_log();
+  const std::size_t mark = ferry.log().size();
+  ferry.signal(SIGWINCH);
+  ASSERT_TRUE(eventually([&] {
+    ferry.drain_log();
+    return ferry.log().find("SIGWINCH ignored", mark) != std::string::npos;
+  })) << ferry.log();
+  EXPECT_TRUE(served_through(port, "still served after the second WINCH")) << ferry.log();
+  EXPECT_EQ(ferry.workers(), workers);
 }
 
 TEST_F(UpgradeTest, HupOnTheOldMasterAndQuitOnTheNewRollBack) {
@@ -217,6 +237,77 @@ TEST(UpgradeHooksTest, ANewBinaryDoesNotActOnTheFirstMastersHealthCheckHook) {
   EXPECT_EQ(ferry.wait().exit_code, 0) << "the old master leaves by itself";
   ::kill(fresh, SIGQUIT);
   EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
+}
+
+// The binary an upgrade starts is the one the start's path names now: a link switched to another
+// release (/opt/ferry/current) runs the new target, and a ferry started through PATH (argv[0]
+// without a slash) finds its binary there again. The new target here is a script that records
+// that it ran and runs ferry.
+class UpgradeBinaryTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(UpgradeBinaryTest, TheLinkStartedThroughNamesTheNewBinary) {
+  const bool through_path = GetParam();
+  namespace fs = std::filesystem;
+  EchoServer backend;
+  TempDir dir;
+  const int port = free_port();
+  const std::string pid_file = dir.path() + "/ferry.pid";
+  const std::string conf =
+      dir.write("ferry.conf", "pid_file = \"" + pid_file + "\";\n" + config(port, backend.port()));
+  const std::string marker = dir.path() + "/next-ran";
+  const std::string next = dir.write(
+      "next", "#!/bin/sh\necho \"$0\" > '" + marker + "'\nexec '" + ferry_binary() + "' \"$@\"\n");
+  fs::permissions(next, fs::perms::owner_all);
+  const std::string link = dir.path() + "/bin/ferry";
+  fs::create_directories(dir.path() + "/bin");
+  fs::create_symlink(ferry_binary(), link);
+  std::unique_ptr<Process> master;
+  if (through_path) {
+    master = std::make_unique<Process>(std::vector<std::string>{
+        "/usr/bin/env", "PATH=" + dir.path() + "/bin:/usr/bin:/bin", "ferry", "-c", conf});
+  } else {
+    master = std::make_unique<Process>(std::vector<std::string>{link, "-c", conf});
+  }
+  ASSERT_TRUE(master->wait_for_stderr("worker(s) serving")) << master->stderr_so_far();
+
+  // Switched as a deployment does: a new link renamed over the old one.
+  fs::create_symlink(next, dir.path() + "/bin/ferry.new");
+  fs::rename(dir.path() + "/bin/ferry.new", link);
+  KillOnExit fresh;
+  master->signal(SIGUSR2);
+  EXPECT_TRUE(eventually([&] {
+    fresh.pid = pid_in(pid_file);
+    return fresh.pid > 0 && fresh.pid != master->pid() && children_of(fresh.pid).size() == 2;
+  })) << master->stderr_so_far();
+  EXPECT_TRUE(fs::exists(marker)) << "the new target did not run: " << master->stderr_so_far();
+  EXPECT_TRUE(served_through(port));
+}
+
+INSTANTIATE_TEST_SUITE_P(UpgradeTest, UpgradeBinaryTest, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "ThroughPath" : "ByItsPath"; });
+
+// A state page the new master does not know (a wrong magic word: another layout, another
+// program) is not read: the new master behaves as with none, and, stopped while the old master
+// drains its last session, hands the service back to it rather than trust the page's "stopping".
+TEST(UpgradeHooksTest, AStatePageWithAWrongMagicIsIgnored) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(port, backend.port()));
+  ferry.set_options({.env = {"FERRY_TEST_PASS_BAD_STATE_PAGE=1"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const int client = connect_to_port(port);  // keeps an old worker draining
+  ASSERT_TRUE(client >= 0 && echo_round_trip(client, "before the upgrade"));
+  const pid_t fresh = ferry.upgrade(2);
+  ASSERT_GT(fresh, 0) << ferry.log();
+  EXPECT_TRUE(ferry.wait_for_log("is not one this binary reads")) << ferry.log();
+  EXPECT_TRUE(ferry.wait_for_log("the old master shares no state page")) << ferry.log();
+  ferry.signal(SIGQUIT);
+  ASSERT_TRUE(ferry.wait_for_log("graceful stop")) << ferry.log();
+  ::kill(fresh, SIGQUIT);
+  EXPECT_TRUE(ferry.wait_for_log("handing the service back to it")) << ferry.log();
+  EXPECT_TRUE(echo_round_trip(client, "the session finishes"));
+  ::close(client);
+  EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
 }
 
 // How many of `pid`'s descriptors refer to `file`.

@@ -95,6 +95,7 @@ FerryInstance::FerryInstance(const std::string& body, const std::string& log_lev
 }
 
 FerryInstance::~FerryInstance() {
+  if (new_master_ > 0 && ::kill(new_master_, 0) == 0) ::kill(new_master_, SIGKILL);
   if (process_) {
     process_->signal(SIGTERM);
     process_->wait(std::chrono::seconds(10));
@@ -121,6 +122,30 @@ std::vector<std::string> FerryInstance::command_line(const std::string& signal) 
 
 Finished FerryInstance::command(const std::string& signal) {
   return run_program(command_line(signal), std::chrono::seconds(40));
+}
+
+pid_t FerryInstance::upgrade(std::size_t workers, std::chrono::milliseconds limit) {
+  const pid_t old_master = master();
+  signal(SIGUSR2);
+  pid_t fresh = 0;
+  const bool serving = eventually(
+      [&] {
+        fresh = pid_in(pid_file_);
+        return fresh > 0 && fresh != old_master && children_of(fresh).size() == workers;
+      },
+      limit);
+  if (fresh > 0 && fresh != old_master) new_master_ = fresh;
+  return serving ? fresh : 0;
+}
+
+std::set<pid_t> FerryInstance::own_workers() const {
+  std::set<pid_t> out = workers();
+  out.erase(new_master_);
+  return out;
+}
+
+pid_t pid_in(const std::string& file) {
+  return static_cast<pid_t>(std::atol(read_file(file).c_str()));
 }
 
 }  // namespace ferry::test

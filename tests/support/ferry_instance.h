@@ -61,6 +61,12 @@ class FerryInstance {
   }
   [[nodiscard]] pid_t master() const { return process_->pid(); }
   [[nodiscard]] std::set<pid_t> workers() const { return children_of(master()); }
+  // A binary upgrade (USR2): waits until the new master wrote the pid file and `workers` of its
+  // workers run. Returns the new master (0 when it did not serve within `limit`), which the
+  // destructor kills if it is still there (it is not our child).
+  pid_t upgrade(std::size_t workers, std::chrono::milliseconds limit = std::chrono::seconds(10));
+  // The master's workers without the new master of an upgrade (also its child).
+  [[nodiscard]] std::set<pid_t> own_workers() const;
   [[nodiscard]] const std::string& pid_file() const noexcept { return pid_file_; }
   [[nodiscard]] const std::string& conf() const noexcept { return conf_; }
   [[nodiscard]] const TempDir& dir() const noexcept { return dir_; }
@@ -84,6 +90,10 @@ class FerryInstance {
   std::vector<std::string> launcher_;
   std::vector<std::string> command_launcher_;
   std::unique_ptr<Process> process_;
+  pid_t new_master_ = 0;
 };
+
+// The pid written in `file` (0 when there is none).
+pid_t pid_in(const std::string& file);
 
 }  // namespace ferry::test
