@@ -334,7 +334,10 @@ class Master {
       stats_->worker_started(counters_->index_of(*counters), 0, generation, ::time(nullptr));
     }
     const pid_t self = ::getpid();
-    const std::size_t share = client_limits_->claim(self);
+    // With the counters entry, so that one master's workers take at most half of the shares:
+    // the other master of an upgrade always finds its own.
+    const std::size_t share =
+        counters != nullptr ? client_limits_->claim(self) : worker::ClientLimits::kNoShare;
     const pid_t pid = ::fork();
     if (pid == -1) {
       spdlog::error("fork() for worker {} failed: {}", slot, event::last_error().message());
@@ -349,19 +352,24 @@ class Master {
     if (pid == 0) {
       master_end.reset();
       // The master names this worker the share's owner once fork() returns; so does the worker,
-      // in case the master is killed in between (the share would then look free to the other
-      // master of an upgrade while this worker counts in it).
-      client_limits_->assign(share, self, ::getpid());
+      // in case the master is killed in between. Too late if the other master of an upgrade saw
+      // it gone and took the share back: then the worker counts without one.
+      std::size_t mine = share;
+      if (share != worker::ClientLimits::kNoShare &&
+          !client_limits_->assign(share, self, ::getpid())) {
+        spdlog::warn("worker {}: its per-client share was taken back (the master is gone)", slot);
+        mine = worker::ClientLimits::kNoShare;
+      }
       if (worker_fail_.applies(workers_started_)) {
         spdlog::warn("{}: worker start {} exits with code {}", kWorkerFailVariable,
                      workers_started_, worker_fail_.code);
         ::_exit(worker_fail_.code);
       }
-      ::_exit(worker_main(slot, generation, worker_end.release(), counters, share,
+      ::_exit(worker_main(slot, generation, worker_end.release(), counters, mine,
                           workers_started_ < scribbling_workers_));
     }
     ++workers_started_;
-    client_limits_->assign(share, self, pid);
+    (void)client_limits_->assign(share, self, pid);  // false: the child saw to it
     if (counters != nullptr) {
       counters->owner.store(pid);
       stats_->worker_forked(counters_->index_of(*counters), pid);

@@ -19,7 +19,8 @@
 namespace ferry::master {
 namespace {
 
-// The numbers of "A;B;C..." (an empty or malformed one as -1), at most five.
+// The numbers of "A;B;C..." (an empty or malformed one as -1), at most six: a sixth makes the
+// value one no ferry passes.
 std::vector<long> numbers_in(const std::string& list) {
   std::vector<long> out;
   std::size_t pos = 0;
@@ -38,16 +39,27 @@ std::vector<long> numbers_in(const std::string& list) {
 
 constexpr long kLayout = 2;
 
-// Closes `fd` if it is one of the segments an old master passes (a memfd named ferry-*), and
-// only then: a number that is not one might name an fd of ours (a listener).
-void close_if_passed(long fd) noexcept {
-  if (fd <= STDERR_FILENO || fd > std::numeric_limits<int>::max()) return;
+// `fd` when it is a segment an old master passes (a memfd whose name begins with `prefix`),
+// else -1 (logged): a number that is not one might name an fd of ours, a listener, which must be
+// neither taken over nor closed.
+int passed_memfd(long fd, std::string_view prefix) noexcept {
+  if (fd <= STDERR_FILENO || fd > std::numeric_limits<int>::max()) return -1;
   char target[64]{};
   const std::string link = "/proc/self/fd/" + std::to_string(fd);
   const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
-  if (n > 0 && std::string_view(target, static_cast<std::size_t>(n)).starts_with("/memfd:ferry-")) {
-    ::close(static_cast<int>(fd));
+  const std::string_view name(target, n > 0 ? static_cast<std::size_t>(n) : 0);
+  if (!name.starts_with("/memfd:" + std::string(prefix))) {
+    spdlog::error("{}: fd {} is not a segment an old master passes ({}): left alone",
+                  UpgradeSegments::kVariable, fd,
+                  n > 0 ? std::string(name) : "readlink: " + event::last_error().message());
+    return -1;
   }
+  return static_cast<int>(fd);
+}
+
+// Closes a segment passed for nothing (an older layout, a value not taken).
+void close_if_passed(long fd) noexcept {
+  if (const int mine = passed_memfd(fd, "ferry-"); mine >= 0) ::close(mine);
 }
 
 }  // namespace
@@ -64,8 +76,8 @@ worker::ClientLimits* UpgradeSegments::open_client_limits(bool upgraded) {
     const std::vector<long> n = numbers_in(passed);
     if (n.size() == 4) {
       // An older ferry: its statistics are taken, its per-client table (another layout) not.
-      old_registry_ = static_cast<int>(n[0]);
-      old_counters_ = static_cast<int>(n[1]);
+      old_registry_ = passed_memfd(n[0], "ferry-stats-");
+      old_counters_ = passed_memfd(n[1], "ferry-stats-");
       close_if_passed(n[2]);
       spdlog::warn("the old master is an older ferry: per-client counts start over");
     } else if (n.size() != 5 || n[0] != kLayout) {
@@ -75,13 +87,17 @@ worker::ClientLimits* UpgradeSegments::open_client_limits(bool upgraded) {
           "start over",
           kVariable, passed);
     } else {
-      old_registry_ = static_cast<int>(n[1]);
-      old_counters_ = static_cast<int>(n[2]);
-      if (n[4] > STDERR_FILENO) secret_ = worker::ClientSecret::adopt(static_cast<int>(n[4]));
-      if (!secret_) {
-        close_if_passed(n[3]);
-      } else if (n[3] > STDERR_FILENO &&
-                 !limits_shm_.adopt(static_cast<int>(n[3]), worker::ClientLimits::bytes_needed())) {
+      old_registry_ = passed_memfd(n[1], "ferry-stats-");
+      old_counters_ = passed_memfd(n[2], "ferry-stats-");
+      const int limits = n[3] >= 0 ? passed_memfd(n[3], "ferry-client-limits") : -1;
+      if (const int secret = n[4] >= 0 ? passed_memfd(n[4], "ferry-client-secret") : -1;
+          secret >= 0) {
+        secret_ = worker::ClientSecret::adopt(secret);
+      }
+      if (!secret_ || limits < 0) {
+        secret_.reset();
+        if (limits >= 0) ::close(limits);
+      } else if (!limits_shm_.adopt(limits, worker::ClientLimits::bytes_needed())) {
         spdlog::info("per-client counts taken over from the old master");
         return worker::ClientLimits::adopt(limits_shm_.data());
       }
@@ -146,8 +162,8 @@ void UpgradeSegments::pass_to_exec(const worker::StatsTable& stats) const {
   int secret = secret_ ? secret_->fd() : -1;
   if (limits >= 0 && secret >= 0 &&
       (::fcntl(limits, F_SETFD, 0) == -1 || ::fcntl(secret, F_SETFD, 0) == -1)) {
-    spdlog::error("fcntl(F_SETFD, 0) for the per-client table failed: {}",
-                  event::last_error().message());
+    spdlog::error("fcntl(F_SETFD, 0) for the per-client table (fds {} and {}) failed: {}", limits,
+                  secret, event::last_error().message());
     (void)::fcntl(limits, F_SETFD, FD_CLOEXEC);  // the child execs now: nothing else to do
   }
   if (limits < 0 || secret < 0 || (::fcntl(limits, F_GETFD) & FD_CLOEXEC) != 0 ||

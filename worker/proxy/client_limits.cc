@@ -263,10 +263,10 @@ std::size_t ClientLimits::claim(pid_t master) noexcept {
   return kNoShare;
 }
 
-void ClientLimits::assign(std::size_t share, pid_t master, pid_t worker) noexcept {
-  if (share >= kShares) return;
+bool ClientLimits::assign(std::size_t share, pid_t master, pid_t worker) noexcept {
+  if (share >= kShares) return false;
   std::int32_t expected = master;
-  (void)owner_at(owners_[share]).compare_exchange_strong(expected, worker);
+  return owner_at(owners_[share]).compare_exchange_strong(expected, worker) || expected == worker;
 }
 
 bool ClientLimits::give_back(std::size_t share, pid_t owner, pid_t master) noexcept {

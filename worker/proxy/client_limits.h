@@ -92,8 +92,10 @@ class ClientLimits {
   // assign() names the worker. Shares whose owner is gone (a reaped worker whose master died
   // before giving its share back) are recovered first. kNoShare (logged) when all are taken.
   std::size_t claim(pid_t master) noexcept;
-  // Master only, once forked: `worker` owns the share claim() gave `master`.
-  void assign(std::size_t share, pid_t master, pid_t worker) noexcept;
+  // Master or worker, once forked: `worker` owns the share claim() gave `master`. False when
+  // the share is no longer `master`'s (nor already `worker`'s): it was taken back because
+  // `master` was seen gone.
+  bool assign(std::size_t share, pid_t master, pid_t worker) noexcept;
   // Master only, once `owner` (a worker, or `master` itself when the fork failed) is reaped:
   // its sessions are taken back out of the table, and the share is free again. Nothing, when
   // another master's claim() took the share first (it recovered it then): returns false.

@@ -61,9 +61,14 @@ std::optional<ClientSecret> ClientSecret::adopt(int fd) noexcept {
     return std::nullopt;
   }
   const int seals = ::fcntl(fd, F_GET_SEALS);
+  if (seals == -1) {
+    spdlog::error("fcntl({}, F_GET_SEALS) on the passed per-client secret failed: {}", fd,
+                  event::last_error().message());
+    return std::nullopt;
+  }
   // Anything else is not what an old master made: a secret someone could still change.
   if (!S_ISREG(st.st_mode) || static_cast<std::size_t>(st.st_size) != s.value_.size() ||
-      seals == -1 || (seals & kSeals) != kSeals) {
+      (seals & kSeals) != kSeals) {
     spdlog::error("passed fd {} is not a sealed per-client secret", fd);
     return std::nullopt;
   }
