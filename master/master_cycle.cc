@@ -217,7 +217,7 @@ class Master {
 
     loop_.run();
 
-    remove_pid_file(pid_file_);
+    remove_pid_file(pid_file_, ::getpid());
     if (owns_control_path_) ::unlink(control_path_.c_str());
     spdlog::log(exit_code_ == 0 ? spdlog::level::info : spdlog::level::err, "master exiting{}",
                 exit_code_ == 0 ? "" : " with an error");
@@ -641,7 +641,7 @@ class Master {
             "pid_file changed to {} but the control socket cannot move; the master stays "
             "at {}",
             config_->pid_file, old_pid_file);
-        if (!same_pid_file) remove_pid_file(config_->pid_file);
+        if (!same_pid_file) remove_pid_file(config_->pid_file, ::getpid());
         return;
       }
       control_path_ = new_control_path;
@@ -650,7 +650,7 @@ class Master {
       }
       owns_control_path_ = true;
     }
-    if (!same_pid_file) remove_pid_file(old_pid_file);
+    if (!same_pid_file) remove_pid_file(old_pid_file, ::getpid());
     pid_file_ = config_->pid_file;
     spdlog::info("pid file moved from {} to {}; control socket {}", old_pid_file, pid_file_,
                  control_path_);

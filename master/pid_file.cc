@@ -102,7 +102,16 @@ std::error_code write_pid_file(const std::string& path, pid_t pid) {
   return {};
 }
 
-void remove_pid_file(const std::string& path) {
+void remove_pid_file(const std::string& path, pid_t owner) {
+  std::string why;
+  if (const auto entry = read_pid_file(path, why); !entry || entry->pid != owner) {
+    if (entry) {
+      spdlog::info("pid file {} names pid {}, not this master's: left in place", path, entry->pid);
+    } else if (::access(path.c_str(), F_OK) == 0 || errno != ENOENT) {
+      spdlog::warn("pid file {} left in place: {}", path, why);
+    }
+    return;
+  }
   if (::unlink(path.c_str()) == -1 && errno != ENOENT) {
     spdlog::error("cannot remove pid file {}: {}", path, std::strerror(errno));
   }

@@ -14,7 +14,9 @@ namespace ferry::master {
 // name created with O_EXCL beside the path (mkostemp), renamed over the path. Creates the folder
 // when it is missing.
 std::error_code write_pid_file(const std::string& path, pid_t pid);
-void remove_pid_file(const std::string& path);
+// Removes the pid file at `path` only while it names `owner`: another master (a new one of an
+// upgrade, one started since) may have written its own there, which is not ours to remove.
+void remove_pid_file(const std::string& path, pid_t owner);
 // Creates the folder of the pid file and control socket when missing, mode 0755 whatever the
 // umask (its parents as create_directories does); warns when an existing one lets other users
 // replace what is in it (writable by group or others without the sticky bit, or owned by

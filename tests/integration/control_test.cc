@@ -145,6 +145,22 @@ TEST(ControlFilesTest, SignalCommandsRefuseAPidFileNotTheMastersOrALink) {
   victim.signal(SIGKILL);
 }
 
+// Issue 18 item 11: a master on its way out removed whatever was at its pid file's path,
+// though another master (a new one of an upgrade, one started since) had written its own there.
+TEST(ControlFilesTest, AMasterRemovesOnlyAPidFileThatNamesIt) {
+  EchoServer backend;
+  FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::string other = std::to_string(::getpid()) + "\n";  // a live process, not ferry
+  TempDir scratch;
+  const std::string written = scratch.write("ferry.pid", other);
+  ASSERT_EQ(::rename(written.c_str(), ferry.pid_file().c_str()), 0);
+  ferry.signal(SIGQUIT);
+  EXPECT_EQ(ferry.wait().exit_code, 0);
+  EXPECT_EQ(read_file(ferry.pid_file()), other) << ferry.log();
+  EXPECT_NE(ferry.log().find("not this master's: left in place"), std::string::npos) << ferry.log();
+}
+
 // A master that no longer accepts (its backlog full): `-s` gives up instead of waiting forever.
 TEST(ControlFilesTest, SignalCommandsGiveUpOnAControlSocketThatTakesNoConnection) {
   TempDir dir;
