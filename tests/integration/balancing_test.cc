@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/process.h"
@@ -23,20 +24,14 @@ namespace {
 
 using std::chrono::milliseconds;
 
-std::string server(int port, const std::string& extra = "") {
-  return "{ address = \"127.0.0.1:" + std::to_string(port) + "\"; " + extra + "}";
-}
-
-std::string proxy(const std::string& name, int port) {
-  return "{ name = \"" + name + "\"; listen = \"127.0.0.1:" + std::to_string(port) +
-         "\"; upstream = \"app\"; access_log = \"off\"; }";
+ProxySpec proxy(const std::string& name, int port, const std::string& extra = "") {
+  return {name, {loopback(port)}, "app", "access_log = \"off\"; " + extra};
 }
 
 // One worker, an upstream "app" of servers `a` and `b`, and proxies "one" and "two" on it.
 std::string two_proxies(const std::string& balance, int a, int b, int port1, int port2) {
-  return "worker_processes = 1;\nupstreams = ( { name = \"app\"; balance = \"" + balance +
-         "\"; servers = ( " + server(a) + ", " + server(b) + " ); } );\nproxies = ( " +
-         proxy("one", port1) + ", " + proxy("two", port2) + " );\n";
+  return config_text("worker_processes = 1;", {proxy("one", port1), proxy("two", port2)},
+                     {upstream_of({server_at(a), server_at(b)}, "balance = \"" + balance + "\";")});
 }
 
 class ServerBackTest : public ::testing::TestWithParam<std::string> {};
@@ -49,10 +44,9 @@ TEST_P(ServerBackTest, AfterEveryServerFailedTheNextClientIsServedByTheOneBack) 
   const int port = free_port();
   const std::string passive = "max_fails = 1; fail_timeout = \"60s\"; ";
   FerryInstance ferry(
-      "worker_processes = 1;\n"
-      "upstreams = ( { name = \"app\"; balance = \"" +
-      GetParam() + "\"; servers = ( " + server(first, passive) + ", " + server(second, passive) +
-      " ); } );\nproxies = ( " + proxy("web", port) + " );\n");
+      config_text("worker_processes = 1;", {proxy("web", port)},
+                  {upstream_of({server_at(first, passive), server_at(second, passive)},
+                               "balance = \"" + GetParam() + "\";")}));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   EXPECT_FALSE(served_through(port, "nobody there"));
   ASSERT_TRUE(ferry.wait_for_log("no server could take client")) << ferry.log();
@@ -124,11 +118,9 @@ int sockets_of(pid_t pid) {
 TEST(BalancingTest, MaxConnsHoldsAcrossWorkersAndADeadWorkersSessionsAreGivenBack) {
   EchoServer limited, other;
   const int port = free_port();
-  FerryInstance ferry(
-      "worker_processes = 2;\nupstreams = ( { name = \"app\"; servers = ( " +
-      server(limited.port(), "max_conns = 2; ") + ", " + server(other.port()) +
-      " ); } );\nproxies = ( { name = \"web\"; listen = \"127.0.0.1:" + std::to_string(port) +
-      "\"; upstream = \"app\"; reuseport = true; access_log = \"off\"; } );\n");
+  FerryInstance ferry(config_text(
+      "worker_processes = 2;", {proxy("web", port, "reuseport = true;")},
+      {upstream_of({server_at(limited.port(), "max_conns = 2;"), server_at(other.port())})}));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   const auto hold = [&](int n) {
     std::vector<int> fds;

@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/config_text.h"
 #include "tests/support/dns_server.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
@@ -30,15 +31,12 @@ constexpr const char* kDead = "127.0.0.2";
 // the one server `server`, checked every 100 ms; passive checks off (max_fails = 0), so only the
 // active checks can keep sessions away from an address.
 std::string checked_config(const std::string& server, int port) {
-  return "worker_processes = 2;\n"
-         "upstreams = ( { name = \"app\"; resolve_interval = \"100ms\"; servers = ( { address = "
-         "\"" +
-         server +
-         "\"; max_fails = 0; } );\n"
-         "  health_check = { interval = \"100ms\"; timeout = \"100ms\"; fails = 1; passes = 1; "
-         "}; } );\n"
-         "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
-         std::to_string(port) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n";
+  return config_text(
+      "worker_processes = 2;",
+      {{.listen = {loopback(port)}, .upstream = "app", .extra = "access_log = \"off\";"}},
+      {upstream_of({{server, "max_fails = 0;"}},
+                   "resolve_interval = \"100ms\"; health_check = { interval = \"100ms\"; "
+                   "timeout = \"100ms\"; fails = 1; passes = 1; };")});
 }
 
 // The row of `server` in `ferry -s status`'s server table: upstream, server, state, sessions,
@@ -244,10 +242,9 @@ TEST_F(HealthCheckTest, AVerdictBeyondTheBoardsPlacesIsSaidNotShared) {
 // 30 s, the default resolve_interval); then each of its addresses serves (a dead one is failed
 // over once, then passively failed for fail_timeout: max_fails 1, fail_timeout 10 s).
 TEST_F(HealthCheckTest, TheInlineUpstreamFormResolvesLaterAndServesFromEveryAddress) {
-  const std::string config =
-      "worker_processes = 1;\n"
-      "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
-      std::to_string(port_) + "\"; upstream = \"" + server_ + "\"; access_log = \"off\"; } );\n";
+  const std::string config = config_text(
+      "worker_processes = 1;",
+      {{.listen = {loopback(port_)}, .upstream = server_, .extra = "access_log = \"off\";"}});
   start(config);
   EXPECT_NE(ferry_->log().find("stays unavailable until the name resolves"), std::string::npos)
       << ferry_->log();

@@ -136,15 +136,16 @@ TEST(PassProxyProtocolTest, AReceivedHeaderIsSentOnWithTheOriginalAddresses) {
   Recorder v2_backend;
   const int v1_port = free_port();
   const int v2_port = free_port();
+  const auto relay = [](int port, int backend, const std::string& version) {
+    return ProxySpec{"to-" + version,
+                     {loopback(port)},
+                     loopback(backend),
+                     "accept_proxy_protocol = true; send_proxy_protocol = \"" + version +
+                         "\"; access_log = \"off\";"};
+  };
   FerryInstance ferry(
-      "worker_processes = 1;\nproxies = (\n"
-      "  { name = \"to-v1\"; listen = \"127.0.0.1:" +
-      std::to_string(v1_port) + "\"; upstream = \"127.0.0.1:" + std::to_string(v1_backend.port) +
-      "\"; accept_proxy_protocol = true; send_proxy_protocol = \"v1\"; access_log = \"off\"; },\n"
-      "  { name = \"to-v2\"; listen = \"127.0.0.1:" +
-      std::to_string(v2_port) + "\"; upstream = \"127.0.0.1:" + std::to_string(v2_backend.port) +
-      "\"; accept_proxy_protocol = true; send_proxy_protocol = \"v2\"; access_log = \"off\"; }\n"
-      ");\n");
+      config_text("worker_processes = 1;",
+                  {relay(v1_port, v1_backend.port, "v1"), relay(v2_port, v2_backend.port, "v2")}));
   ASSERT_TRUE(ferry.start()) << ferry.log();
 
   // v2 in (TCP4 192.0.2.1:1234 -> 198.51.100.2:80, with a NOOP TLV), v1 out.

@@ -412,19 +412,13 @@ TEST(ProxyTest, HealthChecksMarkAStoppedServerDownAndARestartedOneUpForEveryWork
   auto flaky = std::make_unique<EchoServer>();
   const int flaky_port = flaky->port();
   const int port = free_port();
-  const std::string list =
-      "{ address = \"127.0.0.1:" + std::to_string(steady.port()) +
-      "\"; max_fails = 0; }, { address = \"127.0.0.1:" + std::to_string(flaky_port) +
-      "\"; max_fails = 0; }";
-  FerryInstance ferry(
-      "worker_processes = 2;\n"
-      "upstreams = ( { name = \"app\"; servers = ( " +
-      list +
-      " );\n"
-      "  health_check = { interval = \"100ms\"; timeout = \"100ms\"; fails = 2; passes = 2; "
-      "}; } );\n"
-      "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
-      std::to_string(port) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n");
+  FerryInstance ferry(config_text(
+      "worker_processes = 2;",
+      {{.listen = {loopback(port)}, .upstream = "app", .extra = "access_log = \"off\";"}},
+      {upstream_of(
+          {server_at(steady.port(), "max_fails = 0;"), server_at(flaky_port, "max_fails = 0;")},
+          "health_check = { interval = \"100ms\"; timeout = \"100ms\"; fails = 2; "
+          "passes = 2; };")}));
   ASSERT_TRUE(ferry.start()) << ferry.log();
 
   flaky.reset();  // the backend stops: connects are refused
