@@ -20,6 +20,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/epoll_backend.h"
 #include "tests/support/ferry_instance.h"
@@ -161,24 +162,21 @@ TEST_P(NofileLimitTest, AtExhaustionSessionsLastNewClientsWaitOrAreRefusedCheapl
   const int port = free_port();
   const int fill_port = free_port();
   const int hold_port = free_port();
-  const std::string direct =
-      "upstream = \"127.0.0.1:" + std::to_string(backend.port()) + "\"; access_log = \"off\"; ";
-  FerryInstance ferry(
+  const std::string off = "access_log = \"off\"; ";
+  FerryInstance ferry(config_text(
       std::string("events = { accept_mutex = ") + (mutex ? "true" : "false") +
-      "; };\nworker_processes = 1;\nworker_connections = 1024;\nworker_rlimit_nofile = " +
-      std::to_string(kLimit) +
-      ";\nupstreams = ( { name = \"be\"; servers = ( { address = \"127.0.0.1:" +
-      std::to_string(backend.port()) +
-      "\"; max_fails = 1; fail_timeout = \"60s\"; } ); } );\n"
-      "proxies = (\n  { name = \"main\"; listen = \"127.0.0.1:" +
-      std::to_string(port) + "\"; upstream = \"be\"; access_log = \"off\"; },\n" +
-      "  { name = \"fill\"; listen = \"127.0.0.1:" + std::to_string(fill_port) + "\"; " + direct +
-      "},\n"
-      // A client that never sends its PROXY header holds exactly one descriptor: it
-      // sets the parity so that the worker can be filled to the last fd.
-      "  { name = \"hold\"; listen = \"127.0.0.1:" +
-      std::to_string(hold_port) + "\"; " + direct +
-      "accept_proxy_protocol = true; connect_timeout = \"120s\"; }\n);\n");
+          "; };\nworker_processes = 1;\nworker_connections = 1024;\nworker_rlimit_nofile = " +
+          std::to_string(kLimit) + ";",
+      {{"main", {loopback(port)}, "be", off},
+       {"fill", {loopback(fill_port)}, loopback(backend.port()), off},
+       // A client that never sends its PROXY header holds exactly one descriptor: it sets the
+       // parity so that the worker can be filled to the last fd.
+       {"hold",
+        {loopback(hold_port)},
+        loopback(backend.port()),
+        off + "accept_proxy_protocol = true; connect_timeout = \"120s\";"}},
+      {upstream_of({server_at(backend.port(), "max_fails = 1; fail_timeout = \"60s\";")}, "",
+                   "be")}));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   ASSERT_EQ(ferry.workers().size(), 1U);
   const pid_t worker = *ferry.workers().begin();
@@ -294,10 +292,8 @@ TEST(ConnectionPoolLimitTest, AnEmptyPoolRefusesAtOnceWithoutSpinningAndRecovers
   EchoServer backend;
   const int port = free_port();
   FerryInstance ferry(
-      "worker_processes = 1;\nworker_connections = 16;\nproxies = (\n  { name = "
-      "\"main\"; listen = \"127.0.0.1:" +
-      std::to_string(port) + "\"; upstream = \"127.0.0.1:" + std::to_string(backend.port()) +
-      "\"; access_log = \"off\"; }\n);\n");
+      config_text("worker_processes = 1;\nworker_connections = 16;",
+                  {{"main", {loopback(port)}, loopback(backend.port()), "access_log = \"off\";"}}));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   std::vector<int> sessions;
   int refused = -1;
@@ -372,11 +368,12 @@ TEST(IdleCrowdTest, TenThousandIdleAndAThousandSlowDripClientsStayWithinMemoryAn
   // pool, a little below the fd limit, would refuse before EMFILE could strike.
   const rlim_t connections = std::min<rlim_t>(ferry_nofile - 64, 32'768);
   FerryInstance ferry(
-      "worker_processes = 2;\nworker_connections = " + std::to_string(connections) +
-      ";\nworker_rlimit_nofile = " + std::to_string(ferry_nofile) +
-      ";\nproxies = (\n  { name = \"main\"; listen = \"127.0.0.1:" + std::to_string(port) +
-      "\"; upstream = \"127.0.0.1:" + std::to_string(backend.port()) +
-      "\"; reuseport = true; backlog = 4096; access_log = \"off\"; }\n);\n");
+      config_text("worker_processes = 2;\nworker_connections = " + std::to_string(connections) +
+                      ";\nworker_rlimit_nofile = " + std::to_string(ferry_nofile) + ";",
+                  {{"main",
+                    {loopback(port)},
+                    loopback(backend.port()),
+                    "reuseport = true; backlog = 4096; access_log = \"off\";"}}));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   // Warm up the pools (buffers, pipes) so that the baseline is a serving ferry.
   for (int i = 0; i < 20; ++i) {

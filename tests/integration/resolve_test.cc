@@ -18,6 +18,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/config_text.h"
 #include "tests/support/dns_server.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
@@ -31,12 +32,10 @@ using std::chrono::seconds;
 
 std::string one_server_config(const std::string& address, int listen_port,
                               const std::string& resolve_interval = "100ms") {
-  return "worker_processes = 1;\n"
-         "upstreams = ( { name = \"app\"; resolve_interval = \"" +
-         resolve_interval + "\"; servers = ( { address = \"" + address +
-         "\"; } ); } );\n"
-         "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
-         std::to_string(listen_port) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n";
+  return config_text(
+      "worker_processes = 1;",
+      {{.listen = {loopback(listen_port)}, .upstream = "app", .extra = "access_log = \"off\";"}},
+      {upstream_of({{address, ""}}, "resolve_interval = \"" + resolve_interval + "\";")});
 }
 
 // Counts the occurrences of `what` in `text`.
@@ -164,15 +163,11 @@ TEST(ResolveTest, AnUnresolvableServerIsAWarningAndJoinsOnceItResolves) {
   EchoServer backend;
   EchoServer other;
   const int port = free_port();
-  FerryInstance ferry(
-      "worker_processes = 1;\n"
-      "upstreams = ( { name = \"app\"; resolve_interval = \"100ms\"; servers = ( "
-      "{ address = \"later.test:" +
-      std::to_string(backend.port()) +
-      "\"; }, { address = \"127.0.0.1:" + std::to_string(other.port()) +
-      "\"; } ); } );\n"
-      "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
-      std::to_string(port) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n");
+  FerryInstance ferry(config_text(
+      "worker_processes = 1;",
+      {{.listen = {loopback(port)}, .upstream = "app", .extra = "access_log = \"off\";"}},
+      {upstream_of({{"later.test:" + std::to_string(backend.port()), ""}, server_at(other.port())},
+                   "resolve_interval = \"100ms\";")}));
   const auto sandbox = resolv_sandbox(dns, HostsLayout::ipv4_only, ferry.dir().path());
   std::vector<std::string> check = sandbox;
   check.insert(check.end(), {ferry_binary(), "-t", "-c", ferry.conf()});
@@ -221,11 +216,10 @@ INSTANTIATE_TEST_SUITE_P(ResolveTest, OnlyServerUnresolved, ::testing::Values("1
 // resolve_required keeps nginx's strict rule for operators who want it.
 TEST(ResolveTest, ResolveRequiredRefusesAnUnresolvableName) {
   DnsServer dns;
-  FerryInstance ferry(
-      "upstreams = ( { name = \"app\"; resolve_required = true; servers = ( "
-      "{ address = \"later.test:80\"; } ); } );\n"
-      "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
-      std::to_string(free_port()) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n");
+  FerryInstance ferry(config_text(
+      "",
+      {{.listen = {loopback(free_port())}, .upstream = "app", .extra = "access_log = \"off\";"}},
+      {upstream_of({{"later.test:80", ""}}, "resolve_required = true;")}));
   std::vector<std::string> check = resolv_sandbox(dns, HostsLayout::ipv4_only, ferry.dir().path());
   check.insert(check.end(), {ferry_binary(), "-t", "-c", ferry.conf()});
   const Finished t = run_program(check);
@@ -262,20 +256,17 @@ TEST(ResolveTest, ReResolutionAddsAndRemovesAddresses) {
 // One upstream of three names (each set to 127.0.0.1 in `dns`) at `backend`, re-resolved hourly;
 // the proxy "web" on `port`, and `more_proxies` after it.
 std::string three_names_config(DnsServer& dns, int backend, int port,
-                               const std::string& more_proxies = "") {
-  std::string servers;
+                               const std::vector<ProxySpec>& more_proxies = {}) {
+  std::vector<ServerSpec> servers;
   for (const char* name : {"one.test", "two.test", "three.test"}) {
     dns.set(name, {"127.0.0.1"});
-    servers += std::string(servers.empty() ? "" : ", ") + "{ address = \"" + name + ":" +
-               std::to_string(backend) + "\"; }";
+    servers.push_back({std::string(name) + ":" + std::to_string(backend), ""});
   }
-  return "worker_processes = 1;\n"
-         "upstreams = ( { name = \"app\"; resolve_interval = \"1h\"; servers = ( " +
-         servers +
-         " ); } );\n"
-         "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
-         std::to_string(port) + "\"; upstream = \"app\"; access_log = \"off\"; }" + more_proxies +
-         " );\n";
+  std::vector<ProxySpec> proxies = {
+      {.listen = {loopback(port)}, .upstream = "app", .extra = "access_log = \"off\";"}};
+  proxies.insert(proxies.end(), more_proxies.begin(), more_proxies.end());
+  return config_text("worker_processes = 1;", proxies,
+                     {upstream_of(servers, "resolve_interval = \"1h\";")});
 }
 
 // The master reads a reloaded configuration, and resolves its names, off its event loop: while
@@ -370,9 +361,7 @@ TEST_P(QueuedBehindARejectedRead, TheQueuedReloadStillRuns) {
   ferry.rewrite(GetParam() == BadFile::invalid_setting
                     ? good + "no_such_setting = 1;\n"
                     : three_names_config(dns, backend.port(), port,
-                                         ", { name = \"taken\"; listen = \"127.0.0.1:" +
-                                             std::to_string(taken.port()) +
-                                             "\"; upstream = \"app\"; }"));
+                                         {{"taken", {loopback(taken.port())}, "app", ""}}));
   // Each answer now takes 800 ms: reading the file takes over two seconds.
   dns.set_delay(milliseconds(800));
   const int before = dns.queries();

@@ -31,6 +31,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/process.h"
@@ -277,24 +278,17 @@ std::vector<std::string> privilege_problems(pid_t pid, const Identity& id) {
 // the status endpoint, health checks, an access log.
 std::string config(const std::string& user, int backend, int port, int port2, int status_port,
                    const std::string& access_log) {
-  const std::string b = std::to_string(backend);
-  return (user.empty() ? "" : "user = \"" + user + "\";\n") +
-         "worker_processes = 2;\n"
-         "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:" +
-         b +
-         "\"; } ); health_check = { interval = \"200ms\"; timeout = \"1s\"; fails = 3; passes = "
-         "1; }; } );\n"
-         "proxies = (\n"
-         "  { name = \"web\"; listen = [ \"127.0.0.1:" +
-         std::to_string(port) + "\", \"127.0.0.2:" + std::to_string(port) +
-         "\" ]; upstream = \"app\"; access_log = \"" + access_log +
-         "\"; },\n"
-         "  { name = \"pooled\"; listen = \"127.0.0.1:" +
-         std::to_string(port2) +
-         "\"; reuseport = true; upstream = \"app\"; access_log = \"off\"; }\n"
-         ");\n"
-         "status = { listen = \"127.0.0.1:" +
-         std::to_string(status_port) + "\"; };\n";
+  return config_text(
+             (user.empty() ? "" : "user = \"" + user + "\";\n") + "worker_processes = 2;",
+             {{"web",
+               {loopback(port), "127.0.0.2:" + std::to_string(port)},
+               "app",
+               "access_log = \"" + access_log + "\";"},
+              {"pooled", {loopback(port2)}, "app", "reuseport = true; access_log = \"off\";"}},
+             {upstream_of({server_at(backend)},
+                          "health_check = { interval = \"200ms\"; timeout = \"1s\"; fails = 3; "
+                          "passes = 1; };")}) +
+         "status = { listen = \"" + loopback(status_port) + "\"; };\n";
 }
 
 // One session through `port`, left open so that its client and upstream sockets are counted.
@@ -464,14 +458,12 @@ TEST_F(SecurityAsNobodyTest, WorkersAsTheUserReopenTheErrorLogTheMasterMade) {
   TempDir dir;
   ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
   const std::string error_log = dir.path() + "/error.log";
-  const std::string conf =
-      dir.write("ferry.conf", "user = \"nobody\";\npid_file = \"" + dir.path() +
-                                  "/ferry.pid\";\nlog = { path = \"" + error_log +
-                                  "\"; level = \"info\"; };\n"
-                                  "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
-                                  std::to_string(free_port()) +
-                                  "\"; upstream = \"127.0.0.1:" + std::to_string(backend.port()) +
-                                  "\"; access_log = \"off\"; } );\n");
+  const std::string conf = dir.write(
+      "ferry.conf",
+      config_text(
+          "user = \"nobody\";\npid_file = \"" + dir.path() + "/ferry.pid\";\nlog = { path = \"" +
+              error_log + "\"; level = \"info\"; };",
+          {{"web", {loopback(free_port())}, loopback(backend.port()), "access_log = \"off\";"}}));
   Process ferry({ferry_binary(), "-c", conf});
   ASSERT_TRUE(eventually([&] { return read_file(error_log).find("serving") != std::string::npos; },
                          seconds(20)))
@@ -527,12 +519,10 @@ TEST_F(SecurityAsNobodyTest, ALinkInPlaceOfALogIsNotGivenToTheUser) {
   ASSERT_EQ(::symlink(victim.c_str(), linked.c_str()), 0);
   ASSERT_EQ(::link(other.c_str(), hard.c_str()), 0);
   auto proxy = [&](const std::string& name, const std::string& log) {
-    return "{ name = \"" + name + "\"; listen = \"127.0.0.1:" + std::to_string(free_port()) +
-           "\"; upstream = \"127.0.0.1:" + std::to_string(backend.port()) + "\"; access_log = \"" +
-           log + "\"; }";
+    return ProxySpec{
+        name, {loopback(free_port())}, loopback(backend.port()), "access_log = \"" + log + "\";"};
   };
-  FerryInstance ferry("user = \"nobody\";\nproxies = ( " + proxy("a", linked) + ", " +
-                      proxy("b", hard) + " );\n");
+  FerryInstance ferry(config_text("user = \"nobody\";", {proxy("a", linked), proxy("b", hard)}));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   for (const std::string& file : {victim, other}) {
     struct stat st {};
@@ -636,12 +626,8 @@ TEST_F(SecurityTest, TheStatusEndpointListensOnLoopbackByDefault) {
   }
   EchoServer backend;
   const int port = free_port();
-  FerryInstance ferry("upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:" +
-                      std::to_string(backend.port()) +
-                      "\"; } ); } );\n"
-                      "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
-                      std::to_string(port) +
-                      "\"; upstream = \"app\"; access_log = \"off\"; } );\n"
+  FerryInstance ferry(config_text("", {{"web", {loopback(port)}, "app", "access_log = \"off\";"}},
+                                  {upstream_of({server_at(backend.port())})}) +
                       "status = { };\n");
   const Finished dump = run_program({ferry_binary(), "-T", "-c", ferry.conf()});
   EXPECT_EQ(dump.exit_code, 0) << dump.err;
