@@ -19,6 +19,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/notify_listener.h"
@@ -38,24 +39,21 @@ std::string events(AcceptMode mode) {
          (mode == AcceptMode::mutex ? "true" : "false") + "; accept_mutex_delay = \"50ms\"; };\n";
 }
 
-std::string proxy(const std::string& name, int port, AcceptMode mode) {
-  return "{ name = \"" + name + "\"; listen = [ \"127.0.0.1:" + std::to_string(port) +
-         "\" ]; upstream = \"app\"; access_log = \"off\"; reuseport = " +
-         (mode == AcceptMode::reuseport ? "true" : "false") + "; }";
-}
-
 // Two workers; a proxy on each port of `ports`.
 std::string config(AcceptMode mode, int backend, const std::vector<int>& ports,
                    const std::string& extra = "") {
-  std::string proxies;
-  for (std::size_t i = 0; i < ports.size(); ++i) {
-    proxies += (i == 0 ? "" : ",\n") + proxy("p" + std::to_string(ports[i]), ports[i], mode);
+  std::vector<ProxySpec> proxies;
+  for (const int port : ports) {
+    proxies.push_back({"p" + std::to_string(port),
+                       {loopback(port)},
+                       "app",
+                       std::string("access_log = \"off\"; reuseport = ") +
+                           (mode == AcceptMode::reuseport ? "true" : "false") + ";"});
   }
-  return extra + events(mode) +
-         "worker_processes = 2;\nworker_connections = 256;\n"
-         "worker_shutdown_timeout = \"30s\";\n"
-         "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:" +
-         std::to_string(backend) + "\"; } ); } );\nproxies = (\n" + proxies + "\n);\n";
+  return config_text(extra + events(mode) +
+                         "worker_processes = 2;\nworker_connections = 256;\n"
+                         "worker_shutdown_timeout = \"30s\";",
+                     proxies, {upstream_of({server_at(backend)})});
 }
 
 // systemd was told STOPPING=1, and READY=1 never after it.

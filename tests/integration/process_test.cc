@@ -18,6 +18,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/process.h"
@@ -30,12 +31,10 @@ using std::chrono::seconds;
 
 std::string config(int workers, int listen_port, int backend_port,
                    const std::string& extra_top = "", const std::string& extra_proxy = "") {
-  return extra_top + "worker_processes = " + std::to_string(workers) +
-         ";\nworker_connections = 1024;\n"
-         "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:" +
-         std::to_string(backend_port) + "\"; } ); } );\n" +
-         "proxies = ( { name = \"web\"; listen = [ \"127.0.0.1:" + std::to_string(listen_port) +
-         "\" ]; upstream = \"app\"; access_log = \"off\"; " + extra_proxy + "} );\n";
+  return config_text(
+      extra_top + "worker_processes = " + std::to_string(workers) + ";\nworker_connections = 1024;",
+      {{"web", {loopback(listen_port)}, "app", "access_log = \"off\"; " + extra_proxy}},
+      {upstream_of({server_at(backend_port)})});
 }
 
 std::size_t open_fds(pid_t pid) {

@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/load.h"
@@ -33,17 +34,15 @@ struct Mode {
 };
 
 std::string config(const Mode& m, int workers, int port, int backend) {
-  return "worker_processes = " + std::to_string(workers) +
-         ";\nworker_connections = 4096;\n"
-         "events = { accept_mutex = " +
-         (m.accept_mutex ? "true" : "false") +
-         "; accept_mutex_delay = \"20ms\"; };\n"
-         "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:" +
-         std::to_string(backend) +
-         "\"; } ); } );\n"
-         "proxies = ( { name = \"web\"; listen = [ \"127.0.0.1:" +
-         std::to_string(port) + "\" ]; upstream = \"app\"; backlog = 4096; reuseport = " +
-         (m.reuseport ? "true" : "false") + "; } );\n";
+  return config_text(
+      "worker_processes = " + std::to_string(workers) +
+          ";\nworker_connections = 4096;\nevents = { accept_mutex = " +
+          (m.accept_mutex ? "true" : "false") + "; accept_mutex_delay = \"20ms\"; };",
+      {{"web",
+        {loopback(port)},
+        "app",
+        std::string("backlog = 4096; reuseport = ") + (m.reuseport ? "true" : "false") + ";"}},
+      {upstream_of({server_at(backend)})});
 }
 
 class ReloadUnderLoadTest : public ::testing::TestWithParam<Mode> {};

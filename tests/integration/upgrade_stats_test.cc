@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/process.h"
@@ -62,9 +63,9 @@ bool one_session(int port) {
 }
 
 std::string config(int port, int backend, const std::string& extra = "") {
-  return "worker_processes = 2;\nproxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
-         std::to_string(port) + "\"; upstream = \"127.0.0.1:" + std::to_string(backend) + "\"; " +
-         extra + " access_log = \"off\"; } );\n";
+  return config_text(
+      "worker_processes = 2;",
+      {{"web", {loopback(port)}, loopback(backend), extra + " access_log = \"off\";"}});
 }
 
 TEST(UpgradeStatsTest, TotalsAndReloadCountsSurviveAndCountingGoesOn) {
@@ -222,13 +223,9 @@ TEST(UpgradeStatsTest, ANewMasterRefusesAnUpgradeWhileTheOldMasterRuns) {
 TEST(UpgradeStatsTest, AfterAnUpgradeADeadWorkersPlacesAtAMaxConnsServerAreGivenBack) {
   EchoServer limited, other;
   const int port = free_port();
-  FerryInstance ferry(
-      "worker_processes = 2;\nupstreams = ( { name = \"app\"; servers = ( "
-      "{ address = \"127.0.0.1:" +
-      std::to_string(limited.port()) +
-      "\"; max_conns = 2; }, { address = \"127.0.0.1:" + std::to_string(other.port()) +
-      "\"; } ); } );\nproxies = ( { name = \"web\"; listen = \"127.0.0.1:" + std::to_string(port) +
-      "\"; upstream = \"app\"; access_log = \"off\"; } );\n");
+  FerryInstance ferry(config_text(
+      "worker_processes = 2;", {{"web", {loopback(port)}, "app", "access_log = \"off\";"}},
+      {upstream_of({server_at(limited.port(), "max_conns = 2;"), server_at(other.port())})}));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   const Finished up = ferry.command("upgrade");
   ASSERT_EQ(up.exit_code, 0) << up.err << ferry.log();

@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/load.h"
@@ -34,12 +35,8 @@ struct KillOnExit {
 };
 
 std::string config(int port, int backend) {
-  return "worker_processes = 2;\n"
-         "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:" +
-         std::to_string(backend) +
-         "\"; } ); } );\n"
-         "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
-         std::to_string(port) + "\"; upstream = \"app\"; } );\n";
+  return config_text("worker_processes = 2;", {{"web", {loopback(port)}, "app", ""}},
+                     {upstream_of({server_at(backend)})});
 }
 
 // Starts the upgrade and waits until the new master's workers serve; returns the new master.
@@ -220,12 +217,10 @@ TEST(UpgradeHooksTest, ANewBinaryDoesNotActOnTheFirstMastersTestHook) {
 TEST(UpgradeHooksTest, ANewBinaryDoesNotActOnTheFirstMastersHealthCheckHook) {
   const int port = free_port();
   const std::string dead = "127.0.0.1:" + std::to_string(free_port());
-  FerryInstance ferry(
-      "upstreams = ( { name = \"app\"; servers = ( { address = \"" + dead +
-      "\"; } );\n"
-      "  health_check = { interval = \"100ms\"; timeout = \"100ms\"; fails = 1; }; } );\n"
-      "proxies = ( { name = \"web\"; listen = \"127.0.0.1:" +
-      std::to_string(port) + "\"; upstream = \"app\"; access_log = \"off\"; } );\n");
+  FerryInstance ferry(config_text(
+      "", {{"web", {loopback(port)}, "app", "access_log = \"off\";"}},
+      {upstream_of({{dead, ""}},
+                   "health_check = { interval = \"100ms\"; timeout = \"100ms\"; fails = 1; };")}));
   ferry.set_options({.env = {"FERRY_TEST_HEALTH_CHECK_NO_SOCKET=1"}});
   ASSERT_TRUE(ferry.start()) << ferry.log();
   ASSERT_TRUE(ferry.wait_for_log("socket() failed: Too many open files")) << ferry.log();
