@@ -300,8 +300,16 @@ TEST(StopTest, WinchCancelsAPendingReload) {
   ASSERT_GT(ferry.upgrade(2), 0) << ferry.log();
   ferry.signal(SIGHUP);
   ASSERT_TRUE(ferry.wait_for_log("(generation 2), pid")) << ferry.log();
+  const std::set<pid_t> before = ferry.own_workers();
   ferry.signal(SIGWINCH);
-  EXPECT_TRUE(eventually([&] { return ferry.own_workers().empty(); })) << ferry.log();
+  ASSERT_TRUE(ferry.wait_for_log("SIGWINCH: stopping the workers")) << ferry.log();
+  // Every worker there was gone, each by its pid, and none left.
+  EXPECT_TRUE(eventually([&] {
+    for (const pid_t w : before) {
+      if (::kill(w, 0) == 0) return false;  // reaped by the master once gone
+    }
+    return ferry.own_workers().empty();
+  })) << ferry.log();
   // Past the reload's timeout (1 s) with margin: no worker comes back.
   EXPECT_FALSE(eventually([&] { return !ferry.own_workers().empty(); }, seconds(3))) << ferry.log();
   // HUP brings the configuration that served back, as a new generation (3: the cancelled one's
