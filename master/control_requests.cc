@@ -1,0 +1,173 @@
+// The control socket's requests (reload, upgrade, ready, status): accepting them, answering
+// them, and the clients waiting for a reload's or an upgrade's verdict.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string_view>
+
+#include <spdlog/spdlog.h>
+
+#include "master/control.h"
+#include "master/master.h"
+#include "worker/stats/render.h"
+
+namespace ferry::master {
+
+using event::UniqueFd;
+
+// Answers the askers of the reload that just ended (or all, with `everyone`) and closes them.
+void Master::answer_reload_waiters(const std::string& answer, bool everyone) {
+  answer_all(control_clients_, answer);
+  if (everyone) answer_all(queued_clients_, answer);
+}
+
+void Master::answer_all(std::vector<Connection*>& list, const std::string& answer) {
+  for (Connection* c : list) {
+    (void)::send(c->fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    loop_.close_connection(*c);
+  }
+  list.clear();
+}
+
+// Each connection must send its request line within kControlRequestTimeout; past
+// kMaxUnrequestedControl of them waiting to, the oldest makes room for the newcomer.
+void Master::on_control_accept(Event& ev) {
+  auto& self = *static_cast<Master*>(static_cast<Connection*>(ev.data)->data);
+  if (ev.timedout) {  // the pause after EMFILE/ENFILE is over
+    ev.timedout = false;
+    if (!self.control_.is_open() || ev.active) return;  // closed (stop) or reopened meanwhile
+    if (self.loop_.add_event(ev, event::EventKind::read, event::EventLoop::kLevel)) {
+      self.loop_.add_timer(ev, kControlAcceptPause);  // logged by add_event; try again later
+    }
+    return;
+  }
+  UniqueFd fd(::accept4(self.control_.fd(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  if (!fd) {
+    const int err = errno;
+    if (err != EAGAIN && err != EWOULDBLOCK && err != ECONNABORTED && err != EINTR) {
+      spdlog::error("accept() on the control socket failed: {}", event::errno_code(err).message());
+      // Out of descriptors (or memory), the level-triggered socket would wake the loop at
+      // once, for ever: stop polling it for a while (as the acceptor does for proxies).
+      (void)self.loop_.del_event(ev, event::EventKind::read);
+      self.loop_.add_timer(ev, kControlAcceptPause);
+    }
+    return;
+  }
+  if (const auto why = control_peer_refused(fd.get())) {
+    spdlog::warn("control socket: refused: {}", *why);
+    const std::string answer = "error\nferry: refused: " + *why + "\n";
+    (void)::send(fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    // A request left unread would make the close a reset, which loses the answer.
+    char request[64];
+    (void)::recv(fd.get(), request, sizeof request, MSG_DONTWAIT);
+    return;
+  }
+  if (self.unrequested_.size() >= kMaxUnrequestedControl) {
+    spdlog::warn("control socket: {} connections sent no request; closing the oldest",
+                 self.unrequested_.size());
+    self.loop_.close_connection(*self.unrequested_.front());
+    self.unrequested_.erase(self.unrequested_.begin());
+  }
+  Connection* c = self.loop_.get_connection(std::move(fd));
+  if (c == nullptr) {
+    spdlog::warn("control socket: no free connection; refused one");
+    return;
+  }
+  c->data = &self;
+  c->read.handler = on_control_request;
+  c->write.handler = [](Event&) {};
+  if (self.loop_.add_connection(*c)) {
+    self.loop_.close_connection(*c);
+    return;
+  }
+  self.unrequested_.push_back(c);
+  self.loop_.add_timer(c->read, kControlRequestTimeout);
+  // The request usually came with the connection.
+  on_control_request(c->read);
+}
+
+// A client waiting for a verdict gave up (EOF) before it came: forget it.
+void Master::on_waiting_client_read(Event& e) {
+  auto& cc = *static_cast<Connection*>(e.data);
+  char b[16];
+  if (::read(cc.fd.get(), b, sizeof b) != 0) return;
+  auto& m = *static_cast<Master*>(cc.data);
+  std::erase(m.control_clients_, &cc);
+  std::erase(m.queued_clients_, &cc);
+  std::erase(m.upgrade_clients_, &cc);
+  m.loop_.close_connection(cc);
+}
+
+void Master::on_control_request(Event& ev) {
+  auto& c = *static_cast<Connection*>(ev.data);
+  auto& self = *static_cast<Master*>(c.data);
+  if (ev.timedout) {
+    spdlog::warn("control socket: no request within {} ms; closing the connection",
+                 kControlRequestTimeout.count());
+    std::erase(self.unrequested_, &c);
+    self.loop_.close_connection(c);
+    return;
+  }
+  char buf[64];
+  const ssize_t n = event::retry_eintr([&] { return ::read(c.fd.get(), buf, sizeof buf); });
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+  std::erase(self.unrequested_, &c);
+  self.loop_.del_timer(c.read);
+  if (n >= 7 && std::string_view(buf, 7) == "reload\n") {
+    spdlog::info("reload requested on the control socket");
+    // While a reload is pending, this asker waits for the next one (its own).
+    (self.pending_generation_ != 0 || self.load_ ? self.queued_clients_ : self.control_clients_)
+        .push_back(&c);
+    c.read.handler = on_waiting_client_read;
+    self.reload();
+    return;
+  }
+  if (n >= 8 && std::string_view(buf, 8) == "upgrade\n") {
+    spdlog::info("binary upgrade requested on the control socket");
+    const std::string why = self.upgrade();
+    if (!why.empty()) {
+      const std::string answer = "error\nferry: " + why + "\n";
+      (void)::send(c.fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      self.loop_.close_connection(c);
+      return;
+    }
+    // Answered when the new master exits (the upgrade failed) or this one stops.
+    self.upgrade_clients_.push_back(&c);
+    c.read.handler = on_waiting_client_read;
+    return;
+  }
+  if (n >= 6 && std::string_view(buf, 6) == "ready\n") {
+    const bool ready = self.served_ && self.pending_generation_ == 0 && !self.stopping_;
+    const std::string_view answer = ready ? "ok\n" : "wait\n";
+    (void)::send(c.fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    self.loop_.close_connection(c);
+    return;
+  }
+  if (n >= 7 && std::string_view(buf, 7) == "status\n") {
+    // "ok LENGTH\n": the client can tell a whole table from one cut short.
+    std::string answer = "error\nferry: no statistics in this master\n";
+    if (self.stats_ != nullptr) {
+      const std::string table = worker::render_table(self.stats_->snapshot());
+      answer = "ok " + std::to_string(table.size()) + "\n" + table;
+    }
+    // The table is small (a line per proxy, server and worker): it fits the socket buffer.
+    std::size_t sent = 0;
+    while (sent < answer.size()) {
+      const ssize_t w = ::send(c.fd.get(), answer.data() + sent, answer.size() - sent,
+                               MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w <= 0) {
+        spdlog::warn("status answer cut short: {}",
+                     w == -1 ? event::last_error().message() : std::string("closed"));
+        break;
+      }
+      sent += static_cast<std::size_t>(w);
+    }
+    self.loop_.close_connection(c);
+    return;
+  }
+  const char answer[] = "error\nferry: unknown control request\n";
+  (void)::send(c.fd.get(), answer, sizeof answer - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  self.loop_.close_connection(c);
+}
+
+}  // namespace ferry::master

@@ -1,0 +1,269 @@
+// The master's state, private to master/: one Master whose methods are defined by concept across
+// master_cycle.cc (run, signals, stop), processes.cc, generations.cc, upgrade.cc, systemd.cc and
+// control_requests.cc.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "conf/config.h"
+#include "conf/loader.h"
+#include "event/accept_mutex.h"
+#include "event/event_loop.h"
+#include "event/shared_memory.h"
+#include "event/thread_pool.h"
+#include "master/control_server.h"
+#include "master/listeners.h"
+#include "master/respawn_backoff.h"
+#include "master/service_notifier.h"
+#include "master/upgrade_segments.h"
+#include "master/upgrade_state.h"
+#include "worker/channel.h"
+#include "worker/proxy/client_limits.h"
+#include "worker/stats/stats_table.h"
+#include "worker/upstream/health_board.h"
+#include "worker/worker_counters.h"
+
+namespace ferry::master {
+
+using event::Connection;
+using event::Event;
+using event::Msec;
+
+// Old generations still draining after a reload; past this the oldest is stopped at once
+// (HAProxy's mworker-max-reloads).
+constexpr int kMaxDrainingGenerations = 3;
+// How long new workers have to report "ready" before a reload is declared failed.
+constexpr Msec kReadyTimeout{10'000};
+// After a worker has been told to stop: how long past its own bound before SIGKILL.
+constexpr Msec kKillGrace{5'000};
+// How often systemd's STATUS= line is refreshed (only sent when its text changed).
+constexpr Msec kStatusInterval{5'000};
+// The old master's pid file while a new binary takes over.
+constexpr std::string_view kOldBinSuffix = ".oldbin";
+
+// For tests only: "CODE:FIRST:COUNT" makes the workers the master starts as its FIRST-th to
+// (FIRST+COUNT-1)-th (from 0, respawns and reloads included) exit with CODE at once, so that the
+// respawn back-off and the rule for exit code 2 (kFatalExit) can be tested.
+constexpr const char* kWorkerFailVariable = "FERRY_TEST_WORKER_FAIL";
+
+struct WorkerProcess {
+  pid_t pid = -1;
+  int slot = 0;
+  int generation = 0;
+  Connection channel;                                         // the master's end
+  worker::WorkerCounters* counters = nullptr;                 // its entry in the shared table
+  std::size_t limits_share = worker::ClientLimits::kNoShare;  // its share of per-client counts
+  event::TimePoint started;
+  bool ready = false;
+  bool told_to_stop = false;
+  class Master* master = nullptr;
+};
+
+// Which starts FERRY_TEST_WORKER_FAIL makes fail, and how.
+struct WorkerFailHook {
+  int code = 0;
+  int first = 0;
+  int count = 0;
+  [[nodiscard]] bool applies(int start) const { return start >= first && start - first < count; }
+};
+
+struct RespawnTimer {
+  Event ev;
+  int slot = 0;
+  int generation = 0;  // spawned only while it is still serving or pending
+  RespawnBackoff backoff;
+  class Master* master = nullptr;
+};
+
+// A health board in shared memory, laid out for one configuration's servers.
+struct HealthZone {
+  event::SharedMemory shm;
+  worker::HealthBoard* board = nullptr;
+  std::size_t servers = 0;  // the servers `board` was laid out for
+};
+
+// The shared memory the master maps before it forks workers (they inherit the mappings).
+struct SharedZones {
+  event::SharedMemory mutex_shm;
+  event::AcceptMutexWord* mutex_word = nullptr;
+  event::SharedMemory counters_shm;
+  worker::CountersTable* counters = nullptr;
+  worker::CountersTable::Taken counters_taken;    // never the workers' owner words
+  worker::ClientLimits* client_limits = nullptr;  // mapped by UpgradeSegments: upgrades pass it
+  HealthZone health;                              // the serving (or pending) generation's
+};
+
+// What served before a reload, until the reload's generation serves.
+struct Serving {
+  std::unique_ptr<conf::Config> config;
+  int generation = 0;
+  HealthZone health;
+};
+
+// A reload's configuration being read on a thread of its own.
+struct PendingLoad {
+  event::ThreadTask task;
+  std::string file;
+  conf::LoadResult result;
+  bool abandoned = false;  // timed out: its result is dropped
+};
+
+// Whether every live worker of `generation` (one at least) has reported ready.
+bool generation_serves(const std::list<WorkerProcess>& workers, int generation);
+
+// Raises RLIMIT_NOFILE to the configuration's worker_rlimit_nofile (workers inherit it).
+void raise_nofile_limit(const conf::Config& cfg);
+
+class Master {
+ public:
+  Master(std::string conf_file, conf::Config config)
+      : conf_file_(std::move(conf_file)),
+        config_(std::make_unique<conf::Config>(std::move(config))) {}
+
+  int run();
+
+ private:
+  // ---- master_cycle.cc: setup, signals, stop
+  bool open_signalfd();
+  bool open_control_socket();
+  static void on_signal(Event& ev);
+  void handle_signal(int sig);
+  void winch();
+  void stop(bool graceful);
+  void arm_kill_timer(std::optional<Msec> bound = std::nullopt);
+  Msec shutdown_bound() const;
+  void arm(Event& ev, Msec delay, event::EventHandler handler);
+  void reopen();
+
+  // ---- processes.cc: the workers' table
+  void spawn(int slot, int generation);
+  int become_worker(int slot, int generation, int channel, worker::WorkerCounters* counters,
+                    std::size_t limits_share, bool scribble);
+  WorkerProcess* find(pid_t pid);
+  void tell(WorkerProcess& w, worker::Command cmd);
+  static void on_channel(Event& ev);
+  void reap();
+  void schedule_respawn(int slot, int generation, Msec lived);
+  void drop_respawns(int generation);
+  RespawnTimer& respawn_timer(int slot);
+  event::AcceptMutex mutex() { return event::AcceptMutex(*zones_.mutex_word, ::getpid()); }
+
+  // ---- generations.cc: generations and reloads
+  void start_generation();
+  void on_worker_ready(WorkerProcess& w);
+  void check_pending_ready();
+  void generation_ready();
+  void move_pid_file();
+  void cap_draining_generations();
+  void restart_winched_workers();
+  void register_stats();
+  void recover_server_conns(int generation, std::size_t share) noexcept;
+  bool new_health_board();
+  void reload();
+  bool start_load_thread();
+  static void on_loaded(Event& ev);
+  static void on_load_timeout(Event& ev);
+  void cancel_pending_read();
+  void finish_reload(conf::LoadResult result);
+  void restore_serving(bool respawn = true);
+  void cancel_pending_reload();
+  static void on_reload_timeout(Event& ev);
+  void run_queued_reload();
+
+  // ---- upgrade.cc: the binary upgrade
+  std::string upgrade();
+  bool old_master_running() const;
+  static void on_inherit_timer(Event& ev);
+  static void on_share_sweep_timer(Event& ev);
+  void upgrade_ended(int status);
+
+  // ---- systemd.cc: what systemd is told
+  [[nodiscard]] bool in_charge() const noexcept { return new_master_ <= 0; }
+  void reload_succeeded();
+  void reload_failed(const std::string& first_error);
+  void notify_stopping();
+  std::string status_text() const;
+  static void on_status_timer(Event& ev);
+  static void on_watchdog_timer(Event& ev);
+
+  // ---- control_requests.cc: the control socket's requests
+  void answer_reload_waiters(const std::string& answer, bool everyone = false);
+  void answer_all(std::vector<Connection*>& list, const std::string& answer);
+  static void on_control_accept(Event& ev);
+  static void on_waiting_client_read(Event& e);
+  static void on_control_request(Event& ev);
+
+  static constexpr Msec kControlAcceptPause{500};
+  static constexpr Msec kLoadTimeout{10'000};
+  static constexpr Msec kForkWait{50};  // a fork put off while a read runs is tried again
+  static constexpr Msec kInheritInterval{1000};
+  static constexpr Msec kShareSweepInterval{5000};
+
+  std::string conf_file_;
+  std::unique_ptr<conf::Config> config_;
+  std::optional<Serving> previous_;
+  Msec ready_timeout_ = kReadyTimeout;
+  WorkerFailHook worker_fail_;
+  int workers_started_ = 0;     // forks of a worker, for worker_fail_ and scribbling_workers_
+  int scribbling_workers_ = 0;  // kScribbleStatsVariable
+  int unready_generation_ = 0;  // kUnreadyGenerationVariable
+  // kCheckNoSocketVariable
+  bool check_no_socket_ = false;
+  ListenerSet listeners_;
+  SharedZones zones_;
+  UpgradeSegments segments_;  // the per-client table's, and what a binary upgrade passes
+  std::unique_ptr<worker::StatsTable> stats_;  // the statistics, kept across reloads
+  std::uint64_t retired_accepted_ = 0;         // by workers already reaped
+  event::EventLoop loop_;
+  Connection signal_;
+  ControlServer control_{loop_, on_control_accept, this};
+  std::string control_path_;
+  std::string pid_file_;
+  std::vector<Connection*> unrequested_;      // control connections, oldest first, no request yet
+  std::vector<Connection*> control_clients_;  // waiting for the pending reload's verdict
+  std::vector<Connection*> queued_clients_;   // waiting for the reload queued behind it
+  std::vector<Connection*> upgrade_clients_;  // `-s upgrade` askers, told if it fails
+  std::list<WorkerProcess> workers_;          // stable addresses: channels point at their entry
+  std::list<WorkerProcess> graveyard_;        // reaped; freed once the current epoll batch is done
+  Event bury_;
+  std::vector<std::unique_ptr<RespawnTimer>> respawn_timers_;
+  Event reload_timeout_;
+  std::unique_ptr<PendingLoad> load_;
+  Event load_timeout_;
+  std::unique_ptr<event::ThreadPool> spent_pool_;  // the last read's, shut down
+  std::unique_ptr<event::ThreadPool> load_pool_;   // a thread only while a file is being read
+  Event kill_timer_;
+  Event inherit_timer_;
+  Event share_sweep_timer_;
+  Event status_timer_;
+  Event watchdog_timer_;
+  Msec watchdog_period_{0};
+  ServiceNotifier notifier_;
+  std::string last_reload_;  // "last reload HH:MM:SS ok" or why it failed
+  std::string last_status_;
+  pid_t upgrade_parent_ = -1;      // the old master, when this one was started by a binary upgrade
+  UpgradeState old_master_state_;  // what that old master is doing (read only)
+  UpgradeState own_state_;         // what this master does, for the new master of its upgrade
+  int exit_code_ = 0;
+  bool upgraded_ = false;
+  bool served_ = false;         // a generation of workers has served
+  int generation_ = 0;          // the one serving (or starting, at first)
+  int pending_generation_ = 0;  // a reload's, until it serves
+  int last_generation_ = 0;     // the newest started: a number is never given twice
+  pid_t new_master_ = -1;       // during a binary upgrade
+  bool owns_control_path_ = true;
+  bool reload_again_ = false;
+  bool stopping_ = false;
+  bool winched_ = false;
+};
+
+}  // namespace ferry::master

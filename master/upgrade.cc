@@ -1,0 +1,208 @@
+// The binary upgrade (nginx's USR2): the new master is this binary exec'd with the listening
+// sockets and the shared state; the old one tracks it and takes over again if it exits.
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "master/control.h"
+#include "master/inherited_fds.h"
+#include "master/master.h"
+#include "master/process_title.h"
+
+namespace ferry::master {
+
+// Marks every fd from `first` up close-on-exec: close_range() where the kernel has it (5.11),
+// else one by one from /proc/self/fd.
+static void close_on_exec_from(int first) {
+  if (::close_range(static_cast<unsigned>(first), ~0U, CLOSE_RANGE_CLOEXEC) == 0) return;
+  if (errno != ENOSYS && errno != EINVAL) {
+    spdlog::error("close_range(CLOSE_RANGE_CLOEXEC) failed: {}", event::last_error().message());
+  }
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) {
+    spdlog::error("opendir(/proc/self/fd) failed: {}", event::last_error().message());
+    return;
+  }
+  while (const dirent* entry = ::readdir(dir)) {
+    const int fd = std::atoi(entry->d_name);
+    if (fd < first || fd == ::dirfd(dir)) continue;
+    if (::fcntl(fd, F_SETFD, FD_CLOEXEC) == -1) {
+      spdlog::error("fcntl({}, F_SETFD) failed: {}", fd, event::last_error().message());
+    }
+  }
+  ::closedir(dir);
+}
+
+// USR2: start the binary found at our path as a new master that inherits the listening
+// sockets; both run until the operator QUITs one of them.
+// Returns why it could not start the new master ("" when it did).
+std::string Master::upgrade() {
+  if (stopping_) {
+    spdlog::warn("SIGUSR2 ignored: the master is stopping");
+    return "the master is stopping";
+  }
+  if (new_master_ > 0) {
+    spdlog::warn("SIGUSR2: an upgrade is already under way (new master pid {})", new_master_);
+    return "an upgrade is already under way (new master pid " + std::to_string(new_master_) + ")";
+  }
+  // nginx ignores USR2 then too: a third master would take over from one that is leaving.
+  if (old_master_running()) {
+    spdlog::warn("SIGUSR2 ignored: the old master (pid {}) of the last upgrade still runs",
+                 upgrade_parent_);
+    return "the old master (pid " + std::to_string(upgrade_parent_) +
+           ") of the last upgrade still runs; stop it first";
+  }
+  if (load_) {  // its thread must not be running at the fork (see spawn())
+    spdlog::warn("SIGUSR2 ignored: {} is being read for a reload; try again", conf_file_);
+    return "a reload is reading " + conf_file_ + "; try again once it is done";
+  }
+  // From where the pid file is (a pid_file move may have failed), not where it should be.
+  const std::string old_pid_file = pid_file_ + std::string(kOldBinSuffix);
+  if (::rename(pid_file_.c_str(), old_pid_file.c_str()) == -1) {
+    const std::string why =
+        "rename(" + pid_file_ + ", " + old_pid_file + ") failed: " + event::last_error().message();
+    spdlog::error("SIGUSR2: {}", why);
+    return why;
+  }
+  // A new page per upgrade; without one the new master falls back to "hand the service back
+  // while the old master runs", so the upgrade goes on.
+  (void)own_state_.create(winched_ ? OldMasterState::winched : OldMasterState::serving);
+  const pid_t pid = ::fork();
+  if (pid == -1) {
+    const std::string why = "fork() failed: " + event::last_error().message();
+    spdlog::error("SIGUSR2: {}", why);
+    ::rename(old_pid_file.c_str(), pid_file_.c_str());
+    return why;
+  }
+  if (pid == 0) {
+    // The new master gets the listening sockets and nothing else of ours, even an fd opened
+    // without O_CLOEXEC (ferry's own all have it; security_test checks) or inherited so.
+    close_on_exec_from(3);
+    const std::string fds = listeners_.prepare_for_exec();
+    ::setenv(ListenerSet::kInheritVariable, fds.c_str(), 1);
+    own_state_.pass_to_exec();
+    segments_.pass_to_exec(*stats_);
+    // Last before exec: whatever is passed above (and only that) is kept by the new master.
+    name_passed_fds();
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    std::vector<char*> argv;
+    for (const auto& a : original_arguments()) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(binary_path().c_str(), argv.data());
+    spdlog::critical("SIGUSR2: execv({}) failed: {}", binary_path(), event::last_error().message());
+    ::_exit(worker::kFatalExit);
+  }
+  // systemd follows the new master from now on; it sends READY and STATUS itself.
+  if (in_charge()) {
+    notifier_.main_pid(pid, "binary upgrade: new master pid " + std::to_string(pid) +
+                                " starting; old master pid " + std::to_string(::getpid()));
+  }
+  own_state_.drop_fd();
+  new_master_ = pid;
+  pid_file_ = old_pid_file;
+  owns_control_path_ = false;  // the new master binds it
+  spdlog::info("SIGUSR2: started new master {} (pid {}); pid file is now {}", binary_path(), pid,
+               pid_file_);
+  return "";
+}
+
+bool Master::old_master_running() const {
+  return upgraded_ && upgrade_parent_ > 1 && ::getppid() == upgrade_parent_;
+}
+
+// The old master's statistics are taken in every second until it has exited, then for good.
+void Master::on_inherit_timer(Event& ev) {
+  auto& m = *static_cast<Master*>(ev.data);
+  if (m.segments_.inherit_more(*m.stats_, !m.old_master_running())) {
+    m.loop_.add_timer(m.inherit_timer_, kInheritInterval);
+  }
+}
+
+// Workers of a master killed during an upgrade drain on as orphans, their per-client shares
+// still theirs; once they are gone (reaped by init), their counts are taken back out.
+void Master::on_share_sweep_timer(Event& ev) {
+  auto& m = *static_cast<Master*>(ev.data);
+  (void)m.zones_.client_limits->sweep(::getpid());
+  m.loop_.add_timer(m.share_sweep_timer_, kShareSweepInterval);
+}
+
+// The new master exited: the upgrade was rolled back (or failed). Take the pid file and the
+// control socket back.
+void Master::upgrade_ended(int status) {
+  spdlog::log(stopping_ ? spdlog::level::info : spdlog::level::warn,
+              "new master (pid {}) exited ({}); this master is in charge again", new_master_,
+              WIFSIGNALED(status) ? std::string("signal ") + sigabbrev_np(WTERMSIG(status))
+                                  : "code " + std::to_string(WEXITSTATUS(status)));
+  new_master_ = -1;
+  answer_all(upgrade_clients_,
+             "error\nferry: the new master exited (" +
+                 (WIFSIGNALED(status) ? std::string("signal ") + sigabbrev_np(WTERMSIG(status))
+                                      : "code " + std::to_string(WEXITSTATUS(status))) +
+                 "); this master stays in charge\n");
+  const std::string back = pid_file_.substr(0, pid_file_.size() - kOldBinSuffix.size());
+  if (::rename(pid_file_.c_str(), back.c_str()) == -1) {
+    spdlog::error("rename({}, {}) failed: {}", pid_file_, back, event::last_error().message());
+  } else {
+    pid_file_ = back;
+  }
+  if (!stopping_ && control_.is_open()) {
+    if (open_control_socket()) owns_control_path_ = true;
+  }
+  if (stopping_) return;
+  // Normally the new master handed the service back already (MAINPID=) before exiting.
+  notifier_.main_pid(::getpid(), status_text());
+  if (winched_) {
+    // Nothing serves (nginx restarts its workers then too): READY=1 once they do.
+    spdlog::warn("this master's workers were stopped by SIGWINCH: starting them again");
+    restart_winched_workers();
+    return;
+  }
+  notifier_.ready(status_text());
+}
+
+// WINCH: the old master of an upgrade stops its workers gracefully, and stays.
+void Master::winch() {
+  // Only the old master of an upgrade whose new master runs may do without workers: a
+  // terminal resize sends WINCH to a ferry in the foreground, which would stop serving
+  // while it keeps its listeners (nginx obeys WINCH only when daemonized).
+  if (new_master_ <= 0) {
+    spdlog::warn(
+        "SIGWINCH ignored: no binary upgrade is under way (WINCH stops the workers of "
+        "an old master only while the new master of its upgrade runs)");
+    return;
+  }
+  spdlog::info("SIGWINCH: stopping the workers gracefully, the master stays");
+  winched_ = true;
+  own_state_.publish(OldMasterState::winched);
+  // The pending generation stops with the others: its timeout must not bring the old
+  // one back. The configuration that served is the running one again.
+  if (pending_generation_ != 0) {
+    // Only a reload fails: the first workers, or those a HUP after WINCH brought back,
+    // had nothing else serving.
+    const bool reloading = previous_.has_value();
+    cancel_pending_reload();
+    restore_serving(/*respawn=*/false);
+    if (reloading) reload_failed("cancelled by SIGWINCH");
+  }
+  // So is a file being read: its end must not start workers the operator just stopped.
+  cancel_pending_read();
+  answer_reload_waiters("error\nferry: the reload was cancelled by SIGWINCH\n", true);
+  for (auto& w : workers_) {
+    if (!w.told_to_stop) tell(w, worker::Command::quit);
+  }
+  arm_kill_timer();
+}
+
+}  // namespace ferry::master
