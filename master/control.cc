@@ -1,5 +1,6 @@
 // `ferry -s`: pid file lookup, kill(2) for reopen/quit/stop, the control socket for reload.
 #include "master/control.h"
+#include "master/control_protocol.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -132,13 +133,13 @@ event::UniqueFd send_request(const std::string& pid_file, const PidFileEntry& ma
 
 // Whether the master at the pid file serves (its first workers ready, no reload pending).
 bool master_ready(const std::string& pid_file, const PidFileEntry& master) {
-  event::UniqueFd fd = send_request(pid_file, master, "ready\n", true);
+  event::UniqueFd fd = send_request(pid_file, master, protocol::kReady, true);
   if (!fd) return false;
   pollfd p{fd.get(), POLLIN, 0};
   if (::poll(&p, 1, 1000) <= 0) return false;
   char buf[8];
   const ssize_t n = event::retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf); });
-  return n >= 3 && std::string_view(buf, 3) == "ok\n";
+  return n > 0 && std::string_view(buf, static_cast<std::size_t>(n)).starts_with(protocol::kOk);
 }
 
 // Binary upgrade in one command: asks the running master to start the new binary (as USR2
@@ -147,7 +148,7 @@ bool master_ready(const std::string& pid_file, const PidFileEntry& master) {
 // charge, when the new master exits or does not serve within 30 s.
 int upgrade(const std::string& pid_file, const PidFileEntry& old_entry) {
   const pid_t old_master = old_entry.pid;
-  event::UniqueFd old_conn = send_request(pid_file, old_entry, "upgrade\n");
+  event::UniqueFd old_conn = send_request(pid_file, old_entry, protocol::kUpgrade);
   if (!old_conn) return 1;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -160,8 +161,8 @@ int upgrade(const std::string& pid_file, const PidFileEntry& old_entry) {
              0) {
         answer.append(buf, static_cast<std::size_t>(n));
       }
-      print_error(answer.rfind("error\n", 0) == 0
-                      ? answer.substr(6)
+      print_error(answer.starts_with(protocol::kError)
+                      ? answer.substr(protocol::kError.size())
                       : "ferry: the master closed the control connection during the upgrade");
       return 1;
     }
@@ -210,13 +211,13 @@ std::optional<std::string> read_answer(int fd, pid_t pid, std::chrono::seconds l
 }
 
 int reload(const std::string& pid_file, const PidFileEntry& master) {
-  event::UniqueFd fd = send_request(pid_file, master, "reload\n");
+  event::UniqueFd fd = send_request(pid_file, master, protocol::kReload);
   if (!fd) return 1;
   const auto answer = read_answer(fd.get(), master.pid, std::chrono::seconds(30));
   if (!answer) return 1;
-  if (answer->rfind("ok\n", 0) == 0) return 0;
-  if (answer->rfind("error\n", 0) == 0) {
-    print_error(answer->substr(6));
+  if (answer->starts_with(protocol::kOk)) return 0;
+  if (answer->starts_with(protocol::kError)) {
+    print_error(answer->substr(protocol::kError.size()));
     print_error("ferry: reload rejected; the master keeps the previous configuration");
     return 1;
   }
@@ -226,13 +227,13 @@ int reload(const std::string& pid_file, const PidFileEntry& master) {
 
 // `-s status`: the master answers "ok LENGTH\n" and its statistics table, then closes.
 int status(const std::string& pid_file, const PidFileEntry& master) {
-  event::UniqueFd fd = send_request(pid_file, master, "status\n");
+  event::UniqueFd fd = send_request(pid_file, master, protocol::kStatus);
   if (!fd) return 1;
   const auto answer = read_answer(fd.get(), master.pid, std::chrono::seconds(10));
   if (!answer) return 1;
   if (answer->rfind("ok ", 0) != 0) {
-    print_error(answer->rfind("error\n", 0) == 0 ? answer->substr(6)
-                                                 : "ferry: the master sent no statistics");
+    print_error(answer->starts_with(protocol::kError) ? answer->substr(protocol::kError.size())
+                                                      : "ferry: the master sent no statistics");
     return 1;
   }
   const std::size_t eol = answer->find('\n');

@@ -1,8 +1,5 @@
-// The control socket: a unix stream socket beside the pid file ("ferry.pid" → "ferry.ctl")
-// through which `ferry -s reload` asks the master to reload and waits for its verdict:
-// the client writes "reload\n"; the master answers "ok\n", or "error\n" followed by the
-// error lines, once the new workers serve or the configuration was rejected, then closes.
-// "ready\n" is answered at once: "ok\n" when the master's workers serve, else "wait\n".
+// The control socket's client side, `ferry -s`, and where the socket is: a unix stream socket
+// beside the pid file ("ferry.pid" → "ferry.ctl"). What is said on it: control_protocol.h.
 #pragma once
 
 #include <string>

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "master/control.h"
+#include "master/control_protocol.h"
 #include "master/master.h"
 #include "worker/stats/render.h"
 
@@ -16,12 +17,12 @@ namespace ferry::master {
 using event::UniqueFd;
 
 // Answers the askers of the reload that just ended (or all, with `everyone`) and closes them.
-void Master::answer_reload_waiters(const std::string& answer, bool everyone) {
+void Master::answer_reload_waiters(std::string_view answer, bool everyone) {
   answer_all(control_clients_, answer);
   if (everyone) answer_all(queued_clients_, answer);
 }
 
-void Master::answer_all(std::vector<Connection*>& list, const std::string& answer) {
+void Master::answer_all(std::vector<Connection*>& list, std::string_view answer) {
   for (Connection* c : list) {
     (void)::send(c->fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     loop_.close_connection(*c);
@@ -55,7 +56,7 @@ void Master::on_control_accept(Event& ev) {
   }
   if (const auto why = control_peer_refused(fd.get())) {
     spdlog::warn("control socket: refused: {}", *why);
-    const std::string answer = "error\nferry: refused: " + *why + "\n";
+    const std::string answer = protocol::error_answer("ferry: refused: " + *why + "\n");
     (void)::send(fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     // A request left unread would make the close a reset, which loses the answer.
     char request[64];
@@ -113,7 +114,8 @@ void Master::on_control_request(Event& ev) {
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
   std::erase(self.unrequested_, &c);
   self.loop_.del_timer(c.read);
-  if (n >= 7 && std::string_view(buf, 7) == "reload\n") {
+  const std::string_view request(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+  if (request.starts_with(protocol::kReload)) {
     spdlog::info("reload requested on the control socket");
     // While a reload is pending, this asker waits for the next one (its own).
     (self.pending_generation_ != 0 || self.load_ ? self.queued_clients_ : self.control_clients_)
@@ -122,11 +124,11 @@ void Master::on_control_request(Event& ev) {
     self.reload();
     return;
   }
-  if (n >= 8 && std::string_view(buf, 8) == "upgrade\n") {
+  if (request.starts_with(protocol::kUpgrade)) {
     spdlog::info("binary upgrade requested on the control socket");
     const std::string why = self.upgrade();
     if (!why.empty()) {
-      const std::string answer = "error\nferry: " + why + "\n";
+      const std::string answer = protocol::error_answer("ferry: " + why + "\n");
       (void)::send(c.fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       self.loop_.close_connection(c);
       return;
@@ -136,16 +138,16 @@ void Master::on_control_request(Event& ev) {
     c.read.handler = on_waiting_client_read;
     return;
   }
-  if (n >= 6 && std::string_view(buf, 6) == "ready\n") {
+  if (request.starts_with(protocol::kReady)) {
     const bool ready = self.served_ && self.pending_generation_ == 0 && !self.stopping_;
-    const std::string_view answer = ready ? "ok\n" : "wait\n";
+    const std::string_view answer = ready ? protocol::kOk : protocol::kWait;
     (void)::send(c.fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     self.loop_.close_connection(c);
     return;
   }
-  if (n >= 7 && std::string_view(buf, 7) == "status\n") {
+  if (request.starts_with(protocol::kStatus)) {
     // "ok LENGTH\n": the client can tell a whole table from one cut short.
-    std::string answer = "error\nferry: no statistics in this master\n";
+    std::string answer = protocol::error_answer("ferry: no statistics in this master\n");
     if (self.stats_ != nullptr) {
       const std::string table = worker::render_table(self.stats_->snapshot());
       answer = "ok " + std::to_string(table.size()) + "\n" + table;
@@ -165,8 +167,8 @@ void Master::on_control_request(Event& ev) {
     self.loop_.close_connection(c);
     return;
   }
-  const char answer[] = "error\nferry: unknown control request\n";
-  (void)::send(c.fd.get(), answer, sizeof answer - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  const std::string answer = protocol::error_answer("ferry: unknown control request\n");
+  (void)::send(c.fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   self.loop_.close_connection(c);
 }
 

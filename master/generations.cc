@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "master/control.h"
+#include "master/control_protocol.h"
 #include "master/pid_file.h"
 #include "worker/logging.h"
 
@@ -68,7 +69,7 @@ void Master::generation_ready() {
   // Before the askers get their answer: by the time `ferry -s reload` (ExecReload=) exits,
   // systemd has seen the reload end.
   if (in_charge()) notifier_.ready(status_text());
-  answer_reload_waiters("ok\n");
+  answer_reload_waiters(protocol::kOk);
   run_queued_reload();
 }
 
@@ -244,7 +245,7 @@ void Master::on_load_timeout(Event& ev) {
                           " s (a host name's DNS server does not answer?)";
   spdlog::error("reload rejected: {}; keeping the running configuration", why);
   m.reload_failed(why);
-  m.answer_reload_waiters("error\n" + why + "\n");
+  m.answer_reload_waiters(protocol::error_answer(why + "\n"));
 }
 
 // WINCH: the file being read is given up (its thread owns it until the lookup returns), and a
@@ -269,7 +270,7 @@ void Master::finish_reload(conf::LoadResult result) {
                   conf_file_, result.errors.size());
     reload_failed(result.errors.empty() ? "invalid configuration"
                                         : result.errors.front().to_string());
-    answer_reload_waiters("error\n" + text);
+    answer_reload_waiters(protocol::error_answer(text));
     run_queued_reload();  // one asked for while this file was read may find it fixed
     return;
   }
@@ -279,7 +280,7 @@ void Master::finish_reload(conf::LoadResult result) {
   if (listeners_.apply(*next, next->worker_processes, why)) {
     spdlog::error("reload rejected: {}; keeping the running configuration", why);
     reload_failed(why);
-    answer_reload_waiters("error\n" + why + "\n");
+    answer_reload_waiters(protocol::error_answer(why + "\n"));
     run_queued_reload();
     return;
   }
@@ -365,7 +366,7 @@ void Master::on_reload_timeout(Event& ev) {
     return;
   }
   m.reload_failed("the new workers did not start in time");
-  m.answer_reload_waiters("error\nferry: the new workers did not start in time\n");
+  m.answer_reload_waiters(protocol::error_answer("ferry: the new workers did not start in time\n"));
   m.run_queued_reload();
 }
 

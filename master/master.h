@@ -133,6 +133,8 @@ class Master {
 
  private:
   // ---- master_cycle.cc: setup, signals, stop
+  void read_test_hooks();
+  bool map_shared_zones();
   bool open_signalfd();
   bool open_control_socket();
   static void on_signal(Event& ev);
@@ -196,8 +198,8 @@ class Master {
   static void on_watchdog_timer(Event& ev);
 
   // ---- control_requests.cc: the control socket's requests
-  void answer_reload_waiters(const std::string& answer, bool everyone = false);
-  void answer_all(std::vector<Connection*>& list, const std::string& answer);
+  void answer_reload_waiters(std::string_view answer, bool everyone = false);
+  void answer_all(std::vector<Connection*>& list, std::string_view answer);
   static void on_control_accept(Event& ev);
   static void on_waiting_client_read(Event& e);
   static void on_control_request(Event& ev);

@@ -22,6 +22,7 @@
 #include "conf/user.h"
 #include "ferry_version.h"
 #include "master/control.h"
+#include "master/control_protocol.h"
 #include "master/master.h"
 #include "master/pid_file.h"
 #include "master/process_title.h"
@@ -98,15 +99,7 @@ int Master::run() {
   set_process_title("ferry: master process " + original_command_line());
   worker::set_log_role("master");
   raise_nofile_limit(*config_);
-  ready_timeout_ = ready_timeout_from_environment();
-  worker_fail_ = worker_fail_from_environment();
-  // Read here, once: the workers get the verdict, and neither they nor a new binary (whose
-  // generations are numbered from 1 again) see the variables.
-  scribbling_workers_ = number_from_environment(kScribbleStatsVariable);
-  unready_generation_ = number_from_environment(kUnreadyGenerationVariable);
-  check_no_socket_ = std::getenv(kCheckNoSocketVariable) != nullptr;
-  ::unsetenv(kCheckNoSocketVariable);
-  own_state_.take_test_hook();
+  read_test_hooks();
 
   std::string why;
   // A new master of a binary upgrade gets its sockets (systemd's among them) from the old one.
@@ -128,22 +121,7 @@ int Master::run() {
   }
   listeners_.close_removed();
   listeners_.advise_migrate_req(*config_);
-  if (zones_.mutex_shm.create(sizeof(event::AcceptMutexWord))) return 1;
-  zones_.mutex_word = new (zones_.mutex_shm.data()) event::AcceptMutexWord;
-  if (zones_.counters_shm.create(sizeof(worker::CountersTable))) return 1;
-  zones_.counters = worker::CountersTable::create(zones_.counters_shm.data());
-  zones_.client_limits = segments_.open_client_limits(upgraded_);
-  if (zones_.client_limits == nullptr) return 1;
-  stats_ = worker::StatsTable::create(FERRY_VERSION, ::getpid(), ::time(nullptr));
-  if (stats_ == nullptr) return 1;
-  if (const char* capacity = std::getenv(kStatsCapacityVariable)) {
-    std::size_t proxies = 0;
-    std::size_t servers = 0;
-    if (std::sscanf(capacity, "%zu:%zu", &proxies, &servers) == 2) {
-      stats_->set_capacity_for_tests(proxies, servers);
-    }
-    ::unsetenv(kStatsCapacityVariable);  // not for the workers, nor for a new binary
-  }
+  if (!map_shared_zones()) return 1;
   register_stats();
   // Before the first workers: a name known to both masters keeps one index.
   const bool inheriting = segments_.inherit_first(*stats_);
@@ -174,6 +152,40 @@ int Master::run() {
   spdlog::log(exit_code_ == 0 ? spdlog::level::info : spdlog::level::err, "master exiting{}",
               exit_code_ == 0 ? "" : " with an error");
   return exit_code_;
+}
+
+// Read here, once: the workers get the verdict, and neither they nor a new binary (whose
+// generations are numbered from 1 again) see the variables.
+void Master::read_test_hooks() {
+  ready_timeout_ = ready_timeout_from_environment();
+  worker_fail_ = worker_fail_from_environment();
+  scribbling_workers_ = number_from_environment(kScribbleStatsVariable);
+  unready_generation_ = number_from_environment(kUnreadyGenerationVariable);
+  check_no_socket_ = std::getenv(kCheckNoSocketVariable) != nullptr;
+  ::unsetenv(kCheckNoSocketVariable);
+  own_state_.take_test_hook();
+}
+
+// Before the first fork: the workers inherit the mappings (the health board is mapped per
+// configuration, by new_health_board()).
+bool Master::map_shared_zones() {
+  if (zones_.mutex_shm.create(sizeof(event::AcceptMutexWord))) return false;
+  zones_.mutex_word = new (zones_.mutex_shm.data()) event::AcceptMutexWord;
+  if (zones_.counters_shm.create(sizeof(worker::CountersTable))) return false;
+  zones_.counters = worker::CountersTable::create(zones_.counters_shm.data());
+  zones_.client_limits = segments_.open_client_limits(upgraded_);
+  if (zones_.client_limits == nullptr) return false;
+  stats_ = worker::StatsTable::create(FERRY_VERSION, ::getpid(), ::time(nullptr));
+  if (stats_ == nullptr) return false;
+  if (const char* capacity = std::getenv(kStatsCapacityVariable)) {
+    std::size_t proxies = 0;
+    std::size_t servers = 0;
+    if (std::sscanf(capacity, "%zu:%zu", &proxies, &servers) == 2) {
+      stats_->set_capacity_for_tests(proxies, servers);
+    }
+    ::unsetenv(kStatsCapacityVariable);  // not for the workers, nor for a new binary
+  }
+  return true;
 }
 
 bool Master::open_signalfd() {
@@ -261,9 +273,9 @@ void Master::stop(bool graceful) {
   // Nothing new: the workers own the sockets until they exit.
   listeners_.close_all();
   control_.close();
-  answer_reload_waiters("error\nferry: the master is stopping\n", true);
+  answer_reload_waiters(protocol::error_answer("ferry: the master is stopping\n"), true);
   // An upgrade's asker told this master to leave (its new master serves): nothing to add.
-  answer_all(upgrade_clients_, "ok\n");
+  answer_all(upgrade_clients_, protocol::kOk);
   if (workers_.empty()) {
     loop_.stop();
     return;

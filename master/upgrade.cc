@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "master/control.h"
+#include "master/control_protocol.h"
 #include "master/inherited_fds.h"
 #include "master/master.h"
 #include "master/process_title.h"
@@ -147,10 +148,11 @@ void Master::upgrade_ended(int status) {
                                   : "code " + std::to_string(WEXITSTATUS(status)));
   new_master_ = -1;
   answer_all(upgrade_clients_,
-             "error\nferry: the new master exited (" +
-                 (WIFSIGNALED(status) ? std::string("signal ") + sigabbrev_np(WTERMSIG(status))
-                                      : "code " + std::to_string(WEXITSTATUS(status))) +
-                 "); this master stays in charge\n");
+             protocol::error_answer("ferry: the new master exited (" +
+                                    (WIFSIGNALED(status)
+                                         ? std::string("signal ") + sigabbrev_np(WTERMSIG(status))
+                                         : "code " + std::to_string(WEXITSTATUS(status))) +
+                                    "); this master stays in charge\n"));
   const std::string back = pid_file_.substr(0, pid_file_.size() - kOldBinSuffix.size());
   if (::rename(pid_file_.c_str(), back.c_str()) == -1) {
     spdlog::error("rename({}, {}) failed: {}", pid_file_, back, event::last_error().message());
@@ -198,7 +200,8 @@ void Master::winch() {
   }
   // So is a file being read: its end must not start workers the operator just stopped.
   cancel_pending_read();
-  answer_reload_waiters("error\nferry: the reload was cancelled by SIGWINCH\n", true);
+  answer_reload_waiters(protocol::error_answer("ferry: the reload was cancelled by SIGWINCH\n"),
+                        true);
   for (auto& w : workers_) {
     if (!w.told_to_stop) tell(w, worker::Command::quit);
   }
