@@ -141,8 +141,6 @@ class Master {
   void handle_signal(int sig);
   void winch();
   void stop(bool graceful);
-  void arm_kill_timer(std::optional<Msec> bound = std::nullopt);
-  Msec shutdown_bound() const;
   void arm(Event& ev, Msec delay, event::EventHandler handler);
   void reopen();
 
@@ -157,6 +155,8 @@ class Master {
   void schedule_respawn(int slot, int generation, Msec lived);
   void drop_respawns(int generation);
   RespawnTimer& respawn_timer(int slot);
+  void arm_kill_timer(std::optional<Msec> bound = std::nullopt);
+  Msec shutdown_bound() const;
   event::AcceptMutex mutex() { return event::AcceptMutex(*zones_.mutex_word, ::getpid()); }
 
   // ---- generations.cc: generations and reloads

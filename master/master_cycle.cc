@@ -283,31 +283,6 @@ void Master::stop(bool graceful) {
   arm_kill_timer(graceful ? std::optional<Msec>{} : std::optional<Msec>{Msec{0}});
 }
 
-// SIGKILL for workers told to stop that overstay worker_shutdown_timeout (plus a grace).
-void Master::arm_kill_timer(std::optional<Msec> bound) {
-  const Msec timeout = bound.value_or(shutdown_bound());
-  if (!bound && timeout.count() == 0) return;  // "0": wait for every connection
-  arm(kill_timer_, timeout + kKillGrace, [](Event& ev) {
-    auto& m = *static_cast<Master*>(ev.data);
-    for (auto& w : m.workers_) {
-      if (w.told_to_stop) {
-        spdlog::warn("worker {} (pid {}) did not exit in time: SIGKILL", w.slot, w.pid);
-        ::kill(w.pid, SIGKILL);
-      }
-    }
-  });
-}
-
-// The longest worker_shutdown_timeout of the configurations whose workers may be running (a
-// cancelled reload's stays the master's until the serving one is restored): each worker
-// closes its connections at its own; "0" (no bound) wins.
-Msec Master::shutdown_bound() const {
-  const Msec mine = config_->worker_shutdown_timeout;
-  if (!previous_) return mine;
-  const Msec theirs = previous_->config->worker_shutdown_timeout;
-  return mine.count() == 0 || theirs.count() == 0 ? Msec{0} : std::max(mine, theirs);
-}
-
 void Master::arm(Event& ev, Msec delay, event::EventHandler handler) {
   ev.data = this;
   ev.handler = handler;

@@ -59,8 +59,8 @@ void Master::spawn(int slot, int generation) {
     spdlog::error("fork() for worker {} failed: {}", slot, event::last_error().message());
     (void)zones_.client_limits->give_back(share, self, self);
     if (counters != nullptr) {
-      (void)stats_->fold(
-          zones_.counters->index_of(*counters));  // nothing counted: the slot is free
+      // Nothing was counted: the slot is free again.
+      (void)stats_->fold(zones_.counters->index_of(*counters));
       zones_.counters->release(*counters, zones_.counters_taken);
     }
     schedule_respawn(slot, generation, Msec{0});
@@ -219,6 +219,7 @@ void Master::reap() {
     const bool fatal = WIFEXITED(status) && WEXITSTATUS(status) == worker::kFatalExit;
     if (w->channel.fd) (void)loop_.del_event(w->channel.read, event::EventKind::read, false);
     w->channel.fd.reset();
+    // false: the other master of an upgrade took the share back (and recovered it) first.
     (void)zones_.client_limits->give_back(w->limits_share, pid, ::getpid());
     w->limits_share = worker::ClientLimits::kNoShare;
     if (w->counters != nullptr) {
@@ -302,6 +303,31 @@ RespawnTimer& Master::respawn_timer(int slot) {
   };
   respawn_timers_.push_back(std::move(t));
   return *respawn_timers_.back();
+}
+
+// SIGKILL for workers told to stop that overstay worker_shutdown_timeout (plus a grace).
+void Master::arm_kill_timer(std::optional<Msec> bound) {
+  const Msec timeout = bound.value_or(shutdown_bound());
+  if (!bound && timeout.count() == 0) return;  // "0": wait for every connection
+  arm(kill_timer_, timeout + kKillGrace, [](Event& ev) {
+    auto& m = *static_cast<Master*>(ev.data);
+    for (auto& w : m.workers_) {
+      if (w.told_to_stop) {
+        spdlog::warn("worker {} (pid {}) did not exit in time: SIGKILL", w.slot, w.pid);
+        ::kill(w.pid, SIGKILL);
+      }
+    }
+  });
+}
+
+// The longest worker_shutdown_timeout of the configurations whose workers may be running (a
+// cancelled reload's stays the master's until the serving one is restored): each worker
+// closes its connections at its own; "0" (no bound) wins.
+Msec Master::shutdown_bound() const {
+  const Msec mine = config_->worker_shutdown_timeout;
+  if (!previous_) return mine;
+  const Msec theirs = previous_->config->worker_shutdown_timeout;
+  return mine.count() == 0 || theirs.count() == 0 ? Msec{0} : std::max(mine, theirs);
 }
 
 }  // namespace ferry::master
