@@ -149,7 +149,7 @@ bool master_ready(const std::string& pid_file, const PidFileEntry& master) {
 int upgrade(const std::string& pid_file, const PidFileEntry& old_entry) {
   const pid_t old_master = old_entry.pid;
   event::UniqueFd old_conn = send_request(pid_file, old_entry, protocol::kUpgrade);
-  if (!old_conn) return 1;
+  if (!old_conn) return kUpgradeNotTaken;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (std::chrono::steady_clock::now() < deadline) {
     pollfd p{old_conn.get(), POLLIN, 0};
@@ -160,6 +160,14 @@ int upgrade(const std::string& pid_file, const PidFileEntry& old_entry) {
       while ((n = event::retry_eintr([&] { return ::read(old_conn.get(), buf, sizeof buf); })) >
              0) {
         answer.append(buf, static_cast<std::size_t>(n));
+      }
+      // An older master answers a request it does not know this way: it cannot upgrade.
+      if (answer == protocol::error_answer(protocol::kUnknownRequest)) {
+        print_error(fmt::format(
+            "ferry: the master (pid {}) is an older ferry that does not know `upgrade`; "
+            "restart it to run the new binary",
+            old_master));
+        return kUpgradeNotTaken;
       }
       print_error(answer.starts_with(protocol::kError)
                       ? answer.substr(protocol::kError.size())
@@ -181,11 +189,62 @@ int upgrade(const std::string& pid_file, const PidFileEntry& old_entry) {
       return 0;
     }
   }
+  // The master renames its pid file as it starts the new binary: one that still names it took
+  // the request in (the kernel did) but never acted on it.
+  std::string why;
+  const auto current = read_pid_file(pid_file, why);
+  if (current && current->pid == old_master) {
+    print_error(
+        fmt::format("ferry: the master (pid {}) did not act on the upgrade request within "
+                    "30 s: it does not answer",
+                    old_master));
+    return kUpgradeNotTaken;
+  }
   print_error(fmt::format(
       "ferry: the new master did not serve within 30 s; the old master (pid {}) stays in charge "
       "(see the log; QUIT the new one to roll back)",
       old_master));
   return 1;
+}
+
+// The parent of `pid` from /proc/PID/stat ("PID (COMM) STATE PPID ..."; COMM may hold spaces and
+// parentheses, so the fields are counted after its last ')'), or 0 when it cannot be read.
+pid_t parent_of(pid_t pid) {
+  const event::UniqueFd fd(
+      ::open(fmt::format("/proc/{}/stat", pid).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return 0;
+  char buf[1024];
+  const ssize_t n = event::retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf - 1); });
+  if (n <= 0) return 0;
+  const std::string_view stat(buf, static_cast<std::size_t>(n));
+  const std::size_t close = stat.rfind(')');
+  if (close == std::string_view::npos || close + 4 >= stat.size()) return 0;
+  // ") S PPID ..."
+  return static_cast<pid_t>(std::strtol(stat.data() + close + 4, nullptr, 10));
+}
+
+// `-s reopen` during a binary upgrade: the old master (its pid file is PIDFILE.oldbin, as
+// upgrade.cc renames it) still writes its logs, and its workers too until WINCH, so
+// logrotate's postrotate must reach it as well. It is trusted as the parent of the master that
+// just proved itself on the control socket (the old master forks the new one).
+int reopen_old_master(const std::string& pid_file, pid_t master) {
+  const std::string oldbin = pid_file + ".oldbin";
+  std::string why;
+  const auto old = read_pid_file(oldbin, why);
+  if (!old) return 0;  // no upgrade under way
+  if (parent_of(master) != old->pid) {
+    print_error(
+        fmt::format("ferry: {} names pid {}, not the parent of the master (pid {}): "
+                    "a stale file; not signalled",
+                    oldbin, old->pid, master));
+    return 0;
+  }
+  if (::kill(old->pid, SIGUSR1) == -1) {
+    print_error(fmt::format("ferry: kill({}, USR1) to the old master of the upgrade failed: {}",
+                            old->pid, std::strerror(errno)));
+    return 1;
+  }
+  return 0;
 }
 
 // Reads the master's whole answer (it closes when done); nullopt, with the reason printed,
@@ -278,7 +337,7 @@ int send_signal_command(const std::string& signal, const std::string& conf_file)
   if (!master) {
     if (!choice.notes.empty()) print_error(choice.notes);
     print_error(fmt::format("ferry: no running master found: {}", why));
-    return 1;
+    return signal == "upgrade" ? kUpgradeNotTaken : 1;
   }
   if (signal == "reload") return reload(pid_file, *master);
   if (signal == "upgrade") return upgrade(pid_file, *master);
@@ -292,7 +351,7 @@ int send_signal_command(const std::string& signal, const std::string& conf_file)
                             std::strerror(errno)));
     return 1;
   }
-  return 0;
+  return sig == SIGUSR1 ? reopen_old_master(pid_file, master->pid) : 0;
 }
 
 }  // namespace ferry::master

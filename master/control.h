@@ -12,7 +12,13 @@ std::string control_socket_path(const std::string& pid_file);
 // for the verdict on the control socket (30 s at most); for upgrade, asks the master on the
 // control socket to start the new binary, keeps that connection (the old master says there if
 // the new one exits), waits until the new master serves (30 s at most) and sends QUIT to the
-// old one. Returns the exit status and prints what happened to stderr.
+// old one; for reopen, signals the old master of an upgrade under way too. Returns the exit
+// status and prints what happened to stderr.
 int send_signal_command(const std::string& signal, const std::string& conf_file);
+
+// `-s upgrade`'s exit status when no master took the request: none runs, it does not answer, or
+// it is an older ferry that does not know `upgrade`. Only then is a restart the way to the new
+// binary (the Debian postinst's fallback); on 1 the old master stays in charge and serves.
+inline constexpr int kUpgradeNotTaken = 3;
 
 }  // namespace ferry::master

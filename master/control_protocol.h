@@ -23,6 +23,9 @@ constexpr std::string_view kStatus = "status\n";
 constexpr std::string_view kOk = "ok\n";
 constexpr std::string_view kWait = "wait\n";
 constexpr std::string_view kError = "error\n";
+// The error line of a request the master does not know, as every ferry has answered it: from an
+// older master to "upgrade", `ferry -s upgrade` learns it cannot upgrade (and exits 3).
+constexpr std::string_view kUnknownRequest = "ferry: unknown control request\n";
 
 // A failure's answer: "error\n", then `lines` (each ending in '\n').
 inline std::string error_answer(std::string_view lines) {

@@ -167,7 +167,7 @@ void Master::on_control_request(Event& ev) {
     self.loop_.close_connection(c);
     return;
   }
-  const std::string answer = protocol::error_answer("ferry: unknown control request\n");
+  const std::string answer = protocol::error_answer(protocol::kUnknownRequest);
   (void)::send(c.fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   self.loop_.close_connection(c);
 }

@@ -52,6 +52,23 @@ int connect_unix(const std::string& path) {
   return fd;
 }
 
+// This test as the master `-s` looks for in `dir`: ferry.pid names it and it listens on
+// ferry.ctl (the peer check passes). The listening socket, or -1.
+int listen_as_the_master(const TempDir& dir, int backlog) {
+  dir.write("ferry.pid", std::to_string(::getpid()) + "\n");
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  const std::string ctl = dir.path() + "/ferry.ctl";
+  std::strncpy(sun.sun_path, ctl.c_str(), sizeof sun.sun_path - 1);
+  if (fd == -1 || ::bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) == -1 ||
+      ::listen(fd, backlog) == -1) {
+    if (fd != -1) ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 TEST(ControlFilesTest, LinksPlantedWhereTheMasterWritesAreNotFollowed) {
   EchoServer backend;
   FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
@@ -165,15 +182,9 @@ TEST(ControlFilesTest, AMasterRemovesOnlyAPidFileThatNamesIt) {
 TEST(ControlFilesTest, SignalCommandsGiveUpOnAControlSocketThatTakesNoConnection) {
   TempDir dir;
   const std::string conf = dir.write("f.conf", "pid_file = \"" + dir.path() + "/ferry.pid\";\n");
-  // The listener is this test, the pid file names it: the peer check passes.
-  dir.write("ferry.pid", std::to_string(::getpid()) + "\n");
-  const int listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un sun{};
-  sun.sun_family = AF_UNIX;
   const std::string ctl = dir.path() + "/ferry.ctl";
-  std::strncpy(sun.sun_path, ctl.c_str(), sizeof sun.sun_path - 1);
-  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0);
-  ASSERT_EQ(::listen(listener, 0), 0);
+  const int listener = listen_as_the_master(dir, 0);
+  ASSERT_GE(listener, 0);
   const int filler = connect_unix(ctl);  // a backlog of 0 holds one: it is full now
   ASSERT_GE(filler, 0);
   const auto start = std::chrono::steady_clock::now();
@@ -515,6 +526,72 @@ TEST(ControlSocketTest, AMasterOutOfDescriptorsDoesNotSpinOnTheControlSocket) {
   for (int fd : waiting) ::close(fd);
   const Finished status = ferry.command("status");
   EXPECT_EQ(status.exit_code, 0) << status.err << ferry.log();
+}
+
+// `-s upgrade` tells "no master took the request" (exit 3: the Debian postinst restarts then)
+// from "the upgrade failed and the old master stays in charge" (exit 1: it is left serving).
+TEST(SignalUpgradeTest, ExitsThreeWhenNoMasterTakesTheRequest) {
+  TempDir dir;
+  const std::string pid_file = dir.path() + "/ferry.pid";
+  const std::string conf = dir.write("f.conf", "pid_file = \"" + pid_file + "\";\n");
+  Finished f = run_program({ferry_binary(), "-s", "upgrade", "-c", conf});
+  EXPECT_EQ(f.exit_code, 3) << "no master runs: " << f.err;
+
+  // An older master, which answers a request it does not know as ferry always has: this test
+  // listens on the control socket and names itself in the pid file.
+  const int listener = listen_as_the_master(dir, 8);
+  ASSERT_GE(listener, 0);
+  std::thread older([listener] {
+    const int c = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    if (c == -1) return;
+    char buf[64];
+    (void)::read(c, buf, sizeof buf);
+    const char answer[] = "error\nferry: unknown control request\n";
+    (void)::write(c, answer, sizeof answer - 1);
+    ::close(c);
+  });
+  f = run_program({ferry_binary(), "-s", "upgrade", "-c", conf});
+  older.join();
+  ::close(listener);
+  EXPECT_EQ(f.exit_code, 3) << f.err;
+  EXPECT_NE(f.err.find("does not know `upgrade`"), std::string::npos) << f.err;
+}
+
+// logrotate's postrotate runs `ferry -s reopen` once: during a binary upgrade it must reach the
+// old master (ferry.pid.oldbin) too, which still writes its logs and whose workers still serve.
+TEST(SignalUpgradeTest, ReopenReachesBothMastersOfAnUpgrade) {
+  EchoServer backend;
+  FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const auto pid_in = [](const std::string& file) {
+    std::ifstream in(file);
+    pid_t pid = 0;
+    in >> pid;
+    return pid;
+  };
+  ferry.signal(SIGUSR2);
+  pid_t fresh = 0;
+  ASSERT_TRUE(eventually([&] {
+    fresh = pid_in(ferry.pid_file());
+    return fresh > 0 && fresh != ferry.master() && children_of(fresh).size() == 1 &&
+           pid_in(ferry.pid_file() + ".oldbin") == ferry.master();
+  })) << ferry.log();
+  const Finished f = ferry.command("reopen");
+  EXPECT_EQ(f.exit_code, 0) << f.err;
+  const auto reopened = [&] {
+    ferry.drain_log();
+    std::size_t n = 0;
+    for (std::size_t at = 0;
+         (at = ferry.log().find("SIGUSR1: reopening logs", at)) != std::string::npos; ++at) {
+      ++n;
+    }
+    return n;
+  };
+  EXPECT_TRUE(eventually([&] { return reopened() == 2; })) << ferry.log();
+  ::kill(fresh, SIGQUIT);
+  EXPECT_TRUE(eventually([&] { return ::kill(fresh, 0) == -1; })) << ferry.log();
+  ferry.signal(SIGQUIT);
+  EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
 }
 
 }  // namespace
