@@ -47,8 +47,6 @@ class Session {
   // Ends the session now, with `status` in the access log and the counters; `this` is gone.
   void close(EndReason status) noexcept;
 
-  [[nodiscard]] Phase phase() const noexcept { return phase_; }
-
   // The live list, SessionShared's (intrusive: joining it allocates nothing).
   Session* prev = nullptr;
   Session* next = nullptr;
