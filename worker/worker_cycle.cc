@@ -17,7 +17,7 @@
 #include "event/thread_pool.h"
 #include "worker/channel.h"
 #include "worker/logging.h"
-#include "worker/proxy/relay.h"
+#include "worker/proxy/session_set.h"
 #include "worker/stats/render.h"
 #include "worker/status/status_server.h"
 #include "worker/upstream/health_checker.h"
@@ -111,8 +111,7 @@ class Worker {
     sessions_.set_counters(settings_.counters);
     sessions_.set_client_limits(settings_.client_limits, settings_.client_secret,
                                 settings_.limits_share);
-    sessions_.on_empty = on_sessions_empty;
-    sessions_.on_empty_ctx = this;
+    sessions_.set_on_empty(on_sessions_empty, this);
     shutdown_timer_.handler = on_shutdown_timeout;
     shutdown_timer_.data = this;
     // Sessions publish the gauge as they start and end; status clients, connects under way and

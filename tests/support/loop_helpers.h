@@ -2,7 +2,10 @@
 // socketpairs wrapped in pooled connections.
 #pragma once
 
+#include <netinet/in.h>
 #include <sys/socket.h>
+
+#include <cerrno>
 
 #include <chrono>
 #include <utility>
@@ -35,6 +38,26 @@ inline std::pair<event::UniqueFd, event::UniqueFd> socket_pair() {
   int fds[2];
   EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
   return {event::UniqueFd(fds[0]), event::UniqueFd(fds[1])};
+}
+
+// A connected, non-blocking, close-on-exec TCP pair over IPv4 loopback (only TCP resets): the
+// connecting side first, the accepted one second.
+inline std::pair<event::UniqueFd, event::UniqueFd> tcp_pair() {
+  event::UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof sin;
+  auto* addr = reinterpret_cast<sockaddr*>(&sin);
+  EXPECT_EQ(::bind(listener.get(), addr, len), 0);
+  EXPECT_EQ(::listen(listener.get(), 1), 0);
+  EXPECT_EQ(::getsockname(listener.get(), addr, &len), 0);
+  event::UniqueFd a(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  EXPECT_TRUE(::connect(a.get(), addr, len) == 0 || errno == EINPROGRESS);
+  // accept() returns once the handshake is done: `a` is connected by then.
+  event::UniqueFd b(::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  EXPECT_TRUE(b.valid());
+  return {std::move(a), std::move(b)};
 }
 
 }  // namespace ferry::test

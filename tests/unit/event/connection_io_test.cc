@@ -135,20 +135,7 @@ TEST(ConnectionIoTest, AShortReadEndsReadinessAndAfterRdhupMeansEof) {
 TEST(ConnectionIoTest, AResetBehindTheBytesIsAnErrorNotAnEof) {
   EventLoop loop;
   ASSERT_FALSE(loop.init({.connections = 2, .epoll_events = 8}));
-  // TCP on loopback: only TCP resets.
-  UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof sin;
-  auto* addr = reinterpret_cast<sockaddr*>(&sin);
-  ASSERT_EQ(::bind(listener.get(), addr, len), 0);
-  ASSERT_EQ(::listen(listener.get(), 1), 0);
-  ASSERT_EQ(::getsockname(listener.get(), addr, &len), 0);
-  UniqueFd peer(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  ASSERT_EQ(::connect(peer.get(), addr, len), 0);
-  UniqueFd fd(::accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-  ASSERT_TRUE(fd.valid());
+  auto [peer, fd] = test::tcp_pair();  // TCP: only TCP resets
   ASSERT_EQ(::send(peer.get(), "abcdef", 6, 0), 6);
   const linger abort{1, 0};
   ASSERT_EQ(::setsockopt(peer.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort), 0);

@@ -1,0 +1,197 @@
+// RelayDirection: the pump of one direction (recv/send through a pooled buffer, splice through
+// a pooled pipe in bulk, batched io_uring calls), FIN passing and its completions.
+#include "worker/proxy/relay_direction.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "event/connection_io.h"
+#include "event/syscall_util.h"
+
+namespace ferry::worker {
+
+using event::IoStatus;
+
+RelayDirection::Pumped RelayDirection::pump() noexcept {
+  for (;;) {
+    if (in_flight_ != Op::none) return Pumped::waiting;
+    Step step;
+    if (in_pipe_ > 0 || end_ > start_) {
+      // A finished batched call is taken whatever the flags say: its bytes are already moved.
+      if (!to_->write.ready && done_ != Op::send) return Pumped::waiting;
+      step = in_pipe_ > 0 ? flush_pipe() : flush_buffer();
+    } else if (state_ == State::draining) {
+      state_ = State::finished;
+      return Pumped::finished;
+    } else if (state_ == State::finished || (!from_->read.ready && done_ != Op::recv)) {
+      return Pumped::waiting;
+    } else {
+      step = splicing_ && done_ == Op::none ? fill_pipe() : fill_buffer();
+    }
+    if (step == Step::wait) return Pumped::waiting;
+    if (step == Step::failed) return Pumped::failed;
+  }
+}
+
+void RelayDirection::pass_fin() noexcept {
+  if (::shutdown(to_->fd.get(), SHUT_WR) == -1) {
+    spdlog::debug("shutdown(SHUT_WR) failed: {}", event::last_error().message());
+  }
+}
+
+void RelayDirection::prepend(std::span<const std::byte> bytes) {
+  if (!buf_) buf_ = buffers_->take(size_);
+  const std::size_t held = end_ - start_;
+  std::memmove(buf_.get() + bytes.size(), buf_.get() + start_, held);
+  std::memcpy(buf_.get(), bytes.data(), bytes.size());
+  start_ = 0;
+  end_ = bytes.size() + held;
+}
+
+void RelayDirection::release() noexcept {
+  if (in_flight_ != Op::none) event::IoBatch::cancel(queued_);
+  in_flight_ = Op::none;
+  buffers_->give(std::move(buf_), size_);
+  start_ = end_ = 0;
+  // A pipe with bytes still in it is not reused: its fds close with it.
+  if (in_pipe_ == 0) pipes_->give(std::move(pipe_));
+  pipe_ = {};
+  in_pipe_ = 0;
+}
+
+void RelayDirection::on_batch_done(void* cookie, int result) noexcept {
+  auto& d = *static_cast<RelayDirection*>(cookie);
+  d.done_ = d.in_flight_;
+  d.in_flight_ = Op::none;
+  d.result_ = result;
+  // Either end's handler pumps the direction on.
+  d.loop_->post(d.done_ == Op::recv ? d.from_->read : d.to_->write);
+}
+
+RelayDirection::Step RelayDirection::fail(event::Connection* side, int err) noexcept {
+  failed_side_ = side;
+  error_ = err;
+  return Step::failed;
+}
+
+RelayDirection::Step RelayDirection::fill_buffer() noexcept {
+  if (!buf_) buf_ = buffers_->take(size_);
+  const std::span<std::byte> space{buf_.get(), size_};
+  event::IoResult r;
+  if (done_ == Op::recv) {
+    done_ = Op::none;
+    r = event::recv_done(*from_, result_, size_);
+    if (r.status == IoStatus::error && r.err == ECANCELED) r = event::recv(*from_, space);
+  } else if (event::IoBatch* b = loop_->batch();
+             b != nullptr && (queued_ = b->queue_recv(from_->fd.get(), space, this))) {
+    in_flight_ = Op::recv;
+    return Step::wait;
+  } else {
+    r = event::recv(*from_, space);
+  }
+  if (r.status == IoStatus::error) return fail(from_, r.err);
+  start_ = 0;
+  end_ = r.bytes;
+  if (r.bytes == 0) buffers_->give(std::move(buf_), size_);
+  if (r.status == IoStatus::eof || from_->read.eof) state_ = State::draining;
+  if (r.status == IoStatus::again) return Step::wait;
+  if (splice_ok_ && r.bytes == size_) splicing_ = true;
+  return Step::more;
+}
+
+RelayDirection::Step RelayDirection::flush_buffer() noexcept {
+  const std::span<const std::byte> data{buf_.get() + start_, end_ - start_};
+  event::IoResult r;
+  if (done_ == Op::send) {
+    done_ = Op::none;
+    r = event::send_done(*to_, result_, data.size());
+    if (r.status == IoStatus::error && r.err == ECANCELED) r = event::send(*to_, data);
+  } else if (event::IoBatch* b = loop_->batch();
+             b != nullptr && (queued_ = b->queue_send(to_->fd.get(), data, this))) {
+    in_flight_ = Op::send;
+    return Step::wait;
+  } else {
+    r = event::send(*to_, data);
+  }
+  if (r.status == IoStatus::error) return fail(to_, r.err);
+  if (r.status == IoStatus::again) return Step::wait;
+  start_ += r.bytes;
+  total_ += r.bytes;
+  if (start_ == end_) {
+    start_ = end_ = 0;
+    buffers_->give(std::move(buf_), size_);
+  }
+  return Step::more;
+}
+
+namespace {
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+}
+
+// socket → pipe. Where splice cannot serve (EINVAL: not a pair the kernel splices), the
+// direction stays on buffers.
+RelayDirection::Step RelayDirection::fill_pipe() noexcept {
+  if (!pipe_) {
+    pipe_ = pipes_->take();
+    if (!pipe_) {
+      splicing_ = false;
+      return Step::more;
+    }
+  }
+  const ssize_t n = event::retry_eintr([&] {
+    return ::splice(from_->fd.get(), nullptr, pipe_.write.get(), nullptr, size_, kSpliceFlags);
+  });
+  if (n > 0) {
+    in_pipe_ = static_cast<std::size_t>(n);
+    if (in_pipe_ < size_) splicing_ = false;  // drained: the burst is over
+    return Step::more;
+  }
+  const int err = errno;
+  // The pipe is empty here, so EAGAIN means the socket is.
+  pipes_->give(std::move(pipe_));
+  splicing_ = false;
+  if (n == 0) {
+    from_->read.ready = false;
+    from_->read.eof = true;
+    if (state_ == State::open) state_ = State::draining;
+    return Step::more;
+  }
+  if (err == EAGAIN || err == EWOULDBLOCK) {
+    from_->read.ready = false;
+    return Step::wait;
+  }
+  if (err == EINVAL) {
+    splice_ok_ = false;
+    return Step::more;
+  }
+  return fail(from_, err);
+}
+
+// pipe → socket.
+RelayDirection::Step RelayDirection::flush_pipe() noexcept {
+  const ssize_t n = event::retry_eintr([&] {
+    return ::splice(pipe_.read.get(), nullptr, to_->fd.get(), nullptr, in_pipe_, kSpliceFlags);
+  });
+  if (n > 0) {
+    in_pipe_ -= static_cast<std::size_t>(n);
+    total_ += static_cast<std::uint64_t>(n);
+    if (in_pipe_ == 0) {
+      pipes_->give(std::move(pipe_));
+    } else {
+      to_->write.ready = false;  // a short write: the socket buffer is full
+    }
+    return Step::more;
+  }
+  if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    to_->write.ready = false;
+    return Step::wait;
+  }
+  return fail(to_, n == -1 ? errno : EPIPE);
+}
+
+}  // namespace ferry::worker

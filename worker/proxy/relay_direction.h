@@ -1,0 +1,113 @@
+// RelayDirection: one direction of a relayed session. Bytes read from one connection wait in a
+// pooled buffer (in bulk, a kernel pipe for splice) until the other takes them; the FIN follows.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "event/connection.h"
+#include "event/event_loop.h"
+#include "event/io_batch.h"
+#include "worker/proxy/buffer_pool.h"
+#include "worker/proxy/pipe_pool.h"
+
+namespace ferry::worker {
+
+class RelayDirection {
+ public:
+  // Where the FIN of `from` has got to. Per direction: a session whose client has finished
+  // sending may go on receiving for as long as the server sends.
+  enum class State : std::uint8_t {
+    open,      // `from` may send more
+    draining,  // `from` sent its FIN; bytes read before it may still wait for `to`
+    finished,  // everything `from` sent, the FIN included, is `to`'s
+  };
+  // What a pump() ended with.
+  enum class Pumped : std::uint8_t {
+    waiting,   // for readiness or a batched call's completion
+    finished,  // just now: the last byte is out, the FIN is to be passed on (pass_fin)
+    failed,    // a recv, send or splice failed: failed_side() and error() say where and why
+  };
+
+  // The buffers and pipes are borrowed only while bytes are in flight; `splice`: the proxy
+  // allows splice(2) (the first EINVAL for this pair turns it off).
+  RelayDirection(event::EventLoop& loop, BufferPool& buffers, PipePool& pipes,
+                 std::size_t buffer_size, bool splice) noexcept
+      : loop_(&loop), buffers_(&buffers), pipes_(&pipes), size_(buffer_size), splice_ok_(splice) {}
+  ~RelayDirection() { release(); }
+  RelayDirection(const RelayDirection&) = delete;
+  RelayDirection& operator=(const RelayDirection&) = delete;
+
+  // The ends, set as they come (a session's server side exists only once connected). Their
+  // `data` is not the direction's: batch completions post their events, whose handlers pump.
+  void set_from(event::Connection* from) noexcept { from_ = from; }
+  void set_to(event::Connection* to) noexcept { to_ = to; }
+
+  // Moves what it can until the sockets or a batched call make it wait. Both ends must be set.
+  Pumped pump() noexcept;
+  // Sends the FIN on (shutdown SHUT_WR on `to`). A caller about to close `to` skips it: the
+  // close sends the FIN anyway.
+  void pass_fin() noexcept;
+  // Puts `bytes` (at most the buffer's size) in front of whatever waits for `to`, so that it is
+  // what `to` reads first: the PROXY header sent to a server.
+  void prepend(std::span<const std::byte> bytes);
+  // Withdraws a batched call still queued (it would run on a closed, or reused, fd from a freed
+  // buffer) and gives back the buffer and an empty pipe. For the session's close.
+  void release() noexcept;
+
+  // The IoBatch completion of every direction: give it to IoBatch::init of the loop's batch.
+  static void on_batch_done(void* cookie, int result) noexcept;
+
+  [[nodiscard]] State state() const noexcept { return state_; }
+  // Bytes passed on to `to` so far.
+  [[nodiscard]] std::uint64_t total() const noexcept { return total_; }
+  // Bytes read from `from` that `to` has not taken yet.
+  [[nodiscard]] std::size_t held() const noexcept { return end_ - start_ + in_pipe_; }
+  [[nodiscard]] bool splicing() const noexcept { return splicing_; }
+  // After Pumped::failed: the connection whose call failed, and its errno.
+  [[nodiscard]] event::Connection* failed_side() const noexcept { return failed_side_; }
+  [[nodiscard]] int error() const noexcept { return error_; }
+
+ private:
+  // What one step did: more to do, wait, or failed.
+  enum class Step : std::uint8_t { more, wait, failed };
+  // A recv into or a send from the buffer queued on the loop's IoBatch (never both: a
+  // direction reads only when its buffer is empty): the buffer is the kernel's until the flush
+  // reports `result_` (bytes or -errno) and sets `done_`.
+  enum class Op : std::uint8_t { none, recv, send };
+
+  Step fill_buffer() noexcept;
+  Step flush_buffer() noexcept;
+  Step fill_pipe() noexcept;
+  Step flush_pipe() noexcept;
+  Step fail(event::Connection* side, int err) noexcept;
+
+  event::EventLoop* loop_;
+  BufferPool* buffers_;
+  PipePool* pipes_;
+  std::size_t size_;
+  event::Connection* from_ = nullptr;
+  event::Connection* to_ = nullptr;
+  std::unique_ptr<std::byte[]> buf_;
+  std::size_t start_ = 0;
+  std::size_t end_ = 0;
+  std::uint64_t total_ = 0;
+  State state_ = State::open;
+  bool splice_ok_;
+  // Bulk mode: a read filled the whole buffer, so the next reads go socket → pipe → socket
+  // without copying; a splice that drains the socket before filling a buffer ends it. Small
+  // messages stay on recv/send, which costs less per message than the pipe's two hops.
+  bool splicing_ = false;
+  Op in_flight_ = Op::none;
+  Op done_ = Op::none;
+  int result_ = 0;
+  KernelPipe pipe_;
+  std::size_t in_pipe_ = 0;
+  event::IoBatch::Handle queued_ = nullptr;
+  event::Connection* failed_side_ = nullptr;
+  int error_ = 0;
+};
+
+}  // namespace ferry::worker

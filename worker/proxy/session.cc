@@ -1,0 +1,221 @@
+// Session's lifecycle: start (admission, then the PROXY header or the connect), the relay of
+// both directions with half-close and reset propagation, the idle timer, and the end: counters,
+// the access-log line, both connections closed.
+#include "worker/proxy/session.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <string>
+#include <system_error>
+
+#include <spdlog/spdlog.h>
+
+#include "event/listening.h"
+#include "event/syscall_util.h"
+
+namespace ferry::worker {
+
+using event::Connection;
+using event::Event;
+
+Session::Session(event::EventLoop& loop, SessionShared& shared, const conf::Proxy& proxy,
+                 Balancer& balancer, Connection& client)
+    : loop_(loop),
+      shared_(shared),
+      proxy_(proxy),
+      balancer_(balancer),
+      client_(&client),
+      up_(loop, shared.buffers(), shared.pipes(), proxy.buffer_size, proxy.splice),
+      down_(loop, shared.buffers(), shared.pipes(), proxy.buffer_size, proxy.splice),
+      started_(loop.now()),
+      wall_start_(std::chrono::system_clock::now()) {
+  up_.set_from(&client);
+  down_.set_to(&client);
+}
+
+void Session::start() {
+  if ((stats_ = shared_.proxy_stats(proxy_)) != nullptr) {
+    stat_add(stats_->accepted);
+    stat_add(stats_->active);
+  }
+  shared_.link(*this, loop_);
+  Connection& client = *client_;
+  client.data = this;
+  client.read.handler = client.write.handler = on_client_event;
+  // The server side needs a connection too: without one, refuse now rather than after the
+  // client has sent its first bytes.
+  if (loop_.pool().free_count() == 0) {
+    if (auto held = shared_.throttles().pool_full.admit(loop_.now())) {
+      spdlog::warn(
+          "{} worker_connections are not enough, client {} on proxy \"{}\" refused ({} "
+          "more since the last message)",
+          loop_.pool().size(), client.peer.to_string(), proxy_.name, *held);
+    }
+    close(EndReason::no_connections);
+    return;
+  }
+  // Without a PROXY header the address is final: rules and limit now. With one, the rules
+  // are checked against the sender too, and everything again against the address it carries.
+  if (!admit(!proxy_.accept_proxy_protocol)) return;
+  if (proxy_.accept_proxy_protocol && !trusted_sender()) return;
+  if (loop_.add_connection(client)) {
+    close(EndReason::connect_failed);
+    return;
+  }
+  if (proxy_.accept_proxy_protocol) {
+    phase_ = Phase::reading_header;
+    loop_.add_timer(client.read, proxy_.connect_timeout);
+    read_header();
+    return;
+  }
+  connect_next();
+}
+
+void Session::close(EndReason status) noexcept {
+  // Relaying: the session got through, the server is fine. Still connecting: the client or a
+  // shutdown ended it, no verdict on the server (connect failures go through failed_peer()).
+  if (peer_ != nullptr && phase_ == Phase::relaying) {
+    release_peer(false, peer_stats_);
+  } else if (peer_ != nullptr) {
+    balancer_.abandon(*peer_);
+  }
+  count_end(status);
+  if (counted_) shared_.release_client(limit_bucket_);
+  if (AccessLog* log = shared_.access_log(proxy_)) {
+    const std::string client_text = client_->peer.to_string();
+    const std::string listen_text = client_->listening->address.to_string();
+    AccessRecord r;
+    r.start = wall_start_;
+    r.client = client_text;
+    r.listen = listen_text;
+    r.upstream = peer_ != nullptr ? std::string_view(peer_->name) : std::string_view("-");
+    r.bytes_from_client = up_.total() - std::min<std::uint64_t>(up_.total(), header_out_);
+    r.bytes_to_client = down_.total();
+    r.duration = loop_.now() - started_;
+    r.status = status;
+    log->write(r);
+  }
+  // Before the connections close: a batched call still queued would run on their fds.
+  up_.release();
+  down_.release();
+  loop_.close_connection(*client_);
+  if (upstream_ != nullptr) loop_.close_connection(*upstream_);
+  SessionShared& shared = shared_;
+  event::EventLoop& loop = loop_;
+  shared.unlink(*this, loop);
+  delete this;
+}
+
+// The shared statistics of an ending session: accepted = handled + active at all times.
+void Session::count_end(EndReason status) noexcept {
+  if (stats_ != nullptr) {
+    stat_add(stats_->handled);
+    stat_sub(stats_->active);
+    if (status == EndReason::denied || status == EndReason::untrusted_proxy) {
+      stat_add(stats_->denied);
+    }
+    if (status == EndReason::limit) stat_add(stats_->limited);
+    if (status == EndReason::no_connections) stat_add(stats_->no_connections);
+  }
+  if (peer_stats_ != nullptr) stat_sub(peer_stats_->active);
+}
+
+// Bytes passed on by `d`, counted as they move (a long session is seen while it lasts, and a
+// killed worker's bytes are already in the shared counters). The PROXY header ferry sends is
+// the server's, not the client's.
+void Session::count_bytes(const RelayDirection& d, std::uint64_t n) noexcept {
+  if (&d == &up_) {
+    const std::uint64_t before = d.total() - n;
+    const std::uint64_t header_left = before < header_out_ ? header_out_ - before : 0;
+    if (stats_ != nullptr) stat_add(stats_->bytes_from_clients, n - std::min(n, header_left));
+    if (peer_stats_ != nullptr) stat_add(peer_stats_->bytes_sent, n);
+  } else {
+    if (stats_ != nullptr) stat_add(stats_->bytes_to_clients, n);
+    if (peer_stats_ != nullptr) stat_add(peer_stats_->bytes_received, n);
+  }
+}
+
+// A reset on one side is passed on as a reset (SO_LINGER 0) on the other.
+void Session::reset(Connection* side, int err) {
+  const bool from_client = side == client_;
+  spdlog::debug("proxy \"{}\": {} {}: {}", proxy_.name, from_client ? "client" : "upstream",
+                side->peer.to_string(), std::system_category().message(err));
+  Connection* other = from_client ? upstream_ : client_;
+  if (other != nullptr) {
+    const linger abort{1, 0};
+    if (::setsockopt(other->fd.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort) == -1) {
+      spdlog::debug("setsockopt(SO_LINGER) failed: {}", event::last_error().message());
+    }
+  }
+  close(from_client ? EndReason::client_reset : EndReason::upstream_reset);
+}
+
+// Moves what `d` can; false when the session had to be closed.
+bool Session::pump(RelayDirection& d, const RelayDirection& other) {
+  const std::uint64_t before = d.total();
+  const RelayDirection::Pumped r = d.pump();
+  if (d.total() != before) count_bytes(d, d.total() - before);
+  switch (r) {
+    case RelayDirection::Pumped::waiting: return true;
+    case RelayDirection::Pumped::finished:
+      // When the other direction is done too, run() closes the session now and the close
+      // sends this FIN (nothing unread is left on `to`: its EOF was read): no shutdown() call.
+      if (other.state() != RelayDirection::State::finished) d.pass_fin();
+      return true;
+    case RelayDirection::Pumped::failed: reset(d.failed_side(), d.error()); return false;
+  }
+  return true;
+}
+
+void Session::run() {
+  if (!pump(up_, down_) || !pump(down_, up_)) return;
+  if (up_.state() == RelayDirection::State::finished &&
+      down_.state() == RelayDirection::State::finished) {
+    close(EndReason::closed);
+    return;
+  }
+  // The idle timer is armed once and not moved on every read: when it fires, it looks at the
+  // last activity and re-arms for the rest (idle_timer()).
+  last_active_ = loop_.now();
+  if (proxy_.idle_timeout.count() > 0 && !client_->read.timer_set) {
+    loop_.add_timer(client_->read, proxy_.idle_timeout);
+  }
+}
+
+// The idle timer fired: close the session, or re-arm for the time it has not been idle.
+void Session::idle_timer() {
+  const event::Msec idle = loop_.now() - last_active_;
+  if (idle < proxy_.idle_timeout) {
+    loop_.add_timer(client_->read, proxy_.idle_timeout - idle);
+    return;
+  }
+  spdlog::debug("proxy \"{}\": session idle for {} ms, closing", proxy_.name, idle.count());
+  close(EndReason::idle_timeout);
+}
+
+void Session::on_client_event(Event& ev) {
+  auto& s = *static_cast<Session*>(static_cast<Connection*>(ev.data)->data);
+  if (ev.timedout) {
+    // The client's read timer: the header's deadline while reading it, the idle timer after.
+    ev.timedout = false;
+    if (s.phase_ == Phase::reading_header) {
+      s.bad_header("timed out");
+    } else {
+      s.idle_timer();
+    }
+    return;
+  }
+  switch (s.phase_) {
+    case Phase::reading_header:
+      if (!ev.write) s.read_header();
+      return;
+    case Phase::relaying: s.run(); return;
+    // The client is not watched while admitted; while connecting, what it sends waits in its
+    // socket (the relay reads it once connected: the PROXY header goes first).
+    case Phase::admitting:
+    case Phase::connecting: return;
+  }
+}
+
+}  // namespace ferry::worker

@@ -1,0 +1,106 @@
+// Session: one client's proxied connection, from accept to its access-log line. Its phase is
+// named; the FIN state is per direction (RelayDirection). The members are defined in
+// session.cc (lifecycle, relay), session_admission.cc and upstream_connect.cc.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "conf/config.h"
+#include "event/connection.h"
+#include "event/event_loop.h"
+#include "event/socket_address.h"
+#include "worker/proxy/access_log.h"
+#include "worker/proxy/proxy_protocol.h"
+#include "worker/proxy/relay_direction.h"
+#include "worker/proxy/session_shared.h"
+#include "worker/stats/stats_table.h"
+#include "worker/upstream/balancer.h"
+
+namespace ferry::worker {
+
+// Puts `proxy`'s socket options (TCP_NODELAY, SO_KEEPALIVE) on `fd`. `set_off`: also clear
+// what the proxy does not want (a listening socket shared with earlier generations); a new
+// socket starts with both off.
+void set_socket_options(int fd, const conf::Proxy& proxy, bool set_off);
+
+class Session {
+ public:
+  // Where a session is. There is no closing phase: close() ends it at once (the access-log
+  // line, both connections, the session itself); a half-closed relay is still relaying.
+  enum class Phase : std::uint8_t {
+    admitting,       // the access rules, the per-client limit, the trusted sender
+    reading_header,  // accept_proxy_protocol: the client's header is not in yet
+    connecting,      // to a server the balancer chose (failing over to the next)
+    relaying,        // connected: bytes move both ways until both FINs are passed on
+  };
+
+  // Takes over `client` (accepted for `proxy`). start() runs it; it deletes itself at close().
+  Session(event::EventLoop& loop, SessionShared& shared, const conf::Proxy& proxy,
+          Balancer& balancer, event::Connection& client);
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  void start();
+  // Ends the session now, with `status` in the access log and the counters; `this` is gone.
+  void close(EndReason status) noexcept;
+
+  // The live list, SessionShared's (intrusive: joining it allocates nothing).
+  Session* prev = nullptr;
+  Session* next = nullptr;
+
+ private:
+  ~Session() = default;
+
+  // session.cc: the relay and the end.
+  static void on_client_event(event::Event& ev);
+  void run();
+  bool pump(RelayDirection& d, const RelayDirection& other);
+  void count_bytes(const RelayDirection& d, std::uint64_t n) noexcept;
+  void count_end(EndReason status) noexcept;
+  void reset(event::Connection* side, int err);
+  void idle_timer();
+
+  // session_admission.cc: who may come in, and the PROXY header a client sends.
+  bool admit(bool count);
+  bool trusted_sender();
+  void read_header();
+  void bad_header(std::string_view why);
+  void header_done(const proxy_protocol::ParseResult& h);
+
+  // upstream_connect.cc: the server side, up to the first relayed byte.
+  static void on_upstream_event(event::Event& ev);
+  bool connect_next();
+  void connect_failed(const char* why);
+  void connected_now();
+  void failed_peer();
+  void release_peer(bool failed, ServerCounters* c) noexcept;
+  void prepend_header();
+
+  event::EventLoop& loop_;
+  SessionShared& shared_;
+  const conf::Proxy& proxy_;
+  Balancer& balancer_;
+  event::Connection* client_;
+  event::Connection* upstream_ = nullptr;
+  Peer* peer_ = nullptr;  // being connected to, or connected
+  TriedSet tried_;
+  int tries_ = 0;
+  RelayDirection up_;    // client → upstream
+  RelayDirection down_;  // upstream → client
+  Phase phase_ = Phase::admitting;
+  bool counted_ = false;  // holds a place in the per-client counts (limit_bucket_)
+  std::uint32_t limit_bucket_ = 0;
+  std::uint32_t header_out_ = 0;    // bytes of the PROXY header sent on (not the client's bytes)
+  ProxyCounters* stats_ = nullptr;  // this worker's counters of the proxy (or none)
+  ServerCounters* peer_stats_ = nullptr;  // of the server, once connected (or none)
+  // The destination a received PROXY header carried, to send on in ours.
+  std::unique_ptr<event::SocketAddress> header_destination_;
+  event::TimePoint started_;
+  event::TimePoint last_active_;  // the last time run() moved bytes or looked for them
+  std::chrono::system_clock::time_point wall_start_;
+};
+
+}  // namespace ferry::worker

@@ -1,0 +1,77 @@
+// SessionSet: starting sessions, the balancers per upstream, preparing the shared lookups at
+// worker start, closing every session.
+#include "worker/proxy/session_set.h"
+
+#include "worker/proxy/session.h"
+
+namespace ferry::worker {
+
+void SessionSet::start(event::EventLoop& loop, event::Connection& client, const conf::Proxy& proxy,
+                       const conf::Config& cfg) {
+  (new Session(loop, shared_, proxy, balancer(proxy, cfg), client))->start();
+}
+
+void SessionSet::prepare_listening(const event::Listening& ls, const conf::Proxy& proxy) {
+  set_socket_options(ls.fd.get(), proxy, true);
+}
+
+void SessionSet::prepare(const conf::Config& cfg) {
+  for (const conf::Proxy& proxy : cfg.proxies) {
+    shared_.access_log(proxy);
+    shared_.rules(proxy);
+    shared_.senders(proxy);
+    shared_.proxy_stats(proxy);
+  }
+}
+
+void SessionSet::close_all() noexcept {
+  auto* saved = shared_.on_empty;
+  shared_.on_empty = nullptr;  // the caller is tearing down already
+  while (Session* s = shared_.first()) s->close(EndReason::shutdown);
+  shared_.on_empty = saved;
+}
+
+void SessionSet::count_refused(const conf::Proxy& proxy) {
+  if (ProxyCounters* c = shared_.proxy_stats(proxy)) {
+    stat_add(c->accepted);
+    stat_add(c->handled);
+    stat_add(c->no_connections);
+  }
+}
+
+Balancer& SessionSet::balancer(const conf::Proxy& proxy, const conf::Config& cfg) {
+  // Keyed by upstream, as nginx keeps its peers' state per upstream block: proxies sharing an
+  // upstream share its rotation, connection counts and passive failures.
+  const std::string_view name = StatsTable::upstream_name_of(proxy);
+  auto it = balancers_.find(name);
+  if (it != balancers_.end()) return it->second;
+  for (std::size_t i = 0; i < cfg.upstreams.size(); ++i) {
+    const conf::Upstream& u = cfg.upstreams[i];
+    if (u.name != proxy.upstream) continue;
+    ServerHealth* slots = health_ != nullptr && u.health_check && !u.servers.empty()
+                              ? &health_->at(cfg, i, 0)
+                              : nullptr;
+    // max_conns counts every worker's sessions, on the generation's board.
+    std::vector<SharedConns> shared;
+    if (health_ != nullptr) {
+      for (std::size_t s = 0; s < u.servers.size(); ++s) {
+        shared.push_back(health_->conns(cfg, i, s, shared_.stats_slot()));
+      }
+    }
+    Balancer& b = balancers_
+                      .emplace(std::string(name),
+                               Balancer(u, slots, shared.empty() ? nullptr : shared.data()))
+                      .first->second;
+    for (const auto& [server, addresses] : resolved_) b.set_addresses(*server, addresses);
+    return b;
+  }
+  return balancers_.emplace(std::string(name), Balancer()).first->second;  // validated: not reached
+}
+
+void SessionSet::update_addresses(const conf::Server& server,
+                                  const std::vector<conf::Address>& addresses) {
+  resolved_[&server] = addresses;
+  for (auto& [upstream, balancer] : balancers_) balancer.set_addresses(server, addresses);
+}
+
+}  // namespace ferry::worker

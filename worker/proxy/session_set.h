@@ -1,0 +1,93 @@
+// SessionSet: a worker's TCP proxy sessions, as the worker cycle drives them — start one per
+// accepted client, the balancers (per upstream, following re-resolved addresses), shared
+// resources set up at start, close them all at shutdown.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "conf/config.h"
+#include "event/connection.h"
+#include "event/event_loop.h"
+#include "event/listening.h"
+#include "worker/proxy/client_limits.h"
+#include "worker/proxy/relay_direction.h"
+#include "worker/proxy/session_shared.h"
+#include "worker/stats/stats_table.h"
+#include "worker/upstream/balancer.h"
+#include "worker/worker_counters.h"
+
+namespace ferry::worker {
+
+// What a session does (session.h): admit a client (access rules, per-client limit, a PROXY
+// protocol header read with a timeout), pick a server through the upstream's balancer (failing
+// over to the next one on a refused or timed-out connect, within next_upstream_tries and
+// next_upstream_timeout), send a PROXY header on if asked, move bytes both ways with one buffer
+// per direction, pass a FIN on as shutdown(SHUT_WR) and a reset as a reset, close when both
+// directions are done, on an error, or after idle_timeout, and write one access-log line.
+class SessionSet {
+ public:
+  SessionSet() = default;
+  ~SessionSet() { close_all(); }
+  SessionSet(const SessionSet&) = delete;
+  SessionSet& operator=(const SessionSet&) = delete;
+
+  // Takes over an accepted client connection of `proxy`.
+  void start(event::EventLoop& loop, event::Connection& client, const conf::Proxy& proxy,
+             const conf::Config& cfg);
+  // Puts `proxy`'s socket options (TCP_NODELAY, SO_KEEPALIVE) on its listening socket, which
+  // accepted connections inherit: one setsockopt per worker instead of per connection.
+  static void prepare_listening(const event::Listening& ls, const conf::Proxy& proxy);
+  // The IoBatch completion of the relay's sends: give it to IoBatch::init of the loop's batch.
+  static void on_batch_done(void* cookie, int result) noexcept {
+    RelayDirection::on_batch_done(cookie, result);
+  }
+  // Opens the access logs and builds the access rules of `cfg`'s proxies at worker start, so
+  // that no session waits for a file to open or a thread to start.
+  void prepare(const conf::Config& cfg);
+  // Closes every session now (logged as `shutdown`).
+  void close_all() noexcept;
+  void reopen_logs() { shared_.reopen_logs(); }
+  // The active health checks' verdicts, shared by the workers of this generation.
+  void set_health_board(HealthBoard* board) noexcept { health_ = board; }
+  // A server's host name now resolves to `addresses`: every balancer that has it follows
+  // (one made later too).
+  void update_addresses(const conf::Server& server, const std::vector<conf::Address>& addresses);
+  [[nodiscard]] std::size_t size() const noexcept { return shared_.size(); }
+  // This worker's entry in the shared counters (none: nothing counted outside the worker).
+  void set_counters(WorkerCounters* counters) noexcept { shared_.set_counters(counters); }
+  // The per-client session counts shared by all workers, the secret that keys them, and this
+  // worker's share in them (what the master gives back if the worker dies). None:
+  // max_conns_per_client is not enforced.
+  void set_client_limits(ClientLimits* limits, const ClientLimits::Secret* secret,
+                         std::size_t share) noexcept {
+    shared_.set_client_limits(limits, secret, share);
+  }
+
+  // Publishes the connections this worker has in use now (the pool's, status ones included).
+  void publish_connections(event::EventLoop& loop) noexcept { shared_.publish_connections(loop); }
+  // A client of `proxy` the acceptor refused (worker_connections was full): counted accepted,
+  // handled and no_connections.
+  void count_refused(const conf::Proxy& proxy);
+
+  // The shared statistics and this worker's slot in them (none: nothing is counted there).
+  void set_stats(StatsTable* stats, std::size_t slot) noexcept { shared_.set_stats(stats, slot); }
+
+  // Called with `ctx` whenever the last session ends (shutdown waits on it).
+  void set_on_empty(void (*on_empty)(void* ctx), void* ctx) noexcept {
+    shared_.on_empty = on_empty;
+    shared_.on_empty_ctx = ctx;
+  }
+
+ private:
+  Balancer& balancer(const conf::Proxy& proxy, const conf::Config& cfg);
+
+  SessionShared shared_;
+  std::map<std::string, Balancer, std::less<>> balancers_;              // by upstream name
+  std::map<const conf::Server*, std::vector<conf::Address>> resolved_;  // since the load
+  HealthBoard* health_ = nullptr;
+};
+
+}  // namespace ferry::worker

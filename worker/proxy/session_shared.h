@@ -1,0 +1,116 @@
+// SessionShared: what the sessions of one worker share — the live list, buffers and pipes,
+// per-proxy rules, logs and counters, the per-client limits, throttled warnings — and all they
+// reach of their SessionSet.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "conf/config.h"
+#include "event/event_loop.h"
+#include "event/log_throttle.h"
+#include "event/socket_address.h"
+#include "worker/proxy/access_log.h"
+#include "worker/proxy/access_rules.h"
+#include "worker/proxy/buffer_pool.h"
+#include "worker/proxy/client_limits.h"
+#include "worker/proxy/pipe_pool.h"
+#include "worker/stats/stats_table.h"
+#include "worker/upstream/balancer.h"
+#include "worker/worker_counters.h"
+
+namespace ferry::worker {
+
+class Session;
+
+class SessionShared {
+ public:
+  SessionShared() = default;
+  SessionShared(const SessionShared&) = delete;
+  SessionShared& operator=(const SessionShared&) = delete;
+
+  // --- What a session uses.
+
+  // A session joins the live list when it starts and leaves it when it closes; the last to
+  // leave calls on_empty (shutdown waits on it).
+  void link(Session& s, event::EventLoop& loop) noexcept;
+  void unlink(Session& s, event::EventLoop& loop) noexcept;
+
+  BufferPool& buffers() noexcept { return buffers_; }
+  PipePool& pipes() noexcept { return pipes_; }
+
+  // Looked up (built, opened) once per proxy and kept: prepare() does it at worker start so
+  // that no session waits for a file to open or a thread to start.
+  const AccessRules& rules(const conf::Proxy& proxy);
+  // accept_proxy_protocol_from as rules: a sender no rule matches is not trusted.
+  const AccessRules& senders(const conf::Proxy& proxy);
+  AccessLog* access_log(const conf::Proxy& proxy);
+  // This worker's counters of `proxy` / of `peer` of `proxy` (null: not counted), looked up in
+  // the shared registry once and kept.
+  ProxyCounters* proxy_stats(const conf::Proxy& proxy);
+  ServerCounters* server_stats(const conf::Proxy& proxy, const Peer& peer);
+
+  // max_conns_per_client: a place for `client` in the shared per-client counts (ok: `*bucket`
+  // holds it until release_client). Not enforced (no table, or no limit): ok, nothing held.
+  enum class ClientPlace : std::uint8_t { held, not_counted, limit, table_full };
+  ClientPlace acquire_client(const conf::Proxy& proxy, const event::SocketAddress& client,
+                             std::uint32_t* bucket) noexcept;
+  void release_client(std::uint32_t bucket) noexcept;
+
+  // Warnings a flood of clients would repeat: at most one message per 5 s each, with the
+  // number held back.
+  struct Throttles {
+    event::LogThrottle pool_full{event::Msec{5'000}};
+    event::LogThrottle table_full{event::Msec{5'000}};
+    event::LogThrottle bad_header{event::Msec{5'000}};
+    event::LogThrottle untrusted{event::Msec{5'000}};
+  };
+  Throttles& throttles() noexcept { return throttles_; }
+
+  // --- What the set configures and drives.
+
+  void set_counters(WorkerCounters* counters) noexcept { counters_ = counters; }
+  void set_client_limits(ClientLimits* limits, const ClientLimits::Secret* secret,
+                         std::size_t share) noexcept {
+    limits_ = secret != nullptr ? limits : nullptr;
+    limits_secret_ = secret;
+    limits_share_ = share;
+  }
+  void set_stats(StatsTable* stats, std::size_t slot) noexcept {
+    stats_ = stats;
+    stats_slot_ = slot;
+  }
+  [[nodiscard]] std::size_t stats_slot() const noexcept { return stats_slot_; }
+  void publish_connections(event::EventLoop& loop) noexcept;
+  void reopen_logs();
+
+  [[nodiscard]] Session* first() const noexcept { return head_; }
+  [[nodiscard]] std::size_t size() const noexcept { return count_; }
+  void (*on_empty)(void* ctx) = nullptr;
+  void* on_empty_ctx = nullptr;
+
+ private:
+  Session* head_ = nullptr;
+  std::size_t count_ = 0;
+  WorkerCounters* counters_ = nullptr;
+  ClientLimits* limits_ = nullptr;
+  const ClientLimits::Secret* limits_secret_ = nullptr;
+  std::size_t limits_share_ = 0;
+  StatsTable* stats_ = nullptr;
+  std::size_t stats_slot_ = StatsTable::kNoSlot;
+  std::map<const conf::Proxy*, ProxyCounters*> proxy_stats_;
+  std::map<const Peer*, ServerCounters*> server_stats_;
+  std::map<const conf::Proxy*, AccessRules> rules_;
+  std::map<const conf::Proxy*, AccessRules> senders_;
+  // Declared before the logs: destroyed after them, it writes out what they queued, then ends.
+  std::shared_ptr<spdlog::details::thread_pool> log_writer_;
+  std::map<std::string, std::unique_ptr<AccessLog>> logs_;
+  Throttles throttles_;
+  BufferPool buffers_;
+  PipePool pipes_;
+};
+
+}  // namespace ferry::worker

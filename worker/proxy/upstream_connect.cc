@@ -1,0 +1,193 @@
+// Session's server side: connect to the server the balancer picks, fail over to the next on a
+// refused or timed-out connect (within next_upstream_tries and next_upstream_timeout), the
+// verdict on each server, and the PROXY header sent on once connected.
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <chrono>
+#include <string>
+#include <system_error>
+
+#include <spdlog/spdlog.h>
+
+#include "event/syscall_util.h"
+#include "worker/proxy/session.h"
+
+namespace ferry::worker {
+
+using event::Connection;
+using event::Event;
+
+void set_socket_options(int fd, const conf::Proxy& proxy, bool set_off) {
+  const int nodelay = proxy.tcp_nodelay ? 1 : 0;
+  if ((nodelay != 0 || set_off) &&
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof nodelay) == -1) {
+    spdlog::warn("setsockopt(TCP_NODELAY) failed: {}", event::last_error().message());
+  }
+  const int keepalive = proxy.so_keepalive ? 1 : 0;
+  if ((keepalive != 0 || set_off) &&
+      ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &keepalive, sizeof keepalive) == -1) {
+    spdlog::warn("setsockopt(SO_KEEPALIVE) failed: {}", event::last_error().message());
+  }
+}
+
+// Connects to the next server the balancer offers; false when none is left (closed).
+bool Session::connect_next() {
+  phase_ = Phase::connecting;
+  const event::TimePoint now = loop_.now();
+  for (;;) {
+    const bool out_of_tries =
+        proxy_.next_upstream_tries > 0 && tries_ >= proxy_.next_upstream_tries;
+    const bool out_of_time = proxy_.next_upstream_timeout.count() > 0 && tries_ > 0 &&
+                             now - started_ >= proxy_.next_upstream_timeout;
+    Peer* next = out_of_tries || out_of_time ? nullptr : balancer_.pick(client_->peer, tried_, now);
+    if (next == nullptr) {
+      spdlog::warn("proxy \"{}\": no server could take client {} ({} tried)", proxy_.name,
+                   client_->peer.to_string(), tries_);
+      close(EndReason::connect_failed);
+      return false;
+    }
+    ++tries_;
+    peer_ = next;
+    event::UniqueFd fd(
+        ::socket(peer_->address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd) {
+      const int err = errno;
+      spdlog::error("socket() for {} failed: {}", peer_->name, event::errno_code(err).message());
+      if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+        // Short of descriptors or memory here, which is no fault of the server: marked failed
+        // it would be refused to every client for fail_timeout after the shortage is over.
+        // Another server would fare no better.
+        balancer_.abandon(*peer_);
+        peer_ = nullptr;
+        close(EndReason::connect_failed);
+        return false;
+      }
+      failed_peer();
+      continue;
+    }
+    set_socket_options(fd.get(), proxy_, false);
+    if (::connect(fd.get(), peer_->address.get(), peer_->address.length()) == -1 &&
+        errno != EINPROGRESS) {
+      spdlog::warn("proxy \"{}\": connect to {} failed: {}", proxy_.name, peer_->name,
+                   event::last_error().message());
+      failed_peer();
+      continue;
+    }
+    upstream_ = loop_.get_connection(std::move(fd));
+    if (upstream_ == nullptr) {
+      spdlog::warn("proxy \"{}\": worker_connections are not enough", proxy_.name);
+      balancer_.abandon(*peer_);  // no fault of the server
+      peer_ = nullptr;
+      close(EndReason::no_connections);
+      return false;
+    }
+    upstream_->peer = peer_->address;
+    upstream_->data = this;
+    upstream_->read.handler = upstream_->write.handler = on_upstream_event;
+    if (loop_.add_connection(*upstream_)) {
+      close(EndReason::connect_failed);
+      return false;
+    }
+    loop_.add_timer(upstream_->write, proxy_.connect_timeout);
+    return true;
+  }
+}
+
+void Session::failed_peer() {
+  ServerCounters* c = shared_.server_stats(proxy_, *peer_);
+  if (c != nullptr) stat_add(c->connect_failures);
+  release_peer(true, c);
+  peer_ = nullptr;
+}
+
+// Gives `peer_` back to the balancer with the verdict on it, and publishes whether its passive
+// checks now hold the server failed on `c`, its counters (none: not published). Takes them
+// looked up already: a lookup may allocate, and this runs from close().
+void Session::release_peer(bool failed, ServerCounters* c) noexcept {
+  const event::TimePoint now = loop_.now();
+  balancer_.release(*peer_, failed, now);
+  if (c == nullptr) return;
+  std::uint64_t word = 0;
+  const conf::Server* server = peer_->server;
+  if (server != nullptr && server->max_fails > 0 && peer_->fails >= server->max_fails) {
+    using std::chrono::duration_cast;
+    const auto wall =
+        duration_cast<event::Msec>(std::chrono::system_clock::now().time_since_epoch());
+    const auto until = wall + (Balancer::failed_until(*peer_) - now);
+    word = passive_failure_word(duration_cast<std::chrono::seconds>(wall).count(),
+                                (until.count() + 999) / 1000);
+  }
+  if (c->failed.load(std::memory_order_relaxed) != word) {
+    c->failed.store(word, std::memory_order_relaxed);
+  }
+}
+
+// The connect to `peer_` failed (refused, timed out): drop that socket, try the next server.
+void Session::connect_failed(const char* why) {
+  spdlog::warn("proxy \"{}\": connect to {} {}; trying the next server", proxy_.name, peer_->name,
+               why);
+  loop_.close_connection(*upstream_);
+  upstream_ = nullptr;
+  failed_peer();
+  connect_next();
+}
+
+void Session::connected_now() {
+  loop_.del_timer(upstream_->write);
+  phase_ = Phase::relaying;
+  up_.set_to(upstream_);
+  down_.set_from(upstream_);
+  if ((peer_stats_ = shared_.server_stats(proxy_, *peer_)) != nullptr) {
+    stat_add(peer_stats_->sessions);
+    stat_add(peer_stats_->active);
+  }
+  if (proxy_.send_proxy_protocol != conf::ProxyProtocol::off) prepend_header();
+}
+
+// send_proxy_protocol: the header goes in front of anything already in the up direction (there
+// is none: the relay reads the client only once connected), so it is what the server reads
+// first.
+void Session::prepend_header() {
+  event::SocketAddress destination;
+  if (header_destination_) {
+    destination = *header_destination_;
+  } else if (::getsockname(client_->fd.get(), destination.get(), destination.length_ptr()) == -1) {
+    spdlog::warn("getsockname() failed: {}", event::last_error().message());
+    destination = event::SocketAddress();  // sent as UNKNOWN / UNSPEC
+  }
+  std::byte header[proxy_protocol::kMaxEncoded];
+  const std::size_t n =
+      proxy_protocol::encode(proxy_.send_proxy_protocol, client_->peer, destination, header);
+  up_.prepend({header, n});
+  header_out_ = static_cast<std::uint32_t>(n);
+}
+
+void Session::on_upstream_event(Event& ev) {
+  auto& s = *static_cast<Session*>(static_cast<Connection*>(ev.data)->data);
+  if (s.phase_ == Phase::connecting) {
+    if (ev.timedout) {
+      s.connect_failed("timed out");
+      return;
+    }
+    if (!ev.write) return;  // a read report before the connect completed
+    // Writable without EPOLLERR: connected. With it, SO_ERROR says why not.
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (ev.error && ::getsockopt(s.upstream_->fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) == -1) {
+      err = errno;
+    }
+    if (ev.error && err == 0) err = ECONNREFUSED;  // reported, then taken by a read: still failed
+    if (err != 0) {
+      const std::string why = "failed: " + std::system_category().message(err);
+      s.connect_failed(why.c_str());
+      return;
+    }
+    s.connected_now();
+  }
+  s.run();
+}
+
+}  // namespace ferry::worker
