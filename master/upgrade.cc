@@ -176,6 +176,12 @@ void Master::upgrade_ended(int status) {
 
 // WINCH: the old master of an upgrade stops its workers gracefully, and stays.
 void Master::winch() {
+  // Its workers are leaving already, and the state page must keep saying "stopping": a new
+  // master stopped later must not hand the service back to a master on its way out.
+  if (stopping_) {
+    spdlog::info("SIGWINCH ignored: the master is stopping");
+    return;
+  }
   // Only the old master of an upgrade whose new master runs may do without workers: a
   // terminal resize sends WINCH to a ferry in the foreground, which would stop serving
   // while it keeps its listeners (nginx obeys WINCH only when daemonized).

@@ -305,6 +305,31 @@ TEST(UpgradeHooksTest, AStatePageWithAWrongMagicIsIgnored) {
   EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
 }
 
+// Issue 18 review: WINCH to an old master already stopping (QUIT while a session drains) wrote
+// "winched" over "stopping" in the state page, so the new master, stopped next, handed the service
+// back to a master on its way out.
+TEST(UpgradeHooksTest, WinchAfterQuitLeavesTheOldMasterStopping) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(port, backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const int client = connect_to_port(port);  // keeps an old worker draining
+  ASSERT_TRUE(client >= 0 && echo_round_trip(client, "before the upgrade"));
+  const pid_t fresh = ferry.upgrade(2);
+  ASSERT_GT(fresh, 0) << ferry.log();
+  const KillOnExit guard{fresh};
+  ferry.signal(SIGQUIT);
+  ASSERT_TRUE(ferry.wait_for_log("graceful stop")) << ferry.log();
+  ferry.signal(SIGWINCH);
+  EXPECT_TRUE(ferry.wait_for_log("SIGWINCH ignored: the master is stopping")) << ferry.log();
+  ::kill(fresh, SIGQUIT);
+  EXPECT_TRUE(ferry.wait_for_log("is stopping too: the service stops")) << ferry.log();
+  EXPECT_EQ(ferry.log().find("handing the service back to it"), std::string::npos) << ferry.log();
+  EXPECT_TRUE(echo_round_trip(client, "the session finishes"));
+  ::close(client);
+  EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
+}
+
 // How many of `pid`'s descriptors refer to `file`.
 int handles_of(pid_t pid, const std::string& file) {
   namespace fs = std::filesystem;
