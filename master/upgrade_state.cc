@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -108,9 +109,23 @@ bool UpgradeState::adopt() {
     spdlog::error("{}={} names no usable fd", kVariable, value);
     return false;
   }
+  // A page is a memfd of exactly kSize bytes. Anything else is left alone, not closed: the
+  // number may name an fd of ours (a listener), and a shorter file would fault when read.
+  struct stat st {};
+  if (::fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
+      static_cast<std::size_t>(st.st_size) != kSize) {
+    spdlog::error("{}={} names no upgrade state page: ignored", kVariable, fd);
+    return false;
+  }
   // Only the mapping is needed; the fd would otherwise leak into workers and later binaries.
   const event::UniqueFd owned(fd);
   if (map(owned.get())) return false;
+  // The binaries before the magic word (989af2c and older) wrote the same state word first and
+  // zeroes after it: their page is read as such.
+  if (page_->magic == 0 && page_->version == 0) {
+    spdlog::info("the upgrade state page is an older ferry's (no magic word): its state is read");
+    return true;
+  }
   if (page_->magic != kMagic || page_->version != kLayoutVersion) {
     spdlog::warn(
         "the upgrade state page passed in fd {} is not one this binary reads (magic {:#x}, "
