@@ -142,38 +142,105 @@ bool master_ready(const std::string& pid_file, const PidFileEntry& master) {
   return n > 0 && std::string_view(buf, static_cast<std::size_t>(n)).starts_with(protocol::kOk);
 }
 
+// The parent of `pid` from /proc/PID/stat ("PID (COMM) STATE PPID ..."; COMM may hold spaces and
+// parentheses, so the fields are counted after its last ')'), or 0 when it cannot be read.
+pid_t parent_of(pid_t pid) {
+  const event::UniqueFd fd(
+      ::open(fmt::format("/proc/{}/stat", pid).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return 0;
+  char buf[1024];
+  const ssize_t n = event::retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf - 1); });
+  if (n <= 0) return 0;
+  const std::string_view stat(buf, static_cast<std::size_t>(n));
+  const std::size_t close = stat.rfind(')');
+  if (close == std::string_view::npos || close + 4 >= stat.size()) return 0;
+  // ") S PPID ..."
+  return static_cast<pid_t>(std::strtol(stat.data() + close + 4, nullptr, 10));
+}
+
+// Reads what the master answered on an upgrade's connection (it closes when done).
+std::string read_upgrade_answer(int fd) {
+  std::string answer;
+  char buf[4096];
+  ssize_t n;
+  while ((n = event::retry_eintr([&] { return ::read(fd, buf, sizeof buf); })) > 0) {
+    answer.append(buf, static_cast<std::size_t>(n));
+  }
+  return answer;
+}
+
+// The exit status for the old master's answer on an upgrade's connection, printed.
+int upgrade_answered(const std::string& answer, pid_t old_master) {
+  // An older master answers a request it does not know this way: it cannot upgrade.
+  if (answer == protocol::error_answer(protocol::kUnknownRequest)) {
+    print_error(
+        fmt::format("ferry: the master (pid {}) is an older ferry that does not know `upgrade`; "
+                    "restart it to run the new binary",
+                    old_master));
+    return kUpgradeNotTaken;
+  }
+  if (answer.starts_with(protocol::kBusy)) {
+    print_error(answer.substr(protocol::kBusy.size()));
+    print_error(fmt::format(
+        "ferry: nothing was done; the master (pid {}) keeps serving: ask again later", old_master));
+    return kUpgradeBusy;
+  }
+  print_error(answer.starts_with(protocol::kError)
+                  ? answer.substr(protocol::kError.size())
+                  : "ferry: the master closed the control connection during the upgrade");
+  return 1;
+}
+
+// Whether `pid` is a ferry master (its process title says so in /proc/PID/comm).
+bool is_ferry_master(pid_t pid) {
+  const event::UniqueFd fd(
+      ::open(fmt::format("/proc/{}/comm", pid).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd) return false;
+  char buf[32];
+  const ssize_t n = event::retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf); });
+  return n > 0 && std::string_view(buf, static_cast<std::size_t>(n)).starts_with("ferry: master");
+}
+
+// No master answered at the pid file: during a rolled-back upgrade's hand-back (the new master
+// stopping, the old one taking its pid file back) that is a moment, not an absent service. Says
+// whether PIDFILE.oldbin names a live ferry master — the parent of `current`, if given.
+bool upgrade_hand_back_under_way(const std::string& pid_file, pid_t current) {
+  std::string why;
+  const auto old = read_pid_file(pid_file + std::string(".oldbin"), why);
+  if (!old || ::kill(old->pid, 0) == -1 || !is_ferry_master(old->pid)) return false;
+  if (current > 0 && parent_of(current) != old->pid) return false;
+  print_error(fmt::format(
+      "ferry: the old master (pid {}) of an upgrade is taking the service back; nothing was "
+      "done: ask again later",
+      old->pid));
+  return true;
+}
+
+// How long `-s upgrade` waits for the new master to serve: 30 s, or (tests only) the
+// milliseconds in FERRY_TEST_UPGRADE_WAIT_MS.
+std::chrono::milliseconds upgrade_wait() {
+  const char* value = std::getenv("FERRY_TEST_UPGRADE_WAIT_MS");
+  const long ms = value != nullptr ? std::strtol(value, nullptr, 10) : 0;
+  return ms > 0 ? std::chrono::milliseconds(ms) : std::chrono::seconds(30);
+}
+
 // Binary upgrade in one command: asks the running master to start the new binary (as USR2
 // does) and keeps that connection, on which the old master says if the new one exits; waits
-// until the new master serves, then sends QUIT to the old one. Fails, leaving the old master in
-// charge, when the new master exits or does not serve within 30 s.
+// until the new master serves, then sends QUIT to the old one. When the new master does not
+// serve within 30 s, the old master is asked to stop it ("abort") and stays in charge.
 int upgrade(const std::string& pid_file, const PidFileEntry& old_entry) {
   const pid_t old_master = old_entry.pid;
   event::UniqueFd old_conn = send_request(pid_file, old_entry, protocol::kUpgrade);
-  if (!old_conn) return kUpgradeNotTaken;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::chrono::steady_clock::now() < deadline) {
+  if (!old_conn) {
+    return upgrade_hand_back_under_way(pid_file, old_master) ? kUpgradeBusy : kUpgradeNotTaken;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + upgrade_wait();
+  for (;;) {
     pollfd p{old_conn.get(), POLLIN, 0};
-    if (::poll(&p, 1, 50) > 0) {
-      std::string answer;
-      char buf[4096];
-      ssize_t n;
-      while ((n = event::retry_eintr([&] { return ::read(old_conn.get(), buf, sizeof buf); })) >
-             0) {
-        answer.append(buf, static_cast<std::size_t>(n));
-      }
-      // An older master answers a request it does not know this way: it cannot upgrade.
-      if (answer == protocol::error_answer(protocol::kUnknownRequest)) {
-        print_error(fmt::format(
-            "ferry: the master (pid {}) is an older ferry that does not know `upgrade`; "
-            "restart it to run the new binary",
-            old_master));
-        return kUpgradeNotTaken;
-      }
-      print_error(answer.starts_with(protocol::kError)
-                      ? answer.substr(protocol::kError.size())
-                      : "ferry: the master closed the control connection during the upgrade");
-      return 1;
-    }
+    // Last: an answer that came while the pid file was read below is not left unread.
+    if (::poll(&p, 1, 50) > 0)
+      return upgrade_answered(read_upgrade_answer(old_conn.get()), old_master);
+    if (std::chrono::steady_clock::now() >= deadline) break;
     std::string why;
     const auto current = read_pid_file(pid_file, why);
     if (current && current->pid != old_master && master_ready(pid_file, *current)) {
@@ -200,27 +267,27 @@ int upgrade(const std::string& pid_file, const PidFileEntry& old_entry) {
                     old_master));
     return kUpgradeNotTaken;
   }
+  // The docs promise the old master stays in charge: the new one is told to go (it hands the
+  // service back as it leaves), and the old master answers once it has the service again.
   print_error(fmt::format(
-      "ferry: the new master did not serve within 30 s; the old master (pid {}) stays in charge "
-      "(see the log; QUIT the new one to roll back)",
+      "ferry: the new master did not serve within 30 s; asking the old master (pid {}) to stop it",
       old_master));
+  if (::send(old_conn.get(), protocol::kAbort.data(), protocol::kAbort.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(protocol::kAbort.size())) {
+    print_error(fmt::format("ferry: cannot send to the old master (pid {}): {}", old_master,
+                            std::strerror(errno)));
+    return 1;
+  }
+  pollfd p{old_conn.get(), POLLIN, 0};
+  if (::poll(&p, 1, 15'000) > 0) {
+    (void)upgrade_answered(read_upgrade_answer(old_conn.get()), old_master);
+  } else {
+    print_error(fmt::format(
+        "ferry: the old master (pid {}) did not say within 15 s that it is in charge again; see "
+        "the log (QUIT the new master to roll back)",
+        old_master));
+  }
   return 1;
-}
-
-// The parent of `pid` from /proc/PID/stat ("PID (COMM) STATE PPID ..."; COMM may hold spaces and
-// parentheses, so the fields are counted after its last ')'), or 0 when it cannot be read.
-pid_t parent_of(pid_t pid) {
-  const event::UniqueFd fd(
-      ::open(fmt::format("/proc/{}/stat", pid).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (!fd) return 0;
-  char buf[1024];
-  const ssize_t n = event::retry_eintr([&] { return ::read(fd.get(), buf, sizeof buf - 1); });
-  if (n <= 0) return 0;
-  const std::string_view stat(buf, static_cast<std::size_t>(n));
-  const std::size_t close = stat.rfind(')');
-  if (close == std::string_view::npos || close + 4 >= stat.size()) return 0;
-  // ") S PPID ..."
-  return static_cast<pid_t>(std::strtol(stat.data() + close + 4, nullptr, 10));
 }
 
 // `-s reopen` during a binary upgrade: the old master (its pid file is PIDFILE.oldbin, as
@@ -337,7 +404,8 @@ int send_signal_command(const std::string& signal, const std::string& conf_file)
   if (!master) {
     if (!choice.notes.empty()) print_error(choice.notes);
     print_error(fmt::format("ferry: no running master found: {}", why));
-    return signal == "upgrade" ? kUpgradeNotTaken : 1;
+    if (signal != "upgrade") return 1;
+    return upgrade_hand_back_under_way(pid_file, 0) ? kUpgradeBusy : kUpgradeNotTaken;
   }
   if (signal == "reload") return reload(pid_file, *master);
   if (signal == "upgrade") return upgrade(pid_file, *master);

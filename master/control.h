@@ -20,5 +20,9 @@ int send_signal_command(const std::string& signal, const std::string& conf_file)
 // it is an older ferry that does not know `upgrade`. Only then is a restart the way to the new
 // binary (the Debian postinst's fallback); on 1 the old master stays in charge and serves.
 inline constexpr int kUpgradeNotTaken = 3;
+// `-s upgrade`'s exit status when the master is busy with another upgrade (or the end of one:
+// an old master still draining, a new one handing the service back) or reading the file for a
+// reload: nothing was done and the running master serves; ask again later.
+inline constexpr int kUpgradeBusy = 4;
 
 }  // namespace ferry::master

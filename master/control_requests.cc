@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string_view>
 
 #include <spdlog/spdlog.h>
@@ -87,12 +88,20 @@ void Master::on_control_accept(Event& ev) {
   on_control_request(c->read);
 }
 
-// A client waiting for a verdict gave up (EOF) before it came: forget it.
+// A client waiting for a verdict gave up (EOF) before it came: forget it. An upgrade's asker
+// may instead ask for the upgrade to be given up ("abort").
 void Master::on_waiting_client_read(Event& e) {
   auto& cc = *static_cast<Connection*>(e.data);
-  char b[16];
-  if (::read(cc.fd.get(), b, sizeof b) != 0) return;
   auto& m = *static_cast<Master*>(cc.data);
+  char b[16];
+  const ssize_t n = event::retry_eintr([&] { return ::read(cc.fd.get(), b, sizeof b); });
+  if (n > 0 && std::string_view(b, static_cast<std::size_t>(n)).starts_with(protocol::kAbort) &&
+      std::find(m.upgrade_clients_.begin(), m.upgrade_clients_.end(), &cc) !=
+          m.upgrade_clients_.end()) {
+    m.abort_upgrade();
+    return;
+  }
+  if (n != 0) return;
   std::erase(m.control_clients_, &cc);
   std::erase(m.queued_clients_, &cc);
   std::erase(m.upgrade_clients_, &cc);
@@ -126,9 +135,11 @@ void Master::on_control_request(Event& ev) {
   }
   if (request.starts_with(protocol::kUpgrade)) {
     spdlog::info("binary upgrade requested on the control socket");
-    const std::string why = self.upgrade();
-    if (!why.empty()) {
-      const std::string answer = protocol::error_answer("ferry: " + why + "\n");
+    if (const auto refused = self.upgrade()) {
+      const std::string line = "ferry: " + refused->why + "\n";
+      const std::string answer = refused->kind == UpgradeRefused::Kind::busy
+                                     ? protocol::busy_answer(line)
+                                     : protocol::error_answer(line);
       (void)::send(c.fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       self.loop_.close_connection(c);
       return;

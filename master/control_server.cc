@@ -132,7 +132,7 @@ std::string control_path_too_long(const std::string& path) {
                      path, path.size(), kMax);
 }
 
-event::UniqueFd open_control_socket(const std::string& path) {
+event::UniqueFd open_control_socket(const std::string& path, SocketFileId* file) {
   if (const std::string why = control_path_too_long(path); !why.empty()) {
     spdlog::critical("{}", why);
     return {};
@@ -176,6 +176,12 @@ event::UniqueFd open_control_socket(const std::string& path) {
   }
   if (::fchmodat(hidden.fd(), "s", 0600, 0) == -1) return failed("chmod() of the bound socket");
   if (::listen(fd.get(), 64) == -1) return failed("listen()");
+  // The inode stays the same through the rename.
+  struct stat bound {};
+  if (file != nullptr) {
+    if (::fstatat(hidden.fd(), "s", &bound, AT_SYMLINK_NOFOLLOW) == -1) return failed("stat()");
+    *file = {bound.st_dev, bound.st_ino};
+  }
   if (::renameat(hidden.fd(), "s", AT_FDCWD, path.c_str()) == -1) {
     return failed("rename() into place");
   }
@@ -183,7 +189,8 @@ event::UniqueFd open_control_socket(const std::string& path) {
 }
 
 bool ControlServer::open(const std::string& path) {
-  event::UniqueFd fd = open_control_socket(path);
+  SocketFileId file;
+  event::UniqueFd fd = open_control_socket(path, &file);
   if (!fd) return false;
   stop_polling();
   event::UniqueFd old = std::exchange(listener_.fd, std::move(fd));
@@ -196,6 +203,7 @@ bool ControlServer::open(const std::string& path) {
     }
     listener_.fd = std::move(old);
     if (!listener_.fd) return false;
+    file_ = {};  // whoever owns the path now, it is not the old socket's file
     if (const auto again =
             loop_.add_event(listener_.read, event::EventKind::read, event::EventLoop::kLevel)) {
       spdlog::error("cannot poll the previous control socket again: {}; ferry -s gets no answer",
@@ -203,7 +211,19 @@ bool ControlServer::open(const std::string& path) {
     }
     return false;
   }
+  file_ = file;
   return true;
+}
+
+void ControlServer::remove_file(const std::string& path) const noexcept {
+  struct stat st {};
+  if (!file_.known() || ::lstat(path.c_str(), &st) == -1 || st.st_dev != file_.dev ||
+      st.st_ino != file_.ino) {
+    return;
+  }
+  if (::unlink(path.c_str()) == -1) {
+    spdlog::warn("unlink({}) failed: {}", path, event::last_error().message());
+  }
 }
 
 void ControlServer::stop_polling() noexcept {

@@ -24,11 +24,18 @@ inline constexpr std::size_t kMaxUnrequestedControl = 32;
 // Why `path` cannot be a control socket's (longer than a unix socket address holds), or empty.
 std::string control_path_too_long(const std::string& path);
 
+// Which file a socket was bound to: the path may be taken over by another master's socket.
+struct SocketFileId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  [[nodiscard]] bool known() const noexcept { return ino != 0; }
+};
+
 // Binds and listens at `path`, mode 0600, creating its folder when missing. The socket is bound
 // in a private folder made beside it and renamed into place, so it never shows at another mode.
 // A stale socket or a link at the path is replaced (a link is never followed); anything else
-// there is left alone and refused. Logs why it failed.
-event::UniqueFd open_control_socket(const std::string& path);
+// there is left alone and refused. Logs why it failed. `file`, if given, says which file it is.
+event::UniqueFd open_control_socket(const std::string& path, SocketFileId* file = nullptr);
 
 // The listening control socket as the master's loop polls it (level-triggered; an accept error
 // may pause it on its read event's timer).
@@ -49,6 +56,9 @@ class ControlServer {
   // Stops polling (and an accept pause) and closes the socket; its file stays, for whoever owns
   // the path to remove.
   void close() noexcept;
+  // Removes the socket file at `path` if it is still the one this server bound last: a master
+  // that took the path over meanwhile (the old master of a rolled-back upgrade) keeps its own.
+  void remove_file(const std::string& path) const noexcept;
   // In a forked worker: the fd goes; the loop is the master's, not to be touched.
   void drop() noexcept { listener_.fd.reset(); }
   [[nodiscard]] bool is_open() const noexcept { return static_cast<bool>(listener_.fd); }
@@ -59,6 +69,7 @@ class ControlServer {
 
   event::EventLoop& loop_;
   event::Connection listener_;
+  SocketFileId file_;  // kept after close(): the file stays until remove_file()
 };
 
 // Why the peer of the accepted control connection `fd` may not use it (its uid is neither root

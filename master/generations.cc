@@ -348,17 +348,30 @@ void Master::cancel_pending_reload() {
 void Master::on_reload_timeout(Event& ev) {
   auto& m = *static_cast<Master*>(ev.data);
   if (m.pending_generation_ == 0) return;
-  spdlog::error(
-      "generation {} did not report ready within {} ms; stopping it, the previous "
-      "workers keep serving",
-      m.pending_generation_, m.ready_timeout_.count());
+  // Without a reload's configuration to go back to, the pending generation was the first one or
+  // the workers a WINCH stopped, started again: none of this master's workers serve.
+  const bool reloading = m.previous_.has_value();
+  spdlog::error("generation {} did not report ready within {} ms; stopping it{}",
+                m.pending_generation_, m.ready_timeout_.count(),
+                reloading ? ", the previous workers keep serving" : "");
   for (auto& w : m.workers_) {
     if (w.generation == m.pending_generation_) m.tell(w, worker::Command::terminate);
   }
   m.drop_respawns(m.pending_generation_);
   m.pending_generation_ = 0;
   m.restore_serving();
-  if (!m.served_) {
+  if (!reloading && m.served_ && m.new_master_ > 0 && !m.new_master_leaving_) {
+    // HUP after WINCH during an upgrade: the new master still serves; this one stays as WINCH
+    // left it, and may be told HUP again.
+    spdlog::error("the workers did not start again; the new master (pid {}) keeps serving",
+                  m.new_master_);
+    m.winched_ = true;
+    m.own_state_.publish(OldMasterState::winched);
+    m.answer_reload_waiters(
+        protocol::error_answer("ferry: the workers did not start again in time\n"));
+    return;
+  }
+  if (!reloading) {
     // Nothing to fall back on: fail, so that a supervisor sees it and can restart us.
     spdlog::critical("the workers did not start; exiting");
     m.exit_code_ = 1;

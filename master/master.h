@@ -117,6 +117,16 @@ struct PendingLoad {
   bool abandoned = false;  // timed out: its result is dropped
 };
 
+// Why a binary upgrade was not started.
+struct UpgradeRefused {
+  enum class Kind {
+    busy,    // another upgrade, the end of one, or a reload's read is under way: try again later
+    failed,  // it could not start (stopping, rename, fork)
+  };
+  Kind kind;
+  std::string why;
+};
+
 // Whether every live worker of `generation` (one at least) has reported ready.
 bool generation_serves(const std::list<WorkerProcess>& workers, int generation);
 
@@ -182,14 +192,18 @@ class Master {
   void run_queued_reload();
 
   // ---- upgrade.cc: the binary upgrade
-  std::string upgrade();
+  std::optional<UpgradeRefused> upgrade();
   bool old_master_running() const;
   static void on_inherit_timer(Event& ev);
   static void on_share_sweep_timer(Event& ev);
   void upgrade_ended(int status);
+  void abort_upgrade();
+  void take_service_back_from_a_leaving_new_master();
+  void take_service_back(const std::string& why);
 
   // ---- systemd.cc: what systemd is told
-  [[nodiscard]] bool in_charge() const noexcept { return new_master_ <= 0; }
+  // No new master of an upgrade runs, or the one that does handed the service back as it left.
+  [[nodiscard]] bool in_charge() const noexcept { return new_master_ <= 0 || new_master_leaving_; }
   void reload_succeeded();
   void reload_failed(const std::string& first_error);
   void notify_stopping();
@@ -220,6 +234,7 @@ class Master {
   int unready_generation_ = 0;  // kUnreadyGenerationVariable
   // kCheckNoSocketVariable
   bool check_no_socket_ = false;
+  bool new_master_unready_ = false;  // kNewMasterUnreadyVariable
   ListenerSet listeners_;
   SharedZones zones_;
   UpgradeSegments segments_;  // the per-client table's, and what a binary upgrade passes
@@ -257,11 +272,12 @@ class Master {
   UpgradeState own_state_;         // what this master does, for the new master of its upgrade
   int exit_code_ = 0;
   bool upgraded_ = false;
-  bool served_ = false;         // a generation of workers has served
-  int generation_ = 0;          // the one serving (or starting, at first)
-  int pending_generation_ = 0;  // a reload's, until it serves
-  int last_generation_ = 0;     // the newest started: a number is never given twice
-  pid_t new_master_ = -1;       // during a binary upgrade
+  bool served_ = false;              // a generation of workers has served
+  int generation_ = 0;               // the one serving (or starting, at first)
+  int pending_generation_ = 0;       // a reload's, until it serves
+  int last_generation_ = 0;          // the newest started: a number is never given twice
+  pid_t new_master_ = -1;            // during a binary upgrade
+  bool new_master_leaving_ = false;  // it handed the service back and drains: this one serves
   bool owns_control_path_ = true;
   bool reload_again_ = false;
   bool stopping_ = false;

@@ -37,6 +37,10 @@ constexpr const char* kReadyTimeoutVariable = "FERRY_TEST_READY_TIMEOUT_MS";
 // Test only: "N" makes the workers of generation N (only) serve without ever reporting ready, as
 // workers stuck in their start would (a reload then stays pending until its timeout).
 constexpr const char* kUnreadyGenerationVariable = "FERRY_TEST_UNREADY_GENERATION";
+// Test only: set, the new master of this master's binary upgrade gets
+// FERRY_TEST_UNREADY_GENERATION=1 (its workers serve but never report ready), so that a test
+// can see `ferry -s upgrade` give up on a new master that does not serve.
+constexpr const char* kNewMasterUnreadyVariable = "FERRY_TEST_NEW_MASTER_UNREADY";
 // Test only: "PROXIES:SERVERS", how many names the statistics registry holds (at most
 // kMaxProxies and kMaxServers), so that a test fills it with a few reloads.
 constexpr const char* kStatsCapacityVariable = "FERRY_TEST_STATS_CAPACITY";
@@ -148,7 +152,7 @@ int Master::run() {
   loop_.run();
 
   remove_pid_file(pid_file_, ::getpid());
-  if (owns_control_path_) ::unlink(control_path_.c_str());
+  if (owns_control_path_) control_.remove_file(control_path_);
   spdlog::log(exit_code_ == 0 ? spdlog::level::info : spdlog::level::err, "master exiting{}",
               exit_code_ == 0 ? "" : " with an error");
   return exit_code_;
@@ -163,6 +167,8 @@ void Master::read_test_hooks() {
   unready_generation_ = number_from_environment(kUnreadyGenerationVariable);
   check_no_socket_ = std::getenv(kCheckNoSocketVariable) != nullptr;
   ::unsetenv(kCheckNoSocketVariable);
+  new_master_unready_ = std::getenv(kNewMasterUnreadyVariable) != nullptr;
+  ::unsetenv(kNewMasterUnreadyVariable);
   own_state_.take_test_hook();
 }
 
@@ -230,7 +236,11 @@ void Master::on_signal(Event& ev) {
 
 void Master::handle_signal(int sig) {
   switch (sig) {
-    case SIGCHLD: reap(); break;
+    case SIGCHLD:
+      reap();
+      // Also the doorbell of a new master that hands the service back as it leaves.
+      take_service_back_from_a_leaving_new_master();
+      break;
     case SIGHUP:
       // Stopping is final: nothing may start workers again (nor tell systemd READY=1).
       if (stopping_) {
@@ -291,6 +301,11 @@ void Master::arm(Event& ev, Msec delay, event::EventHandler handler) {
 
 void Master::reopen() {
   spdlog::info("SIGUSR1: reopening logs");
+  // A new master draining after a rollback has no pid file left for `-s reopen` to find.
+  if (new_master_leaving_ && ::kill(new_master_, SIGUSR1) == -1) {
+    spdlog::error("kill({}, USR1) to the leaving new master failed: {}", new_master_,
+                  event::last_error().message());
+  }
   std::string why;
   if (worker::apply_log_settings(config_->log, why)) {
     spdlog::error("cannot reopen the error log {}: {}", config_->log.path, why);

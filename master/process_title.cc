@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -57,6 +58,24 @@ std::string absolute_binary(const std::string& arg0) {
 
 }  // namespace
 
+// argv[0] is whatever the starter chose (`exec -a`, a PATH other than the one the shell searched,
+// a link switched since): trusted only when it names this very binary now, else the binary
+// itself (its path as the kernel knows it).
+std::string upgrade_binary_for(const std::string& arg0) {
+  std::string named = absolute_binary(arg0);
+  struct stat mine {};
+  if (::stat("/proc/self/exe", &mine) == -1) return named.empty() ? arg0 : named;  // no /proc
+  struct stat st {};
+  if (!named.empty() && ::stat(named.c_str(), &st) == 0 && st.st_dev == mine.st_dev &&
+      st.st_ino == mine.st_ino) {
+    return named;
+  }
+  char target[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", target, sizeof target - 1);
+  if (n <= 0) return named.empty() ? arg0 : named;
+  return std::string(target, static_cast<std::size_t>(n));
+}
+
 void init_process_title(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) {
     if (i > 0) g_command_line += ' ';
@@ -65,10 +84,8 @@ void init_process_title(int argc, char** argv) {
   }
   if (argc == 0) return;
   // Made absolute now (a later chdir must not change it), but the path, not /proc/self/exe nor
-  // a link's target, names the binary an upgrade installed. Not found (an odd argv[0] from
-  // whatever started us): kept as it is, the upgrade's exec fails and says so.
-  g_binary = absolute_binary(argv[0]);
-  if (g_binary.empty()) g_binary = argv[0];
+  // a link's target, names the binary an upgrade installed.
+  g_binary = upgrade_binary_for(argv[0]);
   char* end = argv[0];
   for (int i = 0; i < argc; ++i) {
     if (argv[i] == end) end = argv[i] + std::strlen(argv[i]) + 1;

@@ -17,5 +17,8 @@ const std::string& original_command_line();
 // a binary upgrade executes).
 const std::vector<std::string>& original_arguments();
 const std::string& binary_path();
+// What binary_path() is made of: `arg0` made absolute (PATH searched for a bare name), links not
+// resolved, when it names this running binary; else /proc/self/exe's target.
+std::string upgrade_binary_for(const std::string& arg0);
 
 }  // namespace ferry::master

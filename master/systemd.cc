@@ -1,5 +1,6 @@
 // What systemd is told: READY/RELOADING/STOPPING, MAINPID during an upgrade, the STATUS= line
 // and the watchdog's pings.
+#include <signal.h>
 #include <time.h>
 
 #include <set>
@@ -49,6 +50,13 @@ void Master::notify_stopping() {
                    to_string(old));
       notifier_.main_pid(upgrade_parent_, "binary upgrade rolled back: master pid " +
                                               std::to_string(upgrade_parent_) + " in charge");
+      // The pid file and the control socket are its again at once, not once this master's
+      // last connection is done: it rings for them (SIGCHLD, which it reads as a hint).
+      old_master_state_.announce_leaving();
+      if (::kill(upgrade_parent_, SIGCHLD) == -1) {
+        spdlog::error("kill({}, CHLD) to the old master failed: {}", upgrade_parent_,
+                      event::last_error().message());
+      }
       return;
     }
     spdlog::info("old master (pid {}) is stopping too: the service stops", upgrade_parent_);

@@ -45,27 +45,37 @@ static void close_on_exec_from(int first) {
 }
 
 // USR2: start the binary found at our path as a new master that inherits the listening
-// sockets; both run until the operator QUITs one of them.
-// Returns why it could not start the new master ("" when it did).
-std::string Master::upgrade() {
+// sockets; both run until the operator QUITs one of them. Returns why it did not, if it did not.
+std::optional<UpgradeRefused> Master::upgrade() {
+  using Kind = UpgradeRefused::Kind;
   if (stopping_) {
     spdlog::warn("SIGUSR2 ignored: the master is stopping");
-    return "the master is stopping";
+    return UpgradeRefused{Kind::failed, "the master is stopping"};
+  }
+  if (new_master_ > 0 && new_master_leaving_) {
+    spdlog::warn("SIGUSR2 ignored: the new master (pid {}) of the last upgrade is still leaving",
+                 new_master_);
+    return UpgradeRefused{Kind::busy, "the new master (pid " + std::to_string(new_master_) +
+                                          ") of the last upgrade handed the service back and "
+                                          "is still draining; try again once it has exited"};
   }
   if (new_master_ > 0) {
     spdlog::warn("SIGUSR2: an upgrade is already under way (new master pid {})", new_master_);
-    return "an upgrade is already under way (new master pid " + std::to_string(new_master_) + ")";
+    return UpgradeRefused{Kind::busy, "an upgrade is already under way (new master pid " +
+                                          std::to_string(new_master_) + ")"};
   }
   // nginx ignores USR2 then too: a third master would take over from one that is leaving.
   if (old_master_running()) {
     spdlog::warn("SIGUSR2 ignored: the old master (pid {}) of the last upgrade still runs",
                  upgrade_parent_);
-    return "the old master (pid " + std::to_string(upgrade_parent_) +
-           ") of the last upgrade still runs; stop it first";
+    return UpgradeRefused{Kind::busy, "the old master (pid " + std::to_string(upgrade_parent_) +
+                                          ") of the last upgrade still runs; try again once it "
+                                          "has exited"};
   }
   if (load_) {  // its thread must not be running at the fork (see spawn())
     spdlog::warn("SIGUSR2 ignored: {} is being read for a reload; try again", conf_file_);
-    return "a reload is reading " + conf_file_ + "; try again once it is done";
+    return UpgradeRefused{Kind::busy,
+                          "a reload is reading " + conf_file_ + "; try again once it is done"};
   }
   // From where the pid file is (a pid_file move may have failed), not where it should be.
   const std::string old_pid_file = pid_file_ + std::string(kOldBinSuffix);
@@ -73,7 +83,7 @@ std::string Master::upgrade() {
     const std::string why =
         "rename(" + pid_file_ + ", " + old_pid_file + ") failed: " + event::last_error().message();
     spdlog::error("SIGUSR2: {}", why);
-    return why;
+    return UpgradeRefused{Kind::failed, why};
   }
   // A new page per upgrade; without one the new master falls back to "hand the service back
   // while the old master runs", so the upgrade goes on.
@@ -83,7 +93,7 @@ std::string Master::upgrade() {
     const std::string why = "fork() failed: " + event::last_error().message();
     spdlog::error("SIGUSR2: {}", why);
     ::rename(old_pid_file.c_str(), pid_file_.c_str());
-    return why;
+    return UpgradeRefused{Kind::failed, why};
   }
   if (pid == 0) {
     // The new master gets the listening sockets and nothing else of ours, even an fd opened
@@ -93,6 +103,7 @@ std::string Master::upgrade() {
     ::setenv(ListenerSet::kInheritVariable, fds.c_str(), 1);
     own_state_.pass_to_exec();
     segments_.pass_to_exec(*stats_);
+    if (new_master_unready_) ::setenv("FERRY_TEST_UNREADY_GENERATION", "1", 1);
     // Last before exec: whatever is passed above (and only that) is kept by the new master.
     name_passed_fds();
     sigset_t none;
@@ -112,11 +123,12 @@ std::string Master::upgrade() {
   }
   own_state_.drop_fd();
   new_master_ = pid;
+  new_master_leaving_ = false;
   pid_file_ = old_pid_file;
   owns_control_path_ = false;  // the new master binds it
   spdlog::info("SIGUSR2: started new master {} (pid {}); pid file is now {}", binary_path(), pid,
                pid_file_);
-  return "";
+  return std::nullopt;
 }
 
 bool Master::old_master_running() const {
@@ -139,26 +151,63 @@ void Master::on_share_sweep_timer(Event& ev) {
   m.loop_.add_timer(m.share_sweep_timer_, kShareSweepInterval);
 }
 
-// The new master exited: the upgrade was rolled back (or failed). Take the pid file and the
-// control socket back.
+// The new master exited: the upgrade was rolled back (or failed). The service is this master's
+// again, if it was not already (the new master said it was leaving).
 void Master::upgrade_ended(int status) {
-  spdlog::log(stopping_ ? spdlog::level::info : spdlog::level::warn,
-              "new master (pid {}) exited ({}); this master is in charge again", new_master_,
-              WIFSIGNALED(status) ? std::string("signal ") + sigabbrev_np(WTERMSIG(status))
-                                  : "code " + std::to_string(WEXITSTATUS(status)));
+  const std::string how = WIFSIGNALED(status)
+                              ? std::string("signal ") + sigabbrev_np(WTERMSIG(status))
+                              : "code " + std::to_string(WEXITSTATUS(status));
+  const bool taken_back = new_master_leaving_;
+  spdlog::log(stopping_ || taken_back ? spdlog::level::info : spdlog::level::warn,
+              "new master (pid {}) exited ({}){}", new_master_, how,
+              taken_back ? "" : "; this master is in charge again");
   new_master_ = -1;
-  answer_all(upgrade_clients_,
-             protocol::error_answer("ferry: the new master exited (" +
-                                    (WIFSIGNALED(status)
-                                         ? std::string("signal ") + sigabbrev_np(WTERMSIG(status))
-                                         : "code " + std::to_string(WEXITSTATUS(status))) +
-                                    "); this master stays in charge\n"));
-  const std::string back = pid_file_.substr(0, pid_file_.size() - kOldBinSuffix.size());
-  if (::rename(pid_file_.c_str(), back.c_str()) == -1) {
-    spdlog::error("rename({}, {}) failed: {}", pid_file_, back, event::last_error().message());
-  } else {
-    pid_file_ = back;
+  new_master_leaving_ = false;
+  if (!taken_back) take_service_back("the new master exited (" + how + ")");
+}
+
+// `ferry -s upgrade` gave up waiting for the new master to serve: it is told to QUIT, hands the
+// service back (this master never stopped serving: the asker sends no WINCH) and drains what it
+// took; the asker hears when this master is in charge again.
+void Master::abort_upgrade() {
+  if (new_master_ <= 0 || new_master_leaving_) return;
+  spdlog::warn("the upgrade's asker gave up on it: telling the new master (pid {}) to stop",
+               new_master_);
+  if (::kill(new_master_, SIGQUIT) == -1) {
+    spdlog::error("kill({}, QUIT) failed: {}", new_master_, event::last_error().message());
   }
+}
+
+// The new master rang (SIGCHLD): if it said in the state page that it hands the service back
+// as it leaves (QUIT or TERM after a rollback), its pid file and control socket come back here
+// now, not when its last connection is done, so that `-s reload`, `systemctl reload` and
+// logrotate's `-s reopen` reach the master that serves.
+void Master::take_service_back_from_a_leaving_new_master() {
+  if (new_master_ <= 0 || new_master_leaving_ || !own_state_.new_master_leaving()) return;
+  new_master_leaving_ = true;
+  spdlog::warn(
+      "new master (pid {}) handed the service back and drains; this master is in charge "
+      "again",
+      new_master_);
+  take_service_back("the new master (pid " + std::to_string(new_master_) +
+                    ") handed the service back");
+}
+
+// The pid file, the control socket and systemd's MAINPID come back to this master; its workers
+// too, if WINCH stopped them (nginx restarts them when the new master exits).
+void Master::take_service_back(const std::string& why) {
+  answer_all(upgrade_clients_,
+             protocol::error_answer("ferry: " + why + "; this master stays in charge\n"));
+  if (pid_file_.ends_with(kOldBinSuffix)) {
+    const std::string back = pid_file_.substr(0, pid_file_.size() - kOldBinSuffix.size());
+    // Over the new master's file, if it is still there: it removes only a file naming it.
+    if (::rename(pid_file_.c_str(), back.c_str()) == -1) {
+      spdlog::error("rename({}, {}) failed: {}", pid_file_, back, event::last_error().message());
+    } else {
+      pid_file_ = back;
+    }
+  }
+  // Over the new master's socket: it removes only the file it bound.
   if (!stopping_ && control_.is_open()) {
     if (open_control_socket()) owns_control_path_ = true;
   }
@@ -185,7 +234,7 @@ void Master::winch() {
   // Only the old master of an upgrade whose new master runs may do without workers: a
   // terminal resize sends WINCH to a ferry in the foreground, which would stop serving
   // while it keeps its listeners (nginx obeys WINCH only when daemonized).
-  if (new_master_ <= 0) {
+  if (in_charge()) {
     spdlog::warn(
         "SIGWINCH ignored: no binary upgrade is under way (WINCH stops the workers of "
         "an old master only while the new master of its upgrade runs)");

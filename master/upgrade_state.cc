@@ -29,10 +29,13 @@ constexpr std::uint32_t kLayoutVersion = 1;
 // The state word stays first, where the binaries before the magic word read it: one of them
 // started by this master's upgrade (a rollback to an older release) still reads the state right.
 // A page from such a binary has zeroes where the magic is (ftruncate() zeroes the memfd).
+// `new_master` came later within the same layout version: zero means "nothing said", which is
+// what a binary that does not know it leaves there, and one that does not know it never reads it.
 struct UpgradeState::Page {
   std::atomic<std::uint32_t> state;
   std::uint32_t magic;
   std::uint32_t version;
+  std::atomic<std::uint32_t> new_master;
 };
 
 const char* to_string(OldMasterState state) noexcept {
@@ -74,6 +77,7 @@ std::error_code UpgradeState::create(OldMasterState state) {
   }
   if (auto ec = map(fd.get())) return ec;
   new (&page_->state) std::atomic<std::uint32_t>;
+  new (&page_->new_master) std::atomic<std::uint32_t>(0);
   page_->magic = bad_magic_ ? ~kMagic : kMagic;
   page_->version = kLayoutVersion;
   fd_ = std::move(fd);
@@ -140,6 +144,18 @@ bool UpgradeState::adopt() {
 OldMasterState UpgradeState::peer() const noexcept {
   if (page_ == nullptr) return OldMasterState::unknown;
   return static_cast<OldMasterState>(page_->state.load(std::memory_order_acquire));
+}
+
+void UpgradeState::announce_leaving() noexcept {
+  if (page_ != nullptr) {
+    page_->new_master.store(static_cast<std::uint32_t>(NewMasterState::leaving),
+                            std::memory_order_release);
+  }
+}
+
+bool UpgradeState::new_master_leaving() const noexcept {
+  return page_ != nullptr && page_->new_master.load(std::memory_order_acquire) ==
+                                 static_cast<std::uint32_t>(NewMasterState::leaving);
 }
 
 void UpgradeState::release() noexcept {

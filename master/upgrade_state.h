@@ -20,6 +20,13 @@ enum class OldMasterState : std::uint32_t {
 
 const char* to_string(OldMasterState state) noexcept;
 
+// What the new master says back in the same page (zero in a page no new master wrote to: an
+// older binary's, which never reads this word).
+enum class NewMasterState : std::uint32_t {
+  unknown = 0,
+  leaving = 1,  // stopping, it handed the service back: the old master takes over at once
+};
+
 class UpgradeState {
  public:
   // The environment variable that carries the page's fd to the new binary.
@@ -49,6 +56,10 @@ class UpgradeState {
   bool adopt();
   // New master: what the old master last published.
   [[nodiscard]] OldMasterState peer() const noexcept;
+  // New master, as it hands the service back: says so to the old master (which it then rings).
+  void announce_leaving() noexcept;
+  // Old master: whether the new master of its last upgrade said it hands the service back.
+  [[nodiscard]] bool new_master_leaving() const noexcept;
   void release() noexcept;
 
  private:

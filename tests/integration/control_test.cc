@@ -594,5 +594,44 @@ TEST(SignalUpgradeTest, ReopenReachesBothMastersOfAnUpgrade) {
   EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
 }
 
+// A PIDFILE.oldbin left behind (by a master killed with kill -9) may name any process by now:
+// `-s reopen` signals it only as the parent of the master that answered.
+TEST(SignalUpgradeTest, ReopenLeavesAStaleOldbinFileAlone) {
+  EchoServer backend;
+  FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  Process bystander({"/bin/sleep", "30"});
+  ferry.dir().write("ferry.pid.oldbin", std::to_string(bystander.pid()) + "\n");
+  const Finished f = ferry.command("reopen");
+  EXPECT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_NE(f.err.find("a stale file; not signalled"), std::string::npos) << f.err;
+  // USR1 would end it; it is our child, so a zombie until reaped: asked without reaping.
+  const auto ended = [&] {
+    siginfo_t info{};
+    return ::waitid(P_PID, static_cast<id_t>(bystander.pid()), &info,
+                    WEXITED | WNOHANG | WNOWAIT) == 0 &&
+           info.si_pid == bystander.pid();
+  };
+  EXPECT_FALSE(eventually(ended, std::chrono::milliseconds(500))) << "it was signalled";
+}
+
+// Between a rolled-back new master's exit (it removes its pid file) and the old master's rename
+// of PIDFILE.oldbin back, no master answers at the pid file: that is a moment of a hand-back,
+// not a service without a master, so `-s upgrade` says "busy" (4), not 3 (the package would
+// restart a serving service).
+TEST(SignalUpgradeTest, ExitsFourWhileAnOldMasterTakesTheServiceBack) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(one_proxy_config(1, port, backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::string oldbin = ferry.pid_file() + ".oldbin";
+  ASSERT_EQ(::rename(ferry.pid_file().c_str(), oldbin.c_str()), 0);
+  const Finished f = ferry.command("upgrade");
+  EXPECT_EQ(f.exit_code, 4) << f.err;
+  EXPECT_NE(f.err.find("is taking the service back"), std::string::npos) << f.err;
+  ASSERT_EQ(::rename(oldbin.c_str(), ferry.pid_file().c_str()), 0);
+  EXPECT_TRUE(served_through(port)) << "nothing changed";
+}
+
 }  // namespace
 }  // namespace ferry::test

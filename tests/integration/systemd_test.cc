@@ -290,6 +290,31 @@ TEST_F(NotifyTest, OldMasterStartsItsWorkersAgainWhenTheNewOneDiesAfterWinch) {
   EXPECT_TRUE(eventually([&] { return pid_in(ferry.pid_file()) == old_master; }));
 }
 
+// Issue 18 review: when the workers a WINCH stopped are started again because the new master died,
+// and they do not serve in time, nothing serves: the master fails (as when its first workers do
+// not start), so that systemd restarts the service, instead of saying READY=1 with no worker.
+TEST_F(NotifyTest, WorkersThatDoNotStartAgainAfterTheNewMasterDiedFailTheService) {
+  const int port = free_port();
+  FerryInstance ferry(config({port}, backend.port()));
+  start(ferry, {"FERRY_TEST_UNREADY_GENERATION=2", "FERRY_TEST_READY_TIMEOUT_MS=1000"});
+  const pid_t fresh = ferry.upgrade(2);
+  ASSERT_GT(fresh, 0) << ferry.log();
+  ferry.signal(SIGWINCH);
+  ASSERT_TRUE(eventually([&] { return ferry.own_workers().empty(); })) << ferry.log();
+  const pid_t old_master = ferry.master();
+  notify.drain();
+  const std::size_t mark = notify.history().size();
+  ::kill(fresh, SIGKILL);
+  EXPECT_EQ(ferry.wait(seconds(20)).exit_code, 1) << ferry.log();
+  EXPECT_NE(ferry.log().find("the workers did not start; exiting"), std::string::npos)
+      << ferry.log();
+  notify.drain();
+  for (std::size_t i = mark; i < notify.history().size(); ++i) {
+    EXPECT_FALSE(notify.history()[i].sender == old_master && notify.history()[i].has("READY=1"))
+        << notify.history()[i].text;
+  }
+}
+
 // The normal upgrade's end, with a slow client: the old master was told to QUIT and still
 // drains a connection when the new master is stopped. That is the service stopping: the new
 // master says STOPPING=1 and does not name the old master (on its way out) as the main process.

@@ -30,6 +30,26 @@ TEST(UpgradeStateTest, ANewMasterReadsWhatItsOldMasterPublishes) {
   EXPECT_EQ(new_master.peer(), OldMasterState::stopping);
 }
 
+// Issue 18 item 10: the new master says in the page that it hands the service back as it
+// leaves; the old master reads it (on the new master's SIGCHLD doorbell). A fresh page says
+// nothing, and an older ferry's page (zeroes there) too.
+TEST(UpgradeStateTest, TheOldMasterReadsThatItsNewMasterLeaves) {
+  UpgradeState old_master;
+  ASSERT_FALSE(old_master.create(OldMasterState::serving));
+  old_master.pass_to_exec();
+  UpgradeState new_master;
+  ASSERT_TRUE(new_master.adopt());
+  EXPECT_FALSE(old_master.new_master_leaving());
+  new_master.announce_leaving();
+  EXPECT_TRUE(old_master.new_master_leaving());
+  // The next upgrade's page starts afresh.
+  ASSERT_FALSE(old_master.create(OldMasterState::serving));
+  EXPECT_FALSE(old_master.new_master_leaving());
+  UpgradeState none;
+  none.announce_leaving();  // no page: nothing to say it in, nothing breaks
+  EXPECT_FALSE(none.new_master_leaving());
+}
+
 // Issue 18 review: the page of a ferry from before the magic word (the release an upgrade comes
 // from) was refused, so a new master could not tell a rollback from an old master leaving.
 TEST(UpgradeStateTest, AnOlderFerrysPageWithoutMagicIsRead) {
