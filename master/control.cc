@@ -210,8 +210,8 @@ bool upgrade_hand_back_under_way(const std::string& pid_file, pid_t current) {
   if (!old || ::kill(old->pid, 0) == -1 || !is_ferry_master(old->pid)) return false;
   if (current > 0 && parent_of(current) != old->pid) return false;
   print_error(fmt::format(
-      "ferry: the old master (pid {}) of an upgrade is taking the service back; nothing was "
-      "done: ask again later",
+      "ferry: the old master (pid {}) of an upgrade is handing the service over or taking it "
+      "back; nothing was done: ask again later",
       old->pid));
   return true;
 }
@@ -400,6 +400,18 @@ int send_signal_command(const std::string& signal, const std::string& conf_file)
     }
     why = fmt::format("process {} from {}: {}", master->pid, pid_file, std::strerror(errno));
     master.reset();
+  }
+  // Between USR2's rename of the pid file and the new master's write of its own, the old master
+  // is the one that writes the logs: reached through PIDFILE.oldbin, proven on the control
+  // socket it still holds.
+  if (!master && signal == "reopen") {
+    std::string ignored;
+    if (const auto old = read_pid_file(pid_file + std::string(".oldbin"), ignored);
+        old && connect_master(pid_file, *old, true)) {
+      if (::kill(old->pid, SIGUSR1) == 0) return 0;
+      print_error(fmt::format("ferry: kill({}, USR1) failed: {}", old->pid, std::strerror(errno)));
+      return 1;
+    }
   }
   if (!master) {
     if (!choice.notes.empty()) print_error(choice.notes);

@@ -615,11 +615,12 @@ TEST(SignalUpgradeTest, ReopenLeavesAStaleOldbinFileAlone) {
   EXPECT_FALSE(eventually(ended, std::chrono::milliseconds(500))) << "it was signalled";
 }
 
-// Between a rolled-back new master's exit (it removes its pid file) and the old master's rename
-// of PIDFILE.oldbin back, no master answers at the pid file: that is a moment of a hand-back,
-// not a service without a master, so `-s upgrade` says "busy" (4), not 3 (the package would
-// restart a serving service).
-TEST(SignalUpgradeTest, ExitsFourWhileAnOldMasterTakesTheServiceBack) {
+// Between USR2's rename of the pid file and the new master's write of its own, or a rolled-back
+// new master's exit (it removes its pid file) and the old master's rename of PIDFILE.oldbin back,
+// no master answers at the pid file: a moment of a hand-over, not a service without a master.
+// `-s upgrade` says "busy" (4), not 3 (the package would restart a serving service), and `-s
+// reopen` reaches the old master (logrotate's postrotate must not fail).
+TEST(SignalUpgradeTest, OnlyAnOldbinFileNamesAMasterUpgradeIsBusyReopenReachesIt) {
   EchoServer backend;
   const int port = free_port();
   FerryInstance ferry(one_proxy_config(1, port, backend.port()));
@@ -628,7 +629,12 @@ TEST(SignalUpgradeTest, ExitsFourWhileAnOldMasterTakesTheServiceBack) {
   ASSERT_EQ(::rename(ferry.pid_file().c_str(), oldbin.c_str()), 0);
   const Finished f = ferry.command("upgrade");
   EXPECT_EQ(f.exit_code, 4) << f.err;
-  EXPECT_NE(f.err.find("is taking the service back"), std::string::npos) << f.err;
+  EXPECT_NE(f.err.find("is handing the service over or taking it back"), std::string::npos)
+      << f.err;
+  // -s reopen reaches the old master then (it still writes the logs).
+  const Finished reopen = ferry.command("reopen");
+  EXPECT_EQ(reopen.exit_code, 0) << reopen.err;
+  EXPECT_TRUE(ferry.wait_for_log("SIGUSR1: reopening logs")) << ferry.log();
   ASSERT_EQ(::rename(oldbin.c_str(), ferry.pid_file().c_str()), 0);
   EXPECT_TRUE(served_through(port)) << "nothing changed";
 }

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -372,7 +373,8 @@ TEST(StopTest, WinchBeforeTheFirstWorkersServeIsNoFailedReload) {
   EchoServer backend;
   const int port = free_port();
   FerryInstance ferry(config(AcceptMode::shared, backend.port(), {port}));
-  ferry.set_options({.env = {"FERRY_TEST_UNREADY_GENERATION=1"}});
+  NotifyListener notify(ferry.dir().path() + "/notify");
+  ferry.set_options({.env = {notify.env(), "FERRY_TEST_UNREADY_GENERATION=1"}});
   (void)ferry.start(milliseconds(0));  // its workers never report serving
   ASSERT_TRUE(ferry.wait_for_log("(generation 1), pid")) << ferry.log();
   const pid_t fresh = ferry.upgrade(2);
@@ -389,6 +391,17 @@ TEST(StopTest, WinchBeforeTheFirstWorkersServeIsNoFailedReload) {
   })) << status.err
       << ferry.log();
   EXPECT_NE(status.out.find("ok, 0 failed"), std::string::npos) << status.out;
+  // READY=1 from the old master once, when the workers it started again serve: none for the
+  // first generation WINCH cancelled before it served.
+  const pid_t old_master = ferry.master();
+  const auto readies = [&] {
+    notify.drain();
+    return std::count_if(
+        notify.history().begin(), notify.history().end(),
+        [&](const NotifyMessage& m) { return m.sender == old_master && m.has("READY=1"); });
+  };
+  EXPECT_TRUE(eventually([&] { return readies() >= 1; })) << ferry.log();
+  EXPECT_EQ(readies(), 1) << ferry.log();
   ferry.signal(SIGQUIT);
   EXPECT_EQ(ferry.wait(seconds(10)).exit_code, 0) << ferry.log();
 }
