@@ -125,16 +125,16 @@ void remove_stale_folders(const std::string& folder) {
 
 }  // namespace
 
-std::string control_path_too_long(const std::string& path) {
+std::optional<std::string> control_path_too_long(const std::string& path) {
   constexpr std::size_t kMax = sizeof(sockaddr_un::sun_path) - 1;
-  if (path.size() <= kMax) return {};
+  if (path.size() <= kMax) return std::nullopt;
   return fmt::format("the control socket {} is {} bytes long; at most {} fit a unix socket address",
                      path, path.size(), kMax);
 }
 
 event::UniqueFd open_control_socket(const std::string& path, SocketFileId* file) {
-  if (const std::string why = control_path_too_long(path); !why.empty()) {
-    spdlog::critical("{}", why);
+  if (const auto why = control_path_too_long(path)) {
+    spdlog::critical("{}", *why);
     return {};
   }
   sockaddr_un sun{};

@@ -21,8 +21,8 @@ inline constexpr event::Msec kControlRequestTimeout{3'000};
 // flood of idle connections cannot keep `-s reload` out (nor take the master's connections).
 inline constexpr std::size_t kMaxUnrequestedControl = 32;
 
-// Why `path` cannot be a control socket's (longer than a unix socket address holds), or empty.
-std::string control_path_too_long(const std::string& path);
+// Why `path` cannot be a control socket's (longer than a unix socket address holds), or nothing.
+[[nodiscard]] std::optional<std::string> control_path_too_long(const std::string& path);
 
 // Which file a socket was bound to: the path may be taken over by another master's socket.
 struct SocketFileId {

@@ -276,14 +276,14 @@ void Master::finish_reload(conf::LoadResult result) {
   }
   for (const auto& w : result.warnings) spdlog::warn("{}", w.to_string());
   auto next = std::make_unique<conf::Config>(std::move(*result.config));
-  std::string why;
-  if (listeners_.apply(*next, next->worker_processes, why)) {
-    spdlog::error("reload rejected: {}; keeping the running configuration", why);
-    reload_failed(why);
-    answer_reload_waiters(protocol::error_answer(why + "\n"));
+  if (const auto failed = listeners_.apply(*next, next->worker_processes)) {
+    spdlog::error("reload rejected: {}; keeping the running configuration", *failed);
+    reload_failed(*failed);
+    answer_reload_waiters(protocol::error_answer(*failed + "\n"));
     run_queued_reload();
     return;
   }
+  std::string why;
   listeners_.advise_migrate_req(*next);
   if (worker::apply_log_settings(next->log, why)) {
     spdlog::error("cannot open the error log {}: {}; keeping the previous log", next->log.path,
@@ -315,14 +315,14 @@ void Master::restore_serving(bool respawn) {
   previous_.reset();
   register_stats();  // its servers are the configured ones again
   stats_->set_generation(generation_);
-  std::string why;
   // Every address of the old configuration is still open (removed ones are only closed once
   // a generation serves), so this reopens nothing; what the rejected one opened is closed.
-  if (listeners_.apply(*config_, config_->worker_processes, why)) {
-    spdlog::error("restoring the listeners of generation {} failed: {}", generation_, why);
+  if (const auto failed = listeners_.apply(*config_, config_->worker_processes)) {
+    spdlog::error("restoring the listeners of generation {} failed: {}", generation_, *failed);
   } else {
     listeners_.close_removed();
   }
+  std::string why;
   if (worker::apply_log_settings(config_->log, why)) {
     spdlog::error("cannot reopen the error log {}: {}", config_->log.path, why);
   }

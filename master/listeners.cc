@@ -63,7 +63,7 @@ bool ListenerSet::Entry::serves(const event::SocketAddress& address) const noexc
   return activated && dual_stack && is_ipv4_any(address) && address.port() == ls->address.port();
 }
 
-std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::string& why) {
+std::optional<std::string> ListenerSet::apply(const conf::Config& cfg, int workers) {
   // What is open now: the configured sockets, and systemd's sockets that were not (a reload may
   // name their address again).
   std::vector<Entry*> open;
@@ -138,18 +138,17 @@ std::error_code ListenerSet::apply(const conf::Config& cfg, int workers, std::st
                        w.address.to_string(), e.ls->address.to_string());
           continue;
         }
-        why = w.label() + ": cannot listen on " + w.address.to_string() +
-              ": systemd's dual-stack socket " + e.ls->address.to_string() +
-              " takes it and serves " + shared->want->label();
-        return event::errno_code(EADDRINUSE);
+        return w.label() + ": cannot listen on " + w.address.to_string() +
+               ": systemd's dual-stack socket " + e.ls->address.to_string() +
+               " takes it and serves " + shared->want->label();
       }
       p.fresh = std::make_unique<event::Listening>();
       p.fresh->address = w.address;
       p.fresh->backlog = w.backlog();
       p.fresh->reuseport = w.reuseport();
       if (auto ec = event::open_listening(*p.fresh)) {
-        why = w.label() + ": cannot listen on " + w.address.to_string() + ": " + ec.message();
-        return ec;  // `plan` closes what this call opened
+        // `plan` closes what this call opened.
+        return w.label() + ": cannot listen on " + w.address.to_string() + ": " + ec.message();
       }
       spdlog::info("{} listening on {}{}", w.label(), p.fresh->address.to_string(),
                    w.reuseport() ? " (reuseport clone " + std::to_string(w.clone) + ")" : "");

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -35,8 +36,8 @@ class ListenerSet {
 
   // Brings the sockets in line with `cfg` for `workers` workers, taking back sockets removed
   // earlier and not closed yet (a reload given up). On failure nothing changes (sockets opened
-  // by this call are closed again) and the error says which address failed.
-  std::error_code apply(const conf::Config& cfg, int workers, std::string& why);
+  // by this call are closed again) and the reason says which address failed.
+  [[nodiscard]] std::optional<std::string> apply(const conf::Config& cfg, int workers);
   // Closes the sockets that the last apply() removed.
   void close_removed() noexcept;
   // The sockets worker `slot` of `workers` serves: every shared socket, and the reuseport

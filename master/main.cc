@@ -44,9 +44,8 @@ int test_configuration(const CommandLine& cl) {
     return 1;
   }
   // Checked here, not by the loader: the socket's path is the master's business.
-  if (const std::string why = control_path_too_long(control_socket_path(result.config->pid_file));
-      !why.empty()) {
-    print_error("ferry: " + why + " (from pid_file " + result.config->pid_file + ")");
+  if (const auto why = control_path_too_long(control_socket_path(result.config->pid_file))) {
+    print_error("ferry: " + *why + " (from pid_file " + result.config->pid_file + ")");
     print_error("ferry: configuration file " + cl.conf_file + " test failed");
     return 1;
   }

@@ -1,6 +1,16 @@
 // The master's state, private to master/: one Master whose methods are defined by concept across
 // master_cycle.cc (run, signals, stop), processes.cc, generations.cc, upgrade.cc, systemd.cc and
 // control_requests.cc.
+//
+// Errors in master/: a failed system call is logged where it fails, with errno's text. Then
+//  - a wrapper of system calls returns std::error_code (as event/ does; pid_file.h);
+//  - an operation whose reason the caller passes on (to a reload's asker, a terminal, the
+//    statistics) returns [[nodiscard]] std::optional<std::string> — or a struct naming the kind
+//    of refusal (UpgradeRefused) —: the reason, or nothing when it was done;
+//  - an operation that logs its own failure returns [[nodiscard]] bool, true when it was done;
+//  - (void) marks only a best-effort call whose failure changes nothing for the caller (an
+//    answer to a client that may be gone, a del_event on an fd about to close), or one whose
+//    failure the callee has logged and handled (a missing upgrade state page).
 #pragma once
 
 #include <sys/types.h>
@@ -144,9 +154,9 @@ class Master {
  private:
   // ---- master_cycle.cc: setup, signals, stop
   void read_test_hooks();
-  bool map_shared_zones();
-  bool open_signalfd();
-  bool open_control_socket();
+  [[nodiscard]] bool map_shared_zones();
+  [[nodiscard]] bool open_signalfd();
+  [[nodiscard]] bool open_control_socket();
   static void on_signal(Event& ev);
   void handle_signal(int sig);
   void winch();
@@ -179,9 +189,9 @@ class Master {
   void restart_winched_workers();
   void register_stats();
   void recover_server_conns(int generation, std::size_t share) noexcept;
-  bool new_health_board();
+  [[nodiscard]] bool new_health_board();
   void reload();
-  bool start_load_thread();
+  [[nodiscard]] bool start_load_thread();
   static void on_loaded(Event& ev);
   static void on_load_timeout(Event& ev);
   void cancel_pending_read();

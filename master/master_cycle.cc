@@ -105,7 +105,6 @@ int Master::run() {
   raise_nofile_limit(*config_);
   read_test_hooks();
 
-  std::string why;
   // A new master of a binary upgrade gets its sockets (systemd's among them) from the old one.
   upgraded_ = listeners_.adopt_inherited();
   if (upgraded_) {
@@ -119,8 +118,8 @@ int Master::run() {
     listeners_.adopt_activated();
   }
   notifier_ = ServiceNotifier(upgraded_);
-  if (listeners_.apply(*config_, config_->worker_processes, why)) {
-    spdlog::critical("{}", why);
+  if (const auto failed = listeners_.apply(*config_, config_->worker_processes)) {
+    spdlog::critical("{}", *failed);
     return 1;
   }
   listeners_.close_removed();

@@ -49,8 +49,7 @@ TEST(ListenersTest, TheStatusSocketIsMarkedAndGivenOnlyToWorkersThatAskForIt) {
   const int status_port = free_port();
   const conf::Config cfg = config(proxy_port, status_port);
   ListenerSet set;
-  std::string why;
-  ASSERT_FALSE(set.apply(cfg, 2, why)) << why;
+  ASSERT_EQ(set.apply(cfg, 2), std::nullopt);
   EXPECT_EQ(set.size(), 2U);
 
   const auto plain = set.for_worker(0, 2);
@@ -74,8 +73,7 @@ TEST(ListenersTest, KeepForWorkerKeepsWhatForWorkerNamesAndClosesTheRest) {
   conf::Config cfg = config(free_port(), free_port());
   cfg.proxies[0].reuseport = true;
   ListenerSet set;
-  std::string why;
-  ASSERT_FALSE(set.apply(cfg, 2, why)) << why;
+  ASSERT_EQ(set.apply(cfg, 2), std::nullopt);
   ASSERT_EQ(set.size(), 3U);  // two clones and the status socket
   const auto named = set.for_worker(1, 2);
   ASSERT_EQ(named.size(), 1U);
@@ -92,14 +90,13 @@ TEST(ListenersTest, AReloadKeepsTheStatusSocketAndRemovingItClosesIt) {
   const int status_port = free_port();
   const conf::Config first = config(proxy_port, status_port);
   ListenerSet set;
-  std::string why;
-  ASSERT_FALSE(set.apply(first, 1, why)) << why;
+  ASSERT_EQ(set.apply(first, 1), std::nullopt);
   const event::Listening* before = status_of(set.for_worker(0, 1, true));
   ASSERT_NE(before, nullptr);
   const int fd = before->fd.get();
 
   const conf::Config second = config(proxy_port, status_port);
-  ASSERT_FALSE(set.apply(second, 1, why)) << why;
+  ASSERT_EQ(set.apply(second, 1), std::nullopt);
   set.close_removed();
   const event::Listening* after = status_of(set.for_worker(0, 1, true));
   ASSERT_NE(after, nullptr);
@@ -107,7 +104,7 @@ TEST(ListenersTest, AReloadKeepsTheStatusSocketAndRemovingItClosesIt) {
   EXPECT_EQ(after->data, &*second.status);
 
   const conf::Config third = config(proxy_port, 0);
-  ASSERT_FALSE(set.apply(third, 1, why)) << why;
+  ASSERT_EQ(set.apply(third, 1), std::nullopt);
   set.close_removed();
   EXPECT_EQ(set.size(), 1U);
   EXPECT_EQ(status_of(set.for_worker(0, 1, true)), nullptr);
@@ -121,13 +118,12 @@ TEST(ListenersTest, AnAddressMovedFromAProxyToTheStatusEndpointKeepsItsSocketAnd
   const int a = free_port();
   const int b = free_port();
   ListenerSet set;
-  std::string why;
   const conf::Config first = config(a, b);
-  ASSERT_FALSE(set.apply(first, 1, why)) << why;
+  ASSERT_EQ(set.apply(first, 1), std::nullopt);
   const int fd_a = set.for_worker(0, 1)[0]->fd.get();
 
   const conf::Config swapped = config(b, a);
-  ASSERT_FALSE(set.apply(swapped, 1, why)) << why;
+  ASSERT_EQ(set.apply(swapped, 1), std::nullopt);
   set.close_removed();
   const event::Listening* st = status_of(set.for_worker(0, 1, true));
   ASSERT_NE(st, nullptr);
@@ -147,9 +143,9 @@ TEST(ListenersTest, AStatusAddressThatCannotBeBoundFailsTheApplyAndSaysSo) {
   ASSERT_FALSE(event::open_listening(taken));
   const conf::Config cfg = config(proxy_port, taken.address.port());
   ListenerSet set;
-  std::string why;
-  EXPECT_TRUE(set.apply(cfg, 1, why));
-  EXPECT_NE(why.find("the status endpoint: cannot listen on"), std::string::npos) << why;
+  const auto why = set.apply(cfg, 1);
+  ASSERT_TRUE(why.has_value());
+  EXPECT_NE(why->find("the status endpoint: cannot listen on"), std::string::npos) << *why;
   EXPECT_EQ(set.size(), 0U);
 }
 
