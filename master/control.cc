@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -208,6 +209,12 @@ bool upgrade_hand_back_under_way(const std::string& pid_file, pid_t current) {
   std::string why;
   const auto old = read_pid_file(pid_file + std::string(".oldbin"), why);
   if (!old || ::kill(old->pid, 0) == -1 || !is_ferry_master(old->pid)) return false;
+  // Runs as root or as the file's owner (a process may name itself anything).
+  struct stat st {};
+  if (::stat(fmt::format("/proc/{}", old->pid).c_str(), &st) == -1 ||
+      (st.st_uid != 0 && st.st_uid != old->owner)) {
+    return false;
+  }
   if (current > 0 && parent_of(current) != old->pid) return false;
   print_error(fmt::format(
       "ferry: the old master (pid {}) of an upgrade is handing the service over or taking it "
@@ -230,9 +237,15 @@ std::chrono::milliseconds upgrade_wait() {
 // serve within 30 s, the old master is asked to stop it ("abort") and stays in charge.
 int upgrade(const std::string& pid_file, const PidFileEntry& old_entry) {
   const pid_t old_master = old_entry.pid;
-  event::UniqueFd old_conn = send_request(pid_file, old_entry, protocol::kUpgrade);
+  // Quiet: a hand-over under way is said as such, not as a stale pid file.
+  event::UniqueFd old_conn = send_request(pid_file, old_entry, protocol::kUpgrade, true);
   if (!old_conn) {
-    return upgrade_hand_back_under_way(pid_file, old_master) ? kUpgradeBusy : kUpgradeNotTaken;
+    if (upgrade_hand_back_under_way(pid_file, old_master)) return kUpgradeBusy;
+    if (connect_master(pid_file, old_entry)) {  // prints why, if it still fails
+      print_error(
+          fmt::format("ferry: the upgrade request did not reach the master (pid {})", old_master));
+    }
+    return kUpgradeNotTaken;
   }
   const auto deadline = std::chrono::steady_clock::now() + upgrade_wait();
   for (;;) {
@@ -254,6 +267,14 @@ int upgrade(const std::string& pid_file, const PidFileEntry& old_entry) {
                    "ferry: upgraded: new master pid %d serves; old master pid %d is leaving\n",
                    current->pid, old_master);
       return 0;
+    }
+  }
+  // An answer may have come since the last poll (the new master exited, the old one took its
+  // pid file back): read before the pid file is taken for "never acted".
+  {
+    pollfd p{old_conn.get(), POLLIN, 0};
+    if (::poll(&p, 1, 200) > 0) {
+      return upgrade_answered(read_upgrade_answer(old_conn.get()), old_master);
     }
   }
   // The master renames its pid file as it starts the new binary: one that still names it took
@@ -281,12 +302,23 @@ int upgrade(const std::string& pid_file, const PidFileEntry& old_entry) {
   pollfd p{old_conn.get(), POLLIN, 0};
   if (::poll(&p, 1, 15'000) > 0) {
     (void)upgrade_answered(read_upgrade_answer(old_conn.get()), old_master);
-  } else {
-    print_error(fmt::format(
-        "ferry: the old master (pid {}) did not say within 15 s that it is in charge again; see "
-        "the log (QUIT the new master to roll back)",
-        old_master));
+    return 1;
   }
+  // An older master does not know "abort": the new master, proven on its control socket and as
+  // the old master's child, is told to QUIT here (it hands the service back as it leaves).
+  const auto fresh = read_pid_file(pid_file, why);
+  if (fresh && fresh->pid != old_master && parent_of(fresh->pid) == old_master &&
+      connect_master(pid_file, *fresh, true) && ::kill(fresh->pid, SIGQUIT) == 0) {
+    print_error(fmt::format(
+        "ferry: the old master (pid {}) did not answer the abort; told the new master (pid {}) "
+        "to QUIT: the old master stays in charge",
+        old_master, fresh->pid));
+    return 1;
+  }
+  print_error(fmt::format(
+      "ferry: the old master (pid {}) did not say within 15 s that it is in charge again; see "
+      "the log (QUIT the new master to roll back)",
+      old_master));
   return 1;
 }
 
@@ -374,6 +406,23 @@ int status(const std::string& pid_file, const PidFileEntry& master) {
   return 0;
 }
 
+// During a hand-over (between USR2's rename of the pid file and the new master's write of its
+// own, or while a rolled-back new master's socket is closed and the old master has not taken
+// its files back yet) the old master still writes its logs: reached through PIDFILE.oldbin,
+// proven on the control socket it holds. Says whether it was signalled.
+bool reopen_through_oldbin(const std::string& pid_file) {
+  std::string ignored;
+  const auto old = read_pid_file(pid_file + std::string(".oldbin"), ignored);
+  if (!old || !connect_master(pid_file, *old, true)) return false;
+  if (::kill(old->pid, SIGUSR1) == 0) return true;
+  print_error(fmt::format("ferry: kill({}, USR1) failed: {}", old->pid, std::strerror(errno)));
+  return false;
+}
+
+int sig_of(const std::string& command) {
+  return command == "reopen" ? SIGUSR1 : command == "quit" ? SIGQUIT : SIGTERM;
+}
+
 }  // namespace
 
 std::string control_socket_path(const std::string& pid_file) {
@@ -401,31 +450,26 @@ int send_signal_command(const std::string& signal, const std::string& conf_file)
     why = fmt::format("process {} from {}: {}", master->pid, pid_file, std::strerror(errno));
     master.reset();
   }
-  // Between USR2's rename of the pid file and the new master's write of its own, the old master
-  // is the one that writes the logs: reached through PIDFILE.oldbin, proven on the control
-  // socket it still holds.
-  if (!master && signal == "reopen") {
-    std::string ignored;
-    if (const auto old = read_pid_file(pid_file + std::string(".oldbin"), ignored);
-        old && connect_master(pid_file, *old, true)) {
-      if (::kill(old->pid, SIGUSR1) == 0) return 0;
-      print_error(fmt::format("ferry: kill({}, USR1) failed: {}", old->pid, std::strerror(errno)));
-      return 1;
-    }
+  if (!master && signal == "reopen" && reopen_through_oldbin(pid_file)) return 0;
+  if (!master && signal == "upgrade" && upgrade_hand_back_under_way(pid_file, 0)) {
+    return kUpgradeBusy;
   }
   if (!master) {
     if (!choice.notes.empty()) print_error(choice.notes);
     print_error(fmt::format("ferry: no running master found: {}", why));
-    if (signal != "upgrade") return 1;
-    return upgrade_hand_back_under_way(pid_file, 0) ? kUpgradeBusy : kUpgradeNotTaken;
+    return signal == "upgrade" ? kUpgradeNotTaken : 1;
   }
   if (signal == "reload") return reload(pid_file, *master);
   if (signal == "upgrade") return upgrade(pid_file, *master);
   if (signal == "status") return status(pid_file, *master);
   // Signalled only once its control socket proved the pid is the master's; the connection is
   // closed unused (the master need not accept it for SO_PEERCRED to tell).
-  if (!connect_master(pid_file, *master)) return 1;
-  const int sig = signal == "reopen" ? SIGUSR1 : signal == "quit" ? SIGQUIT : SIGTERM;
+  if (!connect_master(pid_file, *master, true)) {
+    if (sig_of(signal) == SIGUSR1 && reopen_through_oldbin(pid_file)) return 0;
+    (void)connect_master(pid_file, *master);  // prints why
+    return 1;
+  }
+  const int sig = sig_of(signal);
   if (::kill(master->pid, sig) == -1) {
     print_error(fmt::format("ferry: kill({}, {}) failed: {}", master->pid, sigabbrev_np(sig),
                             std::strerror(errno)));

@@ -77,7 +77,7 @@ void Master::generation_ready() {
 // next to it move there (nginx moves its pid file too), so that `ferry -s` given the new
 // configuration finds this master. Not while a new binary holds the usual names.
 void Master::move_pid_file() {
-  if (config_->pid_file == pid_file_ || new_master_ > 0 || stopping_) return;
+  if (config_->pid_file == pid_file_ || !in_charge() || stopping_) return;
   // Another spelling of the same place ("./ferry.pid", a link to the folder, "x" and "x.pid"
   // for the socket) keeps the file or the socket that is there: writing the new and removing
   // the old would remove the one just written.

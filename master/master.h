@@ -208,6 +208,8 @@ class Master {
   static void on_share_sweep_timer(Event& ev);
   void upgrade_ended(int status);
   void abort_upgrade();
+  static void on_abort_timer(Event& ev);
+  void take_files_back();
   void take_service_back_from_a_leaving_new_master();
   void take_service_back(const std::string& why);
 
@@ -233,6 +235,7 @@ class Master {
   static constexpr Msec kForkWait{50};  // a fork put off while a read runs is tried again
   static constexpr Msec kInheritInterval{1000};
   static constexpr Msec kShareSweepInterval{5000};
+  static constexpr Msec kAbortGrace{10'000};  // a new master told to stop by an abort
 
   std::string conf_file_;
   std::unique_ptr<conf::Config> config_;
@@ -271,6 +274,7 @@ class Master {
   Event kill_timer_;
   Event inherit_timer_;
   Event share_sweep_timer_;
+  Event abort_timer_;
   Event status_timer_;
   Event watchdog_timer_;
   Msec watchdog_period_{0};
@@ -288,6 +292,7 @@ class Master {
   int last_generation_ = 0;          // the newest started: a number is never given twice
   pid_t new_master_ = -1;            // during a binary upgrade
   bool new_master_leaving_ = false;  // it handed the service back and drains: this one serves
+  bool handed_back_ = false;         // this new master handed the service back to its old master
   bool owns_control_path_ = true;
   bool reload_again_ = false;
   bool stopping_ = false;

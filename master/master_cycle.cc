@@ -150,7 +150,7 @@ int Master::run() {
 
   loop_.run();
 
-  remove_pid_file(pid_file_, ::getpid());
+  if (!handed_back_) remove_pid_file(pid_file_, ::getpid());
   if (owns_control_path_) control_.remove_file(control_path_);
   spdlog::log(exit_code_ == 0 ? spdlog::level::info : spdlog::level::err, "master exiting{}",
               exit_code_ == 0 ? "" : " with an error");

@@ -72,8 +72,10 @@ std::string upgrade_binary_for(const std::string& arg0) {
   }
   char target[PATH_MAX];
   const ssize_t n = ::readlink("/proc/self/exe", target, sizeof target - 1);
-  if (n <= 0) return named.empty() ? arg0 : named;
-  return std::string(target, static_cast<std::size_t>(n));
+  const std::string exe(target, n > 0 ? static_cast<std::size_t>(n) : 0);
+  // Replaced since it started (two package upgrades in a row): that path execs nothing.
+  if (exe.empty() || exe.ends_with(" (deleted)")) return named.empty() ? arg0 : named;
+  return exe;
 }
 
 void init_process_title(int argc, char** argv) {

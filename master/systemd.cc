@@ -51,7 +51,12 @@ void Master::notify_stopping() {
       notifier_.main_pid(upgrade_parent_, "binary upgrade rolled back: master pid " +
                                               std::to_string(upgrade_parent_) + " in charge");
       // The pid file and the control socket are its again at once, not once this master's
-      // last connection is done: it rings for them (SIGCHLD, which it reads as a hint).
+      // last connection is done: it rings for them (SIGCHLD, which it reads as a hint). This
+      // master must not remove them at exit then: the old master may be renaming over them
+      // between this one's check and its unlink. (An older old master, which never reads the
+      // page, writes both again when it has reaped this one.)
+      handed_back_ = true;
+      owns_control_path_ = false;
       old_master_state_.announce_leaving();
       if (::kill(upgrade_parent_, SIGCHLD) == -1) {
         spdlog::error("kill({}, CHLD) to the old master failed: {}", upgrade_parent_,
@@ -108,6 +113,9 @@ void Master::on_watchdog_timer(Event& ev) {
   auto& m = *static_cast<Master*>(ev.data);
   m.loop_.add_timer(m.watchdog_timer_, m.watchdog_period_);
   if (!m.in_charge()) return;
+  // Handed back and taken: the old master's pings tell the truth about its workers; this
+  // master's would hide a crash loop there for as long as it drains.
+  if (m.handed_back_ && m.old_master_state_.hand_back_acknowledged()) return;
   std::set<int> live;
   for (const auto& w : m.workers_) {
     if (!w.told_to_stop) live.insert(w.slot);

@@ -18,6 +18,7 @@
 #include "master/control_protocol.h"
 #include "master/inherited_fds.h"
 #include "master/master.h"
+#include "master/pid_file.h"
 #include "master/process_title.h"
 
 namespace ferry::master {
@@ -154,6 +155,7 @@ void Master::on_share_sweep_timer(Event& ev) {
 // The new master exited: the upgrade was rolled back (or failed). The service is this master's
 // again, if it was not already (the new master said it was leaving).
 void Master::upgrade_ended(int status) {
+  loop_.del_timer(abort_timer_);
   const std::string how = WIFSIGNALED(status)
                               ? std::string("signal ") + sigabbrev_np(WTERMSIG(status))
                               : "code " + std::to_string(WEXITSTATUS(status));
@@ -163,12 +165,17 @@ void Master::upgrade_ended(int status) {
               taken_back ? "" : "; this master is in charge again");
   new_master_ = -1;
   new_master_leaving_ = false;
-  if (!taken_back) take_service_back("the new master exited (" + how + ")");
+  if (taken_back) {
+    take_files_back();  // again, if the rename or the bind failed when it rang
+  } else {
+    take_service_back("the new master exited (" + how + ")");
+  }
 }
 
 // `ferry -s upgrade` gave up waiting for the new master to serve: it is told to QUIT, hands the
 // service back (this master never stopped serving: the asker sends no WINCH) and drains what it
-// took; the asker hears when this master is in charge again.
+// took; the asker hears when this master is in charge again. A new master that does not act
+// on QUIT (hung) is killed after kAbortGrace.
 void Master::abort_upgrade() {
   if (new_master_ <= 0 || new_master_leaving_) return;
   spdlog::warn("the upgrade's asker gave up on it: telling the new master (pid {}) to stop",
@@ -176,14 +183,29 @@ void Master::abort_upgrade() {
   if (::kill(new_master_, SIGQUIT) == -1) {
     spdlog::error("kill({}, QUIT) failed: {}", new_master_, event::last_error().message());
   }
+  arm(abort_timer_, kAbortGrace, on_abort_timer);
+}
+
+void Master::on_abort_timer(Event& ev) {
+  auto& m = *static_cast<Master*>(ev.data);
+  if (m.new_master_ <= 0 || m.new_master_leaving_) return;
+  spdlog::error(
+      "the new master (pid {}) did not hand the service back within {} ms of QUIT: "
+      "killing it",
+      m.new_master_, kAbortGrace.count());
+  if (::kill(m.new_master_, SIGKILL) == -1) {
+    spdlog::error("kill({}, KILL) failed: {}", m.new_master_, event::last_error().message());
+  }
 }
 
 // The new master rang (SIGCHLD): if it said in the state page that it hands the service back
 // as it leaves (QUIT or TERM after a rollback), its pid file and control socket come back here
 // now, not when its last connection is done, so that `-s reload`, `systemctl reload` and
-// logrotate's `-s reopen` reach the master that serves.
+// logrotate's `-s reopen` reach the master that serves. Once they are, the page says so: the
+// leaving master stops feeding systemd's watchdog, which is this master's to feed again.
 void Master::take_service_back_from_a_leaving_new_master() {
   if (new_master_ <= 0 || new_master_leaving_ || !own_state_.new_master_leaving()) return;
+  loop_.del_timer(abort_timer_);
   new_master_leaving_ = true;
   spdlog::warn(
       "new master (pid {}) handed the service back and drains; this master is in charge "
@@ -191,36 +213,50 @@ void Master::take_service_back_from_a_leaving_new_master() {
       new_master_);
   take_service_back("the new master (pid " + std::to_string(new_master_) +
                     ") handed the service back");
+  own_state_.acknowledge_hand_back();
+}
+
+// The control socket, then the pid file: in between, the pid file names the new master and the
+// socket this one, which `ferry -s upgrade` reads as a hand-over under way (busy), never as "no
+// master" (the package would restart the service). Each is tried again at the new master's exit
+// if it failed.
+void Master::take_files_back() {
+  if (!stopping_ && control_.is_open() && !owns_control_path_) {
+    // Over the new master's socket: a leaving new master removes neither file at exit.
+    if (open_control_socket()) owns_control_path_ = true;
+  }
+  if (!pid_file_.ends_with(kOldBinSuffix)) return;
+  const std::string back = pid_file_.substr(0, pid_file_.size() - kOldBinSuffix.size());
+  if (::rename(pid_file_.c_str(), back.c_str()) == 0) {
+    pid_file_ = back;
+    return;
+  }
+  spdlog::error("rename({}, {}) failed: {}; writing it afresh", pid_file_, back,
+                event::last_error().message());
+  if (write_pid_file(back, ::getpid())) return;  // logged; tried again at the new master's exit
+  remove_pid_file(pid_file_, ::getpid());
+  pid_file_ = back;
 }
 
 // The pid file, the control socket and systemd's MAINPID come back to this master; its workers
-// too, if WINCH stopped them (nginx restarts them when the new master exits).
+// too, if WINCH stopped them (nginx restarts them when the new master exits). The upgrade's
+// askers are answered last: by then `ferry -s` finds this master.
 void Master::take_service_back(const std::string& why) {
-  answer_all(upgrade_clients_,
-             protocol::error_answer("ferry: " + why + "; this master stays in charge\n"));
-  if (pid_file_.ends_with(kOldBinSuffix)) {
-    const std::string back = pid_file_.substr(0, pid_file_.size() - kOldBinSuffix.size());
-    // Over the new master's file, if it is still there: it removes only a file naming it.
-    if (::rename(pid_file_.c_str(), back.c_str()) == -1) {
-      spdlog::error("rename({}, {}) failed: {}", pid_file_, back, event::last_error().message());
-    } else {
-      pid_file_ = back;
+  take_files_back();
+  if (!stopping_) {
+    // Normally the new master handed the service back already (MAINPID=) before exiting.
+    notifier_.main_pid(::getpid(), status_text());
+    if (winched_) {
+      // Nothing serves (nginx restarts its workers then too): READY=1 once they do.
+      spdlog::warn("this master's workers were stopped by SIGWINCH: starting them again");
+      restart_winched_workers();
+    } else if (pending_generation_ == 0 || previous_) {
+      // (A restart after WINCH still pending says READY=1 itself once its workers serve.)
+      notifier_.ready(status_text());
     }
   }
-  // Over the new master's socket: it removes only the file it bound.
-  if (!stopping_ && control_.is_open()) {
-    if (open_control_socket()) owns_control_path_ = true;
-  }
-  if (stopping_) return;
-  // Normally the new master handed the service back already (MAINPID=) before exiting.
-  notifier_.main_pid(::getpid(), status_text());
-  if (winched_) {
-    // Nothing serves (nginx restarts its workers then too): READY=1 once they do.
-    spdlog::warn("this master's workers were stopped by SIGWINCH: starting them again");
-    restart_winched_workers();
-    return;
-  }
-  notifier_.ready(status_text());
+  answer_all(upgrade_clients_,
+             protocol::error_answer("ferry: " + why + "; this master stays in charge\n"));
 }
 
 // WINCH: the old master of an upgrade stops its workers gracefully, and stays.

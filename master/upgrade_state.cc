@@ -154,8 +154,20 @@ void UpgradeState::announce_leaving() noexcept {
 }
 
 bool UpgradeState::new_master_leaving() const noexcept {
-  return page_ != nullptr && page_->new_master.load(std::memory_order_acquire) ==
+  return page_ != nullptr && page_->new_master.load(std::memory_order_acquire) >=
                                  static_cast<std::uint32_t>(NewMasterState::leaving);
+}
+
+void UpgradeState::acknowledge_hand_back() noexcept {
+  if (page_ != nullptr) {
+    page_->new_master.store(static_cast<std::uint32_t>(NewMasterState::taken_back),
+                            std::memory_order_release);
+  }
+}
+
+bool UpgradeState::hand_back_acknowledged() const noexcept {
+  return page_ != nullptr && page_->new_master.load(std::memory_order_acquire) ==
+                                 static_cast<std::uint32_t>(NewMasterState::taken_back);
 }
 
 void UpgradeState::release() noexcept {

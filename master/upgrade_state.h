@@ -24,7 +24,8 @@ const char* to_string(OldMasterState state) noexcept;
 // older binary's, which never reads this word).
 enum class NewMasterState : std::uint32_t {
   unknown = 0,
-  leaving = 1,  // stopping, it handed the service back: the old master takes over at once
+  leaving = 1,     // stopping, it handed the service back: the old master takes over at once
+  taken_back = 2,  // written by the old master once it did: the leaving one stops pinging
 };
 
 class UpgradeState {
@@ -60,6 +61,10 @@ class UpgradeState {
   void announce_leaving() noexcept;
   // Old master: whether the new master of its last upgrade said it hands the service back.
   [[nodiscard]] bool new_master_leaving() const noexcept;
+  // Old master, once the pid file and control socket are its own again.
+  void acknowledge_hand_back() noexcept;
+  // New master: whether its old master took the service back (an older one never says).
+  [[nodiscard]] bool hand_back_acknowledged() const noexcept;
   void release() noexcept;
 
  private:

@@ -639,5 +639,22 @@ TEST(SignalUpgradeTest, OnlyAnOldbinFileNamesAMasterUpgradeIsBusyReopenReachesIt
   EXPECT_TRUE(served_through(port)) << "nothing changed";
 }
 
+// Issue 18 review: while PIDFILE names a master whose control socket is not its own (a rolled-
+// back new master, its socket closed, before the old master took its files back), `-s reopen`
+// failed (logrotate reports an error): it reaches the old master through PIDFILE.oldbin then.
+TEST(SignalUpgradeTest, ReopenReachesTheOldMasterWhileThePidFileNamesAnotherProcess) {
+  EchoServer backend;
+  FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  Process other({"/bin/sleep", "30"});
+  const std::string oldbin = ferry.pid_file() + ".oldbin";
+  ASSERT_EQ(::rename(ferry.pid_file().c_str(), oldbin.c_str()), 0);
+  ferry.dir().write("ferry.pid", std::to_string(other.pid()) + "\n");
+  const Finished reopen = ferry.command("reopen");
+  EXPECT_EQ(reopen.exit_code, 0) << reopen.err;
+  EXPECT_TRUE(ferry.wait_for_log("SIGUSR1: reopening logs")) << ferry.log();
+  ASSERT_EQ(::rename(oldbin.c_str(), ferry.pid_file().c_str()), 0);
+}
+
 }  // namespace
 }  // namespace ferry::test

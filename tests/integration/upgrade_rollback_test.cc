@@ -5,7 +5,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -13,6 +15,7 @@
 #include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
+#include "tests/support/notify_listener.h"
 #include "tests/support/process.h"
 
 namespace ferry::test {
@@ -34,6 +37,14 @@ struct KillOnExit {
 std::string config(int port, int backend) {
   return config_text("worker_processes = 2;\nworker_shutdown_timeout = \"60s\";",
                      {{"web", {loopback(port)}, "app", ""}}, {upstream_of({server_at(backend)})});
+}
+
+// The state letter in /proc/PID/stat ('Z' for a zombie), or 0 when it cannot be read.
+char process_state(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  const std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::size_t close = stat.rfind(')');
+  return close != std::string::npos && close + 2 < stat.size() ? stat[close + 2] : 0;
 }
 
 std::size_t count_in(const std::string& text, const std::string& what) {
@@ -135,12 +146,108 @@ TEST(UpgradeAbortTest, SignalUpgradeStopsANewMasterThatDoesNotServe) {
   EXPECT_NE(up.err.find("did not serve within"), std::string::npos) << up.err;
   EXPECT_NE(up.err.find("this master stays in charge"), std::string::npos) << up.err;
   EXPECT_EQ(pid_in(ferry.pid_file()), ferry.master()) << ferry.log();
-  EXPECT_TRUE(ferry.wait_for_log("new master (pid")) << ferry.log();
-  EXPECT_TRUE(eventually([&] { return ferry.workers().size() == 2; }, seconds(20)))
-      << "the new master exits; the old master's two workers stay: " << ferry.log();
+  ASSERT_TRUE(ferry.wait_for_log("SIGUSR2: started new master")) << ferry.log();
+  const std::string& log = ferry.log();
+  const std::size_t at = log.find("(pid ", log.find("SIGUSR2: started new master"));
+  const pid_t fresh = static_cast<pid_t>(std::atol(log.c_str() + at + 5));
+  ASSERT_GT(fresh, 0) << log;
+  const KillOnExit guard{fresh};
+  EXPECT_TRUE(eventually([&] { return !alive(fresh); }, seconds(20)))
+      << "the new master exits: " << ferry.log();
+  EXPECT_EQ(ferry.workers().size(), 2U) << "the old master's two workers stay";
   EXPECT_TRUE(served_through(port, "the old master serves")) << ferry.log();
   const Finished reload = ferry.command("reload");
   EXPECT_EQ(reload.exit_code, 0) << reload.err << ferry.log();
+}
+
+// Issue 18 review: the leaving new master removed its pid file and control socket at exit after
+// checking they were its own, while the old master renamed its own over them: its unlink took
+// the old master's. A leaving new master now leaves both to the old master. Shown with the old
+// master stopped (SIGSTOP) until the new one has exited: the files are still there then.
+TEST_F(UpgradeRollbackTest, ALeavingNewMasterLeavesItsFilesToTheOldMaster) {
+  fresh.pid = ferry.upgrade(2);
+  ASSERT_GT(fresh.pid, 0) << ferry.log();
+  const std::string control = ferry.dir().path() + "/ferry.ctl";
+  ASSERT_EQ(::kill(ferry.master(), SIGSTOP), 0);
+  ::kill(fresh.pid, SIGQUIT);
+  // Its workers quit and it exits; a zombie until the old master reaps it.
+  const bool exited = eventually([&] { return process_state(fresh.pid) == 'Z'; }, seconds(20));
+  const bool pid_file_left = std::filesystem::exists(ferry.pid_file());
+  const bool control_left = std::filesystem::exists(control);
+  ::kill(ferry.master(), SIGCONT);
+  ASSERT_TRUE(exited) << ferry.log();
+  EXPECT_TRUE(pid_file_left) << "the new master removed the pid file the old master takes back";
+  EXPECT_TRUE(control_left) << "the new master removed the control socket";
+  EXPECT_TRUE(eventually([&] { return pid_in(ferry.pid_file()) == ferry.master(); }))
+      << ferry.log();
+  const Finished reload = ferry.command("reload");
+  EXPECT_EQ(reload.exit_code, 0) << reload.err << ferry.log();
+}
+
+// Issue 18 review: after the hand-back the leaving new master kept pinging systemd's watchdog
+// (NotifyAccess=all), hiding an old master whose workers keep dying. Once the old master says it
+// took the service back, only the old master pings.
+TEST(UpgradeWatchdogTest, TheLeavingNewMasterStopsPingingOnceTheOldMasterTookOver) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(port, backend.port()));
+  NotifyListener notify(ferry.dir().path() + "/notify");
+  ferry.set_options({.env = {notify.env(), "WATCHDOG_USEC=200000"}});  // a ping every 100 ms
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  KillOnExit fresh{ferry.upgrade(2)};
+  ASSERT_GT(fresh.pid, 0) << ferry.log();
+  ferry.signal(SIGWINCH);
+  ASSERT_TRUE(eventually([&] { return ferry.own_workers().empty(); })) << ferry.log();
+  const int held = connect_to_port(port);  // keeps the new master draining
+  ASSERT_TRUE(held >= 0 && echo_round_trip(held, "on the new master's worker"));
+  ferry.signal(SIGHUP);
+  ASSERT_TRUE(eventually([&] { return ferry.own_workers().size() == 2; })) << ferry.log();
+  ::kill(fresh.pid, SIGQUIT);
+  ASSERT_TRUE(ferry.wait_for_log("handed the service back and drains")) << ferry.log();
+  notify.drain();
+  const std::size_t mark = notify.history().size();
+  const auto from = [&](pid_t pid) {
+    notify.drain();
+    std::size_t n = 0;
+    for (std::size_t i = mark; i < notify.history().size(); ++i) {
+      n += notify.history()[i].sender == pid && notify.history()[i].has("WATCHDOG=1");
+    }
+    return n;
+  };
+  EXPECT_TRUE(eventually([&] { return from(ferry.master()) >= 5; })) << "the old master pings";
+  // One ping sent before the new master read the acknowledgement may come after the mark; it
+  // pinged every 100 ms before the fix.
+  EXPECT_LE(from(fresh.pid), 1U) << "the leaving new master pinged after the hand-back";
+  EXPECT_TRUE(alive(fresh.pid)) << "still draining";
+  EXPECT_TRUE(echo_round_trip(held, "still relayed"));
+  ::close(held);
+}
+
+// A HUP after WINCH whose workers do not start while the new master still serves: the old master
+// stays as WINCH left it (no workers, the new master serving) and may be told HUP again; once the
+// new master hands the service back, it starts its workers again.
+TEST(UpgradeRestartTest, WorkersThatDoNotStartAgainLeaveTheOldMasterWinched) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(port, backend.port()));
+  ferry.set_options(
+      {.env = {"FERRY_TEST_UNREADY_GENERATION=2", "FERRY_TEST_READY_TIMEOUT_MS=1000"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  KillOnExit fresh{ferry.upgrade(2)};
+  ASSERT_GT(fresh.pid, 0) << ferry.log();
+  ferry.signal(SIGWINCH);
+  ASSERT_TRUE(eventually([&] { return ferry.own_workers().empty(); })) << ferry.log();
+  ferry.signal(SIGHUP);  // generation 2 never reports ready
+  ASSERT_TRUE(
+      ferry.wait_for_log("the new master (pid " + std::to_string(fresh.pid) + ") keeps serving"))
+      << ferry.log();
+  EXPECT_TRUE(eventually([&] { return ferry.own_workers().empty(); })) << ferry.log();
+  EXPECT_TRUE(alive(ferry.master()));
+  EXPECT_TRUE(served_through(port, "the new master serves")) << ferry.log();
+  ::kill(fresh.pid, SIGQUIT);
+  EXPECT_TRUE(eventually([&] { return ferry.own_workers().size() == 2; })) << ferry.log();
+  EXPECT_TRUE(eventually([&] { return !alive(fresh.pid); }, seconds(20))) << ferry.log();
+  EXPECT_TRUE(served_through(port, "the old master serves again")) << ferry.log();
 }
 
 }  // namespace
