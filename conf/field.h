@@ -3,6 +3,7 @@
 // `ferry -T` prints, in one place (as nginx's ngx_command_t arrays are).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <span>
 #include <string>
@@ -26,21 +27,37 @@ struct Field {
   const char* required = nullptr;
 };
 
-// Reads every field `group` has, in the table's order, after checking that it has no other.
+// Reads field `f` if `group` has it (or says it is missing, if it must be given).
 template <typename T>
-void read_fields(Reader& r, const Setting& group, std::span<const Field<T>> fields, T& out) {
+void read_field(Reader& r, const Setting& group, const Field<T>& f, T& out) {
+  const std::string name(f.name);
+  if (const Setting* s = Reader::member(group, name.c_str())) {
+    f.read(r, *s, out);
+  } else if (f.required != nullptr) {
+    r.missing(group, name, f.required);
+  }
+}
+
+// Reads every field `group` has, in the table's order, after checking that it has no other —
+// but those named in `later`, which the caller reads itself afterwards (with read_field()):
+// messages on one line come in the order the settings are read.
+template <typename T>
+void read_fields(Reader& r, const Setting& group, std::span<const Field<T>> fields, T& out,
+                 std::span<const std::string_view> later = {}) {
   std::vector<std::string_view> names;
   names.reserve(fields.size());
   for (const auto& f : fields) names.push_back(f.name);
   r.only(group, names);
   for (const auto& f : fields) {
-    const std::string name(f.name);
-    if (const Setting* s = Reader::member(group, name.c_str())) {
-      f.read(r, *s, out);
-    } else if (f.required != nullptr) {
-      r.missing(group, name, f.required);
-    }
+    if (std::find(later.begin(), later.end(), f.name) == later.end()) read_field(r, group, f, out);
   }
+}
+
+// The field of `fields` named `name` (which must be there).
+template <typename T>
+const Field<T>& field_named(std::span<const Field<T>> fields, std::string_view name) {
+  return *std::find_if(fields.begin(), fields.end(),
+                       [&](const Field<T>& f) { return f.name == name; });
 }
 
 template <typename T>

@@ -217,7 +217,7 @@ class Reader {
     return rules;
   }
 
-  // A list ( {...}, ... ) of groups, each handed to `each` with its index.
+  // A list ( {...}, ... ) of groups, each handed to `each`.
   template <typename Each>
   void groups(const Setting& s, Each&& each) {
     if (s.getType() != Setting::TypeList) {

@@ -42,7 +42,11 @@ std::string inline_upstream(Reader& r, const Setting& at, const Address& address
 
 void read_upstream_reference(Reader& r, const Setting& s, Proxy& px) {
   auto name = r.string(s, false);
-  if (!name || r.upstreams == nullptr) return;
+  if (!name) return;
+  if (r.upstreams == nullptr) {  // the schema reads the upstreams before the proxies
+    r.error(s, "internal error: the upstreams were not read before this proxy");
+    return;
+  }
   std::vector<Upstream>& upstreams = *r.upstreams;
   const bool known = std::any_of(upstreams.begin(), upstreams.end(),
                                  [&](const Upstream& u) { return !u.implicit && u.name == *name; });
@@ -151,7 +155,12 @@ constexpr Field<Proxy> kProxy[] = {
 
 Proxy read_proxy(Reader& r, const Setting& g) {
   Proxy px;
-  read_fields<Proxy>(r, g, kProxy, px);
+  // Read last, as ferry always has (the table is in the order `ferry -T` prints): messages on
+  // one line keep their order, and the first of them stays a failed reload's reason.
+  constexpr std::string_view kLater[] = {"accept_proxy_protocol_from", "access_log"};
+  const std::span<const Field<Proxy>> fields(kProxy);
+  read_fields<Proxy>(r, g, fields, px, kLater);
+  read_field(r, g, field_named(fields, kLater[0]), px);
   // Without the list every sender is believed, as before the list existed: kept so that an
   // upgrade does not refuse a working balancer, but warned, since anyone who can connect may
   // then claim any address (nginx believes no one without set_real_ip_from).
@@ -161,6 +170,7 @@ Proxy read_proxy(Reader& r, const Setting& g) {
            "PROXY header; list the balancers in accept_proxy_protocol_from (\"all\" to believe "
            "every sender)");
   }
+  read_field(r, g, field_named(fields, kLater[1]), px);
   return px;
 }
 

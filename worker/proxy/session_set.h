@@ -40,7 +40,8 @@ class SessionSet {
   // Puts `proxy`'s socket options (TCP_NODELAY, SO_KEEPALIVE) on its listening socket, which
   // accepted connections inherit: one setsockopt per worker instead of per connection.
   static void prepare_listening(const event::Listening& ls, const conf::Proxy& proxy);
-  // The IoBatch completion of the relay's sends: give it to IoBatch::init of the loop's batch.
+  // The IoBatch completion of the relay's batched sends and receives: give it to IoBatch::init of
+  // the loop's batch.
   static void on_batch_done(void* cookie, int result) noexcept {
     RelayDirection::on_batch_done(cookie, result);
   }

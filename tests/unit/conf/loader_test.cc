@@ -507,3 +507,29 @@ TEST(PidFileSettingTest, ReadFromTheLineWhenTheFileDoesNotParse) {
 
 }  // namespace
 }  // namespace ferry::conf
+
+namespace ferry::conf {
+namespace {
+
+// Issue 19 review: messages are sorted by line only, so on one line they come in the order the
+// settings are read; the tables changed that order for accept_proxy_protocol_from (read second
+// last, before access_log, as ferry always has), and with it a failed reload's reason (the
+// first error).
+TEST(LoaderTest, MessagesOnOneLineKeepTheirOrder) {
+  const LoadResult r = load_text(
+      "upstreams = ( { name = \"app\"; servers = ( { address = \"127.0.0.1:9000\"; } ); } );\n"
+      "proxies = ( { name = \"web\"; listen = [ \"127.0.0.1:8080\" ]; upstream = \"app\";\n"
+      "  access = [ \"bogus\" ]; accept_proxy_protocol_from = [ \"bogus\" ]; "
+      "client_ipv4_prefix = 99; } );\n",
+      "a.conf", ".");
+  const std::string errors = errors_of(r);
+  const std::size_t access = errors.find("access.[0]");
+  const std::size_t prefix = errors.find("client_ipv4_prefix");
+  const std::size_t from = errors.find("accept_proxy_protocol_from");
+  ASSERT_NE(from, std::string::npos) << errors;
+  EXPECT_LT(access, prefix) << errors;
+  EXPECT_LT(prefix, from) << errors;
+}
+
+}  // namespace
+}  // namespace ferry::conf
