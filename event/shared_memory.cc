@@ -3,13 +3,13 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <utility>
 
 #include <spdlog/spdlog.h>
 
+#include "event/passed_memfd.h"
 #include "event/syscall_util.h"
 
 namespace ferry::event {
@@ -73,27 +73,20 @@ std::error_code SharedMemory::create_passable(std::size_t size, const char* name
   return {};
 }
 
-std::error_code SharedMemory::adopt(int fd, std::size_t size) {
+std::error_code SharedMemory::adopt(UniqueFd fd, std::size_t size, std::string_view name) {
   release();
-  UniqueFd owned(fd);
-  struct stat st {};
-  if (::fstat(owned.get(), &st) == -1) {
-    const auto ec = last_error();
-    spdlog::error("fstat() of passed fd {} failed: {}", fd, ec.message());
-    return ec;
-  }
   // Another binary's layout, or not a segment at all: a mapping past its end would fault.
-  if (!S_ISREG(st.st_mode) || static_cast<std::size_t>(st.st_size) != size) {
-    spdlog::error("passed fd {} is not a shared segment of {} bytes", fd, size);
+  if (const auto check = check_passed_memfd(fd.get(), {name, size}); !check.ok()) {
+    spdlog::error("the passed shared segment {} is not taken: {}", name, check.reason);
     return std::make_error_code(std::errc::invalid_argument);
   }
-  if (::fcntl(owned.get(), F_SETFD, FD_CLOEXEC) == -1) {
+  if (::fcntl(fd.get(), F_SETFD, FD_CLOEXEC) == -1) {
     const auto ec = last_error();
-    spdlog::error("fcntl({}, F_SETFD, FD_CLOEXEC) failed: {}", fd, ec.message());
+    spdlog::error("fcntl({}, F_SETFD, FD_CLOEXEC) failed: {}", fd.get(), ec.message());
     return ec;
   }
-  if (auto ec = map(owned.get(), size)) return ec;
-  fd_ = std::move(owned);
+  if (auto ec = map(fd.get(), size)) return ec;
+  fd_ = std::move(fd);
   return {};
 }
 

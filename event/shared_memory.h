@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string_view>
 #include <system_error>
 
 #include "event/syscall_util.h"
@@ -22,9 +23,11 @@ class SharedMemory {
   std::error_code create(std::size_t size);
   // The same, in a memfd named `name` whose fd (CLOEXEC) is kept: see fd().
   std::error_code create_passable(std::size_t size, const char* name);
-  // Maps the memfd `fd` (taken over: kept, or closed on failure), which must hold `size` bytes:
-  // what another process made with create_passable() and passed across exec.
-  std::error_code adopt(int fd, std::size_t size);
+  // Maps the memfd `fd` (kept, or closed on failure), which must be named `name` (a prefix of
+  // it) and hold `size` bytes: what another process made with create_passable() and passed
+  // across exec. The caller hands over only an fd it knows to be such a segment
+  // (check_passed_memfd()): a number merely passed may name one of its own.
+  std::error_code adopt(UniqueFd fd, std::size_t size, std::string_view name);
   void release() noexcept;
 
   [[nodiscard]] void* data() const noexcept { return data_; }

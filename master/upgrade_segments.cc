@@ -7,13 +7,14 @@
 
 #include <cerrno>
 #include <cstdlib>
-#include <limits>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <spdlog/spdlog.h>
 
+#include "event/passed_memfd.h"
 #include "event/syscall_util.h"
 
 namespace ferry::master {
@@ -43,15 +44,10 @@ constexpr long kLayout = 2;
 // else -1 (logged): a number that is not one might name an fd of ours, a listener, which must be
 // neither taken over nor closed.
 int passed_memfd(long fd, std::string_view prefix) noexcept {
-  if (fd <= STDERR_FILENO || fd > std::numeric_limits<int>::max()) return -1;
-  char target[64]{};
-  const std::string link = "/proc/self/fd/" + std::to_string(fd);
-  const ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
-  const std::string_view name(target, n > 0 ? static_cast<std::size_t>(n) : 0);
-  if (!name.starts_with("/memfd:" + std::string(prefix))) {
-    spdlog::error("{}: fd {} is not a segment an old master passes ({}): left alone",
-                  UpgradeSegments::kVariable, fd,
-                  n > 0 ? std::string(name) : "readlink: " + event::last_error().message());
+  const auto check = event::check_passed_memfd(fd, {prefix, 0, event::PassedMemfd::Size::at_least});
+  if (!check.ok()) {
+    spdlog::error("{}: {}: not a segment an old master passes, left alone",
+                  UpgradeSegments::kVariable, check.reason);
     return -1;
   }
   return static_cast<int>(fd);
@@ -89,15 +85,13 @@ worker::ClientLimits* UpgradeSegments::open_client_limits(bool upgraded) {
     } else {
       old_registry_ = passed_memfd(n[1], "ferry-stats-");
       old_counters_ = passed_memfd(n[2], "ferry-stats-");
-      const int limits = n[3] >= 0 ? passed_memfd(n[3], "ferry-client-limits") : -1;
-      if (const int secret = n[4] >= 0 ? passed_memfd(n[4], "ferry-client-secret") : -1;
-          secret >= 0) {
-        secret_ = worker::ClientSecret::adopt(secret);
-      }
-      if (!secret_ || limits < 0) {
-        secret_.reset();
-        if (limits >= 0) ::close(limits);
-      } else if (!limits_shm_.adopt(limits, worker::ClientLimits::bytes_needed())) {
+      // Ours from here on, to take over or close.
+      event::UniqueFd limits(n[3] >= 0 ? passed_memfd(n[3], "ferry-client-limits") : -1);
+      event::UniqueFd secret(n[4] >= 0 ? passed_memfd(n[4], "ferry-client-secret") : -1);
+      if (secret) secret_ = worker::ClientSecret::adopt(std::move(secret));
+      if (secret_ && limits &&
+          !limits_shm_.adopt(std::move(limits), worker::ClientLimits::bytes_needed(),
+                             "ferry-client-limits")) {
         spdlog::info("per-client counts taken over from the old master");
         return worker::ClientLimits::adopt(limits_shm_.data());
       }
@@ -125,8 +119,8 @@ bool UpgradeSegments::inherit_first(worker::StatsTable& stats) {
     return false;
   }
   old_master_ = ::getppid();
-  old_stats_ = worker::StatsTable::open_passed(std::exchange(old_registry_, -1),
-                                               std::exchange(old_counters_, -1));
+  old_stats_ = worker::StatsTable::open_passed(event::UniqueFd(std::exchange(old_registry_, -1)),
+                                               event::UniqueFd(std::exchange(old_counters_, -1)));
   if (old_stats_ == nullptr) return false;
   return inherit_more(stats, false);
 }

@@ -4,13 +4,15 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <string>
+#include <utility>
 
 #include <spdlog/spdlog.h>
+
+#include "event/passed_memfd.h"
 
 namespace ferry::worker {
 namespace {
@@ -51,13 +53,13 @@ std::optional<ClientSecret> ClientSecret::create() noexcept {
   return s;
 }
 
-std::optional<ClientSecret> ClientSecret::adopt(int fd) noexcept {
+std::optional<ClientSecret> ClientSecret::adopt(event::UniqueFd passed) noexcept {
   ClientSecret s;
-  s.fd_.reset(fd);
-  struct stat st {};
-  if (::fstat(fd, &st) == -1) {
-    spdlog::error("fstat() of the passed per-client secret (fd {}) failed: {}", fd,
-                  event::last_error().message());
+  s.fd_ = std::move(passed);
+  const int fd = s.fd_.get();
+  if (const auto check = event::check_passed_memfd(fd, {"ferry-client-secret", s.value_.size()});
+      !check.ok()) {
+    spdlog::error("the passed per-client secret is not taken: {}", check.reason);
     return std::nullopt;
   }
   const int seals = ::fcntl(fd, F_GET_SEALS);
@@ -67,8 +69,7 @@ std::optional<ClientSecret> ClientSecret::adopt(int fd) noexcept {
     return std::nullopt;
   }
   // Anything else is not what an old master made: a secret someone could still change.
-  if (!S_ISREG(st.st_mode) || static_cast<std::size_t>(st.st_size) != s.value_.size() ||
-      (seals & kSeals) != kSeals) {
+  if ((seals & kSeals) != kSeals) {
     spdlog::error("passed fd {} is not a sealed per-client secret", fd);
     return std::nullopt;
   }

@@ -16,10 +16,10 @@ class ClientSecret {
   // A new secret from getrandom(2), in a new sealed memfd (CLOEXEC). nullopt (logged) when the
   // kernel gives no random bytes or no memfd.
   static std::optional<ClientSecret> create() noexcept;
-  // The secret an old master passed in memfd `fd` (taken over: kept, or closed on failure). It
-  // must be sealed against writes and resizing and hold exactly one secret: nullopt (logged)
-  // otherwise.
-  static std::optional<ClientSecret> adopt(int fd) noexcept;
+  // The secret an old master passed in memfd `fd` (kept, or closed on failure; the caller hands
+  // over only an fd it knows to be the old master's memfd). It must be sealed against writes
+  // and resizing and hold exactly one secret: nullopt (logged) otherwise.
+  static std::optional<ClientSecret> adopt(event::UniqueFd fd) noexcept;
 
   [[nodiscard]] const ClientLimits::Secret& value() const noexcept { return value_; }
   // The memfd, for the next exec to pass on (-1 once closed).

@@ -3,7 +3,6 @@
 // binary upgrade's exec, and the test-only scribble and garbage.
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -14,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "event/passed_memfd.h"
 #include "event/syscall_util.h"
 #include "worker/stats/stats_detail.h"
 #include "worker/stats/stats_layout.h"
@@ -228,17 +228,14 @@ std::string StatsTable::garbage_for_exec() noexcept {
   return std::to_string(registry.release()) + ";" + std::to_string(counters.release());
 }
 
-std::unique_ptr<StatsTable> StatsTable::open_passed(int registry_fd, int counters_fd) {
-  const event::UniqueFd registry(registry_fd);
-  const event::UniqueFd counters(counters_fd);
-  // Another binary's layout, or not a segment at all: a mapping past its end would fault.
+std::unique_ptr<StatsTable> StatsTable::open_passed(event::UniqueFd registry,
+                                                    event::UniqueFd counters) {
+  // Another binary's layout, or not a segment at all: a mapping past its end would fault. The
+  // garbage the test hook passes is named "ferry-stats-garbage".
   for (const auto& [fd, size] :
        {std::pair{registry.get(), sizeof(Registry)}, std::pair{counters.get(), sizeof(Counters)}}) {
-    struct stat st {};
-    if (::fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
-        static_cast<std::size_t>(st.st_size) != size) {
-      spdlog::error("the old master's statistics (fd {}) are not a segment of {} bytes: not taken",
-                    fd, size);
+    if (const auto check = event::check_passed_memfd(fd, {"ferry-stats-", size}); !check.ok()) {
+      spdlog::error("the old master's statistics are not taken: {}", check.reason);
       return nullptr;
     }
   }

@@ -232,10 +232,11 @@ class StatsTable {
   // Test only (FERRY_TEST_PASS_GARBAGE_STATS): fresh segments of the right sizes full of
   // garbage, passed instead of the real ones. "" when they cannot be made.
   static std::string garbage_for_exec() noexcept;
-  // The new master: a read-only view of the segments an old master passed (the fds are taken
-  // over and closed); nullptr (logged) when they are not segments of this layout. Everything in
-  // them is taken as untrusted.
-  static std::unique_ptr<StatsTable> open_passed(int registry_fd, int counters_fd);
+  // The new master: a read-only view of the segments an old master passed (the fds, which the
+  // caller knows to be the old master's memfds, are closed once mapped); nullptr (logged) when
+  // they are not segments of this layout. Everything in them is taken as untrusted.
+  static std::unique_ptr<StatsTable> open_passed(event::UniqueFd registry,
+                                                 event::UniqueFd counters);
   // The new master: takes `old`'s totals in. Each proxy and server is registered by name (shown
   // `removed` unless configured here) and its inherited counters raised to the old ones (never
   // lowered); the first time, the old reload counts are added to ours. `final`: the old master

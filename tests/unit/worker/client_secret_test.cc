@@ -39,7 +39,7 @@ TEST(ClientSecretTest, ANewMasterReadsTheSecretItsOldMasterPassed) {
   EXPECT_NE(old_master->value(), other->value());
   const int passed = ::fcntl(old_master->fd(), F_DUPFD, 3);  // not close-on-exec, as passed
   ASSERT_GE(passed, 0);
-  auto adopted = ClientSecret::adopt(passed);
+  auto adopted = ClientSecret::adopt(event::UniqueFd(passed));
   ASSERT_TRUE(adopted);
   EXPECT_EQ(adopted->value(), old_master->value());
   EXPECT_EQ(adopted->fd(), passed);
@@ -52,19 +52,19 @@ TEST(ClientSecretTest, AnUnsealedOrMisSizedMemfdIsRefused) {
   ASSERT_GE(unsealed, 0);
   const unsigned char bytes[16] = {1, 2, 3};
   ASSERT_EQ(::pwrite(unsealed, bytes, sizeof bytes, 0), 16);
-  EXPECT_FALSE(ClientSecret::adopt(unsealed));
+  EXPECT_FALSE(ClientSecret::adopt(event::UniqueFd(unsealed)));
   EXPECT_EQ(::fcntl(unsealed, F_GETFD), -1);  // closed
 
   const int longer = ::memfd_create("ferry-client-secret", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   ASSERT_GE(longer, 0);
   ASSERT_EQ(::ftruncate(longer, 32), 0);
   ASSERT_EQ(::fcntl(longer, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE), 0);
-  EXPECT_FALSE(ClientSecret::adopt(longer));
+  EXPECT_FALSE(ClientSecret::adopt(event::UniqueFd(longer)));
 
   int pipe_fds[2] = {-1, -1};
   ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
-  EXPECT_FALSE(ClientSecret::adopt(pipe_fds[0]));
-  ::close(pipe_fds[1]);
+  const event::UniqueFd write_end(pipe_fds[1]);
+  EXPECT_FALSE(ClientSecret::adopt(event::UniqueFd(pipe_fds[0])));
 }
 
 }  // namespace

@@ -20,9 +20,9 @@ std::unique_ptr<StatsTable> passed(const StatsTable& old) {
   const auto semi = fds.find(';');
   if (semi == std::string::npos) return nullptr;
   // Duplicates: open_passed() owns (and closes) what it is given.
-  const int registry = ::fcntl(std::stoi(fds.substr(0, semi)), F_DUPFD_CLOEXEC, 3);
-  const int counters = ::fcntl(std::stoi(fds.substr(semi + 1)), F_DUPFD_CLOEXEC, 3);
-  return StatsTable::open_passed(registry, counters);
+  return StatsTable::open_passed(
+      event::UniqueFd(::fcntl(std::stoi(fds.substr(0, semi)), F_DUPFD_CLOEXEC, 3)),
+      event::UniqueFd(::fcntl(std::stoi(fds.substr(semi + 1)), F_DUPFD_CLOEXEC, 3)));
 }
 
 std::uint64_t accepted_sum(const Snapshot& s) {
