@@ -1,8 +1,9 @@
-// Syscall helpers every part of ferry uses: EINTR retry, errno as std::error_code,
-// and UniqueFd, the owner of every file descriptor.
+// Syscall helpers every part of ferry uses: EINTR retry, all bytes of a read or write, errno as
+// std::error_code, and UniqueFd, the owner of every file descriptor.
 #pragma once
 
 #include <cerrno>
+#include <cstddef>
 #include <system_error>
 #include <utility>
 
@@ -15,6 +16,30 @@ auto retry_eintr(Call&& call) {
     auto result = call();
     if (result != -1 || errno != EINTR) return result;
   }
+}
+
+// How all_bytes() ended: every byte moved (complete), or `error` from the call that failed, or
+// (error empty) a call that moved none (an end of file, a write that took nothing).
+struct AllBytes {
+  bool complete = false;
+  std::size_t done = 0;
+  std::error_code error;
+};
+
+// Moves `size` bytes in calls of `step(done, left)`, a read or write of at most `left` bytes
+// from offset `done` that returns how many it moved (-1 and errno on failure): called again
+// after a short count or EINTR, until all are moved or a call fails or moves none.
+template <typename Step>
+AllBytes all_bytes(std::size_t size, Step&& step) {
+  AllBytes r;
+  while (r.done < size) {
+    const auto n = retry_eintr([&] { return step(r.done, size - r.done); });
+    if (n == -1) r.error = {errno, std::system_category()};
+    if (n <= 0) return r;
+    r.done += static_cast<std::size_t>(n);
+  }
+  r.complete = true;
+  return r;
 }
 
 // The current errno as an error_code; message() gives strerror's text.

@@ -18,6 +18,8 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "event/syscall_util.h"
+
 namespace ferry::worker {
 namespace {
 
@@ -71,15 +73,10 @@ class AppendFileSink final : public spdlog::sinks::base_sink<std::mutex> {
   void sink_it_(const spdlog::details::log_msg& msg) override {
     spdlog::memory_buf_t line;
     formatter_->format(msg, line);
-    const char* p = line.data();
-    std::size_t left = line.size();
-    while (left > 0) {
-      const ssize_t n = ::write(fd_, p, left);
-      if (n == -1 && errno == EINTR) continue;
-      if (n <= 0) return;  // nowhere to say so
-      p += n;
-      left -= static_cast<std::size_t>(n);
-    }
+    // A failure has nowhere to be said.
+    event::all_bytes(line.size(), [&](std::size_t done, std::size_t left) {
+      return ::write(fd_, line.data() + done, left);
+    });
   }
   void flush_() override {}
 

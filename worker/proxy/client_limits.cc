@@ -98,17 +98,14 @@ std::uint64_t keyed_hash(const void* data, std::size_t size,
 
 std::optional<ClientLimits::Secret> ClientLimits::random_secret() noexcept {
   Secret secret;
-  std::size_t got = 0;
-  while (got < secret.size()) {
-    // Blocks only until the kernel's pool is first seeded, early in boot.
-    const ssize_t n = ::getrandom(secret.data() + got, secret.size() - got, 0);
-    if (n == -1 && errno == EINTR) continue;
-    if (n <= 0) {
-      spdlog::error("getrandom() for the per-client table's secret failed: {}",
-                    n == -1 ? event::last_error().message() : std::string("no bytes"));
-      return std::nullopt;
-    }
-    got += static_cast<std::size_t>(n);
+  // Blocks only until the kernel's pool is first seeded, early in boot.
+  const auto got = event::all_bytes(secret.size(), [&](std::size_t done, std::size_t left) {
+    return ::getrandom(secret.data() + done, left, 0);
+  });
+  if (!got.complete) {
+    spdlog::error("getrandom() for the per-client table's secret failed: {}",
+                  got.error ? got.error.message() : std::string("no bytes"));
+    return std::nullopt;
   }
   return secret;
 }

@@ -6,7 +6,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <string>
 #include <utility>
 
@@ -32,17 +31,13 @@ std::optional<ClientSecret> ClientSecret::create() noexcept {
                      event::last_error().message());
     return std::nullopt;
   }
-  std::size_t done = 0;
-  while (done < s.value_.size()) {
-    const ssize_t n = ::pwrite(s.fd_.get(), s.value_.data() + done, s.value_.size() - done,
-                               static_cast<off_t>(done));
-    if (n == -1 && errno == EINTR) continue;
-    if (n <= 0) {
-      spdlog::critical("writing the per-client secret to its memfd failed: {}",
-                       n == -1 ? event::last_error().message() : std::string("no bytes written"));
-      return std::nullopt;
-    }
-    done += static_cast<std::size_t>(n);
+  const auto written = event::all_bytes(s.value_.size(), [&](std::size_t done, std::size_t left) {
+    return ::pwrite(s.fd_.get(), s.value_.data() + done, left, static_cast<off_t>(done));
+  });
+  if (!written.complete) {
+    spdlog::critical("writing the per-client secret to its memfd failed: {}",
+                     written.error ? written.error.message() : std::string("no bytes written"));
+    return std::nullopt;
   }
   // No writable mapping of it exists, so F_SEAL_WRITE is taken; F_SEAL_SEAL keeps it.
   if (::fcntl(s.fd_.get(), F_ADD_SEALS, kSeals | F_SEAL_SEAL) == -1) {
@@ -77,17 +72,13 @@ std::optional<ClientSecret> ClientSecret::adopt(event::UniqueFd passed) noexcept
     spdlog::error("fcntl({}, F_SETFD, FD_CLOEXEC) failed: {}", fd, event::last_error().message());
     return std::nullopt;
   }
-  std::size_t done = 0;
-  while (done < s.value_.size()) {
-    const ssize_t n =
-        ::pread(fd, s.value_.data() + done, s.value_.size() - done, static_cast<off_t>(done));
-    if (n == -1 && errno == EINTR) continue;
-    if (n <= 0) {
-      spdlog::error("reading the passed per-client secret failed: {}",
-                    n == -1 ? event::last_error().message() : std::string("end of file"));
-      return std::nullopt;
-    }
-    done += static_cast<std::size_t>(n);
+  const auto read = event::all_bytes(s.value_.size(), [&](std::size_t done, std::size_t left) {
+    return ::pread(fd, s.value_.data() + done, left, static_cast<off_t>(done));
+  });
+  if (!read.complete) {
+    spdlog::error("reading the passed per-client secret failed: {}",
+                  read.error ? read.error.message() : std::string("end of file"));
+    return std::nullopt;
   }
   return s;
 }
