@@ -23,6 +23,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/process.h"
@@ -129,10 +130,9 @@ double sample(const std::string& metrics, const std::string& series) {
 
 // A whole HTTP exchange on a fresh connection to the status port: the answer until close.
 std::string http(int port, const std::string& raw) {
-  const int fd = connect_from("", "127.0.0.1", port);
-  if (fd < 0) return "(no connection)";
-  const Outcome o = talk(fd, raw, false);
-  ::close(fd);
+  const event::UniqueFd fd(connect_from("", "127.0.0.1", port));
+  if (!fd.valid()) return "(no connection)";
+  const Outcome o = talk(fd.get(), raw, false);
   return o.reply;
 }
 std::string metrics(int port) {
@@ -195,8 +195,8 @@ TEST_F(BadListenerInputTest, EveryListenerSurvivesRandomTruncatedOversizedAndRes
   // compared, for the whole test and at least 64 MiB.
   std::mt19937_64 pattern_rng(1);
   const std::string pattern = random_bytes(pattern_rng, 1 << 20);
-  const int good = connect_from("", "127.0.0.1", plain_);
-  ASSERT_GE(good, 0);
+  event::UniqueFd good(connect_from("", "127.0.0.1", plain_));
+  ASSERT_GE(good.get(), 0);
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> good_bytes{0};
   std::atomic<bool> good_failed{false};
@@ -204,7 +204,7 @@ TEST_F(BadListenerInputTest, EveryListenerSurvivesRandomTruncatedOversizedAndRes
     constexpr std::size_t kBlock = 64 * 1024;
     for (std::size_t round = 0; !stop.load() || good_bytes.load() < (64U << 20); ++round) {
       const std::size_t at = (round * 7919) % (pattern.size() - kBlock);
-      if (!echo_round_trip(good, pattern.substr(at, kBlock))) {
+      if (!echo_round_trip(good.get(), pattern.substr(at, kBlock))) {
         good_failed = true;
         return;
       }
@@ -229,20 +229,18 @@ TEST_F(BadListenerInputTest, EveryListenerSurvivesRandomTruncatedOversizedAndRes
   spread(kRandom, [&](int i) {
     std::mt19937_64 rng(1000 + static_cast<std::uint64_t>(i));
     const std::string junk = random_bytes(rng, 1 + rng() % 8192);
-    const int fd = connect_from("", "127.0.0.1", plain_);
-    const Outcome o = talk(fd, junk, false, junk.size());
+    const event::UniqueFd fd(connect_from("", "127.0.0.1", plain_));
+    const Outcome o = talk(fd.get(), junk, false, junk.size());
     if (o.reply != junk) fail("plain: random bytes " + std::to_string(i) + " came back changed");
     plain_bytes += junk.size();
-    ::close(fd);
   });
   plain_sessions += kRandom;
   spread(kRandom, [&](int i) {
     std::mt19937_64 rng(2000 + static_cast<std::uint64_t>(i));
-    const int fd = connect_from("", "127.0.0.1", pp_);
-    const Outcome o = talk(fd, random_bytes(rng, 1 + rng() % 8192), false);
+    const event::UniqueFd fd(connect_from("", "127.0.0.1", pp_));
+    const Outcome o = talk(fd.get(), random_bytes(rng, 1 + rng() % 8192), false);
     if (!o.closed || !o.reply.empty())
       fail("pp: random bytes " + std::to_string(i) + " not closed");
-    ::close(fd);
   });
   pp_sessions += kRandom;
   // After a valid header, random bytes are the client's data: they arrive intact.
@@ -256,24 +254,22 @@ TEST_F(BadListenerInputTest, EveryListenerSurvivesRandomTruncatedOversizedAndRes
                          bytes_of({0xC0, 0x00, 0x02, 0x07, 0x7F, 0x00, 0x00, 0x01}) + be16(40000) +
                          be16(80);
     const std::string junk = random_bytes(rng, 1 + rng() % 8192);
-    const int fd = connect_from("", "127.0.0.1", pp_);
-    if (talk(fd, header + junk, false, junk.size()).reply != junk) {
+    const event::UniqueFd fd(connect_from("", "127.0.0.1", pp_));
+    if (talk(fd.get(), header + junk, false, junk.size()).reply != junk) {
       fail("pp: random bytes after header " + std::to_string(i) + " came back changed");
     }
     pp_bytes += junk.size();
-    ::close(fd);
   });
   pp_sessions += kRandomAfterHeader;
   spread(kRandom, [&](int i) {
     std::mt19937_64 rng(3000 + static_cast<std::uint64_t>(i));
     // At least 16 bytes: fewer could still be the start of a request, which waits for more.
-    const int fd = connect_from("", "127.0.0.1", status_);
-    const Outcome o = talk(fd, random_bytes(rng, 16 + rng() % 8192), false);
+    const event::UniqueFd fd(connect_from("", "127.0.0.1", status_));
+    const Outcome o = talk(fd.get(), random_bytes(rng, 16 + rng() % 8192), false);
     if (!o.closed || o.reply.rfind("HTTP/1.1 400 ", 0) != 0) {
       fail("status: random bytes " + std::to_string(i) + " answered \"" + o.reply.substr(0, 40) +
            "\"");
     }
-    ::close(fd);
   });
   status_sessions += kRandom;
 
@@ -290,27 +286,25 @@ TEST_F(BadListenerInputTest, EveryListenerSurvivesRandomTruncatedOversizedAndRes
   int truncated_pp = 0;
   for (const std::string& header : headers) {
     for (std::size_t cut = 0; cut < header.size(); ++cut, ++truncated_pp) {
-      const int fd = connect_from("", "127.0.0.1", pp_);
+      const event::UniqueFd fd(connect_from("", "127.0.0.1", pp_));
       if (cut % 2 == 1) {
-        send_all(fd, header.substr(0, cut));  // and gone: nothing to see but the log line
-      } else if (!talk(fd, header.substr(0, cut), true).closed) {
+        send_all(fd.get(), header.substr(0, cut));  // and gone: nothing to see but the log line
+      } else if (!talk(fd.get(), header.substr(0, cut), true).closed) {
         fail("pp: a header cut at " + std::to_string(cut) + " and half-closed stayed open");
       }
-      ::close(fd);
     }
   }
   pp_sessions += truncated_pp;
   const std::string request = "GET /status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
   for (std::size_t cut = 0; cut < request.size(); ++cut) {
-    const int fd = connect_from("", "127.0.0.1", status_);
+    const event::UniqueFd fd(connect_from("", "127.0.0.1", status_));
     if (cut % 2 == 1) {
-      send_all(fd, request.substr(0, cut));
-    } else if (const Outcome o = talk(fd, request.substr(0, cut), true);
+      send_all(fd.get(), request.substr(0, cut));
+    } else if (const Outcome o = talk(fd.get(), request.substr(0, cut), true);
                !o.closed || !o.reply.empty()) {
       // Closed without an answer: there is no request to answer.
       fail("status: a request cut at " + std::to_string(cut) + " got \"" + o.reply + "\"");
     }
-    ::close(fd);
   }
   status_sessions += static_cast<int>(request.size());
 
@@ -323,10 +317,9 @@ TEST_F(BadListenerInputTest, EveryListenerSurvivesRandomTruncatedOversizedAndRes
       {"v1 of 108 bytes", "PROXY UNKNOWN " + std::string(108 - 16, 'x') + "\r\n"},
   };
   for (const auto& [name, bytes] : big_pp) {
-    const int fd = connect_from("", "127.0.0.1", pp_);
-    const Outcome o = talk(fd, bytes, false);
+    const event::UniqueFd fd(connect_from("", "127.0.0.1", pp_));
+    const Outcome o = talk(fd.get(), bytes, false);
     if (!o.closed || !o.reply.empty()) fail("pp: " + name + " not closed");
-    ::close(fd);
   }
   pp_sessions += static_cast<int>(big_pp.size());
   std::string many_headers = "GET /status HTTP/1.1\r\nHost: t\r\n";
@@ -338,24 +331,23 @@ TEST_F(BadListenerInputTest, EveryListenerSurvivesRandomTruncatedOversizedAndRes
       {"5000 headers", many_headers + "\r\n"},
   };
   for (const auto& [name, bytes] : big_http) {
-    const int fd = connect_from("", "127.0.0.1", status_);
-    const Outcome o = talk(fd, bytes, false);
+    const event::UniqueFd fd(connect_from("", "127.0.0.1", status_));
+    const Outcome o = talk(fd.get(), bytes, false);
     if (!o.closed || o.reply.rfind("HTTP/1.1 400 ", 0) != 0) {
       fail("status: " + name + " answered \"" + o.reply.substr(0, 40) + "\"");
     }
-    ::close(fd);
   }
   status_sessions += static_cast<int>(big_http.size());
   // A 1 MiB burst on the plain proxy is just data.
   {
     std::mt19937_64 rng(4);
     const std::string burst = random_bytes(rng, 1 << 20);
-    const int fd = connect_from("", "127.0.0.1", plain_);
-    if (talk(fd, burst, false, burst.size(), seconds(30)).reply != burst) {
+    event::UniqueFd fd(connect_from("", "127.0.0.1", plain_));
+    if (talk(fd.get(), burst, false, burst.size(), seconds(30)).reply != burst) {
       fail("plain: a 1 MiB burst came back changed");
     }
     plain_bytes += burst.size();
-    ::close(fd);
+    fd.reset();
     ++plain_sessions;
   }
 
@@ -393,7 +385,7 @@ TEST_F(BadListenerInputTest, EveryListenerSurvivesRandomTruncatedOversizedAndRes
   EXPECT_FALSE(good_failed.load()) << "the good session was disturbed\n" << ferry_.log();
   const std::uint64_t good_total = good_bytes.load();
   plain_bytes += good_total;
-  ::close(good);
+  good.reset();
 
   // Every connection had its ending logged: the PROXY ones as bad_proxy_protocol (a reset before
   // a header is the client's), and nothing reached the server from them.
@@ -619,8 +611,8 @@ TEST(BadConfigTest, AReloadWithEachKeepsTheRunningConfiguration) {
   FerryInstance ferry(good);
   ASSERT_TRUE(ferry.start(seconds(30))) << ferry.log();
   const std::set<pid_t> workers = ferry.workers();
-  const int session = connect_from("", "127.0.0.1", port);
-  ASSERT_TRUE(echo_round_trip(session, "before"));
+  event::UniqueFd session(connect_from("", "127.0.0.1", port));
+  ASSERT_TRUE(echo_round_trip(session.get(), "before"));
   std::size_t rejected = 0;
   for (const BadConfig& c : bad_configs()) {
     // The instance's own file is the one reloaded; the others go beside it.
@@ -651,10 +643,9 @@ TEST(BadConfigTest, AReloadWithEachKeepsTheRunningConfiguration) {
         << c.name << "\n"
         << ferry.log().substr(ferry.log().size() > 3000 ? ferry.log().size() - 3000 : 0);
     EXPECT_EQ(ferry.workers(), workers) << c.name;
-    EXPECT_TRUE(echo_round_trip(session, "still " + c.name)) << c.name;
-    const int fresh = connect_from("", "127.0.0.1", port);
-    EXPECT_TRUE(echo_round_trip(fresh, "new " + c.name)) << c.name;
-    ::close(fresh);
+    EXPECT_TRUE(echo_round_trip(session.get(), "still " + c.name)) << c.name;
+    const event::UniqueFd fresh(connect_from("", "127.0.0.1", port));
+    EXPECT_TRUE(echo_round_trip(fresh.get(), "new " + c.name)) << c.name;
   }
   ferry.drain_log();
   EXPECT_EQ(ferry.log().find("killed by signal"), std::string::npos) << ferry.log();
@@ -663,7 +654,7 @@ TEST(BadConfigTest, AReloadWithEachKeepsTheRunningConfiguration) {
   ferry.rewrite(good);
   const Finished r = ferry.command("reload");
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  ::close(session);
+  session.reset();
   std::cout << "reliability: bad input (configuration): " << rejected
             << " reloads with those files rejected, the running configuration kept (same worker, "
                "a session open across all of them and a new one after each)\n";

@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
@@ -86,16 +87,14 @@ TEST(BalancingTest, TwoProxiesOnOneUpstreamShareItsConnectionCounts) {
   const int port2 = free_port();
   FerryInstance ferry(two_proxies("least_conn", a.port(), b.port(), port1, port2));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  const int held = connect_to_port(port1);
-  ASSERT_TRUE(echo_round_trip(held, "held open"));
+  const event::UniqueFd held(connect_to_port(port1));
+  ASSERT_TRUE(echo_round_trip(held.get(), "held open"));
   const bool on_a = a.accepted() == 1;
   ASSERT_EQ(a.accepted() + b.accepted(), 1);
-  const int other = connect_to_port(port2);
-  ASSERT_TRUE(echo_round_trip(other, "through the other proxy"));
+  const event::UniqueFd other(connect_to_port(port2));
+  ASSERT_TRUE(echo_round_trip(other.get(), "through the other proxy"));
   EXPECT_EQ(a.accepted(), 1);
   EXPECT_EQ(b.accepted(), 1) << "the second session went to the busy server " << (on_a ? "a" : "b");
-  ::close(other);
-  ::close(held);
 }
 
 // The sockets process `pid` has open (-1 when it cannot be read): a worker's grow by two with

@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
@@ -188,14 +189,13 @@ TEST(ClientLimitTest, TheFourthSessionFromOneAddressIsRefusedAcrossWorkersAndKil
   open_three(held);
   // Several tries: whichever worker takes it, the fourth is refused.
   for (int i = 0; i < 4; ++i) {
-    const int fourth = connect_from("127.0.0.1", "127.0.0.1", port);
-    ASSERT_GE(fourth, 0);
-    EXPECT_TRUE(closed_by_peer(fourth, seconds(3))) << "try " << i;
-    ::close(fourth);
+    const event::UniqueFd fourth(connect_from("127.0.0.1", "127.0.0.1", port));
+    ASSERT_GE(fourth.get(), 0);
+    EXPECT_TRUE(closed_by_peer(fourth.get(), seconds(3))) << "try " << i;
   }
-  const int other = connect_from("127.0.0.2", "127.0.0.1", port);
-  EXPECT_TRUE(served(other)) << "another address has its own count";
-  ::close(other);
+  event::UniqueFd other(connect_from("127.0.0.2", "127.0.0.1", port));
+  EXPECT_TRUE(served(other.get())) << "another address has its own count";
+  other.reset();
   ASSERT_TRUE(eventually([&] { return count_of(read_file(access), " limit\n") == 4; }))
       << read_file(access);
   const std::vector<long> row = status_row(ferry, "lim");
@@ -220,9 +220,9 @@ TEST(ClientLimitTest, TheFourthSessionFromOneAddressIsRefusedAcrossWorkersAndKil
   ASSERT_TRUE(eventually([&] { return open_served("127.0.0.1", port, 3, held); }))
       << "the killed worker's sessions still count\n"
       << ferry.log();
-  const int fourth = connect_from("127.0.0.1", "127.0.0.1", port);
-  EXPECT_TRUE(closed_by_peer(fourth, seconds(3))) << "and the limit still holds";
-  ::close(fourth);
+  event::UniqueFd fourth(connect_from("127.0.0.1", "127.0.0.1", port));
+  EXPECT_TRUE(closed_by_peer(fourth.get(), seconds(3))) << "and the limit still holds";
+  fourth.reset();
   for (int fd : held) ::close(fd);
 }
 
@@ -249,10 +249,9 @@ TEST_P(WorkerConnectionsTest, AFullWorkerRefusesNewClientsAtOnceAndKeepsItsSessi
   }
   constexpr int kExtra = 20;
   for (int i = 0; i < kExtra; ++i) {
-    const int extra = connect_from("", "127.0.0.1", port);
-    ASSERT_GE(extra, 0);
-    EXPECT_TRUE(closed_by_peer(extra, seconds(2))) << "refused promptly, try " << i;
-    ::close(extra);
+    const event::UniqueFd extra(connect_from("", "127.0.0.1", port));
+    ASSERT_GE(extra.get(), 0);
+    EXPECT_TRUE(closed_by_peer(extra.get(), seconds(2))) << "refused promptly, try " << i;
   }
   for (int fd : held) EXPECT_TRUE(served(fd, "unaffected"));
   EXPECT_TRUE(ferry.wait_for_log("worker_connections are not enough")) << ferry.log();
@@ -282,9 +281,8 @@ TEST_P(WorkerConnectionsTest, AFullWorkerRefusesNewClientsAtOnceAndKeepsItsSessi
   ::close(held.back());
   held.pop_back();
   ASSERT_TRUE(eventually([&] {
-    const int fd = connect_from("", "127.0.0.1", port);
-    const bool ok = served(fd);
-    ::close(fd);
+    const event::UniqueFd fd(connect_from("", "127.0.0.1", port));
+    const bool ok = served(fd.get());
     return ok;
   })) << "room again once a session ended";
   for (int fd : held) ::close(fd);
@@ -307,9 +305,9 @@ TEST(WorkerConnectionsAtConnectTest, APoolFoundEmptyWhenTheServerSideOpensEndsNo
                     "accept_proxy_protocol = true; access_log = \"" + access + "\";")},
              "worker_connections = 4;\n"));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  const int first = connect_from("127.0.0.1", "127.0.0.1", port);
-  const int second = connect_from("127.0.0.1", "127.0.0.1", port);
-  ASSERT_TRUE(first >= 0 && second >= 0);
+  const event::UniqueFd first(connect_from("127.0.0.1", "127.0.0.1", port));
+  event::UniqueFd second(connect_from("127.0.0.1", "127.0.0.1", port));
+  ASSERT_TRUE(first.valid() && second.valid());
   std::vector<long> row;
   ASSERT_TRUE(eventually([&] {
     row = status_row(ferry, "pp");
@@ -317,11 +315,11 @@ TEST(WorkerConnectionsAtConnectTest, APoolFoundEmptyWhenTheServerSideOpensEndsNo
   })) << "both clients wait for their header\n"
       << ferry.command("status").out;
   const std::string header = "PROXY TCP4 192.0.2.1 127.0.0.1 1111 80\r\n";
-  ASSERT_TRUE(send_all(first, header));
-  EXPECT_TRUE(served(first)) << ferry.log();
-  ASSERT_TRUE(send_all(second, header + "ping"));
-  EXPECT_TRUE(closed_by_peer(second, seconds(3)));
-  ::close(second);
+  ASSERT_TRUE(send_all(first.get(), header));
+  EXPECT_TRUE(served(first.get())) << ferry.log();
+  ASSERT_TRUE(send_all(second.get(), header + "ping"));
+  EXPECT_TRUE(closed_by_peer(second.get(), seconds(3)));
+  second.reset();
   std::string log;
   EXPECT_TRUE(eventually([&] {
     log = read_file(access);
@@ -332,8 +330,8 @@ TEST(WorkerConnectionsAtConnectTest, APoolFoundEmptyWhenTheServerSideOpensEndsNo
     row = status_row(ferry, "pp");
     return row.size() == 6 && row[5] == 1;
   })) << ferry.command("status").out;
-  EXPECT_TRUE(served(first, "still served")) << "the session that got the connection keeps it";
-  ::close(first);
+  EXPECT_TRUE(served(first.get(), "still served"))
+      << "the session that got the connection keeps it";
 }
 
 TEST(AccessLogTest, EveryWayASessionEndsIsLogged) {
@@ -343,7 +341,7 @@ TEST(AccessLogTest, EveryWayASessionEndsIsLogged) {
   const std::string log = "access_log = \"" + access + "\"; ";
   // A server that resets every connection once it has read something.
   int reset_port = 0;
-  const int resetter = listen_on("127.0.0.1", reset_port);
+  event::UniqueFd resetter(listen_on("127.0.0.1", reset_port));
   const int refused = free_port();  // nothing listens there
   const int p_plain = free_port();
   const int p_idle = free_port();
@@ -389,12 +387,12 @@ TEST(AccessLogTest, EveryWayASessionEndsIsLogged) {
 
   fd = connect_from("", "127.0.0.1", p_reset);
   ASSERT_TRUE(send_all(fd, "x"));
-  const int server_side = accept_within(resetter, seconds(5));
-  ASSERT_GE(server_side, 0);
-  EXPECT_EQ(read_exactly(server_side, 1, seconds(5)), "x");
+  event::UniqueFd server_side(accept_within(resetter.get(), seconds(5)));
+  ASSERT_GE(server_side.get(), 0);
+  EXPECT_EQ(read_exactly(server_side.get(), 1, seconds(5)), "x");
   const linger abort{1, 0};
-  ::setsockopt(server_side, SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
-  ::close(server_side);
+  ::setsockopt(server_side.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+  server_side.reset();
   EXPECT_TRUE(closed_by_peer(fd, seconds(3)));
   ::close(fd);
   EXPECT_TRUE(wait_for("upstream_reset")) << read_file(access);
@@ -410,8 +408,8 @@ TEST(AccessLogTest, EveryWayASessionEndsIsLogged) {
   ::close(fd);
   EXPECT_TRUE(wait_for("denied")) << read_file(access);
 
-  const int first = connect_from("", "127.0.0.1", p_limit);
-  ASSERT_TRUE(served(first));
+  event::UniqueFd first(connect_from("", "127.0.0.1", p_limit));
+  ASSERT_TRUE(served(first.get()));
   fd = connect_from("", "127.0.0.1", p_limit);
   EXPECT_TRUE(closed_by_peer(fd, seconds(3)));
   ::close(fd);
@@ -426,8 +424,8 @@ TEST(AccessLogTest, EveryWayASessionEndsIsLogged) {
   // `first` is still open: a fast stop ends it, and its line is written before the exit.
   ASSERT_EQ(ferry.command("stop").exit_code, 0);
   EXPECT_EQ(ferry.wait().exit_code, 0);
-  ::close(first);
-  ::close(resetter);
+  first.reset();
+  resetter.reset();
   EXPECT_TRUE(wait_for("shutdown")) << read_file(access);
 
   // One line per session, each with the spec's fields: time, client, listen, upstream, bytes

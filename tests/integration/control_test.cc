@@ -26,6 +26,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/process.h"
@@ -125,13 +126,13 @@ TEST(ControlFilesTest, SignalCommandsRefuseAPidFileNotTheMastersOrALink) {
       << f.err;
 
   // A socket planted beside it: its listener (this test) is not the pid the file names.
-  const int planted = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  event::UniqueFd planted(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_un sun{};
   sun.sun_family = AF_UNIX;
   const std::string ctl = dir.path() + "/ferry.ctl";
   std::strncpy(sun.sun_path, ctl.c_str(), sizeof sun.sun_path - 1);
-  ASSERT_EQ(::bind(planted, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0);
-  ASSERT_EQ(::listen(planted, 8), 0);
+  ASSERT_EQ(::bind(planted.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0);
+  ASSERT_EQ(::listen(planted.get(), 8), 0);
   for (const char* signal : {"stop", "quit", "reopen", "status"}) {
     f = run_program({ferry_binary(), "-s", signal, "-c", conf});
     EXPECT_EQ(f.exit_code, 1) << signal;
@@ -140,7 +141,7 @@ TEST(ControlFilesTest, SignalCommandsRefuseAPidFileNotTheMastersOrALink) {
               std::string::npos)
         << signal << ": " << f.err;
   }
-  ::close(planted);
+  planted.reset();
 
   // A hard link to another file (another daemon's pid file) is refused.
   const std::string other = dir.write("other.pid", std::to_string(victim.pid()) + "\n");
@@ -183,10 +184,10 @@ TEST(ControlFilesTest, SignalCommandsGiveUpOnAControlSocketThatTakesNoConnection
   TempDir dir;
   const std::string conf = dir.write("f.conf", "pid_file = \"" + dir.path() + "/ferry.pid\";\n");
   const std::string ctl = dir.path() + "/ferry.ctl";
-  const int listener = listen_as_the_master(dir, 0);
-  ASSERT_GE(listener, 0);
-  const int filler = connect_unix(ctl);  // a backlog of 0 holds one: it is full now
-  ASSERT_GE(filler, 0);
+  const event::UniqueFd listener(listen_as_the_master(dir, 0));
+  ASSERT_GE(listener.get(), 0);
+  const event::UniqueFd filler(connect_unix(ctl));  // a backlog of 0 holds one: it is full now
+  ASSERT_GE(filler.get(), 0);
   const auto start = std::chrono::steady_clock::now();
   const Finished f = run_program({ferry_binary(), "-s", "status", "-c", conf}, seconds(15));
   EXPECT_EQ(f.exit_code, 1) << f.err;
@@ -194,8 +195,6 @@ TEST(ControlFilesTest, SignalCommandsGiveUpOnAControlSocketThatTakesNoConnection
   EXPECT_NE(f.err.find("does not answer on " + ctl + ": no room in its backlog within 5 s"),
             std::string::npos)
       << f.err;
-  ::close(filler);
-  ::close(listener);
 }
 
 // The folder of the pid file and the control socket: made 0755 whatever the umask; one other
@@ -237,10 +236,10 @@ TEST(ControlFilesTest, TheControlSocketAppearsOnlyAt0600) {
   const std::string run = dir + "/run";
   ASSERT_EQ(::mkdir(run.c_str(), 0755), 0) << std::strerror(errno);
   const std::vector<std::string> sockets = {dir + "/ferry.ctl", run + "/moved.ctl"};
-  const int watch = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  ASSERT_GE(watch, 0) << std::strerror(errno);
+  event::UniqueFd watch(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+  ASSERT_GE(watch.get(), 0) << std::strerror(errno);
   for (const std::string& folder : {dir, run}) {
-    ASSERT_GE(::inotify_add_watch(watch, folder.c_str(), IN_CREATE | IN_MOVED_TO), 0);
+    ASSERT_GE(::inotify_add_watch(watch.get(), folder.c_str(), IN_CREATE | IN_MOVED_TO), 0);
   }
   // Besides the events (which come after the fact), a look at the mode as often as can be.
   std::atomic<bool> done = false;
@@ -279,7 +278,7 @@ TEST(ControlFilesTest, TheControlSocketAppearsOnlyAt0600) {
   std::vector<std::string> created, renamed;
   alignas(inotify_event) char buf[64 * 1024];
   for (;;) {
-    const ssize_t n = ::read(watch, buf, sizeof buf);
+    const ssize_t n = ::read(watch.get(), buf, sizeof buf);
     if (n <= 0) break;
     for (ssize_t at = 0; at < n;) {
       const auto* e = reinterpret_cast<const inotify_event*>(buf + at);
@@ -288,7 +287,7 @@ TEST(ControlFilesTest, TheControlSocketAppearsOnlyAt0600) {
       at += static_cast<ssize_t>(sizeof(inotify_event) + e->len);
     }
   }
-  ::close(watch);
+  watch.reset();
   EXPECT_TRUE(created.empty()) << "bound in place " << created.size() << " time(s)";
   EXPECT_EQ(renamed.size(), 7U) << "one rename at start and one per move";
   std::size_t leftovers = 0;
@@ -355,12 +354,12 @@ TEST(ControlFilesTest, StalePrivateBindFoldersAreRemovedAtStart) {
   const std::string young = ferry.dir().path() + "/.ferry-ctl." + std::to_string(dead) + ".Ij56Kl";
   for (const std::string& folder : {stale, alive, young}) {
     ASSERT_EQ(::mkdir(folder.c_str(), 0700), 0) << std::strerror(errno);
-    const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const event::UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_un sun{};
     sun.sun_family = AF_UNIX;
     std::strncpy(sun.sun_path, (folder + "/s").c_str(), sizeof sun.sun_path - 1);
-    ASSERT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0) << std::strerror(errno);
-    ::close(s);
+    ASSERT_EQ(::bind(s.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun), 0)
+        << std::strerror(errno);
   }
   // Made a minute ago, as a killed master's would have been; the young one now.
   const timespec minute_ago[2] = {{::time(nullptr) - 60, 0}, {::time(nullptr) - 60, 0}};
@@ -459,12 +458,12 @@ TEST(ControlSocketTest, AConnectionThatSendsNoRequestIsClosed) {
   EchoServer backend;
   FerryInstance ferry(one_proxy_config(1, free_port(), backend.port()));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  const int fd = connect_unix(control_path(ferry));
-  ASSERT_GE(fd, 0);
+  event::UniqueFd fd(connect_unix(control_path(ferry)));
+  ASSERT_GE(fd.get(), 0);
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_TRUE(closed_by_peer(fd, seconds(8)));
+  EXPECT_TRUE(closed_by_peer(fd.get(), seconds(8)));
   EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(2'500));
-  ::close(fd);
+  fd.reset();
   EXPECT_TRUE(ferry.wait_for_log("control socket: no request within 3000 ms")) << ferry.log();
 }
 
@@ -539,20 +538,19 @@ TEST(SignalUpgradeTest, ExitsThreeWhenNoMasterTakesTheRequest) {
 
   // An older master, which answers a request it does not know as ferry always has: this test
   // listens on the control socket and names itself in the pid file.
-  const int listener = listen_as_the_master(dir, 8);
-  ASSERT_GE(listener, 0);
-  std::thread older([listener] {
-    const int c = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c == -1) return;
+  event::UniqueFd listener(listen_as_the_master(dir, 8));
+  ASSERT_GE(listener.get(), 0);
+  std::thread older([listener = listener.get()] {
+    const event::UniqueFd c(::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC));
+    if (c.get() == -1) return;
     char buf[64];
-    (void)::read(c, buf, sizeof buf);
+    (void)::read(c.get(), buf, sizeof buf);
     const char answer[] = "error\nferry: unknown control request\n";
-    (void)::write(c, answer, sizeof answer - 1);
-    ::close(c);
+    (void)::write(c.get(), answer, sizeof answer - 1);
   });
   f = run_program({ferry_binary(), "-s", "upgrade", "-c", conf});
   older.join();
-  ::close(listener);
+  listener.reset();
   EXPECT_EQ(f.exit_code, 3) << f.err;
   EXPECT_NE(f.err.find("does not know `upgrade`"), std::string::npos) << f.err;
 }

@@ -27,6 +27,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/backend_process.h"
 #include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
@@ -104,10 +105,10 @@ std::size_t shared_mappings(pid_t pid) {
 
 // A session that gets through: `rounds` echoes on a fresh connection.
 bool session(int port, int rounds, const std::string& text) {
-  const int fd = connect_to_port(port);
-  bool ok = fd >= 0;
-  for (int r = 0; r < rounds && ok; ++r) ok = echo_round_trip(fd, text + " " + std::to_string(r));
-  if (fd >= 0) ::close(fd);
+  const event::UniqueFd fd(connect_to_port(port));
+  bool ok = fd.valid();
+  for (int r = 0; r < rounds && ok; ++r)
+    ok = echo_round_trip(fd.get(), text + " " + std::to_string(r));
   return ok;
 }
 
@@ -143,10 +144,10 @@ std::set<unsigned long> socket_inodes(pid_t pid) {
 // TIME_WAIT, from the kernel's sock_diag.
 std::map<unsigned long, int> connections_on(int port) {
   std::map<unsigned long, int> out;
-  const int nl = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (nl < 0) return out;
+  const event::UniqueFd nl(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+  if (!nl.valid()) return out;
   timeval tv{5, 0};
-  ::setsockopt(nl, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(nl.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   struct {
     nlmsghdr header;
     inet_diag_req_v2 request;
@@ -157,13 +158,10 @@ std::map<unsigned long, int> connections_on(int port) {
   req.request.sdiag_family = AF_INET;
   req.request.sdiag_protocol = IPPROTO_TCP;
   req.request.idiag_states = ~((1U << TCP_LISTEN) | (1U << TCP_TIME_WAIT));
-  if (::send(nl, &req, sizeof req, 0) != static_cast<ssize_t>(sizeof req)) {
-    ::close(nl);
-    return out;
-  }
+  if (::send(nl.get(), &req, sizeof req, 0) != static_cast<ssize_t>(sizeof req)) return out;
   alignas(nlmsghdr) char buf[32768];
   for (bool done = false; !done;) {
-    int n = static_cast<int>(::recv(nl, buf, sizeof buf, 0));
+    int n = static_cast<int>(::recv(nl.get(), buf, sizeof buf, 0));
     if (n <= 0) break;
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
       if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
@@ -174,7 +172,6 @@ std::map<unsigned long, int> connections_on(int port) {
       if (ntohs(m->id.idiag_sport) == port) out[m->idiag_inode] = ntohs(m->id.idiag_dport);
     }
   }
-  ::close(nl);
   return out;
 }
 
@@ -207,13 +204,13 @@ class SessionLoad {
       threads_.emplace_back([this, port, t] {
         for (int i = 0; !stop_.load(); ++i) {
           const auto start = Clock::now();
-          const int fd = connect_to_port(port);
-          const int own = fd >= 0 ? local_port(fd) : 0;
-          bool ok = fd >= 0;
+          event::UniqueFd fd(connect_to_port(port));
+          const int own = fd.valid() ? local_port(fd.get()) : 0;
+          bool ok = fd.valid();
           for (int r = 0; r < 3 && ok; ++r) {
-            ok = echo_round_trip(fd, "s" + std::to_string(t) + "#" + std::to_string(i));
+            ok = echo_round_trip(fd.get(), "s" + std::to_string(t) + "#" + std::to_string(i));
           }
-          if (fd >= 0) ::close(fd);
+          fd.reset();
           if (ok) {
             ++sessions_;
           } else {
@@ -226,15 +223,15 @@ class SessionLoad {
       threads_.emplace_back([this, port, t] {
         while (!stop_.load()) {
           const auto start = Clock::now();
-          const int fd = connect_to_port(port);
-          const int own = fd >= 0 ? local_port(fd) : 0;
-          bool ok = fd >= 0;
+          event::UniqueFd fd(connect_to_port(port));
+          const int own = fd.valid() ? local_port(fd.get()) : 0;
+          bool ok = fd.valid();
           for (int r = 0; ok && !stop_.load(); ++r) {
-            ok = echo_round_trip(fd, "long " + std::to_string(t) + " " + std::to_string(r));
+            ok = echo_round_trip(fd.get(), "long " + std::to_string(t) + " " + std::to_string(r));
             if (ok) ++long_rounds_;
             std::this_thread::sleep_for(milliseconds(20));  // pacing, not synchronisation
           }
-          if (fd >= 0) ::close(fd);
+          fd.reset();
           if (ok) {
             ++sessions_;
           } else {
@@ -425,19 +422,19 @@ TEST(StoppedUpstreamTest, IdleAndConnectTimeoutsFireWhileOtherSessionsStream) {
   ASSERT_TRUE(ferry.start()) << ferry.log();
   const auto workers = ferry.workers();
 
-  const int victim = connect_to_port(p_stopped);
-  ASSERT_TRUE(echo_round_trip(victim, "before the stop"));
+  event::UniqueFd victim(connect_to_port(p_stopped));
+  ASSERT_TRUE(echo_round_trip(victim.get(), "before the stop"));
   Streamer other(p_healthy);
   ASSERT_TRUE(eventually([&] { return other.rounds() > 10; })) << "the healthy proxy streams";
 
   ASSERT_TRUE(stopped.stop());
   const auto stopped_at = Clock::now();
-  ASSERT_TRUE(send_all(victim, "into a stopped server"));
+  ASSERT_TRUE(send_all(victim.get(), "into a stopped server"));
   const long rounds_at_stop = other.rounds();
   // idle_timeout: no byte back within 1 s of the last one sent.
-  EXPECT_TRUE(closed_by_peer(victim, seconds(20))) << "the session ends by idle_timeout";
+  EXPECT_TRUE(closed_by_peer(victim.get(), seconds(20))) << "the session ends by idle_timeout";
   const double idle_closed = seconds_since(stopped_at);
-  ::close(victim);
+  victim.reset();
   EXPECT_GE(idle_closed, 0.9) << "not before idle_timeout";
   EXPECT_TRUE(eventually([&] { return count_of(read_file(access), " idle_timeout\n") == 1; }))
       << read_file(access);
@@ -533,16 +530,17 @@ TEST_P(ResetTest, AResetMidStreamEndsOnlyItsSessionPromptly) {
   double slowest = 0;
   std::size_t echoed_before_reset = 0;
   for (int i = 0; i < kSessions; ++i) {
-    const int fd = connect_to_port(p_reset);
-    ASSERT_GE(fd, 0);
+    const event::UniqueFd fd(connect_to_port(p_reset));
+    ASSERT_GE(fd.get(), 0);
     // A few round trips, then a block the server echoes until the marker at its end, where it
     // resets: ferry is still passing the echo on. The marker is last so that the writer is done
     // before the reset comes back (a send() would take the reset from the reader).
-    for (int r = 0; r < 3; ++r) ASSERT_TRUE(echo_round_trip(fd, std::string(10'000, 'a' + r)));
+    for (int r = 0; r < 3; ++r)
+      ASSERT_TRUE(echo_round_trip(fd.get(), std::string(10'000, 'a' + r)));
     const std::string block = std::string(kBlock, 'x') + "!";
     const auto start = Clock::now();
-    std::thread writer([fd, &block] { send_all(fd, block); });
-    const Ending end = read_to_end(fd, seconds(20));
+    std::thread writer([fd = fd.get(), &block] { send_all(fd, block); });
+    const Ending end = read_to_end(fd.get(), seconds(20));
     slowest = std::max(slowest, seconds_since(start));
     writer.join();
     EXPECT_LE(end.bytes, kBlock);
@@ -550,7 +548,6 @@ TEST_P(ResetTest, AResetMidStreamEndsOnlyItsSessionPromptly) {
         << "session " << i << ": the client is told of the reset ("
         << (end.error == 0 ? "a FIN came instead" : "no end came") << ")";
     echoed_before_reset += end.bytes;
-    ::close(fd);
   }
   EXPECT_TRUE(eventually([&] {
     return count_of(read_file(access), " upstream_reset\n") == kSessions;

@@ -20,6 +20,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/epoll_backend.h"
@@ -92,10 +93,10 @@ class Knocker {
   Knocker(int port, milliseconds every) {
     thread_ = std::thread([this, port, every] {
       while (!stop_) {
-        const int fd = connect_to_port(port);
-        if (fd >= 0) {
+        event::UniqueFd fd(connect_to_port(port));
+        if (fd.valid()) {
           ++knocks_;
-          ::close(fd);
+          fd.reset();
         }
         std::this_thread::sleep_for(every);
       }
@@ -203,9 +204,9 @@ TEST_P(NofileLimitTest, AtExhaustionSessionsLastNewClientsWaitOrAreRefusedCheapl
   const std::size_t full = sessions.size();
 
   // At exhaustion: accept4 fails with EMFILE, accepting pauses; a new client waits in the backlog.
-  const int waiting = connect_to_port(port);
-  ASSERT_GE(waiting, 0) << "the kernel completes the handshake: the client is queued";
-  ASSERT_TRUE(send_all(waiting, "waiting"));
+  const event::UniqueFd waiting(connect_to_port(port));
+  ASSERT_GE(waiting.get(), 0) << "the kernel completes the handshake: the client is queued";
+  ASSERT_TRUE(send_all(waiting.get(), "waiting"));
   ASSERT_TRUE(ferry.wait_for_log("Too many open files")) << ferry.log();
   for (std::size_t i = 0; i < sessions.size(); ++i) {
     EXPECT_TRUE(echo_round_trip(sessions[i], "still " + std::to_string(i))) << "session " << i;
@@ -219,7 +220,7 @@ TEST_P(NofileLimitTest, AtExhaustionSessionsLastNewClientsWaitOrAreRefusedCheapl
   ferry.drain_log();  // its errors would fill the pipe and stall the worker in write()
   const std::size_t emfile_retries = count_of(ferry.log(), "accept4() on") - emfile_before;
   EXPECT_LT(emfile_retries, 30U) << "accepting pauses (500 ms) after EMFILE";
-  EXPECT_TRUE(nothing_arrived(waiting)) << "neither answered nor refused: queued";
+  EXPECT_TRUE(nothing_arrived(waiting.get())) << "neither answered nor refused: queued";
   EXPECT_EQ(fds_below(worker, kLimit), kLimit);
 
   // One descriptor free: the next client is accepted but socket() for its upstream fails with
@@ -228,7 +229,7 @@ TEST_P(NofileLimitTest, AtExhaustionSessionsLastNewClientsWaitOrAreRefusedCheapl
   ::close(holds.back());
   holds.pop_back();
   const auto hold_closed_at = Clock::now();
-  EXPECT_TRUE(closed_by_peer(waiting, seconds(10)))
+  EXPECT_TRUE(closed_by_peer(waiting.get(), seconds(10)))
       << "accepted once an fd came back, refused for want of a second one";
   const auto waited_ms =
       std::chrono::duration_cast<milliseconds>(Clock::now() - hold_closed_at).count();
@@ -237,13 +238,13 @@ TEST_P(NofileLimitTest, AtExhaustionSessionsLastNewClientsWaitOrAreRefusedCheapl
   const double share_one = cpu_share_while_knocking(ferry, port, seconds(3), knocks_one);
   EXPECT_LT(share_one, kIdleCpuShare) << "no busy loop when the upstream socket() fails";
   ferry.drain_log();
-  const int refused = connect_to_port(port);
-  ASSERT_GE(refused, 0);
+  event::UniqueFd refused(connect_to_port(port));
+  ASSERT_GE(refused.get(), 0);
   const auto refused_at = Clock::now();
-  EXPECT_TRUE(closed_by_peer(refused, seconds(5))) << "refused with a FIN, not left hanging";
+  EXPECT_TRUE(closed_by_peer(refused.get(), seconds(5))) << "refused with a FIN, not left hanging";
   const auto refused_ms =
       std::chrono::duration_cast<milliseconds>(Clock::now() - refused_at).count();
-  ::close(refused);
+  refused.reset();
   for (std::size_t i = 0; i < sessions.size(); ++i) {
     EXPECT_TRUE(echo_round_trip(sessions[i], "again " + std::to_string(i))) << "session " << i;
   }
@@ -278,7 +279,6 @@ TEST_P(NofileLimitTest, AtExhaustionSessionsLastNewClientsWaitOrAreRefusedCheapl
   for (int fd : sessions) ::close(fd);
   for (int fd : fresh) ::close(fd);
   for (int fd : holds) ::close(fd);
-  ::close(waiting);
 }
 
 INSTANTIATE_TEST_SUITE_P(AcceptMutex, NofileLimitTest, testing::Bool(),
@@ -319,15 +319,14 @@ TEST(ConnectionPoolLimitTest, AnEmptyPoolRefusesAtOnceWithoutSpinningAndRecovers
   }
   ::close(sessions.back());
   sessions.pop_back();
-  const int fresh = session_within(port, seconds(10));
-  EXPECT_GE(fresh, 0) << "a freed connection serves again\n" << ferry.log();
+  const event::UniqueFd fresh(session_within(port, seconds(10)));
+  EXPECT_GE(fresh.get(), 0) << "a freed connection serves again\n" << ferry.log();
   std::printf(
       "reliability: worker_connections 16, 1 worker: %zu sessions held; beyond them clients are "
       "refused with a FIN, CPU %.1f %% of a core with %d knocks in 3 s; a closed session frees "
       "room for a new one\n",
       sessions.size(), 100 * share, knocks);
   for (int fd : sessions) ::close(fd);
-  if (fresh >= 0) ::close(fresh);
 }
 
 // The percentile `q` (0..1) of `values` (sorted here).
@@ -377,9 +376,8 @@ TEST(IdleCrowdTest, TenThousandIdleAndAThousandSlowDripClientsStayWithinMemoryAn
   ASSERT_TRUE(ferry.start()) << ferry.log();
   // Warm up the pools (buffers, pipes) so that the baseline is a serving ferry.
   for (int i = 0; i < 20; ++i) {
-    const int fd = connect_to_port(port);
-    ASSERT_TRUE(fd >= 0 && echo_round_trip(fd, std::string(64, 'w'))) << ferry.log();
-    ::close(fd);
+    const event::UniqueFd fd(connect_to_port(port));
+    ASSERT_TRUE(fd.valid() && echo_round_trip(fd.get(), std::string(64, 'w'))) << ferry.log();
   }
   ASSERT_TRUE(eventually([&] { return backend.connections() == 0; }));
   const long base_pss = ferry_kib(ferry, "Pss:");
@@ -434,11 +432,11 @@ TEST(IdleCrowdTest, TenThousandIdleAndAThousandSlowDripClientsStayWithinMemoryAn
   for (int i = 0; i < 200; ++i) {
     std::this_thread::sleep_for(milliseconds(20));
     const auto t0 = Clock::now();
-    const int fd = connect_to_port(port);
+    event::UniqueFd fd(connect_to_port(port));
     const bool ok =
-        fd >= 0 && echo_round_trip(fd, std::string(64, static_cast<char>('a' + i % 26)));
+        fd.valid() && echo_round_trip(fd.get(), std::string(64, static_cast<char>('a' + i % 26)));
     latency_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
-    if (fd >= 0) ::close(fd);
+    fd.reset();
     if (!ok) ++good_failed;
   }
   const long load_pss = ferry_kib(ferry, "Pss:");

@@ -20,6 +20,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
@@ -70,11 +71,8 @@ void expect_no_ready_after_stopping(NotifyListener& notify) {
 
 // The errno of a connect to 127.0.0.1:port (0: it connected).
 int connect_errno(int port) {
-  const int fd = connect_to_port(port);
-  if (fd >= 0) {
-    ::close(fd);
-    return 0;
-  }
+  const event::UniqueFd fd(connect_to_port(port));
+  if (fd.valid()) return 0;
   return errno;
 }
 
@@ -129,12 +127,12 @@ TEST_P(ListenersTest, ARemovedAddressRefusesRightAfterTheReload) {
   FerryInstance ferry(config(GetParam(), backend.port(), {kept, removed}));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   // A session on the old generation keeps it (and what it inherited) around.
-  const int open = connect_to_port(kept);
-  ASSERT_GE(open, 0);
-  ASSERT_TRUE(echo_round_trip(open, "before"));
-  const int on_removed = connect_to_port(removed);
-  ASSERT_GE(on_removed, 0);
-  ASSERT_TRUE(echo_round_trip(on_removed, "on the address to remove"));
+  event::UniqueFd open(connect_to_port(kept));
+  ASSERT_GE(open.get(), 0);
+  ASSERT_TRUE(echo_round_trip(open.get(), "before"));
+  const event::UniqueFd on_removed(connect_to_port(removed));
+  ASSERT_GE(on_removed.get(), 0);
+  ASSERT_TRUE(echo_round_trip(on_removed.get(), "on the address to remove"));
 
   ferry.rewrite(config(GetParam(), backend.port(), {kept}));
   const Finished r = ferry.command("reload");
@@ -142,14 +140,13 @@ TEST_P(ListenersTest, ARemovedAddressRefusesRightAfterTheReload) {
   EXPECT_TRUE(eventually([&] { return connect_errno(removed) == ECONNREFUSED; }, seconds(1)))
       << "errno " << connect_errno(removed) << "\n"
       << ferry.log();
-  const int fresh = connect_to_port(kept);
-  ASSERT_GE(fresh, 0);
-  EXPECT_TRUE(echo_round_trip(fresh, "the kept address serves"));
-  EXPECT_TRUE(echo_round_trip(open, "the old session goes on"));
-  EXPECT_TRUE(echo_round_trip(on_removed, "so does the one on the removed address"));
-  ::close(fresh);
-  ::close(open);
-  ::close(on_removed);
+  event::UniqueFd fresh(connect_to_port(kept));
+  ASSERT_GE(fresh.get(), 0);
+  EXPECT_TRUE(echo_round_trip(fresh.get(), "the kept address serves"));
+  EXPECT_TRUE(echo_round_trip(open.get(), "the old session goes on"));
+  EXPECT_TRUE(echo_round_trip(on_removed.get(), "so does the one on the removed address"));
+  fresh.reset();
+  open.reset();
 }
 
 // Removed, then named again by the next reload: bound again and served, whatever the mode.
@@ -164,21 +161,19 @@ TEST_P(ListenersTest, AnAddressRemovedThenAddedBackIsServed) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   // Keeps a worker of the generation without `again` alive past the next reload: it must not
   // hold a socket of `again` that would take a share of its connections.
-  const int open = connect_to_port(kept);
-  ASSERT_GE(open, 0);
-  ASSERT_TRUE(echo_round_trip(open, "held"));
+  const event::UniqueFd open(connect_to_port(kept));
+  ASSERT_GE(open.get(), 0);
+  ASSERT_TRUE(echo_round_trip(open.get(), "held"));
   ferry.rewrite(config(GetParam(), backend.port(), {kept, again}));
   r = ferry.command("reload");
   ASSERT_EQ(r.exit_code, 0) << r.err << ferry.log();
   EXPECT_EQ(ferry.log().find("Address already in use"), std::string::npos) << ferry.log();
   // Every connection served: none lands in a socket left over from before.
   for (int i = 0; i < 20; ++i) {
-    const int fd = connect_to_port(again);
-    ASSERT_GE(fd, 0) << i;
-    ASSERT_TRUE(echo_round_trip(fd, "served " + std::to_string(i))) << i;
-    ::close(fd);
+    const event::UniqueFd fd(connect_to_port(again));
+    ASSERT_GE(fd.get(), 0) << i;
+    ASSERT_TRUE(echo_round_trip(fd.get(), "served " + std::to_string(i))) << i;
   }
-  ::close(open);
 }
 
 // QUIT: no process accepts any more, at once, while the open session finishes.
@@ -188,9 +183,9 @@ TEST_P(ListenersTest, QuitRefusesNewConnectionsAtOnceWhileASessionFinishes) {
   const int other = free_port();
   FerryInstance ferry(config(GetParam(), backend.port(), {port, other}));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  const int open = connect_to_port(port);
-  ASSERT_GE(open, 0);
-  ASSERT_TRUE(echo_round_trip(open, "before quit"));
+  event::UniqueFd open(connect_to_port(port));
+  ASSERT_GE(open.get(), 0);
+  ASSERT_TRUE(echo_round_trip(open.get(), "before quit"));
 
   ferry.signal(SIGQUIT);
   ASSERT_TRUE(ferry.wait_for_log("graceful stop")) << ferry.log();
@@ -198,8 +193,8 @@ TEST_P(ListenersTest, QuitRefusesNewConnectionsAtOnceWhileASessionFinishes) {
       [&] { return connect_errno(port) == ECONNREFUSED && connect_errno(other) == ECONNREFUSED; },
       seconds(1)))
       << ferry.log();
-  EXPECT_TRUE(echo_round_trip(open, "the open session keeps working"));
-  ::close(open);
+  EXPECT_TRUE(echo_round_trip(open.get(), "the open session keeps working"));
+  open.reset();
   const Finished f = ferry.wait();
   EXPECT_EQ(f.exit_code, 0) << f.err;
 }
@@ -267,9 +262,9 @@ TEST(StopTest, AStopCancelsAPendingReload) {
                              "FERRY_TEST_READY_TIMEOUT_MS=1000"}});
   ASSERT_TRUE(ferry.start()) << ferry.log();
   ASSERT_TRUE(notify.wait_for("READY=1"));
-  const int open = connect_to_port(port);
-  ASSERT_GE(open, 0);
-  ASSERT_TRUE(echo_round_trip(open, "before"));
+  event::UniqueFd open(connect_to_port(port));
+  ASSERT_GE(open.get(), 0);
+  ASSERT_TRUE(echo_round_trip(open.get(), "before"));
 
   ferry.signal(SIGHUP);
   ASSERT_TRUE(ferry.wait_for_log("(generation 2), pid")) << ferry.log();
@@ -280,8 +275,8 @@ TEST(StopTest, AStopCancelsAPendingReload) {
   EXPECT_FALSE(eventually([&] { return connect_errno(port) != ECONNREFUSED; }, seconds(3)))
       << ferry.log();
   EXPECT_EQ(ferry.log().find("did not report ready"), std::string::npos) << ferry.log();
-  EXPECT_TRUE(echo_round_trip(open, "the session finishes"));
-  ::close(open);
+  EXPECT_TRUE(echo_round_trip(open.get(), "the session finishes"));
+  open.reset();
   const Finished f = ferry.wait(seconds(10));
   EXPECT_EQ(f.exit_code, 0) << ferry.log();
 
@@ -307,7 +302,7 @@ TEST(StopTest, WinchCancelsAPendingReload) {
   // Every worker there was gone, each by its pid, and none left.
   EXPECT_TRUE(eventually([&] {
     for (const pid_t w : before) {
-      if (::kill(w, 0) == 0) return false;  // reaped by the master once gone
+      if (alive(w)) return false;  // reaped by the master once gone
     }
     return ferry.own_workers().empty();
   })) << ferry.log();
@@ -317,10 +312,10 @@ TEST(StopTest, WinchCancelsAPendingReload) {
   // number is not given again), which serves and outlives the reload timeout.
   ferry.signal(SIGHUP);
   ASSERT_TRUE(ferry.wait_for_log("reload complete: generation 3 serving")) << ferry.log();
-  const int c = connect_to_port(port);
-  ASSERT_GE(c, 0);
-  EXPECT_TRUE(echo_round_trip(c, "serving again"));
-  ::close(c);
+  event::UniqueFd c(connect_to_port(port));
+  ASSERT_GE(c.get(), 0);
+  EXPECT_TRUE(echo_round_trip(c.get(), "serving again"));
+  c.reset();
   EXPECT_FALSE(eventually([&] { return ferry.own_workers().size() != 2; }, seconds(2)))
       << ferry.log();
   EXPECT_EQ(ferry.log().find("did not report ready"), std::string::npos) << ferry.log();
@@ -337,9 +332,9 @@ TEST(StopTest, HupAndUsr2AfterWinchAndQuitStartNothing) {
   ferry.set_options({.env = {notify.env()}});
   ASSERT_TRUE(ferry.start()) << ferry.log();
   ASSERT_TRUE(notify.wait_for("READY=1"));
-  const int open = connect_to_port(port);  // keeps a worker draining until it closes
-  ASSERT_GE(open, 0);
-  ASSERT_TRUE(echo_round_trip(open, "before"));
+  event::UniqueFd open(connect_to_port(port));  // keeps a worker draining until it closes
+  ASSERT_GE(open.get(), 0);
+  ASSERT_TRUE(echo_round_trip(open.get(), "before"));
   const pid_t old_master = ferry.master();
   ASSERT_GT(ferry.upgrade(2), 0) << ferry.log();
   ferry.signal(SIGWINCH);
@@ -355,8 +350,8 @@ TEST(StopTest, HupAndUsr2AfterWinchAndQuitStartNothing) {
   EXPECT_EQ(ferry.log().find("(generation 2)"), std::string::npos) << ferry.log();
   const auto started = ferry.log().find("started new master");
   EXPECT_EQ(ferry.log().find("started new master", started + 1), std::string::npos) << ferry.log();
-  EXPECT_TRUE(echo_round_trip(open, "the session finishes"));
-  ::close(open);
+  EXPECT_TRUE(echo_round_trip(open.get(), "the session finishes"));
+  open.reset();
   const Finished f = ferry.wait(seconds(10));
   EXPECT_EQ(f.exit_code, 0) << ferry.log();
 
@@ -475,10 +470,10 @@ TEST(InheritedFdTest, AnFdInheritedFromTheStarterIsClosed) {
   const int port = free_port();
   FerryInstance ferry(config(AcceptMode::shared, backend.port(), {port}));
   const std::string path = ferry.dir().write("inherited", "x");
-  const int fd = ::open(path.c_str(), O_RDONLY);  // no O_CLOEXEC: ferry inherits it
-  ASSERT_GE(fd, 0);
+  event::UniqueFd fd(::open(path.c_str(), O_RDONLY));  // no O_CLOEXEC: ferry inherits it
+  ASSERT_GE(fd.get(), 0);
   const bool started = ferry.start();
-  ::close(fd);
+  fd.reset();
   ASSERT_TRUE(started) << ferry.log();
   struct stat file {};
   ASSERT_EQ(::stat(path.c_str(), &file), 0) << std::strerror(errno);

@@ -18,6 +18,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
@@ -64,10 +65,10 @@ TEST(ProcessTest, MasterAndWorkersShowTheirRolesAndThePidFileComesAndGoes) {
   ASSERT_EQ(workers.size(), 2U);
   for (pid_t w : workers) EXPECT_EQ(process_title(w), "ferry: worker process");
 
-  const int fd = connect_to_port(port);
-  ASSERT_GE(fd, 0);
-  EXPECT_TRUE(echo_round_trip(fd, "through two processes"));
-  ::close(fd);
+  event::UniqueFd fd(connect_to_port(port));
+  ASSERT_GE(fd.get(), 0);
+  EXPECT_TRUE(echo_round_trip(fd.get(), "through two processes"));
+  fd.reset();
 
   ferry.signal(SIGQUIT);
   const Finished f = ferry.wait();
@@ -84,26 +85,26 @@ TEST(ProcessTest, ReloadSwitchesTheUpstreamAndKeepsOpenSessions) {
   const pid_t master = ferry.master();
   const auto old_workers = ferry.workers();
 
-  const int before = connect_to_port(port);
-  ASSERT_GE(before, 0);
-  ASSERT_TRUE(echo_round_trip(before, "opened before the reload"));
+  event::UniqueFd before(connect_to_port(port));
+  ASSERT_GE(before.get(), 0);
+  ASSERT_TRUE(echo_round_trip(before.get(), "opened before the reload"));
   EXPECT_EQ(a.accepted(), 1);
 
   ferry.rewrite(config(2, port, b.port()));
   const Finished r = ferry.command("reload");
   ASSERT_EQ(r.exit_code, 0) << r.err;
 
-  const int after = connect_to_port(port);
-  ASSERT_GE(after, 0);
-  EXPECT_TRUE(echo_round_trip(after, "opened after the reload"));
+  event::UniqueFd after(connect_to_port(port));
+  ASSERT_GE(after.get(), 0);
+  EXPECT_TRUE(echo_round_trip(after.get(), "opened after the reload"));
   EXPECT_EQ(b.accepted(), 1) << "new connections must reach the new backend";
   EXPECT_EQ(a.accepted(), 1);
-  EXPECT_TRUE(echo_round_trip(before, "still working after the reload"));
+  EXPECT_TRUE(echo_round_trip(before.get(), "still working after the reload"));
   EXPECT_EQ(ferry.master(), master);
 
   // The old worker holding `before` stays until that session ends, then leaves.
-  ::close(before);
-  ::close(after);
+  before.reset();
+  after.reset();
   EXPECT_TRUE(eventually([&] {
     for (pid_t w : ferry.workers()) {
       if (old_workers.count(w)) return false;
@@ -128,10 +129,9 @@ TEST(ProcessTest, ABadConfigurationOnReloadIsReportedAndChangesNothing) {
   EXPECT_TRUE(ferry.wait_for_log("reload rejected"));
   EXPECT_EQ(ferry.workers(), workers) << "the workers must be the same processes";
 
-  const int fd = connect_to_port(port);
-  ASSERT_GE(fd, 0);
-  EXPECT_TRUE(echo_round_trip(fd, "the old configuration still serves"));
-  ::close(fd);
+  const event::UniqueFd fd(connect_to_port(port));
+  ASSERT_GE(fd.get(), 0);
+  EXPECT_TRUE(echo_round_trip(fd.get(), "the old configuration still serves"));
 }
 
 // Reloads asked for at the same time: each asker gets the verdict of a reload that started after
@@ -149,10 +149,9 @@ TEST(ProcessTest, ConcurrentReloadsAreQueuedAndEachGetsAVerdict) {
   for (auto& t : askers) t.join();
   EXPECT_EQ(codes, (std::vector<int>{0, 0, 0, 0}));
   EXPECT_TRUE(eventually([&] { return ferry.workers().size() == 2; })) << ferry.log();
-  const int fd = connect_to_port(port);
-  ASSERT_GE(fd, 0);
-  EXPECT_TRUE(echo_round_trip(fd, "after concurrent reloads"));
-  ::close(fd);
+  const event::UniqueFd fd(connect_to_port(port));
+  ASSERT_GE(fd.get(), 0);
+  EXPECT_TRUE(echo_round_trip(fd.get(), "after concurrent reloads"));
 }
 
 TEST(ProcessTest, SignalCommandsWithoutAMasterFailClearly) {
@@ -192,10 +191,9 @@ TEST_P(RespawnTest, AKilledWorkerIsReplacedInItsSlotAndServiceGoesOn) {
         ferry.wait_for_log("(pid " + std::to_string(victim) + ") killed by signal 9 (SIGKILL)"))
         << ferry.log();
     for (int i = 0; i < 20; ++i) {
-      const int fd = connect_to_port(port);
-      ASSERT_GE(fd, 0) << "connection " << i;
-      ASSERT_TRUE(echo_round_trip(fd, "after the respawn " + std::to_string(i))) << i;
-      ::close(fd);
+      const event::UniqueFd fd(connect_to_port(port));
+      ASSERT_GE(fd.get(), 0) << "connection " << i;
+      ASSERT_TRUE(echo_round_trip(fd.get(), "after the respawn " + std::to_string(i))) << i;
     }
   }
 }
@@ -208,22 +206,21 @@ TEST(ProcessTest, GracefulStopLetsOpenSessionsFinishAndTakesNoNewOnes) {
   const int port = free_port();
   FerryInstance ferry(config(1, port, backend.port(), "worker_shutdown_timeout = \"20s\";\n"));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  const int open = connect_to_port(port);
-  ASSERT_GE(open, 0);
-  ASSERT_TRUE(echo_round_trip(open, "before quit"));
+  event::UniqueFd open(connect_to_port(port));
+  ASSERT_GE(open.get(), 0);
+  ASSERT_TRUE(echo_round_trip(open.get(), "before quit"));
 
   ferry.signal(SIGQUIT);
   EXPECT_TRUE(eventually([&] {
-    const int fd = connect_to_port(port);
-    if (fd >= 0) ::close(fd);
-    return fd < 0;
+    const event::UniqueFd fd(connect_to_port(port));
+    return !fd.valid();
   })) << "new connections must be refused once stopping";
-  EXPECT_TRUE(echo_round_trip(open, "the open session keeps working"));
+  EXPECT_TRUE(echo_round_trip(open.get(), "the open session keeps working"));
   const auto workers = ferry.workers();
   ASSERT_EQ(workers.size(), 1U);
   EXPECT_EQ(process_title(*workers.begin()), "ferry: worker process is shutting down");
 
-  ::close(open);
+  open.reset();
   const Finished f = ferry.wait();
   EXPECT_EQ(f.exit_code, 0) << f.err;
   EXPECT_FALSE(std::filesystem::exists(ferry.pid_file()));
@@ -234,16 +231,15 @@ TEST(ProcessTest, ShutdownTimeoutBoundsAGracefulStop) {
   const int port = free_port();
   FerryInstance ferry(config(1, port, backend.port(), "worker_shutdown_timeout = \"300ms\";\n"));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  const int open = connect_to_port(port);
-  ASSERT_GE(open, 0);
-  ASSERT_TRUE(echo_round_trip(open, "held open"));
+  const event::UniqueFd open(connect_to_port(port));
+  ASSERT_GE(open.get(), 0);
+  ASSERT_TRUE(echo_round_trip(open.get(), "held open"));
   ferry.signal(SIGQUIT);
   const Finished f = ferry.wait(seconds(5));
   EXPECT_EQ(f.exit_code, 0) << f.err;
   EXPECT_NE(f.err.find("worker_shutdown_timeout reached"), std::string::npos) << f.err;
   char byte;
-  EXPECT_EQ(::recv(open, &byte, 1, 0), 0) << "the session is closed at the timeout";
-  ::close(open);
+  EXPECT_EQ(::recv(open.get(), &byte, 1, 0), 0) << "the session is closed at the timeout";
 }
 
 TEST(ProcessTest, WorkersLeaveWhenTheMasterIsKilled) {
@@ -257,7 +253,7 @@ TEST(ProcessTest, WorkersLeaveWhenTheMasterIsKilled) {
   ferry.wait();
   EXPECT_TRUE(eventually([&] {
     for (pid_t w : workers) {
-      if (::kill(w, 0) == 0) return false;
+      if (alive(w)) return false;
     }
     return true;
   })) << "workers outlived their master";
@@ -310,10 +306,9 @@ TEST(ProcessTest, WorkersRunAsTheConfiguredUserAndOnTheirOwnCpu) {
     EXPECT_EQ(cpus, (std::set<std::string>{"0", "1"}));
   }
   EXPECT_EQ(status_field(ferry.master(), "Uid").substr(0, 1), "0") << "the master stays root";
-  const int fd = connect_to_port(port);
-  ASSERT_GE(fd, 0);
-  EXPECT_TRUE(echo_round_trip(fd, "served by nobody"));
-  ::close(fd);
+  const event::UniqueFd fd(connect_to_port(port));
+  ASSERT_GE(fd.get(), 0);
+  EXPECT_TRUE(echo_round_trip(fd.get(), "served by nobody"));
 }
 
 // Each reload leaves a generation draining behind a held session; past three draining
@@ -366,10 +361,10 @@ TEST(ProcessTest, ReopenStartsANewLogFileAfterRotation) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(eventually([&] { return std::filesystem::exists(path); }))
       << "-s reopen must create a new log file";
-  const int fd = connect_to_port(port);
-  ASSERT_GE(fd, 0);
-  EXPECT_TRUE(echo_round_trip(fd, "after reopen"));
-  ::close(fd);
+  event::UniqueFd fd(connect_to_port(port));
+  ASSERT_GE(fd.get(), 0);
+  EXPECT_TRUE(echo_round_trip(fd.get(), "after reopen"));
+  fd.reset();
   p.signal(SIGQUIT);
   EXPECT_EQ(p.wait().exit_code, 0);
   auto read = [](const std::string& file) {

@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
@@ -53,10 +54,9 @@ struct Recorder {
   int fd = listen_on("127.0.0.1", port);
   ~Recorder() { ::close(fd); }
   std::string first_bytes(std::size_t n) {
-    const int c = accept_within(fd, seconds(5));
-    if (c == -1) return "(no connection)";
-    std::string got = read_exactly(c, n, seconds(5));
-    ::close(c);
+    const event::UniqueFd c(accept_within(fd, seconds(5)));
+    if (c.get() == -1) return "(no connection)";
+    std::string got = read_exactly(c.get(), n, seconds(5));
     return got;
   }
 };
@@ -77,12 +77,11 @@ std::pair<std::string, std::string> first_bytes_sent(const std::string& version,
       proxy_config(listen + ":" + std::to_string(port), "127.0.0.1:" + std::to_string(backend.port),
                    "send_proxy_protocol = \"" + version + "\"; access_log = \"off\";"));
   if (!ferry.start()) return {ferry.log(), "(ferry did not start)"};
-  const int c = connect_from(source, listen_ip, port);
-  if (c == -1) return {"(no connection)", "a connection"};
-  send_all(c, payload);
-  const std::string want = expect(local_port(c), port);
+  const event::UniqueFd c(connect_from(source, listen_ip, port));
+  if (c.get() == -1) return {"(no connection)", "a connection"};
+  send_all(c.get(), payload);
+  const std::string want = expect(local_port(c.get()), port);
   std::string got = backend.first_bytes(want.size());
-  ::close(c);
   return {got, want};
 }
 
@@ -149,21 +148,21 @@ TEST(PassProxyProtocolTest, AReceivedHeaderIsSentOnWithTheOriginalAddresses) {
   ASSERT_TRUE(ferry.start()) << ferry.log();
 
   // v2 in (TCP4 192.0.2.1:1234 -> 198.51.100.2:80, with a NOOP TLV), v1 out.
-  const int a = connect_from("", "127.0.0.1", v1_port);
-  ASSERT_GE(a, 0);
+  event::UniqueFd a(connect_from("", "127.0.0.1", v1_port));
+  ASSERT_GE(a.get(), 0);
   const std::string in_v2 = kSig + bytes_of({0x21, 0x11}) + be16(12 + 5) +
                             bytes_of({0xC0, 0x00, 0x02, 0x01}) +
                             bytes_of({0xC6, 0x33, 0x64, 0x02}) + be16(1234) + be16(80) +
                             bytes_of({0x04, 0x00, 0x02, 0x00, 0x00}) + "data";
-  ASSERT_TRUE(send_all(a, in_v2));
+  ASSERT_TRUE(send_all(a.get(), in_v2));
   const std::string want_v1 = "PROXY TCP4 192.0.2.1 198.51.100.2 1234 80\r\ndata";
   EXPECT_EQ(v1_backend.first_bytes(want_v1.size()), want_v1);
-  ::close(a);
+  a.reset();
 
   // v1 in (TCP6 2001:db8::1:5000 -> 2001:db8::2:443), v2 out.
-  const int b = connect_from("", "127.0.0.1", v2_port);
-  ASSERT_GE(b, 0);
-  ASSERT_TRUE(send_all(b, "PROXY TCP6 2001:db8::1 2001:db8::2 5000 443\r\nmore"));
+  const event::UniqueFd b(connect_from("", "127.0.0.1", v2_port));
+  ASSERT_GE(b.get(), 0);
+  ASSERT_TRUE(send_all(b.get(), "PROXY TCP6 2001:db8::1 2001:db8::2 5000 443\r\nmore"));
   const std::string db8_1 =
       bytes_of({0x20, 0x01, 0x0d, 0xb8}) + std::string(11, '\0') + bytes_of({0x01});
   const std::string db8_2 =
@@ -171,7 +170,6 @@ TEST(PassProxyProtocolTest, AReceivedHeaderIsSentOnWithTheOriginalAddresses) {
   const std::string want_v2 =
       kSig + bytes_of({0x21, 0x21}) + be16(36) + db8_1 + db8_2 + be16(5000) + be16(443) + "more";
   EXPECT_EQ(v2_backend.first_bytes(want_v2.size()), want_v2);
-  ::close(b);
 }
 
 class AcceptProxyProtocolTest : public ::testing::Test {
@@ -209,23 +207,22 @@ TEST_F(AcceptProxyProtocolTest, ValidHeadersPassAndTheBytesAfterThemArriveWhole)
       {"v2 UNSPEC", kSig + bytes_of({0x21, 0x00}) + be16(0)},
   };
   for (const auto& [name, header] : headers) {
-    const int c = connect_from("", "127.0.0.1", port_);
-    ASSERT_GE(c, 0) << name;
+    const event::UniqueFd c(connect_from("", "127.0.0.1", port_));
+    ASSERT_GE(c.get(), 0) << name;
     const std::string payload = "payload after " + name + std::string(3000, '.');
     // Header and data in one write: ferry must not lose what came with the header.
-    ASSERT_TRUE(send_all(c, header + payload)) << name;
-    EXPECT_EQ(read_exactly(c, payload.size(), seconds(5)), payload) << name;
-    ::close(c);
+    ASSERT_TRUE(send_all(c.get(), header + payload)) << name;
+    EXPECT_EQ(read_exactly(c.get(), payload.size(), seconds(5)), payload) << name;
   }
   // A header split over several writes, within the timeout.
-  const int c = connect_from("", "127.0.0.1", port_);
-  ASSERT_GE(c, 0);
+  event::UniqueFd c(connect_from("", "127.0.0.1", port_));
+  ASSERT_GE(c.get(), 0);
   for (const std::string part : {"PROXY TCP4 192.0.2", ".99 127.0.0.1 4", "0099 80\r", "\nsplit"}) {
-    ASSERT_TRUE(send_all(c, part));
+    ASSERT_TRUE(send_all(c.get(), part));
     ::usleep(50'000);  // the pauses are the point: each part arrives on its own
   }
-  EXPECT_EQ(read_exactly(c, 5, seconds(5)), "split");
-  ::close(c);
+  EXPECT_EQ(read_exactly(c.get(), 5, seconds(5)), "split");
+  c.reset();
   // The addresses the headers carried are the clients' in the log; LOCAL keeps the real one.
   ASSERT_TRUE(eventually([&] { return count_of(read_file(access_), " closed") == 10; }))
       << read_file(access_);
@@ -250,16 +247,16 @@ TEST_F(AcceptProxyProtocolTest, ValidHeadersPassAndTheBytesAfterThemArriveWhole)
 
 TEST_F(AcceptProxyProtocolTest, MalformedHeadersCloseOnlyTheirConnection) {
   // A good session streams for the whole test through its own valid header.
-  const int good = connect_from("", "127.0.0.1", port_);
-  ASSERT_GE(good, 0);
-  ASSERT_TRUE(send_all(good, "PROXY TCP4 10.9.9.9 127.0.0.1 9999 80\r\n"));
+  const event::UniqueFd good(connect_from("", "127.0.0.1", port_));
+  ASSERT_GE(good.get(), 0);
+  ASSERT_TRUE(send_all(good.get(), "PROXY TCP4 10.9.9.9 127.0.0.1 9999 80\r\n"));
   std::atomic<bool> stop{false};
   std::atomic<int> rounds{0};
   std::atomic<bool> failed{false};
   std::thread streamer([&] {
     const std::string block(16 * 1024, 'g');
     while (!stop.load()) {
-      if (!echo_round_trip(good, block)) {
+      if (!echo_round_trip(good.get(), block)) {
         failed = true;
         return;
       }
@@ -303,41 +300,40 @@ TEST_F(AcceptProxyProtocolTest, MalformedHeadersCloseOnlyTheirConnection) {
   };
   std::vector<int> fds;
   for (const auto& [name, bytes] : bad) {
-    const int c = connect_from("", "127.0.0.1", port_);
-    ASSERT_GE(c, 0) << name;
-    send_all(c, bytes);  // ferry may close before all is taken
-    EXPECT_TRUE(closed_by_peer(c, seconds(3))) << name;
-    ::close(c);
+    const event::UniqueFd c(connect_from("", "127.0.0.1", port_));
+    ASSERT_GE(c.get(), 0) << name;
+    send_all(c.get(), bytes);  // ferry may close before all is taken
+    EXPECT_TRUE(closed_by_peer(c.get(), seconds(3))) << name;
   }
   // Truncated, then the client closes its side.
   for (const std::string& part : {std::string("PROXY TCP4 1.2.3.4"), v2tcp4.substr(0, 20)}) {
-    const int c = connect_from("", "127.0.0.1", port_);
-    ASSERT_GE(c, 0);
-    ASSERT_TRUE(send_all(c, part));
-    ::shutdown(c, SHUT_WR);
-    EXPECT_TRUE(closed_by_peer(c, seconds(3))) << part;
-    ::close(c);
+    const event::UniqueFd c(connect_from("", "127.0.0.1", port_));
+    ASSERT_GE(c.get(), 0);
+    ASSERT_TRUE(send_all(c.get(), part));
+    ::shutdown(c.get(), SHUT_WR);
+    EXPECT_TRUE(closed_by_peer(c.get(), seconds(3))) << part;
   }
   // Silent, and a drip too slow to finish within connect_timeout (500 ms): both timed out.
-  const int silent = connect_from("", "127.0.0.1", port_);
-  ASSERT_GE(silent, 0);
-  const int drip = connect_from("", "127.0.0.1", port_);
-  ASSERT_GE(drip, 0);
+  event::UniqueFd silent(connect_from("", "127.0.0.1", port_));
+  ASSERT_GE(silent.get(), 0);
+  event::UniqueFd drip(connect_from("", "127.0.0.1", port_));
+  ASSERT_GE(drip.get(), 0);
   const auto drip_start = std::chrono::steady_clock::now();
   const std::string header = "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n";
   bool drip_closed = false;
   for (char ch : header) {
-    if (::send(drip, &ch, 1, MSG_NOSIGNAL) != 1 || closed_by_peer(drip, milliseconds(100))) {
+    if (::send(drip.get(), &ch, 1, MSG_NOSIGNAL) != 1 ||
+        closed_by_peer(drip.get(), milliseconds(100))) {
       drip_closed = true;
       break;
     }
   }
-  EXPECT_TRUE(drip_closed || closed_by_peer(drip, seconds(3)));
+  EXPECT_TRUE(drip_closed || closed_by_peer(drip.get(), seconds(3)));
   EXPECT_LT(std::chrono::steady_clock::now() - drip_start, seconds(3))
       << "closed by the header timeout, not at the end of the drip";
-  EXPECT_TRUE(closed_by_peer(silent, seconds(3)));
-  ::close(silent);
-  ::close(drip);
+  EXPECT_TRUE(closed_by_peer(silent.get(), seconds(3)));
+  silent.reset();
+  drip.reset();
 
   const std::size_t expected = bad.size() + 4;
   EXPECT_TRUE(eventually([&] {
@@ -353,7 +349,6 @@ TEST_F(AcceptProxyProtocolTest, MalformedHeadersCloseOnlyTheirConnection) {
   streamer.join();
   EXPECT_FALSE(failed.load()) << "the good session was disturbed";
   EXPECT_GT(rounds.load(), 0);
-  ::close(good);
 }
 
 // Issue 17: with accept_proxy_protocol_from, only a listed sender's header is believed; any
@@ -371,20 +366,19 @@ TEST(TrustedSendersTest, AHeaderIsBelievedOnlyFromAListedSender) {
   ASSERT_TRUE(ferry.start()) << ferry.log();
   const std::string header = "PROXY TCP4 192.0.2.10 127.0.0.1 40001 80\r\n";
 
-  const int trusted = connect_from("127.0.0.2", "127.0.0.1", port);
-  ASSERT_GE(trusted, 0);
-  ASSERT_TRUE(send_all(trusted, header + "hello"));
-  EXPECT_EQ(read_exactly(trusted, 5, seconds(5)), "hello");
+  event::UniqueFd trusted(connect_from("127.0.0.2", "127.0.0.1", port));
+  ASSERT_GE(trusted.get(), 0);
+  ASSERT_TRUE(send_all(trusted.get(), header + "hello"));
+  EXPECT_EQ(read_exactly(trusted.get(), 5, seconds(5)), "hello");
   const int accepted = backend.accepted();
   for (const char* source : {"127.0.0.3", "127.0.0.1"}) {
-    const int other = connect_from(source, "127.0.0.1", port);
-    ASSERT_GE(other, 0);
-    send_all(other, header + "hello");  // ferry may close before all is taken
-    EXPECT_TRUE(closed_by_peer(other, seconds(3))) << source;
-    ::close(other);
+    const event::UniqueFd other(connect_from(source, "127.0.0.1", port));
+    ASSERT_GE(other.get(), 0);
+    send_all(other.get(), header + "hello");  // ferry may close before all is taken
+    EXPECT_TRUE(closed_by_peer(other.get(), seconds(3))) << source;
   }
   EXPECT_EQ(backend.accepted(), accepted) << "an untrusted sender reached the server";
-  ::close(trusted);
+  trusted.reset();
 
   ASSERT_TRUE(eventually([&] {
     const std::string log = read_file(access);
@@ -399,11 +393,11 @@ TEST(TrustedSendersTest, AHeaderIsBelievedOnlyFromAListedSender) {
 
 // ferry_proxy_denied_total{proxy="pp"} from the status endpoint (-1 when absent).
 double denied_of(int status_port) {
-  const int fd = connect_from("", "127.0.0.1", status_port);
-  if (fd < 0) return -1;
-  send_all(fd, "GET /metrics HTTP/1.0\r\n\r\n");
-  const std::string m = read_exactly(fd, 1 << 20, seconds(5));  // until ferry closes
-  ::close(fd);
+  event::UniqueFd fd(connect_from("", "127.0.0.1", status_port));
+  if (!fd.valid()) return -1;
+  send_all(fd.get(), "GET /metrics HTTP/1.0\r\n\r\n");
+  const std::string m = read_exactly(fd.get(), 1 << 20, seconds(5));  // until ferry closes
+  fd.reset();
   const std::string series = "\nferry_proxy_denied_total{proxy=\"pp\"} ";
   const auto at = m.find(series);
   return at == std::string::npos ? -1 : std::stod(m.substr(at + series.size()));
@@ -424,18 +418,18 @@ TEST(TrustedSendersTest, AnUntrustedSenderIsDeniedEvenWithALocalHeader) {
   ASSERT_TRUE(eventually([&] { return denied_of(status) == 0; })) << denied_of(status);
   const std::string local = kSig + bytes_of({0x20, 0x00}) + be16(0);
 
-  const int trusted = connect_from("127.0.0.2", "127.0.0.1", port);
-  ASSERT_GE(trusted, 0);
-  ASSERT_TRUE(send_all(trusted, local + "hello"));
-  EXPECT_EQ(read_exactly(trusted, 5, seconds(5)), "hello") << "LOCAL from a listed sender";
-  ::close(trusted);
+  event::UniqueFd trusted(connect_from("127.0.0.2", "127.0.0.1", port));
+  ASSERT_GE(trusted.get(), 0);
+  ASSERT_TRUE(send_all(trusted.get(), local + "hello"));
+  EXPECT_EQ(read_exactly(trusted.get(), 5, seconds(5)), "hello") << "LOCAL from a listed sender";
+  trusted.reset();
   const int accepted = backend.accepted();
 
-  const int other = connect_from("127.0.0.3", "127.0.0.1", port);
-  ASSERT_GE(other, 0);
-  send_all(other, local + "hello");  // ferry may close before all is taken
-  EXPECT_TRUE(closed_by_peer(other, seconds(3)));
-  ::close(other);
+  event::UniqueFd other(connect_from("127.0.0.3", "127.0.0.1", port));
+  ASSERT_GE(other.get(), 0);
+  send_all(other.get(), local + "hello");  // ferry may close before all is taken
+  EXPECT_TRUE(closed_by_peer(other.get(), seconds(3)));
+  other.reset();
   EXPECT_EQ(backend.accepted(), accepted) << "an untrusted LOCAL sender reached the server";
   EXPECT_TRUE(eventually([&] { return denied_of(status) == 1; })) << denied_of(status);
 }
@@ -470,15 +464,14 @@ TEST(AcceptProxyProtocolMemoryTest, ClientsThatSendNothingHoldNoBuffer) {
     ASSERT_GE(silent.back(), 0);
   }
   // All 200 are in the header phase once a good client behind them is served.
-  const int good = connect_from("", "127.0.0.1", port);
-  ASSERT_TRUE(send_all(good, "PROXY TCP4 10.0.0.1 127.0.0.1 1 2\r\n"));
-  EXPECT_TRUE(echo_round_trip(good, "through"));
+  const event::UniqueFd good(connect_from("", "127.0.0.1", port));
+  ASSERT_TRUE(send_all(good.get(), "PROXY TCP4 10.0.0.1 127.0.0.1 1 2\r\n"));
+  EXPECT_TRUE(echo_round_trip(good.get(), "through"));
   const long grown = rss_kib(worker) - before;
   // A 1 MiB buffer each would be 200 MiB; measured: about 1.4 MiB, most of it the good
   // session's own buffers.
   EXPECT_LT(grown, 20 * 1024) << "KiB grown for 200 silent clients";
   for (int fd : silent) ::close(fd);
-  ::close(good);
 }
 
 }  // namespace
@@ -505,13 +498,12 @@ class LargestHeaderTest : public ::testing::Test {
   // A client whose accept ferry has logged: what it sends now arrives after the connection was
   // registered in epoll (bytes there before would be reported by the registration itself).
   int accepted_client() {
-    const int c = connect_from("", "127.0.0.1", port_);
-    if (c == -1) return -1;
-    if (!ferry_.wait_for_log("accepted 127.0.0.1:" + std::to_string(local_port(c)) + " ")) {
-      ::close(c);
+    event::UniqueFd c(connect_from("", "127.0.0.1", port_));
+    if (!c) return -1;
+    if (!ferry_.wait_for_log("accepted 127.0.0.1:" + std::to_string(local_port(c.get())) + " ")) {
       return -1;
     }
-    return c;
+    return c.release();
   }
   Recorder backend_;
   const int port_ = free_port();
@@ -525,26 +517,23 @@ class LargestHeaderTest : public ::testing::Test {
 // still be read though no new data arrives to report them.
 TEST_F(LargestHeaderTest, BytesInTheSameSegmentAsTheLargestHeaderAreRelayed) {
   for (const std::string& payload : {std::string("1"), std::string(3000, 'p')}) {
-    const int c = accepted_client();
-    ASSERT_GE(c, 0) << ferry_.log();
-    ASSERT_TRUE(send_all(c, largest_v2_header() + payload));
+    const event::UniqueFd c(accepted_client());
+    ASSERT_GE(c.get(), 0) << ferry_.log();
+    ASSERT_TRUE(send_all(c.get(), largest_v2_header() + payload));
     EXPECT_TRUE(backend_.first_bytes(payload.size()) == payload)
         << "the " << payload.size() << " bytes behind the header were left in the socket";
-    ::close(c);
   }
 }
 
 TEST_F(LargestHeaderTest, BytesInTheSegmentAfterTheLargestHeaderAreRelayed) {
-  const int c = accepted_client();
-  ASSERT_GE(c, 0) << ferry_.log();
-  ASSERT_TRUE(send_all(c, largest_v2_header()));
+  const event::UniqueFd c(accepted_client());
+  ASSERT_GE(c.get(), 0) << ferry_.log();
+  ASSERT_TRUE(send_all(c.get(), largest_v2_header()));
   // ferry connects to the server once the header is in: the payload is a segment of its own.
-  const int server = accept_within(backend_.fd, seconds(5));
-  ASSERT_GE(server, 0) << ferry_.log();
-  ASSERT_TRUE(send_all(c, "next segment"));
-  EXPECT_EQ(read_exactly(server, 12, seconds(5)), "next segment");
-  ::close(server);
-  ::close(c);
+  const event::UniqueFd server(accept_within(backend_.fd, seconds(5)));
+  ASSERT_GE(server.get(), 0) << ferry_.log();
+  ASSERT_TRUE(send_all(c.get(), "next segment"));
+  EXPECT_EQ(read_exactly(server.get(), 12, seconds(5)), "next segment");
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
@@ -78,27 +79,27 @@ TEST_P(BulkTest, SixteenMebibytesEachWayArriveByteExact) {
   std::vector<char> payload(16 << 20);
   std::mt19937_64 rng(42);
   for (auto& c : payload) c = static_cast<char>(rng());
-  const int fd = connect_to_port(port);
-  ASSERT_GE(fd, 0);
+  event::UniqueFd fd(connect_to_port(port));
+  ASSERT_GE(fd.get(), 0);
   std::thread writer([&] {
     std::size_t off = 0;
     while (off < payload.size()) {
-      const ssize_t n = ::send(fd, payload.data() + off, payload.size() - off, MSG_NOSIGNAL);
+      const ssize_t n = ::send(fd.get(), payload.data() + off, payload.size() - off, MSG_NOSIGNAL);
       if (n <= 0) break;
       off += static_cast<std::size_t>(n);
     }
-    ::shutdown(fd, SHUT_WR);
+    ::shutdown(fd.get(), SHUT_WR);
   });
   std::vector<char> got;
   got.reserve(payload.size());
   char buf[1 << 16];
   for (;;) {
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    const ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
     if (n <= 0) break;
     got.insert(got.end(), buf, buf + n);
   }
   writer.join();
-  ::close(fd);
+  fd.reset();
   EXPECT_EQ(got.size(), payload.size());
   EXPECT_TRUE(got == payload) << "the echo differs from what was sent";
 }
@@ -115,15 +116,16 @@ TEST(ProxyTest, HalfCloseLetsTheBackendAnswerAfterTheClientsFin) {
   const int port = free_port();
   FerryInstance ferry(config(1, port, servers({{backend.port(), 1}})));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  const int fd = connect_to_port(port);
-  ASSERT_GE(fd, 0);
+  event::UniqueFd fd(connect_to_port(port));
+  ASSERT_GE(fd.get(), 0);
   const std::string request = "the whole request, then FIN";
-  ASSERT_EQ(::send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
-  ASSERT_EQ(::shutdown(fd, SHUT_WR), 0);
+  ASSERT_EQ(::send(fd.get(), request.data(), request.size(), 0),
+            static_cast<ssize_t>(request.size()));
+  ASSERT_EQ(::shutdown(fd.get(), SHUT_WR), 0);
   std::string answer;
   char buf[256];
-  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) answer.append(buf, n);
-  ::close(fd);
+  for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) answer.append(buf, n);
+  fd.reset();
   EXPECT_EQ(answer, request) << "the answer sent after the client's FIN must arrive whole";
 }
 
@@ -134,10 +136,9 @@ TEST(ProxyTest, WeightedRoundRobinSplitsSessionsByWeight) {
   ASSERT_TRUE(ferry.start()) << ferry.log();
   constexpr int kSessions = 4000;
   for (int i = 0; i < kSessions; ++i) {
-    const int fd = connect_to_port(port);
-    ASSERT_GE(fd, 0);
-    ASSERT_TRUE(echo_round_trip(fd, "rr")) << i;
-    ::close(fd);
+    const event::UniqueFd fd(connect_to_port(port));
+    ASSERT_GE(fd.get(), 0);
+    ASSERT_TRUE(echo_round_trip(fd.get(), "rr")) << i;
   }
   std::printf("[ split ] %d / %d / %d\n", a.accepted(), b.accepted(), c.accepted());
   EXPECT_NEAR(a.accepted(), kSessions * 25 / 100, kSessions * 3 / 100);
@@ -153,10 +154,9 @@ TEST(ProxyTest, ARefusingServerIsSkippedAndEveryClientSucceeds) {
                              "round_robin", "access_log = \"off\"; "));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   for (int i = 0; i < 200; ++i) {
-    const int fd = connect_to_port(port);
-    ASSERT_GE(fd, 0);
-    ASSERT_TRUE(echo_round_trip(fd, "failover " + std::to_string(i))) << i;
-    ::close(fd);
+    const event::UniqueFd fd(connect_to_port(port));
+    ASSERT_GE(fd.get(), 0);
+    ASSERT_TRUE(echo_round_trip(fd.get(), "failover " + std::to_string(i))) << i;
   }
   EXPECT_EQ(a.accepted() + b.accepted(), 200);
   EXPECT_TRUE(ferry.wait_for_log("trying the next server"));
@@ -171,13 +171,13 @@ TEST(ProxyTest, WithEveryServerDownTheClientIsClosedAtOnceAndTheLogSaysSo) {
   FerryInstance ferry(config(1, port, servers({{down1, 1}, {down2, 1}}), "round_robin",
                              "access_log = \"" + access + "\"; "));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  const int fd = connect_to_port(port);
-  ASSERT_GE(fd, 0);
+  event::UniqueFd fd(connect_to_port(port));
+  ASSERT_GE(fd.get(), 0);
   const auto start = std::chrono::steady_clock::now();
   char byte;
-  const ssize_t n = ::recv(fd, &byte, 1, 0);
+  const ssize_t n = ::recv(fd.get(), &byte, 1, 0);
   const auto took = std::chrono::steady_clock::now() - start;
-  ::close(fd);
+  fd.reset();
   EXPECT_LE(n, 0);
   EXPECT_LT(took, milliseconds(100));
   EXPECT_TRUE(eventually([&] {
@@ -196,13 +196,12 @@ TEST(ProxyTest, EachSessionWritesOneAccessLogLine) {
                              "access_log = \"" + access + "\"; "));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   for (int i = 0; i < 3; ++i) {
-    const int fd = connect_to_port(port);
-    ASSERT_GE(fd, 0);
-    ASSERT_TRUE(echo_round_trip(fd, "12345"));
-    ::shutdown(fd, SHUT_WR);
+    const event::UniqueFd fd(connect_to_port(port));
+    ASSERT_GE(fd.get(), 0);
+    ASSERT_TRUE(echo_round_trip(fd.get(), "12345"));
+    ::shutdown(fd.get(), SHUT_WR);
     char byte;
-    ASSERT_EQ(::recv(fd, &byte, 1, 0), 0);
-    ::close(fd);
+    ASSERT_EQ(::recv(fd.get(), &byte, 1, 0), 0);
   }
   ASSERT_TRUE(eventually([&] {
     const std::string text = read_file(access);
@@ -225,9 +224,9 @@ TEST(ProxyTest, EachSessionWritesOneAccessLogLine) {
 
 // A connection from a chosen loopback source address (127.0.0.0/8 is all local).
 int connect_from(const std::string& source, int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  event::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   sockaddr_in src{};
   src.sin_family = AF_INET;
   ::inet_pton(AF_INET, source.c_str(), &src.sin_addr);
@@ -235,12 +234,11 @@ int connect_from(const std::string& source, int port) {
   dst.sin_family = AF_INET;
   dst.sin_port = htons(static_cast<uint16_t>(port));
   dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof src) != 0 ||
-      ::connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof dst) != 0) {
-    ::close(fd);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&src), sizeof src) != 0 ||
+      ::connect(fd.get(), reinterpret_cast<sockaddr*>(&dst), sizeof dst) != 0) {
     return -1;
   }
-  return fd;
+  return fd.release();
 }
 
 TEST(ProxyTest, LeastConnSendsTheNextSessionToTheIdleServer) {
@@ -289,10 +287,10 @@ TEST(ProxyTest, HashKeepsEachClientOnOneServerAndAReloadWithOneMoreMovesAboutAQu
   auto land = [&](const std::string& source) {
     int before[4];
     for (int i = 0; i < 4; ++i) before[i] = all[i]->accepted();
-    const int fd = connect_from(source, port);
-    EXPECT_GE(fd, 0) << source;
-    EXPECT_TRUE(echo_round_trip(fd, "hash"));
-    ::close(fd);
+    event::UniqueFd fd(connect_from(source, port));
+    EXPECT_GE(fd.get(), 0) << source;
+    EXPECT_TRUE(echo_round_trip(fd.get(), "hash"));
+    fd.reset();
     for (int i = 0; i < 4; ++i) {
       if (all[i]->accepted() != before[i]) return i;
     }
@@ -325,7 +323,7 @@ TEST(ProxyTest, HashKeepsEachClientOnOneServerAndAReloadWithOneMoreMovesAboutAQu
 // to the next server; max_fails then keeps the dead one out of rotation.
 TEST(ProxyTest, AConnectTimeoutMovesOnToTheNextServer) {
   int hole_port = 0;
-  const int blackhole = listen_loopback(0, hole_port);
+  const event::UniqueFd blackhole(listen_loopback(0, hole_port));
   sockaddr_in sin{};
   sin.sin_family = AF_INET;
   sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -342,15 +340,13 @@ TEST(ProxyTest, AConnectTimeoutMovesOnToTheNextServer) {
                              "connect_timeout = \"200ms\"; access_log = \"off\"; "));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   for (int i = 0; i < 6; ++i) {
-    const int fd = connect_to_port(port);
-    ASSERT_GE(fd, 0);
-    EXPECT_TRUE(echo_round_trip(fd, "timeout " + std::to_string(i))) << i;
-    ::close(fd);
+    const event::UniqueFd fd(connect_to_port(port));
+    ASSERT_GE(fd.get(), 0);
+    EXPECT_TRUE(echo_round_trip(fd.get(), "timeout " + std::to_string(i))) << i;
   }
   EXPECT_EQ(good.accepted(), 6);
   EXPECT_TRUE(ferry.wait_for_log("timed out; trying the next server")) << ferry.log();
   for (int fd : fillers) ::close(fd);
-  ::close(blackhole);
 }
 
 long rss_kib(pid_t pid) {
@@ -434,10 +430,9 @@ TEST(ProxyTest, HealthChecksMarkAStoppedServerDownAndARestartedOneUpForEveryWork
     return n;
   }();
   for (int i = 0; i < 100; ++i) {
-    const int fd = connect_to_port(port);
-    ASSERT_GE(fd, 0);
-    ASSERT_TRUE(echo_round_trip(fd, "only the steady one")) << i;
-    ::close(fd);
+    const event::UniqueFd fd(connect_to_port(port));
+    ASSERT_GE(fd.get(), 0);
+    ASSERT_TRUE(echo_round_trip(fd.get(), "only the steady one")) << i;
   }
   ferry.drain_log();
   std::size_t failovers_after = 0;
@@ -453,10 +448,9 @@ TEST(ProxyTest, HealthChecksMarkAStoppedServerDownAndARestartedOneUpForEveryWork
       ferry.wait_for_log("server 127.0.0.1:" + std::to_string(flaky_port) + " is up", seconds(5)))
       << ferry.log();
   for (int i = 0; i < 40; ++i) {
-    const int fd = connect_to_port(port);
-    ASSERT_GE(fd, 0);
-    ASSERT_TRUE(echo_round_trip(fd, "both again")) << i;
-    ::close(fd);
+    const event::UniqueFd fd(connect_to_port(port));
+    ASSERT_GE(fd.get(), 0);
+    ASSERT_TRUE(echo_round_trip(fd.get(), "both again")) << i;
   }
   EXPECT_GE(back.accepted(), 15) << "the restarted server must get its share again";
 }
@@ -469,16 +463,16 @@ TEST(ProxyTest, IdleTimeoutClosesASilentSession) {
   FerryInstance ferry(config(1, port, servers({{backend.port(), 1}}), "round_robin",
                              "idle_timeout = \"300ms\"; access_log = \"" + access + "\"; "));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  const int fd = connect_to_port(port);
-  ASSERT_GE(fd, 0);
-  ASSERT_TRUE(echo_round_trip(fd, "then silence"));
+  event::UniqueFd fd(connect_to_port(port));
+  ASSERT_GE(fd.get(), 0);
+  ASSERT_TRUE(echo_round_trip(fd.get(), "then silence"));
   const auto start = std::chrono::steady_clock::now();
   char byte;
-  EXPECT_EQ(::recv(fd, &byte, 1, 0), 0) << "ferry must close the idle session";
+  EXPECT_EQ(::recv(fd.get(), &byte, 1, 0), 0) << "ferry must close the idle session";
   const auto waited = std::chrono::steady_clock::now() - start;
   EXPECT_GE(waited, milliseconds(250));
   EXPECT_LT(waited, seconds(3));
-  ::close(fd);
+  fd.reset();
   EXPECT_TRUE(eventually([&] {
     return read_file(access).find("idle_timeout") != std::string::npos;
   })) << read_file(access);
@@ -492,12 +486,12 @@ TEST(ProxyTest, ASessionThatKeepsTalkingOutlivesItsIdleTimeout) {
   FerryInstance ferry(config(1, port, servers({{backend.port(), 1}}), "round_robin",
                              "idle_timeout = \"300ms\"; access_log = \"off\"; "));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  const int fd = connect_to_port(port);
-  ASSERT_GE(fd, 0);
+  const event::UniqueFd fd(connect_to_port(port));
+  ASSERT_GE(fd.get(), 0);
   const auto start = std::chrono::steady_clock::now();
   auto silent = start;
   for (int i = 0;; ++i) {
-    ASSERT_TRUE(echo_round_trip(fd, "still here " + std::to_string(i)))
+    ASSERT_TRUE(echo_round_trip(fd.get(), "still here " + std::to_string(i)))
         << "closed after "
         << std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - start)
                .count()
@@ -508,11 +502,10 @@ TEST(ProxyTest, ASessionThatKeepsTalkingOutlivesItsIdleTimeout) {
   }
 
   char byte;
-  EXPECT_EQ(::recv(fd, &byte, 1, 0), 0) << "ferry must close the session once it is silent";
+  EXPECT_EQ(::recv(fd.get(), &byte, 1, 0), 0) << "ferry must close the session once it is silent";
   const auto waited = std::chrono::steady_clock::now() - silent;
   EXPECT_GE(waited, milliseconds(250));
   EXPECT_LT(waited, seconds(3));
-  ::close(fd);
 }
 
 // With splice on, a direction switches to splice after a read fills the buffer and back to
@@ -529,25 +522,25 @@ TEST(ProxyTest, SpliceSwitchingBetweenBurstsAndSmallMessagesKeepsEveryByte) {
                         config(1, port, servers({{backend.port(), 1}}), "round_robin",
                                "buffer_size = \"4k\"; splice = true; access_log = \"off\"; "));
     ASSERT_TRUE(ferry.start()) << ferry.log();
-    const int fd = connect_to_port(port);
-    ASSERT_GE(fd, 0);
+    const event::UniqueFd fd(connect_to_port(port));
+    ASSERT_GE(fd.get(), 0);
     std::mt19937_64 rng(7);
     for (const std::size_t size :
          {1UL, 65536UL, 3UL, 4096UL, 5UL, 100000UL, 4095UL, 1UL, 8192UL, 2UL}) {
       std::string text(size, '\0');
       for (auto& c : text) c = static_cast<char>('a' + rng() % 26);
-      ASSERT_TRUE(echo_round_trip(fd, text)) << "a message of " << size << " bytes came back wrong";
+      ASSERT_TRUE(echo_round_trip(fd.get(), text))
+          << "a message of " << size << " bytes came back wrong";
     }
-    ::close(fd);
   }
 }
 
 // A backend that resets the connection: the client sees a reset too, not a clean close.
 TEST(ProxyTest, AResetFromTheBackendReachesTheClientAsAReset) {
   int backend_port = 0;
-  const int backend = listen_loopback(4, backend_port);
+  event::UniqueFd backend(listen_loopback(4, backend_port));
   std::thread resetter([&] {
-    const int c = ::accept(backend, nullptr, nullptr);
+    const int c = ::accept(backend.get(), nullptr, nullptr);
     char buf[64];
     (void)::recv(c, buf, sizeof buf, 0);  // wait for the client's first bytes
     const linger abort{1, 0};
@@ -560,17 +553,17 @@ TEST(ProxyTest, AResetFromTheBackendReachesTheClientAsAReset) {
   FerryInstance ferry(config(1, port, servers({{backend_port, 1}}), "round_robin",
                              "access_log = \"" + access + "\"; "));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  const int fd = connect_to_port(port);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(::send(fd, "hello", 5, 0), 5);
+  event::UniqueFd fd(connect_to_port(port));
+  ASSERT_GE(fd.get(), 0);
+  ASSERT_EQ(::send(fd.get(), "hello", 5, 0), 5);
   char byte;
-  const ssize_t n = ::recv(fd, &byte, 1, 0);
+  const ssize_t n = ::recv(fd.get(), &byte, 1, 0);
   const int err = errno;
   resetter.join();
   EXPECT_EQ(n, -1);
   EXPECT_EQ(err, ECONNRESET) << std::strerror(err);
-  ::close(fd);
-  ::close(backend);
+  fd.reset();
+  backend.reset();
   EXPECT_TRUE(eventually([&] {
     return read_file(access).find("upstream_reset") != std::string::npos;
   })) << read_file(access);
@@ -581,19 +574,18 @@ TEST(ProxyTest, AResetFromTheBackendReachesTheClientAsAReset) {
 // stays flat: stated bound, 16 MiB above the worker's RSS before the transfer.
 TEST(ProxyTest, AFastSenderAndASlowReaderKeepFerrysMemoryBounded) {
   int backend_port = 0;
-  const int backend_fd = listen_loopback(4, backend_port);
+  event::UniqueFd backend_fd(listen_loopback(4, backend_port));
   constexpr long kTotal = 1L << 30;
   std::atomic<long> received{0};
   std::thread slow_reader([&] {
-    const int c = ::accept(backend_fd, nullptr, nullptr);
+    const event::UniqueFd c(::accept(backend_fd.get(), nullptr, nullptr));
     std::vector<char> buf(256 << 10);
     for (;;) {
-      const ssize_t n = ::recv(c, buf.data(), buf.size(), 0);
+      const ssize_t n = ::recv(c.get(), buf.data(), buf.size(), 0);
       if (n <= 0) break;
       received += n;
       std::this_thread::sleep_for(std::chrono::microseconds(500));
     }
-    ::close(c);
   });
   const int port = free_port();
   FerryInstance ferry(config(1, port, servers({{backend_port, 1}}), "round_robin",
@@ -601,18 +593,18 @@ TEST(ProxyTest, AFastSenderAndASlowReaderKeepFerrysMemoryBounded) {
   ASSERT_TRUE(ferry.start()) << ferry.log();
   const pid_t worker = *ferry.workers().begin();
   const long baseline = rss_kib(worker);
-  const int fd = connect_to_port(port);
-  ASSERT_GE(fd, 0);
+  event::UniqueFd fd(connect_to_port(port));
+  ASSERT_GE(fd.get(), 0);
   std::atomic<bool> done{false};
   std::thread sender([&] {
     std::vector<char> chunk(1 << 20, 'x');
     long sent = 0;
     while (sent < kTotal) {
-      const ssize_t n = ::send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+      const ssize_t n = ::send(fd.get(), chunk.data(), chunk.size(), MSG_NOSIGNAL);
       if (n <= 0) break;
       sent += n;
     }
-    ::shutdown(fd, SHUT_WR);
+    ::shutdown(fd.get(), SHUT_WR);
     done = true;
   });
   long peak = baseline;
@@ -623,9 +615,9 @@ TEST(ProxyTest, AFastSenderAndASlowReaderKeepFerrysMemoryBounded) {
   sender.join();
   ASSERT_TRUE(eventually([&] { return received.load() == kTotal; }, seconds(60)))
       << received.load() << " of " << kTotal;
-  ::close(fd);
+  fd.reset();
   slow_reader.join();
-  ::close(backend_fd);
+  backend_fd.reset();
   std::printf("[ back-pressure ] 1 GiB through; worker RSS %ld KiB before, %ld KiB at peak\n",
               baseline, peak);
   EXPECT_LT(peak - baseline, 16 * 1024);

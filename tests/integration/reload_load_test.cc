@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
@@ -112,10 +113,9 @@ TEST(SpreadTest, EpollExclusiveSpreadsConnectionsOverTheWorkers) {
   constexpr int kConnections = 2000;
   for (int i = 0; i < kConnections; ++i) {
     if (i % 20 == 0) ferry.drain_log();  // debug lines: keep the pipe from filling up
-    const int fd = connect_to_port(port);
-    ASSERT_GE(fd, 0);
-    ASSERT_TRUE(echo_round_trip(fd, "spread"));
-    ::close(fd);
+    const event::UniqueFd fd(connect_to_port(port));
+    ASSERT_GE(fd.get(), 0);
+    ASSERT_TRUE(echo_round_trip(fd.get(), "spread"));
   }
   ASSERT_TRUE(eventually([&] {
     std::size_t lines = 0;

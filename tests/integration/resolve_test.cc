@@ -18,6 +18,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/config_text.h"
 #include "tests/support/dns_server.h"
 #include "tests/support/echo_server.h"
@@ -137,10 +138,10 @@ TEST_P(HostsLayouts, ALocalhostServerIsReachedAndResolvedAgainOffTheLoop) {
   const auto until = std::chrono::steady_clock::now() + milliseconds(500);
   int sessions = 0;
   while (std::chrono::steady_clock::now() < until) {
-    const int fd = connect_to_port(port);
-    ASSERT_GE(fd, 0);
-    ASSERT_TRUE(echo_round_trip(fd, "by name")) << ferry.log();
-    ::close(fd);
+    event::UniqueFd fd(connect_to_port(port));
+    ASSERT_GE(fd.get(), 0);
+    ASSERT_TRUE(echo_round_trip(fd.get(), "by name")) << ferry.log();
+    fd.reset();
     ++sessions;
     ferry.drain_log();
   }

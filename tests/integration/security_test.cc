@@ -31,6 +31,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
@@ -293,12 +294,9 @@ std::string config(const std::string& user, int backend, int port, int port2, in
 
 // One session through `port`, left open so that its client and upstream sockets are counted.
 int open_session(int port) {
-  const int fd = connect_from("", "127.0.0.1", port);
-  if (fd >= 0 && !echo_round_trip(fd, "hello")) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
+  event::UniqueFd fd(connect_from("", "127.0.0.1", port));
+  if (fd.valid() && !echo_round_trip(fd.get(), "hello")) return -1;
+  return fd.release();
 }
 
 // The workers of the running generation, once every one of them serves (they are the master's
@@ -399,8 +397,7 @@ void run_scenario(const std::string& user) {
   // A reopen is a byte on each channel: a session after it is logged by a worker that reopened
   // (the reopen is seen before the accept on the same loop turn or earlier).
   EXPECT_TRUE(eventually([&] {
-    const int fd = open_session(port);
-    if (fd >= 0) ::close(fd);
+    const event::UniqueFd fd(open_session(port));
     return count_of(read_file(access), " closed\n") >= 1;
   })) << ferry.log();
   EXPECT_EQ(ferry.log().find("cannot reopen"), std::string::npos) << ferry.log();
@@ -561,8 +558,8 @@ TEST_F(SecurityTest, ANewMasterOfABinaryUpgradeKeepsEveryFdCloseOnExec) {
     return new_workers.size() == 2 && std::all_of(new_workers.begin(), new_workers.end(),
                                                   [&](pid_t p) { return has_open(p, access); });
   }));
-  const int session = open_session(port);
-  EXPECT_GE(session, 0);
+  event::UniqueFd session(open_session(port));
+  EXPECT_GE(session.get(), 0);
   const FdReport r = check_fds(new_master, new_workers);
   EXPECT_EQ(joined(r.problems), "");
   EXPECT_EQ(r.listener_sockets.size(), 5U);
@@ -571,7 +568,7 @@ TEST_F(SecurityTest, ANewMasterOfABinaryUpgradeKeepsEveryFdCloseOnExec) {
   std::cout << "reliability: security (binary upgrade): new master " << r.master_fds
             << " fds, its workers " << sizes(r.worker_fds) << ", all close-on-exec, sharing only "
             << r.listener_sockets.size() << " listening sockets" << std::endl;
-  if (session >= 0) ::close(session);
+  session.reset();
   // The new master leaves; the old one stays in charge and is stopped by the instance.
   ::kill(new_master, SIGTERM);
   EXPECT_TRUE(eventually([&] { return process_title(new_master).empty(); }, seconds(20)));
@@ -579,13 +576,12 @@ TEST_F(SecurityTest, ANewMasterOfABinaryUpgradeKeepsEveryFdCloseOnExec) {
 
 // Whether `ip:port` can be bound now (nothing else listens there).
 bool bindable(const std::string& ip, int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const event::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in sin{};
   sin.sin_family = AF_INET;
   sin.sin_port = htons(static_cast<std::uint16_t>(port));
   ::inet_pton(AF_INET, ip.c_str(), &sin.sin_addr);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0;
-  ::close(fd);
+  const bool ok = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0;
   return ok;
 }
 
@@ -650,11 +646,11 @@ TEST_F(SecurityTest, TheStatusEndpointListensOnLoopbackByDefault) {
   }
   EXPECT_EQ(addresses, std::set<std::string>{"0100007F:23B9"}) << "127.0.0.1:9145 only";
   EXPECT_FALSE(bindable("127.0.0.1", kDefaultPort));
-  const int fd = connect_from("", "127.0.0.1", kDefaultPort);
-  ASSERT_GE(fd, 0);
-  ASSERT_TRUE(send_all(fd, "GET /status HTTP/1.0\r\n\r\n"));
-  const std::string answer = read_exactly(fd, 12, seconds(10));
-  ::close(fd);
+  event::UniqueFd fd(connect_from("", "127.0.0.1", kDefaultPort));
+  ASSERT_GE(fd.get(), 0);
+  ASSERT_TRUE(send_all(fd.get(), "GET /status HTTP/1.0\r\n\r\n"));
+  const std::string answer = read_exactly(fd.get(), 12, seconds(10));
+  fd.reset();
   EXPECT_EQ(answer.substr(answer.size() >= 3 ? answer.size() - 3 : 0), "200") << answer;
   std::cout << "reliability: security: status = { } listens on 127.0.0.1:9145 only, not on "
                "0.0.0.0"

@@ -17,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
@@ -38,15 +39,14 @@ struct Http {
 // One request on a fresh connection; the whole answer (the server closes, or Content-Length).
 Http request(int port, const std::string& raw) {
   Http r;
-  const int fd = connect_from("", "127.0.0.1", port);
-  if (fd < 0 || !send_all(fd, raw)) {
-    if (fd >= 0) ::close(fd);
+  event::UniqueFd fd(connect_from("", "127.0.0.1", port));
+  if (!fd.valid() || !send_all(fd.get(), raw)) {
     return r;
   }
   std::string all;
   const auto deadline = std::chrono::steady_clock::now() + seconds(10);
   while (std::chrono::steady_clock::now() < deadline) {
-    const std::string part = read_exactly(fd, 65536, milliseconds(200));
+    const std::string part = read_exactly(fd.get(), 65536, milliseconds(200));
     all += part;
     const auto end = all.find("\r\n\r\n");
     if (end != std::string::npos) {
@@ -56,9 +56,9 @@ Http request(int port, const std::string& raw) {
         if (all.size() >= end + 4 + want) break;
       }
     }
-    if (part.empty() && closed_by_peer(fd, milliseconds(1))) break;
+    if (part.empty() && closed_by_peer(fd.get(), milliseconds(1))) break;
   }
-  ::close(fd);
+  fd.reset();
   if (all.rfind("HTTP/1.", 0) == 0 && all.size() > 12) r.status = std::stoi(all.substr(9, 3));
   const auto end = all.find("\r\n\r\n");
   if (end != std::string::npos) {
@@ -115,11 +115,10 @@ TEST(StatusTest, ExactTotalsAfterSessionsThroughTwoWorkers) {
   constexpr int kSessions = 40;
   std::uint64_t sent = 0;
   for (int i = 0; i < kSessions; ++i) {
-    const int fd = connect_from("", "127.0.0.1", port);
+    const event::UniqueFd fd(connect_from("", "127.0.0.1", port));
     const std::string text(100 + static_cast<std::size_t>(i), 'x');
-    ASSERT_TRUE(echo_round_trip(fd, text)) << i;
+    ASSERT_TRUE(echo_round_trip(fd.get(), text)) << i;
     sent += text.size();
-    ::close(fd);
   }
   const std::string web = "{proxy=\"web\"}";
   ASSERT_TRUE(eventually([&] {
@@ -152,8 +151,8 @@ TEST(StatusTest, ExactTotalsAfterSessionsThroughTwoWorkers) {
             "'uptime_seconds', 'version', 'workers']");
 
   // An open session is active, in the endpoint and in `ferry -s status`.
-  const int open = connect_from("", "127.0.0.1", port);
-  ASSERT_TRUE(echo_round_trip(open, "held"));
+  const event::UniqueFd open(connect_from("", "127.0.0.1", port));
+  ASSERT_TRUE(echo_round_trip(open.get(), "held"));
   EXPECT_TRUE(eventually([&] {
     return sample(get(status_port, "/metrics").body, "ferry_proxy_active_sessions" + web) == 1;
   }));
@@ -161,7 +160,6 @@ TEST(StatusTest, ExactTotalsAfterSessionsThroughTwoWorkers) {
   EXPECT_EQ(table.exit_code, 0) << table.err;
   EXPECT_NE(table.out.find("web"), std::string::npos) << table.out;
   EXPECT_NE(table.out.find(std::to_string(kSessions + 1)), std::string::npos) << table.out;
-  ::close(open);
 }
 
 TEST(StatusTest, PromtoolAcceptsTheMetrics) {
@@ -173,9 +171,9 @@ TEST(StatusTest, PromtoolAcceptsTheMetrics) {
   const int status_port = free_port();
   FerryInstance ferry(config(2, port, status_port, one_server(backend.port())));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  const int fd = connect_from("", "127.0.0.1", port);
-  ASSERT_TRUE(echo_round_trip(fd, "one"));
-  ::close(fd);
+  event::UniqueFd fd(connect_from("", "127.0.0.1", port));
+  ASSERT_TRUE(echo_round_trip(fd.get(), "one"));
+  fd.reset();
   const Http m = get(status_port, "/metrics");
   ASSERT_EQ(m.status, 200);
   EXPECT_NE(m.headers.find("text/plain; version=0.0.4"), std::string::npos) << m.headers;
@@ -233,9 +231,9 @@ TEST(StatusTest, AServerFailedByPassiveChecksShowsFailedUntilASessionGetsThrough
                      "d['upstreams']['app']['servers'][0]['state']");
   };
   EXPECT_EQ(state(), "up");
-  const int refused = connect_from("", "127.0.0.1", port);
-  EXPECT_FALSE(echo_round_trip(refused, "nobody there"));
-  ::close(refused);
+  event::UniqueFd refused(connect_from("", "127.0.0.1", port));
+  EXPECT_FALSE(echo_round_trip(refused.get(), "nobody there"));
+  refused.reset();
   EXPECT_TRUE(eventually([&] { return state() == "failed"; })) << state();
   const std::string m = get(status_port, "/metrics").body;
   EXPECT_EQ(sample(m, "ferry_upstream_server_up" + server + "}"), 0) << m;
@@ -243,9 +241,9 @@ TEST(StatusTest, AServerFailedByPassiveChecksShowsFailedUntilASessionGetsThrough
   EXPECT_EQ(sample(m, "ferry_upstream_server_state" + server + ",state=\"up\"}"), 0) << m;
 
   EchoServer back(backend_port);
-  const int fd = connect_from("", "127.0.0.1", port);
-  EXPECT_TRUE(echo_round_trip(fd, "back"));
-  ::close(fd);
+  event::UniqueFd fd(connect_from("", "127.0.0.1", port));
+  EXPECT_TRUE(echo_round_trip(fd.get(), "back"));
+  fd.reset();
   EXPECT_TRUE(eventually([&] { return state() == "up"; })) << state();
 }
 
@@ -262,9 +260,8 @@ TEST(StatusTest, TotalsNeverGoBackAcrossAKilledWorkerAndAReload) {
   };
   auto sessions = [&](int n) {
     for (int i = 0; i < n; ++i) {
-      const int fd = connect_from("", "127.0.0.1", port);
-      EXPECT_TRUE(echo_round_trip(fd, "some bytes"));
-      ::close(fd);
+      const event::UniqueFd fd(connect_from("", "127.0.0.1", port));
+      EXPECT_TRUE(echo_round_trip(fd.get(), "some bytes"));
     }
   };
   sessions(10);
@@ -290,9 +287,9 @@ TEST(StatusTest, BytesCountAsTheyMoveAndAKilledWorkersSessionsStayBalanced) {
   FerryInstance ferry(config(1, port, status_port, one_server(backend.port())));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   const std::string web = "{proxy=\"web\"}";
-  const int open = connect_from("", "127.0.0.1", port);
+  event::UniqueFd open(connect_from("", "127.0.0.1", port));
   const std::string block(100'000, 'b');
-  ASSERT_TRUE(echo_round_trip(open, block));
+  ASSERT_TRUE(echo_round_trip(open.get(), block));
   // Still open: its bytes are already counted.
   EXPECT_TRUE(eventually([&] {
     const std::string m = get(status_port, "/metrics").body;
@@ -300,8 +297,8 @@ TEST(StatusTest, BytesCountAsTheyMoveAndAKilledWorkersSessionsStayBalanced) {
            sample(m, "ferry_proxy_sent_bytes_total" + web) == 100'000;
   })) << get(status_port, "/metrics").body;
   ::kill(*ferry.workers().begin(), SIGKILL);
-  EXPECT_TRUE(closed_by_peer(open, seconds(5)));
-  ::close(open);
+  EXPECT_TRUE(closed_by_peer(open.get(), seconds(5)));
+  open.reset();
   ASSERT_TRUE(eventually([&] { return ferry.workers().size() == 1; }));
   std::string m;
   EXPECT_TRUE(eventually([&] {
@@ -342,9 +339,8 @@ TEST(StatusTest, AWorkerWritingGarbageOverTheStatisticsDoesNotReachTheMaster) {
   const pid_t master = ferry.master();
   const auto sessions = [&](int n) {
     for (int i = 0; i < n; ++i) {
-      const int fd = connect_from("", "127.0.0.1", port);
-      EXPECT_TRUE(echo_round_trip(fd, "some bytes"));
-      ::close(fd);
+      const event::UniqueFd fd(connect_from("", "127.0.0.1", port));
+      EXPECT_TRUE(echo_round_trip(fd.get(), "some bytes"));
     }
   };
   sessions(3);
@@ -410,14 +406,14 @@ TEST(StatusTest, BadAndSlowHttpClientsDoNotSlowProxiedSessions) {
   FerryInstance ferry(config(1, port, status_port, one_server(backend.port())));
   ASSERT_TRUE(ferry.start()) << ferry.log();
 
-  const int good = connect_from("", "127.0.0.1", port);
+  event::UniqueFd good(connect_from("", "127.0.0.1", port));
   std::atomic<bool> stop{false};
   std::atomic<int> rounds{0};
   std::atomic<bool> failed{false};
   std::thread streamer([&] {
     const std::string block(8192, 's');
     while (!stop.load()) {
-      if (!echo_round_trip(good, block)) {
+      if (!echo_round_trip(good.get(), block)) {
         failed = true;
         return;
       }
@@ -434,12 +430,12 @@ TEST(StatusTest, BadAndSlowHttpClientsDoNotSlowProxiedSessions) {
   EXPECT_TRUE(huge.status == 400 || huge.status == 431) << huge.status;
 
   // One byte a second: cut off by the read timeout, while /status answers meanwhile.
-  const int slow = connect_from("", "127.0.0.1", status_port);
+  const event::UniqueFd slow(connect_from("", "127.0.0.1", status_port));
   std::thread dripper([&] {
     const std::string req = "GET /status HTTP/1.1\r\nHost: x\r\n\r\n";
     for (char ch : req) {
-      if (::send(slow, &ch, 1, MSG_NOSIGNAL) != 1) return;
-      if (closed_by_peer(slow, seconds(1))) return;
+      if (::send(slow.get(), &ch, 1, MSG_NOSIGNAL) != 1) return;
+      if (closed_by_peer(slow.get(), seconds(1))) return;
     }
   });
   EXPECT_EQ(get(status_port, "/status").status, 200) << "answered beside the slow client";
@@ -453,8 +449,7 @@ TEST(StatusTest, BadAndSlowHttpClientsDoNotSlowProxiedSessions) {
   stop = true;
   streamer.join();
   EXPECT_FALSE(failed.load()) << "the proxied session was disturbed";
-  ::close(good);
-  ::close(slow);
+  good.reset();
 }
 
 // A registry that holds 2 proxies and 2 servers (test hook), and reloads that each bring a new
@@ -476,9 +471,8 @@ TEST(StatusTest, FreshNamesBeyondAFullRegistryReclaimTheOldestAndAreCounted) {
   ferry.set_options({.env = {"FERRY_TEST_STATS_CAPACITY=2:2"}});
   ASSERT_TRUE(ferry.start()) << ferry.log();
   const auto session = [&] {
-    const int fd = connect_to_port(port);
-    const bool ok = fd >= 0 && echo_round_trip(fd, "ping");
-    if (fd >= 0) ::close(fd);
+    const event::UniqueFd fd(connect_to_port(port));
+    const bool ok = fd.valid() && echo_round_trip(fd.get(), "ping");
     return ok;
   };
   for (int k = 1; k <= 6; ++k) {
@@ -529,7 +523,7 @@ TEST(StatusTest, FreshNamesBeyondAFullRegistryReclaimTheOldestAndAreCounted) {
 
   // A binary upgrade adds the old master's reclaimed totals to the new one's: one line still.
   ASSERT_EQ(ferry.command("upgrade").exit_code, 0) << ferry.log();
-  const pid_t fresh = std::stoi(read_file(ferry.pid_file()));
+  const KillOnExit new_master{pid_in(ferry.pid_file())};
   EXPECT_EQ(ferry.wait().exit_code, 0);
   std::string after;
   EXPECT_TRUE(eventually([&] {
@@ -538,7 +532,6 @@ TEST(StatusTest, FreshNamesBeyondAFullRegistryReclaimTheOldestAndAreCounted) {
     return at != std::string::npos && std::stol(after.substr(at + 21)) == 4 &&
            after.find("(reclaimed) (removed)", at + 1) == std::string::npos;
   })) << after;
-  ::kill(fresh, SIGKILL);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/notify_listener.h"
@@ -58,9 +59,8 @@ std::string broken_config(int port, int backend) {
 }
 
 bool echoes(int port) {
-  const int fd = connect_to_port(port);
-  const bool ok = fd >= 0 && echo_round_trip(fd, "ping through ferry");
-  if (fd >= 0) ::close(fd);
+  const event::UniqueFd fd(connect_to_port(port));
+  const bool ok = fd.valid() && echo_round_trip(fd.get(), "ping through ferry");
   return ok;
 }
 
@@ -77,13 +77,6 @@ int find(const std::vector<NotifyMessage>& h, const std::string& assignment, std
   }
   return -1;
 }
-
-struct KillOnExit {
-  pid_t pid = 0;
-  ~KillOnExit() {
-    if (pid > 0 && ::kill(pid, 0) == 0) ::kill(pid, SIGKILL);
-  }
-};
 
 class NotifyTest : public ::testing::Test {
  protected:
@@ -203,8 +196,8 @@ TEST_F(NotifyTest, StatusLineCountsActiveConnections) {
   const int port = free_port();
   FerryInstance ferry(config({port}, backend.port(), 1));
   start(ferry);
-  const int client = connect_to_port(port);
-  ASSERT_TRUE(echo_round_trip(client, "held open"));
+  const event::UniqueFd client(connect_to_port(port));
+  ASSERT_TRUE(echo_round_trip(client.get(), "held open"));
   // The periodic refresh (every 5 s) reports the open connection.
   const auto status = notify.wait_for(
       [](const NotifyMessage& m) {
@@ -213,7 +206,6 @@ TEST_F(NotifyTest, StatusLineCountsActiveConnections) {
       },
       seconds(12));
   EXPECT_TRUE(status) << (notify.history().empty() ? "" : notify.history().back().text);
-  ::close(client);
 }
 
 TEST_F(NotifyTest, UpgradeHandsTheServiceToTheNewMasterWithMainPid) {
@@ -323,8 +315,8 @@ TEST_F(NotifyTest, NewMasterStoppedWhileTheOldOneDrainsStopsTheService) {
   FerryInstance ferry(config({port}, backend.port()));
   start(ferry);
   const pid_t old_master = ferry.master();
-  const int client = connect_to_port(port);  // served by an old worker, kept open
-  ASSERT_TRUE(echo_round_trip(client, "draining"));
+  event::UniqueFd client(connect_to_port(port));  // served by an old worker, kept open
+  ASSERT_TRUE(echo_round_trip(client.get(), "draining"));
   const pid_t fresh = upgrade(ferry);
   ASSERT_GT(fresh, 0);
 
@@ -345,8 +337,8 @@ TEST_F(NotifyTest, NewMasterStoppedWhileTheOldOneDrainsStopsTheService) {
     EXPECT_FALSE(notify.history()[i].has("MAINPID=" + std::to_string(old_master)))
         << notify.history()[i].text;
   }
-  EXPECT_TRUE(echo_round_trip(client, "still drained by the old worker"));
-  ::close(client);
+  EXPECT_TRUE(echo_round_trip(client.get(), "still drained by the old worker"));
+  client.reset();
   EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
 }
 
@@ -621,15 +613,14 @@ TEST(SocketActivationTest, ReuseportProxyServesThePassedSocketFromEveryWorker) {
 }
 
 bool echoes_over_ipv6(int port) {
-  const int fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const event::UniqueFd fd(::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
   sockaddr_in6 sin6{};
   sin6.sin6_family = AF_INET6;
   sin6.sin6_port = htons(static_cast<std::uint16_t>(port));
   sin6.sin6_addr = in6addr_loopback;
-  const bool ok = fd >= 0 &&
-                  ::connect(fd, reinterpret_cast<const sockaddr*>(&sin6), sizeof sin6) == 0 &&
-                  echo_round_trip(fd, "ping over ::1");
-  if (fd >= 0) ::close(fd);
+  const bool ok = fd.valid() &&
+                  ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&sin6), sizeof sin6) == 0 &&
+                  echo_round_trip(fd.get(), "ping over ::1");
   return ok;
 }
 

@@ -23,16 +23,6 @@ namespace {
 
 using std::chrono::seconds;
 
-bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
-
-// The new master is not our child: make sure no failed test leaves it running.
-struct KillOnExit {
-  pid_t pid = 0;
-  ~KillOnExit() {
-    if (alive(pid)) ::kill(pid, SIGKILL);
-  }
-};
-
 // Sessions drain for up to a minute: a held one keeps a stopped master alive for the test.
 std::string config(int port, int backend) {
   return config_text("worker_processes = 2;\nworker_shutdown_timeout = \"60s\";",

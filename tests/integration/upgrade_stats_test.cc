@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
@@ -23,16 +24,6 @@ namespace ferry::test {
 namespace {
 
 using std::chrono::seconds;
-
-bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
-
-// The new master is not our child: make sure no failed test leaves it running.
-struct KillOnExit {
-  pid_t pid = 0;
-  ~KillOnExit() {
-    if (alive(pid)) ::kill(pid, SIGKILL);
-  }
-};
 
 // The lines of `-s status`'s table under the header starting with `header`.
 std::vector<std::string> rows(const std::string& status, const std::string& header) {
@@ -56,9 +47,8 @@ bool served(int fd) { return fd >= 0 && echo_round_trip(fd, "ping"); }
 
 // One session through, start to end.
 bool one_session(int port) {
-  const int fd = connect_to_port(port);
-  const bool ok = served(fd);
-  if (fd >= 0) ::close(fd);
+  const event::UniqueFd fd(connect_to_port(port));
+  const bool ok = served(fd.get());
   return ok;
 }
 
@@ -76,8 +66,8 @@ TEST(UpgradeStatsTest, TotalsAndReloadCountsSurviveAndCountingGoesOn) {
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(one_session(port));
   ASSERT_EQ(ferry.command("reload").exit_code, 0);
   // Open through the upgrade, on an old worker: counted once, by whichever master shows it.
-  const int held = connect_to_port(port);
-  ASSERT_TRUE(served(held));
+  event::UniqueFd held(connect_to_port(port));
+  ASSERT_TRUE(served(held.get()));
   std::vector<long> before;
   ASSERT_TRUE(eventually([&] {
     before = status_proxy_row(ferry.command("status").out, "web");
@@ -105,7 +95,7 @@ TEST(UpgradeStatsTest, TotalsAndReloadCountsSurviveAndCountingGoesOn) {
   })) << ferry.command("status").out;
 
   // The held session ends; the old master leaves; its totals are the new master's for good.
-  ::close(held);
+  held.reset();
   EXPECT_EQ(ferry.wait().exit_code, 0);
   ASSERT_TRUE(eventually([&] {
     now = status_proxy_row(ferry.command("status").out, "web");
@@ -131,9 +121,9 @@ TEST(UpgradeStatsTest, AClientAtItsLimitStaysRefusedWhileItsSessionsOnTheOldWork
     held.push_back(connect_from("127.0.0.1", "127.0.0.1", port));
     ASSERT_TRUE(served(held.back())) << "session " << i + 1;
   }
-  const int refused = connect_from("127.0.0.1", "127.0.0.1", port);
-  EXPECT_TRUE(closed_by_peer(refused, seconds(3)));
-  ::close(refused);
+  event::UniqueFd refused(connect_from("127.0.0.1", "127.0.0.1", port));
+  EXPECT_TRUE(closed_by_peer(refused.get(), seconds(3)));
+  refused.reset();
 
   const Finished up = ferry.command("upgrade");
   ASSERT_EQ(up.exit_code, 0) << up.err << ferry.log();
@@ -142,16 +132,14 @@ TEST(UpgradeStatsTest, AClientAtItsLimitStaysRefusedWhileItsSessionsOnTheOldWork
   ASSERT_TRUE(alive(ferry.master())) << "the old workers keep the three sessions";
   // Only the new workers accept now: another address is served, ours is not.
   ASSERT_TRUE(eventually([&] {
-    const int other = connect_from("127.0.0.2", "127.0.0.1", port);
-    const bool ok = served(other);
-    if (other >= 0) ::close(other);
+    const event::UniqueFd other(connect_from("127.0.0.2", "127.0.0.1", port));
+    const bool ok = served(other.get());
     return ok;
   }));
   for (int i = 0; i < 4; ++i) {
-    const int fourth = connect_from("127.0.0.1", "127.0.0.1", port);
-    ASSERT_GE(fourth, 0);
-    EXPECT_TRUE(closed_by_peer(fourth, seconds(3))) << "try " << i << " after the upgrade";
-    ::close(fourth);
+    const event::UniqueFd fourth(connect_from("127.0.0.1", "127.0.0.1", port));
+    ASSERT_GE(fourth.get(), 0);
+    EXPECT_TRUE(closed_by_peer(fourth.get(), seconds(3))) << "try " << i << " after the upgrade";
   }
   for (int& fd : held) ::close(fd);
   held.clear();
@@ -309,16 +297,14 @@ TEST(UpgradeStatsTest, AKilledNewMastersOrphanedWorkersKeepTheirClientsLimited) 
            *now.rbegin() != *first_workers.rbegin();
   })) << ferry.log();
   ASSERT_TRUE(eventually([&] {
-    const int other = connect_from("127.0.0.2", "127.0.0.1", port);
-    const bool ok = served(other);
-    if (other >= 0) ::close(other);
+    const event::UniqueFd other(connect_from("127.0.0.2", "127.0.0.1", port));
+    const bool ok = served(other.get());
     return ok;
   })) << ferry.log();
   for (int i = 0; i < 4; ++i) {
-    const int fourth = connect_from("127.0.0.1", "127.0.0.1", port);
-    ASSERT_GE(fourth, 0);
-    EXPECT_TRUE(closed_by_peer(fourth, seconds(3))) << "try " << i;
-    ::close(fourth);
+    const event::UniqueFd fourth(connect_from("127.0.0.1", "127.0.0.1", port));
+    ASSERT_GE(fourth.get(), 0);
+    EXPECT_TRUE(closed_by_peer(fourth.get(), seconds(3))) << "try " << i;
   }
   for (int fd : held) ::close(fd);
   for (pid_t orphan : orphans) EXPECT_TRUE(eventually([&] { return !alive(orphan); }));

@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include "event/syscall_util.h"
 #include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
@@ -23,16 +24,6 @@ namespace ferry::test {
 namespace {
 
 using std::chrono::seconds;
-
-bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
-
-// The new master is not our child: make sure no failed test leaves it running.
-struct KillOnExit {
-  pid_t pid = 0;
-  ~KillOnExit() {
-    if (alive(pid)) ::kill(pid, SIGKILL);
-  }
-};
 
 std::string config(int port, int backend) {
   return config_text("worker_processes = 2;", {{"web", {loopback(port)}, "app", ""}},
@@ -184,9 +175,8 @@ TEST_F(UpgradeTest, SignalUpgradeFailsAndKeepsTheOldMasterWhenTheNewOneCannotSta
   EXPECT_NE(up.err.find("stays in charge"), std::string::npos) << up.err;
   EXPECT_TRUE(alive(ferry.master()));
   EXPECT_TRUE(eventually([&] { return pid_in(ferry.pid_file()) == ferry.master(); }));
-  const int fd = connect_to_port(port);
-  EXPECT_TRUE(fd >= 0 && echo_round_trip(fd, "still served by the old master"));
-  if (fd >= 0) ::close(fd);
+  const event::UniqueFd fd(connect_to_port(port));
+  EXPECT_TRUE(fd.valid() && echo_round_trip(fd.get(), "still served by the old master"));
 }
 
 // A test hook is the master's to read: it takes it out of the environment, so that neither its
@@ -205,9 +195,9 @@ TEST(UpgradeHooksTest, ANewBinaryDoesNotActOnTheFirstMastersTestHook) {
   // The new master's generation 2 reports ready: its reload completes.
   const Finished reload = ferry.command("reload");
   EXPECT_EQ(reload.exit_code, 0) << reload.err;
-  const int fd = connect_to_port(port);
-  EXPECT_TRUE(fd >= 0 && echo_round_trip(fd, "served by generation 2"));
-  if (fd >= 0) ::close(fd);
+  event::UniqueFd fd(connect_to_port(port));
+  EXPECT_TRUE(fd.valid() && echo_round_trip(fd.get(), "served by generation 2"));
+  fd.reset();
   ::kill(fresh, SIGQUIT);
   EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
 }
@@ -290,8 +280,8 @@ TEST(UpgradeHooksTest, AStatePageWithAWrongMagicIsIgnored) {
   FerryInstance ferry(config(port, backend.port()));
   ferry.set_options({.env = {"FERRY_TEST_PASS_BAD_STATE_PAGE=1"}});
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  const int client = connect_to_port(port);  // keeps an old worker draining
-  ASSERT_TRUE(client >= 0 && echo_round_trip(client, "before the upgrade"));
+  event::UniqueFd client(connect_to_port(port));  // keeps an old worker draining
+  ASSERT_TRUE(client.valid() && echo_round_trip(client.get(), "before the upgrade"));
   const pid_t fresh = ferry.upgrade(2);
   ASSERT_GT(fresh, 0) << ferry.log();
   EXPECT_TRUE(ferry.wait_for_log("is not one this binary reads")) << ferry.log();
@@ -300,8 +290,8 @@ TEST(UpgradeHooksTest, AStatePageWithAWrongMagicIsIgnored) {
   ASSERT_TRUE(ferry.wait_for_log("graceful stop")) << ferry.log();
   ::kill(fresh, SIGQUIT);
   EXPECT_TRUE(ferry.wait_for_log("handing the service back to it")) << ferry.log();
-  EXPECT_TRUE(echo_round_trip(client, "the session finishes"));
-  ::close(client);
+  EXPECT_TRUE(echo_round_trip(client.get(), "the session finishes"));
+  client.reset();
   EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
 }
 
@@ -313,8 +303,8 @@ TEST(UpgradeHooksTest, WinchAfterQuitLeavesTheOldMasterStopping) {
   const int port = free_port();
   FerryInstance ferry(config(port, backend.port()));
   ASSERT_TRUE(ferry.start()) << ferry.log();
-  const int client = connect_to_port(port);  // keeps an old worker draining
-  ASSERT_TRUE(client >= 0 && echo_round_trip(client, "before the upgrade"));
+  event::UniqueFd client(connect_to_port(port));  // keeps an old worker draining
+  ASSERT_TRUE(client.valid() && echo_round_trip(client.get(), "before the upgrade"));
   const pid_t fresh = ferry.upgrade(2);
   ASSERT_GT(fresh, 0) << ferry.log();
   const KillOnExit guard{fresh};
@@ -325,8 +315,8 @@ TEST(UpgradeHooksTest, WinchAfterQuitLeavesTheOldMasterStopping) {
   ::kill(fresh, SIGQUIT);
   EXPECT_TRUE(ferry.wait_for_log("is stopping too: the service stops")) << ferry.log();
   EXPECT_EQ(ferry.log().find("handing the service back to it"), std::string::npos) << ferry.log();
-  EXPECT_TRUE(echo_round_trip(client, "the session finishes"));
-  ::close(client);
+  EXPECT_TRUE(echo_round_trip(client.get(), "the session finishes"));
+  client.reset();
   EXPECT_EQ(ferry.wait().exit_code, 0) << ferry.log();
 }
 

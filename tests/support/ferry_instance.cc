@@ -95,7 +95,7 @@ FerryInstance::FerryInstance(const std::string& body, const std::string& log_lev
 }
 
 FerryInstance::~FerryInstance() {
-  if (new_master_ > 0 && ::kill(new_master_, 0) == 0) ::kill(new_master_, SIGKILL);
+  if (alive(new_master_)) ::kill(new_master_, SIGKILL);
   if (process_) {
     process_->signal(SIGTERM);
     process_->wait(std::chrono::seconds(10));

@@ -263,4 +263,10 @@ int open_errno_as(uid_t uid, gid_t gid, const std::string& path) {
   return WEXITSTATUS(status);
 }
 
+bool alive(pid_t pid) { return pid > 0 && ::kill(pid, 0) == 0; }
+
+KillOnExit::~KillOnExit() {
+  if (alive(pid)) ::kill(pid, SIGKILL);
+}
+
 }  // namespace ferry::test

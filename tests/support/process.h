@@ -61,6 +61,20 @@ class Process {
   std::optional<Finished> finished_;
 };
 
+// Whether process `pid` exists (a zombie too: it is gone once reaped).
+bool alive(pid_t pid);
+
+// A process that is not the test's child (a new master after an upgrade): killed with SIGKILL
+// when the guard goes, so that no failed test leaves it running.
+struct KillOnExit {
+  pid_t pid = 0;
+  KillOnExit() = default;
+  explicit KillOnExit(pid_t p) : pid(p) {}
+  ~KillOnExit();
+  KillOnExit(const KillOnExit&) = delete;
+  KillOnExit& operator=(const KillOnExit&) = delete;
+};
+
 // The path of the ferry binary under test (FERRY_BINARY from meson).
 std::string ferry_binary();
 // A loopback TCP port that was free a moment ago.
