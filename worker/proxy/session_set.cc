@@ -25,10 +25,10 @@ void SessionSet::prepare(const conf::Config& cfg) {
 }
 
 void SessionSet::close_all() noexcept {
-  auto* saved = shared_.on_empty;
-  shared_.on_empty = nullptr;  // the caller is tearing down already
+  auto* saved = shared_.on_empty_;
+  shared_.on_empty_ = nullptr;  // the caller is tearing down already
   while (Session* s = shared_.first()) s->close(EndReason::shutdown);
-  shared_.on_empty = saved;
+  shared_.on_empty_ = saved;
 }
 
 void SessionSet::count_refused(const conf::Proxy& proxy) {

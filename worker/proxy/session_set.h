@@ -78,8 +78,8 @@ class SessionSet {
 
   // Called with `ctx` whenever the last session ends (shutdown waits on it).
   void set_on_empty(void (*on_empty)(void* ctx), void* ctx) noexcept {
-    shared_.on_empty = on_empty;
-    shared_.on_empty_ctx = ctx;
+    shared_.on_empty_ = on_empty;
+    shared_.on_empty_ctx_ = ctx;
   }
 
  private:

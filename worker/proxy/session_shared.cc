@@ -25,7 +25,7 @@ void SessionShared::unlink(Session& s, event::EventLoop& loop) noexcept {
   --count_;
   if (counters_ != nullptr) counters_->active.fetch_sub(1, std::memory_order_relaxed);
   publish_connections(loop);
-  if (count_ == 0 && on_empty != nullptr) on_empty(on_empty_ctx);
+  if (count_ == 0 && on_empty_ != nullptr) on_empty_(on_empty_ctx_);
 }
 
 void SessionShared::publish_connections(event::EventLoop& loop) noexcept {

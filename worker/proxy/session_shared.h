@@ -25,6 +25,7 @@
 namespace ferry::worker {
 
 class Session;
+class SessionSet;
 
 class SessionShared {
  public:
@@ -35,7 +36,7 @@ class SessionShared {
   // --- What a session uses.
 
   // A session joins the live list when it starts and leaves it when it closes; the last to
-  // leave calls on_empty (shutdown waits on it).
+  // leave calls the set's on_empty (shutdown waits on it).
   void link(Session& s, event::EventLoop& loop) noexcept;
   void unlink(Session& s, event::EventLoop& loop) noexcept;
 
@@ -70,7 +71,9 @@ class SessionShared {
   };
   Throttles& throttles() noexcept { return throttles_; }
 
-  // --- What the set configures and drives.
+ private:
+  // --- What only the set configures and drives (SessionSet is the one that may).
+  friend class SessionSet;
 
   void set_counters(WorkerCounters* counters) noexcept { counters_ = counters; }
   void set_client_limits(ClientLimits* limits, const ClientLimits::Secret* secret,
@@ -89,10 +92,9 @@ class SessionShared {
 
   [[nodiscard]] Session* first() const noexcept { return head_; }
   [[nodiscard]] std::size_t size() const noexcept { return count_; }
-  void (*on_empty)(void* ctx) = nullptr;
-  void* on_empty_ctx = nullptr;
+  void (*on_empty_)(void* ctx) = nullptr;
+  void* on_empty_ctx_ = nullptr;
 
- private:
   Session* head_ = nullptr;
   std::size_t count_ = 0;
   WorkerCounters* counters_ = nullptr;
