@@ -12,6 +12,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "event/passed_memfd.h"
+
 namespace ferry::master {
 namespace {
 
@@ -107,20 +109,17 @@ void UpgradeState::pass_to_exec() const noexcept {
 bool UpgradeState::adopt() {
   const char* value = std::getenv(kVariable);
   if (value == nullptr) return false;
-  const int fd = std::atoi(value);
+  const long number = std::strtol(value, nullptr, 10);
   ::unsetenv(kVariable);
-  if (fd < 3) {
-    spdlog::error("{}={} names no usable fd", kVariable, value);
-    return false;
-  }
   // A page is a memfd of exactly kSize bytes. Anything else is left alone, not closed: the
   // number may name an fd of ours (a listener), and a shorter file would fault when read.
-  struct stat st {};
-  if (::fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
-      static_cast<std::size_t>(st.st_size) != kSize) {
-    spdlog::error("{}={} names no upgrade state page: ignored", kVariable, fd);
+  const auto check = event::check_passed_memfd(number, {"ferry-upgrade-state", kSize});
+  if (!check.ok()) {
+    spdlog::error("{}={} names no upgrade state page ({}): ignored", kVariable, number,
+                  check.reason);
     return false;
   }
+  const int fd = static_cast<int>(number);
   // Only the mapping is needed; the fd would otherwise leak into workers and later binaries.
   const event::UniqueFd owned(fd);
   if (map(owned.get())) return false;
