@@ -61,7 +61,7 @@ PidFileChoice find_pid_file(const std::string& conf_file) {
 // file names, running as root or as the file's owner. The file alone is not trusted (a master of
 // another user writes it as that user, and anyone may plant one in a shared folder); the socket
 // check keeps a planted or stale pid file from making `-s` signal an unrelated process.
-event::UniqueFd connect_master(const std::string& pid_file, const PidFileEntry& master,
+event::UniqueFd connect_master(const std::string& pid_file, PidFileEntry& master,
                                bool quiet = false) {
   const std::string path = control_socket_path(pid_file);
   const auto fail = [&](const std::string& why) {
@@ -93,6 +93,14 @@ event::UniqueFd connect_master(const std::string& pid_file, const PidFileEntry& 
         fmt::format("ferry: getsockopt(SO_PEERCRED) on {} failed: {}", path, std::strerror(errno)));
   }
   if (peer.pid != master.pid) {
+    // The pid file may have changed hands since it was read (a binary upgrade's masters hand
+    // it over): read again, the master that listens is the one it names now, or none.
+    std::string ignored;
+    if (const auto now = read_pid_file(pid_file, ignored); now && now->pid == peer.pid) {
+      master = *now;
+    }
+  }
+  if (peer.pid != master.pid) {
     return fail(
         fmt::format("ferry: {} names pid {}, but pid {} listens on {}: a stale or "
                     "planted pid file; refusing it",
@@ -109,7 +117,7 @@ event::UniqueFd connect_master(const std::string& pid_file, const PidFileEntry& 
 
 // Sends `request` on the master's control socket and returns the connected socket, or an
 // invalid one (with the reason printed when `quiet` is false).
-event::UniqueFd send_request(const std::string& pid_file, const PidFileEntry& master,
+event::UniqueFd send_request(const std::string& pid_file, PidFileEntry& master,
                              std::string_view request, bool quiet = false) {
   event::UniqueFd fd = connect_master(pid_file, master, quiet);
   if (!fd) return {};
@@ -133,7 +141,7 @@ event::UniqueFd send_request(const std::string& pid_file, const PidFileEntry& ma
 }
 
 // Whether the master at the pid file serves (its first workers ready, no reload pending).
-bool master_ready(const std::string& pid_file, const PidFileEntry& master) {
+bool master_ready(const std::string& pid_file, PidFileEntry master) {
   event::UniqueFd fd = send_request(pid_file, master, protocol::kReady, true);
   if (!fd) return false;
   pollfd p{fd.get(), POLLIN, 0};
@@ -235,15 +243,18 @@ std::chrono::milliseconds upgrade_wait() {
 // does) and keeps that connection, on which the old master says if the new one exits; waits
 // until the new master serves, then sends QUIT to the old one. When the new master does not
 // serve within 30 s, the old master is asked to stop it ("abort") and stays in charge.
-int upgrade(const std::string& pid_file, const PidFileEntry& old_entry) {
-  const pid_t old_master = old_entry.pid;
+int upgrade(const std::string& pid_file, PidFileEntry old_entry) {
   // Quiet: a hand-over under way is said as such, not as a stale pid file.
   event::UniqueFd old_conn = send_request(pid_file, old_entry, protocol::kUpgrade, true);
+  // (The pid file may have changed hands before the request went: whoever took it is asked.)
+  const pid_t old_master = old_entry.pid;
   if (!old_conn) {
     if (upgrade_hand_back_under_way(pid_file, old_master)) return kUpgradeBusy;
     if (connect_master(pid_file, old_entry)) {  // prints why, if it still fails
-      print_error(
-          fmt::format("ferry: the upgrade request did not reach the master (pid {})", old_master));
+      // It answers now: not a service without a master (3 restarts it), a request that failed.
+      print_error(fmt::format(
+          "ferry: the upgrade request did not reach the master (pid {}); try again", old_master));
+      return 1;
     }
     return kUpgradeNotTaken;
   }
@@ -282,6 +293,11 @@ int upgrade(const std::string& pid_file, const PidFileEntry& old_entry) {
   std::string why;
   const auto current = read_pid_file(pid_file, why);
   if (current && current->pid == old_master) {
+    // Or it did, and has just taken the service back: its answer follows the pid file at once.
+    pollfd p{old_conn.get(), POLLIN, 0};
+    if (::poll(&p, 1, 1000) > 0) {
+      return upgrade_answered(read_upgrade_answer(old_conn.get()), old_master);
+    }
     print_error(
         fmt::format("ferry: the master (pid {}) did not act on the upgrade request within "
                     "30 s: it does not answer",
@@ -306,9 +322,10 @@ int upgrade(const std::string& pid_file, const PidFileEntry& old_entry) {
   }
   // An older master does not know "abort": the new master, proven on its control socket and as
   // the old master's child, is told to QUIT here (it hands the service back as it leaves).
-  const auto fresh = read_pid_file(pid_file, why);
-  if (fresh && fresh->pid != old_master && parent_of(fresh->pid) == old_master &&
-      connect_master(pid_file, *fresh, true) && ::kill(fresh->pid, SIGQUIT) == 0) {
+  auto fresh = read_pid_file(pid_file, why);
+  // Checked after the connect, which follows the pid file if it changed hands meanwhile.
+  if (fresh && connect_master(pid_file, *fresh, true) && fresh->pid != old_master &&
+      parent_of(fresh->pid) == old_master && ::kill(fresh->pid, SIGQUIT) == 0) {
     print_error(fmt::format(
         "ferry: the old master (pid {}) did not answer the abort; told the new master (pid {}) "
         "to QUIT: the old master stays in charge",
@@ -368,7 +385,7 @@ std::optional<std::string> read_answer(int fd, pid_t pid, std::chrono::seconds l
   }
 }
 
-int reload(const std::string& pid_file, const PidFileEntry& master) {
+int reload(const std::string& pid_file, PidFileEntry master) {
   event::UniqueFd fd = send_request(pid_file, master, protocol::kReload);
   if (!fd) return 1;
   const auto answer = read_answer(fd.get(), master.pid, std::chrono::seconds(30));
@@ -384,7 +401,7 @@ int reload(const std::string& pid_file, const PidFileEntry& master) {
 }
 
 // `-s status`: the master answers "ok LENGTH\n" and its statistics table, then closes.
-int status(const std::string& pid_file, const PidFileEntry& master) {
+int status(const std::string& pid_file, PidFileEntry master) {
   event::UniqueFd fd = send_request(pid_file, master, protocol::kStatus);
   if (!fd) return 1;
   const auto answer = read_answer(fd.get(), master.pid, std::chrono::seconds(10));
@@ -412,7 +429,7 @@ int status(const std::string& pid_file, const PidFileEntry& master) {
 // proven on the control socket it holds. Says whether it was signalled.
 bool reopen_through_oldbin(const std::string& pid_file) {
   std::string ignored;
-  const auto old = read_pid_file(pid_file + std::string(".oldbin"), ignored);
+  auto old = read_pid_file(pid_file + std::string(".oldbin"), ignored);
   if (!old || !connect_master(pid_file, *old, true)) return false;
   if (::kill(old->pid, SIGUSR1) == 0) return true;
   print_error(fmt::format("ferry: kill({}, USR1) failed: {}", old->pid, std::strerror(errno)));

@@ -238,6 +238,20 @@ void ControlServer::close() noexcept {
   listener_.fd.reset();
 }
 
+void remove_dead_socket(const std::string& path) noexcept {
+  sockaddr_un sun{};
+  if (!fill_address(sun, path)) return;
+  const event::UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) return;
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof sun) == 0 ||
+      errno != ECONNREFUSED) {
+    return;  // someone listens (or there is nothing, or it cannot be told)
+  }
+  if (::unlink(path.c_str()) == -1 && errno != ENOENT) {
+    spdlog::warn("unlink({}) failed: {}", path, event::last_error().message());
+  }
+}
+
 std::optional<std::string> control_peer_refused(int fd) {
   ucred cred{};
   socklen_t len = sizeof cred;

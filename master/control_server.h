@@ -37,6 +37,10 @@ struct SocketFileId {
 // there is left alone and refused. Logs why it failed. `file`, if given, says which file it is.
 event::UniqueFd open_control_socket(const std::string& path, SocketFileId* file = nullptr);
 
+// Removes the socket file at `path` if nothing listens on it any more (connect() is refused): a
+// leaving new master's, left for an old master that was stopping too and took nothing back.
+void remove_dead_socket(const std::string& path) noexcept;
+
 // The listening control socket as the master's loop polls it (level-triggered; an accept error
 // may pause it on its read event's timer).
 class ControlServer {

@@ -210,6 +210,7 @@ class Master {
   void abort_upgrade();
   static void on_abort_timer(Event& ev);
   void take_files_back();
+  [[nodiscard]] bool leaves_files_to_old_master() const;
   void take_service_back_from_a_leaving_new_master();
   void take_service_back(const std::string& why);
 
@@ -293,6 +294,7 @@ class Master {
   pid_t new_master_ = -1;            // during a binary upgrade
   bool new_master_leaving_ = false;  // it handed the service back and drains: this one serves
   bool handed_back_ = false;         // this new master handed the service back to its old master
+  bool files_left_to_old_master_ = false;  // its pid file and socket are at the old master's names
   bool owns_control_path_ = true;
   bool reload_again_ = false;
   bool stopping_ = false;

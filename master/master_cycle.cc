@@ -150,8 +150,15 @@ int Master::run() {
 
   loop_.run();
 
-  if (!handed_back_) remove_pid_file(pid_file_, ::getpid());
-  if (owns_control_path_) control_.remove_file(control_path_);
+  if (!leaves_files_to_old_master()) {
+    remove_pid_file(pid_file_, ::getpid());
+    if (owns_control_path_) control_.remove_file(control_path_);
+  }
+  // An upgrade's new master that left its socket to this master, stopping too: nobody
+  // listens there now.
+  if (!owns_control_path_ && new_master_ <= 0) {
+    remove_dead_socket(control_path_);
+  }
   spdlog::log(exit_code_ == 0 ? spdlog::level::info : spdlog::level::err, "master exiting{}",
               exit_code_ == 0 ? "" : " with an error");
   return exit_code_;

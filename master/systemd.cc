@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "master/master.h"
+#include "master/pid_file.h"
 
 namespace ferry::master {
 
@@ -56,7 +57,11 @@ void Master::notify_stopping() {
       // between this one's check and its unlink. (An older old master, which never reads the
       // page, writes both again when it has reaped this one.)
       handed_back_ = true;
-      owns_control_path_ = false;
+      // Only files at the names the old master takes back (its PIDFILE.oldbin beside ours);
+      // files at other names (a pid_file changed since) are this master's to remove.
+      std::string ignored;
+      const auto oldbin = read_pid_file(pid_file_ + std::string(kOldBinSuffix), ignored);
+      files_left_to_old_master_ = oldbin && oldbin->pid == upgrade_parent_;
       old_master_state_.announce_leaving();
       if (::kill(upgrade_parent_, SIGCHLD) == -1) {
         spdlog::error("kill({}, CHLD) to the old master failed: {}", upgrade_parent_,
@@ -115,7 +120,9 @@ void Master::on_watchdog_timer(Event& ev) {
   if (!m.in_charge()) return;
   // Handed back and taken: the old master's pings tell the truth about its workers; this
   // master's would hide a crash loop there for as long as it drains.
-  if (m.handed_back_ && m.old_master_state_.hand_back_acknowledged()) return;
+  if (m.handed_back_ && m.old_master_state_.hand_back_answer() == NewMasterState::taken_back) {
+    return;
+  }
   std::set<int> live;
   for (const auto& w : m.workers_) {
     if (!w.told_to_stop) live.insert(w.slot);

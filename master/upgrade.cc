@@ -172,6 +172,24 @@ void Master::upgrade_ended(int status) {
   }
 }
 
+// Whether `sig` is pending for process `pid` (/proc/PID/status: SigPnd for the thread, ShdPnd for
+// the process; a master blocks its signals for its signalfd, so an unread one stays there).
+static bool signal_pending(pid_t pid, int sig) {
+  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/status").c_str(), "re");
+  if (f == nullptr) return false;
+  bool pending = false;
+  char line[256];
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    unsigned long long mask = 0;
+    if (std::sscanf(line, "SigPnd: %llx", &mask) == 1 ||
+        std::sscanf(line, "ShdPnd: %llx", &mask) == 1) {
+      pending = pending || (mask & (1ULL << (sig - 1))) != 0;
+    }
+  }
+  std::fclose(f);
+  return pending;
+}
+
 // `ferry -s upgrade` gave up waiting for the new master to serve: it is told to QUIT, hands the
 // service back (this master never stopped serving: the asker sends no WINCH) and drains what it
 // took; the asker hears when this master is in charge again. A new master that does not act
@@ -188,7 +206,10 @@ void Master::abort_upgrade() {
 
 void Master::on_abort_timer(Event& ev) {
   auto& m = *static_cast<Master*>(ev.data);
-  if (m.new_master_ <= 0 || m.new_master_leaving_) return;
+  if (m.new_master_ <= 0 || m.new_master_leaving_ || m.stopping_) return;
+  // A master that read its QUIT is stopping (an older one, or one without the page, does not
+  // say it hands back): only one that never took the signal in is hung.
+  if (!signal_pending(m.new_master_, SIGQUIT)) return;
   spdlog::error(
       "the new master (pid {}) did not hand the service back within {} ms of QUIT: "
       "killing it",
@@ -207,6 +228,13 @@ void Master::take_service_back_from_a_leaving_new_master() {
   if (new_master_ <= 0 || new_master_leaving_ || !own_state_.new_master_leaving()) return;
   loop_.del_timer(abort_timer_);
   new_master_leaving_ = true;
+  if (stopping_) {
+    // Leaving too: nothing to take back; the new master removes its own files at exit.
+    spdlog::info("new master (pid {}) handed the service back; this master is stopping too",
+                 new_master_);
+    own_state_.decline_hand_back();
+    return;
+  }
   spdlog::warn(
       "new master (pid {}) handed the service back and drains; this master is in charge "
       "again",
@@ -214,6 +242,14 @@ void Master::take_service_back_from_a_leaving_new_master() {
   take_service_back("the new master (pid " + std::to_string(new_master_) +
                     ") handed the service back");
   own_state_.acknowledge_hand_back();
+}
+
+// A new master that handed the service back leaves its pid file and control socket to the old
+// master, which renames and binds its own over them (removing them here would race that and
+// could take the old master's): unless the old master declined (it is stopping too) or is gone.
+bool Master::leaves_files_to_old_master() const {
+  if (!handed_back_ || !files_left_to_old_master_ || !old_master_running()) return false;
+  return old_master_state_.hand_back_answer() != NewMasterState::declined;
 }
 
 // The control socket, then the pid file: in between, the pid file names the new master and the
@@ -239,10 +275,13 @@ void Master::take_files_back() {
 }
 
 // The pid file, the control socket and systemd's MAINPID come back to this master; its workers
-// too, if WINCH stopped them (nginx restarts them when the new master exits). The upgrade's
-// askers are answered last: by then `ferry -s` finds this master.
+// too, if WINCH stopped them (nginx restarts them when the new master exits).
 void Master::take_service_back(const std::string& why) {
   take_files_back();
+  // Once `ferry -s` finds this master, and before any fork: the asker must not wait out the
+  // workers' start, nor read the pid file back in this master's name without an answer.
+  answer_all(upgrade_clients_,
+             protocol::error_answer("ferry: " + why + "; this master stays in charge\n"));
   if (!stopping_) {
     // Normally the new master handed the service back already (MAINPID=) before exiting.
     notifier_.main_pid(::getpid(), status_text());
@@ -255,8 +294,6 @@ void Master::take_service_back(const std::string& why) {
       notifier_.ready(status_text());
     }
   }
-  answer_all(upgrade_clients_,
-             protocol::error_answer("ferry: " + why + "; this master stays in charge\n"));
 }
 
 // WINCH: the old master of an upgrade stops its workers gracefully, and stays.

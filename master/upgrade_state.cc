@@ -164,9 +164,16 @@ void UpgradeState::acknowledge_hand_back() noexcept {
   }
 }
 
-bool UpgradeState::hand_back_acknowledged() const noexcept {
-  return page_ != nullptr && page_->new_master.load(std::memory_order_acquire) ==
-                                 static_cast<std::uint32_t>(NewMasterState::taken_back);
+void UpgradeState::decline_hand_back() noexcept {
+  if (page_ != nullptr) {
+    page_->new_master.store(static_cast<std::uint32_t>(NewMasterState::declined),
+                            std::memory_order_release);
+  }
+}
+
+NewMasterState UpgradeState::hand_back_answer() const noexcept {
+  if (page_ == nullptr) return NewMasterState::unknown;
+  return static_cast<NewMasterState>(page_->new_master.load(std::memory_order_acquire));
 }
 
 void UpgradeState::release() noexcept {

@@ -26,6 +26,7 @@ enum class NewMasterState : std::uint32_t {
   unknown = 0,
   leaving = 1,     // stopping, it handed the service back: the old master takes over at once
   taken_back = 2,  // written by the old master once it did: the leaving one stops pinging
+  declined = 3,    // written by an old master that is stopping too: the leaving one cleans up
 };
 
 class UpgradeState {
@@ -63,8 +64,10 @@ class UpgradeState {
   [[nodiscard]] bool new_master_leaving() const noexcept;
   // Old master, once the pid file and control socket are its own again.
   void acknowledge_hand_back() noexcept;
-  // New master: whether its old master took the service back (an older one never says).
-  [[nodiscard]] bool hand_back_acknowledged() const noexcept;
+  // Old master, stopping itself when the new master rang: it takes nothing back.
+  void decline_hand_back() noexcept;
+  // New master: what its old master answered (unknown/leaving: nothing yet, or an older one).
+  [[nodiscard]] NewMasterState hand_back_answer() const noexcept;
   void release() noexcept;
 
  private:
