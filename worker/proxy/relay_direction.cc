@@ -45,7 +45,7 @@ void RelayDirection::pass_fin() noexcept {
 }
 
 void RelayDirection::prepend(std::span<const std::byte> bytes) {
-  if (!buf_) buf_ = buffers_->take(size_);
+  if (!buf_) buf_ = res_->buffers->take(size_);
   const std::size_t held = end_ - start_;
   std::memmove(buf_.get() + bytes.size(), buf_.get() + start_, held);
   std::memcpy(buf_.get(), bytes.data(), bytes.size());
@@ -56,10 +56,10 @@ void RelayDirection::prepend(std::span<const std::byte> bytes) {
 void RelayDirection::release() noexcept {
   if (in_flight_ != Op::none) event::IoBatch::cancel(queued_);
   in_flight_ = Op::none;
-  buffers_->give(std::move(buf_), size_);
+  res_->buffers->give(std::move(buf_), size_);
   start_ = end_ = 0;
   // A pipe with bytes still in it is not reused: its fds close with it.
-  if (in_pipe_ == 0) pipes_->give(std::move(pipe_));
+  if (in_pipe_ == 0) res_->pipes->give(std::move(pipe_));
   pipe_ = {};
   in_pipe_ = 0;
 }
@@ -70,24 +70,24 @@ void RelayDirection::on_batch_done(void* cookie, int result) noexcept {
   d.in_flight_ = Op::none;
   d.result_ = result;
   // Either end's handler pumps the direction on.
-  d.loop_->post(d.done_ == Op::recv ? d.from_->read : d.to_->write);
+  d.res_->loop->post(d.done_ == Op::recv ? d.from_->read : d.to_->write);
 }
 
 RelayDirection::Step RelayDirection::fail(event::Connection* side, int err) noexcept {
-  failed_side_ = side;
+  failed_ = side == from_ ? Side::from : Side::to;
   error_ = err;
   return Step::failed;
 }
 
 RelayDirection::Step RelayDirection::fill_buffer() noexcept {
-  if (!buf_) buf_ = buffers_->take(size_);
+  if (!buf_) buf_ = res_->buffers->take(size_);
   const std::span<std::byte> space{buf_.get(), size_};
   event::IoResult r;
   if (done_ == Op::recv) {
     done_ = Op::none;
     r = event::recv_done(*from_, result_, size_);
     if (r.status == IoStatus::error && r.err == ECANCELED) r = event::recv(*from_, space);
-  } else if (event::IoBatch* b = loop_->batch();
+  } else if (event::IoBatch* b = res_->loop->batch();
              b != nullptr && (queued_ = b->queue_recv(from_->fd.get(), space, this))) {
     in_flight_ = Op::recv;
     return Step::wait;
@@ -97,7 +97,7 @@ RelayDirection::Step RelayDirection::fill_buffer() noexcept {
   if (r.status == IoStatus::error) return fail(from_, r.err);
   start_ = 0;
   end_ = r.bytes;
-  if (r.bytes == 0) buffers_->give(std::move(buf_), size_);
+  if (r.bytes == 0) res_->buffers->give(std::move(buf_), size_);
   if (r.status == IoStatus::eof || from_->read.eof) state_ = State::draining;
   if (r.status == IoStatus::again) return Step::wait;
   if (splice_ok_ && r.bytes == size_) splicing_ = true;
@@ -111,7 +111,7 @@ RelayDirection::Step RelayDirection::flush_buffer() noexcept {
     done_ = Op::none;
     r = event::send_done(*to_, result_, data.size());
     if (r.status == IoStatus::error && r.err == ECANCELED) r = event::send(*to_, data);
-  } else if (event::IoBatch* b = loop_->batch();
+  } else if (event::IoBatch* b = res_->loop->batch();
              b != nullptr && (queued_ = b->queue_send(to_->fd.get(), data, this))) {
     in_flight_ = Op::send;
     return Step::wait;
@@ -124,7 +124,7 @@ RelayDirection::Step RelayDirection::flush_buffer() noexcept {
   total_ += r.bytes;
   if (start_ == end_) {
     start_ = end_ = 0;
-    buffers_->give(std::move(buf_), size_);
+    res_->buffers->give(std::move(buf_), size_);
   }
   return Step::more;
 }
@@ -137,7 +137,7 @@ constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 // direction stays on buffers.
 RelayDirection::Step RelayDirection::fill_pipe() noexcept {
   if (!pipe_) {
-    pipe_ = pipes_->take();
+    pipe_ = res_->pipes->take();
     if (!pipe_) {
       splicing_ = false;
       return Step::more;
@@ -153,7 +153,7 @@ RelayDirection::Step RelayDirection::fill_pipe() noexcept {
   }
   const int err = errno;
   // The pipe is empty here, so EAGAIN means the socket is.
-  pipes_->give(std::move(pipe_));
+  res_->pipes->give(std::move(pipe_));
   splicing_ = false;
   if (n == 0) {
     from_->read.ready = false;
@@ -181,7 +181,7 @@ RelayDirection::Step RelayDirection::flush_pipe() noexcept {
     in_pipe_ -= static_cast<std::size_t>(n);
     total_ += static_cast<std::uint64_t>(n);
     if (in_pipe_ == 0) {
-      pipes_->give(std::move(pipe_));
+      res_->pipes->give(std::move(pipe_));
     } else {
       to_->write.ready = false;  // a short write: the socket buffer is full
     }

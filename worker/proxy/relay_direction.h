@@ -15,6 +15,15 @@
 
 namespace ferry::worker {
 
+// What every direction of a worker's sessions borrows from, kept once (by the sessions' shared
+// state) and pointed to by each direction: an idle session's size is what ferry's memory per
+// connection is made of.
+struct RelayResources {
+  event::EventLoop* loop = nullptr;
+  BufferPool* buffers = nullptr;
+  PipePool* pipes = nullptr;
+};
+
 class RelayDirection {
  public:
   // Where the FIN of `from` has got to. Per direction: a session whose client has finished
@@ -33,9 +42,9 @@ class RelayDirection {
 
   // The buffers and pipes are borrowed only while bytes are in flight; `splice`: the proxy
   // allows splice(2) (the first EINVAL for this pair turns it off).
-  RelayDirection(event::EventLoop& loop, BufferPool& buffers, PipePool& pipes,
-                 std::size_t buffer_size, bool splice) noexcept
-      : loop_(&loop), buffers_(&buffers), pipes_(&pipes), size_(buffer_size), splice_ok_(splice) {}
+  // `buffer_size` is at most conf's 64 MiB.
+  RelayDirection(const RelayResources& resources, std::size_t buffer_size, bool splice) noexcept
+      : res_(&resources), size_(static_cast<std::uint32_t>(buffer_size)), splice_ok_(splice) {}
   ~RelayDirection() { release(); }
   RelayDirection(const RelayDirection&) = delete;
   RelayDirection& operator=(const RelayDirection&) = delete;
@@ -67,7 +76,9 @@ class RelayDirection {
   [[nodiscard]] std::size_t held() const noexcept { return end_ - start_ + in_pipe_; }
   [[nodiscard]] bool splicing() const noexcept { return splicing_; }
   // After Pumped::failed: the connection whose call failed, and its errno.
-  [[nodiscard]] event::Connection* failed_side() const noexcept { return failed_side_; }
+  [[nodiscard]] event::Connection* failed_side() const noexcept {
+    return failed_ == Side::from ? from_ : failed_ == Side::to ? to_ : nullptr;
+  }
   [[nodiscard]] int error() const noexcept { return error_; }
 
  private:
@@ -84,16 +95,21 @@ class RelayDirection {
   Step flush_pipe() noexcept;
   Step fail(event::Connection* side, int err) noexcept;
 
-  event::EventLoop* loop_;
-  BufferPool* buffers_;
-  PipePool* pipes_;
-  std::size_t size_;
+  // Laid out widest first: two of these make most of an idle session.
+  enum class Side : std::uint8_t { none, from, to };
+  const RelayResources* res_;
   event::Connection* from_ = nullptr;
   event::Connection* to_ = nullptr;
   std::unique_ptr<std::byte[]> buf_;
   std::size_t start_ = 0;
   std::size_t end_ = 0;
   std::uint64_t total_ = 0;
+  std::size_t in_pipe_ = 0;
+  event::IoBatch::Handle queued_ = nullptr;
+  KernelPipe pipe_;
+  std::uint32_t size_;
+  int result_ = 0;
+  int error_ = 0;
   State state_ = State::open;
   bool splice_ok_;
   // Bulk mode: a read filled the whole buffer, so the next reads go socket → pipe → socket
@@ -102,12 +118,7 @@ class RelayDirection {
   bool splicing_ = false;
   Op in_flight_ = Op::none;
   Op done_ = Op::none;
-  int result_ = 0;
-  KernelPipe pipe_;
-  std::size_t in_pipe_ = 0;
-  event::IoBatch::Handle queued_ = nullptr;
-  event::Connection* failed_side_ = nullptr;
-  int error_ = 0;
+  Side failed_ = Side::none;
 };
 
 }  // namespace ferry::worker

@@ -26,8 +26,8 @@ Session::Session(event::EventLoop& loop, SessionShared& shared, const conf::Prox
       proxy_(proxy),
       balancer_(balancer),
       client_(&client),
-      up_(loop, shared.buffers(), shared.pipes(), proxy.buffer_size, proxy.splice),
-      down_(loop, shared.buffers(), shared.pipes(), proxy.buffer_size, proxy.splice),
+      up_(shared.relay(loop), proxy.buffer_size, proxy.splice),
+      down_(shared.relay(loop), proxy.buffer_size, proxy.splice),
       started_(loop.now()),
       wall_start_(std::chrono::system_clock::now()) {
   up_.set_from(&client);

@@ -18,6 +18,7 @@
 #include "worker/proxy/buffer_pool.h"
 #include "worker/proxy/client_limits.h"
 #include "worker/proxy/pipe_pool.h"
+#include "worker/proxy/relay_direction.h"
 #include "worker/stats/stats_table.h"
 #include "worker/upstream/balancer.h"
 #include "worker/worker_counters.h"
@@ -42,6 +43,11 @@ class SessionShared {
 
   BufferPool& buffers() noexcept { return buffers_; }
   PipePool& pipes() noexcept { return pipes_; }
+  // What the relay directions borrow from (one worker, one loop).
+  const RelayResources& relay(event::EventLoop& loop) noexcept {
+    relay_.loop = &loop;
+    return relay_;
+  }
 
   // Looked up (built, opened) once per proxy and kept: prepare() does it at worker start so
   // that no session waits for a file to open or a thread to start.
@@ -113,6 +119,7 @@ class SessionShared {
   Throttles throttles_;
   BufferPool buffers_;
   PipePool pipes_;
+  RelayResources relay_{nullptr, &buffers_, &pipes_};
 };
 
 }  // namespace ferry::worker

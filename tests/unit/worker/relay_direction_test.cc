@@ -61,8 +61,7 @@ struct Rig {
       c->read.handler = c->write.handler = on_event;
       EXPECT_FALSE(loop.add_connection(*c));
     }
-    direction =
-        std::make_unique<RelayDirection>(loop, buffers, pipes, kBufferSize, mode == Mode::splice);
+    direction = std::make_unique<RelayDirection>(resources, kBufferSize, mode == Mode::splice);
     direction->set_from(from);
     direction->set_to(to);
     ready = true;
@@ -122,6 +121,7 @@ struct Rig {
   event::IoBatch batch;
   BufferPool buffers;
   PipePool pipes;
+  RelayResources resources{&loop, &buffers, &pipes};
   UniqueFd sender;
   UniqueFd receiver;
   Connection* from = nullptr;
