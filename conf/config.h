@@ -19,6 +19,9 @@ enum class LogLevel { trace, debug, info, warn, error, critical };
 enum class CpuAffinity { off, automatic };
 enum class Balance { round_robin, least_conn, hash };
 enum class ProxyProtocol { off, v1, v2 };
+// What a reload (or a binary upgrade) does with a proxy's established sessions: hand them to
+// the new workers, or leave them to finish in the old ones.
+enum class ReloadSessions { move, drain };
 
 struct LogSettings {
   LogLevel level = LogLevel::info;
@@ -130,6 +133,7 @@ struct Proxy {
   int client_ipv4_prefix = 32;
   int client_ipv6_prefix = 64;
   std::string access_log = "/var/log/ferry/access.log";  // "off" = none
+  ReloadSessions reload_sessions = ReloadSessions::move;   // the top level's when not set
 
   bool operator==(const Proxy&) const = default;
 };
@@ -147,6 +151,7 @@ struct Config {
   int worker_connections = 16384;
   std::optional<long> worker_rlimit_nofile;
   Msec worker_shutdown_timeout{30'000};  // 0 = wait for every connection
+  ReloadSessions reload_sessions = ReloadSessions::move;  // every proxy's default
   CpuAffinity worker_cpu_affinity = CpuAffinity::automatic;
   std::optional<std::string> user;
   std::string pid_file = "/run/ferry/ferry.pid";

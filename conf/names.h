@@ -26,6 +26,9 @@ inline constexpr Named<Balance> kBalances[] = {{"round_robin", Balance::round_ro
 inline constexpr Named<ProxyProtocol> kProxyProtocols[] = {
     {"off", ProxyProtocol::off}, {"v1", ProxyProtocol::v1}, {"v2", ProxyProtocol::v2}};
 
+inline constexpr Named<ReloadSessions> kReloadSessions[] = {{"move", ReloadSessions::move},
+                                                           {"drain", ReloadSessions::drain}};
+
 // The name of `value` in `table` (the first entry's for a value not in it).
 template <typename E>
 constexpr std::string_view name_in(std::span<const Named<E>> table, E value) {

@@ -196,7 +196,12 @@ void read_upstreams(Reader& r, const Setting& s, Config& cfg) {
 
 void read_proxies(Reader& r, const Setting& s, Config& cfg) {
   r.upstreams = &cfg.upstreams;
-  r.groups(s, [&](const Setting& e) { cfg.proxies.push_back(read_proxy(r, e)); });
+  r.groups(s, [&](const Setting& e) {
+    cfg.proxies.push_back(read_proxy(r, e));
+    if (Reader::member(e, "reload_sessions") == nullptr) {
+      cfg.proxies.back().reload_sessions = cfg.reload_sessions;
+    }
+  });
   if (s.getType() == Setting::TypeList) check_unique_names(r, s, "proxy");
 }
 
@@ -220,6 +225,8 @@ constexpr Field<Config> kRoot[] = {
      }},
     duration_field<&Config::worker_shutdown_timeout>("worker_shutdown_timeout"),
     choice_field<&Config::worker_cpu_affinity, kCpuAffinities>("worker_cpu_affinity"),
+    // Before the proxies: it is their default.
+    choice_field<&Config::reload_sessions, kReloadSessions>("reload_sessions"),
     {"user", read_user,
      [](Writer& w, std::string_view n, const Config& cfg) {
        if (cfg.user) w.set_string(n, *cfg.user);

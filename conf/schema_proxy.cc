@@ -149,6 +149,7 @@ constexpr Field<Proxy> kProxy[] = {
     client_prefix<&Proxy::client_ipv4_prefix, 32>("client_ipv4_prefix"),
     client_prefix<&Proxy::client_ipv6_prefix, 128>("client_ipv6_prefix"),
     string_field<&Proxy::access_log, false>("access_log"),
+    choice_field<&Proxy::reload_sessions, kReloadSessions>("reload_sessions"),
 };
 
 }  // namespace
