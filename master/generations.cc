@@ -3,9 +3,13 @@
 // not serve in time is given up and the previous one restored.
 #include <algorithm>
 #include <set>
+#include <span>
+
+#include <sys/socket.h>
 
 #include <spdlog/spdlog.h>
 
+#include "event/fd_passing.h"
 #include "master/control.h"
 #include "master/control_protocol.h"
 #include "master/pid_file.h"
@@ -53,6 +57,9 @@ void Master::generation_ready() {
   const int gen = pending_generation_;
   pending_generation_ = 0;
   previous_.reset();  // no way back now
+  // Before the quit, on the same channel: a retiring worker that has sockets to the new
+  // generation moves its sessions there as it stops.
+  move_sessions(gen);
   for (auto& w : workers_) {
     if (w.generation < gen && !w.told_to_stop) tell(w, worker::Command::quit);
   }
@@ -112,6 +119,51 @@ void Master::move_pid_file() {
   pid_file_ = config_->pid_file;
   spdlog::info("pid file moved from {} to {}; control socket {}", old_pid_file, pid_file_,
                control_path_);
+}
+
+// reload_sessions = "move" (for a proxy at least): a SOCK_SEQPACKET socketpair between every
+// worker about to retire and every worker of generation `gen`, an end passed to each over its
+// channel. The master keeps no end: a worker that dies closes its own, and the other sees it.
+void Master::move_sessions(int gen) {
+  const bool any = std::any_of(config_->proxies.begin(), config_->proxies.end(), [](const auto& p) {
+    return p.reload_sessions == conf::ReloadSessions::move;
+  });
+  if (!any) return;
+  std::vector<WorkerProcess*> fresh;
+  for (auto& w : workers_) {
+    if (w.generation == gen && !w.told_to_stop && w.channel.fd) fresh.push_back(&w);
+  }
+  std::size_t pairs = 0;
+  for (auto& old : workers_) {
+    if (old.generation >= gen || old.told_to_stop || !old.ready || !old.channel.fd) continue;
+    for (WorkerProcess* w : fresh) {
+      int sv[2];
+      if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == -1) {
+        spdlog::error("socketpair() to move sessions failed: {}; they drain instead",
+                      event::last_error().message());
+        return;
+      }
+      const event::UniqueFd to_old(sv[0]);
+      const event::UniqueFd to_new(sv[1]);
+      const char adopt = static_cast<char>(worker::Command::adopt_from);
+      const char move = static_cast<char>(worker::Command::move_to);
+      const int new_end = to_new.get();
+      const int old_end = to_old.get();
+      if (auto ec = event::send_with_fds(w->channel.fd.get(), std::as_bytes(std::span(&adopt, 1)),
+                                         {&new_end, 1})) {
+        spdlog::error("passing a session socket to worker pid {} failed: {}", w->pid, ec.message());
+        continue;
+      }
+      if (auto ec = event::send_with_fds(old.channel.fd.get(), std::as_bytes(std::span(&move, 1)),
+                                         {&old_end, 1})) {
+        spdlog::error("passing a session socket to worker pid {} failed: {}", old.pid,
+                      ec.message());
+        continue;
+      }
+      ++pairs;
+    }
+  }
+  if (pairs > 0) spdlog::info("sessions move to generation {} ({} socket pair(s))", gen, pairs);
 }
 
 void Master::cap_draining_generations() {

@@ -184,6 +184,7 @@ class Master {
   void on_worker_ready(WorkerProcess& w);
   void check_pending_ready();
   void generation_ready();
+  void move_sessions(int gen);
   void move_pid_file();
   void cap_draining_generations();
   void restart_winched_workers();

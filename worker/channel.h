@@ -1,5 +1,6 @@
 // The master ↔ worker channel: one socketpair per worker carrying one-byte messages — commands
-// from the master (quit, terminate, reopen) and reports from the worker (ready).
+// from the master (quit, terminate, reopen, and the sockets of a session move, each byte with
+// one fd attached) and reports from the worker (ready).
 #pragma once
 
 #include <sys/socket.h>
@@ -8,7 +9,13 @@
 
 namespace ferry::worker {
 
-enum class Command : char { quit = 'q', terminate = 't', reopen = 'r' };
+enum class Command : char {
+  quit = 'q',
+  terminate = 't',
+  reopen = 'r',
+  move_to = 'm',     // with a socket to a worker of the new generation: sessions go there
+  adopt_from = 'a',  // with a socket from an older worker: sessions come from there
+};
 enum class Report : char { ready = 'R' };
 
 // Exit status of a worker that must not be respawned (it cannot work at all: nginx's 2).

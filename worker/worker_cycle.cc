@@ -12,11 +12,13 @@
 
 #include "event/acceptor.h"
 #include "event/event_loop.h"
+#include "event/fd_passing.h"
 #include "event/io_batch.h"
 #include "event/notifier.h"
 #include "event/thread_pool.h"
 #include "worker/channel.h"
 #include "worker/logging.h"
+#include "worker/proxy/session_mover.h"
 #include "worker/proxy/session_set.h"
 #include "worker/stats/render.h"
 #include "worker/status/status_server.h"
@@ -112,6 +114,7 @@ class Worker {
     sessions_.set_client_limits(settings_.client_limits, settings_.client_secret,
                                 settings_.limits_share);
     sessions_.set_on_empty(on_sessions_empty, this);
+    mover_ = std::make_unique<SessionMover>(loop_, sessions_, cfg_, listening);
     shutdown_timer_.handler = on_shutdown_timeout;
     shutdown_timer_.data = this;
     // Sessions publish the gauge as they start and end; status clients, connects under way and
@@ -135,6 +138,7 @@ class Worker {
     // Join first: a getaddrinfo still running writes its answer into the resolver's lookups.
     pool_.shutdown();
     resolver_.reset();
+    if (mover_) mover_->close_all();
     sessions_.close_all();
     if (status_) status_->close_all();
     if (channel_ != nullptr) loop_.close_connection(*channel_);
@@ -177,14 +181,26 @@ class Worker {
   static void on_channel(event::Event& ev) {
     auto& c = *static_cast<event::Connection*>(ev.data);
     auto& self = *static_cast<Worker*>(c.data);
-    char buf[64];
+    std::byte buf[64];
     for (;;) {
-      const ssize_t n = event::retry_eintr([&] { return ::read(c.fd.get(), buf, sizeof buf); });
-      if (n > 0) {
-        for (ssize_t i = 0; i < n; ++i) self.command(static_cast<Command>(buf[i]));
+      // A byte that carries an fd ends what one read returns (the kernel never joins two
+      // messages' fds): it is the last byte.
+      event::ReceivedMessage msg;
+      const std::error_code ec = event::receive_with_fds(c.fd.get(), buf, 1, msg);
+      if (!ec && msg.bytes > 0) {
+        for (std::size_t i = 0; i < msg.bytes; ++i) {
+          const bool last = i + 1 == msg.bytes;
+          self.command(static_cast<Command>(buf[i]),
+                       last && !msg.fds.empty() ? std::move(msg.fds.front()) : event::UniqueFd());
+        }
+        if (self.channel_ == nullptr) return;
         continue;
       }
-      if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+      if (ec.value() == EMSGSIZE) {
+        spdlog::error("a message from the master carried more than one fd: ignored");
+        continue;
+      }
+      if ((!ec && msg.bytes == 0) || (ec.value() != EAGAIN && ec.value() != EWOULDBLOCK)) {
         spdlog::warn("the master is gone (channel closed); shutting down gracefully");
         self.loop_.close_connection(c);
         self.channel_ = nullptr;
@@ -194,8 +210,18 @@ class Worker {
     }
   }
 
-  void command(Command cmd) {
+  void command(Command cmd, event::UniqueFd fd) {
     switch (cmd) {
+      case Command::move_to:
+      case Command::adopt_from:
+        if (!fd.valid()) {
+          spdlog::error("the master's move command came without its socket");
+        } else if (cmd == Command::move_to) {
+          mover_->add_destination(std::move(fd));
+        } else {
+          mover_->add_source(std::move(fd));
+        }
+        break;
       case Command::quit: begin_shutdown(); break;
       case Command::terminate: terminate(); break;
       case Command::reopen: {
@@ -224,6 +250,8 @@ class Worker {
     if (resolver_) resolver_->stop();
     spdlog::info("worker {} shutting down gracefully, {} session(s) open", settings_.slot,
                  sessions_.size());
+    // reload_sessions = "move": the sessions go to the new generation's workers.
+    if (mover_ && mover_->has_destinations()) mover_->start();
     if (sessions_.size() == 0) {
       loop_.stop();
       return;
@@ -276,6 +304,8 @@ class Worker {
   // After loop_: destroyed first, its connections still in the loop's pool.
   std::unique_ptr<StatusServer> status_;
   std::unique_ptr<HealthChecker> checker_;
+  // After sessions_: its sockets and the sessions it holds go first.
+  std::unique_ptr<SessionMover> mover_;
   // The resolver before the pool, so the pool is joined before the lookups are freed.
   std::unique_ptr<Resolver> resolver_;
   event::ThreadPool pool_;

@@ -60,8 +60,13 @@ std::string format_access_record(const AccessRecord& r) {
       static_cast<long long>(r.duration.count() / 1000),
       static_cast<long long>(r.duration.count() % 1000), static_cast<int>(status.size()),
       status.data());
-  return std::string(
-      line, n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), sizeof line - 1) : 0);
+  std::string out(line,
+                  n > 0 ? std::min<std::size_t>(static_cast<std::size_t>(n), sizeof line - 1) : 0);
+  // A session a reload moved says so after its status: a field only such lines have.
+  if (r.moves > 0 && !out.empty()) {
+    out.insert(out.size() - 1, " moves=" + std::to_string(r.moves));
+  }
+  return out;
 }
 
 // The lines arrive formatted (the payload is the whole line), so no pattern is applied.

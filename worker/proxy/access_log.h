@@ -46,6 +46,7 @@ struct AccessRecord {
   std::uint64_t bytes_to_client = 0;
   std::chrono::milliseconds duration{0};
   EndReason status = EndReason::closed;
+  std::uint16_t moves = 0;  // how often a reload moved it to another worker ("moves=N" if any)
 };
 
 // "2026-11-22T08:55:35.123+0000 127.0.0.1:5555 127.0.0.1:8080 127.0.0.1:9001 5 5 0.003 closed"

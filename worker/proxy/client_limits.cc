@@ -223,6 +223,18 @@ void ClientLimits::release(std::uint32_t bucket, std::size_t share) noexcept {
   decrement(words_[bucket], 1);
 }
 
+void ClientLimits::adopt_share(std::uint32_t bucket, std::size_t share) noexcept {
+  if (bucket < kBuckets && share < kShares) {
+    share_at(shares_[share][bucket]).fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void ClientLimits::leave_share(std::uint32_t bucket, std::size_t share) noexcept {
+  if (bucket >= kBuckets || share >= kShares) return;
+  auto s = share_at(shares_[share][bucket]);
+  if (s.load(std::memory_order_relaxed) != 0) s.fetch_sub(1, std::memory_order_relaxed);
+}
+
 void ClientLimits::recover(std::size_t share) noexcept {
   if (share >= kShares) return;
   // Both the share and the words are memory workers write: every index is the master's own,

@@ -88,6 +88,11 @@ class ClientLimits {
                 std::uint32_t* bucket) noexcept;
   // The session acquire() counted in `bucket` under `share` has ended.
   void release(std::uint32_t bucket, std::size_t share) noexcept;
+  // A session counted in `bucket` moves between workers: the new one's `share` takes it
+  // (adopt_share) before the old one's gives it up (leave_share). The word's count, the one
+  // the limit reads, stays as it is.
+  void adopt_share(std::uint32_t bucket, std::size_t share) noexcept;
+  void leave_share(std::uint32_t bucket, std::size_t share) noexcept;
   // Master only, before a fork: a share for the worker, owned by `master` (this process) until
   // assign() names the worker. Shares whose owner is gone (a reaped worker whose master died
   // before giving its share back) are recovered first. kNoShare (logged) when all are taken.

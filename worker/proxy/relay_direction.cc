@@ -5,8 +5,10 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -94,6 +96,10 @@ RelayDirection::Step RelayDirection::fill_buffer() noexcept {
   } else {
     r = event::recv(*from_, space);
   }
+  return took_recv(r);
+}
+
+RelayDirection::Step RelayDirection::took_recv(const event::IoResult& r) noexcept {
   if (r.status == IoStatus::error) return fail(from_, r.err);
   start_ = 0;
   end_ = r.bytes;
@@ -118,6 +124,10 @@ RelayDirection::Step RelayDirection::flush_buffer() noexcept {
   } else {
     r = event::send(*to_, data);
   }
+  return took_send(r);
+}
+
+RelayDirection::Step RelayDirection::took_send(const event::IoResult& r) noexcept {
   if (r.status == IoStatus::error) return fail(to_, r.err);
   if (r.status == IoStatus::again) return Step::wait;
   start_ += r.bytes;
@@ -127,6 +137,69 @@ RelayDirection::Step RelayDirection::flush_buffer() noexcept {
     res_->buffers->give(std::move(buf_), size_);
   }
   return Step::more;
+}
+
+bool RelayDirection::settle() noexcept {
+  if (in_flight_ != Op::none) event::IoBatch::cancel(queued_);
+  in_flight_ = Op::none;
+  const Op done = std::exchange(done_, Op::none);
+  if (done == Op::recv) {
+    const event::IoResult r = event::recv_done(*from_, result_, size_);
+    // -ECANCELED: the batch could not submit it, nothing was read.
+    if (!(r.status == IoStatus::error && r.err == ECANCELED) && took_recv(r) == Step::failed) {
+      return false;
+    }
+  } else if (done == Op::send) {
+    const event::IoResult r = event::send_done(*to_, result_, end_ - start_);
+    if (!(r.status == IoStatus::error && r.err == ECANCELED) && took_send(r) == Step::failed) {
+      return false;
+    }
+  }
+  splicing_ = false;
+  if (in_pipe_ > 0) {
+    // Only an empty buffer lets a direction splice: the pipe's bytes fit it (at most size_).
+    if (!buf_) buf_ = res_->buffers->take(size_);
+    start_ = end_ = 0;
+    while (end_ < in_pipe_) {
+      const ssize_t n = event::retry_eintr(
+          [&] { return ::read(pipe_.read.get(), buf_.get() + end_, in_pipe_ - end_); });
+      if (n <= 0) {
+        // A pipe that does not give back what it holds: the bytes are lost, the session too.
+        spdlog::error("reading a splice pipe to move its session failed: {}",
+                      n == 0 ? "end of file" : event::last_error().message());
+        fail(from_, n == 0 ? EIO : errno);
+        return false;
+      }
+      end_ += static_cast<std::size_t>(n);
+    }
+    in_pipe_ = 0;
+    res_->pipes->give(std::move(pipe_));
+    pipe_ = {};
+  }
+  if (end_ == start_ && buf_) {
+    start_ = end_ = 0;
+    res_->buffers->give(std::move(buf_), size_);
+  }
+  return true;
+}
+
+void RelayDirection::export_to(DirectionRecord& d) const {
+  d.state = static_cast<std::uint8_t>(state_);
+  d.splice_ok = splice_ok_;
+  d.total = total_;
+  if (end_ > start_) d.held.assign(buf_.get() + start_, buf_.get() + end_);
+}
+
+void RelayDirection::import_from(DirectionRecord& d) {
+  state_ = static_cast<State>(d.state);
+  splice_ok_ = splice_ok_ && d.splice_ok;
+  total_ = d.total;
+  if (d.held.empty()) return;
+  size_ = std::max<std::uint32_t>(size_, static_cast<std::uint32_t>(d.held.size()));
+  buf_ = res_->buffers->take(size_);
+  std::memcpy(buf_.get(), d.held.data(), d.held.size());
+  start_ = 0;
+  end_ = d.held.size();
 }
 
 namespace {

@@ -8,10 +8,12 @@
 #include <span>
 
 #include "event/connection.h"
+#include "event/connection_io.h"
 #include "event/event_loop.h"
 #include "event/io_batch.h"
 #include "worker/proxy/buffer_pool.h"
 #include "worker/proxy/pipe_pool.h"
+#include "worker/proxy/session_record.h"
 
 namespace ferry::worker {
 
@@ -66,6 +68,18 @@ class RelayDirection {
   // buffer) and gives back the buffer and an empty pipe. For the session's close.
   void release() noexcept;
 
+  // Moving the session to another worker. settle() ends what the loop's batch holds for this
+  // direction (a queued call, which never ran, is withdrawn; a completed one's result is taken)
+  // and reads a splice pipe's bytes into the buffer, so that every byte read and not yet
+  // written is in the buffer; false when a completed call had failed (failed_side(), error()).
+  // Both ends must be set. It may pass bytes on (total() grows), never reads or writes anew.
+  [[nodiscard]] bool settle() noexcept;
+  // What the record carries of a settled direction.
+  void export_to(DirectionRecord& d) const;
+  // A new direction takes over `d` (its held bytes before anything read from now on). The
+  // buffer grows to hold them when this worker's buffer_size is smaller.
+  void import_from(DirectionRecord& d);
+
   // The IoBatch completion of every direction: give it to IoBatch::init of the loop's batch.
   static void on_batch_done(void* cookie, int result) noexcept;
 
@@ -90,6 +104,8 @@ class RelayDirection {
   enum class Op : std::uint8_t { none, recv, send };
 
   Step fill_buffer() noexcept;
+  Step took_recv(const event::IoResult& r) noexcept;
+  Step took_send(const event::IoResult& r) noexcept;
   Step flush_buffer() noexcept;
   Step fill_pipe() noexcept;
   Step flush_pipe() noexcept;

@@ -89,7 +89,10 @@ void Session::close(EndReason status) noexcept {
     r.start = wall_start_;
     r.client = client_text;
     r.listen = listen_text;
-    r.upstream = peer_ != nullptr ? std::string_view(peer_->name) : std::string_view("-");
+    r.upstream = peer_ != nullptr                    ? std::string_view(peer_->name)
+                 : aside_ && !aside_->server.empty() ? std::string_view(aside_->server)
+                                                     : std::string_view("-");
+    r.moves = moves_;
     r.bytes_from_client = up_.total() - std::min<std::uint64_t>(up_.total(), header_out_);
     r.bytes_to_client = down_.total();
     r.duration = loop_.now() - started_;
@@ -214,7 +217,9 @@ void Session::on_client_event(Event& ev) {
     // The client is not watched while admitted; while connecting, what it sends waits in its
     // socket (the relay reads it once connected: the PROXY header goes first).
     case Phase::admitting:
-    case Phase::connecting: return;
+    case Phase::connecting:
+    // Frozen: out of epoll; a report already posted is stale.
+    case Phase::moving: return;
   }
 }
 

@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 #include <string_view>
 
 #include "conf/config.h"
@@ -15,6 +17,7 @@
 #include "worker/proxy/access_log.h"
 #include "worker/proxy/proxy_protocol.h"
 #include "worker/proxy/relay_direction.h"
+#include "worker/proxy/session_record.h"
 #include "worker/proxy/session_shared.h"
 #include "worker/stats/stats_table.h"
 #include "worker/upstream/balancer.h"
@@ -35,6 +38,7 @@ class Session {
     reading_header,  // accept_proxy_protocol: the client's header is not in yet
     connecting,      // to a server the balancer chose (failing over to the next)
     relaying,        // connected: bytes move both ways until both FINs are passed on
+    moving,          // frozen (out of the loop), handed to another worker, awaiting its answer
   };
 
   // Takes over `client` (accepted for `proxy`). start() runs it; it deletes itself at close().
@@ -46,6 +50,31 @@ class Session {
   void start();
   // Ends the session now, with `status` in the access log and the counters; `this` is gone.
   void close(EndReason status) noexcept;
+
+  // --- Moving to another worker (session_move.cc).
+  // Only a relaying session moves: one reading a PROXY header or connecting is short.
+  [[nodiscard]] bool movable() const noexcept { return phase_ == Phase::relaying && !stays_; }
+  [[nodiscard]] Phase phase() const noexcept { return phase_; }
+  // A new worker refused it, or it cannot travel: it is not offered again.
+  void stay() noexcept { stays_ = true; }
+  [[nodiscard]] const conf::Proxy& proxy() const noexcept { return proxy_; }
+  // Takes the session out of this loop (epoll, timers, posted events) and describes it in `r`,
+  // its sockets in `fds` (client, server). False: settling the relay found a failed call and
+  // the session was closed (`this` is gone).
+  [[nodiscard]] bool freeze(std::uint32_t id, SessionRecord& r, int (&fds)[kFdsPerSession]);
+  // The new worker holds it: it ends here without a word to either side (no FIN, no log
+  // line), its counts handed over. `this` is gone.
+  void forget() noexcept;
+  // The move failed: back in this loop as it was.
+  void thaw();
+  // Runs (again): both sockets in this loop, relaying. For an adopted session once the old
+  // worker has its answer.
+  void resume();
+  // A session moved here: `client` and `upstream` are this loop's connections of the record's
+  // sockets, `client`'s listening set. Null when it cannot start (both connections closed).
+  static Session* adopt(event::EventLoop& loop, SessionShared& shared, const conf::Proxy& proxy,
+                        Balancer& balancer, event::Connection& client, event::Connection& upstream,
+                        SessionRecord& r);
 
   // The live list, SessionShared's (intrusive: joining it allocates nothing).
   Session* prev = nullptr;
@@ -91,13 +120,20 @@ class Session {
   RelayDirection up_;    // client → upstream
   RelayDirection down_;  // upstream → client
   Phase phase_ = Phase::admitting;
-  bool counted_ = false;  // holds a place in the per-client counts (limit_bucket_)
+  std::uint16_t moves_ = 0;  // how often it moved to another worker (saturating)
+  bool stays_ = false;       // stay()
+  bool counted_ = false;     // holds a place in the per-client counts (limit_bucket_)
   std::uint32_t limit_bucket_ = 0;
   std::uint32_t header_out_ = 0;    // bytes of the PROXY header sent on (not the client's bytes)
   ProxyCounters* stats_ = nullptr;  // this worker's counters of the proxy (or none)
   ServerCounters* peer_stats_ = nullptr;  // of the server, once connected (or none)
-  // The destination a received PROXY header carried, to send on in ours.
-  std::unique_ptr<event::SocketAddress> header_destination_;
+  // What few sessions need: the destination a received PROXY header carried (to send on in
+  // ours), the name of a moved session's server that this worker's balancer does not have.
+  struct Aside {
+    std::optional<event::SocketAddress> header_destination;
+    std::string server;
+  };
+  std::unique_ptr<Aside> aside_;
   event::TimePoint started_;
   event::TimePoint last_active_;  // the last time run() moved bytes or looked for them
   std::chrono::system_clock::time_point wall_start_;

@@ -131,7 +131,8 @@ void Session::header_done(const proxy_protocol::ParseResult& h) {
   if (!h.header.local) {
     client_->peer = h.header.source;
     if (proxy_.send_proxy_protocol != conf::ProxyProtocol::off) {
-      header_destination_ = std::make_unique<event::SocketAddress>(h.header.destination);
+      if (!aside_) aside_ = std::make_unique<Aside>();
+      aside_->header_destination = h.header.destination;
     }
   }
   if (!admit(true)) return;

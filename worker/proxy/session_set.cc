@@ -2,6 +2,8 @@
 // worker start, closing every session.
 #include "worker/proxy/session_set.h"
 
+#include <spdlog/spdlog.h>
+
 #include "worker/proxy/session.h"
 
 namespace ferry::worker {
@@ -9,6 +11,46 @@ namespace ferry::worker {
 void SessionSet::start(event::EventLoop& loop, event::Connection& client, const conf::Proxy& proxy,
                        const conf::Config& cfg) {
   (new Session(loop, shared_, proxy, balancer(proxy, cfg), client))->start();
+}
+
+Session* SessionSet::adopt(event::EventLoop& loop, const conf::Config& cfg,
+                           std::span<const event::Listening* const> listening, SessionRecord& r,
+                           event::UniqueFd client_fd, event::UniqueFd upstream_fd,
+                           const char*& refused) {
+  const event::Listening* ls = nullptr;
+  for (const event::Listening* l : listening) {
+    if (!l->status && l->address == r.listen) ls = l;
+  }
+  if (ls == nullptr) {
+    refused = "this generation does not listen on its address";
+    return nullptr;
+  }
+  const auto& proxy = *static_cast<const conf::Proxy*>(ls->data);
+  if (proxy.name != r.proxy) {
+    refused = "its listen address belongs to another proxy now";
+    return nullptr;
+  }
+  if (proxy.reload_sessions != conf::ReloadSessions::move) {
+    refused = "reload_sessions is \"drain\"";
+    return nullptr;
+  }
+  if (loop.pool().free_count() < kFdsPerSession) {
+    refused = "worker_connections is full";
+    return nullptr;
+  }
+  event::Connection* client = loop.get_connection(std::move(client_fd));
+  event::Connection* upstream = loop.get_connection(std::move(upstream_fd));
+  client->listening = ls;
+  Session* s = Session::adopt(loop, shared_, proxy, balancer(proxy, cfg), *client, *upstream, r);
+  for (event::Connection* c : {client, upstream}) {
+    if (auto ec = loop.add_connection(*c)) {
+      spdlog::error("cannot watch a moved session's socket: {}", ec.message());
+      s->forget();
+      refused = "its sockets cannot be watched";
+      return nullptr;
+    }
+  }
+  return s;
 }
 
 void SessionSet::prepare_listening(const event::Listening& ls, const conf::Proxy& proxy) {

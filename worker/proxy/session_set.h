@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "event/listening.h"
 #include "worker/proxy/client_limits.h"
 #include "worker/proxy/relay_direction.h"
+#include "worker/proxy/session_record.h"
 #include "worker/proxy/session_shared.h"
 #include "worker/stats/stats_table.h"
 #include "worker/upstream/balancer.h"
@@ -75,6 +77,16 @@ class SessionSet {
 
   // The shared statistics and this worker's slot in them (none: nothing is counted there).
   void set_stats(StatsTable* stats, std::size_t slot) noexcept { shared_.set_stats(stats, slot); }
+
+  // --- Moving sessions (SessionMover drives these).
+  // The live sessions (intrusive list, through Session::next).
+  [[nodiscard]] Session* first() const noexcept { return shared_.first(); }
+  // A session moved here on `client` and `upstream` (the record's sockets): started (not
+  // running until resume()), in this loop. Null, with `refused` saying why, when this worker
+  // cannot take it (the sockets are then closed here: the old worker still holds them).
+  Session* adopt(event::EventLoop& loop, const conf::Config& cfg,
+                 std::span<const event::Listening* const> listening, SessionRecord& r,
+                 event::UniqueFd client, event::UniqueFd upstream, const char*& refused);
 
   // Called with `ctx` whenever the last session ends (shutdown waits on it).
   void set_on_empty(void (*on_empty)(void* ctx), void* ctx) noexcept {

@@ -18,12 +18,15 @@ void SessionShared::link(Session& s, event::EventLoop& loop) noexcept {
   publish_connections(loop);
 }
 
-void SessionShared::unlink(Session& s, event::EventLoop& loop) noexcept {
+void SessionShared::unlink(Session& s, event::EventLoop& loop, bool moved_away) noexcept {
   if (s.prev != nullptr) s.prev->next = s.next;
   if (s.next != nullptr) s.next->prev = s.prev;
   if (head_ == &s) head_ = s.next;
   --count_;
-  if (counters_ != nullptr) counters_->active.fetch_sub(1, std::memory_order_relaxed);
+  if (counters_ != nullptr) {
+    counters_->active.fetch_sub(1, std::memory_order_relaxed);
+    if (moved_away) counters_->accepted.fetch_sub(1, std::memory_order_relaxed);
+  }
   publish_connections(loop);
   if (count_ == 0 && on_empty_ != nullptr) on_empty_(on_empty_ctx_);
 }
@@ -52,6 +55,11 @@ ServerCounters* SessionShared::server_stats(const conf::Proxy& proxy, const Peer
     it = server_stats_.emplace(&peer, c).first;
   }
   return it->second;
+}
+
+ServerCounters* SessionShared::server_stats(const conf::Proxy& proxy, std::string_view server) {
+  if (stats_ == nullptr || server.empty()) return nullptr;
+  return stats_->server_counters(stats_slot_, StatsTable::upstream_name_of(proxy), server);
 }
 
 void SessionShared::reopen_logs() {

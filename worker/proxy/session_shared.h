@@ -38,8 +38,10 @@ class SessionShared {
 
   // A session joins the live list when it starts and leaves it when it closes; the last to
   // leave calls the set's on_empty (shutdown waits on it).
+  // A session counts where it is: one moved here is linked (accepted) as if accepted here, one
+  // moved away is unlinked with `moved_away` (no longer accepted here either).
   void link(Session& s, event::EventLoop& loop) noexcept;
-  void unlink(Session& s, event::EventLoop& loop) noexcept;
+  void unlink(Session& s, event::EventLoop& loop, bool moved_away = false) noexcept;
 
   BufferPool& buffers() noexcept { return buffers_; }
   PipePool& pipes() noexcept { return pipes_; }
@@ -66,6 +68,16 @@ class SessionShared {
   ClientPlace acquire_client(const conf::Proxy& proxy, const event::SocketAddress& client,
                              std::uint32_t* bucket) noexcept;
   void release_client(std::uint32_t bucket) noexcept;
+  // A counted session moved here / away (ClientLimits::adopt_share, leave_share).
+  void adopt_client(std::uint32_t bucket) noexcept {
+    if (limits_ != nullptr) limits_->adopt_share(bucket, limits_share_);
+  }
+  void leave_client(std::uint32_t bucket) noexcept {
+    if (limits_ != nullptr) limits_->leave_share(bucket, limits_share_);
+  }
+  // This worker's counters of a server of `proxy` by name (null: not counted): a moved
+  // session's server may be one this worker's balancer does not have.
+  ServerCounters* server_stats(const conf::Proxy& proxy, std::string_view server);
 
   // Warnings a flood of clients would repeat: at most one message per 5 s each, with the
   // number held back.

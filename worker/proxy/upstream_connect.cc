@@ -152,8 +152,8 @@ void Session::connected_now() {
 // first.
 void Session::prepend_header() {
   event::SocketAddress destination;
-  if (header_destination_) {
-    destination = *header_destination_;
+  if (aside_ && aside_->header_destination) {
+    destination = *aside_->header_destination;
   } else if (::getsockname(client_->fd.get(), destination.get(), destination.length_ptr()) == -1) {
     spdlog::warn("getsockname() failed: {}", event::last_error().message());
     destination = event::SocketAddress();  // sent as UNKNOWN / UNSPEC
@@ -167,6 +167,7 @@ void Session::prepend_header() {
 
 void Session::on_upstream_event(Event& ev) {
   auto& s = *static_cast<Session*>(static_cast<Connection*>(ev.data)->data);
+  if (s.phase_ == Phase::moving) return;  // out of the loop, or not started yet
   if (s.phase_ == Phase::connecting) {
     if (ev.timedout) {
       s.connect_failed("timed out");

@@ -240,6 +240,20 @@ bool Balancer::take_conn(Peer& p) noexcept {
   return true;
 }
 
+Peer* Balancer::adopt(std::string_view server, const event::SocketAddress& address) noexcept {
+  for (Peer& p : peers_) {
+    if (p.gone || p.name != server || !(p.address == address)) continue;
+    if (p.shared.total != nullptr) {
+      p.shared.total->fetch_add(1, std::memory_order_relaxed);
+      if (p.shared.mine != nullptr)
+        share_of(*p.shared.mine).fetch_add(1, std::memory_order_release);
+    }
+    ++p.conns;
+    return &p;
+  }
+  return nullptr;
+}
+
 void Balancer::drop_conn(Peer& p) noexcept {
   if (p.conns <= 0) return;
   --p.conns;

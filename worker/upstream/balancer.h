@@ -85,6 +85,10 @@ class Balancer {
   // The session gives `peer` up for a reason of its own (no descriptor for the socket): no
   // verdict on the server either way.
   void abandon(Peer& peer) noexcept { drop_conn(peer); }
+  // A session moved here from another worker is connected to `server` at `address`: its peer
+  // here, counted as a connection (max_conns or not: the session exists), or null when this
+  // group has no such peer (the reload removed the server, or it resolves elsewhere now).
+  Peer* adopt(std::string_view server, const event::SocketAddress& address) noexcept;
 
   // `server`'s name now resolves to `addresses`: a peer for each new one, the others gone.
   // Peers are not freed (sessions hold pointers to them and the tried sets their indices): one

@@ -1,0 +1,105 @@
+// SessionMover: hands a retiring worker's established sessions to the workers of the new
+// generation (reload_sessions = "move"), and takes in those handed to this one. The master
+// gives each old worker a SOCK_SEQPACKET socket per new worker (a destination) and each new
+// worker the other ends (sources). Both sides and the rule on failures are in docs/reload.md.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "conf/config.h"
+#include "event/connection.h"
+#include "event/event_loop.h"
+#include "event/listening.h"
+#include "event/log_throttle.h"
+#include "worker/proxy/session_record.h"
+
+namespace ferry::worker {
+
+class Session;
+class SessionSet;
+
+class SessionMover {
+ public:
+  // `listening`: what this worker serves (a moved session must arrive on one of them).
+  SessionMover(event::EventLoop& loop, SessionSet& sessions, const conf::Config& cfg,
+               std::vector<const event::Listening*> listening);
+  ~SessionMover();
+  SessionMover(const SessionMover&) = delete;
+  SessionMover& operator=(const SessionMover&) = delete;
+
+  // --- The old worker's side.
+  // A socket to a worker of the new generation.
+  void add_destination(event::UniqueFd sock);
+  [[nodiscard]] bool has_destinations() const noexcept { return !destinations_.empty(); }
+  // Hands every relaying session to the destinations, in batches, and goes on (sessions that
+  // start relaying later, or arrive from an older worker) until the worker ends. A session a
+  // destination refuses, or whose destination dies before answering, resumes here.
+  void start();
+
+  // --- The new worker's side.
+  // A socket from a worker of an older generation.
+  void add_source(event::UniqueFd sock);
+
+  // Every transfer socket closed (sessions still waiting for an answer are the caller's: they
+  // are closed with the rest).
+  void close_all() noexcept;
+
+  // At most this many sessions (two fds each) and bytes travel in one message. The bytes stay
+  // under the socket's default send buffer (net.core.wmem_default, 208 KiB): a session holding
+  // more than that cannot move and drains where it is.
+  static constexpr std::size_t kMaxBatch = 32;
+  static constexpr std::size_t kMaxMessage = 160 * 1024;
+
+ private:
+  struct Destination {
+    event::Connection* conn = nullptr;
+    std::map<std::uint32_t, Session*> waiting;  // sent, not answered yet
+    bool dead = false;
+  };
+  struct PendingAnswer {
+    std::vector<std::byte> bytes;
+    std::vector<Session*> adopted;  // started once the answer is out
+  };
+  struct Source {
+    event::Connection* conn = nullptr;
+    std::vector<PendingAnswer> pending;  // answers the socket had no room for yet
+  };
+
+  event::Connection* watch(event::UniqueFd sock, event::EventHandler on, const char* what);
+  static void on_destination(event::Event& ev);
+  static void on_source(event::Event& ev);
+  static void on_retry(event::Event& ev);
+  void pump();
+  // Sends `batch` (frozen sessions `frozen`, fds `fds`) to `d`; false when it could not go
+  // (the sessions are thawed: retried later, or elsewhere).
+  bool send_batch(Destination& d, std::vector<std::byte>& batch, std::vector<Session*>& frozen,
+                  std::vector<std::uint32_t>& ids, std::vector<int>& fds);
+  void read_answers(Destination& d);
+  void destination_gone(Destination& d, const char* why);
+  void read_batches(Source& src);
+  void receive(Source& src, std::span<const std::byte> message, std::vector<event::UniqueFd>& fds);
+  bool send_answer(Source& src, PendingAnswer& a);
+  void start_adopted(std::vector<Session*>& adopted);
+  // `peer_closed`: the old worker closed its end (it resumes nothing: what was adopted runs);
+  // else this end closes (the old worker resumes what was not answered: it must not run here).
+  void source_gone(Source& src, bool peer_closed);
+
+  event::EventLoop& loop_;
+  SessionSet& sessions_;
+  const conf::Config& cfg_;
+  std::vector<const event::Listening*> listening_;
+  std::vector<std::unique_ptr<Destination>> destinations_;
+  std::vector<std::unique_ptr<Source>> sources_;
+  std::size_t next_destination_ = 0;
+  std::uint32_t next_id_ = 1;
+  bool started_ = false;
+  event::Event retry_;              // looks for sessions to move again while the worker ends
+  std::vector<std::byte> message_;  // the receive buffer
+  event::LogThrottle refused_log_{event::Msec{5'000}};
+};
+
+}  // namespace ferry::worker
