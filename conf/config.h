@@ -152,6 +152,9 @@ struct Config {
   std::optional<long> worker_rlimit_nofile;
   Msec worker_shutdown_timeout{30'000};                   // 0 = wait for every connection
   ReloadSessions reload_sessions = ReloadSessions::move;  // every proxy's default
+  // Old generations still draining after reloads; past this the oldest is stopped at once
+  // (HAProxy's mworker-max-reloads, whose default this is). Moved sessions leave none behind.
+  int max_draining_generations = 50;
   CpuAffinity worker_cpu_affinity = CpuAffinity::automatic;
   std::optional<std::string> user;
   std::string pid_file = "/run/ferry/ferry.pid";

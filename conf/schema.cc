@@ -227,6 +227,7 @@ constexpr Field<Config> kRoot[] = {
     choice_field<&Config::worker_cpu_affinity, kCpuAffinities>("worker_cpu_affinity"),
     // Before the proxies: it is their default.
     choice_field<&Config::reload_sessions, kReloadSessions>("reload_sessions"),
+    int_field<&Config::max_draining_generations, 1, 1000>("max_draining_generations"),
     {"user", read_user,
      [](Writer& w, std::string_view n, const Config& cfg) {
        if (cfg.user) w.set_string(n, *cfg.user);

@@ -171,10 +171,10 @@ void Master::cap_draining_generations() {
   for (const auto& w : workers_) {
     if (w.generation != generation_) draining.insert(w.generation);
   }
-  while (static_cast<int>(draining.size()) > kMaxDrainingGenerations) {
+  while (static_cast<int>(draining.size()) > config_->max_draining_generations) {
     const int oldest = *draining.begin();
     spdlog::warn("more than {} generations draining: stopping generation {} now",
-                 kMaxDrainingGenerations, oldest);
+                 config_->max_draining_generations, oldest);
     for (auto& w : workers_) {
       if (w.generation == oldest) tell(w, worker::Command::terminate);
     }

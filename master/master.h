@@ -48,9 +48,6 @@ using event::Connection;
 using event::Event;
 using event::Msec;
 
-// Old generations still draining after a reload; past this the oldest is stopped at once
-// (HAProxy's mworker-max-reloads).
-constexpr int kMaxDrainingGenerations = 3;
 // How long new workers have to report "ready" before a reload is declared failed.
 constexpr Msec kReadyTimeout{10'000};
 // After a worker has been told to stop: how long past its own bound before SIGKILL.
@@ -249,6 +246,7 @@ class Master {
   int unready_generation_ = 0;  // kUnreadyGenerationVariable
   // kCheckNoSocketVariable
   bool check_no_socket_ = false;
+  bool adopt_exit_ = false;          // kAdoptExitVariable
   bool new_master_unready_ = false;  // kNewMasterUnreadyVariable
   ListenerSet listeners_;
   SharedZones zones_;

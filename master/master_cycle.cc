@@ -47,6 +47,9 @@ constexpr const char* kStatsCapacityVariable = "FERRY_TEST_STATS_CAPACITY";
 // Test only: set, the health checkers' socket() fails with EMFILE, as when a worker is out of
 // descriptors.
 constexpr const char* kCheckNoSocketVariable = "FERRY_TEST_HEALTH_CHECK_NO_SOCKET";
+// Test only: a worker exits (code 9, as if killed) when the first batch of sessions moved to it
+// arrives, before it answers: the old worker must resume them.
+constexpr const char* kAdoptExitVariable = "FERRY_TEST_ADOPT_EXIT";
 
 const int kSignals[] = {SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD};
 
@@ -173,6 +176,8 @@ void Master::read_test_hooks() {
   unready_generation_ = number_from_environment(kUnreadyGenerationVariable);
   check_no_socket_ = std::getenv(kCheckNoSocketVariable) != nullptr;
   ::unsetenv(kCheckNoSocketVariable);
+  adopt_exit_ = std::getenv(kAdoptExitVariable) != nullptr;
+  ::unsetenv(kAdoptExitVariable);
   new_master_unready_ = std::getenv(kNewMasterUnreadyVariable) != nullptr;
   ::unsetenv(kNewMasterUnreadyVariable);
   own_state_.take_test_hook();

@@ -144,6 +144,7 @@ int Master::become_worker(int slot, int generation, int channel, worker::WorkerC
   // Worker 0 of the generation probes the servers; a respawned worker 0 takes over.
   settings.run_health_checks = slot == 0;
   settings.health_check_no_socket = check_no_socket_;
+  settings.exit_on_adopt = adopt_exit_;
   settings.slot = slot;
   settings.generation = generation;
   settings.withhold_ready = generation == unready_generation_;

@@ -115,6 +115,7 @@ class Worker {
                                 settings_.limits_share);
     sessions_.set_on_empty(on_sessions_empty, this);
     mover_ = std::make_unique<SessionMover>(loop_, sessions_, cfg_, listening);
+    if (settings_.exit_on_adopt) mover_->exit_on_first_batch_for_tests();
     shutdown_timer_.handler = on_shutdown_timeout;
     shutdown_timer_.data = this;
     // Sessions publish the gauge as they start and end; status clients, connects under way and
@@ -264,6 +265,8 @@ class Worker {
   void terminate() {
     acceptor_.close();
     if (checker_) checker_->stop();
+    // First: it holds frozen sessions' pointers that the close below frees.
+    if (mover_) mover_->close_all();
     sessions_.close_all();
     loop_.stop();
   }
@@ -283,6 +286,7 @@ class Worker {
     auto& self = *static_cast<Worker*>(ev.data);
     spdlog::warn("worker {}: worker_shutdown_timeout reached, closing {} session(s)",
                  self.settings_.slot, self.sessions_.size());
+    if (self.mover_) self.mover_->close_all();
     self.sessions_.close_all();
     self.loop_.stop();
   }

@@ -40,6 +40,9 @@ struct WorkerSettings {
   bool withhold_ready = false;
   // Test only (the master's FERRY_TEST_HEALTH_CHECK_NO_SOCKET): the checks' socket() fails.
   bool health_check_no_socket = false;
+  // Test only (the master's FERRY_TEST_ADOPT_EXIT): exit at the first batch of moved sessions,
+  // before answering, as a worker killed mid-transfer would.
+  bool exit_on_adopt = false;
   // Called when the worker starts shutting down (sets the "is shutting down" process title).
   void (*on_shutdown)() = nullptr;
 };

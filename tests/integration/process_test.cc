@@ -311,12 +311,14 @@ TEST(ProcessTest, WorkersRunAsTheConfiguredUserAndOnTheirOwnCpu) {
   EXPECT_TRUE(echo_round_trip(fd.get(), "served by nobody"));
 }
 
-// Each reload leaves a generation draining behind a held session; past three draining
-// generations the oldest is stopped at once.
+// reload_sessions = "drain": each reload leaves a generation draining behind a held session;
+// past max_draining_generations (3 here) the oldest is stopped at once.
 TEST(ProcessTest, DrainingGenerationsAreCapped) {
   EchoServer backend;
   const int port = free_port();
-  FerryInstance ferry(config(1, port, backend.port(), "worker_shutdown_timeout = \"1m\";\n"));
+  FerryInstance ferry(config(1, port, backend.port(),
+                             "worker_shutdown_timeout = \"1m\";\nreload_sessions = \"drain\";\n"
+                             "max_draining_generations = 3;\n"));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   std::vector<int> held;
   for (int i = 0; i < 5; ++i) {

@@ -65,8 +65,9 @@ class Session {
   // The new worker holds it: it ends here without a word to either side (no FIN, no log
   // line), its counts handed over. `this` is gone.
   void forget() noexcept;
-  // The move failed: back in this loop as it was.
-  void thaw();
+  // The move failed: back in this loop as it was. False when its sockets cannot be watched
+  // again: it was closed (`this` is gone).
+  [[nodiscard]] bool thaw();
   // Runs (again): both sockets in this loop, relaying. For an adopted session once the old
   // worker has its answer.
   void resume();

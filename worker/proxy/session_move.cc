@@ -70,17 +70,18 @@ bool Session::freeze(std::uint32_t id, SessionRecord& r, int (&fds)[kFdsPerSessi
   return true;
 }
 
-void Session::thaw() {
+bool Session::thaw() {
   phase_ = Phase::relaying;
   for (Connection* c : {client_, upstream_}) {
     if (auto ec = loop_.add_connection(*c)) {
       spdlog::error("proxy \"{}\": a session that could not move cannot watch its socket again: {}",
                     proxy_.name, ec.message());
       close(EndReason::shutdown);
-      return;
+      return false;
     }
   }
   resume();
+  return true;
 }
 
 void Session::resume() {

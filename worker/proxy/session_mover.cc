@@ -10,6 +10,8 @@
 // resume anything).
 #include "worker/proxy/session_mover.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 
 #include <spdlog/spdlog.h>
@@ -40,10 +42,12 @@ SessionMover::SessionMover(event::EventLoop& loop, SessionSet& sessions, const c
 SessionMover::~SessionMover() { close_all(); }
 
 void SessionMover::close_all() noexcept {
+  started_ = false;  // nothing more is sent
   loop_.del_timer(retry_);
   for (auto& d : destinations_) {
     if (d->conn != nullptr) loop_.close_connection(*d->conn);
     d->conn = nullptr;
+    d->dead = true;
   }
   for (auto& s : sources_) {
     if (s->conn != nullptr) source_gone(*s, false);
@@ -156,8 +160,7 @@ void SessionMover::pump() {
             "stays in this worker ({} more since the last message)",
             r.proxy, r.up.held.size() + r.down.held.size(), *held);
       }
-      s->thaw();
-      s->stay();
+      if (s->thaw()) s->stay();
       continue;
     }
     Building& b = building[i];
@@ -165,7 +168,7 @@ void SessionMover::pump() {
       if (!flush(i)) {
         open[i] = false;
         // This session was frozen for the batch that could not go: it waits too.
-        s->thaw();
+        (void)s->thaw();  // closed if it cannot be watched again
         ++waiting_elsewhere;
         continue;
       }
@@ -204,7 +207,7 @@ bool SessionMover::send_batch(Destination& d, std::vector<std::byte>& batch,
   } else {
     spdlog::warn("sending sessions to a new worker failed: {}", ec.message());
   }
-  for (Session* s : frozen) s->thaw();
+  for (Session* s : frozen) (void)s->thaw();
   frozen.clear();
   ids.clear();
   fds.clear();
@@ -237,8 +240,7 @@ void SessionMover::read_answers(Destination& d) {
       d.waiting.erase(it);
       if (a.verdict == MoveVerdict::adopted) {
         s->forget();
-      } else {
-        s->thaw();
+      } else if (s->thaw()) {
         s->stay();
       }
     }
@@ -258,8 +260,10 @@ void SessionMover::destination_gone(Destination& d, const char* why) {
   d.waiting.clear();
   loop_.close_connection(*d.conn);
   d.conn = nullptr;
-  for (const auto& [id, s] : waiting) s->thaw();
-  pump();  // to the destinations left
+  for (const auto& [id, s] : waiting) (void)s->thaw();
+  // To the destinations left, from the loop: this may run inside pump(), whose walk of the
+  // sessions a nested one would disturb.
+  if (started_ && !retry_.timer_set) loop_.add_timer(retry_, event::Msec{0});
 }
 
 // ---- The new worker's side.
@@ -300,6 +304,10 @@ void SessionMover::read_batches(Source& src) {
       // Its end closed: the old worker resumes nothing any more, what was adopted runs.
       source_gone(src, true);
       return;
+    }
+    if (exit_on_batch_) {
+      spdlog::warn("FERRY_TEST_ADOPT_EXIT: exiting before answering for moved sessions");
+      ::_exit(9);
     }
     receive(src, std::span<const std::byte>(message_.data(), msg.bytes), msg.fds);
   }

@@ -44,6 +44,9 @@ class SessionMover {
   // A socket from a worker of an older generation.
   void add_source(event::UniqueFd sock);
 
+  // Test hook: the first batch that arrives ends the process (_exit(9)) before any answer.
+  void exit_on_first_batch_for_tests() noexcept { exit_on_batch_ = true; }
+
   // Every transfer socket closed (sessions still waiting for an answer are the caller's: they
   // are closed with the rest).
   void close_all() noexcept;
@@ -97,6 +100,7 @@ class SessionMover {
   std::size_t next_destination_ = 0;
   std::uint32_t next_id_ = 1;
   bool started_ = false;
+  bool exit_on_batch_ = false;
   event::Event retry_;              // looks for sessions to move again while the worker ends
   std::vector<std::byte> message_;  // the receive buffer
   event::LogThrottle refused_log_{event::Msec{5'000}};
