@@ -132,8 +132,8 @@ struct Proxy {
   // What max_conns_per_client counts as one client: the address's network of this length.
   int client_ipv4_prefix = 32;
   int client_ipv6_prefix = 64;
-  std::string access_log = "/var/log/ferry/access.log";  // "off" = none
-  ReloadSessions reload_sessions = ReloadSessions::move;   // the top level's when not set
+  std::string access_log = "/var/log/ferry/access.log";   // "off" = none
+  ReloadSessions reload_sessions = ReloadSessions::move;  // the top level's when not set
 
   bool operator==(const Proxy&) const = default;
 };
@@ -150,7 +150,7 @@ struct Config {
   bool worker_processes_auto = false;
   int worker_connections = 16384;
   std::optional<long> worker_rlimit_nofile;
-  Msec worker_shutdown_timeout{30'000};  // 0 = wait for every connection
+  Msec worker_shutdown_timeout{30'000};                   // 0 = wait for every connection
   ReloadSessions reload_sessions = ReloadSessions::move;  // every proxy's default
   CpuAffinity worker_cpu_affinity = CpuAffinity::automatic;
   std::optional<std::string> user;

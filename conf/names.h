@@ -27,7 +27,7 @@ inline constexpr Named<ProxyProtocol> kProxyProtocols[] = {
     {"off", ProxyProtocol::off}, {"v1", ProxyProtocol::v1}, {"v2", ProxyProtocol::v2}};
 
 inline constexpr Named<ReloadSessions> kReloadSessions[] = {{"move", ReloadSessions::move},
-                                                           {"drain", ReloadSessions::drain}};
+                                                            {"drain", ReloadSessions::drain}};
 
 // The name of `value` in `table` (the first entry's for a value not in it).
 template <typename E>

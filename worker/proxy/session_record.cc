@@ -32,10 +32,10 @@ class Writer {
   void address(const event::SocketAddress& a) {
     const std::uint8_t code = a.family() == AF_INET ? 4 : a.family() == AF_INET6 ? 6 : 0;
     num(code);
-    if (code == 4) bytes(std::as_bytes(std::span(reinterpret_cast<const char*>(a.get()),
-                                                 sizeof(sockaddr_in))));
-    if (code == 6) bytes(std::as_bytes(std::span(reinterpret_cast<const char*>(a.get()),
-                                                 sizeof(sockaddr_in6))));
+    if (code == 4)
+      bytes(std::as_bytes(std::span(reinterpret_cast<const char*>(a.get()), sizeof(sockaddr_in))));
+    if (code == 6)
+      bytes(std::as_bytes(std::span(reinterpret_cast<const char*>(a.get()), sizeof(sockaddr_in6))));
   }
 
  private:
@@ -111,7 +111,7 @@ class Reader {
 };
 
 std::size_t address_size(const event::SocketAddress& a) noexcept {
-  return 1 + (a.family() == AF_INET ? sizeof(sockaddr_in)
+  return 1 + (a.family() == AF_INET    ? sizeof(sockaddr_in)
               : a.family() == AF_INET6 ? sizeof(sockaddr_in6)
                                        : 0);
 }
@@ -230,8 +230,7 @@ void encode_answers(std::span<const MoveAnswer> answers, std::vector<std::byte>&
   }
 }
 
-bool decode_answers(std::span<const std::byte> in, std::vector<MoveAnswer>& out,
-                    std::string& why) {
+bool decode_answers(std::span<const std::byte> in, std::vector<MoveAnswer>& out, std::string& why) {
   out.clear();
   Reader r(in);
   if (r.num<std::uint8_t>() != static_cast<std::uint8_t>(Kind::answers)) r.fail("not an answer");

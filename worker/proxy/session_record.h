@@ -21,8 +21,8 @@ struct DirectionRecord {
   // (the FIN passed on).
   std::uint8_t state = 0;
   bool splice_ok = false;
-  std::uint64_t total = 0;       // bytes passed on so far
-  std::vector<std::byte> held;   // read, not yet written (a splice pipe's contents included)
+  std::uint64_t total = 0;      // bytes passed on so far
+  std::vector<std::byte> held;  // read, not yet written (a splice pipe's contents included)
   bool operator==(const DirectionRecord&) const = default;
 };
 
@@ -33,7 +33,7 @@ struct SessionRecord {
   event::SocketAddress client;  // as the session sees it: a PROXY header's address when it came
   std::string server;           // the connected server's name
   event::SocketAddress server_address;
-  std::int64_t started_ms = 0;   // CLOCK_MONOTONIC (steady_clock), the same in every process
+  std::int64_t started_ms = 0;  // CLOCK_MONOTONIC (steady_clock), the same in every process
   std::int64_t wall_start_ns = 0;
   std::int64_t idle_ms = 0;      // since the last activity
   std::uint32_t header_out = 0;  // bytes of a PROXY header ferry sent upstream (already sent)
@@ -66,11 +66,9 @@ std::size_t encoded_size(const SessionRecord& r) noexcept;
 
 // Decodes a whole batch; false (with `why`) when anything is out of bounds, of another version
 // or of another kind: the receiver then refuses the message as a whole.
-bool decode_batch(std::span<const std::byte> in, std::vector<SessionRecord>& out,
-                  std::string& why);
+bool decode_batch(std::span<const std::byte> in, std::vector<SessionRecord>& out, std::string& why);
 
 void encode_answers(std::span<const MoveAnswer> answers, std::vector<std::byte>& out);
-bool decode_answers(std::span<const std::byte> in, std::vector<MoveAnswer>& out,
-                    std::string& why);
+bool decode_answers(std::span<const std::byte> in, std::vector<MoveAnswer>& out, std::string& why);
 
 }  // namespace ferry::worker
