@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -49,6 +50,7 @@ TEST(LoaderTest, AnEmptyFileGivesEveryDefault) {
   EXPECT_EQ(c.thread_pool.max_queue, 65536);
   EXPECT_TRUE(c.proxies.empty());
   EXPECT_FALSE(c.status);
+  EXPECT_EQ(c.reload_sessions, ReloadSessions::move);
 }
 
 TEST(LoaderTest, AutoWorkersAreTheOnlineCpus) {
@@ -112,6 +114,7 @@ TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
     worker_rlimit_nofile = 4096;
     worker_shutdown_timeout = "1m30s";
     worker_cpu_affinity = "off";
+    reload_sessions = "drain";
     pid_file = "/tmp/p \"quoted\".pid";
     log = { level = "debug"; path = "/tmp/ferry.log"; };
     events = { accept_mutex = true; accept_mutex_delay = "100ms"; multi_accept = true; epoll_events = 64; };
@@ -133,7 +136,7 @@ TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
         accept_proxy_protocol = true; access = [ "allow 10.0.0.0/8", "deny all" ];
         accept_proxy_protocol_from = [ "10.1.0.0/16", "::1" ];
         max_conns_per_client = 7; client_ipv4_prefix = 24; client_ipv6_prefix = 56;
-        access_log = "off"; },
+        access_log = "off"; reload_sessions = "move"; },
       { name = "p2"; listen = "*:7002"; upstream = "127.0.0.1:9999"; buffer_size = 5000; }
     );
     status = { listen = "127.0.0.1:9145"; access = [ "allow 127.0.0.1" ]; };
@@ -151,6 +154,9 @@ TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
   EXPECT_EQ(first.config->worker_shutdown_timeout, Msec{90'000});
   EXPECT_EQ(first.config->proxies[0].accept_proxy_protocol_from.size(), 2U);
   EXPECT_EQ(first.config->proxies[0].client_ipv6_prefix, 56);
+  EXPECT_EQ(first.config->reload_sessions, ReloadSessions::drain);
+  EXPECT_EQ(first.config->proxies[0].reload_sessions, ReloadSessions::move);
+  EXPECT_EQ(first.config->proxies[1].reload_sessions, ReloadSessions::drain);
 }
 
 // Issue 17: `upstream = "host:port"` on a proxy is an implicit upstream of that one server (every
@@ -253,6 +259,77 @@ TEST(LoaderTest, ProxyProtocolSendersAndClientPrefixes) {
             "p.conf:3: proxies.[0].accept_proxy_protocol_from.[1]: \"10.0.0.0/33\": prefix length "
             "must be 0-32\n"
             "p.conf:4: proxies.[0].client_ipv6_prefix: 129 is out of range (0-128)\n");
+}
+
+// Issue 20: what a reload does with a proxy's established sessions. "move" unless said; the
+// top level's value is the default of every proxy that does not set its own, wherever in the
+// file it stands; -T prints both and loads back the same.
+TEST(LoaderTest, ReloadSessionsDefaultsToMoveAndTheTopLevelIsTheProxiesDefault) {
+  const std::string upstreams =
+      "upstreams = ( { name = \"a\"; servers = ( { address = \"127.0.0.1:1\"; } ); } );\n";
+  const auto proxy = [](int n, std::string_view own) {
+    return "{ name = \"p" + std::to_string(n) +
+           "\"; listen = \"127.0.0.1:" + std::to_string(7000 + n) + "\"; upstream = \"a\"; " +
+           std::string(own) + " }";
+  };
+  const std::string three = "proxies = ( " + proxy(1, "") + ",\n" +
+                            proxy(2, "reload_sessions = \"move\";") + ",\n" +
+                            proxy(3, "reload_sessions = \"drain\";") + " );\n";
+
+  LoadResult r = load_text(upstreams + three, "m.conf", ".");
+  ASSERT_TRUE(r.config) << errors_of(r);
+  EXPECT_EQ(r.config->reload_sessions, ReloadSessions::move);
+  EXPECT_EQ(r.config->proxies[0].reload_sessions, ReloadSessions::move);
+  EXPECT_EQ(r.config->proxies[1].reload_sessions, ReloadSessions::move);
+  EXPECT_EQ(r.config->proxies[2].reload_sessions, ReloadSessions::drain);
+
+  // The top level after the proxies in the file: still their default.
+  for (const std::string& text : {"reload_sessions = \"drain\";\n" + upstreams + three,
+                                  upstreams + three + "reload_sessions = \"drain\";\n"}) {
+    r = load_text(text, "d.conf", ".");
+    ASSERT_TRUE(r.config) << errors_of(r);
+    const Config& cfg = *r.config;
+    EXPECT_EQ(cfg.reload_sessions, ReloadSessions::drain);
+    EXPECT_EQ(cfg.proxies[0].reload_sessions, ReloadSessions::drain) << text;
+    EXPECT_EQ(cfg.proxies[1].reload_sessions, ReloadSessions::move) << text;
+    EXPECT_EQ(cfg.proxies[2].reload_sessions, ReloadSessions::drain) << text;
+
+    // -T: the top level's value and every proxy's, the inherited one written out.
+    const std::string dumped = to_text(cfg);
+    EXPECT_NE(dumped.find("reload_sessions = \"drain\";"), std::string::npos) << dumped;
+    const LoadResult back = load_text(dumped, "dumped.conf", ".");
+    ASSERT_TRUE(back.config) << errors_of(back) << dumped;
+    EXPECT_TRUE(*back.config == cfg) << dumped;
+    EXPECT_EQ(to_text(*back.config), dumped);
+    // Printed once at the top level and once per proxy.
+    std::size_t printed = 0;
+    for (auto at = dumped.find("reload_sessions"); at != std::string::npos;
+         at = dumped.find("reload_sessions", at + 1)) {
+      ++printed;
+    }
+    EXPECT_EQ(printed, 4U) << dumped;
+  }
+}
+
+TEST(LoaderTest, AReloadSessionsValueNotMoveOrDrainIsAnErrorAtItsLine) {
+  LoadResult r =
+      load_text("worker_connections = 100;\nreload_sessions = \"moove\";\n", "b.conf", ".");
+  EXPECT_FALSE(r.config);
+  EXPECT_EQ(errors_of(r),
+            "b.conf:2: reload_sessions: \"moove\" is not one of \"move\", \"drain\"\n");
+  r = load_text(
+      "upstreams = ( { name = \"a\"; servers = ( { address = \"127.0.0.1:1\"; } ); } );\n"
+      "proxies = ( { name = \"p\"; listen = \"127.0.0.1:7001\"; upstream = \"a\";\n"
+      "  reload_sessions = \"moove\"; } );\n",
+      "b.conf", ".");
+  EXPECT_FALSE(r.config);
+  EXPECT_EQ(errors_of(r),
+            "b.conf:3: proxies.[0].reload_sessions: \"moove\" is not one of \"move\", \"drain\"\n");
+  // Not a string at all.
+  r = load_text("reload_sessions = 1;\n", "b.conf", ".");
+  EXPECT_FALSE(r.config);
+  ASSERT_EQ(r.errors.size(), 1U) << errors_of(r);
+  EXPECT_EQ(r.errors[0].to_string().rfind("b.conf:1: reload_sessions: ", 0), 0U) << errors_of(r);
 }
 
 // "(reclaimed)" is the statistics' entry for names a full registry gave back: a proxy or an
