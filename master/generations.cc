@@ -145,6 +145,15 @@ void Master::move_sessions(int gen) {
       }
       const event::UniqueFd to_old(sv[0]);
       const event::UniqueFd to_new(sv[1]);
+      // Room for a whole batch (SessionMover::kMaxMessage) whatever net.core.wmem_default says
+      // (the kernel caps it at wmem_max; a smaller one makes the workers send smaller batches).
+      const int room = 256 * 1024;
+      for (int fd : sv) {
+        if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &room, sizeof room) == -1) {
+          spdlog::warn("setsockopt(SO_SNDBUF) of a session socket failed: {}",
+                       event::last_error().message());
+        }
+      }
       const char adopt = static_cast<char>(worker::Command::adopt_from);
       const char move = static_cast<char>(worker::Command::move_to);
       const int new_end = to_new.get();

@@ -246,7 +246,7 @@ class Master {
   int unready_generation_ = 0;  // kUnreadyGenerationVariable
   // kCheckNoSocketVariable
   bool check_no_socket_ = false;
-  bool adopt_exit_ = false;          // kAdoptExitVariable
+  int adopt_exit_ = 0;               // kAdoptExitVariable
   bool new_master_unready_ = false;  // kNewMasterUnreadyVariable
   ListenerSet listeners_;
   SharedZones zones_;

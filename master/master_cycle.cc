@@ -47,8 +47,9 @@ constexpr const char* kStatsCapacityVariable = "FERRY_TEST_STATS_CAPACITY";
 // Test only: set, the health checkers' socket() fails with EMFILE, as when a worker is out of
 // descriptors.
 constexpr const char* kCheckNoSocketVariable = "FERRY_TEST_HEALTH_CHECK_NO_SOCKET";
-// Test only: a worker exits (code 9, as if killed) when the first batch of sessions moved to it
-// arrives, before it answers: the old worker must resume them.
+// Test only: "N" makes a worker exit (code 9, as if killed) when the N-th batch of sessions moved
+// to it arrives, before it answers that one: the old worker must resume what it had no answer
+// for, and only that.
 constexpr const char* kAdoptExitVariable = "FERRY_TEST_ADOPT_EXIT";
 
 const int kSignals[] = {SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD};
@@ -176,7 +177,7 @@ void Master::read_test_hooks() {
   unready_generation_ = number_from_environment(kUnreadyGenerationVariable);
   check_no_socket_ = std::getenv(kCheckNoSocketVariable) != nullptr;
   ::unsetenv(kCheckNoSocketVariable);
-  adopt_exit_ = std::getenv(kAdoptExitVariable) != nullptr;
+  if (const char* v = std::getenv(kAdoptExitVariable)) adopt_exit_ = std::max(1, std::atoi(v));
   ::unsetenv(kAdoptExitVariable);
   new_master_unready_ = std::getenv(kNewMasterUnreadyVariable) != nullptr;
   ::unsetenv(kNewMasterUnreadyVariable);

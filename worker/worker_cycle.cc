@@ -115,7 +115,7 @@ class Worker {
                                 settings_.limits_share);
     sessions_.set_on_empty(on_sessions_empty, this);
     mover_ = std::make_unique<SessionMover>(loop_, sessions_, cfg_, listening);
-    if (settings_.exit_on_adopt) mover_->exit_on_first_batch_for_tests();
+    if (settings_.exit_on_adopt > 0) mover_->exit_at_batch_for_tests(settings_.exit_on_adopt);
     shutdown_timer_.handler = on_shutdown_timeout;
     shutdown_timer_.data = this;
     // Sessions publish the gauge as they start and end; status clients, connects under way and
@@ -219,6 +219,8 @@ class Worker {
           spdlog::error("the master's move command came without its socket");
         } else if (cmd == Command::move_to) {
           mover_->add_destination(std::move(fd));
+          // A socket that comes after the quit still takes the sessions.
+          if (shutting_down_) mover_->start();
         } else {
           mover_->add_source(std::move(fd));
         }
@@ -254,6 +256,7 @@ class Worker {
     // reload_sessions = "move": the sessions go to the new generation's workers.
     if (mover_ && mover_->has_destinations()) mover_->start();
     if (sessions_.size() == 0) {
+      if (mover_) mover_->close_sources();  // nothing adopted now would be run
       loop_.stop();
       return;
     }
@@ -273,7 +276,11 @@ class Worker {
 
   static void on_sessions_empty(void* ctx) {
     auto& self = *static_cast<Worker*>(ctx);
-    if (self.shutting_down_) self.loop_.stop();
+    if (!self.shutting_down_) return;
+    // A batch read later in this iteration would be adopted and answered, then closed with
+    // the loop: the old worker resumes it instead.
+    if (self.mover_) self.mover_->close_sources();
+    self.loop_.stop();
   }
 
   static void on_gauge_timer(event::Event& ev) {

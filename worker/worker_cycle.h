@@ -42,7 +42,7 @@ struct WorkerSettings {
   bool health_check_no_socket = false;
   // Test only (the master's FERRY_TEST_ADOPT_EXIT): exit at the first batch of moved sessions,
   // before answering, as a worker killed mid-transfer would.
-  bool exit_on_adopt = false;
+  int exit_on_adopt = 0;  // at this batch (from 1); 0: never
   // Called when the worker starts shutting down (sets the "is shutting down" process title).
   void (*on_shutdown)() = nullptr;
 };

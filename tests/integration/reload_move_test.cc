@@ -262,6 +262,48 @@ TEST(MoveTest, ANewWorkerThatDiesBeforeAnsweringLeavesItsSessionsWhereTheyWere) 
   })) << "drained, the old worker ends";
 }
 
+// The rule, the other way: a new worker that answered for a batch, ran it, then died with the
+// next batch unread takes the answered sessions with it (as any worker's sessions die with it)
+// and leaves only the rest to the old worker. Its end closing with a batch unread makes the
+// old worker's next read fail with ECONNRESET before the answer queued for it: the old worker
+// reads on, and does not resume (from a stale state) sessions another worker ran.
+TEST(MoveTest, ANewWorkerThatDiesAfterAnAnswerTakesOnlyTheSessionsItAnsweredFor) {
+  EpollBackend backend;
+  const int port = free_port();
+  FerryInstance ferry(config(1, port, backend.port()));
+  ferry.set_options({.env = {"FERRY_TEST_ADOPT_EXIT=2"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  StreamLoad load({.port = port, .sessions = 100});
+  ASSERT_TRUE(load.progress(1024)) << load.now().first_problem;
+  const Finished r = ferry.command("reload");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(ferry.wait_for_log("they resume here")) << ferry.log();
+  ASSERT_TRUE(load.progress(4096)) << load.now().first_problem;
+  const StreamLoad::Result result = load.finish();
+  EXPECT_EQ(result.wrong, 0) << result.first_problem;
+  // The first batch (16 sessions) was answered for and died with the worker; no more.
+  EXPECT_EQ(result.cut, 16) << result.first_problem << "\n" << ferry.log();
+}
+
+// Reloads one right after another: a generation that is still taking sessions from the one
+// before it is retired in turn, and passes them on.
+TEST(MoveTest, ReloadsInQuickSuccessionLoseNothing) {
+  EpollBackend backend;
+  const int port = free_port();
+  FerryInstance ferry(config(2, port, backend.port()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  StreamLoad load({.port = port, .sessions = 300});
+  ASSERT_TRUE(load.progress(1024)) << load.now().first_problem;
+  for (int i = 0; i < 10; ++i) {
+    const Finished r = ferry.command("reload");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  EXPECT_TRUE(eventually([&] { return ferry.workers().size() == 2; }, seconds(10))) << ferry.log();
+  ASSERT_TRUE(load.progress(2048)) << load.now().first_problem;
+  const StreamLoad::Result result = load.finish();
+  EXPECT_EQ(result.cut + result.wrong, 0) << result.first_problem;
+}
+
 // A proxy the reload removes keeps its sessions in the old worker; the others move.
 TEST(MoveTest, ARemovedProxysSessionsDrainAndTheOthersMove) {
   EchoServer backend;

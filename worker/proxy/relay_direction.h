@@ -89,6 +89,8 @@ class RelayDirection {
   // Bytes read from `from` that `to` has not taken yet.
   [[nodiscard]] std::size_t held() const noexcept { return end_ - start_ + in_pipe_; }
   [[nodiscard]] bool splicing() const noexcept { return splicing_; }
+  // Of held(), the bytes in a splice pipe.
+  [[nodiscard]] std::size_t in_pipe() const noexcept { return in_pipe_; }
   // After Pumped::failed: the connection whose call failed, and its errno.
   [[nodiscard]] event::Connection* failed_side() const noexcept {
     return failed_ == Side::from ? from_ : failed_ == Side::to ? to_ : nullptr;

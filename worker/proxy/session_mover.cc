@@ -10,9 +10,12 @@
 // resume anything).
 #include "worker/proxy/session_mover.h"
 
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -45,15 +48,27 @@ void SessionMover::close_all() noexcept {
   started_ = false;  // nothing more is sent
   loop_.del_timer(retry_);
   for (auto& d : destinations_) {
+    // Sent and not answered: the new worker may run them already (its answer unread) or adopt
+    // them from its queue once this end closes. Closed here without a word, whichever it is.
+    if (!d->waiting.empty()) {
+      spdlog::warn("{} moved session(s) unanswered as this worker ends: left to the new worker",
+                   d->waiting.size());
+    }
+    for (const auto& [id, s] : d->waiting) s->forget();
+    d->waiting.clear();
     if (d->conn != nullptr) loop_.close_connection(*d->conn);
     d->conn = nullptr;
     d->dead = true;
   }
+  close_sources();
+  destinations_.clear();
+  sources_.clear();
+}
+
+void SessionMover::close_sources() noexcept {
   for (auto& s : sources_) {
     if (s->conn != nullptr) source_gone(*s, false);
   }
-  destinations_.clear();
-  sources_.clear();
 }
 
 // ---- The old worker's side.
@@ -84,7 +99,11 @@ void SessionMover::add_destination(UniqueFd sock) {
 }
 
 void SessionMover::start() {
-  if (started_ || destinations_.empty()) return;
+  if (destinations_.empty()) return;
+  if (started_) {
+    pump();  // a destination added since
+    return;
+  }
   started_ = true;
   spdlog::info("moving {} session(s) to {} worker(s) of the new generation", sessions_.size(),
                destinations_.size());
@@ -127,13 +146,16 @@ void SessionMover::pump() {
   };
   std::vector<bool> open(destinations_.size());
   for (std::size_t i = 0; i < destinations_.size(); ++i) {
-    open[i] = !destinations_[i]->dead && destinations_[i]->conn->write.ready;
+    const Destination& d = *destinations_[i];
+    open[i] = !d.dead && !d.closing && d.conn->write.ready && d.batches_out < kMaxInFlight;
   }
   std::size_t waiting_elsewhere = 0;
   for (Session *s = sessions_.first(), *next = nullptr; s != nullptr; s = next) {
     next = s->next;
     if (!s->movable()) {
-      if (s->phase() != Session::Phase::moving) ++waiting_elsewhere;
+      // One still on its way to relaying moves once it is there; one that stays never does.
+      const Session::Phase p = s->phase();
+      if (p != Session::Phase::moving && p != Session::Phase::relaying) ++waiting_elsewhere;
       continue;
     }
     std::size_t i = destinations_.size();
@@ -153,21 +175,24 @@ void SessionMover::pump() {
     int fds[kFdsPerSession];
     if (!s->freeze(next_id_, r, fds)) continue;  // it failed while settling: closed
     const std::size_t size = encoded_size(r);
-    if (size + 4 > kMaxMessage) {
+    if (size + 4 > kMaxMessage || !encodable(r)) {
       if (auto held = refused_log_.admit(loop_.now())) {
         spdlog::warn(
-            "a session of proxy \"{}\" holds {} bytes, more than a move carries: it "
-            "stays in this worker ({} more since the last message)",
+            "a session of proxy \"{}\" cannot travel ({} bytes held, a name or an address "
+            "a move cannot carry): it stays in this worker ({} more since the last message)",
             r.proxy, r.up.held.size() + r.down.held.size(), *held);
       }
       if (s->thaw()) s->stay();
       continue;
     }
     Building& b = building[i];
-    if (b.frozen.size() == kMaxBatch || b.bytes.size() + size > kMaxMessage) {
-      if (!flush(i)) {
+    const Destination& d = *destinations_[i];
+    if (!b.frozen.empty() &&
+        (b.frozen.size() >= d.max_sessions || b.bytes.size() + size > d.max_bytes)) {
+      const bool sent = flush(i);
+      if (!sent || d.batches_out >= kMaxInFlight) {
         open[i] = false;
-        // This session was frozen for the batch that could not go: it waits too.
+        // This session was frozen for a batch that cannot go now: it waits too.
         (void)s->thaw();  // closed if it cannot be watched again
         ++waiting_elsewhere;
         continue;
@@ -194,36 +219,62 @@ bool SessionMover::send_batch(Destination& d, std::vector<std::byte>& batch,
                               std::vector<Session*>& frozen, std::vector<std::uint32_t>& ids,
                               std::vector<int>& fds) {
   const std::error_code ec = event::send_with_fds(d.conn->fd.get(), batch, fds);
+  const std::size_t count = frozen.size();
   if (!ec) {
-    for (std::size_t k = 0; k < frozen.size(); ++k) d.waiting.emplace(ids[k], frozen[k]);
-    frozen.clear();
-    ids.clear();
-    fds.clear();
-    batch.clear();
-    return true;
-  }
-  if (ec.value() == EAGAIN || ec.value() == EWOULDBLOCK) {
-    d.conn->write.ready = false;  // its writable report pumps again
+    for (std::size_t k = 0; k < count; ++k) d.waiting.emplace(ids[k], frozen[k]);
+    ++d.batches_out;
   } else {
-    spdlog::warn("sending sessions to a new worker failed: {}", ec.message());
+    // Nothing of the message went (a seqpacket socket sends all or nothing): these sessions
+    // were never the new worker's and resume at once. Those sent before wait for their answers
+    // whatever this error says: the answers may be queued already.
+    const int err = ec.value();
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+      d.conn->write.ready = false;  // its writable report pumps again
+    } else if (err == EPIPE || err == ECONNRESET) {
+      d.closing = true;  // its end is closed: read what it answered, until the end of file
+    } else if (d.max_sessions > 1) {
+      // EMSGSIZE (a send buffer smaller than ours), ENOBUFS, ETOOMANYREFS: smaller batches.
+      d.max_sessions = std::max<std::size_t>(1, d.max_sessions / 2);
+      d.max_bytes = std::max<std::size_t>(16 * 1024, d.max_bytes / 2);
+      spdlog::warn("sending {} session(s) to a new worker failed: {}; trying {} at a time", count,
+                   ec.message(), d.max_sessions);
+    } else {
+      spdlog::warn("a session cannot be sent to a new worker: {}; it stays here", ec.message());
+    }
+    const bool stays = err != EAGAIN && err != EWOULDBLOCK && err != EPIPE && err != ECONNRESET &&
+                       count == 1 && d.max_sessions == 1;
+    for (Session* s : frozen) {
+      if (s->thaw() && stays) s->stay();
+    }
   }
-  for (Session* s : frozen) (void)s->thaw();
   frozen.clear();
   ids.clear();
   fds.clear();
   batch.clear();
-  if (ec.value() != EAGAIN && ec.value() != EWOULDBLOCK) destination_gone(d, "its socket failed");
-  return false;
+  return !ec;
 }
 
 void SessionMover::read_answers(Destination& d) {
-  std::byte buf[4 + 5 * 65536];
-  for (;;) {
+  // An answer is 5 bytes a session of one batch.
+  std::byte buf[4 + 5 * kMaxBatch];
+  while (d.conn != nullptr) {
     event::ReceivedMessage msg;
     const std::error_code ec = event::receive_with_fds(d.conn->fd.get(), buf, 0, msg);
-    if (ec.value() == EAGAIN || ec.value() == EWOULDBLOCK) return;
-    if (ec || msg.bytes == 0) {
-      destination_gone(d, ec ? "its socket failed" : "it closed the socket");
+    const int err = ec.value();
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+      pump();  // the answered batches made room for the next ones
+      return;
+    }
+    // A seqpacket peer that closed with our batches unread reports ECONNRESET before the answers
+    // it had sent: read on. Only the end of file says that no answer is left.
+    if (err == ECONNRESET) continue;
+    if (!ec && msg.bytes == 0) {
+      destination_gone(d, "closed its socket");
+      return;
+    }
+    if (ec) {
+      spdlog::error("reading a new worker's answers failed: {}", ec.message());
+      if (err == EMSGSIZE) continue;  // that message is gone; the sessions wait for the end
       return;
     }
     std::vector<MoveAnswer> answers;
@@ -233,6 +284,7 @@ void SessionMover::read_answers(Destination& d) {
       spdlog::error("a new worker's answer to moved sessions is malformed ({}): ignored", why);
       continue;
     }
+    if (d.batches_out > 0) --d.batches_out;
     for (const MoveAnswer& a : answers) {
       auto it = d.waiting.find(a.id);
       if (it == d.waiting.end()) continue;
@@ -293,23 +345,52 @@ void SessionMover::on_source(Event& ev) {
   }
 }
 
+// FERRY_TEST_ADOPT_EXIT: ends the process, as kill -9 would, when a batch waits on `sock`. Its
+// end is closed first, at once (the exit's teardown takes a while).
+void SessionMover::exit_if_batch_queued(UniqueFd& sock) {
+  char byte;
+  if (::recv(sock.get(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
+    ::close(sock.release());
+    spdlog::warn("FERRY_TEST_ADOPT_EXIT: exited before batch {}", exit_at_batch_);
+    ::_exit(9);
+  }
+}
+
 void SessionMover::read_batches(Source& src) {
   while (src.conn != nullptr) {
+    if (exit_at_batch_ > 0 && batches_received_ + 1 == exit_at_batch_) {
+      exit_if_batch_queued(src.conn->fd);  // it dies with the batch unread in its queue
+    }
     event::ReceivedMessage msg;
     const std::error_code ec =
         event::receive_with_fds(src.conn->fd.get(), message_, kMaxBatch * kFdsPerSession, msg);
-    if (ec.value() == EAGAIN || ec.value() == EWOULDBLOCK) return;
-    if (ec || msg.bytes == 0) {
-      if (ec) spdlog::warn("receiving moved sessions failed: {}", ec.message());
-      // Its end closed: the old worker resumes nothing any more, what was adopted runs.
-      source_gone(src, true);
+    const int err = ec.value();
+    if (err == EAGAIN || err == EWOULDBLOCK) return;
+    // The old worker closed its end with answers unread: batches it sent before may still be
+    // queued here. It resumes nothing any more, so they are adopted as usual.
+    if (err == ECONNRESET) continue;
+    if (!ec && msg.bytes == 0) {
+      source_gone(src, true);  // what was adopted runs: the old worker can resume nothing
       return;
     }
-    if (exit_on_batch_) {
-      spdlog::warn("FERRY_TEST_ADOPT_EXIT: exiting before answering for moved sessions");
-      ::_exit(9);
+    if (ec) {
+      // A message cut short (more fds than this process can take: EMSGSIZE) or a socket that
+      // fails: this end closes, and the old worker resumes what was not answered.
+      spdlog::warn("receiving moved sessions failed: {}", ec.message());
+      source_gone(src, false);
+      return;
+    }
+    ++batches_received_;
+    // FERRY_TEST_ADOPT_EXIT: the batch before the fatal one is answered only once the fatal
+    // one is queued, and the process ends right after the answer: the old worker then finds
+    // that answer unread behind an ECONNRESET.
+    const bool last = exit_at_batch_ > 1 && batches_received_ + 1 == exit_at_batch_;
+    if (last) {
+      pollfd p{src.conn->fd.get(), POLLIN, 0};
+      (void)::poll(&p, 1, 1'000);
     }
     receive(src, std::span<const std::byte>(message_.data(), msg.bytes), msg.fds);
+    if (last && src.conn != nullptr) exit_if_batch_queued(src.conn->fd);
   }
 }
 
@@ -355,17 +436,24 @@ void SessionMover::receive(Source& src, std::span<const std::byte> message,
 // failed is gone, the sessions adopted run (the old worker can resume nothing).
 bool SessionMover::send_answer(Source& src, PendingAnswer& a) {
   const std::error_code ec = event::send_with_fds(src.conn->fd.get(), a.bytes, {});
-  if (ec.value() == EAGAIN || ec.value() == EWOULDBLOCK) {
+  const int err = ec.value();
+  if (err == EAGAIN || err == EWOULDBLOCK) {
     src.conn->write.ready = false;
     return false;
   }
-  if (ec) spdlog::warn("answering an old worker failed: {}", ec.message());
-  start_adopted(a.adopted);
-  if (ec) {
-    source_gone(src, true);
-    return false;
+  if (!ec || err == EPIPE || err == ECONNRESET) {
+    // Answered, or the old worker's end is closed (it resumes nothing): they run here.
+    start_adopted(a.adopted);
+    if (ec) source_gone(src, true);
+    return !ec;
   }
-  return true;
+  // Not answered and the old worker still there: they must not run here. This end closes,
+  // and the old worker resumes them with everything else it has no answer for.
+  spdlog::warn("answering an old worker failed: {}; it resumes the sessions", ec.message());
+  for (Session* s : a.adopted) s->forget();
+  a.adopted.clear();
+  source_gone(src, false);
+  return false;
 }
 
 void SessionMover::start_adopted(std::vector<Session*>& adopted) {
@@ -377,17 +465,20 @@ void SessionMover::start_adopted(std::vector<Session*>& adopted) {
 
 void SessionMover::source_gone(Source& src, bool peer_closed) {
   if (src.conn == nullptr) return;
-  for (PendingAnswer& a : src.pending) {
+  // Detached first: ending a session below may end the worker's last one, and the worker then
+  // closes every source (this one included).
+  Connection* c = std::exchange(src.conn, nullptr);
+  std::vector<PendingAnswer> pending = std::move(src.pending);
+  src.pending.clear();
+  loop_.close_connection(*c);
+  for (PendingAnswer& a : pending) {
     if (peer_closed) {
       start_adopted(a.adopted);
     } else {
-      // Unanswered: the old worker resumes them once this end closes.
+      // Unanswered: the old worker resumes them now that this end is closed.
       for (Session* s : a.adopted) s->forget();
     }
   }
-  src.pending.clear();
-  loop_.close_connection(*src.conn);
-  src.conn = nullptr;
 }
 
 }  // namespace ferry::worker

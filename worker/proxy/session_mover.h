@@ -44,9 +44,13 @@ class SessionMover {
   // A socket from a worker of an older generation.
   void add_source(event::UniqueFd sock);
 
-  // Test hook: the first batch that arrives ends the process (_exit(9)) before any answer.
-  void exit_on_first_batch_for_tests() noexcept { exit_on_batch_ = true; }
+  // Test hook: the n-th batch that arrives (from 1) ends the process (_exit(9)) before it is
+  // read: the batches before it are answered (and run), it stays in the socket's queue.
+  void exit_at_batch_for_tests(int n) noexcept { exit_at_batch_ = n; }
 
+  // This worker takes no more sessions (it stops): the old workers resume what they sent and
+  // had no answer for.
+  void close_sources() noexcept;
   // Every transfer socket closed (sessions still waiting for an answer are the caller's: they
   // are closed with the rest).
   void close_all() noexcept;
@@ -54,14 +58,22 @@ class SessionMover {
   // At most this many sessions (two fds each) and bytes travel in one message. The bytes stay
   // under the socket's default send buffer (net.core.wmem_default, 208 KiB): a session holding
   // more than that cannot move and drains where it is.
-  static constexpr std::size_t kMaxBatch = 32;
+  static constexpr std::size_t kMaxBatch = 16;
+  // Batches sent to one destination and not answered yet. A session is frozen from the moment
+  // its batch is built until the new worker runs it: two batches in flight keep both workers
+  // busy while each session waits for about one batch, not for every batch before it.
+  static constexpr std::size_t kMaxInFlight = 2;
   static constexpr std::size_t kMaxMessage = 160 * 1024;
 
  private:
   struct Destination {
     event::Connection* conn = nullptr;
     std::map<std::uint32_t, Session*> waiting;  // sent, not answered yet
-    bool dead = false;
+    std::size_t batches_out = 0;                // sent, their answers not read yet
+    std::size_t max_sessions = kMaxBatch;       // a batch's, lowered after a send fails
+    std::size_t max_bytes = kMaxMessage;
+    bool closing = false;  // its end is closed: nothing more is sent, answers are read to the end
+    bool dead = false;     // the end of file read: the socket is closed
   };
   struct PendingAnswer {
     std::vector<std::byte> bytes;
@@ -84,6 +96,7 @@ class SessionMover {
   void read_answers(Destination& d);
   void destination_gone(Destination& d, const char* why);
   void read_batches(Source& src);
+  void exit_if_batch_queued(event::UniqueFd& sock);
   void receive(Source& src, std::span<const std::byte> message, std::vector<event::UniqueFd>& fds);
   bool send_answer(Source& src, PendingAnswer& a);
   void start_adopted(std::vector<Session*>& adopted);
@@ -100,7 +113,8 @@ class SessionMover {
   std::size_t next_destination_ = 0;
   std::uint32_t next_id_ = 1;
   bool started_ = false;
-  bool exit_on_batch_ = false;
+  int exit_at_batch_ = 0;
+  int batches_received_ = 0;
   event::Event retry_;              // looks for sessions to move again while the worker ends
   std::vector<std::byte> message_;  // the receive buffer
   event::LogThrottle refused_log_{event::Msec{5'000}};

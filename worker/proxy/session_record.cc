@@ -4,6 +4,7 @@
 
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace ferry::worker {
@@ -138,6 +139,15 @@ void read_direction(Reader& r, DirectionRecord& d) {
 }
 
 }  // namespace
+
+bool encodable(const SessionRecord& r) noexcept {
+  auto address_ok = [](const event::SocketAddress& a) {
+    return a.family() == AF_INET || a.family() == AF_INET6 || a.family() == AF_UNSPEC;
+  };
+  return r.proxy.size() <= kMaxName && r.server.size() <= kMaxName && address_ok(r.listen) &&
+         address_ok(r.client) && address_ok(r.server_address) && r.up.held.size() <= kMaxHeld &&
+         r.down.held.size() <= kMaxHeld;
+}
 
 void begin_batch(std::vector<std::byte>& out) {
   out.clear();

@@ -61,6 +61,9 @@ inline constexpr std::size_t kFdsPerSession = 2;
 // Appends `r` to a batch being built in `out` (started by begin_batch).
 void begin_batch(std::vector<std::byte>& out);
 void append_record(std::vector<std::byte>& out, const SessionRecord& r);
+// Whether the decoder would take `r`: names of at most 4096 bytes, addresses IPv4 or IPv6 (or
+// none), held bytes within a buffer's 64 MiB. A session that is not stays where it is.
+bool encodable(const SessionRecord& r) noexcept;
 // The size append_record() adds for `r`.
 std::size_t encoded_size(const SessionRecord& r) noexcept;
 

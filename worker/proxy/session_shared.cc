@@ -110,7 +110,7 @@ SessionShared::ClientPlace SessionShared::acquire_client(const conf::Proxy& prox
 }
 
 void SessionShared::release_client(std::uint32_t bucket) noexcept {
-  limits_->release(bucket, limits_share_);
+  if (limits_ != nullptr) limits_->release(bucket, limits_share_);
 }
 
 }  // namespace ferry::worker

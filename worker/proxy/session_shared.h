@@ -69,7 +69,7 @@ class SessionShared {
                              std::uint32_t* bucket) noexcept;
   void release_client(std::uint32_t bucket) noexcept;
   // A counted session moved here / away (ClientLimits::adopt_share, leave_share).
-  void adopt_client(std::uint32_t bucket) noexcept {
+  void adopt_client(std::uint32_t bucket) noexcept {  // (none: nothing to follow)
     if (limits_ != nullptr) limits_->adopt_share(bucket, limits_share_);
   }
   void leave_client(std::uint32_t bucket) noexcept {

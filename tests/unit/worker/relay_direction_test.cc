@@ -197,6 +197,59 @@ TEST_P(RelayDirectionTest, TheFinWaitsForTheBufferToDrain) {
   EXPECT_EQ(rig.fins, 1);
 }
 
+// A session moving to another worker: its direction, settled mid-stream while the receiver is
+// full (a splice pipe or a batched call holding bytes), then exported and imported into a new
+// direction over the same sockets, loses, repeats and reorders nothing.
+TEST_P(RelayDirectionTest, ASettledDirectionMovesWithEveryByte) {
+  Rig rig(GetParam(), true);  // TCP: splice takes from it into a pipe
+  SKIP_WITHOUT_IO_URING(rig);
+  set_buffer(rig.to->fd.get(), SO_SNDBUF, 4096);
+  const auto data = pattern(2 * 1024 * 1024 + 5);
+  std::size_t sent = 0;
+  // Until the sender's socket is full too: the direction holds what the receiver does not take.
+  ASSERT_TRUE(test::run_until(rig.loop, [&] {
+    rig.feed(data, &sent);
+    // The receiver is full (the last write said so); in splice mode with bytes in the pipe,
+    // which settle() must read back.
+    return rig.direction->held() > 0 && !rig.to->write.ready &&
+           (GetParam() != Mode::splice || rig.direction->in_pipe() > 0);
+  }));
+  if (GetParam() == Mode::io_uring) {
+    // A batched send that completed, its event posted and not yet run: settle() takes its
+    // result (the bytes it sent are not held any more).
+    rig.drain();
+    rig.to->write.ready = true;
+    EXPECT_EQ(rig.direction->pump(), Pumped::waiting);
+    ASSERT_GT(rig.batch.pending(), 0U);
+    rig.batch.flush();
+  }
+  ASSERT_TRUE(rig.direction->settle());
+  const std::uint64_t total = rig.direction->total();
+  const std::size_t held = rig.direction->held();
+  DirectionRecord record;
+  rig.direction->export_to(record);
+  EXPECT_EQ(record.held.size(), held) << "a pipe's bytes are in the buffer once settled";
+  EXPECT_EQ(record.total, total);
+  EXPECT_EQ(record.state, static_cast<std::uint8_t>(State::open));
+
+  auto moved =
+      std::make_unique<RelayDirection>(rig.resources, Rig::kBufferSize, GetParam() == Mode::splice);
+  moved->set_from(rig.from);
+  moved->set_to(rig.to);
+  moved->import_from(record);
+  EXPECT_EQ(moved->total(), total);
+  EXPECT_EQ(moved->held(), held);
+  rig.direction = std::move(moved);
+  rig.from->read.ready = rig.to->write.ready = true;
+  rig.loop.post(rig.from->read);
+
+  ASSERT_TRUE(test::run_until(rig.loop, [&] { return rig.exchange(data, &sent, data.size()); }))
+      << "received " << rig.received.size() << " of " << data.size();
+  EXPECT_EQ(rig.received, data);
+  EXPECT_EQ(rig.direction->total(), data.size());
+  EXPECT_FALSE(rig.failed);
+}
+
 // A receiver that stops reading stops the direction's reads (it holds at most a buffer), so the
 // sender's socket fills and its sends block: nothing piles up in the relay. Everything arrives
 // once the receiver reads again.
