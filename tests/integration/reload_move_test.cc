@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -68,6 +69,36 @@ bool reload_and_retire(FerryInstance& ferry, std::size_t count, milliseconds lim
   }
   return gone;
 }
+
+// A ferry with `workers` workers (and `env` in its environment) in front of an echo backend,
+// and sessions streaming through it once start() returned true.
+struct Streaming {
+  explicit Streaming(int workers, std::vector<std::string> env = {})
+      : ferry(config(workers, port, backend.port())) {
+    if (!env.empty()) ferry.set_options({.env = std::move(env)});
+  }
+  ::testing::AssertionResult start(int sessions) {
+    if (!ferry.start()) return ::testing::AssertionFailure() << ferry.log();
+    load.emplace(StreamLoad::Options{.port = port, .sessions = sessions});
+    if (!load->progress(1024)) return ::testing::AssertionFailure() << load->now().first_problem;
+    return ::testing::AssertionSuccess();
+  }
+  // A reload whose new worker dies (FERRY_TEST_ADOPT_EXIT): the old one says it resumes
+  // sessions, and the sessions go on.
+  ::testing::AssertionResult reload_with_resumes() {
+    const Finished r = ferry.command("reload");
+    if (r.exit_code != 0) return ::testing::AssertionFailure() << "reload: " << r.err;
+    if (!ferry.wait_for_log("they resume here"))
+      return ::testing::AssertionFailure() << ferry.log();
+    if (!load->progress(4096)) return ::testing::AssertionFailure() << load->now().first_problem;
+    return ::testing::AssertionSuccess();
+  }
+
+  EpollBackend backend;
+  int port = free_port();
+  FerryInstance ferry;
+  std::optional<StreamLoad> load;
+};
 
 class MoveStreamTest : public ::testing::TestWithParam<bool> {};
 
@@ -219,40 +250,28 @@ TEST(MoveTest, AProxyHeaderClientKeepsItsAddressAndNoSecondHeaderIsSent) {
 
 // Sessions move while the number of workers goes 2 → 4 → 1.
 TEST(MoveTest, TheWorkerCountChangesWhileSessionsMove) {
-  EpollBackend backend;
-  const int port = free_port();
-  FerryInstance ferry(config(2, port, backend.port()));
-  ASSERT_TRUE(ferry.start()) << ferry.log();
-  StreamLoad load({.port = port, .sessions = 200});
-  ASSERT_TRUE(load.progress(1024)) << load.now().first_problem;
+  Streaming s(2);
+  ASSERT_TRUE(s.start(200));
   for (int workers : {4, 1, 2}) {
-    ferry.rewrite(config(workers, port, backend.port()));
-    ASSERT_TRUE(reload_and_retire(ferry, static_cast<std::size_t>(workers), kOldWorkersGone))
-        << workers << " workers: " << ferry.workers().size() << " left\n"
-        << ferry.log();
-    ASSERT_TRUE(load.progress(1024)) << load.now().first_problem;
+    s.ferry.rewrite(config(workers, s.port, s.backend.port()));
+    ASSERT_TRUE(reload_and_retire(s.ferry, static_cast<std::size_t>(workers), kOldWorkersGone))
+        << workers << " workers: " << s.ferry.workers().size() << " left\n"
+        << s.ferry.log();
+    ASSERT_TRUE(s.load->progress(1024)) << s.load->now().first_problem;
   }
-  const StreamLoad::Result result = load.finish();
+  const StreamLoad::Result result = s.load->finish();
   EXPECT_EQ(result.cut + result.wrong, 0) << result.first_problem;
 }
 
 // The rule on failures: a new worker that dies with sessions sent to it and not answered for
 // leaves them to the old worker, which resumes them — none is lost, none relayed twice.
 TEST(MoveTest, ANewWorkerThatDiesBeforeAnsweringLeavesItsSessionsWhereTheyWere) {
-  EpollBackend backend;
-  const int port = free_port();
-  FerryInstance ferry(config(1, port, backend.port()), "info");
-  ferry.set_options({.env = {"FERRY_TEST_ADOPT_EXIT=1"}});
-  ASSERT_TRUE(ferry.start()) << ferry.log();
-  const std::set<pid_t> old = ferry.workers();
-  StreamLoad load({.port = port, .sessions = 100});
-  ASSERT_TRUE(load.progress(1024)) << load.now().first_problem;
-  const Finished r = ferry.command("reload");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(ferry.wait_for_log("they resume here")) << ferry.log();
-  ASSERT_TRUE(load.progress(4096)) << load.now().first_problem;
+  Streaming s(1, {"FERRY_TEST_ADOPT_EXIT=1"});
+  ASSERT_TRUE(s.start(100));
+  const std::set<pid_t> old = s.ferry.workers();
+  ASSERT_TRUE(s.reload_with_resumes());
   for (pid_t w : old) EXPECT_TRUE(alive(w)) << "the old worker keeps its sessions";
-  const StreamLoad::Result result = load.finish();
+  const StreamLoad::Result result = s.load->finish();
   EXPECT_EQ(result.cut + result.wrong, 0) << result.first_problem;
   EXPECT_TRUE(eventually([&] {
     for (pid_t w : old) {
@@ -268,39 +287,28 @@ TEST(MoveTest, ANewWorkerThatDiesBeforeAnsweringLeavesItsSessionsWhereTheyWere) 
 // old worker's next read fail with ECONNRESET before the answer queued for it: the old worker
 // reads on, and does not resume (from a stale state) sessions another worker ran.
 TEST(MoveTest, ANewWorkerThatDiesAfterAnAnswerTakesOnlyTheSessionsItAnsweredFor) {
-  EpollBackend backend;
-  const int port = free_port();
-  FerryInstance ferry(config(1, port, backend.port()));
-  ferry.set_options({.env = {"FERRY_TEST_ADOPT_EXIT=2"}});
-  ASSERT_TRUE(ferry.start()) << ferry.log();
-  StreamLoad load({.port = port, .sessions = 100});
-  ASSERT_TRUE(load.progress(1024)) << load.now().first_problem;
-  const Finished r = ferry.command("reload");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_TRUE(ferry.wait_for_log("they resume here")) << ferry.log();
-  ASSERT_TRUE(load.progress(4096)) << load.now().first_problem;
-  const StreamLoad::Result result = load.finish();
+  Streaming s(1, {"FERRY_TEST_ADOPT_EXIT=2"});
+  ASSERT_TRUE(s.start(100));
+  ASSERT_TRUE(s.reload_with_resumes());
+  const StreamLoad::Result result = s.load->finish();
   EXPECT_EQ(result.wrong, 0) << result.first_problem;
   // The first batch (16 sessions) was answered for and died with the worker; no more.
-  EXPECT_EQ(result.cut, 16) << result.first_problem << "\n" << ferry.log();
+  EXPECT_EQ(result.cut, 16) << result.first_problem << "\n" << s.ferry.log();
 }
 
 // Reloads one right after another: a generation that is still taking sessions from the one
 // before it is retired in turn, and passes them on.
 TEST(MoveTest, ReloadsInQuickSuccessionLoseNothing) {
-  EpollBackend backend;
-  const int port = free_port();
-  FerryInstance ferry(config(2, port, backend.port()));
-  ASSERT_TRUE(ferry.start()) << ferry.log();
-  StreamLoad load({.port = port, .sessions = 300});
-  ASSERT_TRUE(load.progress(1024)) << load.now().first_problem;
+  Streaming s(2);
+  ASSERT_TRUE(s.start(300));
   for (int i = 0; i < 10; ++i) {
-    const Finished r = ferry.command("reload");
+    const Finished r = s.ferry.command("reload");
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
-  EXPECT_TRUE(eventually([&] { return ferry.workers().size() == 2; }, seconds(10))) << ferry.log();
-  ASSERT_TRUE(load.progress(2048)) << load.now().first_problem;
-  const StreamLoad::Result result = load.finish();
+  EXPECT_TRUE(eventually([&] { return s.ferry.workers().size() == 2; }, seconds(10)))
+      << s.ferry.log();
+  ASSERT_TRUE(s.load->progress(2048)) << s.load->now().first_problem;
+  const StreamLoad::Result result = s.load->finish();
   EXPECT_EQ(result.cut + result.wrong, 0) << result.first_problem;
 }
 
