@@ -292,8 +292,9 @@ TEST(MoveTest, ANewWorkerThatDiesAfterAnAnswerTakesOnlyTheSessionsItAnsweredFor)
   ASSERT_TRUE(s.reload_with_resumes());
   const StreamLoad::Result result = s.load->finish();
   EXPECT_EQ(result.wrong, 0) << result.first_problem;
-  // The first batch (16 sessions) was answered for and died with the worker; no more.
-  EXPECT_EQ(result.cut, 16) << result.first_problem << "\n" << s.ferry.log();
+  // The first batch (8 sessions: SessionMover::kMaxBatch) was answered for and died with the
+  // worker; no more.
+  EXPECT_EQ(result.cut, 8) << result.first_problem << "\n" << s.ferry.log();
 }
 
 // Reloads one right after another: a generation that is still taking sessions from the one

@@ -58,7 +58,7 @@ class SessionMover {
   // At most this many sessions (two fds each) and bytes travel in one message. The bytes stay
   // under the socket's default send buffer (net.core.wmem_default, 208 KiB): a session holding
   // more than that cannot move and drains where it is.
-  static constexpr std::size_t kMaxBatch = 16;
+  static constexpr std::size_t kMaxBatch = 8;
   // Batches sent to one destination and not answered yet. A session is frozen from the moment
   // its batch is built until the new worker runs it: two batches in flight keep both workers
   // busy while each session waits for about one batch, not for every batch before it.
