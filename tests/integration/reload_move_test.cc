@@ -297,6 +297,30 @@ TEST(MoveTest, ANewWorkerThatDiesAfterAnAnswerTakesOnlyTheSessionsItAnsweredFor)
   EXPECT_EQ(result.cut, 8) << result.first_problem << "\n" << s.ferry.log();
 }
 
+// kill -9 of a new worker while sessions move to it: the sessions it had answered for die with
+// it (as any worker's do), every other one goes on where it is or where it moved, and no byte
+// that reaches a client is wrong.
+TEST(MoveTest, KillingANewWorkerMidTransferCorruptsNothing) {
+  Streaming s(2);
+  ASSERT_TRUE(s.start(1000));
+  const std::set<pid_t> old = s.ferry.workers();
+  const Finished r = s.ferry.command("reload");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  pid_t victim = 0;
+  for (pid_t w : s.ferry.workers()) {
+    if (old.count(w) == 0) victim = w;
+  }
+  ASSERT_NE(victim, 0);
+  ASSERT_EQ(::kill(victim, SIGKILL), 0);
+  EXPECT_TRUE(eventually([&] { return s.ferry.workers().size() == 2 && !alive(victim); }))
+      << s.ferry.log();
+  ASSERT_TRUE(s.load->progress(1024)) << s.load->now().first_problem;
+  const StreamLoad::Result result = s.load->finish();
+  EXPECT_EQ(result.wrong, 0) << result.first_problem;
+  EXPECT_LT(result.cut, 1000) << "the other new worker's sessions go on";
+  std::cout << "[ killed ] " << result.cut << " of 1000 sessions died with the killed worker\n";
+}
+
 // Reloads one right after another: a generation that is still taking sessions from the one
 // before it is retired in turn, and passes them on.
 TEST(MoveTest, ReloadsInQuickSuccessionLoseNothing) {
