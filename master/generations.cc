@@ -60,6 +60,8 @@ void Master::generation_ready() {
   // Before the quit, on the same channel: a retiring worker that has sockets to the new
   // generation moves its sessions there as it stops.
   move_sessions(gen);
+  // An upgrade's other master that leaves may have been waiting for these workers.
+  answer_move_request();
   for (auto& w : workers_) {
     if (w.generation < gen && !w.told_to_stop) tell(w, worker::Command::quit);
   }
@@ -125,10 +127,7 @@ void Master::move_pid_file() {
 // worker about to retire and every worker of generation `gen`, an end passed to each over its
 // channel. The master keeps no end: a worker that dies closes its own, and the other sees it.
 void Master::move_sessions(int gen) {
-  const bool any = std::any_of(config_->proxies.begin(), config_->proxies.end(), [](const auto& p) {
-    return p.reload_sessions == conf::ReloadSessions::move;
-  });
-  if (!any) return;
+  if (!moves_sessions(*config_)) return;
   std::vector<WorkerProcess*> fresh;
   for (auto& w : workers_) {
     if (w.generation == gen && !w.told_to_stop && w.channel.fd) fresh.push_back(&w);
@@ -137,39 +136,9 @@ void Master::move_sessions(int gen) {
   for (auto& old : workers_) {
     if (old.generation >= gen || old.told_to_stop || !old.ready || !old.channel.fd) continue;
     for (WorkerProcess* w : fresh) {
-      int sv[2];
-      if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == -1) {
-        spdlog::error("socketpair() to move sessions failed: {}; they drain instead",
-                      event::last_error().message());
-        return;
-      }
-      const event::UniqueFd to_old(sv[0]);
-      const event::UniqueFd to_new(sv[1]);
-      // Room for a whole batch (SessionMover::kMaxMessage) whatever net.core.wmem_default says
-      // (the kernel caps it at wmem_max; a smaller one makes the workers send smaller batches).
-      const int room = 256 * 1024;
-      for (int fd : sv) {
-        if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &room, sizeof room) == -1) {
-          spdlog::warn("setsockopt(SO_SNDBUF) of a session socket failed: {}",
-                       event::last_error().message());
-        }
-      }
-      const char adopt = static_cast<char>(worker::Command::adopt_from);
-      const char move = static_cast<char>(worker::Command::move_to);
-      const int new_end = to_new.get();
-      const int old_end = to_old.get();
-      if (auto ec = event::send_with_fds(w->channel.fd.get(), std::as_bytes(std::span(&adopt, 1)),
-                                         {&new_end, 1})) {
-        spdlog::error("passing a session socket to worker pid {} failed: {}", w->pid, ec.message());
-        continue;
-      }
-      if (auto ec = event::send_with_fds(old.channel.fd.get(), std::as_bytes(std::span(&move, 1)),
-                                         {&old_end, 1})) {
-        spdlog::error("passing a session socket to worker pid {} failed: {}", old.pid,
-                      ec.message());
-        continue;
-      }
-      ++pairs;
+      const event::UniqueFd old_end = session_socket_to(*w);
+      if (!old_end) continue;
+      if (pass_move_end(old, old_end.get())) ++pairs;
     }
   }
   if (pairs > 0) spdlog::info("sessions move to generation {} ({} socket pair(s))", gen, pairs);
@@ -395,6 +364,7 @@ void Master::restore_serving(bool respawn) {
     });
     if (!live) spawn(slot, generation_);
   }
+  answer_move_request();  // an upgrade's other master may wait for the workers that serve
 }
 
 // Stopping (or WINCH): the pending generation, its timeout and a reload queued behind it are

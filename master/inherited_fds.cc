@@ -17,6 +17,7 @@
 
 #include "event/syscall_util.h"
 #include "master/listeners.h"
+#include "master/upgrade_link.h"
 #include "master/upgrade_state.h"
 
 namespace ferry::master {
@@ -62,6 +63,7 @@ void close_inherited_fds() {
   // Also named on their own: an older binary's master passes them without kPassedFdsVariable.
   add_listed(keep, ListenerSet::kInheritVariable);
   add_listed(keep, UpgradeState::kVariable);
+  add_listed(keep, UpgradeLink::kVariable);
   // systemd's, when meant for this process (sd_listen_fds() takes them later).
   // Checked per open fd: an absurd LISTEN_FDS costs nothing.
   const char* pid = std::getenv("LISTEN_PID");

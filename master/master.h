@@ -34,6 +34,7 @@
 #include "master/listeners.h"
 #include "master/respawn_backoff.h"
 #include "master/service_notifier.h"
+#include "master/upgrade_link.h"
 #include "master/upgrade_segments.h"
 #include "master/upgrade_state.h"
 #include "worker/channel.h"
@@ -137,6 +138,9 @@ struct UpgradeRefused {
 // Whether every live worker of `generation` (one at least) has reported ready.
 bool generation_serves(const std::list<WorkerProcess>& workers, int generation);
 
+// Whether a proxy of `config` moves its sessions at a reload or an upgrade (reload_sessions).
+bool moves_sessions(const conf::Config& config);
+
 // Raises RLIMIT_NOFILE to the configuration's worker_rlimit_nofile (workers inherit it).
 void raise_nofile_limit(const conf::Config& cfg);
 
@@ -212,6 +216,16 @@ class Master {
   void take_service_back_from_a_leaving_new_master();
   void take_service_back(const std::string& why);
 
+  // ---- upgrade_move.cc: sessions that move to other workers
+  event::UniqueFd session_socket_to(WorkerProcess& fresh);
+  [[nodiscard]] bool pass_move_end(WorkerProcess& old, int fd);
+  void open_link();
+  void close_link();
+  static void on_link(Event& ev);
+  void ask_peer_for_session_sockets();
+  void answer_move_request();
+  void hand_ends_to_worker(std::vector<event::UniqueFd> ends);
+
   // ---- systemd.cc: what systemd is told
   // No new master of an upgrade runs, or the one that does handed the service back as it left.
   [[nodiscard]] bool in_charge() const noexcept { return new_master_ <= 0 || new_master_leaving_; }
@@ -233,6 +247,7 @@ class Master {
   static constexpr Msec kLoadTimeout{10'000};
   static constexpr Msec kForkWait{50};  // a fork put off while a read runs is tried again
   static constexpr Msec kInheritInterval{1000};
+  static constexpr Msec kOldMasterExitPoll{10};  // once it closed the link
   static constexpr Msec kShareSweepInterval{5000};
   static constexpr Msec kAbortGrace{10'000};  // a new master told to stop by an abort
 
@@ -284,8 +299,12 @@ class Master {
   pid_t upgrade_parent_ = -1;      // the old master, when this one was started by a binary upgrade
   UpgradeState old_master_state_;  // what that old master is doing (read only)
   UpgradeState own_state_;         // what this master does, for the new master of its upgrade
+  UpgradeLink link_;               // to the other master of an upgrade, while both run
+  std::vector<pid_t> move_recipients_;   // leaving: our workers waiting for the other's sockets
+  std::uint32_t peer_move_request_ = 0;  // serving: the other master's workers that wait
   int exit_code_ = 0;
   bool upgraded_ = false;
+  bool old_master_leaving_ = false;  // it closed the upgrade link: it is exiting
   bool served_ = false;              // a generation of workers has served
   int generation_ = 0;               // the one serving (or starting, at first)
   int pending_generation_ = 0;       // a reload's, until it serves

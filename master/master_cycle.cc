@@ -113,6 +113,7 @@ int Master::run() {
   upgraded_ = listeners_.adopt_inherited();
   if (upgraded_) {
     upgrade_parent_ = ::getppid();
+    if (!link_.adopt()) spdlog::warn("no upgrade link: sessions will not move between masters");
     if (!old_master_state_.adopt()) {
       spdlog::warn(
           "the old master shares no state page; stopping will hand the service back "
@@ -136,6 +137,7 @@ int Master::run() {
 
   if (loop_.init({.connections = 256, .epoll_events = 64})) return 1;
   if (!open_signalfd() || !open_control_socket()) return 1;
+  open_link();
   if (inheriting) arm(inherit_timer_, kInheritInterval, on_inherit_timer);
   arm(share_sweep_timer_, kShareSweepInterval, on_share_sweep_timer);
   if (write_pid_file(config_->pid_file, ::getpid())) return 1;
@@ -289,6 +291,10 @@ void Master::stop(bool graceful) {
   // A pending reload must not come back after this: its timeout would re-bind what is closed
   // below and spawn workers, and its generation turning ready would send READY=1.
   cancel_pending_reload();
+  // Before the quit, on the same channels: their sockets come once the other master answers.
+  if (graceful) ask_peer_for_session_sockets();
+  // Ours would wait for workers that will not come.
+  if (peer_move_request_ != 0) answer_move_request();
   for (auto& w : workers_) {
     tell(w, graceful ? worker::Command::quit : worker::Command::terminate);
   }

@@ -123,6 +123,7 @@ int Master::become_worker(int slot, int generation, int channel, worker::WorkerC
   if (!stats_->enter_worker()) return worker::kFatalExit;
   segments_.enter_worker();
   signal_.fd.reset();
+  link_.close();  // the other master must see the end of file when this one exits
   control_.drop();
   for (auto& w : workers_) w.channel.fd.reset();
   if (load_pool_) load_pool_->abandon();  // the master's reload thread is not in this process

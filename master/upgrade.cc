@@ -89,11 +89,14 @@ std::optional<UpgradeRefused> Master::upgrade() {
   // A new page per upgrade; without one the new master falls back to "hand the service back
   // while the old master runs", so the upgrade goes on.
   (void)own_state_.create(winched_ ? OldMasterState::winched : OldMasterState::serving);
+  close_link();          // a previous upgrade's
+  (void)link_.create();  // without it, sessions drain between the masters as before
   const pid_t pid = ::fork();
   if (pid == -1) {
     const std::string why = "fork() failed: " + event::last_error().message();
     spdlog::error("SIGUSR2: {}", why);
     ::rename(old_pid_file.c_str(), pid_file_.c_str());
+    close_link();
     return UpgradeRefused{Kind::failed, why};
   }
   if (pid == 0) {
@@ -103,6 +106,7 @@ std::optional<UpgradeRefused> Master::upgrade() {
     const std::string fds = listeners_.prepare_for_exec();
     ::setenv(ListenerSet::kInheritVariable, fds.c_str(), 1);
     own_state_.pass_to_exec();
+    link_.pass_to_exec();
     segments_.pass_to_exec(*stats_);
     if (new_master_unready_) ::setenv("FERRY_TEST_UNREADY_GENERATION", "1", 1);
     // Last before exec: whatever is passed above (and only that) is kept by the new master.
@@ -123,6 +127,8 @@ std::optional<UpgradeRefused> Master::upgrade() {
                                 " starting; old master pid " + std::to_string(::getpid()));
   }
   own_state_.drop_fd();
+  link_.forked();
+  open_link();
   new_master_ = pid;
   new_master_leaving_ = false;
   pid_file_ = old_pid_file;
@@ -140,7 +146,8 @@ bool Master::old_master_running() const {
 void Master::on_inherit_timer(Event& ev) {
   auto& m = *static_cast<Master*>(ev.data);
   if (m.segments_.inherit_more(*m.stats_, !m.old_master_running())) {
-    m.loop_.add_timer(m.inherit_timer_, kInheritInterval);
+    m.loop_.add_timer(m.inherit_timer_,
+                      m.old_master_leaving_ ? kOldMasterExitPoll : kInheritInterval);
   }
 }
 
@@ -165,6 +172,7 @@ void Master::upgrade_ended(int status) {
               taken_back ? "" : "; this master is in charge again");
   new_master_ = -1;
   new_master_leaving_ = false;
+  close_link();
   if (taken_back) {
     take_files_back();  // again, if the rename or the bind failed when it rang
   } else {
@@ -330,6 +338,9 @@ void Master::winch() {
   cancel_pending_read();
   answer_reload_waiters(protocol::error_answer("ferry: the reload was cancelled by SIGWINCH\n"),
                         true);
+  // Their sessions move to the new master's workers (which serve: `-s upgrade` and nginx's
+  // procedure send WINCH only then).
+  ask_peer_for_session_sockets();
   for (auto& w : workers_) {
     if (!w.told_to_stop) tell(w, worker::Command::quit);
   }

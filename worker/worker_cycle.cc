@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <memory>
 #include <optional>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -207,6 +208,7 @@ class Worker {
         self.channel_ = nullptr;
         self.begin_shutdown();
       }
+      if (std::exchange(self.start_moving_, false)) self.mover_->start();
       return;
     }
   }
@@ -219,8 +221,9 @@ class Worker {
           spdlog::error("the master's move command came without its socket");
         } else if (cmd == Command::move_to) {
           mover_->add_destination(std::move(fd));
-          // A socket that comes after the quit still takes the sessions.
-          if (shutting_down_) mover_->start();
+          // A socket that comes after the quit (an upgrade's: the other master answered) still
+          // takes the sessions; started once the channel is read out, with all of them.
+          if (shutting_down_) start_moving_ = true;
         } else {
           mover_->add_source(std::move(fd));
         }
@@ -317,6 +320,7 @@ class Worker {
   std::unique_ptr<HealthChecker> checker_;
   // After sessions_: its sockets and the sessions it holds go first.
   std::unique_ptr<SessionMover> mover_;
+  bool start_moving_ = false;  // sockets to move sessions to came after the quit
   // The resolver before the pool, so the pool is joined before the lookups are freed.
   std::unique_ptr<Resolver> resolver_;
   event::ThreadPool pool_;

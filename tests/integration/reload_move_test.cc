@@ -31,8 +31,7 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-// The sanitizer builds (their test setups set FERRY_SANITIZED) run the same checks, slower.
-int slowdown() { return std::getenv("FERRY_SANITIZED") != nullptr ? 5 : 1; }
+int slowdown() { return sanitizer_slowdown(); }
 
 // How long the old workers may outlive a reload's verdict.
 const milliseconds kOldWorkersGone{1'000 * slowdown()};

@@ -24,10 +24,12 @@ namespace {
 
 using std::chrono::seconds;
 
-// Sessions drain for up to a minute: a held one keeps a stopped master alive for the test.
+// Sessions drain for up to a minute: a held one keeps a stopped master alive for the test
+// ("drain": with "move", it would move to the other master's workers; upgrade_move_test).
 std::string config(int port, int backend) {
-  return config_text("worker_processes = 2;\nworker_shutdown_timeout = \"60s\";",
-                     {{"web", {loopback(port)}, "app", ""}}, {upstream_of({server_at(backend)})});
+  return config_text(
+      "worker_processes = 2;\nworker_shutdown_timeout = \"60s\";\nreload_sessions = \"drain\";",
+      {{"web", {loopback(port)}, "app", ""}}, {upstream_of({server_at(backend)})});
 }
 
 // The state letter in /proc/PID/stat ('Z' for a zombie), or 0 when it cannot be read.
@@ -36,12 +38,6 @@ char process_state(pid_t pid) {
   const std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const std::size_t close = stat.rfind(')');
   return close != std::string::npos && close + 2 < stat.size() ? stat[close + 2] : 0;
-}
-
-std::size_t count_in(const std::string& text, const std::string& what) {
-  std::size_t n = 0;
-  for (std::size_t at = 0; (at = text.find(what, at)) != std::string::npos; at += what.size()) ++n;
-  return n;
 }
 
 class UpgradeRollbackTest : public ::testing::Test {

@@ -148,4 +148,12 @@ pid_t pid_in(const std::string& file) {
   return static_cast<pid_t>(std::atol(read_file(file).c_str()));
 }
 
+int sanitizer_slowdown() { return std::getenv("FERRY_SANITIZED") != nullptr ? 5 : 1; }
+
+std::size_t count_in(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (std::size_t at = 0; (at = text.find(what, at)) != std::string::npos; at += what.size()) ++n;
+  return n;
+}
+
 }  // namespace ferry::test

@@ -25,6 +25,11 @@ std::size_t thread_count(pid_t pid);
 // In `ferry -s status`'s output, the counts of proxy `name`: accepted, handled, active, denied,
 // limited, no_connections (empty when absent).
 std::vector<long> status_proxy_row(const std::string& status, const std::string& name);
+// How many times slower the sanitizer builds run (their test setups set FERRY_SANITIZED): the
+// same checks with bounds this many times longer.
+int sanitizer_slowdown();
+// How many times `what` occurs in `text`.
+std::size_t count_in(const std::string& text, const std::string& what);
 // Polls `done` every 10 ms until it holds or `limit` passes.
 template <typename Done>
 bool eventually(Done&& done, std::chrono::milliseconds limit = std::chrono::seconds(10)) {

@@ -33,6 +33,15 @@ namespace {
 // How often a retiring worker looks again for sessions to move (ones that were connecting, or
 // waited for a destination with room).
 constexpr event::Msec kRetryInterval{50};
+
+// The destination or source whose socket `c` is (nullptr: one already closed).
+template <typename Entry>
+Entry* entry_of(const std::vector<std::unique_ptr<Entry>>& list, const Connection& c) {
+  for (const auto& e : list) {
+    if (e->conn == &c) return e.get();
+  }
+  return nullptr;
+}
 }  // namespace
 
 SessionMover::SessionMover(event::EventLoop& loop, SessionSet& sessions, const conf::Config& cfg,
@@ -105,7 +114,7 @@ void SessionMover::start() {
     return;
   }
   started_ = true;
-  spdlog::info("moving {} session(s) to {} worker(s) of the new generation", sessions_.size(),
+  spdlog::info("moving {} session(s) to {} other worker(s)", sessions_.size(),
                destinations_.size());
   pump();
 }
@@ -118,14 +127,12 @@ void SessionMover::on_retry(Event& ev) {
 void SessionMover::on_destination(Event& ev) {
   auto& c = *static_cast<Connection*>(ev.data);
   auto& m = *static_cast<SessionMover*>(c.data);
-  for (auto& d : m.destinations_) {
-    if (d->conn != &c) continue;
-    if (ev.write) {
-      m.pump();
-    } else {
-      m.read_answers(*d);
-    }
-    return;
+  Destination* d = entry_of(m.destinations_, c);
+  if (d == nullptr) return;
+  if (ev.write) {
+    m.pump();
+  } else {
+    m.read_answers(*d);
   }
 }
 
@@ -331,17 +338,15 @@ void SessionMover::add_source(UniqueFd sock) {
 void SessionMover::on_source(Event& ev) {
   auto& c = *static_cast<Connection*>(ev.data);
   auto& m = *static_cast<SessionMover*>(c.data);
-  for (auto& src : m.sources_) {
-    if (src->conn != &c) continue;
-    if (ev.write) {
-      while (!src->pending.empty()) {
-        if (!m.send_answer(*src, src->pending.front())) return;
-        src->pending.erase(src->pending.begin());
-      }
-    } else {
-      m.read_batches(*src);
+  Source* src = entry_of(m.sources_, c);
+  if (src == nullptr) return;
+  if (ev.write) {
+    while (!src->pending.empty()) {
+      if (!m.send_answer(*src, src->pending.front())) return;
+      src->pending.erase(src->pending.begin());
     }
-    return;
+  } else {
+    m.read_batches(*src);
   }
 }
 

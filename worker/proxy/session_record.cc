@@ -188,13 +188,23 @@ void append_record(std::vector<std::byte>& out, const SessionRecord& r) {
   out[3] = static_cast<std::byte>(next >> 8);
 }
 
+namespace {
+
+// A message's kind, version and count; the count is 0 once `r` failed.
+std::uint16_t read_header(Reader& r, Kind kind, const char* not_it) {
+  if (r.num<std::uint8_t>() != static_cast<std::uint8_t>(kind)) r.fail(not_it);
+  if (r.ok() && r.num<std::uint8_t>() != kSessionRecordVersion) r.fail("another version");
+  const auto count = r.num<std::uint16_t>();
+  return r.ok() ? count : 0;
+}
+
+}  // namespace
+
 bool decode_batch(std::span<const std::byte> in, std::vector<SessionRecord>& out,
                   std::string& why) {
   out.clear();
   Reader r(in);
-  if (r.num<std::uint8_t>() != static_cast<std::uint8_t>(Kind::sessions)) r.fail("not a batch");
-  if (r.ok() && r.num<std::uint8_t>() != kSessionRecordVersion) r.fail("another version");
-  const auto count = r.num<std::uint16_t>();
+  const auto count = read_header(r, Kind::sessions, "not a batch");
   for (std::size_t i = 0; r.ok() && i < count; ++i) {
     const auto len = r.num<std::uint32_t>();
     Reader body(r.bytes(len));
@@ -243,9 +253,7 @@ void encode_answers(std::span<const MoveAnswer> answers, std::vector<std::byte>&
 bool decode_answers(std::span<const std::byte> in, std::vector<MoveAnswer>& out, std::string& why) {
   out.clear();
   Reader r(in);
-  if (r.num<std::uint8_t>() != static_cast<std::uint8_t>(Kind::answers)) r.fail("not an answer");
-  if (r.ok() && r.num<std::uint8_t>() != kSessionRecordVersion) r.fail("another version");
-  const auto count = r.num<std::uint16_t>();
+  const auto count = read_header(r, Kind::answers, "not an answer");
   for (std::size_t i = 0; r.ok() && i < count; ++i) {
     MoveAnswer a;
     a.id = r.num<std::uint32_t>();

@@ -1,0 +1,208 @@
+// Sessions that move between workers: to a reload's new generation (generations.cc asks for the
+// sockets made here) and, over the upgrade link, between the two masters of a binary upgrade —
+// the old master's workers to the new master's at QUIT or WINCH, back again at a rollback.
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <span>
+
+#include <spdlog/spdlog.h>
+
+#include "event/fd_passing.h"
+#include "master/master.h"
+
+namespace ferry::master {
+
+bool moves_sessions(const conf::Config& config) {
+  return std::any_of(config.proxies.begin(), config.proxies.end(),
+                     [](const auto& p) { return p.reload_sessions == conf::ReloadSessions::move; });
+}
+
+// A SOCK_SEQPACKET pair: one end passed to `fresh` (it adopts sessions from it), the other
+// returned for the worker whose sessions move. Empty (logged) when it could not be made.
+event::UniqueFd Master::session_socket_to(WorkerProcess& fresh) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == -1) {
+    spdlog::error("socketpair() to move sessions failed: {}; they drain instead",
+                  event::last_error().message());
+    return {};
+  }
+  event::UniqueFd to_old(sv[0]);
+  const event::UniqueFd to_new(sv[1]);
+  // Room for a whole batch (SessionMover::kMaxMessage) whatever net.core.wmem_default says
+  // (the kernel caps it at wmem_max; a smaller one makes the workers send smaller batches).
+  const int room = 256 * 1024;
+  for (int fd : sv) {
+    if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &room, sizeof room) == -1) {
+      spdlog::warn("setsockopt(SO_SNDBUF) of a session socket failed: {}",
+                   event::last_error().message());
+    }
+  }
+  const char adopt = static_cast<char>(worker::Command::adopt_from);
+  const int new_end = to_new.get();
+  if (auto ec = event::send_with_fds(fresh.channel.fd.get(), std::as_bytes(std::span(&adopt, 1)),
+                                     {&new_end, 1})) {
+    spdlog::error("passing a session socket to worker pid {} failed: {}", fresh.pid, ec.message());
+    return {};
+  }
+  return to_old;
+}
+
+bool Master::pass_move_end(WorkerProcess& old, int fd) {
+  const char move = static_cast<char>(worker::Command::move_to);
+  if (auto ec = event::send_with_fds(old.channel.fd.get(), std::as_bytes(std::span(&move, 1)),
+                                     {&fd, 1})) {
+    spdlog::error("passing a session socket to worker pid {} failed: {}", old.pid, ec.message());
+    return false;
+  }
+  return true;
+}
+
+void Master::open_link() {
+  if (!link_.is_open()) return;
+  event::Connection& c = link_.connection();
+  c.data = this;
+  c.read.handler = on_link;
+  if (loop_.add_event(c.read, event::EventKind::read)) {
+    spdlog::error("the upgrade link cannot be watched: sessions will drain between the masters");
+    link_.close();
+  }
+}
+
+void Master::close_link() {
+  move_recipients_.clear();
+  peer_move_request_ = 0;
+  if (!link_.is_open()) return;
+  event::Connection& c = link_.connection();
+  if (c.read.active) (void)loop_.del_event(c.read, event::EventKind::read, true);
+  link_.close();
+}
+
+void Master::on_link(Event& ev) {
+  auto& self = *static_cast<Master*>(static_cast<Connection*>(ev.data)->data);
+  for (;;) {
+    LinkReceived m;
+    switch (self.link_.receive(m)) {
+      case LinkRead::empty: return;
+      case LinkRead::garbage: continue;
+      case LinkRead::closed:
+        spdlog::info("the other master of the upgrade closed the link");
+        self.close_link();
+        // The old master is exiting: its statistics are taken for good as soon as it has (until
+        // then a session that moved here is in its totals and ours).
+        if (self.upgraded_) {
+          self.old_master_leaving_ = true;
+          self.loop_.del_timer(self.inherit_timer_);
+          self.arm(self.inherit_timer_, kOldMasterExitPoll, on_inherit_timer);
+        }
+        return;
+      case LinkRead::message: break;
+    }
+    switch (m.kind) {
+      case LinkMessage::move_request:
+        self.peer_move_request_ = std::max<std::uint32_t>(m.workers, 1);
+        self.answer_move_request();
+        break;
+      case LinkMessage::ends: self.hand_ends_to_worker(std::move(m.fds)); break;
+      case LinkMessage::refused:
+        spdlog::warn("the other master of the upgrade takes no sessions ({}): they drain here",
+                     m.why);
+        self.move_recipients_.clear();
+        break;
+    }
+  }
+}
+
+// The master that leaves (QUIT, or WINCH on the old master) while the other one of its upgrade
+// runs: its serving workers' sessions move to the other's workers. Called before they are told
+// to stop; each gets its sockets once the other master answers (a worker that has exited by
+// then had nothing to move).
+void Master::ask_peer_for_session_sockets() {
+  const bool peer_runs =
+      (new_master_ > 0 && !new_master_leaving_) || (upgraded_ && old_master_running());
+  if (!link_.is_open() || !peer_runs || !moves_sessions(*config_)) return;
+  move_recipients_.clear();
+  for (const auto& w : workers_) {
+    if (w.ready && !w.told_to_stop && w.channel.fd) move_recipients_.push_back(w.pid);
+  }
+  if (move_recipients_.empty()) return;
+  if (auto ec = link_.send_move_request(static_cast<std::uint32_t>(move_recipients_.size()))) {
+    spdlog::error(
+        "asking the other master of the upgrade for its workers' sockets failed: {}; "
+        "the sessions drain",
+        ec.message());
+    move_recipients_.clear();
+    return;
+  }
+  spdlog::info("asked the other master of the upgrade to take the sessions of {} worker(s)",
+               move_recipients_.size());
+}
+
+// The master that serves: a SOCK_SEQPACKET pair between each of the leaving master's workers
+// and each of ours, our ends passed to our workers, theirs sent over the link one message per
+// leaving worker. Waits while our workers are starting (a reload, or a rollback's restart after
+// WINCH): generation_ready() calls again.
+void Master::answer_move_request() {
+  if (peer_move_request_ == 0 || !link_.is_open()) return;
+  std::string refusal;
+  if (stopping_) {
+    refusal = "it is stopping";
+  } else if (!moves_sessions(*config_)) {
+    refusal = "reload_sessions = \"drain\" in its configuration";
+  } else if (pending_generation_ != 0 || winched_) {
+    return;  // once its workers serve
+  }
+  std::vector<WorkerProcess*> fresh;
+  if (refusal.empty()) {
+    for (auto& w : workers_) {
+      if (w.generation == generation_ && w.ready && !w.told_to_stop && w.channel.fd &&
+          fresh.size() < event::kMaxPassedFds) {
+        fresh.push_back(&w);
+      }
+    }
+    if (fresh.empty()) refusal = "none of its workers serves";
+  }
+  const std::uint32_t wanted = std::exchange(peer_move_request_, 0);
+  if (!refusal.empty()) {
+    spdlog::info("the other master of the upgrade asked to move its sessions here: no, {}",
+                 refusal);
+    if (auto ec = link_.send_refusal(refusal)) {
+      spdlog::warn("answering the other master failed: {}", ec.message());
+    }
+    return;
+  }
+  std::size_t pairs = 0;
+  for (std::uint32_t k = 0; k < wanted; ++k) {
+    std::vector<event::UniqueFd> ends;
+    std::vector<int> fds;
+    for (WorkerProcess* w : fresh) {
+      event::UniqueFd end = session_socket_to(*w);
+      if (!end) continue;
+      fds.push_back(end.get());
+      ends.push_back(std::move(end));
+    }
+    // An empty message still answers for that worker: it gets nothing, and drains.
+    if (auto ec = link_.send_ends(fds)) {
+      spdlog::error("sending session sockets to the other master failed: {}; its sessions drain",
+                    ec.message());
+      return;
+    }
+    pairs += fds.size();
+  }
+  spdlog::info("the sessions of the other master's {} worker(s) move here ({} socket pair(s))",
+               wanted, pairs);
+}
+
+// The leaving master: the next of its workers that asked gets these sockets.
+void Master::hand_ends_to_worker(std::vector<event::UniqueFd> ends) {
+  if (move_recipients_.empty()) return;  // refused meanwhile, or more than were asked for
+  const pid_t pid = move_recipients_.front();
+  move_recipients_.erase(move_recipients_.begin());
+  WorkerProcess* w = find(pid);
+  if (w == nullptr || !w->channel.fd) return;  // exited: it had nothing to move
+  std::size_t passed = 0;
+  for (const auto& fd : ends) passed += pass_move_end(*w, fd.get()) ? 1 : 0;
+  spdlog::info("worker pid {} moves its sessions to the other master's {} worker(s)", pid, passed);
+}
+
+}  // namespace ferry::master
