@@ -124,7 +124,7 @@ void Master::move_pid_file() {
 }
 
 // reload_sessions = "move" (for a proxy at least): a SOCK_SEQPACKET socketpair between every
-// worker about to retire and every worker of generation `gen`, an end passed to each over its
+// older worker still running and every worker of generation `gen`, an end passed to each over its
 // channel. The master keeps no end: a worker that dies closes its own, and the other sees it.
 void Master::move_sessions(int gen) {
   if (!moves_sessions(*config_)) return;
@@ -134,7 +134,9 @@ void Master::move_sessions(int gen) {
   }
   std::size_t pairs = 0;
   for (auto& old : workers_) {
-    if (old.generation >= gen || old.told_to_stop || !old.ready || !old.channel.fd) continue;
+    // Those retired by an earlier reload too: one still handing sessions to a generation that
+    // is retiring now would otherwise be left without a destination (they would drain).
+    if (old.generation >= gen || !old.ready || !old.channel.fd) continue;
     for (WorkerProcess* w : fresh) {
       const event::UniqueFd old_end = session_socket_to(*w);
       if (!old_end) continue;

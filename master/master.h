@@ -73,6 +73,7 @@ struct WorkerProcess {
   event::TimePoint started;
   bool ready = false;
   bool told_to_stop = false;
+  bool moves_to_peer = false;  // its sessions were offered to the other master of an upgrade
   class Master* master = nullptr;
 };
 

@@ -122,8 +122,13 @@ void Master::ask_peer_for_session_sockets() {
       (new_master_ > 0 && !new_master_leaving_) || (upgraded_ && old_master_running());
   if (!link_.is_open() || !peer_runs || !moves_sessions(*config_)) return;
   move_recipients_.clear();
-  for (const auto& w : workers_) {
-    if (w.ready && !w.told_to_stop && w.channel.fd) move_recipients_.push_back(w.pid);
+  for (auto& w : workers_) {
+    // Those of earlier generations still ending too (sessions that were connecting, a chain
+    // of reloads): whatever they can still move goes. Once each (WINCH, then QUIT).
+    if (w.ready && w.channel.fd && !w.moves_to_peer) {
+      w.moves_to_peer = true;
+      move_recipients_.push_back(w.pid);
+    }
   }
   if (move_recipients_.empty()) return;
   if (auto ec = link_.send_move_request(static_cast<std::uint32_t>(move_recipients_.size()))) {

@@ -322,7 +322,7 @@ TEST(MoveTest, ReloadsInQuickSuccessionLoseNothing) {
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
   EXPECT_TRUE(eventually([&] { return s.ferry.workers().size() == 2; }, seconds(10)))
-      << s.ferry.log();
+      << (s.ferry.drain_log(), s.ferry.log());
   ASSERT_TRUE(s.load->progress(2048)) << s.load->now().first_problem;
   const StreamLoad::Result result = s.load->finish();
   EXPECT_EQ(result.cut + result.wrong, 0) << result.first_problem;

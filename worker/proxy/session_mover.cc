@@ -54,6 +54,16 @@ SessionMover::SessionMover(event::EventLoop& loop, SessionSet& sessions, const c
 SessionMover::~SessionMover() { close_all(); }
 
 void SessionMover::close_all() noexcept {
+  if (started_ && measured_.moved > 0) {
+    const Measured& m = measured_;
+    const auto took = std::chrono::duration<double, std::milli>(m.last_answer - m.started);
+    const auto average = std::chrono::duration<double, std::milli>(m.stall_total) / m.moved;
+    spdlog::info(
+        "moved {} session(s) in {:.1f} ms ({:.0f}/s); each waited {:.2f} ms on average, {:.2f} "
+        "ms at most, from its batch's sending to the answer",
+        m.moved, took.count(), took.count() > 0 ? m.moved / took.count() * 1e3 : 0.0,
+        average.count(), std::chrono::duration<double, std::milli>(m.stall_max).count());
+  }
   started_ = false;  // nothing more is sent
   loop_.del_timer(retry_);
   for (auto& d : destinations_) {
@@ -114,6 +124,7 @@ void SessionMover::start() {
     return;
   }
   started_ = true;
+  measured_.started = std::chrono::steady_clock::now();
   spdlog::info("moving {} session(s) to {} other worker(s)", sessions_.size(),
                destinations_.size());
   pump();
@@ -165,12 +176,23 @@ void SessionMover::pump() {
       if (p != Session::Phase::moving && p != Session::Phase::relaying) ++waiting_elsewhere;
       continue;
     }
+    // The next destination with room, its full batch sent first: a session is frozen only
+    // for a batch that can go (a freeze and a thaw cost four epoll_ctl calls).
     std::size_t i = destinations_.size();
-    for (std::size_t k = 0; k < destinations_.size(); ++k) {
-      const std::size_t j = (next_destination_ + k) % destinations_.size();
-      if (open[j]) {
-        i = j;
-        break;
+    while (i == destinations_.size()) {
+      for (std::size_t k = 0; k < destinations_.size(); ++k) {
+        const std::size_t j = (next_destination_ + k) % destinations_.size();
+        if (open[j]) {
+          i = j;
+          break;
+        }
+      }
+      if (i == destinations_.size()) break;
+      const Destination& d = *destinations_[i];
+      if (building[i].frozen.size() < d.max_sessions) break;
+      if (!flush(i) || d.batches_out >= kMaxInFlight) {
+        open[i] = false;
+        i = destinations_.size();
       }
     }
     if (i == destinations_.size()) {
@@ -194,8 +216,7 @@ void SessionMover::pump() {
     }
     Building& b = building[i];
     const Destination& d = *destinations_[i];
-    if (!b.frozen.empty() &&
-        (b.frozen.size() >= d.max_sessions || b.bytes.size() + size > d.max_bytes)) {
+    if (!b.frozen.empty() && b.bytes.size() + size > d.max_bytes) {
       const bool sent = flush(i);
       if (!sent || d.batches_out >= kMaxInFlight) {
         open[i] = false;
@@ -230,6 +251,7 @@ bool SessionMover::send_batch(Destination& d, std::vector<std::byte>& batch,
   if (!ec) {
     for (std::size_t k = 0; k < count; ++k) d.waiting.emplace(ids[k], frozen[k]);
     ++d.batches_out;
+    d.sent_at.push_back(std::chrono::steady_clock::now());
   } else {
     // Nothing of the message went (a seqpacket socket sends all or nothing): these sessions
     // were never the new worker's and resume at once. Those sent before wait for their answers
@@ -292,12 +314,23 @@ void SessionMover::read_answers(Destination& d) {
       continue;
     }
     if (d.batches_out > 0) --d.batches_out;
+    // Answers come in the order the batches went.
+    const auto now = std::chrono::steady_clock::now();
+    const auto stall =
+        d.sent_at.empty()
+            ? std::chrono::microseconds(0)
+            : std::chrono::duration_cast<std::chrono::microseconds>(now - d.sent_at.front());
+    if (!d.sent_at.empty()) d.sent_at.pop_front();
     for (const MoveAnswer& a : answers) {
       auto it = d.waiting.find(a.id);
       if (it == d.waiting.end()) continue;
       Session* s = it->second;
       d.waiting.erase(it);
       if (a.verdict == MoveVerdict::adopted) {
+        ++measured_.moved;
+        measured_.last_answer = now;
+        measured_.stall_total += stall;
+        measured_.stall_max = std::max(measured_.stall_max, stall);
         s->forget();
       } else if (s->thaw()) {
         s->stay();

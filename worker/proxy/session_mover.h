@@ -4,8 +4,10 @@
 // worker the other ends (sources). Both sides and the rule on failures are in docs/reload.md.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <vector>
@@ -74,6 +76,15 @@ class SessionMover {
     std::size_t max_bytes = kMaxMessage;
     bool closing = false;  // its end is closed: nothing more is sent, answers are read to the end
     bool dead = false;     // the end of file read: the socket is closed
+    std::deque<std::chrono::steady_clock::time_point> sent_at;  // per batch out, oldest first
+  };
+  // What the hand-off took, logged once this worker has moved its last session.
+  struct Measured {
+    std::size_t moved = 0;
+    std::chrono::steady_clock::time_point started;
+    std::chrono::steady_clock::time_point last_answer;
+    std::chrono::microseconds stall_total{0};  // over the moved sessions
+    std::chrono::microseconds stall_max{0};
   };
   struct PendingAnswer {
     std::vector<std::byte> bytes;
@@ -115,6 +126,7 @@ class SessionMover {
   bool started_ = false;
   int exit_at_batch_ = 0;
   int batches_received_ = 0;
+  Measured measured_;
   event::Event retry_;              // looks for sessions to move again while the worker ends
   std::vector<std::byte> message_;  // the receive buffer
   event::LogThrottle refused_log_{event::Msec{5'000}};
