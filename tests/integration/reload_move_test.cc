@@ -312,6 +312,30 @@ TEST(MoveTest, KillingANewWorkerMidTransferCorruptsNothing) {
   std::cout << "[ killed ] " << result.cut << " of 1000 sessions died with the killed worker\n";
 }
 
+// A move does not restart a session's idle time: a session idle for 1.2 s of a 2 s
+// idle_timeout when it moves is closed about 0.8 s later, not 2 s later (each reload would
+// otherwise keep idle sessions alive for good).
+TEST(MoveTest, AMovedSessionKeepsItsIdleTime) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(1, port, backend.port(), "idle_timeout = \"2s\";"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const event::UniqueFd c(connect_to_port(port));
+  ASSERT_TRUE(c.valid() && echo_round_trip(c.get(), "last words"));
+  const auto last_active = std::chrono::steady_clock::now();
+  std::this_thread::sleep_until(last_active + milliseconds(1200));
+  const std::set<pid_t> before = ferry.workers();
+  ASSERT_TRUE(reload_and_retire(ferry, 1, kOldWorkersGone)) << ferry.log();
+  ASSERT_NE(ferry.workers(), before) << "the session moved to the new worker";
+  ASSERT_TRUE(closed_by_peer(c.get(), seconds(10)));
+  const auto closed_after =
+      std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - last_active);
+  EXPECT_GE(closed_after.count(), 1900) << "closed before its idle_timeout";
+  // 3.2 s when the move restarts it.
+  EXPECT_LT(closed_after.count(), 2700 + 300 * slowdown()) << "the move restarted its idle time\n"
+                                                           << (ferry.drain_log(), ferry.log());
+}
+
 // Reloads one right after another: a generation that is still taking sessions from the one
 // before it is retired in turn, and passes them on.
 TEST(MoveTest, ReloadsInQuickSuccessionLoseNothing) {

@@ -172,6 +172,7 @@ bool Session::pump(RelayDirection& d, const RelayDirection& other) {
 }
 
 void Session::run() {
+  const std::uint64_t before = up_.total() + down_.total();
   if (!pump(up_, down_) || !pump(down_, up_)) return;
   if (up_.state() == RelayDirection::State::finished &&
       down_.state() == RelayDirection::State::finished) {
@@ -180,7 +181,10 @@ void Session::run() {
   }
   // The idle timer is armed once and not moved on every read: when it fires, it looks at the
   // last activity and re-arms for the rest (idle_timer()).
-  last_active_ = loop_.now();
+  // After a move, only bytes count: the new registrations' first reports (a writable
+  // socket) are no activity.
+  if (up_.total() + down_.total() != before) resumed_ = false;
+  if (!resumed_) last_active_ = loop_.now();
   if (proxy_.idle_timeout.count() > 0 && !client_->read.timer_set) {
     loop_.add_timer(client_->read, proxy_.idle_timeout);
   }

@@ -122,8 +122,11 @@ class Session {
   RelayDirection down_;  // upstream → client
   Phase phase_ = Phase::admitting;
   std::uint16_t moves_ = 0;  // how often it moved to another worker (saturating)
-  bool stays_ = false;       // stay()
-  bool counted_ = false;     // holds a place in the per-client counts (limit_bucket_)
+  // Resumed after a move (or a move that did not happen), no byte relayed since: a run counts
+  // as activity only once it moves bytes, so that a move does not restart the idle time.
+  bool resumed_ = false;
+  bool stays_ = false;    // stay()
+  bool counted_ = false;  // holds a place in the per-client counts (limit_bucket_)
   std::uint32_t limit_bucket_ = 0;
   std::uint32_t header_out_ = 0;    // bytes of the PROXY header sent on (not the client's bytes)
   ProxyCounters* stats_ = nullptr;  // this worker's counters of the proxy (or none)

@@ -91,6 +91,13 @@ void Session::resume() {
   // nothing for it says EAGAIN.
   client_->read.ready = client_->write.ready = true;
   upstream_->read.ready = upstream_->write.ready = true;
+  // The idle time goes on where it was (the record carried it): the timer fires when the rest
+  // of idle_timeout is up, and runs are no activity until one moves bytes.
+  resumed_ = true;
+  if (proxy_.idle_timeout.count() > 0) {
+    const event::Msec idle = loop_.now() - last_active_;
+    loop_.add_timer(client_->read, std::max(event::Msec{0}, proxy_.idle_timeout - idle));
+  }
   loop_.post(client_->read);
 }
 
