@@ -84,10 +84,14 @@ void close_inherited_fds() {
 }
 
 void name_passed_fds() {
+  // The upgrade link is named on its own only: a binary that does not know it then closes it
+  // (its old master sees the end of file and asks for nothing) instead of keeping it for good.
+  const char* link = std::getenv(UpgradeLink::kVariable);
+  const int link_fd = link != nullptr ? std::atoi(link) : -1;
   std::string value;
   for (const int fd : open_fds()) {
     const int flags = ::fcntl(fd, F_GETFD);
-    if (flags == -1 || (flags & FD_CLOEXEC) != 0) continue;
+    if (flags == -1 || (flags & FD_CLOEXEC) != 0 || fd == link_fd) continue;
     value += (value.empty() ? "" : ";") + std::to_string(fd);
   }
   ::setenv(kPassedFdsVariable, value.c_str(), 1);

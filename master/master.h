@@ -248,7 +248,8 @@ class Master {
   static constexpr Msec kLoadTimeout{10'000};
   static constexpr Msec kForkWait{50};  // a fork put off while a read runs is tried again
   static constexpr Msec kInheritInterval{1000};
-  static constexpr Msec kOldMasterExitPoll{10};  // once it closed the link
+  static constexpr Msec kOldMasterExitPoll{10};     // once it closed the link,
+  static constexpr Msec kOldMasterExitWait{2'000};  // for at most this long
   static constexpr Msec kShareSweepInterval{5000};
   static constexpr Msec kAbortGrace{10'000};  // a new master told to stop by an abort
 
@@ -305,14 +306,16 @@ class Master {
   std::uint32_t peer_move_request_ = 0;  // serving: the other master's workers that wait
   int exit_code_ = 0;
   bool upgraded_ = false;
-  bool old_master_leaving_ = false;  // it closed the upgrade link: it is exiting
-  bool served_ = false;              // a generation of workers has served
-  int generation_ = 0;               // the one serving (or starting, at first)
-  int pending_generation_ = 0;       // a reload's, until it serves
-  int last_generation_ = 0;          // the newest started: a number is never given twice
-  pid_t new_master_ = -1;            // during a binary upgrade
-  bool new_master_leaving_ = false;  // it handed the service back and drains: this one serves
-  bool handed_back_ = false;         // this new master handed the service back to its old master
+  // It closed the upgrade link (it is exiting): its statistics are polled for its exit.
+  std::optional<event::TimePoint> old_master_leaving_since_;
+  bool link_from_old_master_ = false;  // link_ is the one the old master passed
+  bool served_ = false;                // a generation of workers has served
+  int generation_ = 0;                 // the one serving (or starting, at first)
+  int pending_generation_ = 0;         // a reload's, until it serves
+  int last_generation_ = 0;            // the newest started: a number is never given twice
+  pid_t new_master_ = -1;              // during a binary upgrade
+  bool new_master_leaving_ = false;    // it handed the service back and drains: this one serves
+  bool handed_back_ = false;           // this new master handed the service back to its old master
   bool files_left_to_old_master_ = false;  // its pid file and socket are at the old master's names
   bool owns_control_path_ = true;
   bool reload_again_ = false;

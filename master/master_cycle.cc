@@ -113,13 +113,18 @@ int Master::run() {
   upgraded_ = listeners_.adopt_inherited();
   if (upgraded_) {
     upgrade_parent_ = ::getppid();
-    if (!link_.adopt()) spdlog::warn("no upgrade link: sessions will not move between masters");
+    link_from_old_master_ = link_.adopt();
+    if (!link_from_old_master_) {
+      spdlog::warn("no upgrade link: sessions will not move between the masters");
+    }
     if (!old_master_state_.adopt()) {
       spdlog::warn(
           "the old master shares no state page; stopping will hand the service back "
           "to it whenever it is still running");
     }
   } else {
+    // A link passed without listeners is of no use: taken (its variable unset), then closed.
+    if (link_.adopt()) link_.close();
     listeners_.adopt_activated();
   }
   notifier_ = ServiceNotifier(upgraded_);

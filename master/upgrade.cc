@@ -89,7 +89,9 @@ std::optional<UpgradeRefused> Master::upgrade() {
   // A new page per upgrade; without one the new master falls back to "hand the service back
   // while the old master runs", so the upgrade goes on.
   (void)own_state_.create(winched_ ? OldMasterState::winched : OldMasterState::serving);
-  close_link();          // a previous upgrade's
+  // A previous upgrade's (or the one from our own old master, gone by now).
+  close_link();
+  link_from_old_master_ = false;
   (void)link_.create();  // without it, sessions drain between the masters as before
   const pid_t pid = ::fork();
   if (pid == -1) {
@@ -146,8 +148,9 @@ bool Master::old_master_running() const {
 void Master::on_inherit_timer(Event& ev) {
   auto& m = *static_cast<Master*>(ev.data);
   if (m.segments_.inherit_more(*m.stats_, !m.old_master_running())) {
-    m.loop_.add_timer(m.inherit_timer_,
-                      m.old_master_leaving_ ? kOldMasterExitPoll : kInheritInterval);
+    const bool soon = m.old_master_leaving_since_ &&
+                      event::monotonic_now() - *m.old_master_leaving_since_ < kOldMasterExitWait;
+    m.loop_.add_timer(m.inherit_timer_, soon ? kOldMasterExitPoll : kInheritInterval);
   }
 }
 

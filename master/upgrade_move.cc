@@ -12,6 +12,17 @@
 #include "master/master.h"
 
 namespace ferry::master {
+namespace {
+
+// The other end has closed (a worker or master that is exiting): nothing went wrong here.
+bool gone(const std::error_code& ec) {
+  return ec == std::errc::broken_pipe || ec == std::errc::connection_reset;
+}
+
+// Far more than any master's workers: what one request may ask for.
+constexpr std::uint32_t kMaxPeerWorkers = 4096;
+
+}  // namespace
 
 bool moves_sessions(const conf::Config& config) {
   return std::any_of(config.proxies.begin(), config.proxies.end(),
@@ -52,7 +63,9 @@ bool Master::pass_move_end(WorkerProcess& old, int fd) {
   const char move = static_cast<char>(worker::Command::move_to);
   if (auto ec = event::send_with_fds(old.channel.fd.get(), std::as_bytes(std::span(&move, 1)),
                                      {&fd, 1})) {
-    spdlog::error("passing a session socket to worker pid {} failed: {}", old.pid, ec.message());
+    // A worker with no session exits at its quit, maybe before its sockets come: no error.
+    spdlog::log(gone(ec) ? spdlog::level::info : spdlog::level::err,
+                "passing a session socket to worker pid {} failed: {}", old.pid, ec.message());
     return false;
   }
   return true;
@@ -85,22 +98,28 @@ void Master::on_link(Event& ev) {
     switch (self.link_.receive(m)) {
       case LinkRead::empty: return;
       case LinkRead::garbage: continue;
-      case LinkRead::closed:
+      case LinkRead::closed: {
         spdlog::info("the other master of the upgrade closed the link");
+        const bool from_old_master = self.link_from_old_master_;
         self.close_link();
         // The old master is exiting: its statistics are taken for good as soon as it has (until
-        // then a session that moved here is in its totals and ours).
-        if (self.upgraded_) {
-          self.old_master_leaving_ = true;
+        // then a session that moved here is in its totals and ours). It may have exited already
+        // (then the first poll takes them); polled briefly only.
+        if (from_old_master) {
+          self.old_master_leaving_since_ = event::monotonic_now();
           self.loop_.del_timer(self.inherit_timer_);
           self.arm(self.inherit_timer_, kOldMasterExitPoll, on_inherit_timer);
         }
         return;
+      }
       case LinkRead::message: break;
     }
     switch (m.kind) {
       case LinkMessage::move_request:
-        self.peer_move_request_ = std::max<std::uint32_t>(m.workers, 1);
+        // Added to one not answered yet (WINCH, then QUIT before the answer): one answer for
+        // both. Bounded: a master has far fewer workers.
+        self.peer_move_request_ = std::min<std::uint32_t>(
+            self.peer_move_request_ + std::max<std::uint32_t>(m.workers, 1), kMaxPeerWorkers);
         self.answer_move_request();
         break;
       case LinkMessage::ends: self.hand_ends_to_worker(std::move(m.fds)); break;
@@ -120,8 +139,11 @@ void Master::on_link(Event& ev) {
 void Master::ask_peer_for_session_sockets() {
   const bool peer_runs =
       (new_master_ > 0 && !new_master_leaving_) || (upgraded_ && old_master_running());
-  if (!link_.is_open() || !peer_runs || !moves_sessions(*config_)) return;
-  move_recipients_.clear();
+  // The configuration that served (a reload cancelled by this stop never did).
+  const conf::Config& serving = previous_ ? *previous_->config : *config_;
+  if (!link_.is_open() || !peer_runs || !moves_sessions(serving)) return;
+  // Appended: the workers of an earlier request (WINCH, then QUIT) still wait for their answer.
+  const std::size_t before = move_recipients_.size();
   for (auto& w : workers_) {
     // Those of earlier generations still ending too (sessions that were connecting, a chain
     // of reloads): whatever they can still move goes. Once each (WINCH, then QUIT).
@@ -130,17 +152,17 @@ void Master::ask_peer_for_session_sockets() {
       move_recipients_.push_back(w.pid);
     }
   }
-  if (move_recipients_.empty()) return;
-  if (auto ec = link_.send_move_request(static_cast<std::uint32_t>(move_recipients_.size()))) {
+  const std::size_t asked = move_recipients_.size() - before;
+  if (asked == 0) return;
+  if (auto ec = link_.send_move_request(static_cast<std::uint32_t>(asked))) {
     spdlog::error(
         "asking the other master of the upgrade for its workers' sockets failed: {}; "
         "the sessions drain",
         ec.message());
-    move_recipients_.clear();
+    move_recipients_.resize(before);
     return;
   }
-  spdlog::info("asked the other master of the upgrade to take the sessions of {} worker(s)",
-               move_recipients_.size());
+  spdlog::info("asked the other master of the upgrade to take the sessions of {} worker(s)", asked);
 }
 
 // The master that serves: a SOCK_SEQPACKET pair between each of the leaving master's workers

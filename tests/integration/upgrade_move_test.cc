@@ -150,6 +150,30 @@ TEST_F(UpgradeMoveTest, ARollbackMovesTheSessionsBack) {
   EXPECT_EQ(result.wrong, 0) << result.first_problem;
 }
 
+// WINCH, then QUIT before the new master has answered the first request (it is stopped
+// meanwhile): the QUIT asks for nobody new, and the first request's answer still reaches the
+// workers it was for (review of the upgrade move: it was dropped, and they drained).
+TEST_F(UpgradeMoveTest, QuitBeforeTheAnswerToWinchStillMovesEverySession) {
+  const pid_t fresh = ferry.upgrade(2);
+  ASSERT_GT(fresh, 0) << ferry.log();
+  const KillOnExit guard{fresh};
+  ASSERT_EQ(::kill(fresh, SIGSTOP), 0);
+  ferry.signal(SIGWINCH);
+  ASSERT_TRUE(ferry.wait_for_log("take the sessions of 2 worker(s)")) << ferry.log();
+  ferry.signal(SIGQUIT);
+  ASSERT_TRUE(ferry.wait_for_log("SIGQUIT: graceful stop")) << ferry.log();
+  ASSERT_EQ(::kill(fresh, SIGCONT), 0);
+  ASSERT_TRUE(eventually([&] { return exited(ferry.master()); }, kLeavingMasterGone))
+      << "the old master still runs: its workers did not move their sessions\n"
+      << ferry.log();
+  EXPECT_EQ(ferry.wait().exit_code, 0);
+  ASSERT_TRUE(nothing_lost("after the upgrade")) << ferry.log();
+  const StreamLoad::Result result = load->finish();
+  EXPECT_EQ(result.cut + result.wrong, 0) << result.first_problem;
+  ::kill(fresh, SIGQUIT);
+  EXPECT_TRUE(eventually([&] { return !alive(fresh); }));
+}
+
 // reload_sessions = "drain": the old master's workers keep their sessions after WINCH.
 TEST(UpgradeDrainTest, DrainKeepsSessionsWithTheOldMaster) {
   EpollBackend backend;
