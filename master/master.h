@@ -264,6 +264,7 @@ class Master {
   // kCheckNoSocketVariable
   bool check_no_socket_ = false;
   int adopt_exit_ = 0;               // kAdoptExitVariable
+  int adopt_pause_ms_ = 0;           // kAdoptPauseVariable
   bool new_master_unready_ = false;  // kNewMasterUnreadyVariable
   ListenerSet listeners_;
   SharedZones zones_;

@@ -51,6 +51,9 @@ constexpr const char* kCheckNoSocketVariable = "FERRY_TEST_HEALTH_CHECK_NO_SOCKE
 // to it arrives, before it answers that one: the old worker must resume what it had no answer
 // for, and only that.
 constexpr const char* kAdoptExitVariable = "FERRY_TEST_ADOPT_EXIT";
+// For tests only: "MS" makes every worker wait MS ms before it reads the first batch of
+// sessions moved to it (they stay frozen meanwhile).
+constexpr const char* kAdoptPauseVariable = "FERRY_TEST_ADOPT_PAUSE_MS";
 
 const int kSignals[] = {SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCHLD};
 
@@ -186,6 +189,8 @@ void Master::read_test_hooks() {
   ::unsetenv(kCheckNoSocketVariable);
   if (const char* v = std::getenv(kAdoptExitVariable)) adopt_exit_ = std::max(1, std::atoi(v));
   ::unsetenv(kAdoptExitVariable);
+  if (const char* v = std::getenv(kAdoptPauseVariable)) adopt_pause_ms_ = std::max(0, std::atoi(v));
+  ::unsetenv(kAdoptPauseVariable);
   new_master_unready_ = std::getenv(kNewMasterUnreadyVariable) != nullptr;
   ::unsetenv(kNewMasterUnreadyVariable);
   own_state_.take_test_hook();

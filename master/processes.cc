@@ -146,6 +146,7 @@ int Master::become_worker(int slot, int generation, int channel, worker::WorkerC
   settings.run_health_checks = slot == 0;
   settings.health_check_no_socket = check_no_socket_;
   settings.exit_on_adopt = adopt_exit_;
+  settings.adopt_pause = event::Msec{adopt_pause_ms_};
   settings.slot = slot;
   settings.generation = generation;
   settings.withhold_ready = generation == unready_generation_;

@@ -147,10 +147,7 @@ void Master::ask_peer_for_session_sockets() {
   for (auto& w : workers_) {
     // Those of earlier generations still ending too (sessions that were connecting, a chain
     // of reloads): whatever they can still move goes. Once each (WINCH, then QUIT).
-    if (w.ready && w.channel.fd && !w.moves_to_peer) {
-      w.moves_to_peer = true;
-      move_recipients_.push_back(w.pid);
-    }
+    if (w.ready && w.channel.fd && !w.moves_to_peer) move_recipients_.push_back(w.pid);
   }
   const std::size_t asked = move_recipients_.size() - before;
   if (asked == 0) return;
@@ -161,6 +158,10 @@ void Master::ask_peer_for_session_sockets() {
         ec.message());
     move_recipients_.resize(before);
     return;
+  }
+  // Offered once (WINCH, then QUIT), and only once the request went.
+  for (std::size_t k = before; k < move_recipients_.size(); ++k) {
+    if (WorkerProcess* w = find(move_recipients_[k])) w->moves_to_peer = true;
   }
   spdlog::info("asked the other master of the upgrade to take the sessions of {} worker(s)", asked);
 }

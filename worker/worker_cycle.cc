@@ -117,6 +117,7 @@ class Worker {
     sessions_.set_on_empty(on_sessions_empty, this);
     mover_ = std::make_unique<SessionMover>(loop_, sessions_, cfg_, listening);
     if (settings_.exit_on_adopt > 0) mover_->exit_at_batch_for_tests(settings_.exit_on_adopt);
+    mover_->pause_before_adopting_for_tests(settings_.adopt_pause);
     shutdown_timer_.handler = on_shutdown_timeout;
     shutdown_timer_.data = this;
     // Sessions publish the gauge as they start and end; status clients, connects under way and

@@ -7,6 +7,7 @@
 
 #include "conf/config.h"
 #include "event/accept_mutex.h"
+#include "event/clock.h"
 #include "event/listening.h"
 #include "worker/proxy/client_limits.h"
 #include "worker/stats/stats_table.h"
@@ -42,7 +43,8 @@ struct WorkerSettings {
   bool health_check_no_socket = false;
   // Test only (the master's FERRY_TEST_ADOPT_EXIT): exit at the first batch of moved sessions,
   // before answering, as a worker killed mid-transfer would.
-  int exit_on_adopt = 0;  // at this batch (from 1); 0: never
+  int exit_on_adopt = 0;       // at this batch (from 1); 0: never
+  event::Msec adopt_pause{0};  // before the first batch moved here is read (tests)
   // Called when the worker starts shutting down (sets the "is shutting down" process title).
   void (*on_shutdown)() = nullptr;
 };

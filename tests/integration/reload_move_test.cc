@@ -336,6 +336,31 @@ TEST(MoveTest, AMovedSessionKeepsItsIdleTime) {
                                                            << (ferry.drain_log(), ferry.log());
 }
 
+// Bytes that reach a session while it is frozen are relayed once it runs again, even when the
+// reload shortened its idle_timeout below the time it had been idle: the timer is not due
+// before that first read (review of the idle-time change: a timer due at once, which runs
+// before posted events, closed it with the bytes unread). The new worker waits 1.5 s before
+// adopting, so the bytes come while the session is frozen.
+TEST(MoveTest, BytesThatCameWhileFrozenAreRelayedWhenTheIdleTimeoutShrank) {
+  EchoServer backend;
+  const int port = free_port();
+  FerryInstance ferry(config(1, port, backend.port(), "idle_timeout = \"10s\";"));
+  ferry.set_options({.env = {"FERRY_TEST_ADOPT_PAUSE_MS=1500"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const event::UniqueFd c(connect_to_port(port));
+  ASSERT_TRUE(c.valid() && echo_round_trip(c.get(), "before"));
+  std::this_thread::sleep_for(milliseconds(1200));  // idle longer than the next idle_timeout
+  ferry.rewrite(config(1, port, backend.port(), "idle_timeout = \"1s\";"));
+  const Finished r = ferry.command("reload");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Logged as the old worker freezes it and sends it to the new worker, which holds it.
+  ASSERT_TRUE(ferry.wait_for_log("moving 1 session(s)")) << ferry.log();
+  ASSERT_TRUE(send_all(c.get(), "during"));
+  EXPECT_EQ(read_exactly(c.get(), 6, seconds(10)), "during")
+      << "closed as idle with the bytes unread\n"
+      << (ferry.drain_log(), ferry.log());
+}
+
 // Reloads one right after another: a generation that is still taking sessions from the one
 // before it is retired in turn, and passes them on.
 TEST(MoveTest, ReloadsInQuickSuccessionLoseNothing) {

@@ -96,7 +96,9 @@ void Session::resume() {
   resumed_ = true;
   if (proxy_.idle_timeout.count() > 0) {
     const event::Msec idle = loop_.now() - last_active_;
-    loop_.add_timer(client_->read, std::max(event::Msec{0}, proxy_.idle_timeout - idle));
+    // 1 ms at least: a timer due now would run before the posted read below (timers come
+    // first in an iteration) and close a session whose bytes came while it was frozen.
+    loop_.add_timer(client_->read, std::max(event::Msec{1}, proxy_.idle_timeout - idle));
   }
   loop_.post(client_->read);
 }

@@ -49,6 +49,8 @@ SessionMover::SessionMover(event::EventLoop& loop, SessionSet& sessions, const c
     : loop_(loop), sessions_(sessions), cfg_(cfg), listening_(std::move(listening)) {
   retry_.handler = on_retry;
   retry_.data = this;
+  adopt_pause_timer_.handler = on_adopt_pause;
+  adopt_pause_timer_.data = this;
 }
 
 SessionMover::~SessionMover() { close_all(); }
@@ -66,6 +68,7 @@ void SessionMover::close_all() noexcept {
   }
   started_ = false;  // nothing more is sent
   loop_.del_timer(retry_);
+  loop_.del_timer(adopt_pause_timer_);
   for (auto& d : destinations_) {
     // Sent and not answered: the new worker may run them already (its answer unread) or adopt
     // them from its queue once this end closes. Closed here without a word, whichever it is.
@@ -130,6 +133,14 @@ void SessionMover::start() {
   pump();
 }
 
+void SessionMover::on_adopt_pause(Event& ev) {
+  auto& m = *static_cast<SessionMover*>(ev.data);
+  m.adopt_pause_ = event::Msec{0};
+  for (std::size_t i = 0; i < m.sources_.size(); ++i) {
+    if (m.sources_[i]->conn != nullptr) m.read_batches(*m.sources_[i]);
+  }
+}
+
 void SessionMover::on_retry(Event& ev) {
   auto& m = *static_cast<SessionMover*>(ev.data);
   m.pump();
@@ -156,18 +167,23 @@ void SessionMover::pump() {
     std::vector<int> fds;
   };
   std::vector<Building> building(destinations_.size());
+  // Sessions this pass leaves for a later one: still connecting, no room, or thawed after a
+  // batch that could not go (already walked past: the retry brings them back).
+  std::size_t waiting_elsewhere = 0;
   // Sends what `i` has gathered; false when that destination takes nothing more now.
   auto flush = [&](std::size_t i) {
     Building& b = building[i];
     if (b.frozen.empty()) return true;
-    return send_batch(*destinations_[i], b.bytes, b.frozen, b.ids, b.fds);
+    const std::size_t count = b.frozen.size();
+    const bool sent = send_batch(*destinations_[i], b.bytes, b.frozen, b.ids, b.fds);
+    if (!sent) waiting_elsewhere += count;
+    return sent;
   };
   std::vector<bool> open(destinations_.size());
   for (std::size_t i = 0; i < destinations_.size(); ++i) {
     const Destination& d = *destinations_[i];
     open[i] = !d.dead && !d.closing && d.conn->write.ready && d.batches_out < kMaxInFlight;
   }
-  std::size_t waiting_elsewhere = 0;
   for (Session *s = sessions_.first(), *next = nullptr; s != nullptr; s = next) {
     next = s->next;
     if (!s->movable()) {
@@ -311,6 +327,9 @@ void SessionMover::read_answers(Destination& d) {
     if (!decode_answers(std::span(buf, msg.bytes), answers, why)) {
       // Which sessions it holds is unknown: they wait, frozen, for its end to close.
       spdlog::error("a new worker's answer to moved sessions is malformed ({}): ignored", why);
+      // Its batch stays counted as out (nothing more is risked with that worker), but the next
+      // answers are timed from their own batches.
+      if (!d.sent_at.empty()) d.sent_at.pop_front();
       continue;
     }
     if (d.batches_out > 0) --d.batches_out;
@@ -395,6 +414,10 @@ void SessionMover::exit_if_batch_queued(UniqueFd& sock) {
 }
 
 void SessionMover::read_batches(Source& src) {
+  if (adopt_pause_.count() > 0) {  // the test hook: every source is read once it fires
+    if (!adopt_pause_timer_.timer_set) loop_.add_timer(adopt_pause_timer_, adopt_pause_);
+    return;
+  }
   while (src.conn != nullptr) {
     if (exit_at_batch_ > 0 && batches_received_ + 1 == exit_at_batch_) {
       exit_if_batch_queued(src.conn->fd);  // it dies with the batch unread in its queue

@@ -49,6 +49,9 @@ class SessionMover {
   // Test hook: the n-th batch that arrives (from 1) ends the process (_exit(9)) before it is
   // read: the batches before it are answered (and run), it stays in the socket's queue.
   void exit_at_batch_for_tests(int n) noexcept { exit_at_batch_ = n; }
+  // Test hook: the first batch that arrives is read only `pause` later (its sessions stay
+  // frozen in the old worker meanwhile).
+  void pause_before_adopting_for_tests(event::Msec pause) noexcept { adopt_pause_ = pause; }
 
   // This worker takes no more sessions (it stops): the old workers resume what they sent and
   // had no answer for.
@@ -78,7 +81,7 @@ class SessionMover {
     bool dead = false;     // the end of file read: the socket is closed
     std::deque<std::chrono::steady_clock::time_point> sent_at;  // per batch out, oldest first
   };
-  // What the hand-off took, logged once this worker has moved its last session.
+  // What the hand-off took, logged as this worker ends (close_all()).
   struct Measured {
     std::size_t moved = 0;
     std::chrono::steady_clock::time_point started;
@@ -99,6 +102,7 @@ class SessionMover {
   static void on_destination(event::Event& ev);
   static void on_source(event::Event& ev);
   static void on_retry(event::Event& ev);
+  static void on_adopt_pause(event::Event& ev);
   void pump();
   // Sends `batch` (frozen sessions `frozen`, fds `fds`) to `d`; false when it could not go
   // (the sessions are thawed: retried later, or elsewhere).
@@ -127,6 +131,8 @@ class SessionMover {
   int exit_at_batch_ = 0;
   int batches_received_ = 0;
   Measured measured_;
+  event::Msec adopt_pause_{0};
+  event::Event adopt_pause_timer_;  // kAdoptPause: reads every source once it fires
   event::Event retry_;              // looks for sessions to move again while the worker ends
   std::vector<std::byte> message_;  // the receive buffer
   event::LogThrottle refused_log_{event::Msec{5'000}};
