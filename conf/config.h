@@ -158,6 +158,11 @@ struct Config {
   CpuAffinity worker_cpu_affinity = CpuAffinity::automatic;
   std::optional<std::string> user;
   std::string pid_file = "/run/ferry/ferry.pid";
+  // Where the operator's runtime changes of servers are kept across restarts ("" = nowhere).
+  std::string state_file;
+  // Users who may run the control socket's read-only commands (show, status, ready) besides
+  // root, the master's own user and `user`, who may run them all.
+  std::vector<std::string> control_readers;
   LogSettings log;
   EventsSettings events;
   ThreadPoolSettings thread_pool;

@@ -233,6 +233,23 @@ constexpr Field<Config> kRoot[] = {
        if (cfg.user) w.set_string(n, *cfg.user);
      }},
     string_field<&Config::pid_file, false>("pid_file"),
+    string_field<&Config::state_file, true>("state_file"),
+    {"control_readers",
+     [](Reader& r, const Setting& s, Config& cfg) {
+       r.strings(s, [&](const Setting& e) {
+         const std::string name = e.c_str();
+         // Looked up now, so that a typo fails -t rather than the first command.
+         const auto found = look_up_user(name);
+         if (const auto* why = std::get_if<std::string>(&found)) {
+           r.error(e, *why);
+         } else {
+           cfg.control_readers.push_back(name);
+         }
+       });
+     },
+     [](Writer& w, std::string_view n, const Config& cfg) {
+       if (!cfg.control_readers.empty()) w.strings(n, cfg.control_readers);
+     }},
     group_field<&Config::log, kLog>("log"),
     group_field<&Config::events, kEvents>("events"),
     group_field<&Config::thread_pool, kThreadPool>("thread_pool"),

@@ -18,6 +18,7 @@ constexpr std::array<std::string_view, 6> kSignals = {"reload", "reopen",  "quit
 
 std::string usage() {
   return "usage: ferry [-c FILE] [-t | -T] [-q] [-s SIGNAL] [-v | -V] [-h]\n"
+         "       ferry [-c FILE] ctl COMMAND...\n"
          "\n"
          "  -c FILE    configuration file (default: " FERRY_DEFAULT_CONF
          ")\n"
@@ -30,7 +31,15 @@ std::string usage() {
          "  -V         print the version, build options and library versions, and exit\n"
          "  -h         print this help and exit\n"
          "\n"
-         "Without -t, -T, -s, -v, -V or -h, ferry runs in the foreground.\n";
+         "  ctl COMMAND  run a command on the running master's servers (ferry(8)):\n"
+         "             show servers [UPSTREAM] [--json]\n"
+         "             set server UPSTREAM/SERVER state ready|drain|maint [--kill]\n"
+         "             set server UPSTREAM/SERVER weight N\n"
+         "             add server UPSTREAM/ADDRESS [weight N] [backup] [slow_start DURATION]\n"
+         "             del server UPSTREAM/SERVER\n"
+         "             kill sessions UPSTREAM/SERVER\n"
+         "\n"
+         "Without -t, -T, -s, ctl, -v, -V or -h, ferry runs in the foreground.\n";
 }
 
 std::variant<CommandLine, std::string> parse_command_line(std::span<const char* const> args,
@@ -43,6 +52,7 @@ std::variant<CommandLine, std::string> parse_command_line(std::span<const char* 
   bool verbose = false;
   bool help = false;
   bool signal = false;
+  bool ctl = false;
 
   for (std::size_t i = 1; i < args.size(); ++i) {
     const std::string_view arg = args[i];
@@ -53,6 +63,13 @@ std::variant<CommandLine, std::string> parse_command_line(std::span<const char* 
     if (arg == "--version") {
       version = true;
       continue;
+    }
+    if (arg == "ctl") {
+      // The rest is the command, words as given (they may start with '-': --json, --kill).
+      for (std::size_t k = i + 1; k < args.size(); ++k) cl.ctl.emplace_back(args[k]);
+      if (cl.ctl.empty()) return "ctl needs a command (show servers, set server, ...)";
+      ctl = true;
+      break;
     }
     if (arg.size() < 2 || arg[0] != '-' || arg[1] == '-') {
       return "unexpected argument \"" + std::string(arg) + "\"";
@@ -102,6 +119,9 @@ std::variant<CommandLine, std::string> parse_command_line(std::span<const char* 
     cl.action = Action::version_verbose;
   } else if (version) {
     cl.action = Action::version;
+  } else if (ctl) {
+    if (test || dump || signal) return "ctl cannot be combined with -t, -T or -s";
+    cl.action = Action::ctl;
   } else if (signal) {
     if (test || dump) return "-s cannot be combined with -t or -T";
     cl.action = Action::signal;

@@ -451,6 +451,53 @@ std::string control_socket_path(const std::string& pid_file) {
   return pid_file + ".ctl";
 }
 
+int send_ctl_command(const std::vector<std::string>& words, const std::string& conf_file) {
+  std::string line;
+  for (const std::string& w : words) {
+    if (w.find_first_of(" \t\n") != std::string::npos) {
+      print_error(fmt::format("ferry: ctl: \"{}\": a word may not hold a space or a new line", w));
+      return 1;
+    }
+    line += (line.empty() ? "" : " ") + w;
+  }
+  line += '\n';
+  const PidFileChoice choice = find_pid_file(conf_file);
+  std::string why;
+  auto master = read_pid_file(choice.path, why);
+  if (!master) {
+    if (!choice.notes.empty()) print_error(choice.notes);
+    print_error(fmt::format("ferry: no running master found: {}", why));
+    return 1;
+  }
+  event::UniqueFd fd = send_request(choice.path, *master, line);
+  if (!fd) return 1;
+  const auto answer = read_answer(fd.get(), master->pid, std::chrono::seconds(10));
+  if (!answer) return 1;
+  if (answer->starts_with(protocol::kError)) {
+    print_error(answer->substr(protocol::kError.size()));
+    return 1;
+  }
+  std::string_view body;
+  if (answer->rfind("ok ", 0) == 0) {  // "ok LENGTH\n" and a whole text
+    const std::size_t eol = answer->find('\n');
+    const std::size_t length = std::strtoull(answer->c_str() + 3, nullptr, 10);
+    if (eol == std::string::npos || answer->size() - eol - 1 != length) {
+      print_error("ferry: the master's answer arrived cut short");
+      return 1;
+    }
+    body = std::string_view(*answer).substr(eol + 1);
+  } else if (answer->starts_with(protocol::kOk)) {
+    body = std::string_view(*answer).substr(protocol::kOk.size());
+  } else {
+    print_error(answer->empty() ? "ferry: the master closed the connection without an answer"
+                                : "ferry: the master's answer makes no sense: " + *answer);
+    return 1;
+  }
+  std::fwrite(body.data(), 1, body.size(), stdout);
+  std::fflush(stdout);
+  return 0;
+}
+
 int send_signal_command(const std::string& signal, const std::string& conf_file) {
   const PidFileChoice choice = find_pid_file(conf_file);
   const std::string& pid_file = choice.path;

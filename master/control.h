@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace ferry::master {
 
@@ -15,6 +16,10 @@ std::string control_socket_path(const std::string& pid_file);
 // old one; for reopen, signals the old master of an upgrade under way too. Returns the exit
 // status and prints what happened to stderr.
 int send_signal_command(const std::string& signal, const std::string& conf_file);
+
+// `ferry ctl WORDS...`: sends the words as one command line to the running master and prints
+// its answer (stdout) or error (stderr). Returns 0 when the master did it, 1 otherwise.
+int send_ctl_command(const std::vector<std::string>& words, const std::string& conf_file);
 
 // `-s upgrade`'s exit status when no master took the request: none runs, it does not answer, or
 // it is an older ferry that does not know `upgrade`. Only then is a restart the way to the new

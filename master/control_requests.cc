@@ -6,12 +6,14 @@
 #include <algorithm>
 #include <string_view>
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "master/control.h"
 #include "master/control_protocol.h"
 #include "master/master.h"
 #include "worker/stats/render.h"
+#include "worker/stats/server_view.h"
 
 namespace ferry::master {
 
@@ -55,9 +57,9 @@ void Master::on_control_accept(Event& ev) {
     }
     return;
   }
-  if (const auto why = control_peer_refused(fd.get())) {
-    spdlog::warn("control socket: refused: {}", *why);
-    const std::string answer = protocol::error_answer("ferry: refused: " + *why + "\n");
+  if (const PeerAccess peer = self.peer_access(fd.get()); peer.access == Access::none) {
+    spdlog::warn("control socket: refused: {}", peer.why);
+    const std::string answer = protocol::error_answer("ferry: refused: " + peer.why + "\n");
     (void)::send(fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     // A request left unread would make the close a reset, which loses the answer.
     char request[64];
@@ -102,6 +104,7 @@ void Master::on_waiting_client_read(Event& e) {
     return;
   }
   if (n != 0) return;
+  std::erase_if(m.admin_waiters_, [&](const AdminWaiter& w) { return w.client == &cc; });
   std::erase(m.control_clients_, &cc);
   std::erase(m.queued_clients_, &cc);
   std::erase(m.upgrade_clients_, &cc);
@@ -118,12 +121,46 @@ void Master::on_control_request(Event& ev) {
     self.loop_.close_connection(c);
     return;
   }
-  char buf[64];
-  const ssize_t n = event::retry_eintr([&] { return ::read(c.fd.get(), buf, sizeof buf); });
+  // One line: looked at in place until its end has come (a client may send it in pieces), then
+  // taken off the socket.
+  char buf[kMaxControlLine];
+  ssize_t n = event::retry_eintr(
+      [&] { return ::recv(c.fd.get(), buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT); });
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+  const std::string_view peeked(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+  const std::size_t eol = peeked.find('\n');
+  if (n > 0 && eol == std::string_view::npos && peeked.size() < sizeof buf) {
+    // Not the whole line yet: the rest wakes the loop again (or the request timer fires). A
+    // client that half-closed after a line without its end is answered at the timer.
+    return;
+  }
+  if (n > 0) {
+    const std::size_t take = eol == std::string_view::npos ? peeked.size() : eol + 1;
+    n = event::retry_eintr([&] { return ::read(c.fd.get(), buf, take); });
+  }
   std::erase(self.unrequested_, &c);
   self.loop_.del_timer(c.read);
   const std::string_view request(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+  if (n > 0 && request.find('\n') == std::string_view::npos) {
+    const std::string answer = protocol::error_answer(
+        fmt::format("ferry: a request line is at most {} bytes\n", kMaxControlLine - 1));
+    (void)::send(c.fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    self.loop_.close_connection(c);
+    return;
+  }
+  // The fixed requests that change something are for the peers who may write.
+  const bool changes =
+      request.starts_with(protocol::kReload) || request.starts_with(protocol::kUpgrade);
+  if (changes) {
+    if (const PeerAccess peer = self.peer_access(c.fd.get()); peer.access != Access::write) {
+      spdlog::warn("control socket: refused \"{}\": {}", request.substr(0, request.size() - 1),
+                   peer.why);
+      const std::string answer = protocol::error_answer("ferry: refused: " + peer.why + "\n");
+      (void)::send(c.fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      self.loop_.close_connection(c);
+      return;
+    }
+  }
   if (request.starts_with(protocol::kReload)) {
     spdlog::info("reload requested on the control socket");
     // While a reload is pending, this asker waits for the next one (its own).
@@ -160,7 +197,10 @@ void Master::on_control_request(Event& ev) {
     // "ok LENGTH\n": the client can tell a whole table from one cut short.
     std::string answer = protocol::error_answer("ferry: no statistics in this master\n");
     if (self.stats_ != nullptr) {
-      const std::string table = worker::render_table(self.stats_->snapshot());
+      worker::Snapshot snapshot = self.stats_->snapshot();
+      worker::annotate_servers(snapshot, *self.config_, self.runtime_.records(),
+                               worker::steady_ms());
+      const std::string table = worker::render_table(snapshot);
       answer = "ok " + std::to_string(table.size()) + "\n" + table;
     }
     // The table is small (a line per proxy, server and worker): it fits the socket buffer.
@@ -177,6 +217,17 @@ void Master::on_control_request(Event& ev) {
     }
     self.loop_.close_connection(c);
     return;
+  }
+  if (n > 0 && !request.starts_with(protocol::kAbort)) {
+    // The operator's commands (`ferry ctl`); an unknown word is answered as before, with
+    // kUnknownRequest first (an older `ferry -s upgrade` reads that line).
+    const std::string_view line = request.substr(0, request.size() - 1);
+    const std::string_view verb = line.substr(0, line.find(' '));
+    if (verb == "show" || verb == "set" || verb == "add" || verb == "del" || verb == "kill" ||
+        verb == "help") {
+      self.run_command(c, line);
+      return;
+    }
   }
   const std::string answer = protocol::error_answer(protocol::kUnknownRequest);
   (void)::send(c.fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);

@@ -20,6 +20,8 @@ inline constexpr event::Msec kControlRequestTimeout{3'000};
 // Connections without a request yet; past this the oldest is closed for the new one, so that a
 // flood of idle connections cannot keep `-s reload` out (nor take the master's connections).
 inline constexpr std::size_t kMaxUnrequestedControl = 32;
+// A request line's bytes at most, its '\n' included.
+inline constexpr std::size_t kMaxControlLine = 1024;
 
 // Why `path` cannot be a control socket's (longer than a unix socket address holds), or nothing.
 [[nodiscard]] std::optional<std::string> control_path_too_long(const std::string& path);

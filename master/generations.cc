@@ -22,6 +22,8 @@ namespace ferry::master {
 // A new generation of config_'s workers, numbered anew; it serves once each has reported ready
 // (or, when it never does, is given up after ready_timeout_).
 void Master::start_generation() {
+  // The operator's runtime changes that still apply, before the new workers read them.
+  reconcile_runtime();
   pending_generation_ = generation_ = ++last_generation_;
   stats_->set_generation(generation_);
   for (int slot = 0; slot < config_->worker_processes; ++slot) spawn(slot, generation_);

@@ -117,6 +117,7 @@ int main(int argc, char** argv) {
     case Action::test:
     case Action::dump: return test_configuration(cl);
     case Action::signal: return send_signal_command(cl.signal, cl.conf_file);
+    case Action::ctl: return send_ctl_command(cl.ctl, cl.conf_file);
     case Action::run: return run(cl);
   }
   return 1;

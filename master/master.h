@@ -33,6 +33,7 @@
 #include "master/control_server.h"
 #include "master/listeners.h"
 #include "master/respawn_backoff.h"
+#include "master/runtime_servers.h"
 #include "master/service_notifier.h"
 #include "master/upgrade_link.h"
 #include "master/upgrade_segments.h"
@@ -109,6 +110,17 @@ struct SharedZones {
   worker::CountersTable::Taken counters_taken;    // never the workers' owner words
   worker::ClientLimits* client_limits = nullptr;  // mapped by UpgradeSegments: upgrades pass it
   HealthZone health;                              // the serving (or pending) generation's
+  event::SharedMemory admin_shm;                  // the operator's server settings: the
+  worker::ServerAdminTable* admin = nullptr;      // master writes, workers map it read only
+};
+
+// A write command's asker, answered once every worker has applied the change (or at
+// kAdminApplyWait).
+struct AdminWaiter {
+  Connection* client = nullptr;
+  std::uint64_t version = 0;
+  event::TimePoint since;
+  std::string answer;  // what to say before the workers' line
 };
 
 // What served before a reload, until the reload's generation serves.
@@ -244,7 +256,29 @@ class Master {
   static void on_waiting_client_read(Event& e);
   static void on_control_request(Event& ev);
 
+  // ---- runtime_commands.cc: the operator's commands on servers (`ferry ctl`)
+  // Runs a command line that is none of the fixed requests; answers and closes `c` (or keeps it
+  // waiting for the workers).
+  void run_command(Connection& c, std::string_view line);
+  void publish_runtime(bool save);
+  void load_runtime_state();
+  void reconcile_runtime();
+  void on_admin_applied();
+  static void on_admin_wait_timer(Event& ev);
+  void answer_admin_waiters(bool all);
+  [[nodiscard]] std::string show_servers(std::string_view upstream, bool json) const;
+  // Which peers may run which commands (the uid and pid of `fd`'s peer, SO_PEERCRED).
+  enum class Access { none, read, write };
+  struct PeerAccess {
+    Access access = Access::none;
+    uid_t uid = 0;
+    pid_t pid = 0;
+    std::string why;  // when not `write`
+  };
+  [[nodiscard]] PeerAccess peer_access(int fd) const;
+
   static constexpr Msec kControlAcceptPause{500};
+  static constexpr Msec kAdminApplyWait{1'000};
   static constexpr Msec kLoadTimeout{10'000};
   static constexpr Msec kForkWait{50};  // a fork put off while a read runs is tried again
   static constexpr Msec kInheritInterval{1000};
@@ -280,6 +314,10 @@ class Master {
   std::vector<Connection*> control_clients_;  // waiting for the pending reload's verdict
   std::vector<Connection*> queued_clients_;   // waiting for the reload queued behind it
   std::vector<Connection*> upgrade_clients_;  // `-s upgrade` askers, told if it fails
+  RuntimeServers runtime_;                    // the operator's changes to servers
+  std::uint64_t admin_version_ = 0;           // of the table as last published
+  std::vector<AdminWaiter> admin_waiters_;
+  Event admin_wait_timer_;
   std::list<WorkerProcess> workers_;          // stable addresses: channels point at their entry
   std::list<WorkerProcess> graveyard_;        // reaped; freed once the current epoll batch is done
   Event bury_;

@@ -138,6 +138,7 @@ int Master::run() {
   listeners_.close_removed();
   listeners_.advise_migrate_req(*config_);
   if (!map_shared_zones()) return 1;
+  load_runtime_state();
   register_stats();
   // Before the first workers: a name known to both masters keeps one index.
   const bool inheriting = segments_.inherit_first(*stats_);
@@ -205,6 +206,8 @@ bool Master::map_shared_zones() {
   zones_.counters = worker::CountersTable::create(zones_.counters_shm.data());
   zones_.client_limits = segments_.open_client_limits(upgraded_);
   if (zones_.client_limits == nullptr) return false;
+  if (zones_.admin_shm.create(worker::ServerAdminTable::bytes())) return false;
+  zones_.admin = worker::ServerAdminTable::create(zones_.admin_shm.data());
   stats_ = worker::StatsTable::create(FERRY_VERSION, ::getpid(), ::time(nullptr));
   if (stats_ == nullptr) return false;
   if (const char* capacity = std::getenv(kStatsCapacityVariable)) {

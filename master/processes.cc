@@ -1,6 +1,7 @@
 // The master's table of worker processes: spawning (the fork), the channel each reports on,
 // telling them what to do, reaping them and respawning those that died, with a back-off.
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -142,6 +143,16 @@ int Master::become_worker(int slot, int generation, int channel, worker::WorkerC
   settings.stats_slot =
       counters != nullptr ? zones_.counters->index_of(*counters) : worker::StatsTable::kNoSlot;
   settings.health_board = zones_.health.board;
+  // The operator's settings: read only here, so that no worker can change what the others see.
+  if (zones_.admin != nullptr &&
+      ::mprotect(zones_.admin_shm.data(), zones_.admin_shm.size(), PROT_READ) == 0) {
+    settings.server_admin = zones_.admin;
+  } else if (zones_.admin != nullptr) {
+    spdlog::error(
+        "mprotect() of the server settings failed: {}; runtime changes are off in "
+        "this worker",
+        event::last_error().message());
+  }
   // Worker 0 of the generation probes the servers; a respawned worker 0 takes over.
   settings.run_health_checks = slot == 0;
   settings.health_check_no_socket = check_no_socket_;
@@ -179,6 +190,7 @@ void Master::on_channel(Event& ev) {
     if (n > 0) {
       for (ssize_t i = 0; i < n; ++i) {
         if (buf[i] == static_cast<char>(worker::Report::ready)) w.master->on_worker_ready(w);
+        if (buf[i] == static_cast<char>(worker::Report::applied)) w.master->on_admin_applied();
       }
       continue;
     }

@@ -1,6 +1,7 @@
 // The master ↔ worker channel: one socketpair per worker carrying one-byte messages — commands
 // from the master (quit, terminate, reopen, and the sockets of a session move, each byte with
-// one fd attached) and reports from the worker (ready).
+// one fd attached, and the operator's server settings changing) and reports from the worker
+// (ready, settings applied).
 #pragma once
 
 #include <sys/socket.h>
@@ -15,8 +16,12 @@ enum class Command : char {
   reopen = 'r',
   move_to = 'm',     // with a socket to a worker of the new generation: sessions go there
   adopt_from = 'a',  // with a socket from an older worker: sessions come from there
+  admin = 'u',       // the operator's server settings changed (ServerAdminTable): read them
 };
-enum class Report : char { ready = 'R' };
+enum class Report : char {
+  ready = 'R',
+  applied = 'A',  // the server settings were read: their version is in the counters entry
+};
 
 // Exit status of a worker that must not be respawned (it cannot work at all: nginx's 2).
 inline constexpr int kFatalExit = 2;

@@ -18,6 +18,8 @@ struct alignas(64) WorkerCounters {
   std::atomic<pid_t> owner{0};  // 0: free; -1: handed out, the worker not forked yet
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> active{0};
+  // The ServerAdminTable version this worker applied last (the master compares, never trusts).
+  std::atomic<std::uint64_t> admin_version{0};
 };
 
 // A fixed table of entries: the master takes one for each worker it starts and frees it when it
@@ -48,6 +50,7 @@ class CountersTable {
     taken.reset(index_of(e));
     const std::uint64_t accepted = e.accepted.exchange(0);
     e.active.store(0);
+    e.admin_version.store(0);
     e.owner.store(0);
     return accepted;
   }

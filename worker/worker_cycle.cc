@@ -1,5 +1,6 @@
 // The worker cycle: loop, acceptor, channel to the master, relay sessions, graceful shutdown.
 #include "worker/worker_cycle.h"
+#include "worker/stats/server_view.h"
 
 #include <unistd.h>
 
@@ -61,8 +62,14 @@ class Worker {
       status_ = std::make_unique<StatusServer>(*cfg_.status, [this](std::string_view path) {
         if (settings_.stats == nullptr) return std::string();
         sessions_.publish_connections(loop_);  // this worker's own, as of now
+        Snapshot snapshot = settings_.stats->snapshot();
+        if (settings_.server_admin != nullptr) {
+          annotate_servers(snapshot, cfg_, settings_.server_admin->read(), steady_ms());
+        } else {
+          annotate_servers(snapshot, cfg_, {}, steady_ms());
+        }
         return render_cache_.get(path == "/status" ? render_json : render_prometheus,
-                                 settings_.stats->snapshot());
+                                 std::move(snapshot));
       });
     }
     for (const event::Listening* ls : settings_.listening) {
@@ -115,6 +122,7 @@ class Worker {
     sessions_.set_client_limits(settings_.client_limits, settings_.client_secret,
                                 settings_.limits_share);
     sessions_.set_on_empty(on_sessions_empty, this);
+    apply_server_admin(true);
     mover_ = std::make_unique<SessionMover>(loop_, sessions_, cfg_, listening);
     if (settings_.exit_on_adopt > 0) mover_->exit_at_batch_for_tests(settings_.exit_on_adopt);
     mover_->pause_before_adopting_for_tests(settings_.adopt_pause);
@@ -231,6 +239,7 @@ class Worker {
         break;
       case Command::quit: begin_shutdown(); break;
       case Command::terminate: terminate(); break;
+      case Command::admin: apply_server_admin(false); break;
       case Command::reopen: {
         std::string why;
         if (apply_log_settings(cfg_.log, why)) {
@@ -240,6 +249,21 @@ class Worker {
         sessions_.reopen_logs();
         break;
       }
+    }
+  }
+
+  // Reads the operator's server settings and applies them; says so to the master, which answers
+  // the operator once every worker has (the version in the counters entry says which).
+  void apply_server_admin(bool first) {
+    if (settings_.server_admin == nullptr) return;
+    const std::uint64_t version = settings_.server_admin->version();
+    const std::size_t killed = sessions_.apply_admin(cfg_, settings_.server_admin->read(), first);
+    if (killed > 0) spdlog::info("closed {} session(s) the operator killed", killed);
+    if (settings_.counters != nullptr) {
+      settings_.counters->admin_version.store(version, std::memory_order_release);
+    }
+    if (!first && settings_.channel >= 0) {
+      (void)channel_send(settings_.channel, static_cast<char>(Report::applied));
     }
   }
 

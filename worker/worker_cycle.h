@@ -11,6 +11,7 @@
 #include "event/listening.h"
 #include "worker/proxy/client_limits.h"
 #include "worker/stats/stats_table.h"
+#include "worker/upstream/server_admin.h"
 #include "worker/worker_counters.h"
 
 namespace ferry::worker {
@@ -24,6 +25,7 @@ struct WorkerSettings {
   int channel = -1;                                // the worker's end; -1: no master
   void* health_board = nullptr;                    // shared HealthBoard of this generation
   bool run_health_checks = false;                  // this worker probes the servers
+  const ServerAdminTable* server_admin = nullptr;  // the operator's settings (read only)
   WorkerCounters* counters = nullptr;              // this worker's shared entry, if any
   // The per-client session counts of every worker of every generation, the secret that keys
   // them (the master's copy, in this process's memory) and this worker's share.

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
@@ -118,6 +119,18 @@ std::vector<std::string> FerryInstance::command_line(const std::string& signal) 
   std::vector<std::string> argv = command_launcher_;
   argv.insert(argv.end(), {ferry_binary(), "-s", signal, "-c", conf_});
   return argv;
+}
+
+Finished FerryInstance::ctl(const std::string& words) {
+  std::vector<std::string> argv = command_launcher_;
+  argv.insert(argv.end(), {ferry_binary(), "-c", conf_, "ctl"});
+  std::size_t i = 0;
+  while (i < words.size()) {
+    const std::size_t end = std::min(words.find(' ', i), words.size());
+    if (end > i) argv.push_back(words.substr(i, end - i));
+    i = end + 1;
+  }
+  return run_program(argv, std::chrono::seconds(20));
 }
 
 Finished FerryInstance::command(const std::string& signal) {

@@ -60,6 +60,8 @@ class FerryInstance {
   // `ferry -s SIGNAL -c conf` with its result; command_line() for a test that runs it alongside.
   Finished command(const std::string& signal);
   [[nodiscard]] std::vector<std::string> command_line(const std::string& signal) const;
+  // `ferry -c conf ctl WORDS...` (`words` split at spaces) with its result.
+  Finished ctl(const std::string& words);
   // For command(): a program that runs `ferry -s` (the sandbox ferry itself runs in).
   void set_command_launcher(std::vector<std::string> prefix) {
     command_launcher_ = std::move(prefix);

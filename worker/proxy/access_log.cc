@@ -35,6 +35,7 @@ std::string_view to_string(EndReason reason) noexcept {
     case EndReason::bad_proxy_protocol: return "bad_proxy_protocol";
     case EndReason::untrusted_proxy: return "untrusted_proxy";
     case EndReason::shutdown: return "shutdown";
+    case EndReason::killed: return "killed";
   }
   return "closed";
 }

@@ -34,6 +34,7 @@ enum class EndReason : std::uint8_t {
   bad_proxy_protocol,
   untrusted_proxy,  // a PROXY header from a sender not in accept_proxy_protocol_from
   shutdown,
+  killed,  // by the operator (`set server ... maint --kill`, `kill sessions`)
 };
 std::string_view to_string(EndReason reason) noexcept;
 

@@ -58,6 +58,8 @@ class Session {
   // A new worker refused it, or it cannot travel: it is not offered again.
   void stay() noexcept { stays_ = true; }
   [[nodiscard]] const conf::Proxy& proxy() const noexcept { return proxy_; }
+  // The server it is connected (or connecting) to, or null.
+  [[nodiscard]] const Peer* peer() const noexcept { return peer_; }
   // Takes the session out of this loop (epoll, timers, posted events) and describes it in `r`,
   // its sockets in `fds` (client, server). False: settling the relay found a failed call and
   // the session was closed (`this` is gone).

@@ -105,6 +105,7 @@ Balancer& SessionSet::balancer(const conf::Proxy& proxy, const conf::Config& cfg
                                Balancer(u, slots, shared.empty() ? nullptr : shared.data()))
                       .first->second;
     for (const auto& [server, addresses] : resolved_) b.set_addresses(*server, addresses);
+    apply_admin_to(b, u);
     return b;
   }
   return balancers_.emplace(std::string(name), Balancer()).first->second;  // validated: not reached

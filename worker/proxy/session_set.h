@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <deque>
 #include <map>
 #include <span>
 #include <string>
@@ -58,6 +59,12 @@ class SessionSet {
   // A server's host name now resolves to `addresses`: every balancer that has it follows
   // (one made later too).
   void update_addresses(const conf::Server& server, const std::vector<conf::Address>& addresses);
+  // The operator's settings of servers (ServerAdminTable::read()): applied to every balancer,
+  // one made later too; a server added at run time joins its upstream's; a server whose
+  // kill_epoch grew since the last call has its sessions closed (`killed`), unless `first`
+  // (a worker's first look: the kills it sees were meant for the sessions of others). Returns
+  // how many sessions it closed.
+  std::size_t apply_admin(const conf::Config& cfg, std::vector<AdminRecord> records, bool first);
   [[nodiscard]] std::size_t size() const noexcept { return shared_.size(); }
   // This worker's entry in the shared counters (none: nothing counted outside the worker).
   void set_counters(WorkerCounters* counters) noexcept { shared_.set_counters(counters); }
@@ -96,11 +103,23 @@ class SessionSet {
 
  private:
   Balancer& balancer(const conf::Proxy& proxy, const conf::Config& cfg);
+  // session_admin.cc: the operator's settings of `u`'s servers on its balancer `b`.
+  void apply_admin_to(Balancer& b, const conf::Upstream& u);
+  // The configured or added server `r` names, or null.
+  const conf::Server* server_of(const conf::Config& cfg, const AdminRecord& r) const;
+  // A server added at run time, kept while any record names it (peers point at it).
+  struct AddedServer {
+    std::string upstream;
+    conf::Server server;
+  };
 
   SessionShared shared_;
   std::map<std::string, Balancer, std::less<>> balancers_;              // by upstream name
   std::map<const conf::Server*, std::vector<conf::Address>> resolved_;  // since the load
   HealthBoard* health_ = nullptr;
+  std::vector<AdminRecord> admin_;  // the operator's settings, as last read
+  std::deque<AddedServer> added_;   // stable addresses; never freed (sessions point at them)
+  std::map<std::string, std::uint32_t, std::less<>> kill_seen_;  // "upstream/server" -> epoch
 };
 
 }  // namespace ferry::worker

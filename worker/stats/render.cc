@@ -355,6 +355,12 @@ std::string render_json(const Snapshot& s) {
       j.element().begin('{');
       j.key("address").string(v.address);
       j.key("state").string(to_string(v.state));
+      j.key("admin").string(to_string(v.admin));
+      j.key("weight").value(static_cast<std::int64_t>(v.weight));
+      j.key("effective_weight").value(static_cast<std::int64_t>(v.effective_weight));
+      j.key("slow_start_percent");
+      v.slow_start_percent < 0 ? j.null()
+                               : j.value(static_cast<std::int64_t>(v.slow_start_percent));
       for (const auto& m : kServerMetrics) j.key(m.key).value(v.*m.value);
       j.key("health").begin('{');
       j.key("last").string(to_string(v.health));
@@ -438,6 +444,38 @@ std::string render_prometheus(const Snapshot& s) {
                  v.state == st ? 1 : 0);
       }
     });
+    p.family("ferry_upstream_server_admin_state", "gauge",
+             "1 for the operator's state of the server (ready, drain, maint, removed), 0 for the "
+             "others.");
+    each_server(s, [&](const Snapshot::Upstream& u, const Snapshot::Server& v) {
+      for (AdminState st :
+           {AdminState::ready, AdminState::drain, AdminState::maint, AdminState::removed}) {
+        p.sample("ferry_upstream_server_admin_state",
+                 {{"upstream", u.name}, {"server", v.address}, {"state", to_string(st)}},
+                 v.admin == st ? 1 : 0);
+      }
+    });
+    p.family("ferry_upstream_server_weight", "gauge",
+             "The server's weight: configured, or set at run time.");
+    each_server(s, [&](const Snapshot::Upstream& u, const Snapshot::Server& v) {
+      p.sample("ferry_upstream_server_weight", {{"upstream", u.name}, {"server", v.address}},
+               static_cast<std::uint64_t>(v.weight));
+    });
+    p.family("ferry_upstream_server_effective_weight", "gauge",
+             "The weight new sessions see now: 0 when the server takes none, lower during its slow "
+             "start.");
+    each_server(s, [&](const Snapshot::Upstream& u, const Snapshot::Server& v) {
+      p.sample("ferry_upstream_server_effective_weight",
+               {{"upstream", u.name}, {"server", v.address}},
+               static_cast<std::uint64_t>(v.effective_weight));
+    });
+    p.family("ferry_upstream_server_slow_start_percent", "gauge",
+             "How far the server's slow start is, in percent (100 when none is under way).");
+    each_server(s, [&](const Snapshot::Upstream& u, const Snapshot::Server& v) {
+      p.sample("ferry_upstream_server_slow_start_percent",
+               {{"upstream", u.name}, {"server", v.address}},
+               static_cast<std::uint64_t>(v.slow_start_percent < 0 ? 100 : v.slow_start_percent));
+    });
     bool checked = false;
     each_server(s, [&](const Snapshot::Upstream&, const Snapshot::Server& v) {
       checked = checked || v.health != CheckResult::none;
@@ -492,17 +530,21 @@ std::string render_table(const Snapshot& s) {
   proxies.render(out);
 
   out += '\n';
-  Table servers({"UPSTREAM", "SERVER", "STATE", "SESSIONS", "ACTIVE", "FAILED", "SENT", "RECEIVED",
-                 "HEALTH CHECK"},
-                "---nnnnn-");
+  Table servers({"UPSTREAM", "SERVER", "STATE", "ADMIN", "WEIGHT", "SESSIONS", "ACTIVE", "FAILED",
+                 "SENT", "RECEIVED", "HEALTH CHECK"},
+                "----nnnnnn-");
   each_server(s, [&](const Snapshot::Upstream& u, const Snapshot::Server& v) {
     const std::string health =
         v.health == CheckResult::none
             ? "-"
             : fmt::format("{} {} ago", to_string(v.health), duration(s.now - v.health_at));
+    const std::string weight = v.effective_weight == v.weight
+                                   ? number(static_cast<std::uint64_t>(v.weight))
+                                   : fmt::format("{}/{}", v.effective_weight, v.weight);
     servers.row({printable(u.name), printable(v.address), std::string(to_string(v.state)),
-                 number(v.sessions), number(v.active), number(v.connect_failures),
-                 number(v.bytes_sent), number(v.bytes_received), health});
+                 std::string(to_string(v.admin)), weight, number(v.sessions), number(v.active),
+                 number(v.connect_failures), number(v.bytes_sent), number(v.bytes_received),
+                 health});
   });
   servers.render(out);
 

@@ -16,6 +16,7 @@
 
 #include "conf/config.h"
 #include "event/syscall_util.h"
+#include "worker/upstream/server_admin.h"
 #include "worker/worker_counters.h"
 
 namespace ferry::worker {
@@ -91,6 +92,12 @@ struct Snapshot {
     std::uint64_t bytes_sent = 0, bytes_received = 0;
     CheckResult health = CheckResult::none;  // the last active check's result
     std::int64_t health_at = 0;              // when it ran (0 with none)
+    // The operator's settings (annotate_servers(); not in the segment).
+    AdminState admin = AdminState::ready;
+    int weight = 0;            // configured, or set at run time
+    int effective_weight = 0;  // what new sessions see now: 0 out of service, less in slow start
+    int slow_start_percent = -1;  // how far its slow start is (-1: none under way)
+    bool added = false;           // added at run time
     bool operator==(const Server&) const = default;
   };
   struct Upstream {

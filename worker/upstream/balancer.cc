@@ -70,7 +70,8 @@ void Balancer::fill_peer(Peer& p, const conf::Server& s, const conf::Address& a,
   p.address = event::SocketAddress(a.sockaddr_ptr(), a.length);
   p.name = s.address.text;
   p.gone = false;
-  p.weight = p.effective_weight = s.weight;
+  p.weight = p.effective_weight = slots.weight > 0 ? slots.weight : s.weight;
+  p.admin = slots.admin;
   p.current_weight = 0;
   p.fails = 0;
   p.checked = p.accessed = event::TimePoint{};
@@ -129,6 +130,41 @@ void Balancer::set_addresses(const conf::Server& server,
       add_peer(server, a, slots->second);
     }
   }
+  if (method_ == conf::Balance::hash) {
+    ring_.clear();
+    build_ring();
+  }
+}
+
+void Balancer::set_admin(const conf::Server& server, AdminState state, int weight) {
+  const auto slots = servers_.find(&server);
+  if (slots == servers_.end()) return;  // not a server of this group (or down)
+  slots->second.admin = state;
+  slots->second.weight = weight;
+  const int w = weight > 0 ? weight : server.weight;
+  bool reweighed = false;
+  for (Peer& p : peers_) {
+    if (p.server != &server) continue;
+    p.admin = state;
+    if (p.weight == w) continue;
+    // Failures keep their share of the drop (effective_weight recovers by one per pick).
+    const bool whole = p.effective_weight >= p.weight;
+    p.weight = w;
+    p.effective_weight = whole ? w : std::min(p.effective_weight, w);
+    p.current_weight = 0;
+    reweighed = true;
+  }
+  if (reweighed && method_ == conf::Balance::hash) {
+    ring_.clear();
+    build_ring();
+  }
+}
+
+void Balancer::add_server(const conf::Server& server) {
+  if (servers_.contains(&server)) return;
+  const ServerSlots slots;
+  for (const conf::Address& a : server.addresses) add_peer(server, a, slots);
+  servers_.emplace(&server, slots);
   if (method_ == conf::Balance::hash) {
     ring_.clear();
     build_ring();
@@ -209,7 +245,7 @@ event::TimePoint Balancer::failed_until(const Peer& p) noexcept {
 }
 
 bool Balancer::available(Peer& p, Pass pass, event::TimePoint now) {
-  if (p.gone) return false;
+  if (p.gone || p.admin != AdminState::ready) return false;
   // Down by the active checks: out even when nothing else is left (the checks know better).
   if (down_by_checks(p, now)) return false;
   const conf::Server* s = p.server;
@@ -285,7 +321,8 @@ Peer* Balancer::pick(const event::SocketAddress& key, TriedSet& tried, event::Ti
 
 bool Balancer::every_server_failed(event::TimePoint now) {
   for (Peer& p : peers_) {
-    if (p.gone) continue;  // a re-resolution removed its address
+    if (p.gone) continue;                        // a re-resolution removed its address
+    if (p.admin != AdminState::ready) continue;  // the operator's: no failover to it either
     if (down_by_checks(p, now)) continue;
     if (!passively_failed(p, now)) return false;
   }

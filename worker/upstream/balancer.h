@@ -15,6 +15,7 @@
 #include "event/clock.h"
 #include "event/socket_address.h"
 #include "worker/upstream/health_board.h"
+#include "worker/upstream/server_admin.h"
 
 namespace ferry::worker {
 
@@ -34,6 +35,8 @@ struct Peer {
   event::TimePoint checked{};   // when the fail window started / a trial was granted
   event::TimePoint accessed{};  // the last failure
   bool backup = false;
+  // The operator's say (ServerAdminTable): anything but ready takes no new session.
+  AdminState admin = AdminState::ready;
   // The active checks' verdicts on the server's addresses, when there are checks; this
   // address's key in them, and where it was last found.
   const ServerHealth* health = nullptr;
@@ -90,6 +93,16 @@ class Balancer {
   // group has no such peer (the reload removed the server, or it resolves elsewhere now).
   Peer* adopt(std::string_view server, const event::SocketAddress& address) noexcept;
 
+  // The operator's settings of `server` (an admin state, and a weight: 0 for the configured one),
+  // for each of its peers. Sessions already on it are not touched.
+  void set_admin(const conf::Server& server, AdminState state, int weight);
+  // A server added at run time (kept alive by the caller as long as the balancer), with its
+  // address: a peer like a configured one's, without active checks or a shared max_conns.
+  void add_server(const conf::Server& server);
+  [[nodiscard]] bool has_server(const conf::Server& server) const noexcept {
+    return servers_.contains(&server);
+  }
+
   // `server`'s name now resolves to `addresses`: a peer for each new one, the others gone.
   // Peers are not freed (sessions hold pointers to them and the tried sets their indices): one
   // whose address comes back is live again, with its passive failures, and a new address takes
@@ -136,6 +149,8 @@ class Balancer {
   struct ServerSlots {
     ServerHealth* health = nullptr;
     SharedConns shared;
+    AdminState admin = AdminState::ready;  // the operator's, for peers a re-resolution adds
+    int weight = 0;                        // likewise (0: the configured weight)
   };
   void add_peer(const conf::Server& s, const conf::Address& a, const ServerSlots& slots);
   // (Re)sets `p` as a fresh peer of `s` at `a`: no failures, no rotation state.

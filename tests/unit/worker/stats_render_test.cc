@@ -123,9 +123,12 @@ for p in d["proxies"].values():
 for u in d["upstreams"].values():
     assert set(u) == {"servers"}, u
     for v in u["servers"]:
-        assert set(v) == {"address", "state", "sessions", "active", "connect_failures",
+        assert set(v) == {"address", "state", "admin", "weight", "effective_weight",
+                          "slow_start_percent", "sessions", "active", "connect_failures",
                           "bytes_sent", "bytes_received", "health"}, v
         assert v["state"] in ("up", "down", "backup", "draining", "removed"), v
+        assert v["admin"] in ("ready", "drain", "maint", "removed"), v
+        assert v["slow_start_percent"] is None or 0 <= v["slow_start_percent"] < 100, v
         assert set(v["health"]) == {"last", "at"}, v
         assert (v["health"]["at"] is None) == (v["health"]["last"] == "none"), v
 )" + checks + "\nprint('ok')\n";
@@ -157,7 +160,8 @@ assert list(d["upstreams"]) == ["app", 'a"p\\p\n\ufffd \u00e9'], ascii(list(d["u
 app = d["upstreams"]["app"]["servers"]
 assert [v["address"] for v in app] == ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]
 assert [v["state"] for v in app] == ["up", "down", "backup"]
-assert app[0] == {"address": "127.0.0.1:9001", "state": "up", "sessions": 12, "active": 2,
+assert app[0] == {"address": "127.0.0.1:9001", "state": "up", "admin": "ready", "weight": 0,
+    "effective_weight": 0, "slow_start_percent": None, "sessions": 12, "active": 2,
     "connect_failures": 3, "bytes_sent": 1024, "bytes_received": 4096,
     "health": {"last": "ok", "at": 4590}}, app[0]
 assert app[1]["health"] == {"last": "failed", "at": 4590}
@@ -260,7 +264,7 @@ TEST(StatsRenderTest, PrometheusHasEachFamilyOnceAndTheExpectedSamples) {
   EXPECT_EQ(text.find("health_check_ok{upstream=\"app\",server=\"127.0.0.1:9003\"}"),
             std::string::npos);
   EXPECT_EQ(f.type.size(), f.help.size());
-  EXPECT_EQ(f.type.size(), 24u);
+  EXPECT_EQ(f.type.size(), 28u);
 }
 
 int renders = 0;

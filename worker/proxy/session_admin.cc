@@ -1,0 +1,112 @@
+// SessionSet and the operator's runtime settings of servers: admin states and weights on the
+// balancers, servers added at run time, and the sessions an operator kills.
+#include <spdlog/spdlog.h>
+
+#include "conf/values.h"
+#include "worker/proxy/session.h"
+#include "worker/proxy/session_set.h"
+
+namespace ferry::worker {
+namespace {
+
+std::string key_of(const AdminRecord& r) { return r.upstream + "/" + r.server; }
+
+}  // namespace
+
+const conf::Server* SessionSet::server_of(const conf::Config& cfg, const AdminRecord& r) const {
+  if (r.added) {
+    for (const AddedServer& a : added_) {
+      if (a.upstream == r.upstream && a.server.address.text == r.server) return &a.server;
+    }
+    return nullptr;
+  }
+  for (const conf::Upstream& u : cfg.upstreams) {
+    if (u.name != r.upstream) continue;
+    for (const conf::Server& s : u.servers) {
+      if (s.address.text == r.server) return &s;
+    }
+  }
+  return nullptr;
+}
+
+void SessionSet::apply_admin_to(Balancer& b, const conf::Upstream& u) {
+  for (const AdminRecord& r : admin_) {
+    if (r.upstream != u.name) continue;
+    const conf::Server* s = nullptr;
+    if (r.added) {
+      for (const AddedServer& a : added_) {
+        if (a.upstream == r.upstream && a.server.address.text == r.server) s = &a.server;
+      }
+      if (s != nullptr && !b.has_server(*s)) b.add_server(*s);
+    } else {
+      for (const conf::Server& cs : u.servers) {
+        if (cs.address.text == r.server) s = &cs;
+      }
+    }
+    if (s != nullptr) b.set_admin(*s, r.state, r.weight);
+  }
+  // A server whose record went (the operator set it back, a reload dropped it) is as configured.
+  for (const conf::Server& cs : u.servers) {
+    const bool named = std::any_of(admin_.begin(), admin_.end(), [&](const AdminRecord& r) {
+      return !r.added && r.upstream == u.name && r.server == cs.address.text;
+    });
+    if (!named) b.set_admin(cs, AdminState::ready, 0);
+  }
+  for (const AddedServer& a : added_) {
+    if (a.upstream != u.name) continue;
+    const bool named = std::any_of(admin_.begin(), admin_.end(), [&](const AdminRecord& r) {
+      return r.added && r.upstream == a.upstream && r.server == a.server.address.text;
+    });
+    if (!named && b.has_server(a.server)) b.set_admin(a.server, AdminState::removed, 0);
+  }
+}
+
+std::size_t SessionSet::apply_admin(const conf::Config& cfg, std::vector<AdminRecord> records,
+                                    bool first) {
+  admin_ = std::move(records);
+  // Servers added at run time: made once, kept (peers and sessions point at them).
+  for (const AdminRecord& r : admin_) {
+    if (!r.added || server_of(cfg, r) != nullptr) continue;
+    auto parsed = conf::parse_address(r.server, false);
+    auto* address = std::get_if<conf::Address>(&parsed);
+    if (address == nullptr || address->length == 0) {
+      spdlog::warn("runtime server {}/{}: not an address; left out", r.upstream, r.server);
+      continue;
+    }
+    AddedServer& a = added_.emplace_back();
+    a.upstream = r.upstream;
+    a.server.address = *address;
+    a.server.addresses = {*address};
+    a.server.weight = r.weight > 0 ? r.weight : 1;
+    a.server.backup = r.backup;
+  }
+  for (auto& [name, b] : balancers_) {
+    for (const conf::Upstream& u : cfg.upstreams) {
+      if (u.name == name) apply_admin_to(b, u);
+    }
+  }
+  // Kills: servers whose epoch grew since the last look.
+  std::vector<const conf::Server*> doomed;
+  for (const AdminRecord& r : admin_) {
+    auto [it, fresh] = kill_seen_.try_emplace(key_of(r), r.kill_epoch);
+    const bool grew = !fresh && r.kill_epoch != it->second;
+    it->second = r.kill_epoch;
+    if (first || (fresh && r.kill_epoch == 0) || (!fresh && !grew)) continue;
+    if (const conf::Server* s = server_of(cfg, r)) doomed.push_back(s);
+  }
+  std::size_t killed = 0;
+  if (doomed.empty()) return 0;
+  for (Session* s = shared_.first(); s != nullptr;) {
+    Session* next = s->next;  // close() unlinks and frees `s`
+    const Peer* p = s->peer();
+    if (p != nullptr && std::find(doomed.begin(), doomed.end(), p->server) != doomed.end() &&
+        s->phase() != Session::Phase::moving) {
+      s->close(EndReason::killed);
+      ++killed;
+    }
+    s = next;
+  }
+  return killed;
+}
+
+}  // namespace ferry::worker
