@@ -1,6 +1,6 @@
-// Slow start through the real binary: a server the active checks found down and then up again
-// takes a share of the sessions that follows its ramp, and servers up at start take their full
-// share at once.
+// Slow start through the real binary: a server the active checks found down and then up again,
+// or back from passive failures, takes a share of the sessions that follows its ramp, and servers
+// up at start take their full share at once.
 #include <unistd.h>
 
 #include <algorithm>
@@ -58,40 +58,23 @@ TEST(SlowStartTest, ServersUpAtStartTakeTheirFullShareAtOnce) {
   EXPECT_EQ(b.spoke(), 10);
 }
 
-// `b` stops (the checks find it down), starts again (up): sessions opened at a steady pace across
-// its ramp reach it in a share that grows with the ramp, near the expected one in each quarter.
-TEST(SlowStartTest, AServerBackUpTakesAShareThatFollowsItsRamp) {
-  EchoServer a;
-  auto b = std::make_unique<EchoServer>();
-  const int b_port = b->port();
-  const int port = free_port();
-  FerryInstance ferry(ramp_config(port, a.port(), b_port));
-  ASSERT_TRUE(ferry.start()) << ferry.log();
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE(served_through(port)) << i << "\n" << ferry.log();
-  ASSERT_EQ(b->spoke(), 2);
-
-  b.reset();
-  ASSERT_TRUE(ferry.wait_for_log(" is down", milliseconds(5'000))) << ferry.log();
-  // The worker learns of the verdict at its picks: these see `b` down.
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE(served_through(port)) << i << "\n" << ferry.log();
-
-  b = std::make_unique<EchoServer>(b_port);
-  ASSERT_TRUE(ferry.wait_for_log(" is up", milliseconds(5'000))) << ferry.log();
-
-  // The ramp begins at the first pick that finds `b` up: the first session below.
+// Opens sessions through `port` at a steady pace from `start` (when `b`'s ramp began) until a
+// second after its ramp, and checks the share that reaches `b` in each quarter of the ramp and in
+// that second: near the expected share, and growing.
+void expect_share_follows_ramp(int port, const EchoServer& b, Clock::time_point start,
+                               FerryInstance& ferry) {
   struct Sample {
     double f;  // how far the ramp was when the session was opened
     bool to_b;
   };
   std::vector<Sample> samples;
-  const auto start = Clock::now();
   const auto end = start + kRamp + milliseconds(1'000);
   while (Clock::now() < end) {
     const auto opened = Clock::now();
-    const int before = b->spoke();
+    const int before = b.spoke();
     ASSERT_TRUE(served_through(port)) << samples.size() << "\n" << ferry.log();
     const double f = std::chrono::duration<double>(opened - start) / kRamp;
-    samples.push_back({f, b->spoke() > before});
+    samples.push_back({f, b.spoke() > before});
     ::usleep(10'000);  // pacing, not synchronisation
   }
 
@@ -119,7 +102,7 @@ TEST(SlowStartTest, AServerBackUpTakesAShareThatFollowsItsRamp) {
     // Even a loaded machine opens a session every 100 ms or so.
     ASSERT_GE(n[i], 8) << report;
     // Smooth round robin follows the weights within a session or two; the rest is when the ramp
-    // began (the worker's first pick, just after `start`).
+    // began (the worker's pick or release, a moment after or before `start`).
     EXPECT_NEAR(share[i], expected[i], 0.12) << "bucket " << i << "\n" << report;
   }
   EXPECT_LT(share[0], 0.25) << "the first quarter: clearly below its full half\n" << report;
@@ -130,6 +113,66 @@ TEST(SlowStartTest, AServerBackUpTakesAShareThatFollowsItsRamp) {
     EXPECT_GE(share[i + 1], share[i] - 0.05) << "the share grows along the ramp\n" << report;
   }
   std::cout << report;
+}
+
+// `b` stops (the checks find it down), starts again (up): sessions opened at a steady pace across
+// its ramp reach it in a share that grows with the ramp, near the expected one in each quarter.
+TEST(SlowStartTest, AServerBackUpTakesAShareThatFollowsItsRamp) {
+  EchoServer a;
+  auto b = std::make_unique<EchoServer>();
+  const int b_port = b->port();
+  const int port = free_port();
+  FerryInstance ferry(ramp_config(port, a.port(), b_port));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(served_through(port)) << i << "\n" << ferry.log();
+  ASSERT_EQ(b->spoke(), 2);
+
+  b.reset();
+  ASSERT_TRUE(ferry.wait_for_log(" is down", milliseconds(5'000))) << ferry.log();
+  // The worker learns of the verdict at its picks: these see `b` down.
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(served_through(port)) << i << "\n" << ferry.log();
+
+  b = std::make_unique<EchoServer>(b_port);
+  ASSERT_TRUE(ferry.wait_for_log(" is up", milliseconds(5'000))) << ferry.log();
+  // The ramp begins at the first pick that finds `b` up: the first session of the measure.
+  expect_share_follows_ramp(port, *b, Clock::now(), ferry);
+}
+
+// Without active checks: `b` refuses a session (max_fails 1: failed for fail_timeout), starts
+// again, and after fail_timeout a session gets through to it: its ramp begins when that session
+// ends.
+TEST(SlowStartTest, AServerBackFromPassiveFailuresTakesAShareThatFollowsItsRamp) {
+  EchoServer a;
+  auto b = std::make_unique<EchoServer>();
+  const int b_port = b->port();
+  const int port = free_port();
+  const std::string passive = "max_fails = 1; fail_timeout = \"1s\";";
+  FerryInstance ferry(config_text(
+      "worker_processes = 1;",
+      {{.listen = {loopback(port)}, .upstream = "app", .extra = "access_log = \"off\";"}},
+      {upstream_of({server_at(a.port(), passive), server_at(b_port, passive)},
+                   "slow_start = \"4s\";")}));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(served_through(port)) << i << "\n" << ferry.log();
+  ASSERT_EQ(b->spoke(), 2);
+
+  b.reset();
+  // One of two picks is `b`'s: refused, failed over to `a`.
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(served_through(port)) << i << "\n" << ferry.log();
+  ASSERT_TRUE(ferry.wait_for_log("trying the next server", milliseconds(5'000))) << ferry.log();
+  b = std::make_unique<EchoServer>(b_port);
+  // Sessions go to `a` until fail_timeout is over; then one is `b`'s trial.
+  Clock::time_point trial_done{};
+  ASSERT_TRUE(eventually(
+      [&] {
+        if (!served_through(port)) return false;
+        trial_done = Clock::now();
+        return b->spoke() > 0;
+      },
+      milliseconds(5'000)))
+      << ferry.log();
+  // The trial ends (and the ramp begins) as ferry sees the client's close, a moment later.
+  expect_share_follows_ramp(port, *b, trial_done, ferry);
 }
 
 }  // namespace
