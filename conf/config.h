@@ -61,6 +61,8 @@ struct Server {
   int max_fails = 1;
   Msec fail_timeout{10'000};
   int max_conns = 0;  // 0 = no limit
+  // Its own slow start period; none: the upstream's.
+  std::optional<Msec> slow_start;
   bool backup = false;
   bool down = false;
 
@@ -84,6 +86,9 @@ struct Upstream {
   Msec resolve_interval{30'000};
   // A server name that does not resolve fails the load (else: a warning, and retries).
   bool resolve_required = false;
+  // How long a server that comes back takes to reach its full weight (0: at once); a server's
+  // own setting overrides it.
+  Msec slow_start{0};
   std::vector<Server> servers;
   std::optional<HealthCheck> health_check;
   // Made for a proxy's `upstream = "host:port"` (named by that text, every default): not

@@ -51,6 +51,14 @@ constexpr Field<Server> kServer[] = {
     int_field<&Server::max_fails, 0, 1000>("max_fails"),
     duration_field<&Server::fail_timeout>("fail_timeout"),
     int_field<&Server::max_conns, 0, 1 << 24>("max_conns"),
+    // Printed only when given: a server without it follows its upstream's.
+    {"slow_start",
+     [](Reader& r, const Setting& s, Server& sv) {
+       if (auto v = r.duration(s)) sv.slow_start = *v;
+     },
+     [](Writer& w, std::string_view n, const Server& sv) {
+       if (sv.slow_start) w.set_duration(n, *sv.slow_start);
+     }},
     bool_field<&Server::backup>("backup"),
     bool_field<&Server::down>("down"),
 };
@@ -74,6 +82,12 @@ std::vector<const T*> all_of(const std::vector<T>& items) {
   return out;
 }
 
+// As nginx Plus: hashing maps a client to a server by its points on the ring, not by weights to
+// ramp (moving keys away and back would break the affinity hashing is for).
+constexpr const char* kNoSlowStartWithHash =
+    "slow_start cannot be used with balance = \"hash\" (a client's server follows its address "
+    "alone)";
+
 void read_servers(Reader& r, const Setting& s, Upstream& up) {
   r.groups(s, [&](const Setting& e) {
     Server& sv = up.servers.emplace_back();
@@ -82,13 +96,16 @@ void read_servers(Reader& r, const Setting& s, Upstream& up) {
     if (up.balance == Balance::hash && sv.backup) {
       r.error(e["backup"], "backup servers cannot be used with balance = \"hash\"");
     }
+    if (up.balance == Balance::hash && sv.slow_start.value_or(Msec{0}) > Msec{0}) {
+      r.error(e["slow_start"], kNoSlowStartWithHash);
+    }
   });
   if (s.getType() == Setting::TypeList && s.getLength() == 0) {
     r.error(s, "an upstream needs at least one server");
   }
 }
 
-// In this order: `servers` is read knowing the balance.
+// In this order: `servers` and `slow_start` are read knowing the balance.
 constexpr Field<Upstream> kUpstream[] = {
     {"name", [](Reader& r, const Setting& s, Upstream& up) { read_name(r, s, up.name); },
      [](Writer& w, std::string_view n, const Upstream& up) { w.set_string(n, up.name); },
@@ -96,6 +113,14 @@ constexpr Field<Upstream> kUpstream[] = {
     choice_field<&Upstream::balance, kBalances>("balance"),
     duration_field<&Upstream::resolve_interval>("resolve_interval"),
     bool_field<&Upstream::resolve_required>("resolve_required"),
+    {"slow_start",
+     [](Reader& r, const Setting& s, Upstream& up) {
+       assign(up.slow_start, r.duration(s));
+       if (up.balance == Balance::hash && up.slow_start > Msec{0}) {
+         r.error(s, kNoSlowStartWithHash);
+       }
+     },
+     [](Writer& w, std::string_view n, const Upstream& up) { w.set_duration(n, up.slow_start); }},
     {"servers", read_servers,
      [](Writer& w, std::string_view n, const Upstream& up) {
        print_list<Server>(w, n, all_of(up.servers),

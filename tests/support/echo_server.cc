@@ -49,6 +49,7 @@ EchoServer::~EchoServer() {
 void EchoServer::serve() {
   std::map<int, std::string> pending;  // fd → bytes not yet echoed back
   std::map<int, bool> finished;        // fd → the client sent FIN: close once flushed
+  std::map<int, bool> spoke;           // fd → it sent a byte (counted in spoke_)
   while (!stop_) {
     std::vector<pollfd> fds{{fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
     for (const auto& [fd, out] : pending) {
@@ -74,6 +75,10 @@ void EchoServer::serve() {
         for (;;) {
           const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
           if (n > 0) {
+            if (!spoke[fd]) {
+              spoke[fd] = true;
+              ++spoke_;
+            }
             out.append(buf, static_cast<std::size_t>(n));
             continue;
           }
@@ -96,6 +101,7 @@ void EchoServer::serve() {
         ::close(fd);
         pending.erase(fd);
         finished.erase(fd);
+        spoke.erase(fd);
       }
     }
   }

@@ -20,6 +20,9 @@ class EchoServer {
 
   [[nodiscard]] int port() const noexcept { return port_; }
   [[nodiscard]] int accepted() const noexcept { return accepted_.load(); }
+  // Connections that sent at least a byte: clients, not a health check's bare connects. Counted
+  // before the echo goes back, so a client that got its echo is counted.
+  [[nodiscard]] int spoke() const noexcept { return spoke_.load(); }
 
  private:
   void serve();
@@ -28,6 +31,7 @@ class EchoServer {
   int port_ = 0;
   int wake_[2] = {-1, -1};
   std::atomic<int> accepted_{0};
+  std::atomic<int> spoke_{0};
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

@@ -11,6 +11,12 @@ namespace {
 
 std::string key_of(const AdminRecord& r) { return r.upstream + "/" + r.server; }
 
+// When the operator made `r` ready, on the balancers' clock (the steady clock, as the master's).
+event::TimePoint since(const AdminRecord& r) {
+  return r.ready_since_ms > 0 ? event::TimePoint(event::Msec(r.ready_since_ms))
+                              : event::TimePoint{};
+}
+
 }  // namespace
 
 const conf::Server* SessionSet::server_of(const conf::Config& cfg, const AdminRecord& r) const {
@@ -43,7 +49,7 @@ void SessionSet::apply_admin_to(Balancer& b, const conf::Upstream& u) {
         if (cs.address.text == r.server) s = &cs;
       }
     }
-    if (s != nullptr) b.set_admin(*s, r.state, r.weight);
+    if (s != nullptr) b.set_admin(*s, r.state, r.weight, since(r));
   }
   // A server whose record went (the operator set it back, a reload dropped it) is as configured.
   for (const conf::Server& cs : u.servers) {
@@ -79,6 +85,10 @@ std::size_t SessionSet::apply_admin(const conf::Config& cfg, std::vector<AdminRe
     a.server.addresses = {*address};
     a.server.weight = r.weight > 0 ? r.weight : 1;
     a.server.backup = r.backup;
+    for (const conf::Upstream& u : cfg.upstreams) {
+      if (u.name == r.upstream) a.server.slow_start = event::Msec(r.slow_start_ms);
+      if (u.name == r.upstream && r.slow_start_ms == 0) a.server.slow_start = u.slow_start;
+    }
   }
   for (auto& [name, b] : balancers_) {
     for (const conf::Upstream& u : cfg.upstreams) {

@@ -94,6 +94,15 @@ void annotate_servers(Snapshot& s, const conf::Config& cfg, const std::vector<Ad
       v.admin = r != nullptr ? r->state : AdminState::ready;
       v.weight = r != nullptr && r->weight > 0 ? r->weight : c != nullptr ? c->weight : 1;
       std::int64_t period = v.added ? r->slow_start_ms : 0;
+      if (c != nullptr) {
+        for (const conf::Upstream& cu : cfg.upstreams) {
+          if (cu.name == u.name) period = c->slow_start.value_or(cu.slow_start).count();
+        }
+      } else if (v.added && period == 0) {
+        for (const conf::Upstream& cu : cfg.upstreams) {
+          if (cu.name == u.name) period = cu.slow_start.count();
+        }
+      }
       v.slow_start_percent =
           r != nullptr ? slow_start_percent(r->ready_since_ms, period, now_ms) : -1;
       const bool serving = v.admin == AdminState::ready && v.state != ServerState::down &&

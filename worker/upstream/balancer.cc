@@ -1,12 +1,15 @@
 // Balancer: peer choice and passive health, following nginx's upstream round robin module's
 // rules (smooth weights, effective_weight after failures, one trial after fail_timeout, and
-// the passively failed servers tried again when every server has failed).
+// the passively failed servers tried again when every server has failed), and the slow start of
+// a server that comes back.
 #include "worker/upstream/balancer.h"
 
 #include <netinet/in.h>
 
 #include <algorithm>
 #include <cstring>
+
+#include "worker/upstream/slow_start.h"
 
 namespace ferry::worker {
 namespace {
@@ -54,6 +57,7 @@ Balancer::Balancer(const conf::Upstream& upstream, ServerHealth* health, const S
       ServerSlots slots;
       slots.health = health != nullptr ? &health[i] : nullptr;
       if (shared != nullptr && s.max_conns > 0) slots.shared = shared[i];
+      slots.slow_start = s.slow_start.value_or(upstream.slow_start);
       if (s.addresses.empty() && s.address.length != 0) {
         add_peer(s, s.address, slots);  // built in code (tests) rather than loaded
       }
@@ -81,7 +85,16 @@ void Balancer::fill_peer(Peer& p, const conf::Server& s, const conf::Address& a,
   p.health_hint = ServerHealth::kAddresses;
   p.health_missed = false;  // the first look is a real one
   p.passes_known = false;
-  if (p.health != nullptr) take_baseline(p, p.health->find(p.health_key, p.health_hint));
+  // Not ramping: a server there at start or reload is not coming back. One the checks hold down
+  // is, when they find it up.
+  p.checks_down = false;
+  p.slow_start = slots.slow_start;
+  p.ramp_until = event::TimePoint{};
+  if (p.health != nullptr) {
+    const std::uint64_t w = p.health->find(p.health_key, p.health_hint);
+    take_baseline(p, w);
+    p.checks_down = AddressVerdict::down(w);
+  }
   p.shared = slots.shared;
 }
 
@@ -136,7 +149,8 @@ void Balancer::set_addresses(const conf::Server& server,
   }
 }
 
-void Balancer::set_admin(const conf::Server& server, AdminState state, int weight) {
+void Balancer::set_admin(const conf::Server& server, AdminState state, int weight,
+                         event::TimePoint ready_since) {
   const auto slots = servers_.find(&server);
   if (slots == servers_.end()) return;  // not a server of this group (or down)
   slots->second.admin = state;
@@ -146,6 +160,13 @@ void Balancer::set_admin(const conf::Server& server, AdminState state, int weigh
   for (Peer& p : peers_) {
     if (p.server != &server) continue;
     p.admin = state;
+    // Back in service (or added) by the operator: the slow start runs from that moment.
+    if (state == AdminState::ready && ready_since != event::TimePoint{} &&
+        method_ != conf::Balance::hash && p.slow_start.count() > 0 &&
+        ready_since + p.slow_start > p.ramp_until) {
+      if (p.ramp_until <= ready_since) p.current_weight = 0;
+      p.ramp_until = ready_since + p.slow_start;
+    }
     if (p.weight == w) continue;
     // Failures keep their share of the drop (effective_weight recovers by one per pick).
     const bool whole = p.effective_weight >= p.weight;
@@ -162,7 +183,8 @@ void Balancer::set_admin(const conf::Server& server, AdminState state, int weigh
 
 void Balancer::add_server(const conf::Server& server) {
   if (servers_.contains(&server)) return;
-  const ServerSlots slots;
+  ServerSlots slots;
+  slots.slow_start = server.slow_start.value_or(event::Msec{0});
   for (const conf::Address& a : server.addresses) add_peer(server, a, slots);
   servers_.emplace(&server, slots);
   if (method_ == conf::Balance::hash) {
@@ -233,7 +255,7 @@ bool Balancer::passively_failed(Peer& p, event::TimePoint now) {
     take_baseline(p, w);
   } else if (w != 0 && AddressVerdict::passes(w) != p.passes_seen) {
     p.passes_seen = AddressVerdict::passes(w);
-    p.fails = 0;
+    end_failures(p, now);
     p.effective_weight = p.weight;
     return false;
   }
@@ -244,10 +266,43 @@ event::TimePoint Balancer::failed_until(const Peer& p) noexcept {
   return p.server != nullptr ? p.checked + p.server->fail_timeout : p.checked;
 }
 
+void Balancer::end_failures(Peer& p, event::TimePoint now) noexcept {
+  if (p.server != nullptr && p.server->max_fails > 0 && p.fails >= p.server->max_fails) {
+    begin_slow_start(p, now);
+  }
+  p.fails = 0;
+}
+
+void Balancer::begin_slow_start(Peer& p, event::TimePoint now) noexcept {
+  // Hashing has no weights to ramp (see conf/schema.cc).
+  if (p.slow_start.count() <= 0 || method_ == conf::Balance::hash) return;
+  p.ramp_until = now + p.slow_start;
+  // What it gathered before it went out would give it picks the ramp means to hold back.
+  p.current_weight = 0;
+}
+
+double Balancer::slow_start_progress(const Peer& p, event::TimePoint now) noexcept {
+  return slow_start::progress(p.slow_start, p.ramp_until, now);
+}
+
+std::int64_t Balancer::weight_now(const Peer& p, event::TimePoint now) noexcept {
+  if (now < p.ramp_until) return slow_start::ramped(p.weight, p.slow_start, p.ramp_until, now);
+  return p.weight * slow_start::kScale;
+}
+
 bool Balancer::available(Peer& p, Pass pass, event::TimePoint now) {
   if (p.gone || p.admin != AdminState::ready) return false;
   // Down by the active checks: out even when nothing else is left (the checks know better).
-  if (down_by_checks(p, now)) return false;
+  // Seen back up, it is coming back: known from looks at picks, so a worker that picked nothing
+  // while the server was down sees no return and does not ramp it.
+  if (down_by_checks(p, now)) {
+    p.checks_down = true;
+    return false;
+  }
+  if (p.checks_down) {
+    p.checks_down = false;
+    begin_slow_start(p, now);
+  }
   const conf::Server* s = p.server;
   if (s == nullptr) return true;
   if (s->max_conns > 0) {
@@ -350,15 +405,26 @@ Peer* Balancer::choose(const event::SocketAddress& key, TriedSet& tried, event::
   return nullptr;
 }
 
+// What `p` adds to its current weight in a pick at `now`: its effective weight, capped by its
+// ramp when it is slow-starting.
+std::int64_t Balancer::step_of(Peer& p, event::TimePoint now) noexcept {
+  std::int64_t w = p.effective_weight * slow_start::kScale;
+  if (now < p.ramp_until) {
+    w = std::min(w, slow_start::ramped(p.weight, p.slow_start, p.ramp_until, now));
+  }
+  if (p.effective_weight < p.weight) ++p.effective_weight;
+  return w;
+}
+
 Peer* Balancer::round_robin(bool backup, Pass pass, TriedSet& tried, event::TimePoint now) {
   Peer* best = nullptr;
-  int total = 0;
+  std::int64_t total = 0;
   for (std::size_t i = 0; i < peers_.size(); ++i) {
     Peer& p = peers_[i];
     if (p.backup != backup || tried.has(i) || !available(p, pass, now)) continue;
-    p.current_weight += p.effective_weight;
-    total += p.effective_weight;
-    if (p.effective_weight < p.weight) ++p.effective_weight;
+    const std::int64_t step = step_of(p, now);
+    p.current_weight += step;
+    total += step;
     if (best == nullptr || p.current_weight > best->current_weight) best = &p;
   }
   if (best != nullptr) best->current_weight -= total;
@@ -369,28 +435,29 @@ Peer* Balancer::least_conn(bool backup, Pass pass, TriedSet& tried, event::TimeP
   // The fewest connections per unit of weight; among equals, smooth round robin. Availability
   // is decided once, in the first pass: it reads counts other workers change at any moment, and
   // the second pass must find at least the server the first one chose.
+  // A ramping server's weight is where it is on its ramp.
   Peer* least = nullptr;
+  std::int64_t least_weight = 0;
   for (std::size_t i = 0; i < peers_.size(); ++i) {
     Peer& p = peers_[i];
     candidates_[i] = p.backup == backup && !tried.has(i) && available(p, pass, now);
     if (!candidates_[i]) continue;
-    if (least == nullptr ||
-        static_cast<long>(p.conns) * least->weight < static_cast<long>(least->conns) * p.weight) {
+    const std::int64_t w = weight_now(p, now);
+    if (least == nullptr || p.conns * least_weight < least->conns * w) {
       least = &p;
+      least_weight = w;
     }
   }
   if (least == nullptr) return nullptr;
   Peer* best = nullptr;
-  int total = 0;
+  std::int64_t total = 0;
   for (std::size_t i = 0; i < peers_.size(); ++i) {
     Peer& p = peers_[i];
     if (!candidates_[i]) continue;
-    if (static_cast<long>(p.conns) * least->weight != static_cast<long>(least->conns) * p.weight) {
-      continue;
-    }
-    p.current_weight += p.effective_weight;
-    total += p.effective_weight;
-    if (p.effective_weight < p.weight) ++p.effective_weight;
+    if (p.conns * least_weight != least->conns * weight_now(p, now)) continue;
+    const std::int64_t step = step_of(p, now);
+    p.current_weight += step;
+    total += step;
     if (best == nullptr || p.current_weight > best->current_weight) best = &p;
   }
   if (best == nullptr) return nullptr;  // cannot happen: `least` is a candidate; no crash if so
@@ -429,7 +496,7 @@ void Balancer::release(Peer& peer, bool failed, event::TimePoint now) {
     return;
   }
   // A session got through: the server is healthy again.
-  peer.fails = 0;
+  end_failures(peer, now);
 }
 
 }  // namespace ferry::worker

@@ -1,7 +1,8 @@
 // Upstream balancing for one worker: the servers of an upstream group with their live state,
 // and the choice of a server for a session — nginx's smooth weighted round robin, weighted
 // least connections, or consistent hashing of the client address — with passive health
-// (max_fails within fail_timeout), max_conns, backup servers and the servers already tried.
+// (max_fails within fail_timeout), max_conns, backup servers, the servers already tried, and
+// slow start for a server that comes back.
 // One balancer per upstream in a worker: every proxy of the upstream shares its state.
 #pragma once
 
@@ -28,9 +29,9 @@ struct Peer {
   std::size_t index = 0;  // in the group
   bool gone = false;      // the name no longer resolves to this address
   int weight = 1;
-  int current_weight = 0;    // smooth weighted round robin state
-  int effective_weight = 1;  // lowered by failures, recovers by one per pick
-  int conns = 0;             // sessions of this worker on the server
+  std::int64_t current_weight = 0;  // smooth weighted round robin state, in 1/slow_start::kScale
+  int effective_weight = 1;         // lowered by failures, recovers by one per pick
+  int conns = 0;                    // sessions of this worker on the server
   int fails = 0;
   event::TimePoint checked{};   // when the fail window started / a trial was granted
   event::TimePoint accessed{};  // the last failure
@@ -46,7 +47,10 @@ struct Peer {
   bool passes_known = false;      // passes_seen was read from a word (none: nothing to compare)
   bool health_missed = false;     // the last look found no word for it, at health_missed_at
   event::TimePoint health_missed_at{};
-  SharedConns shared;  // its sessions across the workers, for max_conns (none: `conns` only)
+  SharedConns shared;         // its sessions across the workers, for max_conns (none: `conns` only)
+  event::Msec slow_start{0};  // its ramp's length (0: none)
+  event::TimePoint ramp_until{};  // ramping up while before this (never, at first)
+  bool checks_down = false;       // the last look at its verdict found it down
 };
 
 // Which servers a session has already tried (by index into the group's peers).
@@ -95,7 +99,10 @@ class Balancer {
 
   // The operator's settings of `server` (an admin state, and a weight: 0 for the configured one),
   // for each of its peers. Sessions already on it are not touched.
-  void set_admin(const conf::Server& server, AdminState state, int weight);
+  // `ready_since`: when the operator last made it ready (or added it): a slow start runs from
+  // then (the same in every worker, and across a reload), if it is not over yet.
+  void set_admin(const conf::Server& server, AdminState state, int weight,
+                 event::TimePoint ready_since = event::TimePoint{});
   // A server added at run time (kept alive by the caller as long as the balancer), with its
   // address: a peer like a configured one's, without active checks or a shared max_conns.
   void add_server(const conf::Server& server);
@@ -127,6 +134,15 @@ class Balancer {
   // (a look at the board at `now`, remembered as verdict_of()'s are).
   static void note_passes(Peer& peer, event::TimePoint now) noexcept;
 
+  // `peer` becomes available at `now` (an operator set it back to ready, or added it): its weight
+  // ramps up over its slow_start period, if it has one and the balance is by weight. Called by
+  // the balancer itself when the checks find it up again or its passive failures end.
+  void begin_slow_start(Peer& peer, event::TimePoint now) noexcept;
+  // How far `peer`'s ramp is at `now`, in [0, 1]; 1 when it is not ramping.
+  [[nodiscard]] static double slow_start_progress(const Peer& peer, event::TimePoint now) noexcept;
+  // The weight `peer` has at `now`, in 1/slow_start::kScale: its full weight unless ramping.
+  [[nodiscard]] static std::int64_t weight_now(const Peer& peer, event::TimePoint now) noexcept;
+
  private:
   // Which servers a pass of pick() may choose: `fresh` leaves out the passively failed ones;
   // `any_failed` takes them too, when no server is available otherwise.
@@ -139,10 +155,14 @@ class Balancer {
   // (another worker took the last place since available() looked).
   [[nodiscard]] static bool take_conn(Peer& p) noexcept;
   static void drop_conn(Peer& p) noexcept;
+  // What `p` adds to its current weight in a pick at `now` (and its effective weight's recovery).
+  static std::int64_t step_of(Peer& p, event::TimePoint now) noexcept;
   Peer* round_robin(bool backup, Pass pass, TriedSet& tried, event::TimePoint now);
   Peer* least_conn(bool backup, Pass pass, TriedSet& tried, event::TimePoint now);
   Peer* hash(const event::SocketAddress& key, Pass pass, TriedSet& tried, event::TimePoint now);
   void build_ring();
+  // A failed server back (failures cleared): it ramps up if it was out for them.
+  void end_failures(Peer& p, event::TimePoint now) noexcept;
   // `word`'s passes as `p`'s baseline (none known when `word` is 0).
   static void take_baseline(Peer& p, std::uint64_t word) noexcept;
   // What a server's peers share: its active-check slot and its count across the workers.
@@ -151,6 +171,7 @@ class Balancer {
     SharedConns shared;
     AdminState admin = AdminState::ready;  // the operator's, for peers a re-resolution adds
     int weight = 0;                        // likewise (0: the configured weight)
+    event::Msec slow_start{0};             // the server's own, else its upstream's
   };
   void add_peer(const conf::Server& s, const conf::Address& a, const ServerSlots& slots);
   // (Re)sets `p` as a fresh peer of `s` at `a`: no failures, no rotation state.

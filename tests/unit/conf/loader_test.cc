@@ -120,9 +120,9 @@ TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
     events = { accept_mutex = true; accept_mutex_delay = "100ms"; multi_accept = true; epoll_events = 64; };
     thread_pool = { threads = 2; max_queue = 10; };
     upstreams = (
-      { name = "a"; balance = "least_conn"; resolve_interval = "0";
+      { name = "a"; balance = "least_conn"; resolve_interval = "0"; slow_start = "30s";
         servers = ( { address = "127.0.0.1:1"; weight = 5; max_fails = 0; fail_timeout = "1s";
-                      max_conns = 10; backup = true; },
+                      max_conns = 10; backup = true; slow_start = "0"; },
                     { address = "[::1]:2"; down = true; } );
         health_check = { interval = "2s"; timeout = "250ms"; fails = 2; passes = 1;
                          send = "PING\r\n"; expect = "+PONG"; }; },
@@ -157,6 +157,54 @@ TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
   EXPECT_EQ(first.config->reload_sessions, ReloadSessions::drain);
   EXPECT_EQ(first.config->proxies[0].reload_sessions, ReloadSessions::move);
   EXPECT_EQ(first.config->proxies[1].reload_sessions, ReloadSessions::drain);
+  EXPECT_EQ(first.config->upstreams[0].slow_start, Msec{30'000});
+  EXPECT_EQ(first.config->upstreams[0].servers[0].slow_start, Msec{0});
+  EXPECT_FALSE(first.config->upstreams[0].servers[1].slow_start) << "follows the upstream's";
+}
+
+// slow_start: off by default; on an upstream, and on a server (which overrides it); refused
+// with hash balancing and when not a duration, at its line.
+TEST(LoaderTest, SlowStartIsAnUpstreamAndServerDurationNotForHash) {
+  LoadResult r = load_text(
+      "upstreams = ( { name = \"a\"; servers = ( { address = \"127.0.0.1:1\"; } ); },\n"
+      "  { name = \"b\"; slow_start = \"30s\";\n"
+      "    servers = ( { address = \"127.0.0.1:1\"; slow_start = \"5s\"; },\n"
+      "                { address = \"127.0.0.1:2\"; } ); } );\n",
+      "s.conf", ".");
+  ASSERT_TRUE(r.config) << errors_of(r);
+  EXPECT_EQ(r.config->upstreams[0].slow_start, Msec{0});
+  EXPECT_FALSE(r.config->upstreams[0].servers[0].slow_start);
+  EXPECT_EQ(r.config->upstreams[1].slow_start, Msec{30'000});
+  EXPECT_EQ(r.config->upstreams[1].servers[0].slow_start, Msec{5'000});
+  EXPECT_FALSE(r.config->upstreams[1].servers[1].slow_start);
+
+  r = load_text(
+      "upstreams = ( { name = \"a\"; balance = \"hash\";\n"
+      "  slow_start = \"10s\";\n"
+      "  servers = ( { address = \"127.0.0.1:1\";\n"
+      "    slow_start = \"1s\"; } ); } );\n",
+      "h.conf", ".");
+  EXPECT_FALSE(r.config);
+  const std::string why =
+      ": slow_start cannot be used with balance = \"hash\" (a client's server follows its "
+      "address alone)\n";
+  EXPECT_EQ(errors_of(r), "h.conf:2: upstreams.[0].slow_start" + why +
+                              "h.conf:4: upstreams.[0].servers.[0].slow_start" + why);
+  // Off is fine with hash.
+  r = load_text(
+      "upstreams = ( { name = \"a\"; balance = \"hash\"; slow_start = \"0\";\n"
+      "  servers = ( { address = \"127.0.0.1:1\"; slow_start = \"0\"; } ); } );\n",
+      "h.conf", ".");
+  EXPECT_TRUE(r.config) << errors_of(r);
+
+  r = load_text(
+      "upstreams = ( { name = \"a\";\n"
+      "  servers = ( { address = \"127.0.0.1:1\"; slow_start = \"soon\"; } ); } );\n",
+      "d.conf", ".");
+  EXPECT_FALSE(r.config);
+  EXPECT_EQ(errors_of(r),
+            "d.conf:2: upstreams.[0].servers.[0].slow_start: \"soon\" is not a duration (use "
+            "\"500ms\", \"5s\", \"1m\")\n");
 }
 
 // Issue 17: `upstream = "host:port"` on a proxy is an implicit upstream of that one server (every
