@@ -57,7 +57,7 @@ class SessionSet {
   void set_health_board(HealthBoard* board) noexcept { health_ = board; }
   // A server's host name now resolves to `addresses`: every balancer that has it follows
   // (one made later too).
-  void update_addresses(const conf::Server& server, const std::vector<conf::Address>& addresses);
+  void update_addresses(const conf::Server& server, const std::vector<conf::Endpoint>& addresses);
   [[nodiscard]] std::size_t size() const noexcept { return shared_.size(); }
   // This worker's entry in the shared counters (none: nothing counted outside the worker).
   void set_counters(WorkerCounters* counters) noexcept { shared_.set_counters(counters); }
@@ -98,8 +98,8 @@ class SessionSet {
   Balancer& balancer(const conf::Proxy& proxy, const conf::Config& cfg);
 
   SessionShared shared_;
-  std::map<std::string, Balancer, std::less<>> balancers_;              // by upstream name
-  std::map<const conf::Server*, std::vector<conf::Address>> resolved_;  // since the load
+  std::map<std::string, Balancer, std::less<>> balancers_;               // by upstream name
+  std::map<const conf::Server*, std::vector<conf::Endpoint>> resolved_;  // since the load
   HealthBoard* health_ = nullptr;
 };
 
