@@ -81,25 +81,30 @@ constexpr Field<Server> kServer[] = {
 };
 
 // Exactly one of `address` and `service`; a service's records give the weights and backups.
-void check_server_kind(Reader& r, const Setting& e) {
+// False when not so: the server is not resolved then (no DNS query for a server in error).
+bool check_server_kind(Reader& r, const Setting& e) {
   const Setting* address = Reader::member(e, "address");
   const Setting* service = Reader::member(e, "service");
   if (address == nullptr && service == nullptr) {
     r.missing(e, "address",
               "a server needs an address \"host:port\" (or a service \"_service._proto.domain\")");
-    return;
+    return false;
   }
-  if (service == nullptr) return;
+  if (service == nullptr) return true;
+  bool ok = true;
   if (address != nullptr) {
     r.error(*service, "a server has an address or a service, not both");
+    ok = false;
   }
   for (const char* key : {"weight", "backup"}) {
     if (const Setting* s = Reader::member(e, key)) {
       r.error(*s, std::string(key) +
                       " cannot be set with a service: its SRV records give the weights, and "
                       "their priorities the backups");
+      ok = false;
     }
   }
+  return ok;
 }
 
 // A list ( { ... }, ... ) printed a group per element, `each` writing one's settings.
@@ -125,8 +130,9 @@ void read_servers(Reader& r, const Setting& s, Upstream& up) {
   r.groups(s, [&](const Setting& e) {
     Server& sv = up.servers.emplace_back();
     read_fields<Server>(r, e, kServer, sv);
-    check_server_kind(r, e);
-    if (auto* a = Reader::member(e, "address")) {
+    if (!check_server_kind(r, e)) {
+      // Said why; nothing to resolve.
+    } else if (auto* a = Reader::member(e, "address")) {
       resolve_server(r, *a, up, sv);
     } else if (auto* svc = Reader::member(e, "service")) {
       resolve_server(r, *svc, up, sv);

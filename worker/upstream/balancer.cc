@@ -116,11 +116,12 @@ void Balancer::set_addresses(const conf::Server& server,
       p.gone = false;
     }
     // A service's record changed its weight or priority class: the peer serves with the new
-    // ones, its failures kept; a lowered weight takes effect at once, a raised one recovers as
-    // after a failure (one per pick).
+    // ones at once, its failures kept (an effective weight lowered by them recovers towards
+    // the new weight one per pick, as after any failure).
     if (p.weight != now->weight) {
+      const bool penalised = p.effective_weight < p.weight;
       p.weight = now->weight;
-      p.effective_weight = std::min(p.effective_weight, p.weight);
+      p.effective_weight = penalised ? std::min(p.effective_weight, p.weight) : p.weight;
     }
     if (p.backup != now->backup) {
       p.backup = now->backup;
