@@ -5,7 +5,9 @@
 // not cut, a service that does not resolve at start is picked up later, and the health checks
 // probe the targets at their records' ports.
 #include <chrono>
+#include <iterator>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -78,8 +80,10 @@ class SrvTest : public ::testing::Test {
       FAIL() << e.what();
     }
     ferry_ = std::make_unique<FerryInstance>(config);
-    ferry_->set_launcher(
-        resolv_sandbox(unbound_->resolv_conf(), HostsLayout::ipv4_only, ferry_->dir().path()));
+    const auto sandbox =
+        resolv_sandbox(unbound_->resolv_conf(), HostsLayout::ipv4_only, ferry_->dir().path());
+    ferry_->set_launcher(sandbox);
+    ferry_->set_command_launcher(sandbox);  // `ferry -s status` reads the file too
     ASSERT_TRUE(ferry_->start()) << ferry_->log();
   }
   void set_records(const std::vector<std::string>& records) {
@@ -139,6 +143,19 @@ TEST_F(SrvTest, TheRecordsWeightsShapeTheDistribution) {
   EXPECT_GE(a.accepted(), 280);
   EXPECT_LE(a.accepted(), 320);
   EXPECT_EQ(a.accepted() + b.accepted(), 400);
+  // The status has one row for the entry, named by the service, with every session.
+  std::string status;
+  EXPECT_TRUE(eventually([&] {
+    status = ferry_->command("status").out;
+    std::istringstream lines(status);
+    for (std::string l; std::getline(lines, l);) {
+      std::istringstream words(l);
+      std::vector<std::string> w{std::istream_iterator<std::string>(words), {}};
+      // UPSTREAM SERVER STATE SESSIONS ...
+      if (w.size() > 3 && w[0] == "app" && w[1] == kService && w[3] == "400") return true;
+    }
+    return false;
+  })) << status;
 
   // The weights change live: 1:3 once the new records are read.
   ASSERT_NO_FATAL_FAILURE(set_records({srv(10, 1, a.port(), "a"), srv(10, 3, b.port(), "b")}));
