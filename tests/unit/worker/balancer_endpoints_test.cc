@@ -61,8 +61,8 @@ std::map<std::string, int> spread(Balancer& b, int n) {
 }
 
 TEST(BalancerEndpointsTest, EachAddressServesWithItsRecordsWeightAndPort) {
-  const conf::Upstream u = service_group(
-      conf::Balance::round_robin, {at("127.0.0.1:7001", 3), at("127.0.0.1:7002", 1)});
+  const conf::Upstream u =
+      service_group(conf::Balance::round_robin, {at("127.0.0.1:7001", 3), at("127.0.0.1:7002", 1)});
   Balancer b(u);
   ASSERT_EQ(b.size(), 2U);
   EXPECT_EQ(b.peers()[0].name, "_pg._tcp.db.test");  // the service names it in the statistics
@@ -71,8 +71,8 @@ TEST(BalancerEndpointsTest, EachAddressServesWithItsRecordsWeightAndPort) {
 }
 
 TEST(BalancerEndpointsTest, HigherPrioritiesServeOnlyWhenThePrimariesCannot) {
-  const conf::Upstream u = service_group(
-      conf::Balance::round_robin, {at("127.0.0.1:1", 1), at("127.0.0.1:2", 1, true)});
+  const conf::Upstream u =
+      service_group(conf::Balance::round_robin, {at("127.0.0.1:1", 1), at("127.0.0.1:2", 1, true)});
   Balancer b(u);
   EXPECT_EQ(spread(b, 4), (std::map<std::string, int>{{"127.0.0.1:1", 4}}));
   TriedSet tried;
@@ -83,8 +83,8 @@ TEST(BalancerEndpointsTest, HigherPrioritiesServeOnlyWhenThePrimariesCannot) {
 }
 
 TEST(BalancerEndpointsTest, ChangedRecordsChangeWeightsAndTiersOfTheSamePeers) {
-  conf::Upstream u = service_group(conf::Balance::round_robin,
-                                   {at("127.0.0.1:1", 1), at("127.0.0.1:2", 1, true)});
+  conf::Upstream u =
+      service_group(conf::Balance::round_robin, {at("127.0.0.1:1", 1), at("127.0.0.1:2", 1, true)});
   Balancer b(u);
   Peer* held = &b.peers()[0];
   b.set_addresses(u.servers[0],
@@ -101,8 +101,8 @@ TEST(BalancerEndpointsTest, ChangedRecordsChangeWeightsAndTiersOfTheSamePeers) {
 }
 
 TEST(BalancerEndpointsTest, AGoneTargetKeepsItsPeerForTheSessionsOnIt) {
-  conf::Upstream u = service_group(conf::Balance::least_conn,
-                                   {at("127.0.0.1:1", 1), at("127.0.0.1:2", 1)});
+  conf::Upstream u =
+      service_group(conf::Balance::least_conn, {at("127.0.0.1:1", 1), at("127.0.0.1:2", 1)});
   Balancer b(u);
   TriedSet tried;
   Peer* p = b.pick(client(1), tried, t0);
