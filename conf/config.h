@@ -50,13 +50,32 @@ struct ThreadPoolSettings {
   bool operator==(const ThreadPoolSettings&) const = default;
 };
 
+// One address a server stands for, with the weight and backup flag it serves with: the server's
+// own for a literal address or a host name; for a DNS SRV service, its record's (a record's
+// target gives the address, its port the port, its weight the weight, a priority above the
+// lowest one present makes it a backup).
+struct Endpoint {
+  Address address;
+  int weight = 1;
+  bool backup = false;
+
+  bool operator==(const Endpoint&) const = default;
+};
+
+// The highest weight a server (or an SRV record, clamped to it) may have.
+inline constexpr int kMaxWeight = 1000;
+
 struct Server {
   // As written; a host name is left unresolved here (length 0) and stands for `addresses`.
+  // Empty when the server names a `service` instead.
   Address address;
+  // A DNS SRV name ("_pg._tcp.db.service.consul") whose records give the server's targets,
+  // ports and weights; empty for a server with an `address`.
+  std::string service;
   // Every address the server stands for, as resolved at load: the literal address itself, or
-  // what the name resolved to (each is a server of the upstream, as in nginx). Empty: the name
-  // did not resolve; the workers retry until it does.
-  std::vector<Address> addresses;
+  // what the name or the service resolved to (each is a server of the upstream, as in nginx).
+  // Empty: the name did not resolve; the workers retry until it does.
+  std::vector<Endpoint> addresses;
   int weight = 1;
   int max_fails = 1;
   Msec fail_timeout{10'000};
@@ -65,6 +84,18 @@ struct Server {
   std::optional<Msec> slow_start;
   bool backup = false;
   bool down = false;
+
+  // The server's name in logs and statistics: its address as written, or its service.
+  [[nodiscard]] const std::string& name() const noexcept {
+    return service.empty() ? address.text : service;
+  }
+  // `list` as this server's endpoints: each with the server's weight and backup flag.
+  [[nodiscard]] std::vector<Endpoint> endpoints_of(std::vector<Address> list) const {
+    std::vector<Endpoint> out;
+    out.reserve(list.size());
+    for (Address& a : list) out.push_back({std::move(a), weight, backup});
+    return out;
+  }
 
   bool operator==(const Server&) const = default;
 };

@@ -9,6 +9,7 @@
 
 #include "conf/checks.h"
 #include "conf/field.h"
+#include "conf/srv.h"
 #include "conf/user.h"
 
 namespace ferry::conf {
@@ -42,12 +43,36 @@ constexpr Field<HealthCheck> kHealthCheck[] = {
     string_field<&HealthCheck::expect>("expect"),
 };
 
+void read_service(Reader& r, const Setting& s, Server& sv) {
+  auto name = r.string(s, false);
+  if (!name) return;
+  if (!is_service_name(*name)) {
+    r.error(s, "\"" + *name + "\" is not an SRV name \"_service._proto.domain\"");
+    return;
+  }
+  sv.service = *name;
+}
+
+// A field printed only for a server with an address: a service's records give it.
+template <auto M>
+constexpr Field<Server> address_only(Field<Server> f) {
+  return {f.name, f.read, [](Writer& w, std::string_view n, const Server& sv) {
+            if (sv.service.empty()) w.set(n, sv.*M);
+          }};
+}
+
+// `address` or `service`, one of them (read_servers() checks): neither is required alone.
 constexpr Field<Server> kServer[] = {
     {"address",
      [](Reader& r, const Setting& s, Server& sv) { assign(sv.address, r.address(s, false)); },
-     [](Writer& w, std::string_view n, const Server& sv) { w.set_string(n, sv.address.text); },
-     "a server needs an address \"host:port\""},
-    int_field<&Server::weight, 1, 1000>("weight"),
+     [](Writer& w, std::string_view n, const Server& sv) {
+       if (sv.service.empty()) w.set_string(n, sv.address.text);
+     }},
+    {"service", read_service,
+     [](Writer& w, std::string_view n, const Server& sv) {
+       if (!sv.service.empty()) w.set_string(n, sv.service);
+     }},
+    address_only<&Server::weight>(int_field<&Server::weight, 1, kMaxWeight>("weight")),
     int_field<&Server::max_fails, 0, 1000>("max_fails"),
     duration_field<&Server::fail_timeout>("fail_timeout"),
     int_field<&Server::max_conns, 0, 1 << 24>("max_conns"),
@@ -59,9 +84,36 @@ constexpr Field<Server> kServer[] = {
      [](Writer& w, std::string_view n, const Server& sv) {
        if (sv.slow_start) w.set_duration(n, *sv.slow_start);
      }},
-    bool_field<&Server::backup>("backup"),
+    address_only<&Server::backup>(bool_field<&Server::backup>("backup")),
     bool_field<&Server::down>("down"),
 };
+
+// Exactly one of `address` and `service`; a service's records give the weights and backups.
+// False when not so: the server is not resolved then (no DNS query for a server in error).
+bool check_server_kind(Reader& r, const Setting& e) {
+  const Setting* address = Reader::member(e, "address");
+  const Setting* service = Reader::member(e, "service");
+  if (address == nullptr && service == nullptr) {
+    r.missing(e, "address",
+              "a server needs an address \"host:port\" (or a service \"_service._proto.domain\")");
+    return false;
+  }
+  if (service == nullptr) return true;
+  bool ok = true;
+  if (address != nullptr) {
+    r.error(*service, "a server has an address or a service, not both");
+    ok = false;
+  }
+  for (const char* key : {"weight", "backup"}) {
+    if (const Setting* s = Reader::member(e, key)) {
+      r.error(*s, std::string(key) +
+                      " cannot be set with a service: its SRV records give the weights, and "
+                      "their priorities the backups");
+      ok = false;
+    }
+  }
+  return ok;
+}
 
 // A list ( { ... }, ... ) printed a group per element, `each` writing one's settings.
 template <typename T, typename Each>
@@ -92,7 +144,13 @@ void read_servers(Reader& r, const Setting& s, Upstream& up) {
   r.groups(s, [&](const Setting& e) {
     Server& sv = up.servers.emplace_back();
     read_fields<Server>(r, e, kServer, sv);
-    if (auto* a = Reader::member(e, "address")) resolve_server(r, *a, up, sv);
+    if (!check_server_kind(r, e)) {
+      // Said why; nothing to resolve.
+    } else if (auto* a = Reader::member(e, "address")) {
+      resolve_server(r, *a, up, sv);
+    } else if (auto* svc = Reader::member(e, "service")) {
+      resolve_server(r, *svc, up, sv);
+    }
     if (up.balance == Balance::hash && sv.backup) {
       r.error(e["backup"], "backup servers cannot be used with balance = \"hash\"");
     }
@@ -319,13 +377,27 @@ void read_name(Reader& r, const Setting& s, std::string& out) {
 }
 
 void resolve_server(Reader& r, const Setting& at, const Upstream& up, Server& sv) {
-  if (sv.address.text.empty() || !r.resolves()) return;
-  auto all = resolve_all(sv.address);
-  if (auto* list = std::get_if<std::vector<Address>>(&all)) {
-    sv.addresses = std::move(*list);
-    return;
+  if (!r.resolves()) return;
+  std::string why;
+  if (!sv.service.empty()) {
+    if (!sv.address.text.empty()) return;  // both given: said already
+    std::string skipped;
+    auto found = resolve_service(sv.service, &skipped);
+    if (auto* list = std::get_if<std::vector<Endpoint>>(&found)) {
+      sv.addresses = std::move(*list);
+      if (!skipped.empty()) r.warn(at, "service \"" + sv.service + "\": " + skipped);
+      return;
+    }
+    why = std::get<std::string>(found);
+  } else {
+    if (sv.address.text.empty()) return;
+    auto all = resolve_all(sv.address);
+    if (auto* list = std::get_if<std::vector<Address>>(&all)) {
+      sv.addresses = sv.endpoints_of(std::move(*list));
+      return;
+    }
+    why = std::get<std::string>(all);
   }
-  const std::string& why = std::get<std::string>(all);
   if (up.resolve_required) {
     r.error(at, why + " (resolve_required is set)");
   } else if (!sv.down) {

@@ -59,7 +59,7 @@ const conf::Server* RuntimeServers::configured(const conf::Config& cfg, const Se
   const conf::Upstream* u = upstream_of(cfg, n.upstream);
   if (u == nullptr) return nullptr;
   for (const conf::Server& s : u->servers) {
-    if (s.address.text == n.server) return &s;
+    if (s.name() == n.server) return &s;
   }
   return nullptr;
 }

@@ -109,7 +109,7 @@ class Worker {
       }
       resolver_ = std::make_unique<Resolver>(
           loop_, pool_, cfg_,
-          [this](const conf::Server& server, const std::vector<conf::Address>& addresses) {
+          [this](const conf::Server& server, const std::vector<conf::Endpoint>& addresses) {
             sessions_.update_addresses(server, addresses);
             // The checker probes what the workers use: this worker's own resolution.
             if (checker_) checker_->set_addresses(server, addresses);

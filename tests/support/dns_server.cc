@@ -192,6 +192,11 @@ void DnsServer::serve() {
 
 std::vector<std::string> resolv_sandbox(const DnsServer& dns, HostsLayout layout,
                                         const std::string& folder) {
+  return resolv_sandbox(dns.resolv_conf(), layout, folder);
+}
+
+std::vector<std::string> resolv_sandbox(const std::string& resolv_conf, HostsLayout layout,
+                                        const std::string& folder) {
   const char* launcher = std::getenv("FERRY_RESOLV_SANDBOX");
   if (launcher == nullptr || *launcher == '\0') {
     throw std::runtime_error("FERRY_RESOLV_SANDBOX is not set");
@@ -208,7 +213,7 @@ std::vector<std::string> resolv_sandbox(const DnsServer& dns, HostsLayout layout
     ::close(fd);
     return path;
   };
-  return {launcher, write("resolv.conf", dns.resolv_conf()), write("hosts", hosts),
+  return {launcher, write("resolv.conf", resolv_conf), write("hosts", hosts),
           write("nsswitch.conf", "hosts: files dns\n")};
 }
 

@@ -61,5 +61,8 @@ enum class HostsLayout { ipv4_only, ipv6_first };
 // files then DNS. The files are written into `folder`.
 std::vector<std::string> resolv_sandbox(const DnsServer& dns, HostsLayout layout,
                                         const std::string& folder);
+// The same with `resolv_conf` as the sandbox's /etc/resolv.conf (another DNS server's).
+std::vector<std::string> resolv_sandbox(const std::string& resolv_conf, HostsLayout layout,
+                                        const std::string& folder);
 
 }  // namespace ferry::test

@@ -22,14 +22,14 @@ event::TimePoint since(const AdminRecord& r) {
 const conf::Server* SessionSet::server_of(const conf::Config& cfg, const AdminRecord& r) const {
   if (r.added) {
     for (const AddedServer& a : added_) {
-      if (a.upstream == r.upstream && a.server.address.text == r.server) return &a.server;
+      if (a.upstream == r.upstream && a.server.name() == r.server) return &a.server;
     }
     return nullptr;
   }
   for (const conf::Upstream& u : cfg.upstreams) {
     if (u.name != r.upstream) continue;
     for (const conf::Server& s : u.servers) {
-      if (s.address.text == r.server) return &s;
+      if (s.name() == r.server) return &s;
     }
   }
   return nullptr;
@@ -41,12 +41,12 @@ void SessionSet::apply_admin_to(Balancer& b, const conf::Upstream& u) {
     const conf::Server* s = nullptr;
     if (r.added) {
       for (const AddedServer& a : added_) {
-        if (a.upstream == r.upstream && a.server.address.text == r.server) s = &a.server;
+        if (a.upstream == r.upstream && a.server.name() == r.server) s = &a.server;
       }
       if (s != nullptr && !b.has_server(*s)) b.add_server(*s);
     } else {
       for (const conf::Server& cs : u.servers) {
-        if (cs.address.text == r.server) s = &cs;
+        if (cs.name() == r.server) s = &cs;
       }
     }
     if (s != nullptr) b.set_admin(*s, r.state, r.weight, since(r));
@@ -54,14 +54,14 @@ void SessionSet::apply_admin_to(Balancer& b, const conf::Upstream& u) {
   // A server whose record went (the operator set it back, a reload dropped it) is as configured.
   for (const conf::Server& cs : u.servers) {
     const bool named = std::any_of(admin_.begin(), admin_.end(), [&](const AdminRecord& r) {
-      return !r.added && r.upstream == u.name && r.server == cs.address.text;
+      return !r.added && r.upstream == u.name && r.server == cs.name();
     });
     if (!named) b.set_admin(cs, AdminState::ready, 0);
   }
   for (const AddedServer& a : added_) {
     if (a.upstream != u.name) continue;
     const bool named = std::any_of(admin_.begin(), admin_.end(), [&](const AdminRecord& r) {
-      return r.added && r.upstream == a.upstream && r.server == a.server.address.text;
+      return r.added && r.upstream == a.upstream && r.server == a.server.name();
     });
     if (!named && b.has_server(a.server)) b.set_admin(a.server, AdminState::removed, 0);
   }
@@ -82,9 +82,9 @@ std::size_t SessionSet::apply_admin(const conf::Config& cfg, std::vector<AdminRe
     AddedServer& a = added_.emplace_back();
     a.upstream = r.upstream;
     a.server.address = *address;
-    a.server.addresses = {*address};
     a.server.weight = r.weight > 0 ? r.weight : 1;
     a.server.backup = r.backup;
+    a.server.addresses = {conf::Endpoint{*address, a.server.weight, r.backup}};
     for (const conf::Upstream& u : cfg.upstreams) {
       if (u.name == r.upstream) a.server.slow_start = event::Msec(r.slow_start_ms);
       if (u.name == r.upstream && r.slow_start_ms == 0) a.server.slow_start = u.slow_start;

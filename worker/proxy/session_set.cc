@@ -112,7 +112,7 @@ Balancer& SessionSet::balancer(const conf::Proxy& proxy, const conf::Config& cfg
 }
 
 void SessionSet::update_addresses(const conf::Server& server,
-                                  const std::vector<conf::Address>& addresses) {
+                                  const std::vector<conf::Endpoint>& addresses) {
   resolved_[&server] = addresses;
   for (auto& [upstream, balancer] : balancers_) balancer.set_addresses(server, addresses);
 }

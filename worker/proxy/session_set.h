@@ -58,7 +58,7 @@ class SessionSet {
   void set_health_board(HealthBoard* board) noexcept { health_ = board; }
   // A server's host name now resolves to `addresses`: every balancer that has it follows
   // (one made later too).
-  void update_addresses(const conf::Server& server, const std::vector<conf::Address>& addresses);
+  void update_addresses(const conf::Server& server, const std::vector<conf::Endpoint>& addresses);
   // The operator's settings of servers (ServerAdminTable::read()): applied to every balancer,
   // one made later too; a server added at run time joins its upstream's; a server whose
   // kill_epoch grew since the last call has its sessions closed (`killed`), unless `first`
@@ -114,8 +114,8 @@ class SessionSet {
   };
 
   SessionShared shared_;
-  std::map<std::string, Balancer, std::less<>> balancers_;              // by upstream name
-  std::map<const conf::Server*, std::vector<conf::Address>> resolved_;  // since the load
+  std::map<std::string, Balancer, std::less<>> balancers_;               // by upstream name
+  std::map<const conf::Server*, std::vector<conf::Endpoint>> resolved_;  // since the load
   HealthBoard* health_ = nullptr;
   std::vector<AdminRecord> admin_;  // the operator's settings, as last read
   std::deque<AddedServer> added_;   // stable addresses; never freed (sessions point at them)

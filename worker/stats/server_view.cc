@@ -23,7 +23,7 @@ const conf::Server* configured(const conf::Config& cfg, std::string_view upstrea
   for (const conf::Upstream& u : cfg.upstreams) {
     if (u.name != upstream) continue;
     for (const conf::Server& s : u.servers) {
-      if (s.address.text == server) return &s;
+      if (s.name() == server) return &s;
     }
   }
   return nullptr;

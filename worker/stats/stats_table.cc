@@ -200,7 +200,7 @@ std::size_t StatsTable::register_config(const conf::Config& cfg) noexcept {
     for (const auto& u : cfg.upstreams) {
       const std::uint64_t checked = u.health_check ? kChecked : 0;
       for (const auto& s : u.servers) {
-        server(u.name, s.address.text, (s.backup ? kBackup : 0) | (s.down ? kDown : 0) | checked);
+        server(u.name, s.name(), (s.backup ? kBackup : 0) | (s.down ? kDown : 0) | checked);
       }
     }
     for (const auto& p : cfg.proxies) {

@@ -59,27 +59,28 @@ Balancer::Balancer(const conf::Upstream& upstream, ServerHealth* health, const S
       if (shared != nullptr && s.max_conns > 0) slots.shared = shared[i];
       slots.slow_start = s.slow_start.value_or(upstream.slow_start);
       if (s.addresses.empty() && s.address.length != 0) {
-        add_peer(s, s.address, slots);  // built in code (tests) rather than loaded
+        add_peer(s, {s.address, s.weight, s.backup}, slots);  // built in code (tests), not loaded
       }
-      for (const conf::Address& a : s.addresses) add_peer(s, a, slots);
+      for (const conf::Endpoint& e : s.addresses) add_peer(s, e, slots);
       servers_.emplace(&s, slots);
     }
   }
   if (method_ == conf::Balance::hash) build_ring();
 }
 
-void Balancer::fill_peer(Peer& p, const conf::Server& s, const conf::Address& a,
+void Balancer::fill_peer(Peer& p, const conf::Server& s, const conf::Endpoint& e,
                          const ServerSlots& slots) {
   p.server = &s;
-  p.address = event::SocketAddress(a.sockaddr_ptr(), a.length);
-  p.name = s.address.text;
+  p.address = event::SocketAddress(e.address.sockaddr_ptr(), e.address.length);
+  p.name = s.name();
   p.gone = false;
-  p.weight = p.effective_weight = slots.weight > 0 ? slots.weight : s.weight;
+  p.weight = p.effective_weight = slots.weight > 0 ? slots.weight : e.weight;
+  p.configured_weight = e.weight;
   p.admin = slots.admin;
   p.current_weight = 0;
   p.fails = 0;
   p.checked = p.accessed = event::TimePoint{};
-  p.backup = s.backup;
+  p.backup = e.backup;
   p.health = slots.health;
   p.health_key = AddressVerdict::key_of(p.address);
   p.health_hint = ServerHealth::kAddresses;
@@ -98,9 +99,9 @@ void Balancer::fill_peer(Peer& p, const conf::Server& s, const conf::Address& a,
   p.shared = slots.shared;
 }
 
-void Balancer::add_peer(const conf::Server& s, const conf::Address& a, const ServerSlots& slots) {
+void Balancer::add_peer(const conf::Server& s, const conf::Endpoint& e, const ServerSlots& slots) {
   Peer p;
-  fill_peer(p, s, a, slots);
+  fill_peer(p, s, e, slots);
   p.index = peers_.size();
   peers_.push_back(std::move(p));
   candidates_.push_back(false);  // a peer a re-resolution adds has its place too
@@ -108,23 +109,45 @@ void Balancer::add_peer(const conf::Server& s, const conf::Address& a, const Ser
 
 void Balancer::set_addresses(const conf::Server& server,
                              const std::vector<conf::Address>& addresses) {
+  set_addresses(server, server.endpoints_of(addresses));
+}
+
+void Balancer::set_addresses(const conf::Server& server,
+                             const std::vector<conf::Endpoint>& addresses) {
   const auto slots = servers_.find(&server);
   if (slots == servers_.end()) return;  // not a server of this group (or down)
   for (Peer& p : peers_) {
     if (p.server != &server) continue;
-    const auto now = std::find_if(addresses.begin(), addresses.end(), [&](const conf::Address& a) {
-      return p.address == event::SocketAddress(a.sockaddr_ptr(), a.length);
+    const auto now = std::find_if(addresses.begin(), addresses.end(), [&](const conf::Endpoint& e) {
+      return p.address == event::SocketAddress(e.address.sockaddr_ptr(), e.address.length);
     });
     if (now == addresses.end()) {
       p.gone = true;
-    } else if (p.gone) {
+      continue;
+    }
+    if (p.gone) {
       // Its failures stand (within fail_timeout, as ever): a name answered from a rotating subset
       // of its addresses brings a dead one back soon, which must not come back as sound.
       p.gone = false;
     }
+    // A service's record changed its weight or priority class: the peer serves with the new
+    // ones at once, its failures kept (an effective weight lowered by them recovers towards
+    // the new weight one per pick, as after any failure).
+    // (An operator's weight for the server stays over the records'.)
+    p.configured_weight = now->weight;
+    const int wanted = slots->second.weight > 0 ? slots->second.weight : now->weight;
+    if (p.weight != wanted) {
+      const bool penalised = p.effective_weight < p.weight;
+      p.weight = wanted;
+      p.effective_weight = penalised ? std::min(p.effective_weight, p.weight) : p.weight;
+    }
+    if (p.backup != now->backup) {
+      p.backup = now->backup;
+      p.current_weight = 0;  // its rotation state was among the other tier's
+    }
   }
-  for (const conf::Address& a : addresses) {
-    const event::SocketAddress sa(a.sockaddr_ptr(), a.length);
+  for (const conf::Endpoint& e : addresses) {
+    const event::SocketAddress sa(e.address.sockaddr_ptr(), e.address.length);
     const bool known = std::any_of(peers_.begin(), peers_.end(), [&](const Peer& p) {
       return p.server == &server && p.address == sa;
     });
@@ -138,9 +161,9 @@ void Balancer::set_addresses(const conf::Server& server,
              (p.fails == 0 || now - p.checked > server.fail_timeout);
     });
     if (free != peers_.end()) {
-      fill_peer(*free, server, a, slots->second);
+      fill_peer(*free, server, e, slots->second);
     } else {
-      add_peer(server, a, slots->second);
+      add_peer(server, e, slots->second);
     }
   }
   if (method_ == conf::Balance::hash) {
@@ -155,10 +178,10 @@ void Balancer::set_admin(const conf::Server& server, AdminState state, int weigh
   if (slots == servers_.end()) return;  // not a server of this group (or down)
   slots->second.admin = state;
   slots->second.weight = weight;
-  const int w = weight > 0 ? weight : server.weight;
   bool reweighed = false;
   for (Peer& p : peers_) {
     if (p.server != &server) continue;
+    const int w = weight > 0 ? weight : p.configured_weight;
     p.admin = state;
     // Back in service (or added) by the operator: the slow start runs from that moment.
     if (state == AdminState::ready && ready_since != event::TimePoint{} &&
@@ -185,7 +208,7 @@ void Balancer::add_server(const conf::Server& server) {
   if (servers_.contains(&server)) return;
   ServerSlots slots;
   slots.slow_start = server.slow_start.value_or(event::Msec{0});
-  for (const conf::Address& a : server.addresses) add_peer(server, a, slots);
+  for (const conf::Endpoint& e : server.addresses) add_peer(server, e, slots);
   servers_.emplace(&server, slots);
   if (method_ == conf::Balance::hash) {
     ring_.clear();

@@ -21,14 +21,16 @@
 namespace ferry::worker {
 
 // One address of a server: a server whose name resolves to several addresses has a peer for
-// each (as in nginx), all with its settings.
+// each (as in nginx), all with its settings; a service's have their records' ports, weights
+// and priority classes.
 struct Peer {
   const conf::Server* server = nullptr;
   event::SocketAddress address;
-  std::string name;       // as configured, for logs and statistics (shared by a name's addresses)
+  std::string name;       // as configured (address or service), for logs and statistics (shared)
   std::size_t index = 0;  // in the group
   bool gone = false;      // the name no longer resolves to this address
   int weight = 1;
+  int configured_weight = 1;  // the configuration's (or its SRV record's), under an operator's
   std::int64_t current_weight = 0;  // smooth weighted round robin state, in 1/slow_start::kScale
   int effective_weight = 1;         // lowered by failures, recovers by one per pick
   int conns = 0;                    // sessions of this worker on the server
@@ -110,12 +112,15 @@ class Balancer {
     return servers_.contains(&server);
   }
 
-  // `server`'s name now resolves to `addresses`: a peer for each new one, the others gone.
+  // `server`'s name (or service) now resolves to `addresses`: a peer for each new one, the others
+  // gone; a peer whose weight or backup flag changed (a service's records) takes the new ones.
   // Peers are not freed (sessions hold pointers to them and the tried sets their indices): one
   // whose address comes back is live again, with its passive failures, and a new address takes
   // the place of a gone peer of the server that no session holds, so a name that keeps moving
   // does not grow the group. A session that tried the gone peer of a place does not try the new
   // address in it: the tried sets know places, not addresses.
+  void set_addresses(const conf::Server& server, const std::vector<conf::Endpoint>& addresses);
+  // The same, each address with the server's own weight and backup flag (a host name's).
   void set_addresses(const conf::Server& server, const std::vector<conf::Address>& addresses);
 
   [[nodiscard]] std::size_t size() const noexcept { return peers_.size(); }
@@ -173,9 +178,9 @@ class Balancer {
     int weight = 0;                        // likewise (0: the configured weight)
     event::Msec slow_start{0};             // the server's own, else its upstream's
   };
-  void add_peer(const conf::Server& s, const conf::Address& a, const ServerSlots& slots);
-  // (Re)sets `p` as a fresh peer of `s` at `a`: no failures, no rotation state.
-  static void fill_peer(Peer& p, const conf::Server& s, const conf::Address& a,
+  void add_peer(const conf::Server& s, const conf::Endpoint& e, const ServerSlots& slots);
+  // (Re)sets `p` as a fresh peer of `s` at `e`: no failures, no rotation state.
+  static void fill_peer(Peer& p, const conf::Server& s, const conf::Endpoint& e,
                         const ServerSlots& slots);
 
   conf::Balance method_ = conf::Balance::round_robin;

@@ -103,7 +103,7 @@ struct CheckedServer {
         spdlog::warn(
             "upstream \"{}\": server {}: the key of {} on the health board collides with "
             "another address's: its verdict is not shared",
-            upstream->name, server->address.text, p.address.text);
+            upstream->name, server->name(), p.address.text);
         return;
       }
       p.place = hint;
@@ -122,7 +122,7 @@ struct CheckedServer {
       spdlog::warn(
           "upstream \"{}\": server {} has more than {} addresses: the health check's verdict on "
           "the others is not shared (they count as up; max_fails still applies)",
-          upstream->name, server->address.text, ServerHealth::kAddresses);
+          upstream->name, server->name(), ServerHealth::kAddresses);
     }
   }
 
@@ -338,10 +338,12 @@ void Probe::cancel() noexcept {
 }
 
 std::string Probe::label() const {
-  const std::string& name = target->server->address.text;
+  const conf::Server& s = *target->server;
+  const std::string& name = s.name();
   // Beyond the board's places, a verdict no worker acts on: said, so the log does not mislead.
   const char* shared = place == kNoPlace ? " (not shared)" : "";
-  return (conf::is_host_name(name) ? name + " (" + address.text + ")" : name) + shared;
+  const bool named = !s.service.empty() || conf::is_host_name(name);
+  return (named ? name + " (" + address.text + ")" : name) + shared;
 }
 
 HealthChecker::HealthChecker(event::EventLoop& loop, const conf::Config& cfg, HealthBoard& board)
@@ -355,29 +357,29 @@ void HealthChecker::start() {
     if (!up.health_check) continue;
     for (std::size_t s = 0; s < up.servers.size(); ++s) {
       if (up.servers[s].down) continue;
-      // A name that did not resolve at load has no probe until it resolves (set_addresses()).
+      // A name (or service) that did not resolve at load has no probe until it resolves
+      // (set_addresses()); a service's targets are probed at their records' ports.
       auto c = std::make_unique<CheckedServer>();
       c->owner = this;
       c->upstream = &up;
       c->server = &up.servers[s];
       c->health = &board_.at(cfg_, u, s);
-      if (stats_ != nullptr)
-        c->stats_index = stats_->server_index(up.name, c->server->address.text);
-      for (const conf::Address& a : c->server->addresses) c->add(a);
+      if (stats_ != nullptr) c->stats_index = stats_->server_index(up.name, c->server->name());
+      for (const conf::Endpoint& e : c->server->addresses) c->add(e.address);
       servers_.push_back(std::move(c));
     }
   }
 }
 
 void HealthChecker::set_addresses(const conf::Server& server,
-                                  const std::vector<conf::Address>& addresses) {
+                                  const std::vector<conf::Endpoint>& addresses) {
   const auto it = std::find_if(servers_.begin(), servers_.end(),
                                [&](const auto& c) { return c->server == &server; });
   if (it == servers_.end()) return;  // not checked
   CheckedServer& c = **it;
   const auto listed = [&](const conf::Address& a) {
     return std::any_of(addresses.begin(), addresses.end(),
-                       [&](const conf::Address& b) { return b.same_endpoint(a); });
+                       [&](const conf::Endpoint& b) { return b.address.same_endpoint(a); });
   };
   // Expired probes were cancelled when their address left; only their objects remain.
   std::erase_if(c.probes, [&](const auto& p) { return p->expired && !listed(p->address); });
@@ -387,7 +389,8 @@ void HealthChecker::set_addresses(const conf::Server& server,
     p->absent = true;
     loop_.add_timer(p->next, grace_of(*c.upstream));
   }
-  for (const conf::Address& a : addresses) {
+  for (const conf::Endpoint& e : addresses) {
+    const conf::Address& a = e.address;
     const auto p = std::find_if(c.probes.begin(), c.probes.end(),
                                 [&](const auto& q) { return q->address.same_endpoint(a); });
     if (p == c.probes.end()) {

@@ -2,7 +2,8 @@
 // of each generation): every `interval` a TCP connect to each address of each server of an
 // upstream with a health_check, optional `send`, optional `expect` prefix, all within `timeout`;
 // `fails` consecutive failures mark the address down and `passes` successes up again, on the
-// HealthBoard. The addresses follow the worker's re-resolution of the servers' names.
+// HealthBoard. The addresses follow the worker's re-resolution of the servers' names and SRV
+// services (a service's targets at their records' ports).
 #pragma once
 
 #include <memory>
@@ -35,11 +36,11 @@ class HealthChecker {
   void fail_sockets_for_tests() noexcept { no_socket_ = true; }
   void start();
   void stop() noexcept;
-  // `server`'s name now resolves to `addresses` (this worker's lookup: the first one even when
-  // unchanged): the new ones are probed from now on, the others no longer; those keep their
-  // verdict for a grace period, in case they come back, then their places on the board are
+  // `server`'s name or service now resolves to `addresses` (this worker's lookup: the first one
+  // even when unchanged): the new ones are probed from now on, the others no longer; those keep
+  // their verdict for a grace period, in case they come back, then their places on the board are
   // freed, with any place no probe holds (a dead checker's).
-  void set_addresses(const conf::Server& server, const std::vector<conf::Address>& addresses);
+  void set_addresses(const conf::Server& server, const std::vector<conf::Endpoint>& addresses);
 
  private:
   friend struct CheckedServer;

@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "conf/srv.h"
 #include "conf/values.h"
 #include "event/log_throttle.h"
 
@@ -16,12 +17,14 @@ struct Lookup {
   Resolver* owner = nullptr;
   const conf::Upstream* upstream = nullptr;
   const conf::Server* server = nullptr;
-  std::vector<conf::Address> current;
+  std::vector<conf::Endpoint> current;
   event::ThreadTask task;
   event::Event timer;
   // Written by the pool thread, read on the loop thread after the completion handoff.
-  std::vector<conf::Address> result;
+  std::vector<conf::Endpoint> result;
   std::string error;
+  std::string skipped;       // a service's targets that did not resolve (the others serve)
+  std::string said_skipped;  // ... as last logged: said again only when it changes
   // A name that never resolved is retried more often than resolve_interval, but said no more
   // often than that (the interval is the upstream's: set by Resolver::start()).
   event::LogThrottle unresolved_log{event::Msec{0}};
@@ -34,31 +37,49 @@ namespace {
 
 void resolve_off_loop(event::ThreadTask& task) {
   auto& l = *static_cast<Lookup*>(task.ctx);
+  l.error.clear();
+  l.skipped.clear();
+  if (!l.server->service.empty()) {
+    auto found = conf::resolve_service(l.server->service, &l.skipped);
+    if (auto* why = std::get_if<std::string>(&found)) {
+      l.error = *why;
+    } else {
+      l.result = std::get<std::vector<conf::Endpoint>>(std::move(found));
+    }
+    return;
+  }
   auto parsed = conf::resolve_all(l.server->address);
   if (auto* why = std::get_if<std::string>(&parsed)) {
     l.error = *why;
   } else {
-    l.error.clear();
-    l.result = std::get<std::vector<conf::Address>>(std::move(parsed));
+    l.result = l.server->endpoints_of(std::get<std::vector<conf::Address>>(std::move(parsed)));
   }
 }
 
-bool same_set(const std::vector<conf::Address>& a, const std::vector<conf::Address>& b) {
+// The same endpoints, in any order: a service's weight or priority class changing is a change.
+bool same_set(const std::vector<conf::Endpoint>& a, const std::vector<conf::Endpoint>& b) {
   if (a.size() != b.size()) return false;
-  return std::all_of(a.begin(), a.end(), [&](const conf::Address& x) {
-    return std::any_of(b.begin(), b.end(),
-                       [&](const conf::Address& y) { return x.same_endpoint(y); });
+  return std::all_of(a.begin(), a.end(), [&](const conf::Endpoint& x) {
+    return std::any_of(b.begin(), b.end(), [&](const conf::Endpoint& y) {
+      return x.address.same_endpoint(y.address) && x.weight == y.weight && x.backup == y.backup;
+    });
   });
 }
 
-std::string listed(const std::vector<conf::Address>& addresses) {
+std::string listed(const conf::Server& s, const std::vector<conf::Endpoint>& endpoints) {
   std::string out;
-  for (const conf::Address& a : addresses) out += (out.empty() ? "" : ", ") + a.text;
+  for (const conf::Endpoint& e : endpoints) {
+    out += (out.empty() ? "" : ", ") + e.address.text;
+    // A service's records decide these: said, since they change with the records.
+    if (!s.service.empty()) {
+      out += " (weight " + std::to_string(e.weight) + (e.backup ? ", backup)" : ")");
+    }
+  }
   return out.empty() ? "nothing" : out;
 }
 
 bool wanted(const conf::Upstream& u, const conf::Server& s) {
-  if (s.down || !conf::is_host_name(s.address.text)) return false;
+  if (s.down || (s.service.empty() && !conf::is_host_name(s.address.text))) return false;
   return u.resolve_interval.count() != 0 || s.addresses.empty();
 }
 
@@ -80,26 +101,32 @@ void Resolver::on_resolved(event::Event& ev) {
   auto& l = *static_cast<Lookup*>(ev.data);
   Resolver& r = *l.owner;
   if (r.stopped_) return;
+  if (l.error.empty() && l.skipped != l.said_skipped) {
+    if (!l.skipped.empty()) {
+      spdlog::warn("upstream \"{}\": service {}: targets left out: {}", l.upstream->name,
+                   l.server->service, l.skipped);
+    }
+    l.said_skipped = l.skipped;
+  }
   if (!l.error.empty()) {
     if (l.current.empty()) {
       if (const auto held = l.unresolved_log.admit(r.loop_.now())) {
         spdlog::warn("upstream \"{}\": resolving {} failed: {}; the server stays unavailable{}",
-                     l.upstream->name, l.server->address.text, l.error,
+                     l.upstream->name, l.server->name(), l.error,
                      *held != 0 ? " (" + std::to_string(*held) + " more failures not logged)" : "");
       }
     } else {
       spdlog::warn("upstream \"{}\": resolving {} failed: {}; keeping {}", l.upstream->name,
-                   l.server->address.text, l.error, listed(l.current));
+                   l.server->name(), l.error, listed(*l.server, l.current));
     }
   } else if (!same_set(l.result, l.current)) {
-    spdlog::info("upstream \"{}\": {} now resolves to {}", l.upstream->name, l.server->address.text,
-                 listed(l.result));
+    spdlog::info("upstream \"{}\": {} now resolves to {}", l.upstream->name, l.server->name(),
+                 listed(*l.server, l.result));
     l.current = l.result;
     l.reported = true;
     r.apply_(*l.server, l.current);
   } else {
-    spdlog::debug("upstream \"{}\": {} resolved, unchanged", l.upstream->name,
-                  l.server->address.text);
+    spdlog::debug("upstream \"{}\": {} resolved, unchanged", l.upstream->name, l.server->name());
     if (!l.reported) {
       l.reported = true;
       r.apply_(*l.server, l.current);

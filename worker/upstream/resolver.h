@@ -1,8 +1,9 @@
-// Resolver: re-resolves the host names of upstream servers every `resolve_interval`, off the
-// event loop — getaddrinfo runs on the worker's ThreadPool and the answer comes back to the loop
-// through the pool's Notifier. A failed resolution keeps the last good addresses and is logged;
-// a name that never resolved is retried every resolve_interval, or every kUnresolvedRetry when
-// that is longer or "0" (which otherwise means: no re-resolution).
+// Resolver: re-resolves the host names and SRV services of upstream servers every
+// `resolve_interval`, off the event loop — getaddrinfo (res_nquery for a service) runs on the
+// worker's ThreadPool and the answer comes back to the loop through the pool's Notifier. A failed
+// resolution keeps the last good addresses and is logged; a name that never resolved is retried
+// every resolve_interval, or every kUnresolvedRetry when that is longer or "0" (which otherwise
+// means: no re-resolution).
 #pragma once
 
 #include <functional>
@@ -19,9 +20,10 @@ struct Lookup;
 
 class Resolver {
  public:
-  // `apply` is called on the loop thread with a server and its new addresses when they changed,
-  // and after the first lookup of each name that completed, changed or not.
-  using Apply = std::function<void(const conf::Server&, const std::vector<conf::Address>&)>;
+  // `apply` is called on the loop thread with a server and its new endpoints when they changed
+  // (an address, or a service record's weight or priority class), and after the first lookup of
+  // each name that completed, changed or not.
+  using Apply = std::function<void(const conf::Server&, const std::vector<conf::Endpoint>&)>;
   static constexpr event::Msec kUnresolvedRetry{5'000};
 
   Resolver(event::EventLoop& loop, event::ThreadPool& pool, const conf::Config& cfg, Apply apply);
@@ -46,7 +48,7 @@ class Resolver {
   bool stopped_ = false;
 };
 
-// True when some server of `cfg` has a name the Resolver would look up.
+// True when some server of `cfg` has a name or service the Resolver would look up.
 bool has_names_to_resolve(const conf::Config& cfg);
 
 }  // namespace ferry::worker
