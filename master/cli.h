@@ -1,5 +1,6 @@
 // The command line of ../shared/spec/ferry.md: ferry [-c FILE] [-t | -T] [-q] [-s SIGNAL]
-// [-v | -V] [-h], and `ferry [-c FILE] ctl COMMAND...`, parsed into what to do. Bad command lines are reported, never guessed at.
+// [-v | -V] [-h], and `ferry [-c FILE] ctl COMMAND...`, parsed into what to do. Bad command lines
+// are reported, never guessed at.
 #pragma once
 
 #include <span>
@@ -14,8 +15,8 @@ enum class Action { run, test, dump, signal, ctl, version, version_verbose, help
 struct CommandLine {
   Action action = Action::run;
   std::string conf_file;
-  bool quiet = false;  // -q: with -t/-T, errors only
-  std::string signal;  // -s: reload | reopen | quit | stop
+  bool quiet = false;            // -q: with -t/-T, errors only
+  std::string signal;            // -s: reload | reopen | quit | stop
   std::vector<std::string> ctl;  // `ctl WORDS...`: a command for the running master
 };
 

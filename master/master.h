@@ -318,8 +318,8 @@ class Master {
   std::uint64_t admin_version_ = 0;           // of the table as last published
   std::vector<AdminWaiter> admin_waiters_;
   Event admin_wait_timer_;
-  std::list<WorkerProcess> workers_;          // stable addresses: channels point at their entry
-  std::list<WorkerProcess> graveyard_;        // reaped; freed once the current epoll batch is done
+  std::list<WorkerProcess> workers_;    // stable addresses: channels point at their entry
+  std::list<WorkerProcess> graveyard_;  // reaped; freed once the current epoll batch is done
   Event bury_;
   std::vector<std::unique_ptr<RespawnTimer>> respawn_timers_;
   Event reload_timeout_;

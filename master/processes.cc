@@ -172,8 +172,17 @@ WorkerProcess* Master::find(pid_t pid) {
 }
 
 void Master::tell(WorkerProcess& w, worker::Command cmd) {
-  if (cmd != worker::Command::reopen) w.told_to_stop = true;
+  if (cmd == worker::Command::quit || cmd == worker::Command::terminate) w.told_to_stop = true;
   if (!w.channel.fd || !worker::channel_send(w.channel.fd.get(), static_cast<char>(cmd))) {
+    if (cmd == worker::Command::admin) {
+      // No signal says it: the worker reads the table when it next starts (a respawn), and the
+      // operator's command names the workers that did not apply it.
+      spdlog::warn(
+          "worker {} (pid {}): its channel is full or closed; not told of the server "
+          "settings",
+          w.slot, w.pid);
+      return;
+    }
     // No channel (or it is full): a signal says the same.
     ::kill(w.pid, cmd == worker::Command::quit        ? SIGQUIT
                   : cmd == worker::Command::terminate ? SIGTERM

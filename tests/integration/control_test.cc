@@ -40,19 +40,6 @@ using std::chrono::seconds;
 
 std::string control_path(const FerryInstance& ferry) { return ferry.dir().path() + "/ferry.ctl"; }
 
-// A connected unix stream socket, or -1.
-int connect_unix(const std::string& path) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un sun{};
-  sun.sun_family = AF_UNIX;
-  std::strncpy(sun.sun_path, path.c_str(), sizeof sun.sun_path - 1);
-  if (fd == -1 || ::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) == -1) {
-    if (fd != -1) ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
 // This test as the master `-s` looks for in `dir`: ferry.pid names it and it listens on
 // ferry.ctl (the peer check passes). The listening socket, or -1.
 int listen_as_the_master(const TempDir& dir, int backlog) {

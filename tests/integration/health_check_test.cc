@@ -47,7 +47,7 @@ std::vector<std::string> server_row(FerryInstance& ferry, const std::string& ser
     std::istringstream fields(line);
     std::vector<std::string> row;
     for (std::string f; fields >> f;) row.push_back(f);
-    if (row.size() >= 9 && row[1] == server) return row;
+    if (row.size() >= 11 && row[1] == server) return row;
   }
   return {};
 }
@@ -110,7 +110,7 @@ TEST_F(HealthCheckTest, ADeadAddressIsTakenOutWhileTheNamesOtherAddressServes) {
   const auto row = server_row(*ferry_, server_);
   ASSERT_FALSE(row.empty()) << ferry_->command("status").out;
   EXPECT_EQ(row[2], "up") << "one address of the server serves";
-  EXPECT_NE(row[8], "-") << "the check shows";
+  EXPECT_NE(row[10], "-") << "the check shows";
 }
 
 // The checker out of descriptors (test hook: its socket() fails with EMFILE) makes no verdict: a
@@ -174,7 +174,7 @@ TEST_F(HealthCheckTest, AServerWhoseNameMovesToALiveAddressComesUp) {
   EXPECT_TRUE(eventually([&] { return served_through(port_); }, seconds(5))) << ferry_->log();
   EXPECT_TRUE(eventually([&] {
     const auto row = server_row(*ferry_, server_);
-    return row.size() >= 9 && row[2] == "up" && row[8] == "ok";
+    return row.size() >= 11 && row[2] == "up" && row[10] == "ok";
   })) << ferry_->command("status").out;
   expect_all_served_without_failover(20);
   EXPECT_NE(ferry_->log().find(verdict(server_, dead, "down")), std::string::npos) << ferry_->log();

@@ -152,7 +152,7 @@ TEST_F(SrvTest, TheRecordsWeightsShapeTheDistribution) {
       std::istringstream words(l);
       std::vector<std::string> w{std::istream_iterator<std::string>(words), {}};
       // UPSTREAM SERVER STATE SESSIONS ...
-      if (w.size() > 3 && w[0] == "app" && w[1] == kService && w[3] == "400") return true;
+      if (w.size() > 3 && w[0] == "app" && w[1] == kService && w[5] == "400") return true;
     }
     return false;
   })) << status;

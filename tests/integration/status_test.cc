@@ -510,9 +510,9 @@ TEST(StatusTest, FreshNamesBeyondAFullRegistryReclaimTheOldestAndAreCounted) {
   bool found = false;
   for (std::string line; std::getline(lines, line);) {
     std::istringstream fields(line);
-    std::string upstream, address, state;
+    std::string upstream, address, state, admin, weight;
     long sessions = 0;
-    fields >> upstream >> address >> state >> sessions;
+    fields >> upstream >> address >> state >> admin >> weight >> sessions;
     if (upstream == "(reclaimed)" && address == "(reclaimed)") {
       found = true;
       EXPECT_EQ(state, "removed");

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -40,6 +41,18 @@ int remaining_ms(std::chrono::steady_clock::time_point deadline) {
 }
 
 }  // namespace
+
+int connect_unix(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  std::strncpy(sun.sun_path, path.c_str(), sizeof sun.sun_path - 1);
+  if (fd == -1 || ::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) == -1) {
+    if (fd != -1) ::close(fd);
+    return -1;
+  }
+  return fd;
+}
 
 int connect_from(const std::string& source, const std::string& ip, int port) {
   sockaddr_storage to{};

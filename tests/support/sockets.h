@@ -10,6 +10,8 @@ namespace ferry::test {
 // Connects to ip:port (IPv4 or IPv6 text) from `source` ("" = the kernel's choice, e.g.
 // "127.0.0.2" to be another client); 5 s send/receive timeouts; -1 on failure.
 int connect_from(const std::string& source, const std::string& ip, int port);
+// A connected unix stream socket at `path` (a control socket, say), or -1.
+int connect_unix(const std::string& path);
 // A listening socket on `ip` ("127.0.0.1", "::1") with a kernel-chosen port written to `port`.
 int listen_on(const std::string& ip, int& port);
 // accept() with a bound: -1 when nobody came within `limit`.

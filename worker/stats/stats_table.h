@@ -94,8 +94,8 @@ struct Snapshot {
     std::int64_t health_at = 0;              // when it ran (0 with none)
     // The operator's settings (annotate_servers(); not in the segment).
     AdminState admin = AdminState::ready;
-    int weight = 0;            // configured, or set at run time
-    int effective_weight = 0;  // what new sessions see now: 0 out of service, less in slow start
+    int weight = 0;               // configured, or set at run time
+    int effective_weight = 0;     // what new sessions see now: 0 out of service, less in slow start
     int slow_start_percent = -1;  // how far its slow start is (-1: none under way)
     bool added = false;           // added at run time
     bool operator==(const Server&) const = default;
