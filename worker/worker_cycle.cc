@@ -91,6 +91,8 @@ class Worker {
     // The acceptor's duplicates are the only ones left: closing them (graceful stop) closes the
     // socket in this process.
     for (event::Listening* ls : settings_.listening) ls->fd.reset();
+    // The operator's settings before the checks start: a server in maintenance is not probed.
+    apply_server_admin(true);
     if (settings_.health_board != nullptr) {
       auto* board = static_cast<HealthBoard*>(settings_.health_board);
       sessions_.set_health_board(board);
@@ -98,6 +100,7 @@ class Worker {
         checker_ = std::make_unique<HealthChecker>(loop_, cfg_, *board);
         checker_->publish_to(settings_.stats, settings_.generation);
         if (settings_.health_check_no_socket) checker_->fail_sockets_for_tests();
+        checker_->set_paused(sessions_.in_maintenance(cfg_));
         checker_->start();
       }
     }
@@ -122,7 +125,6 @@ class Worker {
     sessions_.set_client_limits(settings_.client_limits, settings_.client_secret,
                                 settings_.limits_share);
     sessions_.set_on_empty(on_sessions_empty, this);
-    apply_server_admin(true);
     mover_ = std::make_unique<SessionMover>(loop_, sessions_, cfg_, listening);
     if (settings_.exit_on_adopt > 0) mover_->exit_at_batch_for_tests(settings_.exit_on_adopt);
     mover_->pause_before_adopting_for_tests(settings_.adopt_pause);
@@ -259,6 +261,7 @@ class Worker {
     const std::uint64_t version = settings_.server_admin->version();
     const std::size_t killed = sessions_.apply_admin(cfg_, settings_.server_admin->read(), first);
     if (killed > 0) spdlog::info("closed {} session(s) the operator killed", killed);
+    if (checker_) checker_->set_paused(sessions_.in_maintenance(cfg_));
     if (settings_.counters != nullptr) {
       settings_.counters->admin_version.store(version, std::memory_order_release);
     }

@@ -129,6 +129,32 @@ TEST(RuntimeServersTest, MaintWithKillClosesItsSessionsWithTheirOwnEndReason) {
   EXPECT_EQ(field_of(ferry, b.port(), "admin"), "maint");
 }
 
+// In maintenance a server is not probed (it may be down on purpose); ready resumes the checks.
+TEST(RuntimeServersTest, MaintPausesTheServersHealthChecks) {
+  EchoServer a, b;
+  const int port = free_port();
+  std::string body = config(port, {a.port(), b.port()});
+  const std::string upstream = "name = \"app\";";
+  body.replace(body.find(upstream), upstream.size(),
+               upstream + " health_check = { interval = \"100ms\"; timeout = \"1s\"; };");
+  FerryInstance ferry(body);
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  ASSERT_TRUE(eventually([&] { return b.accepted() >= 2; })) << "probed";
+  ASSERT_EQ(ferry.ctl("set server " + server_name(b.port()) + " state maint").exit_code, 0);
+  ASSERT_TRUE(ferry.wait_for_log("health checks of server 127.0.0.1:" + std::to_string(b.port()) +
+                                 " paused (maint)"))
+      << ferry.log();
+  const int paused_at = b.accepted();
+  // Ten intervals: at most the probe under way when it paused.
+  const auto until = std::chrono::steady_clock::now() + milliseconds(1000);
+  while (std::chrono::steady_clock::now() < until) ::usleep(50'000);
+  EXPECT_LE(b.accepted(), paused_at + 1) << "probed in maintenance";
+  const int probes_of_a = a.accepted();
+  EXPECT_GE(probes_of_a, 5) << "the other server is still probed";
+  ASSERT_EQ(ferry.ctl("set server " + server_name(b.port()) + " state ready").exit_code, 0);
+  EXPECT_TRUE(eventually([&] { return b.accepted() >= paused_at + 3; })) << "probes resume";
+}
+
 TEST(RuntimeServersTest, WeightsShiftTheDistributionOver2000Connections) {
   EchoServer a, b;
   const int port = free_port();

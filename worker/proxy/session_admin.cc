@@ -67,6 +67,15 @@ void SessionSet::apply_admin_to(Balancer& b, const conf::Upstream& u) {
   }
 }
 
+std::vector<const conf::Server*> SessionSet::in_maintenance(const conf::Config& cfg) const {
+  std::vector<const conf::Server*> out;
+  for (const AdminRecord& r : admin_) {
+    if (r.added || r.state != AdminState::maint) continue;
+    if (const conf::Server* s = server_of(cfg, r)) out.push_back(s);
+  }
+  return out;
+}
+
 std::size_t SessionSet::apply_admin(const conf::Config& cfg, std::vector<AdminRecord> records,
                                     bool first) {
   admin_ = std::move(records);

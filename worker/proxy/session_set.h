@@ -65,6 +65,8 @@ class SessionSet {
   // (a worker's first look: the kills it sees were meant for the sessions of others). Returns
   // how many sessions it closed.
   std::size_t apply_admin(const conf::Config& cfg, std::vector<AdminRecord> records, bool first);
+  // The configured servers the operator's settings put in maintenance (their checks pause).
+  [[nodiscard]] std::vector<const conf::Server*> in_maintenance(const conf::Config& cfg) const;
   [[nodiscard]] std::size_t size() const noexcept { return shared_.size(); }
   // This worker's entry in the shared counters (none: nothing counted outside the worker).
   void set_counters(WorkerCounters* counters) noexcept { shared_.set_counters(counters); }

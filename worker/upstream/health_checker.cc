@@ -74,6 +74,7 @@ struct CheckedServer {
   std::optional<std::size_t> stats_index;  // the server in the shared statistics
   std::vector<std::unique_ptr<Probe>> probes;
   bool warned_full = false;
+  bool paused = false;  // the operator's maint: no probes until ready again
 
   // Frees every place on the board none of this server's probes holds (left by a checker of
   // this generation that died, for addresses the name no longer has). Only once this worker
@@ -200,6 +201,12 @@ void Probe::begin() {
 
 void Probe::on_next(Event& ev) {
   auto& p = *static_cast<Probe*>(ev.data);
+  if (!p.absent && p.target->paused) {
+    // In maintenance: no probe (the server may be down on purpose); the verdict stays as it was
+    // until the operator makes it ready again.
+    p.target->owner->loop_.add_timer(p.next, p.target->upstream->health_check->interval);
+    return;
+  }
   if (!p.absent) {
     p.begin();
     return;
@@ -413,6 +420,17 @@ void HealthChecker::set_addresses(const conf::Server& server,
   }
   c.free_unclaimed();
   c.publish_stats();
+}
+
+void HealthChecker::set_paused(const std::vector<const conf::Server*>& paused) noexcept {
+  for (auto& c : servers_) {
+    const bool now = std::find(paused.begin(), paused.end(), c->server) != paused.end();
+    if (now != c->paused) {
+      spdlog::info("upstream \"{}\": health checks of server {} {}", c->upstream->name,
+                   c->server->name(), now ? "paused (maint)" : "resumed");
+    }
+    c->paused = now;
+  }
 }
 
 void HealthChecker::stop() noexcept {

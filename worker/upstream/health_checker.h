@@ -41,6 +41,9 @@ class HealthChecker {
   // their verdict for a grace period, in case they come back, then their places on the board are
   // freed, with any place no probe holds (a dead checker's).
   void set_addresses(const conf::Server& server, const std::vector<conf::Endpoint>& addresses);
+  // The servers an operator put in maintenance: not probed until they leave it (the others are
+  // probed again).
+  void set_paused(const std::vector<const conf::Server*>& paused) noexcept;
 
  private:
   friend struct CheckedServer;
