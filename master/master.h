@@ -15,6 +15,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <list>
@@ -119,7 +120,7 @@ struct SharedZones {
 struct AdminWaiter {
   Connection* client = nullptr;
   std::uint64_t version = 0;
-  event::TimePoint since;
+  std::chrono::steady_clock::time_point since;  // finer than the loop's milliseconds
   std::string answer;  // what to say before the workers' line
 };
 

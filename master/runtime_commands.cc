@@ -221,10 +221,11 @@ void Master::run_command(Connection& c, std::string_view line) {
   spdlog::info("control: uid {} (pid {}): {}{}", peer.uid, peer.pid, line,
                refused ? " — refused: " + *refused : std::string());
   if (refused) return answer_error(*refused);
+  const auto published = std::chrono::steady_clock::now();  // the workers' time counts from here
   publish_runtime(true);
   // Answered once every live worker has applied it (or at kAdminApplyWait).
   c.read.handler = on_waiting_client_read;
-  admin_waiters_.push_back({&c, admin_version_, event::monotonic_now(), std::string()});
+  admin_waiters_.push_back({&c, admin_version_, published, std::string()});
   if (!admin_wait_timer_.timer_set) arm(admin_wait_timer_, kAdminApplyWait, on_admin_wait_timer);
   on_admin_applied();
 }
@@ -284,7 +285,7 @@ void Master::on_admin_wait_timer(Event& ev) {
 // Answers the waiters whose change every live worker applied (`all`: every waiter past its
 // wait, with the workers that had not applied it yet).
 void Master::answer_admin_waiters(bool all) {
-  const auto now = event::monotonic_now();
+  const auto now = std::chrono::steady_clock::now();
   std::erase_if(admin_waiters_, [&](AdminWaiter& wt) {
     std::size_t applied = 0;
     std::size_t live = 0;
