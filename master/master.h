@@ -121,7 +121,7 @@ struct AdminWaiter {
   Connection* client = nullptr;
   std::uint64_t version = 0;
   std::chrono::steady_clock::time_point since;  // finer than the loop's milliseconds
-  std::string answer;  // what to say before the workers' line
+  std::string answer;                           // what to say before the workers' line
 };
 
 // What served before a reload, until the reload's generation serves.
