@@ -344,6 +344,7 @@ void Master::finish_reload(conf::LoadResult result) {
 void Master::restore_serving(bool respawn) {
   if (!previous_) return;
   config_ = std::move(previous_->config);
+  peer_uids_for_ = nullptr;  // its `user` and control_readers are looked up again
   generation_ = previous_->generation;
   zones_.health = std::move(previous_->health);
   previous_.reset();

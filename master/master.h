@@ -318,6 +318,10 @@ class Master {
   RuntimeServers runtime_;                    // the operator's changes to servers
   std::uint64_t admin_version_ = 0;           // of the table as last published
   std::vector<AdminWaiter> admin_waiters_;
+  // peer_access()'s uids of `user` and control_readers, for the configuration they were read from.
+  mutable const conf::Config* peer_uids_for_ = nullptr;
+  mutable std::optional<uid_t> writer_uid_;
+  mutable std::vector<uid_t> reader_uids_;
   Event admin_wait_timer_;
   std::list<WorkerProcess> workers_;    // stable addresses: channels point at their entry
   std::list<WorkerProcess> graveyard_;  // reaped; freed once the current epoll batch is done

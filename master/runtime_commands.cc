@@ -79,17 +79,27 @@ Master::PeerAccess Master::peer_access(int fd) const {
     a.access = Access::write;
     return a;
   }
-  const auto uid_of = [](const std::string& name) -> std::optional<uid_t> {
-    const auto found = conf::look_up_user(name);
-    if (const auto* ids = std::get_if<conf::UserIds>(&found)) return ids->uid;
-    return std::nullopt;
-  };
-  if (config_->user && uid_of(*config_->user) == cred.uid) {
+  // The names are looked up once per configuration, not per request: a slow name service
+  // (LDAP) must not stall the master's loop on every command.
+  if (peer_uids_for_ != config_.get()) {
+    peer_uids_for_ = config_.get();
+    const auto uid_of = [](const std::string& name) -> std::optional<uid_t> {
+      const auto found = conf::look_up_user(name);
+      if (const auto* ids = std::get_if<conf::UserIds>(&found)) return ids->uid;
+      return std::nullopt;
+    };
+    writer_uid_ = config_->user ? uid_of(*config_->user) : std::nullopt;
+    reader_uids_.clear();
+    for (const std::string& reader : config_->control_readers) {
+      if (const auto uid = uid_of(reader)) reader_uids_.push_back(*uid);
+    }
+  }
+  if (writer_uid_ == cred.uid) {
     a.access = Access::write;
     return a;
   }
-  for (const std::string& reader : config_->control_readers) {
-    if (uid_of(reader) != cred.uid) continue;
+  for (const uid_t reader : reader_uids_) {
+    if (reader != cred.uid) continue;
     a.access = Access::read;
     a.why = fmt::format(
         "uid {} (pid {}) may only read (control_readers); changes are for root, "
@@ -270,6 +280,7 @@ void Master::load_runtime_state() {
 
 // A configuration about to serve: the runtime changes that still apply to it.
 void Master::reconcile_runtime() {
+  peer_uids_for_ = nullptr;  // `user` and control_readers are looked up again
   const std::string before = runtime_.serialize();
   for (const std::string& note : runtime_.reconcile(*config_)) spdlog::info("runtime: {}", note);
   publish_runtime(runtime_.serialize() != before);
