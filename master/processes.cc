@@ -200,6 +200,9 @@ void Master::on_channel(Event& ev) {
       for (ssize_t i = 0; i < n; ++i) {
         if (buf[i] == static_cast<char>(worker::Report::ready)) w.master->on_worker_ready(w);
         if (buf[i] == static_cast<char>(worker::Report::applied)) w.master->on_admin_applied();
+        if (buf[i] == static_cast<char>(worker::Report::sessions)) {
+          w.master->on_sessions_report(w.pid);
+        }
       }
       continue;
     }
