@@ -205,43 +205,40 @@ void Master::run_sessions_command(Connection& c, std::span<const std::string_vie
 
 // The front request goes to its workers: a memfd each, the request line in it.
 void Master::start_sessions_query() {
-  {
-    if (session_queries_.empty()) return;
-    SessionsQuery& q = session_queries_.front();
-    q.since = event::monotonic_now();
-    const char cmd =
-        static_cast<char>(q.kill ? worker::Command::kill_sessions : worker::Command::list_sessions);
-    const std::string request = q.request + "\n";
-    for (auto& w : workers_) {
-      if (w.pid <= 0 || !w.channel.fd || (q.only && *q.only != w.pid)) continue;
-      SessionsPart& part = q.parts.emplace_back();
-      part.pid = w.pid;
-      event::UniqueFd fd(::memfd_create("ferry-sessions", MFD_CLOEXEC));
-      if (!fd) {
-        part.failed = fmt::format("memfd_create() failed: {}", event::last_error().message());
-        spdlog::error("sessions request to worker pid {}: {}", w.pid, part.failed);
-        continue;
-      }
-      if (::write(fd.get(), request.data(), request.size()) !=
-          static_cast<ssize_t>(request.size())) {
-        part.failed = fmt::format("writing the request failed: {}", event::last_error().message());
-        spdlog::error("sessions request to worker pid {}: {}", w.pid, part.failed);
-        continue;
-      }
-      const int raw = fd.get();
-      if (auto ec = event::send_with_fds(w.channel.fd.get(), std::as_bytes(std::span(&cmd, 1)),
-                                         {&raw, 1})) {
-        part.failed = fmt::format("its channel refused the request: {}", ec.message());
-        spdlog::error("sessions request to worker pid {}: {}", w.pid, part.failed);
-        continue;
-      }
-      part.memfd = std::move(fd);
+  if (session_queries_.empty()) return;
+  SessionsQuery& q = session_queries_.front();
+  q.since = event::monotonic_now();
+  const char cmd =
+      static_cast<char>(q.kill ? worker::Command::kill_sessions : worker::Command::list_sessions);
+  const std::string request = q.request + "\n";
+  for (auto& w : workers_) {
+    if (w.pid <= 0 || !w.channel.fd || (q.only && *q.only != w.pid)) continue;
+    SessionsPart& part = q.parts.emplace_back();
+    part.pid = w.pid;
+    event::UniqueFd fd(::memfd_create("ferry-sessions", MFD_CLOEXEC));
+    if (!fd) {
+      part.failed = fmt::format("memfd_create() failed: {}", event::last_error().message());
+      spdlog::error("sessions request to worker pid {}: {}", w.pid, part.failed);
+      continue;
     }
-    if (std::any_of(q.parts.begin(), q.parts.end(),
-                    [](const SessionsPart& p) { return p.memfd && !p.answer; })) {
-      arm(sessions_timer_, kSessionsWait, on_sessions_timer);
-      return;
+    if (::write(fd.get(), request.data(), request.size()) != static_cast<ssize_t>(request.size())) {
+      part.failed = fmt::format("writing the request failed: {}", event::last_error().message());
+      spdlog::error("sessions request to worker pid {}: {}", w.pid, part.failed);
+      continue;
     }
+    const int raw = fd.get();
+    if (auto ec = event::send_with_fds(w.channel.fd.get(), std::as_bytes(std::span(&cmd, 1)),
+                                       {&raw, 1})) {
+      part.failed = fmt::format("its channel refused the request: {}", ec.message());
+      spdlog::error("sessions request to worker pid {}: {}", w.pid, part.failed);
+      continue;
+    }
+    part.memfd = std::move(fd);
+  }
+  if (std::any_of(q.parts.begin(), q.parts.end(),
+                  [](const SessionsPart& p) { return p.memfd && !p.answer; })) {
+    arm(sessions_timer_, kSessionsWait, on_sessions_timer);
+    return;
   }
   finish_sessions_query();  // nothing to wait for: pops it, and starts the next
 }

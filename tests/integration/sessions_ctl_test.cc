@@ -3,6 +3,7 @@
 // log's `killed`, refusals, and a reader of another uid.
 #include <arpa/inet.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -297,6 +298,34 @@ TEST_F(SessionsCtlTest, ConcurrentRequestsGetTheirOwnAnswers) {
     EXPECT_EQ(rows[0].at("proxy"), i % 2 == 0 ? "web" : "alt") << answer;
   }
   EXPECT_TRUE(echo_round_trip(a, "alive"));
+}
+
+// A worker that cannot answer (stopped) is named, the other's sessions are listed, and its late
+// answer to that request is not taken for its answer to the next one.
+TEST_F(SessionsCtlTest, ASilentWorkerIsNamedAndItsLateAnswerMixesWithNothing) {
+  FerryInstance ferry(config());
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  std::vector<int> clients;
+  for (int i = 0; i < 6; ++i) clients.push_back(open_client(web_port_));
+  const auto all = show(ferry);
+  ASSERT_EQ(all.size(), 6u);
+  const pid_t stopped = std::stoi(all[0].at("worker"));
+  std::size_t theirs = 0;
+  for (const Row& r : all) theirs += r.at("worker") == std::to_string(stopped) ? 1 : 0;
+  ASSERT_EQ(::kill(stopped, SIGSTOP), 0);
+  const Finished partial = ferry.ctl("show sessions");
+  ::kill(stopped, SIGCONT);
+  EXPECT_EQ(partial.exit_code, 0) << partial.err;
+  EXPECT_NE(partial.out.find("worker pid " + std::to_string(stopped) + " did not answer"),
+            std::string::npos)
+      << partial.out;
+  // The header, the other worker's sessions, the note.
+  EXPECT_EQ(count_of(partial.out, "\n"), 1 + (6 - theirs) + 1) << partial.out;
+  // The next requests see everything, each its own answer.
+  EXPECT_EQ(show(ferry).size(), 6u);
+  EXPECT_EQ(show(ferry, "proxy alt").size(), 0u);
+  EXPECT_EQ(show(ferry).size(), 6u);
+  for (int fd : clients) EXPECT_TRUE(echo_round_trip(fd, "alive"));
 }
 
 TEST_F(SessionsCtlTest, AReaderMayShowButNotKill) {
