@@ -108,6 +108,7 @@ void Master::on_waiting_client_read(Event& e) {
   for (SessionsQuery& q : m.session_queries_) {
     if (q.client == &cc) q.client = nullptr;
   }
+  std::erase_if(m.pending_answers_, [&](const PendingAnswer& p) { return p.client == &cc; });
   std::erase(m.control_clients_, &cc);
   std::erase(m.queued_clients_, &cc);
   std::erase(m.upgrade_clients_, &cc);

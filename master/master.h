@@ -148,6 +148,13 @@ struct SessionsQuery {
   event::TimePoint since;
 };
 
+// A sessions answer the asker's socket did not take at once.
+struct PendingAnswer {
+  Connection* client = nullptr;
+  std::string text;
+  std::size_t sent = 0;
+};
+
 // What served before a reload, until the reload's generation serves.
 struct Serving {
   std::unique_ptr<conf::Config> config;
@@ -306,13 +313,16 @@ class Master {
   void run_sessions_command(Connection& c, std::span<const std::string_view> words,
                             const PeerAccess& peer, std::string_view line);
   void start_sessions_query();
-  void on_sessions_report(pid_t pid);
+  void on_sessions_report(pid_t pid, bool gone = false);
   static void on_sessions_timer(Event& ev);
   void finish_sessions_query();
+  void send_long_answer(Connection& c, std::string text);
+  static void on_answer_writable(Event& ev);
 
   static constexpr Msec kControlAcceptPause{500};
   static constexpr Msec kAdminApplyWait{1'000};
-  static constexpr Msec kSessionsWait{1'000};  // for the workers' answers to a sessions request
+  static constexpr Msec kSessionsWait{1'000};      // for the workers' answers to a sessions request
+  static constexpr Msec kAnswerWriteWait{10'000};  // for its asker to read a long answer
   static constexpr Msec kLoadTimeout{10'000};
   static constexpr Msec kForkWait{50};  // a fork put off while a read runs is tried again
   static constexpr Msec kInheritInterval{1000};
@@ -354,6 +364,7 @@ class Master {
   Event admin_wait_timer_;
   std::deque<SessionsQuery> session_queries_;  // the front one is in flight
   Event sessions_timer_;
+  std::list<PendingAnswer> pending_answers_;
   std::list<WorkerProcess> workers_;    // stable addresses: channels point at their entry
   std::list<WorkerProcess> graveyard_;  // reaped; freed once the current epoll batch is done
   Event bury_;

@@ -265,6 +265,7 @@ void Master::reap() {
     auto entry = std::find_if(workers_.begin(), workers_.end(),
                               [pid](const WorkerProcess& p) { return p.pid == pid; });
     graveyard_.splice(graveyard_.end(), workers_, entry);
+    on_sessions_report(pid, true);  // a sessions request waits no longer for it
     bury_.data = this;
     bury_.handler = [](Event& ev) { static_cast<Master*>(ev.data)->graveyard_.clear(); };
     loop_.post(bury_);

@@ -107,25 +107,22 @@ std::string render_json(const std::vector<std::pair<pid_t, worker::ListedSession
   return out;
 }
 
-void send_answer(int fd, std::string_view text) {
-  // A long list must fit the socket at once (the master never waits on a client): best effort.
-  const int room = static_cast<int>(std::min<std::size_t>(text.size() + 4096, kMaxAnswer));
-  if (text.size() > 64 * 1024 &&
-      ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &room, sizeof room) == -1) {
-    spdlog::warn("setsockopt(SO_SNDBUF) for a sessions answer failed: {}",
-                 event::last_error().message());
-  }
-  std::size_t sent = 0;
-  while (sent < text.size()) {
-    const ssize_t w =
-        ::send(fd, text.data() + sent, text.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+// Sends what the socket takes now from `offset` on: the new offset, or nothing when the asker
+// is gone (logged).
+std::optional<std::size_t> send_some(int fd, std::string_view text, std::size_t offset) {
+  while (offset < text.size()) {
+    const ssize_t w = event::retry_eintr([&] {
+      return ::send(fd, text.data() + offset, text.size() - offset, MSG_NOSIGNAL | MSG_DONTWAIT);
+    });
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     if (w <= 0) {
-      spdlog::warn("sessions answer cut short after {} of {} bytes: {}", sent, text.size(),
+      spdlog::warn("sessions answer cut short after {} of {} bytes: {}", offset, text.size(),
                    w == -1 ? event::last_error().message() : std::string("closed"));
-      return;
+      return std::nullopt;
     }
-    sent += static_cast<std::size_t>(w);
+    offset += static_cast<std::size_t>(w);
   }
+  return offset;
 }
 
 }  // namespace
@@ -135,7 +132,7 @@ void send_answer(int fd, std::string_view text) {
 void Master::run_sessions_command(Connection& c, std::span<const std::string_view> words,
                                   const PeerAccess& peer, std::string_view line) {
   const auto refuse = [&](const std::string& why) {
-    send_answer(c.fd.get(), protocol::error_answer("ferry: " + why + "\n"));
+    (void)send_some(c.fd.get(), protocol::error_answer("ferry: " + why + "\n"), 0);
     loop_.close_connection(c);
   };
   SessionsQuery q;
@@ -244,8 +241,9 @@ void Master::start_sessions_query() {
 }
 
 // Worker `pid` reported an answer: for the request in flight, unless it is late for an earlier
-// one (then its memfd holds no whole answer yet, and its own report follows).
-void Master::on_sessions_report(pid_t pid) {
+// one (then its memfd holds no whole answer yet, and its own report follows). `gone`: it exited,
+// no answer will come.
+void Master::on_sessions_report(pid_t pid, bool gone) {
   if (session_queries_.empty()) return;
   SessionsQuery& q = session_queries_.front();
   bool waiting = false;
@@ -253,6 +251,10 @@ void Master::on_sessions_report(pid_t pid) {
     if (part.pid == pid && part.memfd && !part.answer) {
       if (auto text = read_memfd(part.memfd.get(), pid)) {
         part.answer = worker::parse_session_answer(*text);
+      }
+      if (!part.answer && gone) {
+        part.memfd.reset();
+        part.failed = "it exited";
       }
     }
     waiting = waiting || (part.memfd && !part.answer);
@@ -280,7 +282,7 @@ void Master::finish_sessions_query() {
       notes += part.failed.empty()
                    ? fmt::format("worker pid {} did not answer within {} ms\n", part.pid,
                                  kSessionsWait.count())
-                   : fmt::format("worker pid {} was not asked: {}\n", part.pid, part.failed);
+                   : fmt::format("worker pid {} did not answer: {}\n", part.pid, part.failed);
       continue;
     }
     if (part.answer->skipped > 0) {
@@ -313,10 +315,49 @@ void Master::finish_sessions_query() {
       const std::string body = q.json ? render_json(rows) : render_text(rows) + notes;
       answer = "ok " + std::to_string(body.size()) + "\n" + body;
     }
-    send_answer(q.client->fd.get(), answer);
-    loop_.close_connection(*q.client);
+    send_long_answer(*q.client, std::move(answer));
   }
   start_sessions_query();
+}
+
+// A long list need not fit the socket: what it does not take now goes as it drains (within
+// kAnswerWriteWait: a `ferry ctl` reads it at once), then the connection closes.
+void Master::send_long_answer(Connection& c, std::string text) {
+  const auto sent = send_some(c.fd.get(), text, 0);
+  if (!sent || *sent == text.size()) {
+    loop_.close_connection(c);
+    return;
+  }
+  c.write.handler = on_answer_writable;
+  if (auto ec = loop_.add_event(c.write, event::EventKind::write)) {
+    spdlog::error("a sessions answer cannot wait for its socket: {}", ec.message());
+    loop_.close_connection(c);
+    return;
+  }
+  loop_.add_timer(c.write, kAnswerWriteWait);
+  pending_answers_.push_back({&c, std::move(text), *sent});
+}
+
+void Master::on_answer_writable(Event& ev) {
+  auto& c = *static_cast<Connection*>(ev.data);
+  auto& m = *static_cast<Master*>(c.data);
+  const auto it = std::find_if(m.pending_answers_.begin(), m.pending_answers_.end(),
+                               [&](const PendingAnswer& p) { return p.client == &c; });
+  if (it == m.pending_answers_.end()) return;
+  std::optional<std::size_t> sent;
+  if (ev.timedout) {
+    ev.timedout = false;
+    spdlog::warn("sessions answer: the asker read {} of {} bytes within {} ms; closing", it->sent,
+                 it->text.size(), kAnswerWriteWait.count());
+  } else {
+    sent = send_some(c.fd.get(), it->text, it->sent);
+  }
+  if (sent && *sent < it->text.size()) {
+    it->sent = *sent;
+    return;
+  }
+  m.pending_answers_.erase(it);
+  m.loop_.close_connection(c);
 }
 
 }  // namespace ferry::master
