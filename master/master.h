@@ -1,6 +1,6 @@
 // The master's state, private to master/: one Master whose methods are defined by concept across
-// master_cycle.cc (run, signals, stop), processes.cc, generations.cc, upgrade.cc, systemd.cc and
-// control_requests.cc.
+// master_cycle.cc (run, signals, stop), processes.cc, generations.cc, upgrade.cc, systemd.cc,
+// control_requests.cc, runtime_commands.cc and session_commands.cc.
 //
 // Errors in master/: a failed system call is logged where it fails, with errno's text. Then
 //  - a wrapper of system calls returns std::error_code (as event/ does; pid_file.h);
