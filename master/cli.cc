@@ -31,13 +31,16 @@ std::string usage() {
          "  -V         print the version, build options and library versions, and exit\n"
          "  -h         print this help and exit\n"
          "\n"
-         "  ctl COMMAND  run a command on the running master's servers (ferry(8)):\n"
+         "  ctl COMMAND  run a command on the running master's servers and sessions (ferry(8)):\n"
          "             show servers [UPSTREAM] [--json]\n"
          "             set server UPSTREAM/SERVER state ready|drain|maint [--kill]\n"
          "             set server UPSTREAM/SERVER weight N\n"
          "             add server UPSTREAM/ADDRESS [weight N] [backup] [slow_start DURATION]\n"
          "             del server UPSTREAM/SERVER\n"
          "             kill sessions UPSTREAM/SERVER\n"
+         "             show sessions [proxy NAME] [server UPSTREAM/SERVER] [client ADDRESS] "
+         "[--json]\n"
+         "             kill session ID | kill sessions client ADDRESS\n"
          "\n"
          "Without -t, -T, -s, ctl, -v, -V or -h, ferry runs in the foreground.\n";
 }

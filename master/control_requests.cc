@@ -105,6 +105,10 @@ void Master::on_waiting_client_read(Event& e) {
   }
   if (n != 0) return;
   std::erase_if(m.admin_waiters_, [&](const AdminWaiter& w) { return w.client == &cc; });
+  for (SessionsQuery& q : m.session_queries_) {
+    if (q.client == &cc) q.client = nullptr;
+  }
+  std::erase_if(m.pending_answers_, [&](const PendingAnswer& p) { return p.client == &cc; });
   std::erase(m.control_clients_, &cc);
   std::erase(m.queued_clients_, &cc);
   std::erase(m.upgrade_clients_, &cc);

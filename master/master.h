@@ -1,6 +1,6 @@
 // The master's state, private to master/: one Master whose methods are defined by concept across
-// master_cycle.cc (run, signals, stop), processes.cc, generations.cc, upgrade.cc, systemd.cc and
-// control_requests.cc.
+// master_cycle.cc (run, signals, stop), processes.cc, generations.cc, upgrade.cc, systemd.cc,
+// control_requests.cc, runtime_commands.cc and session_commands.cc.
 //
 // Errors in master/: a failed system call is logged where it fails, with errno's text. Then
 //  - a wrapper of system calls returns std::error_code (as event/ does; pid_file.h);
@@ -18,9 +18,11 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <list>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -41,6 +43,7 @@
 #include "master/upgrade_state.h"
 #include "worker/channel.h"
 #include "worker/proxy/client_limits.h"
+#include "worker/proxy/session_listing.h"
 #include "worker/stats/stats_table.h"
 #include "worker/upstream/health_board.h"
 #include "worker/worker_counters.h"
@@ -122,6 +125,34 @@ struct AdminWaiter {
   std::uint64_t version = 0;
   std::chrono::steady_clock::time_point since;  // finer than the loop's milliseconds
   std::string answer;                           // what to say before the workers' line
+};
+
+// One worker's part of a sessions request: the memfd it answers in.
+struct SessionsPart {
+  pid_t pid = -1;
+  event::UniqueFd memfd;                       // none: it was not asked (`failed` says why)
+  std::optional<worker::ParsedAnswer> answer;  // once whole
+  std::string failed;
+};
+
+// A `show sessions` / `kill session(s)` request (session_commands.cc).
+struct SessionsQuery {
+  Connection* client = nullptr;  // null: the asker left (a kill still runs)
+  std::string line;              // as asked, for the log
+  std::string request;           // the line for the workers (session_listing.h)
+  bool kill = false;
+  bool single = false;  // kill session ID
+  bool json = false;
+  std::optional<pid_t> only;  // the one worker asked
+  std::vector<SessionsPart> parts;
+  event::TimePoint since;
+};
+
+// A sessions answer the asker's socket did not take at once.
+struct PendingAnswer {
+  Connection* client = nullptr;
+  std::string text;
+  std::size_t sent = 0;
 };
 
 // What served before a reload, until the reload's generation serves.
@@ -278,8 +309,20 @@ class Master {
   };
   [[nodiscard]] PeerAccess peer_access(int fd) const;
 
+  // ---- session_commands.cc: `show sessions`, `kill session(s)` by id or client
+  void run_sessions_command(Connection& c, std::span<const std::string_view> words,
+                            const PeerAccess& peer, std::string_view line);
+  void start_sessions_query();
+  void on_sessions_report(pid_t pid, bool gone = false);
+  static void on_sessions_timer(Event& ev);
+  void finish_sessions_query();
+  void send_long_answer(Connection& c, std::string text);
+  static void on_answer_writable(Event& ev);
+
   static constexpr Msec kControlAcceptPause{500};
   static constexpr Msec kAdminApplyWait{1'000};
+  static constexpr Msec kSessionsWait{1'000};      // for the workers' answers to a sessions request
+  static constexpr Msec kAnswerWriteWait{10'000};  // for its asker to read a long answer
   static constexpr Msec kLoadTimeout{10'000};
   static constexpr Msec kForkWait{50};  // a fork put off while a read runs is tried again
   static constexpr Msec kInheritInterval{1000};
@@ -323,6 +366,9 @@ class Master {
   mutable std::optional<uid_t> writer_uid_;
   mutable std::vector<uid_t> reader_uids_;
   Event admin_wait_timer_;
+  std::deque<SessionsQuery> session_queries_;  // the front one is in flight
+  Event sessions_timer_;
+  std::list<PendingAnswer> pending_answers_;
   std::list<WorkerProcess> workers_;    // stable addresses: channels point at their entry
   std::list<WorkerProcess> graveyard_;  // reaped; freed once the current epoll batch is done
   Event bury_;

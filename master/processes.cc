@@ -200,6 +200,9 @@ void Master::on_channel(Event& ev) {
       for (ssize_t i = 0; i < n; ++i) {
         if (buf[i] == static_cast<char>(worker::Report::ready)) w.master->on_worker_ready(w);
         if (buf[i] == static_cast<char>(worker::Report::applied)) w.master->on_admin_applied();
+        if (buf[i] == static_cast<char>(worker::Report::sessions)) {
+          w.master->on_sessions_report(w.pid);
+        }
       }
       continue;
     }
@@ -262,6 +265,7 @@ void Master::reap() {
     auto entry = std::find_if(workers_.begin(), workers_.end(),
                               [pid](const WorkerProcess& p) { return p.pid == pid; });
     graveyard_.splice(graveyard_.end(), workers_, entry);
+    on_sessions_report(pid, true);  // a sessions request waits no longer for it
     bury_.data = this;
     bury_.handler = [](Event& ev) { static_cast<Master*>(ev.data)->graveyard_.clear(); };
     loop_.post(bury_);

@@ -52,7 +52,8 @@ constexpr std::string_view kUsage =
     "commands: show servers [UPSTREAM] [--json] | set server UPSTREAM/SERVER state "
     "ready|drain|maint [--kill] | set server UPSTREAM/SERVER weight N | add server "
     "UPSTREAM/ADDRESS [weight N] [backup] [slow_start DURATION] | del server UPSTREAM/SERVER | "
-    "kill sessions UPSTREAM/SERVER";
+    "kill sessions UPSTREAM/SERVER | show sessions [proxy NAME] [server UPSTREAM/SERVER] "
+    "[client ADDRESS] [--json] | kill session ID | kill sessions client ADDRESS";
 
 // A parsed write command, applied to RuntimeServers.
 struct Parsed {
@@ -140,8 +141,13 @@ void Master::run_command(Connection& c, std::string_view line) {
   if (show) {
     bool json = false;
     std::string upstream;
+    if (words.size() >= 2 && words[1] == "sessions") {
+      return run_sessions_command(c, words, peer, line);
+    }
     if (words.size() < 2 || words[1] != "servers") {
-      return answer_error("show what? (show servers [UPSTREAM] [--json])");
+      return answer_error(
+          "show what? (show servers [UPSTREAM] [--json] | show sessions [proxy NAME] [server "
+          "UPSTREAM/SERVER] [client ADDRESS] [--json])");
     }
     for (std::size_t i = 2; i < words.size(); ++i) {
       if (words[i] == "--json") {
@@ -161,6 +167,11 @@ void Master::run_command(Connection& c, std::string_view line) {
     send_all(c.fd.get(), "ok " + std::to_string(body.size()) + "\n" + body);
     loop_.close_connection(c);
     return;
+  }
+  if (verb == "kill" && words.size() >= 2 &&
+      (words[1] == "session" ||
+       (words[1] == "sessions" && words.size() >= 3 && words[2] == "client"))) {
+    return run_sessions_command(c, words, peer, line);
   }
   // set | add | del | kill: the object and its name.
   const std::string_view object = verb == "kill" ? "sessions" : "server";

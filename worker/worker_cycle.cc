@@ -20,6 +20,7 @@
 #include "event/thread_pool.h"
 #include "worker/channel.h"
 #include "worker/logging.h"
+#include "worker/proxy/session_listing.h"
 #include "worker/proxy/session_mover.h"
 #include "worker/proxy/session_set.h"
 #include "worker/stats/render.h"
@@ -239,6 +240,8 @@ class Worker {
           mover_->add_source(std::move(fd));
         }
         break;
+      case Command::list_sessions:
+      case Command::kill_sessions: answer_sessions(cmd, std::move(fd)); break;
       case Command::quit: begin_shutdown(); break;
       case Command::terminate: terminate(); break;
       case Command::admin: apply_server_admin(false); break;
@@ -267,6 +270,22 @@ class Worker {
     }
     if (!first && settings_.channel >= 0) {
       (void)channel_send(settings_.channel, static_cast<char>(Report::applied));
+    }
+  }
+
+  // The master's `show sessions` / `kill session(s)`: the request line is at the start of
+  // `fd` (a memfd), the answer replaces it; the master is told on the channel.
+  void answer_sessions(Command cmd, event::UniqueFd fd) {
+    if (!fd.valid()) {
+      spdlog::error("the master's sessions request came without its memfd");
+      return;
+    }
+    if (const auto why =
+            answer_session_file(sessions_, cmd == Command::kill_sessions, fd.get(), loop_.now())) {
+      spdlog::error("sessions request: {}", *why);
+    }
+    if (settings_.channel >= 0) {
+      (void)channel_send(settings_.channel, static_cast<char>(Report::sessions));
     }
   }
 

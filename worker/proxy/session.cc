@@ -28,6 +28,7 @@ Session::Session(event::EventLoop& loop, SessionShared& shared, const conf::Prox
       client_(&client),
       up_(shared.relay(loop), proxy.buffer_size, proxy.splice),
       down_(shared.relay(loop), proxy.buffer_size, proxy.splice),
+      serial_(shared.next_serial()),
       started_(loop.now()),
       wall_start_(std::chrono::system_clock::now()) {
   up_.set_from(&client);
@@ -93,7 +94,7 @@ void Session::close(EndReason status) noexcept {
                  : aside_ && !aside_->server.empty() ? std::string_view(aside_->server)
                                                      : std::string_view("-");
     r.moves = moves_;
-    r.bytes_from_client = up_.total() - std::min<std::uint64_t>(up_.total(), header_out_);
+    r.bytes_from_client = bytes_from_client();
     r.bytes_to_client = down_.total();
     r.duration = loop_.now() - started_;
     r.status = status;

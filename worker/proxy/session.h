@@ -79,6 +79,18 @@ class Session {
                         Balancer& balancer, event::Connection& client, event::Connection& upstream,
                         SessionRecord& r);
 
+  // --- What `ferry ctl show sessions` lists (session_listing.cc).
+  // Unique in this worker while the session stays in it (one moved here gets a new one).
+  [[nodiscard]] std::uint64_t serial() const noexcept { return serial_; }
+  [[nodiscard]] const event::SocketAddress& client_address() const noexcept {
+    return client_->peer;
+  }
+  // The server's name as configured, or empty when none was picked yet.
+  [[nodiscard]] std::string_view server_name() const noexcept;
+  [[nodiscard]] std::uint64_t bytes_from_client() const noexcept;
+  [[nodiscard]] std::uint64_t bytes_to_client() const noexcept { return down_.total(); }
+  [[nodiscard]] event::TimePoint started() const noexcept { return started_; }
+
   // The live list, SessionShared's (intrusive: joining it allocates nothing).
   Session* prev = nullptr;
   Session* next = nullptr;
@@ -123,6 +135,7 @@ class Session {
   RelayDirection up_;    // client → upstream
   RelayDirection down_;  // upstream → client
   Phase phase_ = Phase::admitting;
+  std::uint64_t serial_ = 0;
   std::uint16_t moves_ = 0;  // how often it moved to another worker (saturating)
   // Resumed after a move (or a move that did not happen), no byte relayed since: a run counts
   // as activity only once it moves bytes, so that a move does not restart the idle time.

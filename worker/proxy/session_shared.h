@@ -43,6 +43,9 @@ class SessionShared {
   void link(Session& s, event::EventLoop& loop) noexcept;
   void unlink(Session& s, event::EventLoop& loop, bool moved_away = false) noexcept;
 
+  // A new session's serial (Session::serial()): never 0, never reused in this worker.
+  std::uint64_t next_serial() noexcept { return ++serial_; }
+
   BufferPool& buffers() noexcept { return buffers_; }
   PipePool& pipes() noexcept { return pipes_; }
   // What the relay directions borrow from (one worker, one loop).
@@ -114,6 +117,7 @@ class SessionShared {
   void* on_empty_ctx_ = nullptr;
 
   Session* head_ = nullptr;
+  std::uint64_t serial_ = 0;
   std::size_t count_ = 0;
   WorkerCounters* counters_ = nullptr;
   ClientLimits* limits_ = nullptr;

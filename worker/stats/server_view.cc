@@ -29,6 +29,16 @@ const conf::Server* configured(const conf::Config& cfg, std::string_view upstrea
   return nullptr;
 }
 
+template <typename Each>
+void each_shown(const Snapshot& s, std::string_view upstream, Each&& each) {
+  for (const auto& u : s.upstreams) {
+    if (!upstream.empty() && u.name != upstream) continue;
+    for (const auto& v : u.servers) each(u, v);
+  }
+}
+
+}  // namespace
+
 std::string json_string(std::string_view text) {
   std::string out = "\"";
   for (const char ch : text) {
@@ -44,16 +54,6 @@ std::string json_string(std::string_view text) {
   }
   return out + "\"";
 }
-
-template <typename Each>
-void each_shown(const Snapshot& s, std::string_view upstream, Each&& each) {
-  for (const auto& u : s.upstreams) {
-    if (!upstream.empty() && u.name != upstream) continue;
-    for (const auto& v : u.servers) each(u, v);
-  }
-}
-
-}  // namespace
 
 std::int64_t steady_ms() noexcept {
   return std::chrono::duration_cast<std::chrono::milliseconds>(

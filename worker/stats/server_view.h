@@ -28,6 +28,9 @@ std::int64_t steady_ms() noexcept;
 // when none is under way.
 int slow_start_percent(std::int64_t since_ms, std::int64_t period_ms, std::int64_t now_ms);
 
+// `text` as a JSON string, quotes included (control bytes escaped).
+std::string json_string(std::string_view text);
+
 // `show servers` (of `upstream` only, unless empty).
 std::string render_servers_text(const Snapshot& s, std::string_view upstream);
 std::string render_servers_json(const Snapshot& s, std::string_view upstream);
