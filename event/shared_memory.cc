@@ -73,6 +73,45 @@ std::error_code SharedMemory::create_passable(std::size_t size, const char* name
   return {};
 }
 
+std::error_code SharedMemory::create_sealed(std::size_t size, const char* name) {
+  release();
+  UniqueFd fd(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(size)) == -1) {
+    const auto ec = last_error();
+    spdlog::critical("cannot make the shared segment {} (memfd_create/ftruncate): {}", name,
+                     ec.message());
+    return ec;
+  }
+  if (auto ec = map(fd.get(), size)) return ec;
+  // From here on only this mapping (and its copies in forked children, which drop theirs for a
+  // read-only one) can write: no new writable mapping, no write(2), no resize.
+  if (::fcntl(fd.get(), F_ADD_SEALS,
+              F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) == -1) {
+    const auto ec = last_error();
+    spdlog::critical("cannot seal the shared segment {}: {}", name, ec.message());
+    release();
+    return ec;
+  }
+  fd_ = std::move(fd);
+  return {};
+}
+
+const void* SharedMemory::become_read_only() noexcept {
+  if (!fd_ || data_ == nullptr) return nullptr;
+  void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd_.get(), 0);
+  if (p == MAP_FAILED) {
+    spdlog::error("mmap(PROT_READ, memfd {}, {}) failed: {}", fd_.get(), size_,
+                  last_error().message());
+    release();
+    return nullptr;
+  }
+  const std::size_t size = size_;
+  release();  // the writable mapping and the fd
+  data_ = p;
+  size_ = size;
+  return p;
+}
+
 std::error_code SharedMemory::adopt(UniqueFd fd, std::size_t size, std::string_view name) {
   release();
   // Another binary's layout, or not a segment at all: a mapping past its end would fault.

@@ -28,6 +28,13 @@ class SharedMemory {
   // across exec. The caller hands over only an fd it knows to be such a segment
   // (check_passed_memfd()): a number merely passed may name one of its own.
   std::error_code adopt(UniqueFd fd, std::size_t size, std::string_view name);
+  // A memfd mapping whose fd is sealed against any new writable mapping, write(2) and resizing:
+  // only this mapping, and the copies forked children inherit, can write it.
+  std::error_code create_sealed(std::size_t size, const char* name);
+  // In a forked child of a create_sealed() segment: the writable mapping goes, for a read-only
+  // one that no mprotect() can make writable (the seal). The new address, or null (logged: the
+  // mapping is gone). The fd is closed either way.
+  const void* become_read_only() noexcept;
   void release() noexcept;
 
   [[nodiscard]] void* data() const noexcept { return data_; }

@@ -62,7 +62,7 @@ void Master::on_control_accept(Event& ev) {
     const std::string answer = protocol::error_answer("ferry: refused: " + peer.why + "\n");
     (void)::send(fd.get(), answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     // A request left unread would make the close a reset, which loses the answer.
-    char request[64];
+    char request[kMaxControlLine];
     (void)::recv(fd.get(), request, sizeof request, MSG_DONTWAIT);
     return;
   }
@@ -104,6 +104,15 @@ void Master::on_waiting_client_read(Event& e) {
     return;
   }
   if (n != 0) return;
+  // A half-close after a command (socat at the end of its input) is no giving up: the answer
+  // still goes out (its send fails harmlessly if the peer is gone, and each wait is bounded).
+  const bool answering = std::any_of(m.admin_waiters_.begin(), m.admin_waiters_.end(),
+                                     [&](const AdminWaiter& w) { return w.client == &cc; }) ||
+                         std::any_of(m.session_queries_.begin(), m.session_queries_.end(),
+                                     [&](const SessionsQuery& q) { return q.client == &cc; }) ||
+                         std::any_of(m.pending_answers_.begin(), m.pending_answers_.end(),
+                                     [&](const PendingAnswer& p) { return p.client == &cc; });
+  if (answering) return;
   std::erase_if(m.admin_waiters_, [&](const AdminWaiter& w) { return w.client == &cc; });
   for (SessionsQuery& q : m.session_queries_) {
     if (q.client == &cc) q.client = nullptr;

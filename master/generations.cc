@@ -59,6 +59,7 @@ void Master::generation_ready() {
   const int gen = pending_generation_;
   pending_generation_ = 0;
   previous_.reset();  // no way back now
+  runtime_before_reload_.reset();
   // Before the quit, on the same channel: a retiring worker that has sockets to the new
   // generation moves its sessions there as it stops.
   move_sessions(gen);
@@ -348,6 +349,14 @@ void Master::restore_serving(bool respawn) {
   generation_ = previous_->generation;
   zones_.health = std::move(previous_->health);
   previous_.reset();
+  // The operator's changes as they were for it: what the rejected configuration dropped is back
+  // (commands made while it was pending are lost with it).
+  if (runtime_before_reload_) {
+    runtime_ = std::move(*runtime_before_reload_);
+    runtime_before_reload_.reset();
+    spdlog::info("runtime server changes restored with generation {}'s configuration", generation_);
+    (void)publish_runtime(true);  // it fitted before the reload
+  }
   register_stats();  // its servers are the configured ones again
   stats_->set_generation(generation_);
   // Every address of the old configuration is still open (removed ones are only closed once

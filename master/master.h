@@ -292,7 +292,7 @@ class Master {
   // Runs a command line that is none of the fixed requests; answers and closes `c` (or keeps it
   // waiting for the workers).
   void run_command(Connection& c, std::string_view line);
-  void publish_runtime(bool save);
+  [[nodiscard]] bool publish_runtime(bool save, std::string* save_error = nullptr);
   void load_runtime_state();
   void reconcile_runtime();
   void on_admin_applied();
@@ -359,7 +359,8 @@ class Master {
   std::vector<Connection*> queued_clients_;   // waiting for the reload queued behind it
   std::vector<Connection*> upgrade_clients_;  // `-s upgrade` askers, told if it fails
   RuntimeServers runtime_;                    // the operator's changes to servers
-  std::uint64_t admin_version_ = 0;           // of the table as last published
+  std::optional<RuntimeServers> runtime_before_reload_;  // until the reload's generation serves
+  std::uint64_t admin_version_ = 0;                      // of the table as last published
   std::vector<AdminWaiter> admin_waiters_;
   // peer_access()'s uids of `user` and control_readers, for the configuration they were read from.
   mutable const conf::Config* peer_uids_for_ = nullptr;

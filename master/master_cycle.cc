@@ -206,7 +206,9 @@ bool Master::map_shared_zones() {
   zones_.counters = worker::CountersTable::create(zones_.counters_shm.data());
   zones_.client_limits = segments_.open_client_limits(upgraded_);
   if (zones_.client_limits == nullptr) return false;
-  if (zones_.admin_shm.create(worker::ServerAdminTable::bytes())) return false;
+  if (zones_.admin_shm.create_sealed(worker::ServerAdminTable::bytes(), "ferry-servers")) {
+    return false;
+  }
   zones_.admin = worker::ServerAdminTable::create(zones_.admin_shm.data());
   stats_ = worker::StatsTable::create(FERRY_VERSION, ::getpid(), ::time(nullptr));
   if (stats_ == nullptr) return false;

@@ -143,15 +143,15 @@ int Master::become_worker(int slot, int generation, int channel, worker::WorkerC
   settings.stats_slot =
       counters != nullptr ? zones_.counters->index_of(*counters) : worker::StatsTable::kNoSlot;
   settings.health_board = zones_.health.board;
-  // The operator's settings: read only here, so that no worker can change what the others see.
-  if (zones_.admin != nullptr &&
-      ::mprotect(zones_.admin_shm.data(), zones_.admin_shm.size(), PROT_READ) == 0) {
-    settings.server_admin = zones_.admin;
-  } else if (zones_.admin != nullptr) {
-    spdlog::error(
-        "mprotect() of the server settings failed: {}; runtime changes are off in "
-        "this worker",
-        event::last_error().message());
+  // The operator's settings: read only here, through a mapping the memfd's seal keeps read only
+  // (an mprotect() cannot undo it), so that no worker can change what the others see.
+  if (zones_.admin != nullptr) {
+    settings.server_admin =
+        static_cast<const worker::ServerAdminTable*>(zones_.admin_shm.become_read_only());
+    zones_.admin = nullptr;  // the master's pointer: not this process's mapping any more
+    if (settings.server_admin == nullptr) {
+      spdlog::error("runtime server changes are off in this worker (no read-only mapping)");
+    }
   }
   // Worker 0 of the generation probes the servers; a respawned worker 0 takes over.
   settings.run_health_checks = slot == 0;

@@ -181,6 +181,7 @@ void Master::run_command(Connection& c, std::string_view line) {
   const auto name = parse_server_name(words[2]);
   if (!name) return answer_error(fmt::format("\"{}\" is not UPSTREAM/SERVER", words[2]));
   const std::int64_t now = steady_ms();
+  const RuntimeServers before = runtime_;  // put back if the workers cannot be told
   std::optional<std::string> refused;
   const auto extra = [&](std::size_t from) {
     return fmt::format("unexpected \"{}\"", words[from]);
@@ -206,7 +207,7 @@ void Master::run_command(Connection& c, std::string_view line) {
         return answer_error(fmt::format("\"{}\" is not a weight", words[4]));
       }
       if (words.size() > 5) return answer_error(extra(5));
-      refused = runtime_.set_weight(*config_, *name, weight);
+      refused = runtime_.set_weight(*config_, *name, weight, now);
     } else {
       return answer_error(fmt::format("set server: \"{}\" is neither state nor weight", words[3]));
     }
@@ -243,29 +244,40 @@ void Master::run_command(Connection& c, std::string_view line) {
                refused ? " — refused: " + *refused : std::string());
   if (refused) return answer_error(*refused);
   const auto published = std::chrono::steady_clock::now();  // the workers' time counts from here
-  publish_runtime(true);
+  std::string not_saved;
+  if (!publish_runtime(true, &not_saved)) {
+    runtime_ = before;
+    return answer_error("the change does not fit the workers' table; nothing changed");
+  }
   // Answered once every live worker has applied it (or at kAdminApplyWait).
   c.read.handler = on_waiting_client_read;
-  admin_waiters_.push_back({&c, admin_version_, published, std::string()});
+  // A change the state file could not keep is in force, but would not outlive a restart: said.
+  admin_waiters_.push_back(
+      {&c, admin_version_, published,
+       not_saved.empty() ? std::string() : "warning: not kept in state_file: " + not_saved + "\n"});
   if (!admin_wait_timer_.timer_set) arm(admin_wait_timer_, kAdminApplyWait, on_admin_wait_timer);
   on_admin_applied();
 }
 
-// Writes the table for the workers, tells every live one, and keeps the state file.
-void Master::publish_runtime(bool save) {
-  if (zones_.admin == nullptr) return;
+// Writes the table for the workers, tells every live one, and keeps the state file (why it
+// could not goes to `save_error`). False (logged) when the records do not fit the table: nothing
+// was published.
+bool Master::publish_runtime(bool save, std::string* save_error) {
+  if (zones_.admin == nullptr) return true;
   if (!zones_.admin->publish(runtime_.records())) {
     spdlog::error("the runtime server settings do not fit the shared table; not published");
-    return;
+    return false;
   }
   admin_version_ = zones_.admin->version();
   for (auto& w : workers_) {
     if (w.pid > 0 && w.channel.fd) tell(w, worker::Command::admin);
   }
-  if (!save || config_->state_file.empty()) return;
+  if (!save || config_->state_file.empty()) return true;
   if (const auto why = write_file_atomically(config_->state_file, runtime_.serialize())) {
     spdlog::error("state_file: {}", *why);
+    if (save_error != nullptr) *save_error = *why;
   }
+  return true;
 }
 
 void Master::load_runtime_state() {
@@ -292,9 +304,13 @@ void Master::load_runtime_state() {
 // A configuration about to serve: the runtime changes that still apply to it.
 void Master::reconcile_runtime() {
   peer_uids_for_ = nullptr;  // `user` and control_readers are looked up again
+  // A reload: kept until its generation serves, for restore_serving() if it never does.
+  if (previous_) runtime_before_reload_ = runtime_;
   const std::string before = runtime_.serialize();
-  for (const std::string& note : runtime_.reconcile(*config_)) spdlog::info("runtime: {}", note);
-  publish_runtime(runtime_.serialize() != before);
+  for (const std::string& note : runtime_.reconcile(*config_, steady_ms())) {
+    spdlog::info("runtime: {}", note);
+  }
+  (void)publish_runtime(runtime_.serialize() != before);
 }
 
 void Master::on_admin_applied() { answer_admin_waiters(false); }

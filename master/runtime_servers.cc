@@ -75,6 +75,19 @@ const RuntimeServer* RuntimeServers::find(const ServerName& n) const noexcept {
   return const_cast<RuntimeServers*>(this)->find_mutable(n);
 }
 
+std::optional<std::string> RuntimeServers::does_not_fit(const ServerName& n) const {
+  if (n.server.size() >= worker::ServerAdminTable::kNameBytes ||
+      n.upstream.size() >= worker::ServerAdminTable::kNameBytes) {
+    return fmt::format("the name is too long for the runtime table (at most {} bytes each)",
+                       worker::ServerAdminTable::kNameBytes - 1);
+  }
+  if (servers_.size() >= worker::ServerAdminTable::kEntries) {
+    return fmt::format("the runtime table is full ({} servers changed at run time)",
+                       worker::ServerAdminTable::kEntries);
+  }
+  return {};
+}
+
 RuntimeServer* RuntimeServers::existing(const conf::Config& cfg, const ServerName& n,
                                         std::string& why) {
   if (upstream_of(cfg, n.upstream) == nullptr) {
@@ -84,6 +97,10 @@ RuntimeServer* RuntimeServers::existing(const conf::Config& cfg, const ServerNam
   if (RuntimeServer* r = find_mutable(n)) return r;
   if (configured(cfg, n) == nullptr) {
     why = fmt::format("upstream \"{}\" has no server \"{}\"", n.upstream, n.server);
+    return nullptr;
+  }
+  if (const auto too = does_not_fit(n)) {
+    why = *too;
     return nullptr;
   }
   RuntimeServer& r = servers_.emplace_back();
@@ -103,12 +120,12 @@ std::optional<std::string> RuntimeServers::set_state(const conf::Config& cfg, co
   if (state == AdminState::ready && r->state != AdminState::ready) r->ready_since_ms = now_ms;
   r->state = state;
   if (kill) r->kill_epoch = ++kills_;
-  prune();
+  prune(cfg, now_ms);
   return {};
 }
 
 std::optional<std::string> RuntimeServers::set_weight(const conf::Config& cfg, const ServerName& n,
-                                                      int weight) {
+                                                      int weight, std::int64_t now_ms) {
   if (weight < 1 || weight > kMaxWeight) {
     return fmt::format("weight {} is out of range (1 to {})", weight, kMaxWeight);
   }
@@ -120,7 +137,7 @@ std::optional<std::string> RuntimeServers::set_weight(const conf::Config& cfg, c
   if (const conf::Server* s = configured(cfg, n); s != nullptr && !r->added) {
     r->config_weight = s->weight;
   }
-  prune();
+  prune(cfg, now_ms);
   return {};
 }
 
@@ -139,10 +156,7 @@ std::optional<std::string> RuntimeServers::add(const conf::Config& cfg, const Se
   if (weight < 1 || weight > kMaxWeight) {
     return fmt::format("weight {} is out of range (1 to {})", weight, kMaxWeight);
   }
-  if (n.server.size() >= worker::ServerAdminTable::kNameBytes ||
-      n.upstream.size() >= worker::ServerAdminTable::kNameBytes) {
-    return "the name is too long";
-  }
+  if (const auto too = does_not_fit(n)) return too;
   if (configured(cfg, n) != nullptr) {
     return fmt::format("upstream \"{}\" already has server \"{}\" in the configuration{}",
                        n.upstream, n.server,
@@ -153,7 +167,6 @@ std::optional<std::string> RuntimeServers::add(const conf::Config& cfg, const Se
   if (find(n) != nullptr) {
     return fmt::format("upstream \"{}\" already has server \"{}\"", n.upstream, n.server);
   }
-  if (servers_.size() >= worker::ServerAdminTable::kEntries) return "too many runtime servers";
   RuntimeServer& r = servers_.emplace_back();
   r.upstream = n.upstream;
   r.server = n.server;
@@ -186,13 +199,23 @@ std::optional<std::string> RuntimeServers::kill(const conf::Config& cfg, const S
   return {};
 }
 
-void RuntimeServers::prune() {
-  std::erase_if(servers_, [](const RuntimeServer& r) {
-    return !r.added && r.state == AdminState::ready && r.weight == 0 && r.kill_epoch == 0;
+void RuntimeServers::prune(const conf::Config& cfg, std::int64_t now_ms) {
+  std::erase_if(servers_, [&](const RuntimeServer& r) {
+    if (r.added || r.state != AdminState::ready || r.weight != 0 || r.kill_epoch != 0) {
+      return false;
+    }
+    if (r.ready_since_ms == 0) return true;
+    // Back to ready: the record carries when, for the workers' slow start, until it is over.
+    std::int64_t ramp = 0;
+    const conf::Upstream* u = upstream_of(cfg, r.upstream);
+    if (const conf::Server* s = configured(cfg, {r.upstream, r.server}); s != nullptr) {
+      ramp = s->slow_start.value_or(u->slow_start).count();
+    }
+    return ramp == 0 || (now_ms > 0 && now_ms - r.ready_since_ms >= ramp);
   });
 }
 
-std::vector<std::string> RuntimeServers::reconcile(const conf::Config& cfg) {
+std::vector<std::string> RuntimeServers::reconcile(const conf::Config& cfg, std::int64_t now_ms) {
   std::vector<std::string> notes;
   std::erase_if(servers_, [&](RuntimeServer& r) {
     const std::string name = r.upstream + "/" + r.server;
@@ -225,7 +248,7 @@ std::vector<std::string> RuntimeServers::reconcile(const conf::Config& cfg) {
     }
     return false;
   });
-  prune();
+  prune(cfg, now_ms);
   return notes;
 }
 
@@ -318,6 +341,10 @@ void RuntimeServers::parse(std::string_view text, std::vector<std::string>& erro
     }
     if (find({r.upstream, r.server}) != nullptr) {
       bad("the server is named twice; the first line counts");
+      continue;
+    }
+    if (const auto too = does_not_fit({r.upstream, r.server})) {
+      bad(*too);
       continue;
     }
     servers_.push_back(std::move(r));

@@ -38,7 +38,8 @@ class RuntimeServers {
   // The commands. Each returns why it was refused (nothing changed), or nothing.
   std::optional<std::string> set_state(const conf::Config& cfg, const ServerName& n,
                                        worker::AdminState state, bool kill, std::int64_t now_ms);
-  std::optional<std::string> set_weight(const conf::Config& cfg, const ServerName& n, int weight);
+  std::optional<std::string> set_weight(const conf::Config& cfg, const ServerName& n, int weight,
+                                        std::int64_t now_ms = 0);
   std::optional<std::string> add(const conf::Config& cfg, const ServerName& n, int weight,
                                  bool backup, std::int64_t slow_start_ms, std::int64_t now_ms);
   std::optional<std::string> remove(const conf::Config& cfg, const ServerName& n);
@@ -46,7 +47,8 @@ class RuntimeServers {
 
   // A new configuration serves (a reload, or the start with the state file read): keeps what
   // still applies to it. Returns a line for each change it dropped, for the log.
-  std::vector<std::string> reconcile(const conf::Config& cfg);
+  // `now_ms`: the steady clock (0: unknown, every slow start under way is kept).
+  std::vector<std::string> reconcile(const conf::Config& cfg, std::int64_t now_ms = 0);
 
   // The records for ServerAdminTable::publish().
   [[nodiscard]] std::vector<worker::AdminRecord> records() const;
@@ -60,12 +62,15 @@ class RuntimeServers {
 
  private:
   RuntimeServer* find_mutable(const ServerName& n) noexcept;
+  // Why a record for `n` would not fit the workers' table (its names, its places), or nothing.
+  [[nodiscard]] std::optional<std::string> does_not_fit(const ServerName& n) const;
   // The configured server `n` names, or null (then `why` says what is wrong).
   static const conf::Server* configured(const conf::Config& cfg, const ServerName& n);
   // The record of an existing server (made for a configured one), or null with the reason.
   RuntimeServer* existing(const conf::Config& cfg, const ServerName& n, std::string& why);
-  // Drops records that say nothing (a configured server ready at its configured weight).
-  void prune();
+  // Drops records that say nothing: a configured server ready at its configured weight, with no
+  // kill to pass on and no slow start of the operator's under way at `now_ms` (0: unknown).
+  void prune(const conf::Config& cfg, std::int64_t now_ms);
 
   std::vector<RuntimeServer> servers_;
   std::uint32_t kills_ = 0;  // every kill gets an epoch of its own

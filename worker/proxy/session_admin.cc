@@ -9,8 +9,6 @@
 namespace ferry::worker {
 namespace {
 
-std::string key_of(const AdminRecord& r) { return r.upstream + "/" + r.server; }
-
 // When the operator made `r` ready, on the balancers' clock (the steady clock, as the master's).
 event::TimePoint since(const AdminRecord& r) {
   return r.ready_since_ms > 0 ? event::TimePoint(event::Msec(r.ready_since_ms))
@@ -106,11 +104,13 @@ std::size_t SessionSet::apply_admin(const conf::Config& cfg, std::vector<AdminRe
   }
   // Kills: servers whose epoch grew since the last look.
   std::vector<const conf::Server*> doomed;
+  // The master numbers every kill above the last (one count for all servers), so a kill is new
+  // when its epoch is above the highest this worker has seen: a record that comes back with an
+  // older or no epoch (a server deleted and added again) kills nothing.
+  const std::uint32_t seen = kills_seen_;
   for (const AdminRecord& r : admin_) {
-    auto [it, fresh] = kill_seen_.try_emplace(key_of(r), r.kill_epoch);
-    const bool grew = !fresh && r.kill_epoch != it->second;
-    it->second = r.kill_epoch;
-    if (first || (fresh && r.kill_epoch == 0) || (!fresh && !grew)) continue;
+    kills_seen_ = std::max(kills_seen_, r.kill_epoch);
+    if (first || r.kill_epoch <= seen) continue;
     if (const conf::Server* s = server_of(cfg, r)) doomed.push_back(s);
   }
   std::size_t killed = 0;

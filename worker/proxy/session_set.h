@@ -121,7 +121,7 @@ class SessionSet {
   HealthBoard* health_ = nullptr;
   std::vector<AdminRecord> admin_;  // the operator's settings, as last read
   std::deque<AddedServer> added_;   // stable addresses; never freed (sessions point at them)
-  std::map<std::string, std::uint32_t, std::less<>> kill_seen_;  // "upstream/server" -> epoch
+  std::uint32_t kills_seen_ = 0;    // the highest kill epoch of the operator's records seen
 };
 
 }  // namespace ferry::worker

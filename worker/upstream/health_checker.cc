@@ -429,6 +429,13 @@ void HealthChecker::set_paused(const std::vector<const conf::Server*>& paused) n
       spdlog::info("upstream \"{}\": health checks of server {} {}", c->upstream->name,
                    c->server->name(), now ? "paused (maint)" : "resumed");
     }
+    // Back from maintenance: probed at once, so that a verdict frozen since (a server rebooted
+    // meanwhile) is replaced before long.
+    if (c->paused && !now) {
+      for (auto& p : c->probes) {
+        if (!p->absent && p->conn == nullptr) loop_.add_timer(p->next, event::Msec{0});
+      }
+    }
     c->paused = now;
   }
 }
