@@ -59,15 +59,23 @@ std::error_code SharedMemory::map(int fd, std::size_t size) {
   return {};
 }
 
-std::error_code SharedMemory::create_passable(std::size_t size, const char* name) {
-  release();
-  UniqueFd fd(::memfd_create(name, MFD_CLOEXEC));
+// A memfd of `size` bytes (logged when it cannot be made).
+std::error_code SharedMemory::make_memfd(std::size_t size, const char* name, unsigned flags,
+                                         UniqueFd& fd) {
+  fd.reset(::memfd_create(name, MFD_CLOEXEC | flags));
   if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(size)) == -1) {
     const auto ec = last_error();
     spdlog::critical("cannot make the shared segment {} (memfd_create/ftruncate): {}", name,
                      ec.message());
     return ec;
   }
+  return {};
+}
+
+std::error_code SharedMemory::create_passable(std::size_t size, const char* name) {
+  release();
+  UniqueFd fd;
+  if (auto ec = make_memfd(size, name, 0, fd)) return ec;
   if (auto ec = map(fd.get(), size)) return ec;
   fd_ = std::move(fd);
   return {};
@@ -75,13 +83,8 @@ std::error_code SharedMemory::create_passable(std::size_t size, const char* name
 
 std::error_code SharedMemory::create_sealed(std::size_t size, const char* name) {
   release();
-  UniqueFd fd(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING));
-  if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(size)) == -1) {
-    const auto ec = last_error();
-    spdlog::critical("cannot make the shared segment {} (memfd_create/ftruncate): {}", name,
-                     ec.message());
-    return ec;
-  }
+  UniqueFd fd;
+  if (auto ec = make_memfd(size, name, MFD_ALLOW_SEALING, fd)) return ec;
   if (auto ec = map(fd.get(), size)) return ec;
   // From here on only this mapping (and its copies in forked children, which drop theirs for a
   // read-only one) can write: no new writable mapping, no write(2), no resize.

@@ -46,6 +46,8 @@ class SharedMemory {
 
  private:
   std::error_code map(int fd, std::size_t size);
+  static std::error_code make_memfd(std::size_t size, const char* name, unsigned flags,
+                                    UniqueFd& fd);
 
   void* data_ = nullptr;
   std::size_t size_ = 0;
