@@ -149,5 +149,27 @@ TEST(RuntimeReviewTest, AChangeThatDoesNotFitTheTableIsRefusedNotReportedApplied
   EXPECT_EQ(b.accepted(), before) << "the later change was published";
 }
 
+// Many sessions killed are closed in turns of the loop (not all in one: 10,000 stalled it for
+// 0.3 s); every one of them is closed, and a session started after the kill is not its.
+TEST(RuntimeReviewTest, AKillOfManySessionsClosesThemAllAndSparesLaterOnes) {
+  EchoServer b;
+  const int port = free_port();
+  FerryInstance ferry(config(port, {b.port()}, ""));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  std::vector<event::UniqueFd> held;
+  for (int i = 0; i < 600; ++i) {
+    held.emplace_back(connect_to_port(port));
+    ASSERT_TRUE(echo_round_trip(held.back().get(), "h")) << i;
+  }
+  ASSERT_EQ(ferry.ctl("kill sessions " + name_of(b.port())).exit_code, 0);
+  event::UniqueFd later(connect_to_port(port));
+  ASSERT_TRUE(echo_round_trip(later.get(), "later"));
+  std::size_t closed = 0;
+  for (auto& fd : held) closed += closed_by_peer(fd.get(), seconds(5)) ? 1 : 0;
+  EXPECT_EQ(closed, held.size());
+  EXPECT_TRUE(ferry.wait_for_log("closed 600 session(s) the operator killed")) << ferry.log();
+  EXPECT_TRUE(echo_round_trip(later.get(), "still")) << "a session after the kill was killed";
+}
+
 }  // namespace
 }  // namespace ferry::test

@@ -74,8 +74,8 @@ std::vector<const conf::Server*> SessionSet::in_maintenance(const conf::Config& 
   return out;
 }
 
-std::size_t SessionSet::apply_admin(const conf::Config& cfg, std::vector<AdminRecord> records,
-                                    bool first) {
+bool SessionSet::apply_admin(const conf::Config& cfg, std::vector<AdminRecord> records,
+                             bool first) {
   admin_ = std::move(records);
   // Servers added at run time: made once, kept (peers and sessions point at them).
   for (const AdminRecord& r : admin_) {
@@ -102,30 +102,44 @@ std::size_t SessionSet::apply_admin(const conf::Config& cfg, std::vector<AdminRe
       if (u.name == name) apply_admin_to(b, u);
     }
   }
-  // Kills: servers whose epoch grew since the last look.
-  std::vector<const conf::Server*> doomed;
-  // The master numbers every kill above the last (one count for all servers), so a kill is new
-  // when its epoch is above the highest this worker has seen: a record that comes back with an
-  // older or no epoch (a server deleted and added again) kills nothing.
+  // Kills: servers whose epoch grew since the last look. The master numbers every kill above the
+  // last (one count for all servers), so a kill is new when its epoch is above the highest this
+  // worker has seen: a record that comes back with an older or no epoch (a server deleted and
+  // added again) kills nothing. Only the sessions there are now: a later one is not the kill's.
   const std::uint32_t seen = kills_seen_;
+  bool doomed = false;
   for (const AdminRecord& r : admin_) {
     kills_seen_ = std::max(kills_seen_, r.kill_epoch);
     if (first || r.kill_epoch <= seen) continue;
-    if (const conf::Server* s = server_of(cfg, r)) doomed.push_back(s);
+    if (const conf::Server* s = server_of(cfg, r)) {
+      doomed_.push_back({s, shared_.last_serial()});
+      doomed = true;
+    }
   }
-  std::size_t killed = 0;
-  if (doomed.empty()) return 0;
+  return doomed;
+}
+
+bool SessionSet::kill_some(std::size_t max, std::size_t& killed) {
   for (Session* s = shared_.first(); s != nullptr;) {
     Session* next = s->next;  // close() unlinks and frees `s`
     const Peer* p = s->peer();
-    if (p != nullptr && std::find(doomed.begin(), doomed.end(), p->server) != doomed.end() &&
-        s->phase() != Session::Phase::moving) {
+    const auto doomed = std::find_if(doomed_.begin(), doomed_.end(), [&](const Doomed& d) {
+      return p != nullptr && d.server == p->server && s->serial() <= d.up_to_serial;
+    });
+    if (doomed != doomed_.end() && s->phase() != Session::Phase::moving) {
+      if (killed_now_ == max) {
+        killed_now_ = 0;
+        return true;  // the rest at the next turn of the loop
+      }
       s->close(EndReason::killed);
+      ++killed_now_;
       ++killed;
     }
     s = next;
   }
-  return killed;
+  killed_now_ = 0;
+  doomed_.clear();
+  return false;
 }
 
 }  // namespace ferry::worker

@@ -61,10 +61,14 @@ class SessionSet {
   void update_addresses(const conf::Server& server, const std::vector<conf::Endpoint>& addresses);
   // The operator's settings of servers (ServerAdminTable::read()): applied to every balancer,
   // one made later too; a server added at run time joins its upstream's; a server whose
-  // kill_epoch grew since the last call has its sessions closed (`killed`), unless `first`
-  // (a worker's first look: the kills it sees were meant for the sessions of others). Returns
-  // how many sessions it closed.
-  std::size_t apply_admin(const conf::Config& cfg, std::vector<AdminRecord> records, bool first);
+  // kill_epoch grew since the last call has its sessions doomed, unless `first` (a worker's
+  // first look: the kills it sees were meant for the sessions of others). True when some are
+  // doomed: kill_some() closes them.
+  bool apply_admin(const conf::Config& cfg, std::vector<AdminRecord> records, bool first);
+  // Closes at most `max` doomed sessions (`killed`), adding them to `killed`; true when some are
+  // left for another call: closing thousands at once would stall the loop (each close of a TCP
+  // socket is the kernel's FIN work, about 30 us on loopback).
+  bool kill_some(std::size_t max, std::size_t& killed);
   // The configured servers the operator's settings put in maintenance (their checks pause).
   [[nodiscard]] std::vector<const conf::Server*> in_maintenance(const conf::Config& cfg) const;
   [[nodiscard]] std::size_t size() const noexcept { return shared_.size(); }
@@ -122,6 +126,13 @@ class SessionSet {
   std::vector<AdminRecord> admin_;  // the operator's settings, as last read
   std::deque<AddedServer> added_;   // stable addresses; never freed (sessions point at them)
   std::uint32_t kills_seen_ = 0;    // the highest kill epoch of the operator's records seen
+  // Servers whose sessions (those up to a serial: the ones there at the kill) are to be closed.
+  struct Doomed {
+    const conf::Server* server;
+    std::uint64_t up_to_serial;
+  };
+  std::vector<Doomed> doomed_;
+  std::size_t killed_now_ = 0;  // in this call of kill_some()
 };
 
 }  // namespace ferry::worker

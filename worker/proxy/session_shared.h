@@ -45,6 +45,8 @@ class SessionShared {
 
   // A new session's serial (Session::serial()): never 0, never reused in this worker.
   std::uint64_t next_serial() noexcept { return ++serial_; }
+  // The newest session's serial (0: none yet).
+  [[nodiscard]] std::uint64_t last_serial() const noexcept { return serial_; }
 
   BufferPool& buffers() noexcept { return buffers_; }
   PipePool& pipes() noexcept { return pipes_; }
