@@ -297,7 +297,9 @@ class Worker {
   static void on_kill_timer(event::Event& ev) {
     auto& self = *static_cast<Worker*>(ev.data);
     if (self.sessions_.kill_some(kKillBatch, self.killed_)) {
-      self.loop_.add_timer(self.kill_timer_, event::Msec{0});
+      // 1 ms, not 0: a timer due now would run again in this same pass over the expired ones,
+      // and the other events would wait for every batch.
+      self.loop_.add_timer(self.kill_timer_, event::Msec{1});
       return;
     }
     spdlog::info("closed {} session(s) the operator killed", std::exchange(self.killed_, 0));
