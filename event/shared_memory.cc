@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <string>
 #include <utility>
 
 #include <spdlog/spdlog.h>
@@ -19,7 +20,8 @@ SharedMemory::~SharedMemory() { release(); }
 SharedMemory::SharedMemory(SharedMemory&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
       size_(std::exchange(other.size_, 0)),
-      fd_(std::move(other.fd_)) {}
+      fd_(std::move(other.fd_)),
+      read_only_fd_(std::move(other.read_only_fd_)) {}
 
 SharedMemory& SharedMemory::operator=(SharedMemory&& other) noexcept {
   if (this != &other) {
@@ -27,6 +29,7 @@ SharedMemory& SharedMemory::operator=(SharedMemory&& other) noexcept {
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
     fd_ = std::move(other.fd_);
+    read_only_fd_ = std::move(other.read_only_fd_);
   }
   return *this;
 }
@@ -87,13 +90,31 @@ std::error_code SharedMemory::create_sealed(std::size_t size, const char* name) 
   if (auto ec = make_memfd(size, name, MFD_ALLOW_SEALING, fd)) return ec;
   if (auto ec = map(fd.get(), size)) return ec;
   // From here on only this mapping (and its copies in forked children, which drop theirs for a
-  // read-only one) can write: no new writable mapping, no write(2), no resize.
+  // read-only one) can write: no new writable mapping, no write(2), no resize. Kernels before 5.1
+  // have no F_SEAL_FUTURE_WRITE: then the read-only descriptor below is what keeps children out.
   if (::fcntl(fd.get(), F_ADD_SEALS,
               F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) == -1) {
     const auto ec = last_error();
-    spdlog::critical("cannot seal the shared segment {}: {}", name, ec.message());
-    release();
-    return ec;
+    if (ec.value() != EINVAL ||
+        ::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == -1) {
+      spdlog::critical("cannot seal the shared segment {}: {}", name, last_error().message());
+      release();
+      return ec;
+    }
+    spdlog::warn(
+        "the shared segment {} is sealed without F_SEAL_FUTURE_WRITE ({}): workers map "
+        "it through a read-only descriptor",
+        name, ec.message());
+  }
+  // A descriptor opened read-only: a shared mapping of it can never be made writable, whatever
+  // the kernel's seals.
+  const std::string self = "/proc/self/fd/" + std::to_string(fd.get());
+  read_only_fd_.reset(::open(self.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!read_only_fd_) {
+    spdlog::warn(
+        "open({}, O_RDONLY) failed: {}; workers map the segment {} through its sealed "
+        "descriptor",
+        self, last_error().message(), name);
   }
   fd_ = std::move(fd);
   return {};
@@ -101,7 +122,8 @@ std::error_code SharedMemory::create_sealed(std::size_t size, const char* name) 
 
 const void* SharedMemory::become_read_only() noexcept {
   if (!fd_ || data_ == nullptr) return nullptr;
-  void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd_.get(), 0);
+  const int from = read_only_fd_ ? read_only_fd_.get() : fd_.get();
+  void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, from, 0);
   if (p == MAP_FAILED) {
     spdlog::error("mmap(PROT_READ, memfd {}, {}) failed: {}", fd_.get(), size_,
                   last_error().message());
@@ -134,6 +156,7 @@ std::error_code SharedMemory::adopt(UniqueFd fd, std::size_t size, std::string_v
 
 void SharedMemory::release() noexcept {
   fd_.reset();
+  read_only_fd_.reset();
   if (data_ != nullptr && ::munmap(data_, size_) == -1) {
     spdlog::error("munmap({}) failed: {}", size_, last_error().message());
   }

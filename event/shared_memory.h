@@ -52,6 +52,7 @@ class SharedMemory {
   void* data_ = nullptr;
   std::size_t size_ = 0;
   UniqueFd fd_;
+  UniqueFd read_only_fd_;  // create_sealed(): the same memfd, opened read-only
 };
 
 }  // namespace ferry::event

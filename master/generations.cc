@@ -352,7 +352,9 @@ void Master::restore_serving(bool respawn) {
   // The operator's changes as they were for it: what the rejected configuration dropped is back
   // (commands made while it was pending are lost with it).
   if (runtime_before_reload_) {
+    const std::uint32_t kills = runtime_.kills();  // a kill made meanwhile keeps its number
     runtime_ = std::move(*runtime_before_reload_);
+    runtime_.keep_kills_above(kills);
     runtime_before_reload_.reset();
     spdlog::info("runtime server changes restored with generation {}'s configuration", generation_);
     (void)publish_runtime(true);  // it fitted before the reload

@@ -3,6 +3,7 @@
 // and a restart (the state file), and the records it publishes to the workers.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -54,6 +55,10 @@ class RuntimeServers {
   [[nodiscard]] std::vector<worker::AdminRecord> records() const;
   [[nodiscard]] const std::vector<RuntimeServer>& servers() const noexcept { return servers_; }
   [[nodiscard]] const RuntimeServer* find(const ServerName& n) const noexcept;
+  // Kill epochs only grow in a master's life (workers take a kill as new when it is above the
+  // highest they saw): records put back from before a rejected reload keep the later count.
+  [[nodiscard]] std::uint32_t kills() const noexcept { return kills_; }
+  void keep_kills_above(std::uint32_t n) noexcept { kills_ = std::max(kills_, n); }
 
   // The state file's text, and reading it back: lines it cannot read are skipped and named in
   // `errors` ("LINE: why").

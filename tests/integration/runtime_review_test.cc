@@ -3,6 +3,7 @@
 // added again does not inherit an old kill; a client that half-closes after its command still
 // gets the answer; a rejected reload gives the operator's changes back; a change that does not
 // fit the workers' table is refused, not reported applied.
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -147,6 +148,34 @@ TEST(RuntimeReviewTest, AChangeThatDoesNotFitTheTableIsRefusedNotReportedApplied
   const int before = b.accepted();
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(served_through(port));
   EXPECT_EQ(b.accepted(), before) << "the later change was published";
+}
+
+// A kill made while a reload was pending, then the reload rejected: the next kill still works
+// (the restored records took the kill count back, and the workers took its number as seen).
+TEST(RuntimeReviewTest, AKillAfterARejectedReloadStillKills) {
+  EchoServer a;
+  const int port = free_port();
+  FerryInstance ferry(config(port, {a.port()}, ""));
+  ferry.set_options(
+      {.env = {"FERRY_TEST_UNREADY_GENERATION=2", "FERRY_TEST_READY_TIMEOUT_MS=1000"}});
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const auto hold = [&](std::vector<event::UniqueFd>& held) {
+    for (int i = 0; i < 2; ++i) {
+      held.emplace_back(connect_to_port(port));
+      if (!echo_round_trip(held.back().get(), "h")) return false;
+    }
+    return true;
+  };
+  std::vector<event::UniqueFd> first, second;
+  ASSERT_TRUE(hold(first));
+  ferry.signal(SIGHUP);
+  ASSERT_TRUE(ferry.wait_for_log("(generation 2), pid")) << ferry.log();
+  ASSERT_EQ(ferry.ctl("kill sessions " + name_of(a.port())).exit_code, 0);
+  for (auto& fd : first) EXPECT_TRUE(closed_by_peer(fd.get(), seconds(5)));
+  ASSERT_TRUE(ferry.wait_for_log("runtime server changes restored")) << ferry.log();
+  ASSERT_TRUE(hold(second));
+  ASSERT_EQ(ferry.ctl("kill sessions " + name_of(a.port())).exit_code, 0);
+  for (auto& fd : second) EXPECT_TRUE(closed_by_peer(fd.get(), seconds(5))) << ferry.log();
 }
 
 // Many sessions killed are closed in turns of the loop (not all in one: 10,000 stalled it for
