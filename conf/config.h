@@ -141,13 +141,34 @@ struct AccessRule {
   bool operator==(const AccessRule&) const = default;
 };
 
+// One way a proxy that routes by the TLS ClientHello sends a session on (passthrough: the bytes
+// are not decrypted). The first route, in the order written, whose server names and ALPN
+// protocols both match the hello's takes the session; a route with neither matches any hello.
+struct Route {
+  std::string name;  // for logs and statistics: as written, else the upstream's text
+  // Lowercase names, exact or "*.suffix" (any name ending in ".suffix"); empty: any name, none
+  // included.
+  std::vector<std::string> server_names;
+  std::vector<std::string> alpn;  // protocols, any of which the client must offer; empty: any
+  std::string upstream;           // as Proxy::upstream
+  std::optional<Address> upstream_address;
+
+  bool operator==(const Route&) const = default;
+};
+
 struct Proxy {
   std::string name;
   std::vector<Address> listen;
-  std::string upstream;  // an upstream's name (the implicit one's with `upstream_address`)
+  // An upstream's name (the implicit one's with `upstream_address`). With `routes`, the default
+  // route's (empty: none, a hello no route takes is refused).
+  std::string upstream;
   // `upstream = "host:port"`, as written (a name unresolved): served by an implicit upstream of
   // that one server, so every address of the name serves and follows re-resolution.
   std::optional<Address> upstream_address;
+  // Routing by the TLS ClientHello's server name and ALPN (empty: every session to `upstream`).
+  std::vector<Route> routes;
+  // How long a routing proxy waits for the whole ClientHello.
+  Msec preread_timeout{30'000};
   bool reuseport = false;
   int backlog = 511;
   Msec connect_timeout{5'000};

@@ -2,6 +2,10 @@
 // from libconfig's tree into a Config and printed back from one for `ferry -T`.
 #pragma once
 
+#include <string>
+#include <string_view>
+#include <vector>
+
 #include "conf/config.h"
 #include "conf/reader.h"
 #include "conf/writer.h"
@@ -24,5 +28,24 @@ void read_name(Reader& r, const Setting& s, std::string& out);
 // (the workers retry it every resolve_interval), or an error when `up` requires it. `at`: the
 // setting a warning or error points at.
 void resolve_server(Reader& r, const Setting& at, const Upstream& up, Server& sv);
+
+// A list ( { ... }, ... ) printed a group per element, `each` writing one's settings.
+template <typename T, typename Each>
+void print_list(Writer& w, std::string_view name, const std::vector<const T*>& items, Each&& each) {
+  w.open(std::string(name) + " = (");
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    w.open("{");
+    each(*items[i]);
+    w.close(i + 1 < items.size() ? "}," : "}");
+  }
+  w.close(");");
+}
+
+template <typename T>
+std::vector<const T*> all_of(const std::vector<T>& items) {
+  std::vector<const T*> out;
+  for (const T& item : items) out.push_back(&item);
+  return out;
+}
 
 }  // namespace ferry::conf

@@ -1,6 +1,8 @@
 // The schema of a proxy: its listen addresses, the upstream it names (or the "host:port" that
 // makes one), its timeouts and buffers, PROXY protocol, access rules and per-client limits.
 #include <algorithm>
+#include <cctype>
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -40,7 +42,9 @@ std::string inline_upstream(Reader& r, const Setting& at, const Address& address
   return address.text;
 }
 
-void read_upstream_reference(Reader& r, const Setting& s, Proxy& px) {
+// `upstream` of a proxy or a route: an upstream's name, or a "host:port" that makes one.
+void read_upstream_name(Reader& r, const Setting& s, std::string& upstream,
+                        std::optional<Address>& upstream_address) {
   auto name = r.string(s, false);
   if (!name) return;
   if (r.upstreams == nullptr) {  // the schema reads the upstreams before the proxies
@@ -51,10 +55,10 @@ void read_upstream_reference(Reader& r, const Setting& s, Proxy& px) {
   const bool known = std::any_of(upstreams.begin(), upstreams.end(),
                                  [&](const Upstream& u) { return !u.implicit && u.name == *name; });
   if (known) {
-    px.upstream = *name;
+    upstream = *name;
   } else if (name->find(':') != std::string::npos) {
-    px.upstream_address = r.address(s, false);
-    if (px.upstream_address) px.upstream = inline_upstream(r, s, *px.upstream_address, upstreams);
+    upstream_address = r.address(s, false);
+    if (upstream_address) upstream = inline_upstream(r, s, *upstream_address, upstreams);
   } else {
     std::vector<std::string_view> names;
     for (const Upstream& u : upstreams) {
@@ -64,7 +68,12 @@ void read_upstream_reference(Reader& r, const Setting& s, Proxy& px) {
   }
 }
 
+void read_upstream_reference(Reader& r, const Setting& s, Proxy& px) {
+  read_upstream_name(r, s, px.upstream, px.upstream_address);
+}
+
 void print_upstream_reference(Writer& w, std::string_view n, const Proxy& p) {
+  if (p.upstream.empty()) return;  // routes without a default one
   if (p.upstream_address) {
     // The implicit upstream is not written as a group (the proxy names the address, and a
     // file read back makes the same one): its defaults are said here instead.
@@ -105,6 +114,87 @@ constexpr Field<Proxy> client_prefix(std::string_view name) {
           [](Writer& w, std::string_view n, const Proxy& px) { w.set(n, px.*M); }};
 }
 
+// A server name a route matches: a host name (letters, digits, '-', '_' and dots; lowercased)
+// or "*." before one (any name ending in the rest).
+bool valid_route_name(std::string_view name) {
+  std::string_view host = name.starts_with("*.") ? name.substr(2) : name;
+  if (host.empty() || host.size() > 253 || host.front() == '.' || host.back() == '.') return false;
+  return std::all_of(host.begin(), host.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+  });
+}
+
+void read_route_names(Reader& r, const Setting& s, Route& rt) {
+  r.strings(s, [&](const Setting& e) {
+    auto name = r.string(e, false);
+    if (!name) return;
+    std::string lower = *name;
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (!valid_route_name(lower)) {
+      r.error(e, "\"" + *name +
+                     "\" is not a server name: a host name, or \"*.\" and one (\"*.example.com\")");
+      return;
+    }
+    rt.server_names.push_back(std::move(lower));
+  });
+}
+
+void read_route_alpn(Reader& r, const Setting& s, Route& rt) {
+  r.strings(s, [&](const Setting& e) {
+    auto name = r.string(e, false);
+    if (!name) return;
+    if (name->size() > 255) {
+      r.error(e, "an ALPN protocol name has at most 255 bytes");
+      return;
+    }
+    rt.alpn.push_back(std::move(*name));
+  });
+}
+
+constexpr Field<Route> kRoute[] = {
+    {"name", [](Reader& r, const Setting& s, Route& rt) { read_name(r, s, rt.name); },
+     [](Writer& w, std::string_view n, const Route& rt) { w.set_string(n, rt.name); }},
+    {"server_name", read_route_names,
+     [](Writer& w, std::string_view n, const Route& rt) {
+       if (!rt.server_names.empty()) w.strings(n, rt.server_names);
+     }},
+    {"alpn", read_route_alpn,
+     [](Writer& w, std::string_view n, const Route& rt) {
+       if (!rt.alpn.empty()) w.strings(n, rt.alpn);
+     }},
+    {"upstream",
+     [](Reader& r, const Setting& s, Route& rt) {
+       read_upstream_name(r, s, rt.upstream, rt.upstream_address);
+     },
+     [](Writer& w, std::string_view n, const Route& rt) {
+       w.set_string(n, rt.upstream_address ? rt.upstream_address->text : rt.upstream);
+     },
+     "a route needs an upstream: a name, or \"host:port\""},
+};
+
+// `routes`: the name defaults to the upstream's text; names are unique in the proxy (they label
+// the route's counters), "default" being the proxy's own upstream.
+void read_routes(Reader& r, const Setting& s, Proxy& px) {
+  r.groups(s, [&](const Setting& e) {
+    Route& rt = px.routes.emplace_back();
+    read_fields<Route>(r, e, kRoute, rt);
+    if (rt.name.empty()) rt.name = rt.upstream_address ? rt.upstream_address->text : rt.upstream;
+    const bool taken =
+        rt.name == "default" || std::any_of(px.routes.begin(), px.routes.end() - 1,
+                                            [&](const Route& o) { return o.name == rt.name; });
+    if (taken && !rt.name.empty()) {
+      r.error(Reader::member(e, "name") != nullptr ? e["name"] : e,
+              "a route named \"" + rt.name +
+                  "\" already exists in this proxy (\"default\" is its own upstream): give "
+                  "each route a name of its own");
+    }
+  });
+  if (s.getType() == Setting::TypeList && s.getLength() == 0) {
+    r.error(s, "routes lists no route (remove it to send every session to the upstream)");
+  }
+}
+
 constexpr Field<Proxy> kProxy[] = {
     {"name", [](Reader& r, const Setting& s, Proxy& px) { read_name(r, s, px.name); },
      [](Writer& w, std::string_view n, const Proxy& px) { w.set_string(n, px.name); },
@@ -116,8 +206,20 @@ constexpr Field<Proxy> kProxy[] = {
        w.strings(n, listen);
      },
      "a proxy needs at least one listen address"},
-    {"upstream", read_upstream_reference, print_upstream_reference,
-     "name an upstream, or give one \"host:port\""},
+    {"upstream", read_upstream_reference, print_upstream_reference},
+    {"routes", read_routes,
+     [](Writer& w, std::string_view n, const Proxy& px) {
+       if (px.routes.empty()) return;
+       print_list<Route>(w, n, all_of(px.routes),
+                         [&](const Route& rt) { print_fields<Route>(w, kRoute, rt); });
+     }},
+    {"preread_timeout",
+     [](Reader& r, const Setting& s, Proxy& px) {
+       assign(px.preread_timeout, r.duration(s, Msec{1}));
+     },
+     [](Writer& w, std::string_view n, const Proxy& px) {
+       if (!px.routes.empty()) w.set_duration(n, px.preread_timeout);
+     }},
     bool_field<&Proxy::reuseport>("reuseport"),
     int_field<&Proxy::backlog, 1, 65535>("backlog"),
     duration_field<&Proxy::connect_timeout, 1>("connect_timeout"),
@@ -172,6 +274,12 @@ Proxy read_proxy(Reader& r, const Setting& g) {
            "every sender)");
   }
   read_field(r, g, field_named(fields, kLater[1]), px);
+  if (Reader::member(g, "upstream") == nullptr && Reader::member(g, "routes") == nullptr) {
+    r.missing(g, "upstream", "name an upstream, or give one \"host:port\"");
+  }
+  if (px.routes.empty() && Reader::member(g, "preread_timeout") != nullptr) {
+    r.warn(g["preread_timeout"], "no effect without routes");
+  }
   return px;
 }
 

@@ -31,7 +31,9 @@ void check(std::span<const std::byte> data,
   FUZZ_CHECK(why.empty());
   std::vector<std::byte> again;
   encode(items, again);
-  FUZZ_CHECK(std::equal(again.begin(), again.end(), data.begin(), data.end()));
+  // An older version's batch is encoded in the current one: the same records, other bytes.
+  if (data[1] == again[1])
+    FUZZ_CHECK(std::equal(again.begin(), again.end(), data.begin(), data.end()));
   std::vector<T> back;
   FUZZ_CHECK(decode(again, back, why));
   FUZZ_CHECK(back == items);

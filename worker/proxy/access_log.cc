@@ -36,6 +36,10 @@ std::string_view to_string(EndReason reason) noexcept {
     case EndReason::untrusted_proxy: return "untrusted_proxy";
     case EndReason::shutdown: return "shutdown";
     case EndReason::killed: return "killed";
+    case EndReason::not_tls: return "not_tls";
+    case EndReason::bad_client_hello: return "bad_client_hello";
+    case EndReason::no_route: return "no_route";
+    case EndReason::preread_timeout: return "preread_timeout";
   }
   return "closed";
 }
@@ -66,6 +70,12 @@ std::string format_access_record(const AccessRecord& r) {
   // A session a reload moved says so after its status: a field only such lines have.
   if (r.moves > 0 && !out.empty()) {
     out.insert(out.size() - 1, " moves=" + std::to_string(r.moves));
+  }
+  // A routing proxy's lines name the hello's server name and the route (both "-" when none):
+  // the name is a client's bytes, already restricted to host-name characters by the parser.
+  if (r.routed && !out.empty()) {
+    out.insert(out.size() - 1, " sni=" + std::string(r.sni.empty() ? "-" : r.sni) +
+                                   " route=" + std::string(r.route.empty() ? "-" : r.route));
   }
   return out;
 }

@@ -35,6 +35,11 @@ enum class EndReason : std::uint8_t {
   untrusted_proxy,  // a PROXY header from a sender not in accept_proxy_protocol_from
   shutdown,
   killed,  // by the operator (`set server ... maint --kill`, `kill sessions`)
+  // A routing proxy without a default route (`upstream`): what the client sent first was
+  not_tls,           // not a TLS handshake
+  bad_client_hello,  // a TLS handshake, but not a well-formed ClientHello (or over 16 KiB)
+  no_route,          // a ClientHello no route takes
+  preread_timeout,   // not a whole ClientHello within preread_timeout
 };
 std::string_view to_string(EndReason reason) noexcept;
 
@@ -48,6 +53,10 @@ struct AccessRecord {
   std::chrono::milliseconds duration{0};
   EndReason status = EndReason::closed;
   std::uint16_t moves = 0;  // how often a reload moved it to another worker ("moves=N" if any)
+  // A routing proxy's session: "sni=NAME route=ROUTE" (sni=- when it sent none).
+  bool routed = false;
+  std::string_view sni;
+  std::string_view route;
 };
 
 // "2026-11-22T08:55:35.123+0000 127.0.0.1:5555 127.0.0.1:8080 127.0.0.1:9001 5 5 0.003 closed"

@@ -20,7 +20,7 @@ using event::Connection;
 using event::Event;
 
 Session::Session(event::EventLoop& loop, SessionShared& shared, const conf::Proxy& proxy,
-                 Balancer& balancer, Connection& client)
+                 Balancer* balancer, Connection& client)
     : loop_(loop),
       shared_(shared),
       proxy_(proxy),
@@ -70,7 +70,27 @@ void Session::start() {
     read_header();
     return;
   }
+  admitted();
+}
+
+void Session::admitted() {
+  if (!proxy_.routes.empty()) {
+    phase_ = Phase::prereading;
+    loop_.add_timer(client_->read, proxy_.preread_timeout);
+    preread();
+    return;
+  }
   connect_next();
+}
+
+Session::Aside& Session::aside() {
+  if (!aside_) aside_ = std::make_unique<Aside>();
+  return *aside_;
+}
+
+std::string_view Session::upstream_name() const noexcept {
+  if (aside_ && aside_->routed) return aside_->upstream;
+  return StatsTable::upstream_name_of(proxy_);
 }
 
 void Session::close(EndReason status) noexcept {
@@ -79,7 +99,7 @@ void Session::close(EndReason status) noexcept {
   if (peer_ != nullptr && phase_ == Phase::relaying) {
     release_peer(false, peer_stats_);
   } else if (peer_ != nullptr) {
-    balancer_.abandon(*peer_);
+    balancer_->abandon(*peer_);
   }
   count_end(status);
   if (counted_) shared_.release_client(limit_bucket_);
@@ -94,6 +114,11 @@ void Session::close(EndReason status) noexcept {
                  : aside_ && !aside_->server.empty() ? std::string_view(aside_->server)
                                                      : std::string_view("-");
     r.moves = moves_;
+    if (aside_ && aside_->routed) {
+      r.routed = true;
+      r.sni = aside_->sni;
+      r.route = aside_->route;
+    }
     r.bytes_from_client = bytes_from_client();
     r.bytes_to_client = down_.total();
     r.duration = loop_.now() - started_;
@@ -123,6 +148,7 @@ void Session::count_end(EndReason status) noexcept {
     if (status == EndReason::no_connections) stat_add(stats_->no_connections);
   }
   if (peer_stats_ != nullptr) stat_sub(peer_stats_->active);
+  if (aside_ && aside_->route_stats != nullptr) stat_sub(aside_->route_stats->active);
 }
 
 // Bytes passed on by `d`, counted as they move (a long session is seen while it lasts, and a
@@ -209,6 +235,8 @@ void Session::on_client_event(Event& ev) {
     ev.timedout = false;
     if (s.phase_ == Phase::reading_header) {
       s.bad_header("timed out");
+    } else if (s.phase_ == Phase::prereading) {
+      s.preread_timed_out();
     } else {
       s.idle_timer();
     }
@@ -217,6 +245,9 @@ void Session::on_client_event(Event& ev) {
   switch (s.phase_) {
     case Phase::reading_header:
       if (!ev.write) s.read_header();
+      return;
+    case Phase::prereading:
+      if (!ev.write) s.preread();
       return;
     case Phase::relaying: s.run(); return;
     // The client is not watched while admitted; while connecting, what it sends waits in its

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -17,6 +18,7 @@
 #include "worker/proxy/access_log.h"
 #include "worker/proxy/proxy_protocol.h"
 #include "worker/proxy/relay_direction.h"
+#include "worker/proxy/routes.h"
 #include "worker/proxy/session_record.h"
 #include "worker/proxy/session_shared.h"
 #include "worker/stats/stats_table.h"
@@ -36,6 +38,7 @@ class Session {
   enum class Phase : std::uint8_t {
     admitting,       // the access rules, the per-client limit, the trusted sender
     reading_header,  // accept_proxy_protocol: the client's header is not in yet
+    prereading,      // routes: the client's TLS ClientHello is not in yet (peeked, not taken)
     connecting,      // to a server the balancer chose (failing over to the next)
     relaying,        // connected: bytes move both ways until both FINs are passed on
     moving,          // frozen (out of the loop), handed to another worker, awaiting its answer
@@ -43,7 +46,7 @@ class Session {
 
   // Takes over `client` (accepted for `proxy`). start() runs it; it deletes itself at close().
   Session(event::EventLoop& loop, SessionShared& shared, const conf::Proxy& proxy,
-          Balancer& balancer, event::Connection& client);
+          Balancer* balancer, event::Connection& client);
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
@@ -87,6 +90,8 @@ class Session {
   }
   // The server's name as configured, or empty when none was picked yet.
   [[nodiscard]] std::string_view server_name() const noexcept;
+  // The upstream its server is (or will be) picked from: its route's, or the proxy's.
+  [[nodiscard]] std::string_view upstream_name() const noexcept;
   [[nodiscard]] std::uint64_t bytes_from_client() const noexcept;
   [[nodiscard]] std::uint64_t bytes_to_client() const noexcept { return down_.total(); }
   [[nodiscard]] event::TimePoint started() const noexcept { return started_; }
@@ -112,7 +117,18 @@ class Session {
   bool trusted_sender();
   void read_header();
   void bad_header(std::string_view why);
+  // What the client sent so far, left in its socket (MSG_PEEK) into `into`: false when there is
+  // nothing yet (wait for the next report) or the session was closed (`this` is gone).
+  bool peek_client(std::span<std::byte> into, std::size_t& n);
   void header_done(const proxy_protocol::ParseResult& h);
+  // Admitted: the route by the ClientHello first when the proxy has routes, then the server.
+  void admitted();
+
+  // session_preread.cc: the ClientHello a routing proxy reads without taking it.
+  void preread();
+  void preread_timed_out();
+  // Goes on to `route`'s upstream (null: none takes it, the session ends with `otherwise`).
+  void route_to(const RouteTarget* route, std::string_view sni, EndReason otherwise);
 
   // upstream_connect.cc: the server side, up to the first relayed byte.
   static void on_upstream_event(event::Event& ev);
@@ -126,7 +142,7 @@ class Session {
   event::EventLoop& loop_;
   SessionShared& shared_;
   const conf::Proxy& proxy_;
-  Balancer& balancer_;
+  Balancer* balancer_;  // the upstream's servers (null: a routing proxy's, none chosen yet)
   event::Connection* client_;
   event::Connection* upstream_ = nullptr;
   Peer* peer_ = nullptr;  // being connected to, or connected
@@ -147,11 +163,18 @@ class Session {
   ProxyCounters* stats_ = nullptr;  // this worker's counters of the proxy (or none)
   ServerCounters* peer_stats_ = nullptr;  // of the server, once connected (or none)
   // What few sessions need: the destination a received PROXY header carried (to send on in
-  // ours), the name of a moved session's server that this worker's balancer does not have.
+  // ours), the name of a moved session's server that this worker's balancer does not have, a
+  // routed session's route, its upstream and the server name its client sent.
   struct Aside {
     std::optional<event::SocketAddress> header_destination;
     std::string server;
+    bool routed = false;
+    std::string route;
+    std::string upstream;
+    std::string sni;
+    ServerCounters* route_stats = nullptr;  // the route's counters (null: none)
   };
+  Aside& aside();
   std::unique_ptr<Aside> aside_;
   event::TimePoint started_;
   event::TimePoint last_active_;  // the last time run() moved bytes or looked for them

@@ -71,21 +71,13 @@ void Session::read_header() {
   // (a peek of exactly the header's length would not tell, and under edge-triggered epoll
   // bytes already queued bring no new report).
   std::byte seen[proxy_protocol::kV2MaxLength + 1];
-  const ssize_t n =
-      event::retry_eintr([&] { return ::recv(client.fd.get(), seen, sizeof seen, MSG_PEEK); });
-  if (n == -1) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      client.read.ready = false;
-      return;
-    }
-    reset(&client, errno);
-    return;
-  }
+  std::size_t n = 0;
+  if (!peek_client(seen, n)) return;
   if (n == 0) {
     bad_header("the client closed before the header ended");
     return;
   }
-  const proxy_protocol::ParseResult h = proxy_protocol::parse({seen, static_cast<std::size_t>(n)});
+  const proxy_protocol::ParseResult h = proxy_protocol::parse({seen, n});
   if (h.status == proxy_protocol::Status::error) {
     bad_header(h.error);
     return;
@@ -109,8 +101,24 @@ void Session::read_header() {
   }
   // Whatever followed the header (or the FIN) is for the relay to read. Bytes that arrive
   // after the peek bring a report of their own.
-  client.read.ready = static_cast<std::size_t>(n) > h.length || client.read.pending_eof;
+  client.read.ready = n > h.length || client.read.pending_eof;
   header_done(h);
+}
+
+bool Session::peek_client(std::span<std::byte> into, std::size_t& n) {
+  Connection& client = *client_;
+  const ssize_t got = event::retry_eintr(
+      [&] { return ::recv(client.fd.get(), into.data(), into.size(), MSG_PEEK); });
+  if (got == -1) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      client.read.ready = false;
+      return false;
+    }
+    reset(&client, errno);
+    return false;
+  }
+  n = static_cast<std::size_t>(got);
+  return true;
 }
 
 void Session::bad_header(std::string_view why) {
@@ -131,12 +139,11 @@ void Session::header_done(const proxy_protocol::ParseResult& h) {
   if (!h.header.local) {
     client_->peer = h.header.source;
     if (proxy_.send_proxy_protocol != conf::ProxyProtocol::off) {
-      if (!aside_) aside_ = std::make_unique<Aside>();
-      aside_->header_destination = h.header.destination;
+      aside().header_destination = h.header.destination;
     }
   }
   if (!admit(true)) return;
-  connect_next();
+  admitted();
 }
 
 }  // namespace ferry::worker

@@ -23,6 +23,7 @@ std::string_view phase_name(Session::Phase p) noexcept {
   switch (p) {
     case Session::Phase::admitting: return "admitting";
     case Session::Phase::reading_header: return "reading_header";
+    case Session::Phase::prereading: return "prereading";
     case Session::Phase::connecting: return "connecting";
     case Session::Phase::relaying: return "relaying";
     case Session::Phase::moving: return "moving";
@@ -59,7 +60,7 @@ std::vector<std::string_view> split_on(std::string_view line, char sep) {
 bool matches(const Session& s, const SessionFilter& f) {
   if (f.serial != 0 && s.serial() != f.serial) return false;
   if (!f.proxy.empty() && s.proxy().name != f.proxy) return false;
-  if (!f.server.empty() && (s.proxy().upstream != f.upstream || s.server_name() != f.server)) {
+  if (!f.server.empty() && (s.upstream_name() != f.upstream || s.server_name() != f.server)) {
     return false;
   }
   return !f.client || f.client->matches(s.client_address());

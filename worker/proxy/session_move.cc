@@ -52,6 +52,11 @@ bool Session::freeze(std::uint32_t id, SessionRecord& r, int (&fds)[kFdsPerSessi
   r.listen = client_->listening->address;
   r.client = client_->peer;
   r.server = peer_ != nullptr ? peer_->name : aside_ ? aside_->server : std::string();
+  if (aside_ && aside_->routed) {
+    r.upstream = aside_->upstream;
+    r.route = aside_->route;
+    r.sni = aside_->sni;
+  }
   r.server_address = upstream_->peer;
   r.started_ms = started_.time_since_epoch().count();
   r.wall_start_ns =
@@ -114,7 +119,11 @@ void Session::forget() noexcept {
     stat_sub(peer_stats_->sessions);
     stat_sub(peer_stats_->active);
   }
-  if (peer_ != nullptr) balancer_.abandon(*peer_);
+  if (aside_ && aside_->route_stats != nullptr) {
+    stat_sub(aside_->route_stats->sessions);
+    stat_sub(aside_->route_stats->active);
+  }
+  if (peer_ != nullptr) balancer_->abandon(*peer_);
   if (counted_) shared_.leave_client(limit_bucket_);
   // Out of epoll first (an adopted session given back is in it): the close below would not
   // end a registration while the other worker keeps the socket open.
@@ -134,7 +143,7 @@ void Session::forget() noexcept {
 Session* Session::adopt(event::EventLoop& loop, SessionShared& shared, const conf::Proxy& proxy,
                         Balancer& balancer, Connection& client, Connection& upstream,
                         SessionRecord& r) {
-  auto* s = new Session(loop, shared, proxy, balancer, client);
+  auto* s = new Session(loop, shared, proxy, &balancer, client);
   s->upstream_ = &upstream;
   s->phase_ = Phase::moving;  // until resume(): the old worker must have the answer first
   s->started_ = event::TimePoint(event::Msec(r.started_ms));
@@ -153,16 +162,25 @@ Session* Session::adopt(event::EventLoop& loop, SessionShared& shared, const con
   s->up_.import_from(r.up);
   s->down_.import_from(r.down);
   s->peer_ = balancer.adopt(r.server, r.server_address);
-  if (s->peer_ == nullptr && !r.server.empty()) {
-    s->aside_ = std::make_unique<Aside>();
-    s->aside_->server = r.server;
+  if (s->peer_ == nullptr && !r.server.empty()) s->aside().server = r.server;
+  if (!r.upstream.empty()) {
+    Aside& a = s->aside();
+    a.routed = true;
+    a.upstream = r.upstream;
+    a.route = r.route;
+    a.sni = r.sni;
+    a.route_stats = shared.server_stats(StatsTable::routes_key(proxy.name), r.route);
+    if (a.route_stats != nullptr) {
+      stat_add(a.route_stats->sessions);
+      stat_add(a.route_stats->active);
+    }
   }
   if ((s->stats_ = shared.proxy_stats(proxy)) != nullptr) {
     stat_add(s->stats_->accepted);
     stat_add(s->stats_->active);
   }
-  s->peer_stats_ = s->peer_ != nullptr ? shared.server_stats(proxy, *s->peer_)
-                                       : shared.server_stats(proxy, r.server);
+  s->peer_stats_ = s->peer_ != nullptr ? shared.server_stats(s->upstream_name(), *s->peer_)
+                                       : shared.server_stats(s->upstream_name(), r.server);
   if (s->peer_stats_ != nullptr) {
     stat_add(s->peer_stats_->sessions);
     stat_add(s->peer_stats_->active);

@@ -144,9 +144,10 @@ bool encodable(const SessionRecord& r) noexcept {
   auto address_ok = [](const event::SocketAddress& a) {
     return a.family() == AF_INET || a.family() == AF_INET6 || a.family() == AF_UNSPEC;
   };
-  return r.proxy.size() <= kMaxName && r.server.size() <= kMaxName && address_ok(r.listen) &&
-         address_ok(r.client) && address_ok(r.server_address) && r.up.held.size() <= kMaxHeld &&
-         r.down.held.size() <= kMaxHeld;
+  return r.proxy.size() <= kMaxName && r.server.size() <= kMaxName &&
+         r.upstream.size() <= kMaxName && r.route.size() <= kMaxName && r.sni.size() <= kMaxName &&
+         address_ok(r.listen) && address_ok(r.client) && address_ok(r.server_address) &&
+         r.up.held.size() <= kMaxHeld && r.down.held.size() <= kMaxHeld;
 }
 
 void begin_batch(std::vector<std::byte>& out) {
@@ -160,7 +161,8 @@ void begin_batch(std::vector<std::byte>& out) {
 std::size_t encoded_size(const SessionRecord& r) noexcept {
   return 4 + 4 + 2 + r.proxy.size() + address_size(r.listen) + address_size(r.client) + 2 +
          r.server.size() + address_size(r.server_address) + 8 * 3 + 4 * 2 + 1 + 4 +
-         2 * (1 + 1 + 8 + 4) + r.up.held.size() + r.down.held.size();
+         2 * (1 + 1 + 8 + 4) + r.up.held.size() + r.down.held.size() + 3 * 2 + r.upstream.size() +
+         r.route.size() + r.sni.size();
 }
 
 void append_record(std::vector<std::byte>& out, const SessionRecord& r) {
@@ -181,6 +183,9 @@ void append_record(std::vector<std::byte>& out, const SessionRecord& r) {
   w.num(r.limit_bucket);
   write_direction(w, r.up);
   write_direction(w, r.down);
+  w.text(r.upstream);
+  w.text(r.route);
+  w.text(r.sni);
   const auto count = static_cast<std::uint16_t>(static_cast<std::uint16_t>(out[2]) |
                                                 static_cast<std::uint16_t>(out[3]) << 8);
   const auto next = static_cast<std::uint16_t>(count + 1);
@@ -190,10 +195,14 @@ void append_record(std::vector<std::byte>& out, const SessionRecord& r) {
 
 namespace {
 
-// A message's kind, version and count; the count is 0 once `r` failed.
-std::uint16_t read_header(Reader& r, Kind kind, const char* not_it) {
+// A message's kind, version (from `oldest` to `newest`) and count; the count is 0 once `r`
+// failed.
+std::uint16_t read_header(Reader& r, Kind kind, const char* not_it, std::uint8_t oldest,
+                          std::uint8_t newest, std::uint8_t* version = nullptr) {
   if (r.num<std::uint8_t>() != static_cast<std::uint8_t>(kind)) r.fail(not_it);
-  if (r.ok() && r.num<std::uint8_t>() != kSessionRecordVersion) r.fail("another version");
+  const auto v = r.ok() ? r.num<std::uint8_t>() : std::uint8_t{0};
+  if (r.ok() && (v < oldest || v > newest)) r.fail("another version");
+  if (version != nullptr) *version = v;
   const auto count = r.num<std::uint16_t>();
   return r.ok() ? count : 0;
 }
@@ -204,7 +213,9 @@ bool decode_batch(std::span<const std::byte> in, std::vector<SessionRecord>& out
                   std::string& why) {
   out.clear();
   Reader r(in);
-  const auto count = read_header(r, Kind::sessions, "not a batch");
+  std::uint8_t version = 0;
+  const auto count =
+      read_header(r, Kind::sessions, "not a batch", 1, kSessionRecordVersion, &version);
   for (std::size_t i = 0; r.ok() && i < count; ++i) {
     const auto len = r.num<std::uint32_t>();
     Reader body(r.bytes(len));
@@ -225,6 +236,11 @@ bool decode_batch(std::span<const std::byte> in, std::vector<SessionRecord>& out
     s.limit_bucket = body.num<std::uint32_t>();
     read_direction(body, s.up);
     read_direction(body, s.down);
+    if (version >= 2) {
+      s.upstream = body.text();
+      s.route = body.text();
+      s.sni = body.text();
+    }
     if (body.ok() && !body.done()) body.fail("bytes after a record");
     if (body.ok() && s.idle_ms < 0) body.fail("a negative idle time");
     if (!body.ok()) r.fail(body.why());
@@ -242,7 +258,7 @@ void encode_answers(std::span<const MoveAnswer> answers, std::vector<std::byte>&
   out.clear();
   Writer w(out);
   w.num(static_cast<std::uint8_t>(Kind::answers));
-  w.num(kSessionRecordVersion);
+  w.num(kMoveAnswerVersion);
   w.num(static_cast<std::uint16_t>(std::min(answers.size(), kMaxCount)));
   for (std::size_t i = 0; i < answers.size() && i < kMaxCount; ++i) {
     w.num(answers[i].id);
@@ -253,7 +269,8 @@ void encode_answers(std::span<const MoveAnswer> answers, std::vector<std::byte>&
 bool decode_answers(std::span<const std::byte> in, std::vector<MoveAnswer>& out, std::string& why) {
   out.clear();
   Reader r(in);
-  const auto count = read_header(r, Kind::answers, "not an answer");
+  const auto count =
+      read_header(r, Kind::answers, "not an answer", kMoveAnswerVersion, kMoveAnswerVersion);
   for (std::size_t i = 0; r.ok() && i < count; ++i) {
     MoveAnswer a;
     a.id = r.num<std::uint32_t>();

@@ -13,7 +13,11 @@
 
 namespace ferry::worker {
 
-inline constexpr std::uint8_t kSessionRecordVersion = 1;
+// 2 added the route (upstream, route, sni) at a record's end; version 1 batches still decode.
+inline constexpr std::uint8_t kSessionRecordVersion = 2;
+// The answers did not change: still version 1, which a worker of an older binary (a binary
+// upgrade's old generation, sending version-1 batches here) must be able to read.
+inline constexpr std::uint8_t kMoveAnswerVersion = 1;
 
 // One direction of the relay, as it stood when the session was frozen.
 struct DirectionRecord {
@@ -42,6 +46,11 @@ struct SessionRecord {
   std::uint32_t limit_bucket = 0;
   DirectionRecord up;    // client → server
   DirectionRecord down;  // server → client
+  // A session routed by its ClientHello: its route's upstream (the server's), the route's name
+  // and the server name the client sent; all empty for one of a proxy without routes.
+  std::string upstream;
+  std::string route;
+  std::string sni;
   bool operator==(const SessionRecord&) const = default;
 };
 

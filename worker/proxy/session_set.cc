@@ -10,7 +10,11 @@ namespace ferry::worker {
 
 void SessionSet::start(event::EventLoop& loop, event::Connection& client, const conf::Proxy& proxy,
                        const conf::Config& cfg) {
-  (new Session(loop, shared_, proxy, balancer(proxy, cfg), client))->start();
+  // A routing proxy without a default upstream has no balancer until its route is chosen.
+  Balancer* b = proxy.upstream.empty() && !proxy.upstream_address
+                    ? nullptr
+                    : &balancer(StatsTable::upstream_name_of(proxy), cfg);
+  (new Session(loop, shared_, proxy, b, client))->start();
 }
 
 Session* SessionSet::adopt(event::EventLoop& loop, const conf::Config& cfg,
@@ -41,7 +45,11 @@ Session* SessionSet::adopt(event::EventLoop& loop, const conf::Config& cfg,
   event::Connection* client = loop.get_connection(std::move(client_fd));
   event::Connection* upstream = loop.get_connection(std::move(upstream_fd));
   client->listening = ls;
-  Session* s = Session::adopt(loop, shared_, proxy, balancer(proxy, cfg), *client, *upstream, r);
+  // A routed session's server is one of its route's upstream.
+  Session* s = Session::adopt(
+      loop, shared_, proxy,
+      balancer(r.upstream.empty() ? StatsTable::upstream_name_of(proxy) : r.upstream, cfg), *client,
+      *upstream, r);
   for (event::Connection* c : {client, upstream}) {
     if (auto ec = loop.add_connection(*c)) {
       spdlog::error("cannot watch a moved session's socket: {}", ec.message());
@@ -63,6 +71,17 @@ void SessionSet::prepare(const conf::Config& cfg) {
     shared_.rules(proxy);
     shared_.senders(proxy);
     shared_.proxy_stats(proxy);
+    if (proxy.routes.empty()) continue;
+    std::vector<Balancer*> targets;
+    std::vector<ServerCounters*> stats;
+    const std::string key = StatsTable::routes_key(proxy.name);
+    for (const conf::Route& route : proxy.routes) {
+      targets.push_back(&balancer(route.upstream, cfg));
+      stats.push_back(shared_.server_stats(key, route.name));
+    }
+    Balancer* fallback = proxy.upstream.empty() ? nullptr : &balancer(proxy.upstream, cfg);
+    stats.push_back(shared_.server_stats(key, RouteTable::kDefaultName));
+    shared_.routes_.insert_or_assign(&proxy, RouteTable(proxy, targets, fallback, stats));
   }
 }
 
@@ -81,15 +100,14 @@ void SessionSet::count_refused(const conf::Proxy& proxy) {
   }
 }
 
-Balancer& SessionSet::balancer(const conf::Proxy& proxy, const conf::Config& cfg) {
-  // Keyed by upstream, as nginx keeps its peers' state per upstream block: proxies sharing an
-  // upstream share its rotation, connection counts and passive failures.
-  const std::string_view name = StatsTable::upstream_name_of(proxy);
+Balancer& SessionSet::balancer(std::string_view name, const conf::Config& cfg) {
+  // Keyed by upstream, as nginx keeps its peers' state per upstream block: proxies (and
+  // routes) sharing an upstream share its rotation, connection counts and passive failures.
   auto it = balancers_.find(name);
   if (it != balancers_.end()) return it->second;
   for (std::size_t i = 0; i < cfg.upstreams.size(); ++i) {
     const conf::Upstream& u = cfg.upstreams[i];
-    if (u.name != proxy.upstream) continue;
+    if (u.name != name) continue;
     ServerHealth* slots = health_ != nullptr && u.health_check && !u.servers.empty()
                               ? &health_->at(cfg, i, 0)
                               : nullptr;

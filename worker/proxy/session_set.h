@@ -108,7 +108,8 @@ class SessionSet {
   }
 
  private:
-  Balancer& balancer(const conf::Proxy& proxy, const conf::Config& cfg);
+  // The balancer of the upstream named `name` (made at its first use).
+  Balancer& balancer(std::string_view name, const conf::Config& cfg);
   // session_admin.cc: the operator's settings of `u`'s servers on its balancer `b`.
   void apply_admin_to(Balancer& b, const conf::Upstream& u);
   // The configured or added server `r` names, or null.

@@ -46,20 +46,19 @@ ProxyCounters* SessionShared::proxy_stats(const conf::Proxy& proxy) {
   return it->second;
 }
 
-ServerCounters* SessionShared::server_stats(const conf::Proxy& proxy, const Peer& peer) {
+ServerCounters* SessionShared::server_stats(std::string_view upstream, const Peer& peer) {
   if (stats_ == nullptr) return nullptr;
   auto it = server_stats_.find(&peer);
   if (it == server_stats_.end()) {
-    ServerCounters* c =
-        stats_->server_counters(stats_slot_, StatsTable::upstream_name_of(proxy), peer.name);
+    ServerCounters* c = stats_->server_counters(stats_slot_, upstream, peer.name);
     it = server_stats_.emplace(&peer, c).first;
   }
   return it->second;
 }
 
-ServerCounters* SessionShared::server_stats(const conf::Proxy& proxy, std::string_view server) {
+ServerCounters* SessionShared::server_stats(std::string_view upstream, std::string_view server) {
   if (stats_ == nullptr || server.empty()) return nullptr;
-  return stats_->server_counters(stats_slot_, StatsTable::upstream_name_of(proxy), server);
+  return stats_->server_counters(stats_slot_, upstream, server);
 }
 
 void SessionShared::reopen_logs() {

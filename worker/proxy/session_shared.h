@@ -19,6 +19,7 @@
 #include "worker/proxy/client_limits.h"
 #include "worker/proxy/pipe_pool.h"
 #include "worker/proxy/relay_direction.h"
+#include "worker/proxy/routes.h"
 #include "worker/stats/stats_table.h"
 #include "worker/upstream/balancer.h"
 #include "worker/worker_counters.h"
@@ -65,7 +66,14 @@ class SessionShared {
   // This worker's counters of `proxy` / of `peer` of `proxy` (null: not counted), looked up in
   // the shared registry once and kept.
   ProxyCounters* proxy_stats(const conf::Proxy& proxy);
-  ServerCounters* server_stats(const conf::Proxy& proxy, const Peer& peer);
+  // `upstream`: the name of the upstream `peer` is a server of (the route's, for a routed
+  // session; StatsTable::upstream_name_of(proxy) otherwise).
+  ServerCounters* server_stats(std::string_view upstream, const Peer& peer);
+  // A routing proxy's routes (SessionSet::prepare() builds them); null for a proxy without.
+  [[nodiscard]] const RouteTable* routes(const conf::Proxy& proxy) const noexcept {
+    const auto it = routes_.find(&proxy);
+    return it != routes_.end() ? &it->second : nullptr;
+  }
 
   // max_conns_per_client: a place for `client` in the shared per-client counts (ok: `*bucket`
   // holds it until release_client). Not enforced (no table, or no limit): ok, nothing held.
@@ -82,7 +90,7 @@ class SessionShared {
   }
   // This worker's counters of a server of `proxy` by name (null: not counted): a moved
   // session's server may be one this worker's balancer does not have.
-  ServerCounters* server_stats(const conf::Proxy& proxy, std::string_view server);
+  ServerCounters* server_stats(std::string_view upstream, std::string_view server);
 
   // Warnings a flood of clients would repeat: at most one message per 5 s each, with the
   // number held back.
@@ -91,6 +99,7 @@ class SessionShared {
     event::LogThrottle table_full{event::Msec{5'000}};
     event::LogThrottle bad_header{event::Msec{5'000}};
     event::LogThrottle untrusted{event::Msec{5'000}};
+    event::LogThrottle bad_hello{event::Msec{5'000}};
   };
   Throttles& throttles() noexcept { return throttles_; }
 
@@ -131,6 +140,7 @@ class SessionShared {
   std::map<const Peer*, ServerCounters*> server_stats_;
   std::map<const conf::Proxy*, AccessRules> rules_;
   std::map<const conf::Proxy*, AccessRules> senders_;
+  std::map<const conf::Proxy*, RouteTable> routes_;
   // Declared before the logs: destroyed after them, it writes out what they queued, then ends.
   std::shared_ptr<spdlog::details::thread_pool> log_writer_;
   std::map<std::string, std::unique_ptr<AccessLog>> logs_;

@@ -42,7 +42,7 @@ bool Session::connect_next() {
         proxy_.next_upstream_tries > 0 && tries_ >= proxy_.next_upstream_tries;
     const bool out_of_time = proxy_.next_upstream_timeout.count() > 0 && tries_ > 0 &&
                              now - started_ >= proxy_.next_upstream_timeout;
-    Peer* next = out_of_tries || out_of_time ? nullptr : balancer_.pick(client_->peer, tried_, now);
+    Peer* next = out_of_tries || out_of_time ? nullptr : balancer_->pick(client_->peer, tried_, now);
     if (next == nullptr) {
       spdlog::warn("proxy \"{}\": no server could take client {} ({} tried)", proxy_.name,
                    client_->peer.to_string(), tries_);
@@ -60,7 +60,7 @@ bool Session::connect_next() {
         // Short of descriptors or memory here, which is no fault of the server: marked failed
         // it would be refused to every client for fail_timeout after the shortage is over.
         // Another server would fare no better.
-        balancer_.abandon(*peer_);
+        balancer_->abandon(*peer_);
         peer_ = nullptr;
         close(EndReason::connect_failed);
         return false;
@@ -79,7 +79,7 @@ bool Session::connect_next() {
     upstream_ = loop_.get_connection(std::move(fd));
     if (upstream_ == nullptr) {
       spdlog::warn("proxy \"{}\": worker_connections are not enough", proxy_.name);
-      balancer_.abandon(*peer_);  // no fault of the server
+      balancer_->abandon(*peer_);  // no fault of the server
       peer_ = nullptr;
       close(EndReason::no_connections);
       return false;
@@ -97,7 +97,7 @@ bool Session::connect_next() {
 }
 
 void Session::failed_peer() {
-  ServerCounters* c = shared_.server_stats(proxy_, *peer_);
+  ServerCounters* c = shared_.server_stats(upstream_name(), *peer_);
   if (c != nullptr) stat_add(c->connect_failures);
   release_peer(true, c);
   peer_ = nullptr;
@@ -108,7 +108,7 @@ void Session::failed_peer() {
 // looked up already: a lookup may allocate, and this runs from close().
 void Session::release_peer(bool failed, ServerCounters* c) noexcept {
   const event::TimePoint now = loop_.now();
-  balancer_.release(*peer_, failed, now);
+  balancer_->release(*peer_, failed, now);
   if (c == nullptr) return;
   std::uint64_t word = 0;
   const conf::Server* server = peer_->server;
@@ -140,7 +140,7 @@ void Session::connected_now() {
   phase_ = Phase::relaying;
   up_.set_to(upstream_);
   down_.set_from(upstream_);
-  if ((peer_stats_ = shared_.server_stats(proxy_, *peer_)) != nullptr) {
+  if ((peer_stats_ = shared_.server_stats(upstream_name(), *peer_)) != nullptr) {
     stat_add(peer_stats_->sessions);
     stat_add(peer_stats_->active);
   }

@@ -373,6 +373,19 @@ std::string render_json(const Snapshot& s) {
     j.close('}');
   }
   j.close('}');
+  // A routing proxy's routes: sessions routed each way, and open now.
+  j.key("routes").begin('{');
+  for (const auto& g : s.routes) {
+    j.key(g.name).begin('{');
+    for (const auto& r : g.servers) {
+      j.key(r.address).begin('{');
+      j.key("sessions").value(r.sessions);
+      j.key("active").value(r.active);
+      j.close('}');
+    }
+    j.close('}');
+  }
+  j.close('}');
   j.close('}');
   out += '\n';
   return out;
@@ -417,6 +430,24 @@ std::string render_prometheus(const Snapshot& s) {
     for (const auto& m : kProxyMetrics) {
       p.family(m.name, m.type, m.help);
       for (const auto& x : s.proxies) p.sample(m.name, {{"proxy", x.name}}, x.*m.value);
+    }
+  }
+
+  if (!s.routes.empty()) {
+    p.family("ferry_route_sessions_total", "counter",
+             "Sessions a routing proxy sent by a route (its ClientHello's server name and ALPN).");
+    for (const auto& g : s.routes) {
+      for (const auto& r : g.servers) {
+        p.sample("ferry_route_sessions_total", {{"proxy", g.name}, {"route", r.address}},
+                 r.sessions);
+      }
+    }
+    p.family("ferry_route_active_sessions", "gauge", "Routed sessions open now, by route.");
+    for (const auto& g : s.routes) {
+      for (const auto& r : g.servers) {
+        p.sample("ferry_route_active_sessions", {{"proxy", g.name}, {"route", r.address}},
+                 r.active);
+      }
     }
   }
 

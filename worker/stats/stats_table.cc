@@ -212,6 +212,16 @@ std::size_t StatsTable::register_config(const conf::Config& cfg) noexcept {
       if (p.upstream.empty() && p.upstream_address) {
         server(upstream_name_of(p), p.upstream_address->text, 0);
       }
+      // (The key built on the stack: this allocates nothing.) A name too long for it is one
+      // the registry would refuse too.
+      char key[kRoutesPrefix.size() + kMaxName];
+      if (!p.routes.empty() && p.name.size() <= kMaxName) {
+        std::memcpy(key, kRoutesPrefix.data(), kRoutesPrefix.size());
+        std::memcpy(key + kRoutesPrefix.size(), p.name.data(), p.name.size());
+        const std::string_view k(key, kRoutesPrefix.size() + p.name.size());
+        for (const conf::Route& route : p.routes) server(k, route.name, 0);
+        if (!p.upstream.empty()) server(k, "default", 0);
+      }
     }
   }
   r.master.epoch.store(epoch, std::memory_order_release);
@@ -390,7 +400,16 @@ void StatsTable::set_health(std::size_t server, int generation, bool up, bool la
 Snapshot StatsTable::snapshot() const { return snapshot(wall_clock()); }
 
 Snapshot StatsTable::snapshot(std::int64_t now) const {
-  return std::move(*take_snapshot(now, Patience::wait));
+  Snapshot s = std::move(*take_snapshot(now, Patience::wait));
+  const auto is_routes = [](const Snapshot::Upstream& u) {
+    return u.name.starts_with(kRoutesPrefix);
+  };
+  for (Snapshot::Upstream& u : s.upstreams) {
+    if (is_routes(u))
+      s.routes.push_back({u.name.substr(kRoutesPrefix.size()), std::move(u.servers)});
+  }
+  std::erase_if(s.upstreams, is_routes);
+  return s;
 }
 
 std::optional<Snapshot> StatsTable::take_snapshot(std::int64_t now, Patience patience) const {

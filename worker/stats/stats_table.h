@@ -126,6 +126,11 @@ struct Snapshot {
   std::vector<Worker> workers;    // alive now, by slot
   std::vector<Proxy> proxies;     // every name ever configured, in the order first seen
   std::vector<Upstream> upstreams;
+  // A routing proxy's routes (issue 22), one group per proxy named as the proxy, a "server" per
+  // route named as the route: `sessions` routed there, `active` open now. In the segments they
+  // are servers of the upstream StatsTable::routes_key(proxy) (fold and inherit alike);
+  // snapshot() moves them here.
+  std::vector<Upstream> routes;
 
   // Equal snapshots render alike (the clock is in whole seconds): see RenderCache.
   bool operator==(const Snapshot&) const = default;
@@ -185,6 +190,13 @@ class StatsTable {
   ~StatsTable();
   StatsTable(const StatsTable&) = delete;
   StatsTable& operator=(const StatsTable&) = delete;
+
+  // The registry's upstream name under which a routing proxy's routes count: "(routes) NAME"
+  // (a configured name never begins with '(').
+  static constexpr std::string_view kRoutesPrefix = "(routes) ";
+  static std::string routes_key(std::string_view proxy) {
+    return std::string(kRoutesPrefix) + std::string(proxy);
+  }
 
   // The upstream name under which `proxy`'s servers count (see above).
   static std::string_view upstream_name_of(const conf::Proxy& proxy) noexcept {

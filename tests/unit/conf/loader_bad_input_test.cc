@@ -12,15 +12,10 @@
 #include "conf/loader.h"
 #include "conf/source.h"
 #include "tests/support/process.h"
+#include "tests/unit/conf/load_errors.h"
 
 namespace ferry::conf {
 namespace {
-
-std::string errors_of(const LoadResult& r) {
-  std::string out;
-  for (const auto& e : r.errors) out += e.to_string() + "\n";
-  return out;
-}
 
 TEST(LoaderBadInputTest, IntegersLibconfigWouldWrapAreRefusedWithTheirLine) {
   // libconfig reads 4294967298 as 2 and 99999999999999999999 as -1: the loader must not.

@@ -1,6 +1,7 @@
 // Tests of conf/loader and conf/printer: defaults, includes from the including file's folder,
 // the spec's example, and -T's round trip to an equal Config.
 #include "conf/loader.h"
+#include "tests/unit/conf/load_errors.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -26,12 +27,6 @@ namespace ferry::conf {
 namespace {
 
 const std::string kExample = test::source_root() + "/packaging/ferry.conf";
-
-std::string errors_of(const LoadResult& r) {
-  std::string out;
-  for (const auto& e : r.errors) out += e.to_string() + "\n";
-  return out;
-}
 
 TEST(LoaderTest, AnEmptyFileGivesEveryDefault) {
   const LoadResult r = load_text("", "empty.conf", ".");

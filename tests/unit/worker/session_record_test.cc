@@ -121,11 +121,15 @@ constexpr std::size_t kBatchHeader = 4;
 std::size_t listen_code_at(const SessionRecord& first) {
   return kBatchHeader + 4 + 4 + 2 + first.proxy.size();
 }
-// From the end of a batch whose last record is `last`: the directions are its last bytes (state,
-// splice, total, held length, held bytes each), the counted flag and limit_bucket before them.
+// From the end of a batch whose last record is `last`: its route (three texts) ends it, the
+// directions come before (state, splice, total, held length, held bytes each), the counted flag
+// and limit_bucket before them.
 constexpr std::size_t kDirectionFixed = 1 + 1 + 8 + 4;
+std::size_t route_size(const SessionRecord& r) {
+  return 3 * 2 + r.upstream.size() + r.route.size() + r.sni.size();
+}
 std::size_t down_state_at(const Bytes& b, const SessionRecord& last) {
-  return b.size() - kDirectionFixed - last.down.held.size();
+  return b.size() - route_size(last) - kDirectionFixed - last.down.held.size();
 }
 std::size_t up_state_at(const Bytes& b, const SessionRecord& last) {
   return down_state_at(b, last) - kDirectionFixed - last.up.held.size();
@@ -381,7 +385,7 @@ TEST(MoveAnswerTest, AnswersRoundTrip) {
   encode_answers(answers, b);
   EXPECT_EQ(b.size(), 4 + answers.size() * 5);
   EXPECT_EQ(b[0], std::byte{'A'});
-  EXPECT_EQ(b[1], std::byte{kSessionRecordVersion});
+  EXPECT_EQ(b[1], std::byte{kMoveAnswerVersion});
   std::vector<MoveAnswer> back;
   std::string why;
   ASSERT_TRUE(decode_answers(b, back, why)) << why;
@@ -409,13 +413,45 @@ TEST(MoveAnswerTest, AnotherVersionOrAVerdictOutOfRangeIsRefused) {
                                            {.id = 2, .verdict = MoveVerdict::refused}};
   Bytes b;
   encode_answers(answers, b);
-  b[1] = std::byte{kSessionRecordVersion + 1};
+  b[1] = std::byte{kMoveAnswerVersion + 1};
   EXPECT_EQ(answers_refusal(b), "another version");
   encode_answers(answers, b);
   b.back() = std::byte{2};  // the second answer's verdict
   EXPECT_EQ(answers_refusal(b), "a verdict out of range");
   b.back() = std::byte{0xff};
   EXPECT_EQ(answers_refusal(b), "a verdict out of range");
+}
+
+}  // namespace
+}  // namespace ferry::worker
+
+namespace ferry::worker {
+namespace {
+
+// Issue 22: a routed session carries its route; a batch of version 1 (before routes) still
+// decodes, its sessions unrouted, so that a binary upgrade from it still moves them.
+TEST(SessionRecordTest, ARouteTravelsAndVersionOneBatchesStillDecode) {
+  SessionRecord routed = ipv4_record();
+  routed.upstream = "tls-backends";
+  routed.route = "alpha";
+  routed.sni = "a.test";
+  const std::vector<SessionRecord> back = decoded(batch_of({routed}));
+  ASSERT_EQ(back.size(), 1U);
+  EXPECT_EQ(back[0], routed);
+
+  const SessionRecord plain = ipv4_record();
+  Bytes b = batch_of({plain});
+  // Version 1 had no route: three empty texts (a 2-byte length each) fewer at the end.
+  b.resize(b.size() - 6);
+  b[1] = std::byte{1};
+  const std::size_t len_at = kBatchHeader;
+  const auto len = static_cast<std::uint32_t>(b[len_at]) | static_cast<std::uint32_t>(b[len_at + 1])
+                                                               << 8;
+  b[len_at] = static_cast<std::byte>((len - 6) & 0xff);
+  b[len_at + 1] = static_cast<std::byte>((len - 6) >> 8);
+  const std::vector<SessionRecord> old = decoded(b);
+  ASSERT_EQ(old.size(), 1U);
+  EXPECT_EQ(old[0], plain);
 }
 
 }  // namespace

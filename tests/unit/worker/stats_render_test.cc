@@ -113,7 +113,10 @@ void check_json(const std::string& json, const std::string& checks) {
 import json, sys
 d = json.load(sys.stdin)
 assert set(d) == {"version", "pid", "started", "uptime_seconds", "generation", "reloads",
-                  "workers", "proxies", "upstreams"}, sorted(d)
+                  "workers", "proxies", "upstreams", "routes"}, sorted(d)
+for g in d["routes"].values():
+    for r in g.values():
+        assert set(r) == {"sessions", "active"}, r
 assert set(d["reloads"]) == {"ok", "failed", "last", "last_at", "last_error"}, d["reloads"]
 for w in d["workers"]:
     assert set(w) == {"pid", "generation", "started", "connections"}, w
