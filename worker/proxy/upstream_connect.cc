@@ -42,7 +42,8 @@ bool Session::connect_next() {
         proxy_.next_upstream_tries > 0 && tries_ >= proxy_.next_upstream_tries;
     const bool out_of_time = proxy_.next_upstream_timeout.count() > 0 && tries_ > 0 &&
                              now - started_ >= proxy_.next_upstream_timeout;
-    Peer* next = out_of_tries || out_of_time ? nullptr : balancer_->pick(client_->peer, tried_, now);
+    Peer* next =
+        out_of_tries || out_of_time ? nullptr : balancer_->pick(client_->peer, tried_, now);
     if (next == nullptr) {
       spdlog::warn("proxy \"{}\": no server could take client {} ({} tried)", proxy_.name,
                    client_->peer.to_string(), tries_);
