@@ -32,8 +32,8 @@ struct ClientHello {
 
 struct HelloResult {
   HelloStatus status = HelloStatus::need_more;
-  ClientHello hello;        // when done
-  std::string_view error;   // static text naming what is wrong, when not_tls / malformed / too_large
+  ClientHello hello;       // when done
+  std::string_view error;  // static text naming what is wrong, when not_tls / malformed / too_large
 };
 
 // `data` = every byte received from the client so far (from the first). Decides as early as it
