@@ -115,25 +115,6 @@ bool check_server_kind(Reader& r, const Setting& e) {
   return ok;
 }
 
-// A list ( { ... }, ... ) printed a group per element, `each` writing one's settings.
-template <typename T, typename Each>
-void print_list(Writer& w, std::string_view name, const std::vector<const T*>& items, Each&& each) {
-  w.open(std::string(name) + " = (");
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    w.open("{");
-    each(*items[i]);
-    w.close(i + 1 < items.size() ? "}," : "}");
-  }
-  w.close(");");
-}
-
-template <typename T>
-std::vector<const T*> all_of(const std::vector<T>& items) {
-  std::vector<const T*> out;
-  for (const T& item : items) out.push_back(&item);
-  return out;
-}
-
 // As nginx Plus: hashing maps a client to a server by its points on the ring, not by weights to
 // ramp (moving keys away and back would break the affinity hashing is for).
 constexpr const char* kNoSlowStartWithHash =
@@ -197,6 +178,8 @@ constexpr Field<Upstream> kUpstream[] = {
        print_fields<HealthCheck>(w, kHealthCheck, *up.health_check);
        w.close("};");
      }},
+    {"tls", [](Reader& r, const Setting& s, Upstream& up) { read_client_tls(r, s, up.tls); },
+     [](Writer& w, std::string_view n, const Upstream& up) { print_client_tls(w, n, up.tls); }},
 };
 
 constexpr const char* kDefaultStatusListen = "127.0.0.1:9145";

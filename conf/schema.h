@@ -2,6 +2,9 @@
 // from libconfig's tree into a Config and printed back from one for `ferry -T`.
 #pragma once
 
+#include <optional>
+#include <string_view>
+
 #include "conf/config.h"
 #include "conf/reader.h"
 #include "conf/writer.h"
@@ -24,5 +27,12 @@ void read_name(Reader& r, const Setting& s, std::string& out);
 // (the workers retry it every resolve_interval), or an error when `up` requires it. `at`: the
 // setting a warning or error points at.
 void resolve_server(Reader& r, const Setting& at, const Upstream& up, Server& sv);
+
+// A proxy's `tls` group (termination) and an upstream's (origination), schema_tls.cc: the
+// certificates, keys, cipher lists and CA files are tried with OpenSSL as they are read.
+void read_server_tls(Reader& r, const Setting& s, std::optional<ServerTls>& out);
+void print_server_tls(Writer& w, std::string_view name, const std::optional<ServerTls>& tls);
+void read_client_tls(Reader& r, const Setting& s, std::optional<ClientTls>& out);
+void print_client_tls(Writer& w, std::string_view name, const std::optional<ClientTls>& tls);
 
 }  // namespace ferry::conf
