@@ -9,19 +9,12 @@
 #include <cstring>
 #include <memory>
 
+#include "conf/openssl_ptr.h"
+
 namespace ferry::conf {
 namespace {
 
-struct CtxFree {
-  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-};
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-struct KeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using Ctx = std::unique_ptr<SSL_CTX, CtxFree>;
+using Ctx = SslCtxPtr;
 
 std::string quoted(const std::string& path) { return "\"" + path + "\""; }
 
@@ -66,8 +59,8 @@ bool load_certificate_pair(SSL_CTX* ctx, const CertificatePair& pair, PairError&
   }
   // Read here rather than with SSL_CTX_use_PrivateKey_file: a key of another type than the
   // certificate would go to another slot and only fail later with a misleading reason.
-  const std::unique_ptr<BIO, BioFree> bio(BIO_new_file(pair.key.c_str(), "r"));
-  std::unique_ptr<EVP_PKEY, KeyFree> key;
+  const BioPtr bio(BIO_new_file(pair.key.c_str(), "r"));
+  EvpPkeyPtr key;
   if (bio) key.reset(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
   if (!key) {
     // OpenSSL 3's decoders say only "unsupported" of a file holding no key they can read.

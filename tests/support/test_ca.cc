@@ -11,20 +11,13 @@
 #include <cstdlib>
 #include <utility>
 
+#include "conf/openssl_ptr.h"
+
 namespace ferry::test {
 namespace {
 
-struct KeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct BioFree {
-  void operator()(BIO* b) const { BIO_free(b); }
-};
-using Key = std::unique_ptr<EVP_PKEY, KeyFree>;
-using Cert = std::unique_ptr<X509, X509Free>;
+using Key = conf::EvpPkeyPtr;
+using Cert = conf::X509Ptr;
 
 [[noreturn]] void fail(const char* what) {
   char reason[256] = "";
@@ -71,7 +64,7 @@ Cert make_cert(EVP_PKEY* key, const std::string& cn, int days) {
 }
 
 void write_pem(const std::string& path, const std::vector<X509*>& certs, EVP_PKEY* key) {
-  const std::unique_ptr<BIO, BioFree> bio(BIO_new_file(path.c_str(), "w"));
+  const conf::BioPtr bio(BIO_new_file(path.c_str(), "w"));
   check(bio != nullptr, "BIO_new_file");
   for (X509* c : certs) check(PEM_write_bio_X509(bio.get(), c) == 1, "PEM_write_bio_X509");
   if (key != nullptr) {
