@@ -117,6 +117,10 @@ std::unique_ptr<ServerContext> ServerContext::create(const conf::ServerTls& sett
   std::unique_ptr<ServerContext> sc(new ServerContext());
   sc->ktls_ = kernel_tls_usable();
   for (const std::string& p : settings.alpn) {
+    if (p.empty() || p.size() > 255) {
+      error = "ALPN protocol \"" + p + "\": not 1 to 255 bytes";
+      return nullptr;
+    }
     sc->alpn_ += static_cast<char>(p.size());
     sc->alpn_ += p;
   }

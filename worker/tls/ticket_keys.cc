@@ -73,6 +73,11 @@ TicketKeys::TicketKeys(std::span<const unsigned char, kSecretSize> secret) {
   std::memcpy(secret_.data(), secret.data(), kSecretSize);
 }
 
+TicketKeys::~TicketKeys() {
+  OPENSSL_cleanse(secret_.data(), secret_.size());
+  OPENSSL_cleanse(cache_.data(), sizeof cache_);
+}
+
 std::shared_ptr<TicketKeys> TicketKeys::create() {
   std::array<unsigned char, kSecretSize> secret{};
   if (RAND_bytes(secret.data(), static_cast<int>(secret.size())) != 1) return nullptr;

@@ -44,6 +44,9 @@ class TicketKeys {
   void set_now_for_test(std::chrono::system_clock::time_point t);
 
   explicit TicketKeys(std::span<const unsigned char, kSecretSize> secret);
+  ~TicketKeys();  // wipes the secret and the keys
+  TicketKeys(const TicketKeys&) = delete;
+  TicketKeys& operator=(const TicketKeys&) = delete;
 
  private:
   std::array<unsigned char, kSecretSize> secret_{};

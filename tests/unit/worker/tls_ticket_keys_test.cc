@@ -85,9 +85,9 @@ class TicketResumptionTest : public ::testing::TestWithParam<int> {
     return sc;
   }
   // A full handshake with `sc`: the session the client got a ticket for.
-  SSL_SESSION* first_session(const ServerContext& sc) {
+  SSL_SESSION* first_session(const ServerContext& sc, const std::string& sni = "a.test") {
     TlsPair p;
-    p.client = client_ssl(client_.get(), p.client_fd, "a.test");
+    p.client = client_ssl(client_.get(), p.client_fd, sni);
     p.server.reset(sc.new_ssl(p.server_fd));
     EXPECT_TRUE(p.handshake().ok());
     EXPECT_TRUE(p.server_says_hello());
@@ -97,9 +97,9 @@ class TicketResumptionTest : public ::testing::TestWithParam<int> {
     return SSL_get1_session(p.client.get());
   }
   // Whether `session` resumes at `sc`.
-  bool resumes(const ServerContext& sc, SSL_SESSION* session) {
+  bool resumes(const ServerContext& sc, SSL_SESSION* session, const std::string& sni = "a.test") {
     TlsPair p;
-    p.client = client_ssl(client_.get(), p.client_fd, "a.test");
+    p.client = client_ssl(client_.get(), p.client_fd, sni);
     SSL_set_session(p.client.get(), session);
     p.server.reset(sc.new_ssl(p.server_fd));
     const Outcome o = p.handshake();
@@ -139,6 +139,19 @@ TEST_P(TicketResumptionTest, ATicketOfThePreviousPeriodResumesAnOlderOneDoesNot)
     keys->set_now_for_test(start);
     SSL_SESSION_free(session);
   }
+}
+
+// The SNI moves the connection to another certificate's context: its ticket still resumes.
+TEST_P(TicketResumptionTest, ASessionOfAnotherCertificatesNameResumesToo) {
+  const test::Issued other = ca_.issue("other", {"*.other.test"}, {}, test::KeyType::rsa);
+  settings_.certificates.push_back({other.cert_path, other.key_path});
+  const std::shared_ptr<const TicketKeys> keys = TicketKeys::create();
+  const auto one = worker(keys);
+  const auto two = worker(keys);
+  SSL_SESSION* session = first_session(*one, "x.other.test");
+  ASSERT_NE(session, nullptr);
+  EXPECT_TRUE(resumes(*two, session, "x.other.test"));
+  SSL_SESSION_free(session);
 }
 
 TEST_P(TicketResumptionTest, WithoutTicketsNothingResumes) {
