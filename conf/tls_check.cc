@@ -14,15 +14,13 @@
 namespace ferry::conf {
 namespace {
 
-using Ctx = SslCtxPtr;
-
 std::string quoted(const std::string& path) { return "\"" + path + "\""; }
 
 // Runs `try_it` on a fresh context: "" when it returns true, else `what` and OpenSSL's reason.
 template <typename Try>
 std::string on_scratch(const std::string& what, Try&& try_it) {
   ERR_clear_error();
-  const Ctx ctx(SSL_CTX_new(TLS_method()));
+  const SslCtxPtr ctx(SSL_CTX_new(TLS_method()));
   if (!ctx) return "cannot make an OpenSSL context: " + openssl_error();
   if (try_it(ctx.get())) {
     ERR_clear_error();
@@ -89,7 +87,7 @@ bool load_certificate_pair(SSL_CTX* ctx, const CertificatePair& pair, PairError&
 
 PairError check_certificate_pair(const CertificatePair& pair) {
   ERR_clear_error();
-  const Ctx ctx(SSL_CTX_new(TLS_method()));
+  const SslCtxPtr ctx(SSL_CTX_new(TLS_method()));
   if (!ctx) return {"cannot make an OpenSSL context: " + openssl_error(), false};
   PairError error;
   load_certificate_pair(ctx.get(), pair, error);
