@@ -67,6 +67,15 @@ void print_fields(Writer& w, std::span<const Field<T>> fields, const T& value) {
   }
 }
 
+// A group printed as NAME = { ... };.
+template <typename T>
+void print_group(Writer& w, std::string_view name, std::span<const Field<T>> fields,
+                 const T& value) {
+  w.open(std::string(name) + " = {");
+  print_fields<T>(w, fields, value);
+  w.close("};");
+}
+
 // A list ( { ... }, ... ) printed a group per element, `each` writing one's settings.
 template <typename T, typename Each>
 void print_list(Writer& w, std::string_view name, const std::vector<const T*>& items, Each&& each) {

@@ -237,10 +237,7 @@ void read_server_tls(Reader& r, const Setting& s, std::optional<ServerTls>& out)
 }
 
 void print_server_tls(Writer& w, std::string_view name, const std::optional<ServerTls>& tls) {
-  if (!tls) return;
-  w.open(std::string(name) + " = {");
-  print_fields<ServerTls>(w, kServerTls, *tls);
-  w.close("};");
+  if (tls) print_group<ServerTls>(w, name, kServerTls, *tls);
 }
 
 void read_client_tls(Reader& r, const Setting& s, std::optional<ClientTls>& out) {
@@ -260,10 +257,7 @@ void read_client_tls(Reader& r, const Setting& s, std::optional<ClientTls>& out)
 }
 
 void print_client_tls(Writer& w, std::string_view name, const std::optional<ClientTls>& tls) {
-  if (!tls) return;
-  w.open(std::string(name) + " = {");
-  print_fields<ClientTls>(w, kClientTls, *tls);
-  w.close("};");
+  if (tls) print_group<ClientTls>(w, name, kClientTls, *tls);
 }
 
 }  // namespace ferry::conf
