@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "conf/address.h"
+#include "conf/tls_settings.h"
 
 namespace ferry::conf {
 
@@ -125,6 +126,8 @@ struct Upstream {
   // Made for a proxy's `upstream = "host:port"` (named by that text, every default): not
   // written by -T, where the proxy names the address.
   bool implicit = false;
+  // Connections to the servers are TLS when set.
+  std::optional<ClientTls> tls;
 
   bool operator==(const Upstream&) const = default;
 };
@@ -191,6 +194,8 @@ struct Proxy {
   int client_ipv6_prefix = 64;
   std::string access_log = "/var/log/ferry/access.log";   // "off" = none
   ReloadSessions reload_sessions = ReloadSessions::move;  // the top level's when not set
+  // Clients' connections are TLS, terminated here, when set.
+  std::optional<ServerTls> tls;
 
   bool operator==(const Proxy&) const = default;
 };

@@ -67,6 +67,34 @@ void print_fields(Writer& w, std::span<const Field<T>> fields, const T& value) {
   }
 }
 
+// A group printed as NAME = { ... };.
+template <typename T>
+void print_group(Writer& w, std::string_view name, std::span<const Field<T>> fields,
+                 const T& value) {
+  w.open(std::string(name) + " = {");
+  print_fields<T>(w, fields, value);
+  w.close("};");
+}
+
+// A list ( { ... }, ... ) printed a group per element, `each` writing one's settings.
+template <typename T, typename Each>
+void print_list(Writer& w, std::string_view name, const std::vector<const T*>& items, Each&& each) {
+  w.open(std::string(name) + " = (");
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    w.open("{");
+    each(*items[i]);
+    w.close(i + 1 < items.size() ? "}," : "}");
+  }
+  w.close(");");
+}
+
+template <typename T>
+std::vector<const T*> all_of(const std::vector<T>& items) {
+  std::vector<const T*> out;
+  for (const T& item : items) out.push_back(&item);
+  return out;
+}
+
 // ---- the usual kinds of field, by the member they fill -----------------------------------
 
 template <typename M>

@@ -28,6 +28,11 @@ inline constexpr Named<ProxyProtocol> kProxyProtocols[] = {
 
 inline constexpr Named<ReloadSessions> kReloadSessions[] = {{"move", ReloadSessions::move},
                                                             {"drain", ReloadSessions::drain}};
+// OpenSSL's names of the versions, as nginx's ssl_protocols and HAProxy's ssl-min-ver write them.
+inline constexpr Named<TlsVersion> kTlsVersions[] = {{"TLSv1.2", TlsVersion::tls1_2},
+                                                     {"TLSv1.3", TlsVersion::tls1_3}};
+inline constexpr Named<VerifyClient> kVerifyClient[] = {
+    {"off", VerifyClient::off}, {"optional", VerifyClient::optional}, {"on", VerifyClient::on}};
 
 // The name of `value` in `table` (the first entry's for a value not in it).
 template <typename E>

@@ -178,6 +178,8 @@ constexpr Field<Upstream> kUpstream[] = {
        print_fields<HealthCheck>(w, kHealthCheck, *up.health_check);
        w.close("};");
      }},
+    {"tls", [](Reader& r, const Setting& s, Upstream& up) { read_client_tls(r, s, up.tls); },
+     [](Writer& w, std::string_view n, const Upstream& up) { print_client_tls(w, n, up.tls); }},
 };
 
 constexpr const char* kDefaultStatusListen = "127.0.0.1:9145";

@@ -2,6 +2,7 @@
 // from libconfig's tree into a Config and printed back from one for `ferry -T`.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,23 +30,11 @@ void read_name(Reader& r, const Setting& s, std::string& out);
 // setting a warning or error points at.
 void resolve_server(Reader& r, const Setting& at, const Upstream& up, Server& sv);
 
-// A list ( { ... }, ... ) printed a group per element, `each` writing one's settings.
-template <typename T, typename Each>
-void print_list(Writer& w, std::string_view name, const std::vector<const T*>& items, Each&& each) {
-  w.open(std::string(name) + " = (");
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    w.open("{");
-    each(*items[i]);
-    w.close(i + 1 < items.size() ? "}," : "}");
-  }
-  w.close(");");
-}
-
-template <typename T>
-std::vector<const T*> all_of(const std::vector<T>& items) {
-  std::vector<const T*> out;
-  for (const T& item : items) out.push_back(&item);
-  return out;
-}
+// A proxy's `tls` group (termination) and an upstream's (origination), schema_tls.cc: the
+// certificates, keys, cipher lists and CA files are tried with OpenSSL as they are read.
+void read_server_tls(Reader& r, const Setting& s, std::optional<ServerTls>& out);
+void print_server_tls(Writer& w, std::string_view name, const std::optional<ServerTls>& tls);
+void read_client_tls(Reader& r, const Setting& s, std::optional<ClientTls>& out);
+void print_client_tls(Writer& w, std::string_view name, const std::optional<ClientTls>& tls);
 
 }  // namespace ferry::conf

@@ -252,6 +252,8 @@ constexpr Field<Proxy> kProxy[] = {
     client_prefix<&Proxy::client_ipv6_prefix, 128>("client_ipv6_prefix"),
     string_field<&Proxy::access_log, false>("access_log"),
     choice_field<&Proxy::reload_sessions, kReloadSessions>("reload_sessions"),
+    {"tls", [](Reader& r, const Setting& s, Proxy& px) { read_server_tls(r, s, px.tls); },
+     [](Writer& w, std::string_view n, const Proxy& px) { print_server_tls(w, n, px.tls); }},
 };
 
 }  // namespace

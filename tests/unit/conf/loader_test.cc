@@ -22,6 +22,7 @@
 #include "conf/source.h"
 #include "tests/support/process.h"
 #include "tests/support/shipped_configs.h"
+#include "tests/support/test_ca.h"
 
 namespace ferry::conf {
 namespace {
@@ -121,7 +122,7 @@ TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
                     { address = "[::1]:2"; down = true; } );
         health_check = { interval = "2s"; timeout = "250ms"; fails = 2; passes = 1;
                          send = "PING\r\n"; expect = "+PONG"; }; },
-      { name = "b"; balance = "hash"; servers = ( { address = "localhost:3"; } ); }
+      { name = "b"; balance = "hash"; servers = ( { address = "localhost:3"; } ); UPSTREAM_TLS }
     );
     proxies = (
       { name = "p1"; listen = [ "127.0.0.1:7001", "[::1]:7001" ]; upstream = "a";
@@ -132,11 +133,24 @@ TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
         accept_proxy_protocol_from = [ "10.1.0.0/16", "::1" ];
         max_conns_per_client = 7; client_ipv4_prefix = 24; client_ipv6_prefix = 56;
         access_log = "off"; reload_sessions = "move"; },
-      { name = "p2"; listen = "*:7002"; upstream = "127.0.0.1:9999"; buffer_size = 5000; }
+      { name = "p2"; listen = "*:7002"; upstream = "127.0.0.1:9999"; buffer_size = 5000; PROXY_TLS }
     );
     status = { listen = "127.0.0.1:9145"; access = [ "allow 127.0.0.1" ]; };
   )";
-  const LoadResult first = load_text(full, "full.conf", ".");
+  // TLS at both ends (more in tls_settings_test.cc), with certificates made for the test.
+  const test::TempDir dir;
+  test::TestCa ca(dir.path());
+  const test::Issued server = ca.issue("server", {"a.test"});
+  const test::Issued client = ca.issue("client", {"client.test"}, {}, test::KeyType::rsa);
+  std::string text = full;
+  text.replace(text.find("UPSTREAM_TLS"), 12,
+               "tls = { ca = \"" + ca.cert_path() + "\"; certificate = \"" + client.cert_path +
+                   "\"; key = \"" + client.key_path + "\"; server_name = \"b.test\"; };");
+  text.replace(text.find("PROXY_TLS"), 9,
+               "tls = { certificates = ( { certificate = \"" + server.cert_path + "\"; key = \"" +
+                   server.key_path + "\"; } ); alpn = \"h2\"; client_ca = \"" + ca.cert_path() +
+                   "\"; };");
+  const LoadResult first = load_text(text, "full.conf", ".");
   ASSERT_TRUE(first.config) << errors_of(first);
   const std::string dumped = to_text(*first.config);
   const LoadResult second = load_text(dumped, "dumped.conf", ".");
@@ -155,6 +169,8 @@ TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
   EXPECT_EQ(first.config->upstreams[0].slow_start, Msec{30'000});
   EXPECT_EQ(first.config->upstreams[0].servers[0].slow_start, Msec{0});
   EXPECT_FALSE(first.config->upstreams[0].servers[1].slow_start) << "follows the upstream's";
+  EXPECT_EQ(first.config->proxies[1].tls->verify_client, VerifyClient::on);
+  EXPECT_EQ(first.config->upstreams[1].tls->server_name, "b.test");
 }
 
 // slow_start: off by default; on an upstream, and on a server (which overrides it); refused

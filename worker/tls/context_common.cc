@@ -1,0 +1,32 @@
+// The settings both directions' contexts share (see context_common.h).
+#include "worker/tls/context_common.h"
+
+#include "conf/tls_check.h"
+#include "worker/tls/ktls.h"
+
+namespace ferry::worker::tls {
+
+bool set_common(SSL_CTX* ctx, const conf::TlsProtocols& v, std::string& error) {
+  if (SSL_CTX_set_min_proto_version(ctx, conf::min_version(v.protocols)) != 1 ||
+      SSL_CTX_set_max_proto_version(ctx, conf::max_version(v.protocols)) != 1) {
+    error = "cannot set the TLS versions: " + conf::openssl_error();
+    return false;
+  }
+  if (SSL_CTX_set_cipher_list(ctx, v.ciphers.c_str()) != 1) {
+    error = "ciphers \"" + v.ciphers + "\": " + conf::openssl_error();
+    return false;
+  }
+  if (SSL_CTX_set_ciphersuites(ctx, v.ciphersuites.c_str()) != 1) {
+    error = "ciphersuites \"" + v.ciphersuites + "\": " + conf::openssl_error();
+    return false;
+  }
+  // Renegotiation is a denial-of-service lever and no layer-4 peer needs it.
+  std::uint64_t options = SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION;
+  if (kernel_tls_usable()) options |= SSL_OP_ENABLE_KTLS;
+  SSL_CTX_set_options(ctx, options);
+  // An idle relay holds no 34 KB of OpenSSL buffers.
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  return true;
+}
+
+}  // namespace ferry::worker::tls
