@@ -279,6 +279,11 @@ Proxy read_proxy(Reader& r, const Setting& g) {
   if (Reader::member(g, "upstream") == nullptr && Reader::member(g, "routes") == nullptr) {
     r.missing(g, "upstream", "name an upstream, or give one \"host:port\"");
   }
+  if (px.tls && !px.routes.empty()) {
+    r.error(g["routes"],
+            "routes pass TLS through by its ClientHello and tls terminates it: a proxy does one "
+            "or the other (route to a terminating proxy's address to do both)");
+  }
   if (px.routes.empty() && Reader::member(g, "preread_timeout") != nullptr) {
     r.warn(g["preread_timeout"], "no effect without routes");
   }

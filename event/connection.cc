@@ -38,6 +38,7 @@ Connection* ConnectionPool::get(UniqueFd fd) noexcept {
 void ConnectionPool::free(Connection& c) noexcept {
   c.fd.reset();
   c.data = nullptr;
+  c.ssl = nullptr;  // freed by its owner (event/ knows nothing of OpenSSL)
   c.next_free = free_list_;
   free_list_ = &c;
   ++free_count_;

@@ -10,6 +10,8 @@
 #include "event/socket_address.h"
 #include "event/syscall_util.h"
 
+struct ssl_st;  // OpenSSL's SSL: event/ only carries the pointer, worker/tls/ uses it
+
 namespace ferry::event {
 
 struct Listening;
@@ -24,6 +26,9 @@ struct Connection {
   void* data = nullptr;                  // the user of the connection (a session, a notifier, ...)
   const Listening* listening = nullptr;  // set on accepted connections
   SocketAddress peer;
+  // The TLS of this connection when ferry terminates or originates it (worker/tls/tls_io.h),
+  // else null. Its owner frees it before the connection goes back to the pool.
+  ssl_st* ssl = nullptr;
   Connection* next_free = nullptr;
   std::uint32_t index = kNoSlot;  // slot in the pool
   // Counts the pool's hand-outs of this entry: epoll reports carry the value of their time, so

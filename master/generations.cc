@@ -311,6 +311,16 @@ void Master::finish_reload(conf::LoadResult result) {
   }
   for (const auto& w : result.warnings) spdlog::warn("{}", w.to_string());
   auto next = std::make_unique<conf::Config>(std::move(*result.config));
+  // The certificates are read now: one that became unreadable since the check keeps the old
+  // configuration serving, as any other error does.
+  std::shared_ptr<const worker::tls::TlsContexts> next_tls;
+  if (std::string why; !build_tls(*next, next_tls, &why)) {
+    spdlog::error("reload rejected: {}; keeping the running configuration", why);
+    reload_failed(why);
+    answer_reload_waiters(protocol::error_answer(why + "\n"));
+    run_queued_reload();
+    return;
+  }
   if (const auto failed = listeners_.apply(*next, next->worker_processes)) {
     spdlog::error("reload rejected: {}; keeping the running configuration", *failed);
     reload_failed(*failed);
@@ -327,8 +337,9 @@ void Master::finish_reload(conf::LoadResult result) {
   worker::set_log_role("master");
   raise_nofile_limit(*next);
   // Kept until the new generation serves: if it never does, the old one is the one serving.
-  previous_ = Serving{std::move(config_), generation_, std::move(zones_.health)};
+  previous_ = Serving{std::move(config_), std::move(tls_), generation_, std::move(zones_.health)};
   config_ = std::move(next);
+  tls_ = std::move(next_tls);
   register_stats();
   winched_ = false;
   // The new generation gets a board laid out for the new configuration; the old workers keep
@@ -345,6 +356,7 @@ void Master::finish_reload(conf::LoadResult result) {
 void Master::restore_serving(bool respawn) {
   if (!previous_) return;
   config_ = std::move(previous_->config);
+  tls_ = std::move(previous_->tls);
   peer_uids_for_ = nullptr;  // its `user` and control_readers are looked up again
   generation_ = previous_->generation;
   zones_.health = std::move(previous_->health);

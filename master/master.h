@@ -45,6 +45,7 @@
 #include "worker/proxy/client_limits.h"
 #include "worker/proxy/session_listing.h"
 #include "worker/stats/stats_table.h"
+#include "worker/tls/tls_contexts.h"
 #include "worker/upstream/health_board.h"
 #include "worker/worker_counters.h"
 
@@ -158,6 +159,7 @@ struct PendingAnswer {
 // What served before a reload, until the reload's generation serves.
 struct Serving {
   std::unique_ptr<conf::Config> config;
+  std::shared_ptr<const worker::tls::TlsContexts> tls;
   int generation = 0;
   HealthZone health;
 };
@@ -201,6 +203,11 @@ class Master {
   // ---- master_cycle.cc: setup, signals, stop
   void read_test_hooks();
   [[nodiscard]] bool map_shared_zones();
+  // tls_setup.cc: `cfg`'s TLS contexts into `out` (null when nothing has tls); false with
+  // `why` (or, without it, a critical line in the log) when a context cannot be built.
+  [[nodiscard]] bool build_tls(const conf::Config& cfg,
+                               std::shared_ptr<const worker::tls::TlsContexts>& out,
+                               std::string* why = nullptr);
   [[nodiscard]] bool open_signalfd();
   [[nodiscard]] bool open_control_socket();
   static void on_signal(Event& ev);
@@ -333,6 +340,11 @@ class Master {
 
   std::string conf_file_;
   std::unique_ptr<conf::Config> config_;
+  // config_'s TLS contexts (termination, origination), built here where the keys are readable;
+  // and the session ticket keys every generation's workers share (resumption across workers
+  // and reloads).
+  std::shared_ptr<const worker::tls::TlsContexts> tls_;
+  std::shared_ptr<const worker::tls::TicketKeys> ticket_keys_;
   std::optional<Serving> previous_;
   Msec ready_timeout_ = kReadyTimeout;
   WorkerFailHook worker_fail_;

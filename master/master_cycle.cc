@@ -138,6 +138,7 @@ int Master::run() {
   listeners_.close_removed();
   listeners_.advise_migrate_req(*config_);
   if (!map_shared_zones()) return 1;
+  if (!build_tls(*config_, tls_)) return 1;
   load_runtime_state();
   register_stats();
   // Before the first workers: a name known to both masters keeps one index.

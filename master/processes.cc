@@ -140,6 +140,7 @@ int Master::become_worker(int slot, int generation, int channel, worker::WorkerC
   settings.client_secret = &segments_.client_secret();
   settings.limits_share = limits_share;
   settings.stats = stats_.get();
+  settings.tls = tls_.get();
   settings.stats_slot =
       counters != nullptr ? zones_.counters->index_of(*counters) : worker::StatsTable::kNoSlot;
   settings.health_board = zones_.health.board;

@@ -121,6 +121,7 @@ class Worker {
       resolver_->start();
     }
     sessions_.set_stats(settings_.stats, settings_.stats_slot);
+    sessions_.set_tls(settings_.tls);
     sessions_.prepare(cfg_);
     sessions_.set_counters(settings_.counters);
     sessions_.set_client_limits(settings_.client_limits, settings_.client_secret,

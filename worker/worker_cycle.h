@@ -16,6 +16,10 @@
 
 namespace ferry::worker {
 
+namespace tls {
+class TlsContexts;
+}
+
 struct WorkerSettings {
   const conf::Config* config = nullptr;
   // The sockets this worker serves, and only those: the acceptor works on duplicates and the
@@ -35,6 +39,8 @@ struct WorkerSettings {
   // The statistics of every worker of every generation, and this worker's block in it (its
   // counters entry's index, which is also its share of the servers' counts in the HealthBoard).
   StatsTable* stats = nullptr;
+  // The configuration's TLS contexts, built by the master (null: none has tls).
+  const tls::TlsContexts* tls = nullptr;
   std::size_t stats_slot = StatsTable::kNoSlot;
   int slot = 0;
   int generation = 0;

@@ -5,7 +5,10 @@
 #include <unistd.h>
 
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <sys/socket.h>
 
 #include <string_view>
 
@@ -99,6 +102,176 @@ std::string peer_subject(const Finished& f) {
   const auto end = f.out.find('\n', at);
   return f.out.substr(at + kSubject.size(),
                       end == std::string::npos ? end : end - at - kSubject.size());
+}
+
+}  // namespace ferry::test
+
+namespace ferry::test {
+
+namespace {
+
+std::string ssl_error_text() {
+  const unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return "no OpenSSL error queued";
+  char text[256];
+  ERR_error_string_n(e, text, sizeof text);
+  return text;
+}
+
+}  // namespace
+
+TlsClient::TlsClient(int port, const TlsClientOptions& o) {
+  fd_ = connect_to_port(port);
+  if (fd_ == -1) {
+    error_ = "connect failed";
+    return;
+  }
+  ctx_ = SSL_CTX_new(TLS_client_method());
+  if (ctx_ == nullptr) return;
+  if (o.max_version != 0) SSL_CTX_set_max_proto_version(ctx_, o.max_version);
+  if (!o.sigalgs.empty()) SSL_CTX_set1_sigalgs_list(ctx_, o.sigalgs.c_str());
+  if (!o.ca.empty()) {
+    SSL_CTX_load_verify_locations(ctx_, o.ca.c_str(), nullptr);
+    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
+  }
+  if (!o.cert.empty() &&
+      (SSL_CTX_use_certificate_chain_file(ctx_, o.cert.c_str()) != 1 ||
+       SSL_CTX_use_PrivateKey_file(ctx_, o.key.c_str(), SSL_FILETYPE_PEM) != 1)) {
+    error_ = "client certificate: " + ssl_error_text();
+    return;
+  }
+  ssl_ = SSL_new(ctx_);
+  if (ssl_ == nullptr) return;
+  SSL_set_fd(ssl_, fd_);
+  if (!o.sni.empty()) SSL_set_tlsext_host_name(ssl_, o.sni.c_str());
+  const std::string name = o.verify_name.empty() ? o.sni : o.verify_name;
+  if (!o.ca.empty() && !name.empty()) SSL_set1_host(ssl_, name.c_str());
+  if (!o.alpn.empty()) {
+    std::string wire;
+    for (const std::string& p : o.alpn) wire += static_cast<char>(p.size()) + p;
+    SSL_set_alpn_protos(ssl_, reinterpret_cast<const unsigned char*>(wire.data()),
+                        static_cast<unsigned>(wire.size()));
+  }
+  if (o.resume != nullptr) SSL_set_session(ssl_, o.resume);
+  if (SSL_connect(ssl_) != 1) {
+    error_ = ssl_error_text();
+    return;
+  }
+  connected_ = true;
+}
+
+TlsClient::~TlsClient() {
+  // A session freed without close_notify is marked unresumable (and a shared one with it).
+  if (ssl_ != nullptr && connected_) SSL_shutdown(ssl_);
+  ERR_clear_error();
+  if (ssl_ != nullptr) SSL_free(ssl_);
+  if (ctx_ != nullptr) SSL_CTX_free(ctx_);
+  if (fd_ != -1) ::close(fd_);
+}
+
+bool TlsClient::write(const std::string& data) {
+  if (!connected_) return false;
+  std::size_t done = 0;
+  while (done < data.size()) {
+    std::size_t n = 0;
+    if (SSL_write_ex(ssl_, data.data() + done, data.size() - done, &n) != 1) {
+      error_ = ssl_error_text();
+      return false;
+    }
+    done += n;
+  }
+  return true;
+}
+
+std::string TlsClient::read(std::size_t n) {
+  std::string out;
+  if (!connected_) return out;
+  out.resize(n);
+  std::size_t got = 0;
+  while (got < n) {
+    std::size_t r = 0;
+    if (SSL_read_ex(ssl_, out.data() + got, n - got, &r) != 1) {
+      error_ = ssl_error_text();
+      break;
+    }
+    got += r;
+  }
+  out.resize(got);
+  return out;
+}
+
+std::string TlsClient::peer_subject() const {
+  if (ssl_ == nullptr) return {};
+  X509* cert = SSL_get1_peer_certificate(ssl_);
+  if (cert == nullptr) return {};
+  char text[512];
+  X509_NAME_oneline(X509_get_subject_name(cert), text, sizeof text);
+  X509_free(cert);
+  return text;
+}
+
+std::string TlsClient::version() const { return ssl_ != nullptr ? SSL_get_version(ssl_) : ""; }
+
+std::string TlsClient::alpn() const {
+  const unsigned char* p = nullptr;
+  unsigned len = 0;
+  if (ssl_ != nullptr) SSL_get0_alpn_selected(ssl_, &p, &len);
+  return p != nullptr ? std::string(reinterpret_cast<const char*>(p), len) : std::string();
+}
+
+bool TlsClient::resumed() const { return ssl_ != nullptr && SSL_session_reused(ssl_) == 1; }
+
+std::string TlsClient::peer_key_type() const {
+  if (ssl_ == nullptr) return {};
+  X509* cert = SSL_get1_peer_certificate(ssl_);
+  if (cert == nullptr) return {};
+  const int id = EVP_PKEY_get_base_id(X509_get0_pubkey(cert));
+  X509_free(cert);
+  return id == EVP_PKEY_EC ? "EC" : id == EVP_PKEY_RSA ? "RSA" : "other";
+}
+
+SSL_SESSION* TlsClient::take_session() {
+  if (!connected_) return nullptr;
+  // TLS 1.3 tickets come after the handshake: a read that times out briefly takes them in.
+  if (SSL_version(ssl_) == TLS1_3_VERSION) {
+    const timeval brief{0, 200'000};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &brief, sizeof brief);
+    char byte;
+    std::size_t n = 0;
+    (void)SSL_read_ex(ssl_, &byte, 0, &n);
+    ERR_clear_error();
+    const timeval normal{5, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &normal, sizeof normal);
+  }
+  return SSL_get1_session(ssl_);
+}
+
+bool TlsClient::renegotiate() {
+  if (!connected_ || SSL_renegotiate(ssl_) != 1) return false;
+  const bool ok = SSL_do_handshake(ssl_) == 1;
+  ERR_clear_error();
+  return ok;
+}
+
+bool TlsClient::closed_by_server(std::chrono::milliseconds limit) {
+  const timeval t{static_cast<time_t>(limit.count() / 1000),
+                  static_cast<suseconds_t>(limit.count() % 1000 * 1000)};
+  ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t);
+  char byte;
+  std::size_t n = 0;
+  if (ssl_ == nullptr) return false;
+  const int r = SSL_read_ex(ssl_, &byte, 1, &n);
+  const int e = SSL_get_error(ssl_, r);
+  ERR_clear_error();
+  // EOF, close_notify or an alert: closed; a timeout (EAGAIN under SO_RCVTIMEO): not.
+  return r != 1 && (e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_SSL ||
+                    (e == SSL_ERROR_SYSCALL && errno != EAGAIN && errno != EWOULDBLOCK));
+}
+
+void TlsClient::shutdown_write() {
+  if (ssl_ != nullptr) SSL_shutdown(ssl_);
+  ::shutdown(fd_, SHUT_WR);
 }
 
 }  // namespace ferry::test

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <openssl/ssl.h>
+
 #include "tests/support/process.h"
 
 namespace ferry::test {
@@ -34,6 +36,58 @@ class TlsServer {
  private:
   int port_;
   std::unique_ptr<Process> process_;
+};
+
+// An in-process TLS client (OpenSSL, blocking socket with 5 s timeouts) for tests that talk
+// through a terminating proxy: handshake, then whole writes and exact reads.
+struct TlsClientOptions {
+  std::string sni;                // "" = none
+  std::vector<std::string> alpn;  // offered
+  std::string ca;                 // verify the server against it ("" = no verification)
+  std::string verify_name;        // the name to verify ("" = sni)
+  std::string cert, key;          // a client certificate
+  int max_version = 0;            // TLS1_2_VERSION to stop at 1.2 (0 = the highest)
+  std::string sigalgs;            // "" = OpenSSL's default list
+  SSL_SESSION* resume = nullptr;  // a session to resume (not owned)
+};
+
+class TlsClient {
+ public:
+  // Connects to 127.0.0.1:`port` and runs the handshake (connected() says how it went).
+  TlsClient(int port, const TlsClientOptions& options);
+  ~TlsClient();
+  TlsClient(const TlsClient&) = delete;
+  TlsClient& operator=(const TlsClient&) = delete;
+
+  // The handshake completed (and verified, with a CA).
+  [[nodiscard]] bool connected() const noexcept { return connected_; }
+  [[nodiscard]] const std::string& error() const noexcept { return error_; }
+  bool write(const std::string& data);
+  std::string read(std::size_t n);  // exactly n bytes, or fewer at an error/EOF/timeout
+  bool round_trip(const std::string& data) { return write(data) && read(data.size()) == data; }
+  // The server certificate's subject ("CN=a.test"), the version ("TLSv1.3"), the ALPN agreed,
+  // whether the session was resumed, and the key type of the server's certificate.
+  [[nodiscard]] std::string peer_subject() const;
+  [[nodiscard]] std::string version() const;
+  [[nodiscard]] std::string alpn() const;
+  [[nodiscard]] bool resumed() const;
+  [[nodiscard]] std::string peer_key_type() const;  // "EC" or "RSA"
+  // A session to resume with, owned by the caller (SSL_SESSION_free); reads the tickets a TLS
+  // 1.3 server sends after the handshake first.
+  SSL_SESSION* take_session();
+  // TLS 1.2: asks for a renegotiation; true when the server went along with it.
+  bool renegotiate();
+  // Whether the server closed (EOF or an alert) within `limit`.
+  bool closed_by_server(std::chrono::milliseconds limit = std::chrono::seconds(5));
+  // Sends a TCP FIN after close_notify.
+  void shutdown_write();
+
+ private:
+  int fd_ = -1;
+  SSL_CTX* ctx_ = nullptr;
+  SSL* ssl_ = nullptr;
+  bool connected_ = false;
+  std::string error_;
 };
 
 // `openssl s_client` to 127.0.0.1:`port` with SNI `sni` (none when empty) and `alpn`, plus

@@ -40,6 +40,8 @@ std::string_view to_string(EndReason reason) noexcept {
     case EndReason::bad_client_hello: return "bad_client_hello";
     case EndReason::no_route: return "no_route";
     case EndReason::preread_timeout: return "preread_timeout";
+    case EndReason::tls_handshake_failed: return "tls_handshake_failed";
+    case EndReason::tls_handshake_timeout: return "tls_handshake_timeout";
   }
   return "closed";
 }
@@ -73,6 +75,19 @@ std::string format_access_record(const AccessRecord& r) {
   }
   // A routing proxy's lines name the hello's server name and the route (both "-" when none):
   // the name is a client's bytes, already restricted to host-name characters by the parser.
+  if (!r.tls_version.empty() && !out.empty()) {
+    std::string tls = " tls=" + std::string(r.tls_version);
+    if (!r.client_subject.empty()) {
+      // Quoted, with quotes and backslashes escaped: a subject has spaces and commas.
+      tls += " subject=\"";
+      for (const char c : r.client_subject) {
+        if (c == '"' || c == '\\') tls += '\\';
+        tls += (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) ? '?' : c;
+      }
+      tls += '"';
+    }
+    out.insert(out.size() - 1, tls);
+  }
   if (r.routed && !out.empty()) {
     out.insert(out.size() - 1, " sni=" + std::string(r.sni.empty() ? "-" : r.sni) +
                                    " route=" + std::string(r.route.empty() ? "-" : r.route));

@@ -40,6 +40,10 @@ enum class EndReason : std::uint8_t {
   bad_client_hello,  // a TLS handshake, but not a well-formed ClientHello (or over 16 KiB)
   no_route,          // a ClientHello no route takes
   preread_timeout,   // not a whole ClientHello within preread_timeout
+  // A proxy that terminates TLS: the client's handshake failed (no common version or suite,
+  // a certificate refused, not TLS at all) or did not end within handshake_timeout.
+  tls_handshake_failed,
+  tls_handshake_timeout,
 };
 std::string_view to_string(EndReason reason) noexcept;
 
@@ -57,6 +61,10 @@ struct AccessRecord {
   bool routed = false;
   std::string_view sni;
   std::string_view route;
+  // A session whose TLS ferry terminated: "tls=TLSv1.3", and subject="..." with a client
+  // certificate; empty for others.
+  std::string_view tls_version;
+  std::string_view client_subject;
 };
 
 // "2026-11-22T08:55:35.123+0000 127.0.0.1:5555 127.0.0.1:8080 127.0.0.1:9001 5 5 0.003 closed"

@@ -14,6 +14,7 @@
 
 #include "event/connection_io.h"
 #include "event/syscall_util.h"
+#include "worker/tls/tls_io.h"
 
 namespace ferry::worker {
 
@@ -41,6 +42,10 @@ RelayDirection::Pumped RelayDirection::pump() noexcept {
 }
 
 void RelayDirection::pass_fin() noexcept {
+  if (to_->ssl != nullptr) {
+    tls::shutdown_write(*to_);
+    return;
+  }
   if (::shutdown(to_->fd.get(), SHUT_WR) == -1) {
     spdlog::debug("shutdown(SHUT_WR) failed: {}", event::last_error().message());
   }
@@ -84,6 +89,8 @@ RelayDirection::Step RelayDirection::fail(event::Connection* side, int err) noex
 RelayDirection::Step RelayDirection::fill_buffer() noexcept {
   if (!buf_) buf_ = res_->buffers->take(size_);
   const std::span<std::byte> space{buf_.get(), size_};
+  // Through TLS: OpenSSL reads the socket itself (no batched call, no splice).
+  if (from_->ssl != nullptr) return took_recv(tls::recv(*from_, space));
   event::IoResult r;
   if (done_ == Op::recv) {
     done_ = Op::none;
@@ -106,12 +113,15 @@ RelayDirection::Step RelayDirection::took_recv(const event::IoResult& r) noexcep
   if (r.bytes == 0) res_->buffers->give(std::move(buf_), size_);
   if (r.status == IoStatus::eof || from_->read.eof) state_ = State::draining;
   if (r.status == IoStatus::again) return Step::wait;
-  if (splice_ok_ && r.bytes == size_) splicing_ = true;
+  if (splice_ok_ && r.bytes == size_ && from_->ssl == nullptr && to_->ssl == nullptr) {
+    splicing_ = true;
+  }
   return Step::more;
 }
 
 RelayDirection::Step RelayDirection::flush_buffer() noexcept {
   const std::span<const std::byte> data{buf_.get() + start_, end_ - start_};
+  if (to_->ssl != nullptr) return took_send(tls::send(*to_, data));
   event::IoResult r;
   if (done_ == Op::send) {
     done_ = Op::none;

@@ -13,6 +13,7 @@
 
 #include "event/listening.h"
 #include "event/syscall_util.h"
+#include "worker/tls/tls_io.h"
 
 namespace ferry::worker {
 
@@ -74,6 +75,10 @@ void Session::start() {
 }
 
 void Session::admitted() {
+  if (proxy_.tls) {
+    start_client_tls();
+    return;
+  }
   if (!proxy_.routes.empty()) {
     phase_ = Phase::prereading;
     loop_.add_timer(client_->read, proxy_.preread_timeout);
@@ -119,6 +124,10 @@ void Session::close(EndReason status) noexcept {
       r.sni = aside_->sni;
       r.route = aside_->route;
     }
+    if (aside_) {
+      r.tls_version = aside_->tls_version;
+      r.client_subject = aside_->client_subject;
+    }
     r.bytes_from_client = bytes_from_client();
     r.bytes_to_client = down_.total();
     r.duration = loop_.now() - started_;
@@ -128,8 +137,12 @@ void Session::close(EndReason status) noexcept {
   // Before the connections close: a batched call still queued would run on their fds.
   up_.release();
   down_.release();
+  tls::release(*client_);
   loop_.close_connection(*client_);
-  if (upstream_ != nullptr) loop_.close_connection(*upstream_);
+  if (upstream_ != nullptr) {
+    tls::release(*upstream_);
+    loop_.close_connection(*upstream_);
+  }
   SessionShared& shared = shared_;
   event::EventLoop& loop = loop_;
   shared.unlink(*this, loop);
@@ -237,6 +250,8 @@ void Session::on_client_event(Event& ev) {
       s.bad_header("timed out");
     } else if (s.phase_ == Phase::prereading) {
       s.preread_timed_out();
+    } else if (s.phase_ == Phase::handshaking) {
+      s.close(EndReason::tls_handshake_timeout);
     } else {
       s.idle_timer();
     }
@@ -249,6 +264,7 @@ void Session::on_client_event(Event& ev) {
     case Phase::prereading:
       if (!ev.write) s.preread();
       return;
+    case Phase::handshaking: s.client_handshake(); return;
     case Phase::relaying: s.run(); return;
     // The client is not watched while admitted; while connecting, what it sends waits in its
     // socket (the relay reads it once connected: the PROXY header goes first).

@@ -22,6 +22,7 @@
 #include "worker/proxy/session_record.h"
 #include "worker/proxy/session_shared.h"
 #include "worker/stats/stats_table.h"
+#include "worker/tls/tls_contexts.h"
 #include "worker/upstream/balancer.h"
 
 namespace ferry::worker {
@@ -39,6 +40,7 @@ class Session {
     admitting,       // the access rules, the per-client limit, the trusted sender
     reading_header,  // accept_proxy_protocol: the client's header is not in yet
     prereading,      // routes: the client's TLS ClientHello is not in yet (peeked, not taken)
+    handshaking,     // tls: the TLS handshake with the client (ferry terminates it)
     connecting,      // to a server the balancer chose (failing over to the next)
     relaying,        // connected: bytes move both ways until both FINs are passed on
     moving,          // frozen (out of the loop), handed to another worker, awaiting its answer
@@ -56,7 +58,12 @@ class Session {
 
   // --- Moving to another worker (session_move.cc).
   // Only a relaying session moves: one reading a PROXY header or connecting is short.
-  [[nodiscard]] bool movable() const noexcept { return phase_ == Phase::relaying && !stays_; }
+  // A session ferry terminates or originates TLS for never moves: OpenSSL cannot hand its state
+  // to another process; it drains in its worker.
+  [[nodiscard]] bool movable() const noexcept {
+    return phase_ == Phase::relaying && !stays_ && client_->ssl == nullptr &&
+           (upstream_ == nullptr || upstream_->ssl == nullptr);
+  }
   [[nodiscard]] Phase phase() const noexcept { return phase_; }
   // A new worker refused it, or it cannot travel: it is not offered again.
   void stay() noexcept { stays_ = true; }
@@ -124,6 +131,14 @@ class Session {
   // Admitted: the route by the ClientHello first when the proxy has routes, then the server.
   void admitted();
 
+  // session_tls.cc: TLS with the client (termination) and with the server (origination).
+  void start_client_tls();
+  void client_handshake();
+  // The server's TLS, once connected; false when it is not done yet or failed (then the next
+  // server is being tried, or the session closed).
+  bool start_upstream_tls(const tls::ClientContext& ctx);
+  bool upstream_handshake();
+
   // session_preread.cc: the ClientHello a routing proxy reads without taking it.
   void preread();
   void preread_timed_out();
@@ -173,6 +188,10 @@ class Session {
     std::string upstream;
     std::string sni;
     ServerCounters* route_stats = nullptr;  // the route's counters (null: none)
+    // A session whose TLS ferry terminated: the version agreed, the client certificate's
+    // subject (verify_client), for the access log.
+    std::string tls_version;
+    std::string client_subject;
   };
   Aside& aside();
   std::unique_ptr<Aside> aside_;

@@ -24,6 +24,7 @@ std::string_view phase_name(Session::Phase p) noexcept {
     case Session::Phase::admitting: return "admitting";
     case Session::Phase::reading_header: return "reading_header";
     case Session::Phase::prereading: return "prereading";
+    case Session::Phase::handshaking: return "handshaking";
     case Session::Phase::connecting: return "connecting";
     case Session::Phase::relaying: return "relaying";
     case Session::Phase::moving: return "moving";

@@ -56,6 +56,8 @@ class SessionSet {
   void reopen_logs() { shared_.reopen_logs(); }
   // The active health checks' verdicts, shared by the workers of this generation.
   void set_health_board(HealthBoard* board) noexcept { health_ = board; }
+  // The configuration's TLS contexts (the master built them; null: no proxy or upstream has tls).
+  void set_tls(const tls::TlsContexts* tls) noexcept { shared_.tls_ = tls; }
   // A server's host name now resolves to `addresses`: every balancer that has it follows
   // (one made later too).
   void update_addresses(const conf::Server& server, const std::vector<conf::Endpoint>& addresses);

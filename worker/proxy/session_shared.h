@@ -21,6 +21,7 @@
 #include "worker/proxy/relay_direction.h"
 #include "worker/proxy/routes.h"
 #include "worker/stats/stats_table.h"
+#include "worker/tls/tls_contexts.h"
 #include "worker/upstream/balancer.h"
 #include "worker/worker_counters.h"
 
@@ -69,6 +70,13 @@ class SessionShared {
   // `upstream`: the name of the upstream `peer` is a server of (the route's, for a routed
   // session; StatsTable::upstream_name_of(proxy) otherwise).
   ServerCounters* server_stats(std::string_view upstream, const Peer& peer);
+  // The proxy's TLS termination, the upstream's TLS origination (null: none).
+  [[nodiscard]] const tls::ServerContext* server_tls(const conf::Proxy& proxy) const noexcept {
+    return tls_ != nullptr ? tls_->server(proxy.name) : nullptr;
+  }
+  [[nodiscard]] const tls::ClientContext* client_tls(std::string_view upstream) const noexcept {
+    return tls_ != nullptr ? tls_->client(upstream) : nullptr;
+  }
   // A routing proxy's routes (SessionSet::prepare() builds them); null for a proxy without.
   [[nodiscard]] const RouteTable* routes(const conf::Proxy& proxy) const noexcept {
     const auto it = routes_.find(&proxy);
@@ -141,6 +149,7 @@ class SessionShared {
   std::map<const conf::Proxy*, AccessRules> rules_;
   std::map<const conf::Proxy*, AccessRules> senders_;
   std::map<const conf::Proxy*, RouteTable> routes_;
+  const tls::TlsContexts* tls_ = nullptr;
   // Declared before the logs: destroyed after them, it writes out what they queued, then ends.
   std::shared_ptr<spdlog::details::thread_pool> log_writer_;
   std::map<std::string, std::unique_ptr<AccessLog>> logs_;

@@ -14,6 +14,7 @@
 
 #include "event/syscall_util.h"
 #include "worker/proxy/session.h"
+#include "worker/tls/tls_io.h"
 
 namespace ferry::worker {
 
@@ -130,6 +131,7 @@ void Session::release_peer(bool failed, ServerCounters* c) noexcept {
 void Session::connect_failed(const char* why) {
   spdlog::warn("proxy \"{}\": connect to {} {}; trying the next server", proxy_.name, peer_->name,
                why);
+  tls::release(*upstream_);
   loop_.close_connection(*upstream_);
   upstream_ = nullptr;
   failed_peer();
@@ -171,7 +173,14 @@ void Session::on_upstream_event(Event& ev) {
   if (s.phase_ == Phase::moving) return;  // out of the loop, or not started yet
   if (s.phase_ == Phase::connecting) {
     if (ev.timedout) {
-      s.connect_failed("timed out");
+      s.connect_failed(s.upstream_->ssl != nullptr ? "timed out in the TLS handshake"
+                                                   : "timed out");
+      return;
+    }
+    if (s.upstream_->ssl != nullptr) {  // connected; the server's TLS handshake is under way
+      if (!s.upstream_handshake()) return;
+      s.connected_now();
+      s.run();
       return;
     }
     if (!ev.write) return;  // a read report before the connect completed
@@ -186,6 +195,9 @@ void Session::on_upstream_event(Event& ev) {
       const std::string why = "failed: " + std::system_category().message(err);
       s.connect_failed(why.c_str());
       return;
+    }
+    if (const tls::ClientContext* ctx = s.shared_.client_tls(s.upstream_name())) {
+      if (!s.start_upstream_tls(*ctx)) return;
     }
     s.connected_now();
   }

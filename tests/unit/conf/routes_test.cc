@@ -87,6 +87,10 @@ TEST(RoutesTest, MistakesAreRefusedAtTheirLine) {
       {"routes = (\n{ upstream = \"a\"; server = \"x\"; } );",
        "r.conf:5: proxies.[0].routes.[0].server: unknown setting"},
       {"routes = (\n{ alpn = [\"\"]; upstream = \"a\"; } );", "proxies.[0].routes.[0].alpn"},
+      {"upstream = \"a\"; tls = { certificates = ( { certificate = \"/nonexistent\"; key = "
+       "\"/nonexistent\"; } ); };\nroutes = ( { upstream = \"b\"; } );",
+       "r.conf:5: proxies.[0].routes: routes pass TLS through by its ClientHello and tls "
+       "terminates it"},
       {"upstream = \"a\"; routes = ( { upstream = \"b\"; } );\npreread_timeout = \"0ms\";",
        "r.conf:5: proxies.[0].preread_timeout:"},
   };

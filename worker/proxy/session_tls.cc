@@ -1,0 +1,104 @@
+// Session's TLS: the handshake with the client when the proxy terminates TLS (then the relay
+// reads and writes the client through OpenSSL), and with the server when its upstream
+// originates TLS, whose failure is a connect failure (the next server is tried).
+#include <openssl/ssl.h>
+
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "worker/proxy/session.h"
+#include "worker/tls/tls_io.h"
+
+namespace ferry::worker {
+
+namespace {
+
+// "host" of "host:port" or "[v6]:port" (the whole text when there is no port).
+std::string_view host_of(std::string_view text) noexcept {
+  if (text.starts_with('[')) {
+    const auto close = text.find(']');
+    return close == std::string_view::npos ? text : text.substr(1, close - 1);
+  }
+  const auto colon = text.rfind(':');
+  return colon == std::string_view::npos || text.find(':') != colon ? text : text.substr(0, colon);
+}
+
+}  // namespace
+
+void Session::start_client_tls() {
+  const tls::ServerContext* ctx = shared_.server_tls(proxy_);
+  SSL* ssl = ctx != nullptr ? ctx->new_ssl(client_->fd.get()) : nullptr;
+  if (ssl == nullptr) {
+    spdlog::error("proxy \"{}\": no TLS for client {}: {}", proxy_.name, client_->peer.to_string(),
+                  ctx == nullptr ? "no context" : tls::take_error("SSL_new failed"));
+    close(EndReason::tls_handshake_failed);
+    return;
+  }
+  tls::attach(*client_, ssl);
+  phase_ = Phase::handshaking;
+  loop_.add_timer(client_->read, proxy_.tls->handshake_timeout);
+  // The ClientHello may be in already (the accept came with it): no need to wait for a report.
+  client_->read.ready = true;
+  client_handshake();
+}
+
+void Session::client_handshake() {
+  std::string why;
+  switch (tls::handshake(*client_, why)) {
+    case tls::HandshakeStatus::again: return;
+    case tls::HandshakeStatus::failed:
+      if (auto held = shared_.throttles().bad_hello.admit(loop_.now())) {
+        spdlog::info(
+            "proxy \"{}\": TLS handshake with {} failed: {} ({} more since the last "
+            "message)",
+            proxy_.name, client_->peer.to_string(), why, *held);
+      }
+      close(EndReason::tls_handshake_failed);
+      return;
+    case tls::HandshakeStatus::done: break;
+  }
+  loop_.del_timer(client_->read);
+  Aside& a = aside();
+  a.tls_version = tls::ServerContext::version(client_->ssl);
+  a.client_subject = tls::ServerContext::client_subject(client_->ssl);
+  // Records read with the handshake's last flight may hold the client's first bytes already.
+  client_->read.ready = true;
+  connect_next();
+}
+
+bool Session::start_upstream_tls(const tls::ClientContext& ctx) {
+  const std::string_view host = peer_->server != nullptr && peer_->server->service.empty()
+                                    ? host_of(peer_->server->address.text)
+                                    : std::string_view();
+  const std::string address = upstream_->peer.to_string();
+  SSL* ssl = ctx.new_ssl(upstream_->fd.get(), host, host_of(address));
+  if (ssl == nullptr) {
+    const std::string why = "failed: no TLS: " + tls::take_error("SSL_new failed");
+    connect_failed(why.c_str());
+    return false;
+  }
+  tls::attach(*upstream_, ssl);
+  upstream_->read.ready = upstream_->write.ready = true;
+  return upstream_handshake();
+}
+
+bool Session::upstream_handshake() {
+  std::string why;
+  switch (tls::handshake(*upstream_, why)) {
+    case tls::HandshakeStatus::again: return false;
+    case tls::HandshakeStatus::failed: {
+      if (SSL_get_verify_result(upstream_->ssl) != X509_V_OK) {
+        why = tls::ClientContext::verify_error(upstream_->ssl);
+      }
+      const std::string text = "failed: TLS handshake: " + why;
+      connect_failed(text.c_str());
+      return false;
+    }
+    case tls::HandshakeStatus::done: break;
+  }
+  upstream_->read.ready = true;
+  return true;
+}
+
+}  // namespace ferry::worker
