@@ -14,6 +14,7 @@
 
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
+#include "tests/support/sockets.h"
 
 namespace ferry::test {
 
@@ -272,6 +273,77 @@ bool TlsClient::closed_by_server(std::chrono::milliseconds limit) {
 void TlsClient::shutdown_write() {
   if (ssl_ != nullptr) SSL_shutdown(ssl_);
   ::shutdown(fd_, SHUT_WR);
+}
+
+}  // namespace ferry::test
+
+namespace ferry::test {
+
+TlsEchoServer::TlsEchoServer(const std::string& cert, const std::string& key,
+                             const std::string& client_ca) {
+  ctx_ = SSL_CTX_new(TLS_server_method());
+  if (ctx_ == nullptr || SSL_CTX_use_certificate_chain_file(ctx_, cert.c_str()) != 1 ||
+      SSL_CTX_use_PrivateKey_file(ctx_, key.c_str(), SSL_FILETYPE_PEM) != 1) {
+    return;
+  }
+  if (!client_ca.empty()) {
+    SSL_CTX_load_verify_locations(ctx_, client_ca.c_str(), nullptr);
+    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  }
+  fd_ = listen_on("127.0.0.1", port_);
+  if (fd_ == -1) return;
+  acceptor_ = std::thread([this] { serve(); });
+}
+
+TlsEchoServer::~TlsEchoServer() {
+  stop_ = true;
+  if (fd_ != -1) ::shutdown(fd_, SHUT_RDWR);  // wakes the accept
+  if (acceptor_.joinable()) acceptor_.join();
+  for (auto& t : threads_) t.join();
+  if (fd_ != -1) ::close(fd_);
+  if (ctx_ != nullptr) SSL_CTX_free(ctx_);
+}
+
+std::string TlsEchoServer::last_sni() const {
+  const std::lock_guard lock(mutex_);
+  return last_sni_;
+}
+
+void TlsEchoServer::serve() {
+  while (!stop_) {
+    const int c = accept_within(fd_, std::chrono::milliseconds(200));
+    if (c == -1) continue;
+    threads_.emplace_back([this, c] { echo(c); });
+  }
+}
+
+void TlsEchoServer::echo(int fd) {
+  const timeval t{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t);
+  SSL* ssl = SSL_new(ctx_);
+  SSL_set_fd(ssl, fd);
+  if (SSL_accept(ssl) == 1) {
+    ++handshakes_;
+    {
+      const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+      const std::lock_guard lock(mutex_);
+      last_sni_ = sni != nullptr ? sni : "";
+    }
+    char buf[16384];
+    std::size_t n = 0;
+    while (!stop_ && SSL_read_ex(ssl, buf, sizeof buf, &n) == 1) {
+      std::size_t done = 0;
+      while (done < n) {
+        std::size_t w = 0;
+        if (SSL_write_ex(ssl, buf + done, n - done, &w) != 1) break;
+        done += w;
+      }
+    }
+    SSL_shutdown(ssl);
+  }
+  ERR_clear_error();
+  SSL_free(ssl);
+  ::close(fd);
 }
 
 }  // namespace ferry::test

@@ -2,7 +2,10 @@
 // openssl command-line tools — a self-signed certificate, an `openssl s_server`, `s_client`.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <mutex>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -88,6 +91,35 @@ class TlsClient {
   SSL* ssl_ = nullptr;
   bool connected_ = false;
   std::string error_;
+};
+
+// A TLS echo server on 127.0.0.1 (a thread per connection, OpenSSL in the test): what a server
+// that requires TLS looks like to ferry's origination. With `client_ca`, it requires a client
+// certificate signed by it. Counts the handshakes that completed.
+class TlsEchoServer {
+ public:
+  TlsEchoServer(const std::string& cert, const std::string& key,
+                const std::string& client_ca = "");
+  ~TlsEchoServer();
+  TlsEchoServer(const TlsEchoServer&) = delete;
+  TlsEchoServer& operator=(const TlsEchoServer&) = delete;
+  [[nodiscard]] int port() const noexcept { return port_; }
+  [[nodiscard]] int handshakes() const noexcept { return handshakes_.load(); }
+  // The SNI the last client sent ("" when none).
+  [[nodiscard]] std::string last_sni() const;
+
+ private:
+  void serve();
+  void echo(int fd);
+  int fd_ = -1;
+  int port_ = 0;
+  SSL_CTX* ctx_ = nullptr;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> handshakes_{0};
+  mutable std::mutex mutex_;
+  std::string last_sni_;
+  std::vector<std::thread> threads_;
+  std::thread acceptor_;
 };
 
 // `openssl s_client` to 127.0.0.1:`port` with SNI `sni` (none when empty) and `alpn`, plus

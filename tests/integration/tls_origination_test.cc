@@ -1,0 +1,126 @@
+// End-to-end tests of TLS origination (issue 22): an upstream whose servers require TLS. ferry
+// verifies them against a CA (the right name accepted; a wrong name, an untrusted CA, an
+// address the certificate does not list refused as connect failures, the next server tried),
+// sends the name as SNI, and presents a client certificate when the server asks for one.
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "event/syscall_util.h"
+#include "tests/support/config_text.h"
+#include "tests/support/echo_server.h"
+#include "tests/support/ferry_instance.h"
+#include "tests/support/process.h"
+#include "tests/support/sockets.h"
+#include "tests/support/test_ca.h"
+#include "tests/support/tls_tools.h"
+
+namespace ferry::test {
+namespace {
+
+using std::chrono::seconds;
+
+class TlsOriginationTest : public ::testing::Test {
+ protected:
+  // A proxy "plain" on `port` in front of the upstream "secure" of `servers` with `tls` as its
+  // tls group's settings.
+  std::string config(const std::vector<int>& servers, const std::string& tls) {
+    std::vector<ServerSpec> list;
+    for (const int s : servers) list.push_back(server_at(s));
+    return config_text("worker_processes = 1;",
+                       {{.name = "plain",
+                         .listen = {loopback(port)},
+                         .upstream = "secure",
+                         .extra = "access_log = \"" + log + "\";"}},
+                       {upstream_of(list, "tls = { " + tls + " };", "secure")});
+  }
+  // Whether a plain client's bytes come back through ferry and the TLS server.
+  bool served() {
+    const event::UniqueFd fd(connect_to_port(port));
+    return fd.valid() && echo_round_trip(fd.get(), "plaintext in, TLS out");
+  }
+
+  TempDir dir;
+  std::string log = dir.path() + "/access.log";
+  TestCa ca{dir.path()};
+  int port = free_port();
+};
+
+TEST_F(TlsOriginationTest, TheRightNameIsAcceptedAndSentAsSni) {
+  const Issued cert = ca.issue("backend", {"backend.test"});
+  TlsEchoServer server(cert.cert_path, cert.key_path);
+  FerryInstance ferry(config({server.port()},
+                             "ca = \"" + ca.cert_path() + "\"; server_name = \"backend.test\";"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  EXPECT_TRUE(served()) << ferry.log();
+  EXPECT_EQ(server.handshakes(), 1);
+  EXPECT_EQ(server.last_sni(), "backend.test");
+}
+
+TEST_F(TlsOriginationTest, AWrongNameAndAnUntrustedCaAreConnectFailures) {
+  const Issued cert = ca.issue("backend", {"backend.test"});
+  TestCa other(dir.path(), "other-ca");
+  TlsEchoServer server(cert.cert_path, cert.key_path);
+  {
+    FerryInstance ferry(config({server.port()},
+                               "ca = \"" + ca.cert_path() + "\"; server_name = \"wrong.test\";"));
+    ASSERT_TRUE(ferry.start()) << ferry.log();
+    EXPECT_FALSE(served());
+    EXPECT_TRUE(ferry.wait_for_log("hostname mismatch")) << ferry.log();
+  }
+  {
+    FerryInstance ferry(config({server.port()}, "ca = \"" + other.cert_path() +
+                                                    "\"; server_name = \"backend.test\";"));
+    ASSERT_TRUE(ferry.start()) << ferry.log();
+    EXPECT_FALSE(served());
+    EXPECT_TRUE(ferry.wait_for_log("TLS handshake")) << ferry.log();
+  }
+  EXPECT_TRUE(eventually([&] { return count_of(read_file(log), " connect_failed") == 2; }))
+      << read_file(log);
+  // verify = false: the same untrusted server is taken.
+  FerryInstance lax(config({server.port()}, "verify = false;"));
+  ASSERT_TRUE(lax.start()) << lax.log();
+  EXPECT_TRUE(served()) << lax.log();
+}
+
+// A server written as an address: its certificate must list that address (an IP SAN); the
+// next server is tried when it does not.
+TEST_F(TlsOriginationTest, AnAddressIsVerifiedAsAnIpAndTheNextServerIsTried) {
+  const Issued by_name = ca.issue("named", {"backend.test"});
+  const Issued by_ip = ca.issue("addressed", {"backend.test"}, {"127.0.0.1"});
+  TlsEchoServer wrong(by_name.cert_path, by_name.key_path);
+  TlsEchoServer right(by_ip.cert_path, by_ip.key_path);
+  FerryInstance ferry(config({wrong.port(), right.port()},
+                             "ca = \"" + ca.cert_path() + "\";") +
+                      "");
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(served()) << i << ferry.log();
+  EXPECT_EQ(right.handshakes(), 4);
+  EXPECT_EQ(right.last_sni(), "") << "no SNI for an address";
+  EXPECT_TRUE(ferry.wait_for_log("trying the next server")) << ferry.log();
+}
+
+TEST_F(TlsOriginationTest, AClientCertificateIsPresentedWhenConfigured) {
+  const Issued cert = ca.issue("backend", {"backend.test"});
+  LeafSpec spec;
+  spec.common_name = "ferry";
+  spec.client = true;
+  const Issued client = ca.issue("ferry-client", spec);
+  TlsEchoServer server(cert.cert_path, cert.key_path, ca.cert_path());
+  {
+    FerryInstance without(config({server.port()}, "ca = \"" + ca.cert_path() +
+                                                      "\"; server_name = \"backend.test\";"));
+    ASSERT_TRUE(without.start()) << without.log();
+    EXPECT_FALSE(served()) << "the server requires a client certificate";
+  }
+  FerryInstance with(config({server.port()}, "ca = \"" + ca.cert_path() +
+                                                 "\"; server_name = \"backend.test\"; "
+                                                 "certificate = \"" + client.cert_path +
+                                                 "\"; key = \"" + client.key_path + "\";"));
+  ASSERT_TRUE(with.start()) << with.log();
+  EXPECT_TRUE(served()) << with.log();
+}
+
+}  // namespace
+}  // namespace ferry::test
