@@ -50,8 +50,8 @@ class TlsOriginationTest : public ::testing::Test {
 TEST_F(TlsOriginationTest, TheRightNameIsAcceptedAndSentAsSni) {
   const Issued cert = ca.issue("backend", {"backend.test"});
   TlsEchoServer server(cert.cert_path, cert.key_path);
-  FerryInstance ferry(config({server.port()},
-                             "ca = \"" + ca.cert_path() + "\"; server_name = \"backend.test\";"));
+  FerryInstance ferry(
+      config({server.port()}, "ca = \"" + ca.cert_path() + "\"; server_name = \"backend.test\";"));
   ASSERT_TRUE(ferry.start()) << ferry.log();
   EXPECT_TRUE(served()) << ferry.log();
   EXPECT_EQ(server.handshakes(), 1);
@@ -63,15 +63,15 @@ TEST_F(TlsOriginationTest, AWrongNameAndAnUntrustedCaAreConnectFailures) {
   TestCa other(dir.path(), "other-ca");
   TlsEchoServer server(cert.cert_path, cert.key_path);
   {
-    FerryInstance ferry(config({server.port()},
-                               "ca = \"" + ca.cert_path() + "\"; server_name = \"wrong.test\";"));
+    FerryInstance ferry(
+        config({server.port()}, "ca = \"" + ca.cert_path() + "\"; server_name = \"wrong.test\";"));
     ASSERT_TRUE(ferry.start()) << ferry.log();
     EXPECT_FALSE(served());
     EXPECT_TRUE(ferry.wait_for_log("hostname mismatch")) << ferry.log();
   }
   {
-    FerryInstance ferry(config({server.port()}, "ca = \"" + other.cert_path() +
-                                                    "\"; server_name = \"backend.test\";"));
+    FerryInstance ferry(config(
+        {server.port()}, "ca = \"" + other.cert_path() + "\"; server_name = \"backend.test\";"));
     ASSERT_TRUE(ferry.start()) << ferry.log();
     EXPECT_FALSE(served());
     EXPECT_TRUE(ferry.wait_for_log("TLS handshake")) << ferry.log();
@@ -91,8 +91,7 @@ TEST_F(TlsOriginationTest, AnAddressIsVerifiedAsAnIpAndTheNextServerIsTried) {
   const Issued by_ip = ca.issue("addressed", {"backend.test"}, {"127.0.0.1"});
   TlsEchoServer wrong(by_name.cert_path, by_name.key_path);
   TlsEchoServer right(by_ip.cert_path, by_ip.key_path);
-  FerryInstance ferry(config({wrong.port(), right.port()},
-                             "ca = \"" + ca.cert_path() + "\";") +
+  FerryInstance ferry(config({wrong.port(), right.port()}, "ca = \"" + ca.cert_path() + "\";") +
                       "");
   ASSERT_TRUE(ferry.start()) << ferry.log();
   for (int i = 0; i < 4; ++i) EXPECT_TRUE(served()) << i << ferry.log();
@@ -109,17 +108,36 @@ TEST_F(TlsOriginationTest, AClientCertificateIsPresentedWhenConfigured) {
   const Issued client = ca.issue("ferry-client", spec);
   TlsEchoServer server(cert.cert_path, cert.key_path, ca.cert_path());
   {
-    FerryInstance without(config({server.port()}, "ca = \"" + ca.cert_path() +
-                                                      "\"; server_name = \"backend.test\";"));
+    FerryInstance without(config(
+        {server.port()}, "ca = \"" + ca.cert_path() + "\"; server_name = \"backend.test\";"));
     ASSERT_TRUE(without.start()) << without.log();
     EXPECT_FALSE(served()) << "the server requires a client certificate";
   }
   FerryInstance with(config({server.port()}, "ca = \"" + ca.cert_path() +
                                                  "\"; server_name = \"backend.test\"; "
-                                                 "certificate = \"" + client.cert_path +
-                                                 "\"; key = \"" + client.key_path + "\";"));
+                                                 "certificate = \"" +
+                                                 client.cert_path + "\"; key = \"" +
+                                                 client.key_path + "\";"));
   ASSERT_TRUE(with.start()) << with.log();
   EXPECT_TRUE(served()) << with.log();
+}
+
+// send_proxy_protocol with TLS to the server: the header goes first, in clear, then the
+// handshake (as HAProxy's send-proxy with ssl).
+TEST_F(TlsOriginationTest, APROXYHeaderGoesInClearBeforeTheHandshake) {
+  const Issued cert = ca.issue("backend", {"backend.test"});
+  TlsEchoServer server(cert.cert_path, cert.key_path, "", /*proxy_header=*/true);
+  std::string body =
+      config({server.port()}, "ca = \"" + ca.cert_path() + "\"; server_name = \"backend.test\";");
+  const std::string log_setting = "access_log = \"" + log + "\";";
+  body.replace(body.find(log_setting), log_setting.size(),
+               log_setting + " send_proxy_protocol = \"v1\";");
+  FerryInstance ferry(body);
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  EXPECT_TRUE(served()) << ferry.log();
+  EXPECT_TRUE(server.last_header().starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 "))
+      << server.last_header();
+  EXPECT_EQ(server.handshakes(), 1);
 }
 
 }  // namespace

@@ -280,7 +280,8 @@ void TlsClient::shutdown_write() {
 namespace ferry::test {
 
 TlsEchoServer::TlsEchoServer(const std::string& cert, const std::string& key,
-                             const std::string& client_ca) {
+                             const std::string& client_ca, bool proxy_header)
+    : proxy_header_(proxy_header) {
   ctx_ = SSL_CTX_new(TLS_server_method());
   if (ctx_ == nullptr || SSL_CTX_use_certificate_chain_file(ctx_, cert.c_str()) != 1 ||
       SSL_CTX_use_PrivateKey_file(ctx_, key.c_str(), SSL_FILETYPE_PEM) != 1) {
@@ -309,6 +310,11 @@ std::string TlsEchoServer::last_sni() const {
   return last_sni_;
 }
 
+std::string TlsEchoServer::last_header() const {
+  const std::lock_guard lock(mutex_);
+  return last_header_;
+}
+
 void TlsEchoServer::serve() {
   while (!stop_) {
     const int c = accept_within(fd_, std::chrono::milliseconds(200));
@@ -320,6 +326,16 @@ void TlsEchoServer::serve() {
 void TlsEchoServer::echo(int fd) {
   const timeval t{5, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t);
+  if (proxy_header_) {  // byte by byte: nothing of the ClientHello behind it may be taken
+    std::string line;
+    char c = 0;
+    while (line.size() < 108 && ::recv(fd, &c, 1, 0) == 1) {
+      line += c;
+      if (line.ends_with("\r\n")) break;
+    }
+    const std::lock_guard lock(mutex_);
+    last_header_ = line;
+  }
   SSL* ssl = SSL_new(ctx_);
   SSL_set_fd(ssl, fd);
   if (SSL_accept(ssl) == 1) {

@@ -4,10 +4,10 @@
 
 #include <atomic>
 #include <chrono>
-#include <mutex>
-#include <thread>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <openssl/ssl.h>
@@ -95,11 +95,12 @@ class TlsClient {
 
 // A TLS echo server on 127.0.0.1 (a thread per connection, OpenSSL in the test): what a server
 // that requires TLS looks like to ferry's origination. With `client_ca`, it requires a client
-// certificate signed by it. Counts the handshakes that completed.
+// certificate signed by it; with `proxy_header`, it reads a PROXY v1 line in clear first.
+// Counts the handshakes that completed.
 class TlsEchoServer {
  public:
-  TlsEchoServer(const std::string& cert, const std::string& key,
-                const std::string& client_ca = "");
+  TlsEchoServer(const std::string& cert, const std::string& key, const std::string& client_ca = "",
+                bool proxy_header = false);
   ~TlsEchoServer();
   TlsEchoServer(const TlsEchoServer&) = delete;
   TlsEchoServer& operator=(const TlsEchoServer&) = delete;
@@ -107,6 +108,8 @@ class TlsEchoServer {
   [[nodiscard]] int handshakes() const noexcept { return handshakes_.load(); }
   // The SNI the last client sent ("" when none).
   [[nodiscard]] std::string last_sni() const;
+  // The PROXY line the last client sent before its handshake (with proxy_header).
+  [[nodiscard]] std::string last_header() const;
 
  private:
   void serve();
@@ -118,6 +121,8 @@ class TlsEchoServer {
   std::atomic<int> handshakes_{0};
   mutable std::mutex mutex_;
   std::string last_sni_;
+  std::string last_header_;
+  bool proxy_header_ = false;
   std::vector<std::thread> threads_;
   std::thread acceptor_;
 };

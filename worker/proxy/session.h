@@ -153,6 +153,8 @@ class Session {
   void failed_peer();
   void release_peer(bool failed, ServerCounters* c) noexcept;
   void prepend_header();
+  std::size_t encode_header(std::span<std::byte> out);
+  bool send_header_in_clear();
 
   event::EventLoop& loop_;
   SessionShared& shared_;

@@ -147,13 +147,14 @@ void Session::connected_now() {
     stat_add(peer_stats_->sessions);
     stat_add(peer_stats_->active);
   }
-  if (proxy_.send_proxy_protocol != conf::ProxyProtocol::off) prepend_header();
+  // (Through TLS, the header went in clear before the handshake: send_header_in_clear().)
+  if (proxy_.send_proxy_protocol != conf::ProxyProtocol::off && upstream_->ssl == nullptr) {
+    prepend_header();
+  }
 }
 
-// send_proxy_protocol: the header goes in front of anything already in the up direction (there
-// is none: the relay reads the client only once connected), so it is what the server reads
-// first.
-void Session::prepend_header() {
+// The PROXY header for this session into `out` (kMaxEncoded bytes); its length.
+std::size_t Session::encode_header(std::span<std::byte> out) {
   event::SocketAddress destination;
   if (aside_ && aside_->header_destination) {
     destination = *aside_->header_destination;
@@ -161,11 +162,32 @@ void Session::prepend_header() {
     spdlog::warn("getsockname() failed: {}", event::last_error().message());
     destination = event::SocketAddress();  // sent as UNKNOWN / UNSPEC
   }
+  return proxy_protocol::encode(proxy_.send_proxy_protocol, client_->peer, destination, out);
+}
+
+// send_proxy_protocol: the header goes in front of anything already in the up direction (there
+// is none: the relay reads the client only once connected), so it is what the server reads
+// first.
+void Session::prepend_header() {
   std::byte header[proxy_protocol::kMaxEncoded];
-  const std::size_t n =
-      proxy_protocol::encode(proxy_.send_proxy_protocol, client_->peer, destination, header);
+  const std::size_t n = encode_header(header);
   up_.prepend({header, n});
   header_out_ = static_cast<std::uint32_t>(n);
+}
+
+// Before the server's TLS handshake: the header in one send on the socket just connected (its
+// buffer is empty, so a short send is not expected; one is a connect failure). Not counted as
+// the client's bytes.
+bool Session::send_header_in_clear() {
+  std::byte header[proxy_protocol::kMaxEncoded];
+  const std::size_t n = encode_header(header);
+  const ssize_t sent =
+      event::retry_eintr([&] { return ::send(upstream_->fd.get(), header, n, MSG_NOSIGNAL); });
+  if (sent == static_cast<ssize_t>(n)) return true;
+  const std::string why = "failed: sending the PROXY header: " +
+                          (sent == -1 ? event::last_error().message() : std::string("short send"));
+  connect_failed(why.c_str());
+  return false;
 }
 
 void Session::on_upstream_event(Event& ev) {
@@ -197,6 +219,10 @@ void Session::on_upstream_event(Event& ev) {
       return;
     }
     if (const tls::ClientContext* ctx = s.shared_.client_tls(s.upstream_name())) {
+      // The PROXY header goes before the TLS, in clear, as HAProxy's send-proxy with ssl.
+      if (s.proxy_.send_proxy_protocol != conf::ProxyProtocol::off && !s.send_header_in_clear()) {
+        return;
+      }
       if (!s.start_upstream_tls(*ctx)) return;
     }
     s.connected_now();
