@@ -279,6 +279,26 @@ Proxy read_proxy(Reader& r, const Setting& g) {
   if (Reader::member(g, "upstream") == nullptr && Reader::member(g, "routes") == nullptr) {
     r.missing(g, "upstream", "name an upstream, or give one \"host:port\"");
   }
+  if (!px.routes.empty() && r.upstreams != nullptr) {
+    // Passthrough TLS wrapped in the upstream's own TLS: a client's handshake inside ferry's.
+    const auto originates = [&](const std::string& name) {
+      return std::any_of(r.upstreams->begin(), r.upstreams->end(),
+                         [&](const Upstream& u) { return u.name == name && u.tls; });
+    };
+    for (std::size_t i = 0; i < px.routes.size(); ++i) {
+      if (originates(px.routes[i].upstream)) {
+        r.error(g["routes"][static_cast<int>(i)]["upstream"],
+                "upstream \"" + px.routes[i].upstream +
+                    "\" makes TLS to its servers, and a route passes the client's TLS through: "
+                    "route to an upstream without tls");
+      }
+    }
+    if (!px.upstream.empty() && originates(px.upstream)) {
+      r.error(g["upstream"], "upstream \"" + px.upstream +
+                                 "\" makes TLS to its servers, and the default route passes the "
+                                 "client's TLS through: use an upstream without tls");
+    }
+  }
   if (px.tls && !px.routes.empty()) {
     r.error(g["routes"],
             "routes pass TLS through by its ClientHello and tls terminates it: a proxy does one "

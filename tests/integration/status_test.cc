@@ -147,7 +147,7 @@ TEST(StatusTest, ExactTotalsAfterSessionsThroughTwoWorkers) {
   EXPECT_EQ(json_eval(status.body, "len(d['workers'])"), "2");
   EXPECT_EQ(json_eval(status.body, "d['upstreams']['app']['servers'][0]['state']"), "up");
   EXPECT_EQ(json_eval(status.body, "sorted(d.keys())"),
-            "['generation', 'pid', 'proxies', 'reloads', 'started', 'upstreams', "
+            "['generation', 'pid', 'proxies', 'reloads', 'routes', 'started', 'upstreams', "
             "'uptime_seconds', 'version', 'workers']");
 
   // An open session is active, in the endpoint and in `ferry -s status`.

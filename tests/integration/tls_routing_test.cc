@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -301,6 +302,36 @@ TEST_F(TlsRoutingTest, ARoutedSessionMovesOnReload) {
   EXPECT_NE(logged.find(" closed moves=1 sni=a.test route=alpha"), std::string::npos) << logged;
   EXPECT_EQ(alpha.accepted(), 1);
   EXPECT_EQ(other.accepted(), 0);
+}
+
+// A reload that points the route at another upstream: the session routed to the old one stays
+// in the old worker (the new one has no such upstream) and goes on there, not moved.
+TEST_F(TlsRoutingTest, ARoutedSessionWhoseUpstreamIsGoneStaysInTheOldWorker) {
+  EchoServer first;
+  EchoServer second;
+  const int port = free_port();
+  FerryInstance ferry(
+      routing_config(port, "", {{"alpha", {"a.test"}, {}, loopback(first.port())}}, log));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const std::string hello = client_hello_bytes("a.test");
+  const event::UniqueFd fd(connect_to_port(port));
+  ASSERT_TRUE(routed_round_trip(fd.get(), hello, 1));
+
+  ferry.rewrite(
+      routing_config(port, "", {{"alpha", {"a.test"}, {}, loopback(second.port())}}, log));
+  ASSERT_EQ(ferry.command("reload").exit_code, 0);
+  // The new worker serves (new sessions go to the second server) beside the old one.
+  ASSERT_TRUE(eventually([&] {
+    const event::UniqueFd other(connect_to_port(port));
+    return routed_round_trip(other.get(), hello, 0) && second.accepted() > 0;
+  })) << ferry.log();
+  EXPECT_TRUE(routed_round_trip(fd.get(), "still here", 2));
+  ::shutdown(fd.get(), SHUT_WR);
+  EXPECT_TRUE(closed_by_peer(fd.get(), seconds(5)));
+  EXPECT_TRUE(eventually([&] { return count_of(read_file(log), " route=alpha") >= 2; }));
+  const std::string logged = read_file(log);
+  EXPECT_EQ(count_of(logged, "moves="), 0U) << logged;
+  EXPECT_EQ(first.accepted(), 1);
 }
 
 }  // namespace

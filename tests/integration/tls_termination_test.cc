@@ -214,6 +214,20 @@ TEST_F(TlsTerminationTest, SessionsResumeAcrossWorkersWithSharedTicketKeys) {
   }
 }
 
+// The session's end reaches a TLS client as a close_notify, also when the client finished
+// first (its FIN passed on, then the server's: the close sent no close_notify before).
+TEST_F(TlsTerminationTest, TheEndReachesTheClientAsACloseNotify) {
+  const Issued a = ca.issue("a", {"a.test"});
+  FerryInstance ferry(terminating_config(port, backend.port(), {a}, log));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  TlsClient client(port, options([&](TlsClientOptions& o) { o.sni = "a.test"; }));
+  ASSERT_TRUE(client.round_trip("request"));
+  client.shutdown_write();
+  EXPECT_TRUE(client.ends_with_close_notify()) << client.error();
+  EXPECT_TRUE(eventually([&] { return count_of(read_file(log), " closed tls=") == 1; }))
+      << read_file(log);
+}
+
 // Bad handshakes beside a good session: each closes alone, the good one keeps streaming.
 TEST_F(TlsTerminationTest, BadHandshakesDoNotDisturbAStreamingSession) {
   const Issued a = ca.issue("a", {"a.test"});

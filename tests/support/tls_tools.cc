@@ -270,6 +270,18 @@ bool TlsClient::closed_by_server(std::chrono::milliseconds limit) {
                     (e == SSL_ERROR_SYSCALL && errno != EAGAIN && errno != EWOULDBLOCK));
 }
 
+bool TlsClient::ends_with_close_notify() {
+  if (!connected_) return false;
+  char buf[4096];
+  std::size_t n = 0;
+  int r = 0;
+  while ((r = SSL_read_ex(ssl_, buf, sizeof buf, &n)) == 1) {
+  }
+  const bool clean = SSL_get_error(ssl_, r) == SSL_ERROR_ZERO_RETURN;
+  if (!clean) error_ = ssl_error_text();
+  return clean;
+}
+
 void TlsClient::shutdown_write() {
   if (ssl_ != nullptr) SSL_shutdown(ssl_);
   ::shutdown(fd_, SHUT_WR);

@@ -84,6 +84,9 @@ class TlsClient {
   bool closed_by_server(std::chrono::milliseconds limit = std::chrono::seconds(5));
   // Sends a TCP FIN after close_notify.
   void shutdown_write();
+  // Reads until the server's end: true when it ended with a close_notify (a TCP FIN alone is a
+  // truncation to OpenSSL); bytes read on the way are dropped.
+  bool ends_with_close_notify();
 
  private:
   int fd_ = -1;

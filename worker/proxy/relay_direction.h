@@ -89,6 +89,8 @@ class RelayDirection {
   // Bytes read from `from` that `to` has not taken yet.
   [[nodiscard]] std::size_t held() const noexcept { return end_ - start_ + in_pipe_; }
   [[nodiscard]] bool splicing() const noexcept { return splicing_; }
+  // Whether `to` is read through TLS: its FIN needs a close_notify, which close() does not send.
+  [[nodiscard]] bool to_tls() const noexcept { return to_ != nullptr && to_->ssl != nullptr; }
   // Of held(), the bytes in a splice pipe.
   [[nodiscard]] std::size_t in_pipe() const noexcept { return in_pipe_; }
   // After Pumped::failed: the connection whose call failed, and its errno.

@@ -190,6 +190,7 @@ class Session {
     std::string upstream;
     std::string sni;
     ServerCounters* route_stats = nullptr;  // the route's counters (null: none)
+    std::uint16_t prereads = 0;             // looks at a ClientHello not yet whole
     // A session whose TLS ferry terminated: the version agreed, the client certificate's
     // subject (verify_client), for the access log.
     std::string tls_version;

@@ -21,6 +21,10 @@ EndReason end_reason_of(tls::HelloStatus status) noexcept {
 
 }  // namespace
 
+// A ClientHello comes in a few segments (16 KiB is a dozen); one dripped in many more would
+// have each of them copy and parse everything again.
+constexpr std::uint16_t kMaxPrereads = 64;
+
 // Looks at everything the client sent so far (MSG_PEEK into the stack: a client that sends
 // nothing holds no buffer) and decides as soon as the parser can.
 void Session::preread() {
@@ -30,6 +34,10 @@ void Session::preread() {
   if (!peek_client(seen, n)) return;
   const RouteTable& routes = *shared_.routes(proxy_);
   tls::HelloResult h = tls::parse_client_hello({seen, n});
+  if (h.status == tls::HelloStatus::need_more && ++aside().prereads > kMaxPrereads) {
+    h.status = tls::HelloStatus::malformed;
+    h.error = "the ClientHello came in too many pieces";
+  }
   if (h.status == tls::HelloStatus::need_more) {
     // The rest would come with the next EPOLLIN edge; after the FIN it never will.
     if (n > 0 && !client.read.pending_eof) {

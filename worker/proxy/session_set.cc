@@ -2,6 +2,8 @@
 // worker start, closing every session.
 #include "worker/proxy/session_set.h"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "worker/proxy/session.h"
@@ -42,14 +44,21 @@ Session* SessionSet::adopt(event::EventLoop& loop, const conf::Config& cfg,
     refused = "worker_connections is full";
     return nullptr;
   }
+  // A routed session's server is one of its route's upstream, which must still be one of this
+  // configuration's (a reload may have renamed or removed it): else it stays in the old worker
+  // rather than run here without its servers.
+  const std::string_view upstream_name =
+      r.upstream.empty() ? StatsTable::upstream_name_of(proxy) : std::string_view(r.upstream);
+  if (std::none_of(cfg.upstreams.begin(), cfg.upstreams.end(),
+                   [&](const conf::Upstream& u) { return u.name == upstream_name; })) {
+    refused = "its upstream is not in this configuration";
+    return nullptr;
+  }
   event::Connection* client = loop.get_connection(std::move(client_fd));
   event::Connection* upstream = loop.get_connection(std::move(upstream_fd));
   client->listening = ls;
-  // A routed session's server is one of its route's upstream.
-  Session* s = Session::adopt(
-      loop, shared_, proxy,
-      balancer(r.upstream.empty() ? StatsTable::upstream_name_of(proxy) : r.upstream, cfg), *client,
-      *upstream, r);
+  Session* s =
+      Session::adopt(loop, shared_, proxy, balancer(upstream_name, cfg), *client, *upstream, r);
   for (event::Connection* c : {client, upstream}) {
     if (auto ec = loop.add_connection(*c)) {
       spdlog::error("cannot watch a moved session's socket: {}", ec.message());

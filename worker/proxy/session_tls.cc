@@ -74,8 +74,12 @@ bool Session::start_upstream_tls(const tls::ClientContext& ctx) {
   const std::string address = upstream_->peer.to_string();
   SSL* ssl = ctx.new_ssl(upstream_->fd.get(), host, host_of(address));
   if (ssl == nullptr) {
-    const std::string why = "failed: no TLS: " + tls::take_error("SSL_new failed");
-    connect_failed(why.c_str());
+    // No fault of the server (memory here): not counted against it, nor another one tried.
+    spdlog::error("proxy \"{}\": no TLS for server {}: {}", proxy_.name, peer_->name,
+                  tls::take_error("SSL_new failed"));
+    balancer_->abandon(*peer_);
+    peer_ = nullptr;
+    close(EndReason::connect_failed);
     return false;
   }
   tls::attach(*upstream_, ssl);

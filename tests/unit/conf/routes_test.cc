@@ -111,3 +111,37 @@ TEST(RoutesTest, PrereadTimeoutWithoutRoutesIsAWarning) {
 
 }  // namespace
 }  // namespace ferry::conf
+
+namespace ferry::conf {
+namespace {
+
+// A route passes the client's TLS through: to an upstream that makes TLS to its servers it
+// would be wrapped in a second TLS (and the session would no longer move at reloads).
+TEST(RoutesTest, ARouteToAnUpstreamThatOriginatesTlsIsRefused) {
+  const std::string upstreams =
+      "upstreams = ( { name = \"plain\"; servers = ( { address = \"127.0.0.1:1\"; } ); },\n"
+      "  { name = \"secure\"; servers = ( { address = \"127.0.0.1:2\"; } ); tls = { verify = "
+      "false; }; } );\n";
+  const LoadResult routed =
+      load_text(upstreams +
+                    "proxies = ( { name = \"p\"; listen = \"127.0.0.1:7001\";\n"
+                    "routes = ( { upstream = \"plain\"; },\n"
+                    "{ name = \"s\"; upstream = \"secure\"; } ); } );\n",
+                "r.conf", ".");
+  EXPECT_FALSE(routed.config);
+  EXPECT_NE(errors_of(routed).find("r.conf:5: proxies.[0].routes.[1].upstream: upstream "
+                                   "\"secure\" makes TLS to its servers"),
+            std::string::npos)
+      << errors_of(routed);
+  const LoadResult fallback = load_text(
+      upstreams +
+          "proxies = ( { name = \"p\"; listen = \"127.0.0.1:7001\"; upstream = \"secure\";\n"
+          "routes = ( { upstream = \"plain\"; } ); } );\n",
+      "r.conf", ".");
+  EXPECT_NE(errors_of(fallback).find("the default route passes the client's TLS through"),
+            std::string::npos)
+      << errors_of(fallback);
+}
+
+}  // namespace
+}  // namespace ferry::conf
