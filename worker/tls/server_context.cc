@@ -9,6 +9,8 @@
 #include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <fstream>
+#include <iterator>
 
 #include "conf/openssl_ptr.h"
 #include "conf/tls_check.h"
@@ -60,11 +62,17 @@ bool certificate_names(const std::string& path, std::vector<std::string>& names,
 }
 
 // Tells resumed sessions of different settings apart: a ticket of a proxy that checks client
-// certificates against one CA must not resume at another with another CA.
+// certificates against one CA must not resume at another with another CA — nor at this one
+// after a reload with another CA in the same file (a resumption checks no certificate): the
+// CA file's contents count, not only its path.
 bool set_session_id_context(SSL_CTX* ctx, const conf::ServerTls& t, std::string& error) {
   std::string what;
   for (const auto& p : t.certificates) what += p.certificate + '\0' + p.key + '\0';
   what += t.client_ca + '\0' + static_cast<char>('0' + static_cast<int>(t.verify_client));
+  if (!t.client_ca.empty()) {
+    std::ifstream in(t.client_ca, std::ios::binary);
+    what.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int length = 0;
   if (EVP_Digest(what.data(), what.size(), digest, &length, EVP_sha256(), nullptr) != 1 ||

@@ -3,6 +3,8 @@
 // refused with other keys and for a ticket older than the previous period.
 #include "worker/tls/ticket_keys.h"
 
+#include <fstream>
+
 #include <gtest/gtest.h>
 
 #include "tests/support/process.h"
@@ -122,6 +124,31 @@ TEST_P(TicketResumptionTest, AnotherWorkerWithTheSameKeysResumesOneWithOtherKeys
   ASSERT_NE(session, nullptr);
   EXPECT_TRUE(resumes(*two, session));
   EXPECT_FALSE(resumes(*stranger, session));
+  SSL_SESSION_free(session);
+}
+
+// A reload that puts another CA in the same client_ca file: tickets issued while the old CA
+// was trusted do not resume (a resumption would skip the client certificate's check).
+TEST_P(TicketResumptionTest, ATicketDoesNotOutliveTheClientCaItWasIssuedUnder) {
+  const std::string path = dir_.path() + "/clients.pem";
+  const auto copy = [&](const std::string& from) {
+    std::ifstream in(from, std::ios::binary);
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << in.rdbuf();
+  };
+  copy(ca_.cert_path());
+  settings_.client_ca = path;
+  settings_.verify_client = conf::VerifyClient::optional;  // the client sends none
+  const std::shared_ptr<const TicketKeys> keys = TicketKeys::create();
+  const auto before = worker(keys);
+  const auto same = worker(keys);
+  SSL_SESSION* session = first_session(*before);
+  ASSERT_NE(session, nullptr);
+  EXPECT_TRUE(resumes(*same, session));
+  test::TestCa other(dir_.path(), "other-ca");
+  copy(other.cert_path());
+  const auto after = worker(keys);
+  EXPECT_FALSE(resumes(*after, session));
   SSL_SESSION_free(session);
 }
 
