@@ -14,7 +14,6 @@
 #include <gtest/gtest.h>
 
 #include "event/syscall_util.h"
-#include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/process.h"
@@ -27,33 +26,6 @@ namespace {
 
 using std::chrono::milliseconds;
 using std::chrono::seconds;
-
-std::string pair_text(const Issued& i) {
-  return "{ certificate = \"" + i.cert_path + "\"; key = \"" + i.key_path + "\"; }";
-}
-
-// A proxy "tls" on `port` terminating with `certs` (the first the default) and `tls_extra`,
-// relaying to 127.0.0.1:`backend`, its access log at `log`.
-std::string terminating_config(int port, int backend, const std::vector<Issued>& certs,
-                               const std::string& log, const std::string& tls_extra = "",
-                               int workers = 1) {
-  std::string list;
-  for (const Issued& c : certs) list += (list.empty() ? "" : ", ") + pair_text(c);
-  const ProxySpec p{.name = "tls",
-                    .listen = {loopback(port)},
-                    .upstream = loopback(backend),
-                    .extra = "access_log = \"" + log + "\"; tls = { certificates = ( " + list +
-                             " ); " + tls_extra + " };"};
-  return config_text("worker_processes = " + std::to_string(workers) + ";", {p});
-}
-
-// Options set by `set` (designated initializers would have to name every member for gcc).
-template <typename Set>
-TlsClientOptions options(Set&& set) {
-  TlsClientOptions o;
-  set(o);
-  return o;
-}
 
 class TlsTerminationTest : public ::testing::Test {
  protected:

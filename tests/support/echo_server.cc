@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/ferry_instance.h"
 #include "tests/support/sockets.h"
 
 namespace ferry::test {
@@ -122,6 +123,16 @@ int connect_to_port(int port) {
     return -1;
   }
   return fd;
+}
+
+bool accepts_connections(int port, std::chrono::milliseconds limit) {
+  return eventually(
+      [&] {
+        const int fd = connect_to_port(port);
+        if (fd != -1) ::close(fd);
+        return fd != -1;
+      },
+      limit);
 }
 
 bool echo_round_trip(int fd, const std::string& text) {

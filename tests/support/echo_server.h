@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,6 +39,9 @@ class EchoServer {
 
 // A client connection to 127.0.0.1:port with 5 s send/receive timeouts; -1 on failure.
 int connect_to_port(int port);
+// Waits until 127.0.0.1:port accepts a connection (a backend that was just started); false
+// after `limit`.
+bool accepts_connections(int port, std::chrono::milliseconds limit = std::chrono::seconds(10));
 // Sends `text` and reads back exactly as many bytes; true when they match.
 bool echo_round_trip(int fd, const std::string& text);
 // Whether a new connection to the proxy on `port` relays one echo of `text` (false: refused, or

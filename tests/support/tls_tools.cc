@@ -12,6 +12,7 @@
 
 #include <string_view>
 
+#include "tests/support/config_text.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/sockets.h"
@@ -45,6 +46,24 @@ std::string client_hello_bytes(const std::string& sni, const std::vector<std::st
   return n > 0 ? std::string(data, static_cast<std::size_t>(n)) : std::string();
 }
 
+namespace {
+std::string pair_text(const Issued& i) {
+  return "{ certificate = \"" + i.cert_path + "\"; key = \"" + i.key_path + "\"; }";
+}
+}  // namespace
+
+std::string terminating_config(int port, int backend, const std::vector<Issued>& certs,
+                               const std::string& log, const std::string& tls_extra, int workers) {
+  std::string list;
+  for (const Issued& c : certs) list += (list.empty() ? "" : ", ") + pair_text(c);
+  const ProxySpec p{.name = "tls",
+                    .listen = {loopback(port)},
+                    .upstream = loopback(backend),
+                    .extra = "access_log = \"" + log + "\"; tls = { certificates = ( " + list +
+                             " ); " + tls_extra + " };"};
+  return config_text("worker_processes = " + std::to_string(workers) + ";", {p});
+}
+
 CertFiles self_signed(const std::string& dir, const std::string& cn) {
   CertFiles f{dir + "/" + cn + ".pem", dir + "/" + cn + ".key"};
   const Finished r = run_program({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
@@ -69,13 +88,7 @@ TlsServer::TlsServer(int port, const CertFiles& cert, const std::vector<std::str
 }
 
 bool TlsServer::started(std::chrono::milliseconds limit) {
-  return eventually(
-      [&] {
-        const int fd = connect_to_port(port_);
-        if (fd != -1) ::close(fd);
-        return fd != -1;
-      },
-      limit);
+  return accepts_connections(port_, limit);
 }
 
 Finished s_client(int port, const std::string& sni, const std::vector<std::string>& alpn,

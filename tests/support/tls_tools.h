@@ -13,6 +13,7 @@
 #include <openssl/ssl.h>
 
 #include "tests/support/process.h"
+#include "tests/support/test_ca.h"
 
 namespace ferry::test {
 
@@ -24,6 +25,12 @@ struct CertFiles {
   std::string cert;
   std::string key;
 };
+// A proxy "tls" on `port` terminating with `certs` (the first the default) and `tls_extra`,
+// relaying to 127.0.0.1:`backend`, its access log at `log`.
+std::string terminating_config(int port, int backend, const std::vector<Issued>& certs,
+                               const std::string& log, const std::string& tls_extra = "",
+                               int workers = 1);
+
 // A self-signed ECDSA P-256 certificate for CN `cn` in `dir` (openssl req); empty paths when the
 // tool failed.
 CertFiles self_signed(const std::string& dir, const std::string& cn);
@@ -53,6 +60,14 @@ struct TlsClientOptions {
   std::string sigalgs;            // "" = OpenSSL's default list
   SSL_SESSION* resume = nullptr;  // a session to resume (not owned)
 };
+
+// Options set by `set` (designated initializers would have to name every member for gcc).
+template <typename Set>
+TlsClientOptions options(Set&& set) {
+  TlsClientOptions o;
+  set(o);
+  return o;
+}
 
 class TlsClient {
  public:
