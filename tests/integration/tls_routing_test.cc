@@ -294,6 +294,9 @@ TEST_F(TlsRoutingTest, ARoutedSessionMovesOnReload) {
   EXPECT_NE(metrics.find("ferry_route_sessions_total{proxy=\"tls\",route=\"default\"} 0\n"),
             std::string::npos)
       << metrics;
+  const std::string table = ferry.command("status").out;
+  EXPECT_NE(table.find("ROUTE"), std::string::npos) << table;
+  EXPECT_NE(table.find("alpha"), std::string::npos) << table;
   const std::string json = http_get(status, "/status");
   EXPECT_NE(json.find("\"routes\":{\"tls\":{\"alpha\":{\"sessions\":1,\"active\":0}"),
             std::string::npos)

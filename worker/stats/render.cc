@@ -1,4 +1,5 @@
-// Renderings of a stats Snapshot: JSON, Prometheus text, a table; with the escaping each needs.
+// Renderings of a stats Snapshot for the status endpoint: JSON and Prometheus text, with the
+// escaping each needs (the table of `ferry -s status` is render_table.cc's), and their cache.
 #include "worker/stats/render.h"
 
 #include <algorithm>
@@ -9,56 +10,14 @@
 
 #include <fmt/format.h>
 
+#include "worker/stats/render_text.h"
+
 namespace ferry::worker {
 namespace {
 
-constexpr std::string_view kReplacement = "\xef\xbf\xbd";  // U+FFFD
-
-// The length of the well-formed UTF-8 sequence at the start of `s` (RFC 3629: no overlong
-// forms, no surrogates, nothing past U+10FFFF), or 0.
-std::size_t utf8_length(std::string_view s) noexcept {
-  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
-  const unsigned char b = byte(0);
-  std::size_t n = 0;
-  unsigned char lo = 0x80;
-  unsigned char hi = 0xbf;
-  if (b < 0x80) return 1;
-  if (b >= 0xc2 && b <= 0xdf) {
-    n = 2;
-  } else if (b >= 0xe0 && b <= 0xef) {
-    n = 3;
-    if (b == 0xe0) lo = 0xa0;
-    if (b == 0xed) hi = 0x9f;
-  } else if (b >= 0xf0 && b <= 0xf4) {
-    n = 4;
-    if (b == 0xf0) lo = 0x90;
-    if (b == 0xf4) hi = 0x8f;
-  } else {
-    return 0;
-  }
-  if (s.size() < n || byte(1) < lo || byte(1) > hi) return 0;
-  for (std::size_t i = 2; i < n; ++i) {
-    if (byte(i) < 0x80 || byte(i) > 0xbf) return 0;
-  }
-  return n;
-}
-
-// Appends `text` to `out` as UTF-8: ASCII through `ascii` (which escapes what it must), other
-// characters as they are, bytes that are not UTF-8 as U+FFFD.
-template <typename Ascii>
-void append_text(std::string& out, std::string_view text, Ascii&& ascii) {
-  while (!text.empty()) {
-    const std::size_t n = utf8_length(text);
-    if (n == 1) {
-      ascii(out, text[0]);
-    } else if (n == 0) {
-      out += kReplacement;
-    } else {
-      out.append(text.data(), n);
-    }
-    text.remove_prefix(std::max<std::size_t>(n, 1));
-  }
-}
+using render_text::append_text;
+using render_text::each_server;
+using render_text::number;
 
 // ---- JSON ------------------------------------------------------------------------------------
 
@@ -226,86 +185,6 @@ constexpr Metric<Snapshot::Server> kServerMetrics[] = {
 constexpr ServerState kStates[] = {ServerState::up,      ServerState::down,
                                    ServerState::backup,  ServerState::draining,
                                    ServerState::removed, ServerState::failed};
-
-template <typename Each>
-void each_server(const Snapshot& s, Each&& each) {
-  for (const auto& u : s.upstreams) {
-    for (const auto& v : u.servers) each(u, v);
-  }
-}
-
-// ---- the table -------------------------------------------------------------------------------
-
-// A name for a terminal: control characters as C escapes, so that no name breaks a row.
-std::string printable(std::string_view text) {
-  std::string out;
-  append_text(out, text, [](std::string& o, char c) {
-    switch (c) {
-      case '\n': o += "\\n"; break;
-      case '\t': o += "\\t"; break;
-      case '\r': o += "\\r"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-          fmt::format_to(std::back_inserter(o), "\\x{:02x}", static_cast<unsigned>(c));
-        } else {
-          o += c;
-        }
-    }
-  });
-  return out;
-}
-
-// Characters on screen, near enough: UTF-8 continuation bytes take no column.
-std::size_t columns(std::string_view text) {
-  return static_cast<std::size_t>(std::count_if(text.begin(), text.end(), [](char c) {
-    return (static_cast<unsigned char>(c) & 0xc0) != 0x80;
-  }));
-}
-
-std::string duration(std::int64_t seconds) {
-  if (seconds < 0) seconds = 0;
-  const std::int64_t d = seconds / 86400, h = seconds / 3600 % 24, m = seconds / 60 % 60,
-                     sec = seconds % 60;
-  if (d > 0) return fmt::format("{}d {}h", d, h);
-  if (h > 0) return fmt::format("{}h {}m", h, m);
-  if (m > 0) return fmt::format("{}m {}s", m, sec);
-  return fmt::format("{}s", sec);
-}
-
-// Columns padded to their widest cell: text left, numbers right.
-class Table {
- public:
-  Table(std::initializer_list<std::string_view> headers, std::string_view numeric)
-      : numeric_(numeric) {
-    rows_.emplace_back(headers.begin(), headers.end());
-  }
-  void row(std::vector<std::string> cells) { rows_.push_back(std::move(cells)); }
-  void render(std::string& out) const {
-    std::vector<std::size_t> widths(rows_.front().size(), 0);
-    for (const auto& r : rows_) {
-      for (std::size_t c = 0; c < r.size(); ++c) widths[c] = std::max(widths[c], columns(r[c]));
-    }
-    for (const auto& r : rows_) {
-      std::string line;
-      for (std::size_t c = 0; c < r.size(); ++c) {
-        const std::string pad(widths[c] - columns(r[c]), ' ');
-        const bool right = c < numeric_.size() && numeric_[c] == 'n';
-        if (c > 0) line += "  ";
-        line += right ? pad + r[c] : r[c] + (c + 1 < r.size() ? pad : "");
-      }
-      out += line + '\n';
-    }
-  }
-
- private:
-  std::string_view numeric_;  // 'n' for each column of numbers
-  std::vector<std::vector<std::string>> rows_;
-};
-
-template <typename T>
-std::string number(T v) {
-  return fmt::format("{}", v);
-}
 
 }  // namespace
 
@@ -531,61 +410,6 @@ std::string render_prometheus(const Snapshot& s) {
       });
     }
   }
-  return out;
-}
-
-std::string render_table(const Snapshot& s) {
-  std::string out =
-      fmt::format("ferry {}, master pid {}, up {}, generation {}\n", printable(s.version), s.pid,
-                  duration(s.now - s.started), s.generation);
-  out += fmt::format("reloads: {} ok, {} failed", s.reloads_ok, s.reloads_failed);
-  if (s.last_reload != ReloadResult::none) {
-    out += fmt::format("; the last {} {} ago", to_string(s.last_reload),
-                       duration(s.now - s.last_reload_at));
-  }
-  out += '\n';
-  if (!s.last_reload_error.empty()) {
-    out += "last reload error: " + printable(s.last_reload_error) + '\n';
-  }
-
-  out += '\n';
-  Table proxies({"PROXY", "ACCEPTED", "HANDLED", "ACTIVE", "DENIED", "LIMITED", "NO CONNECTION",
-                 "FROM CLIENTS", "TO CLIENTS"},
-                "-nnnnnnnn");
-  for (const auto& p : s.proxies) {
-    proxies.row({printable(p.name) + (p.configured ? "" : " (removed)"), number(p.accepted),
-                 number(p.handled), number(p.active), number(p.denied), number(p.limited),
-                 number(p.no_connections), number(p.bytes_from_clients),
-                 number(p.bytes_to_clients)});
-  }
-  proxies.render(out);
-
-  out += '\n';
-  Table servers({"UPSTREAM", "SERVER", "STATE", "ADMIN", "WEIGHT", "SESSIONS", "ACTIVE", "FAILED",
-                 "SENT", "RECEIVED", "HEALTH CHECK"},
-                "----nnnnnn-");
-  each_server(s, [&](const Snapshot::Upstream& u, const Snapshot::Server& v) {
-    const std::string health =
-        v.health == CheckResult::none
-            ? "-"
-            : fmt::format("{} {} ago", to_string(v.health), duration(s.now - v.health_at));
-    const std::string weight = v.effective_weight == v.weight
-                                   ? number(static_cast<std::uint64_t>(v.weight))
-                                   : fmt::format("{}/{}", v.effective_weight, v.weight);
-    servers.row({printable(u.name), printable(v.address), std::string(to_string(v.state)),
-                 std::string(to_string(v.admin)), weight, number(v.sessions), number(v.active),
-                 number(v.connect_failures), number(v.bytes_sent), number(v.bytes_received),
-                 health});
-  });
-  servers.render(out);
-
-  out += '\n';
-  Table workers({"WORKER PID", "GENERATION", "UP", "CONNECTIONS"}, "nn-n");
-  for (const auto& w : s.workers) {
-    workers.row(
-        {number(w.pid), number(w.generation), duration(s.now - w.started), number(w.connections)});
-  }
-  workers.render(out);
   return out;
 }
 
