@@ -374,12 +374,7 @@ TEST(RuntimeServersTest, StatusMetricsAndStatusCommandShowAdminStateAndWeights) 
   EXPECT_NE(status.find("maint"), std::string::npos) << status;
   EXPECT_NE(status.find("ADMIN"), std::string::npos) << status;
 
-  const auto get = [&](const std::string& path) {
-    event::UniqueFd fd(connect_to_port(status_port));
-    if (!fd.valid()) return std::string();
-    (void)send_all(fd.get(), "GET " + path + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    return read_exactly(fd.get(), 1 << 20, seconds(5));
-  };
+  const auto get = [&](const std::string& path) { return http_get(status_port, path); };
   const std::string json = get("/status");
   EXPECT_NE(json.find("\"admin\":\"maint\""), std::string::npos) << json;
   EXPECT_NE(json.find("\"weight\":9"), std::string::npos) << json;

@@ -102,10 +102,7 @@ TEST_F(TlsOriginationTest, AnAddressIsVerifiedAsAnIpAndTheNextServerIsTried) {
 
 TEST_F(TlsOriginationTest, AClientCertificateIsPresentedWhenConfigured) {
   const Issued cert = ca.issue("backend", {"backend.test"});
-  LeafSpec spec;
-  spec.common_name = "ferry";
-  spec.client = true;
-  const Issued client = ca.issue("ferry-client", spec);
+  const Issued client = ca.issue_client("ferry");
   TlsEchoServer server(cert.cert_path, cert.key_path, ca.cert_path());
   {
     FerryInstance without(config(

@@ -70,14 +70,6 @@ std::string routing_config(int port, const std::string& fallback,
   return text;
 }
 
-// GET `path` from the status endpoint on `port`: the whole answer ("" when it cannot connect).
-std::string http_get(int port, const std::string& path) {
-  const event::UniqueFd fd(connect_to_port(port));
-  if (!fd.valid()) return {};
-  (void)send_all(fd.get(), "GET " + path + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-  return read_exactly(fd.get(), 1 << 20, seconds(5));
-}
-
 std::string status_listen(int port) {
   return "status = { listen = \"" + loopback(port) + "\"; };\n";
 }

@@ -116,13 +116,9 @@ TEST_F(TlsTerminationTest, AlpnIsAgreedOrTheHandshakeFails) {
 
 TEST_F(TlsTerminationTest, ClientCertificatesAreVerifiedAndTheSubjectIsLogged) {
   const Issued a = ca.issue("a", {"a.test"});
-  LeafSpec client_spec;
-  client_spec.common_name = "client-1";
-  client_spec.client = true;
-  const Issued client = ca.issue("client-1", client_spec);
+  const Issued client = ca.issue_client("client-1");
   TestCa other(dir.path(), "other-ca");
-  client_spec.common_name = "stranger";
-  const Issued stranger = other.issue("stranger", client_spec);
+  const Issued stranger = other.issue_client("stranger");
   FerryInstance ferry(
       terminating_config(port, backend.port(), {a}, log,
                          "client_ca = \"" + ca.cert_path() + "\"; verify_client = \"on\";"));

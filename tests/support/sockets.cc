@@ -13,6 +13,9 @@
 #include <cstring>
 #include <iterator>
 
+#include "event/syscall_util.h"
+#include "tests/support/echo_server.h"
+
 namespace ferry::test {
 namespace {
 
@@ -172,6 +175,13 @@ std::size_t count_of(const std::string& text, const std::string& needle) {
   std::size_t n = 0;
   for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
   return n;
+}
+
+std::string http_get(int port, const std::string& path) {
+  const event::UniqueFd fd(connect_to_port(port));
+  if (!fd.valid()) return {};
+  (void)send_all(fd.get(), "GET " + path + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+  return read_exactly(fd.get(), 1 << 20, std::chrono::seconds(5));
 }
 
 }  // namespace ferry::test

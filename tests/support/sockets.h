@@ -24,6 +24,9 @@ bool send_all(int fd, const std::string& data);
 // The local port of a connected socket.
 int local_port(int fd);
 std::string read_file(const std::string& path);
+// GET `path` from an HTTP server on 127.0.0.1:`port` (the status endpoint): the whole answer,
+// headers included ("" when it cannot connect).
+std::string http_get(int port, const std::string& path);
 // How many times `needle` occurs in `text`.
 std::size_t count_of(const std::string& text, const std::string& needle);
 

@@ -118,6 +118,13 @@ Issued TestCa::issue(const std::string& name, const LeafSpec& spec) {
   return out;
 }
 
+Issued TestCa::issue_client(const std::string& name) {
+  LeafSpec spec;
+  spec.common_name = name;
+  spec.client = true;
+  return issue(name, spec);
+}
+
 Issued TestCa::issue(const std::string& name, const std::vector<std::string>& dns,
                      const std::vector<std::string>& ips, KeyType key) {
   LeafSpec spec;

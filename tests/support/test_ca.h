@@ -40,6 +40,8 @@ class TestCa {
 
   // A leaf signed by this CA, written to DIR/NAME.pem (the chain) and DIR/NAME.key.
   Issued issue(const std::string& name, const LeafSpec& spec);
+  // A client certificate (clientAuth, no subjectAltName needed) whose CN is `name`.
+  Issued issue_client(const std::string& name);
   Issued issue(const std::string& name, const std::vector<std::string>& dns,
                const std::vector<std::string>& ips = {}, KeyType key = KeyType::ecdsa);
 
