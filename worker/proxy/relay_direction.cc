@@ -28,7 +28,8 @@ RelayDirection::Pumped RelayDirection::pump() noexcept {
       // A finished batched call is taken whatever the flags say: its bytes are already moved.
       if (!to_->write.ready && done_ != Op::send) return Pumped::waiting;
       step = in_pipe_ > 0 ? flush_pipe() : flush_buffer();
-    } else if (state_ == State::draining) {
+    } else if (state_ == State::draining || state_ == State::closing) {
+      if (to_->ssl != nullptr) return close_tls();
       state_ = State::finished;
       return Pumped::finished;
     } else if (state_ == State::finished || (!from_->read.ready && done_ != Op::recv)) {
@@ -41,11 +42,20 @@ RelayDirection::Pumped RelayDirection::pump() noexcept {
   }
 }
 
-void RelayDirection::pass_fin() noexcept {
-  if (to_->ssl != nullptr) {
-    tls::shutdown_write(*to_);
-    return;
+// A TLS `to`'s FIN: its close_notify may find the socket full (the last record just filled
+// it); the FIN waits for it, or the peer would see the stream cut short.
+RelayDirection::Pumped RelayDirection::close_tls() noexcept {
+  if (state_ == State::closing && !to_->write.ready) return Pumped::waiting;
+  if (tls::shutdown_write(*to_) == tls::ShutdownStatus::again) {
+    state_ = State::closing;
+    return Pumped::waiting;
   }
+  state_ = State::finished;
+  return Pumped::finished;
+}
+
+void RelayDirection::pass_fin() noexcept {
+  if (to_->ssl != nullptr) return;  // close_tls() passed it on
   if (::shutdown(to_->fd.get(), SHUT_WR) == -1) {
     spdlog::debug("shutdown(SHUT_WR) failed: {}", event::last_error().message());
   }

@@ -30,16 +30,20 @@ class RelayDirection {
  public:
   // Where the FIN of `from` has got to. Per direction: a session whose client has finished
   // sending may go on receiving for as long as the server sends.
+  // The values are SessionRecord's (closing is never exported: a TLS session does not move).
   enum class State : std::uint8_t {
-    open,      // `from` may send more
-    draining,  // `from` sent its FIN; bytes read before it may still wait for `to`
-    finished,  // everything `from` sent, the FIN included, is `to`'s
+    open = 0,      // `from` may send more
+    draining = 1,  // `from` sent its FIN; bytes read before it may still wait for `to`
+    closing = 3,   // a TLS `to` has every byte; its close_notify waits for room, then the FIN
+    finished = 2,  // everything `from` sent, the FIN included, is `to`'s
   };
   // What a pump() ended with.
   enum class Pumped : std::uint8_t {
-    waiting,   // for readiness or a batched call's completion
-    finished,  // just now: the last byte is out, the FIN is to be passed on (pass_fin)
-    failed,    // a recv, send or splice failed: failed_side() and error() say where and why
+    waiting,  // for readiness or a batched call's completion
+    // just now: the last byte is out; a plain `to`'s FIN is to be passed on (pass_fin), a TLS
+    // one's close_notify and FIN are out already
+    finished,
+    failed,  // a recv, send or splice failed: failed_side() and error() say where and why
   };
 
   // The buffers and pipes are borrowed only while bytes are in flight; `splice`: the proxy
@@ -58,8 +62,8 @@ class RelayDirection {
 
   // Moves what it can until the sockets or a batched call make it wait. Both ends must be set.
   Pumped pump() noexcept;
-  // Sends the FIN on (shutdown SHUT_WR on `to`). A caller about to close `to` skips it: the
-  // close sends the FIN anyway.
+  // Sends the FIN on (shutdown SHUT_WR on a plain `to`). A caller about to close `to` skips it:
+  // the close sends the FIN anyway. A TLS `to` needs none: pump() sent its close_notify and FIN.
   void pass_fin() noexcept;
   // Puts `bytes` (at most the buffer's size) in front of whatever waits for `to`, so that it is
   // what `to` reads first: the PROXY header sent to a server.
@@ -89,7 +93,7 @@ class RelayDirection {
   // Bytes read from `from` that `to` has not taken yet.
   [[nodiscard]] std::size_t held() const noexcept { return end_ - start_ + in_pipe_; }
   [[nodiscard]] bool splicing() const noexcept { return splicing_; }
-  // Whether `to` is read through TLS: its FIN needs a close_notify, which close() does not send.
+  // Whether `to` is read through TLS: pump() passes its FIN on (a close_notify first).
   [[nodiscard]] bool to_tls() const noexcept { return to_ != nullptr && to_->ssl != nullptr; }
   // Of held(), the bytes in a splice pipe.
   [[nodiscard]] std::size_t in_pipe() const noexcept { return in_pipe_; }
@@ -113,6 +117,7 @@ class RelayDirection {
   Step flush_buffer() noexcept;
   Step fill_pipe() noexcept;
   Step flush_pipe() noexcept;
+  Pumped close_tls() noexcept;
   Step fail(event::Connection* side, int err) noexcept;
 
   // Laid out widest first: two of these make most of an idle session.

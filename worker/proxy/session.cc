@@ -204,8 +204,8 @@ bool Session::pump(RelayDirection& d, const RelayDirection& other) {
     case RelayDirection::Pumped::finished:
       // When the other direction is done too, run() closes the session now and the close
       // sends this FIN (nothing unread is left on `to`: its EOF was read): no shutdown() call.
-      // A TLS side still gets its close_notify: without it the peer sees a truncated stream.
-      if (other.state() != RelayDirection::State::finished || d.to_tls()) d.pass_fin();
+      // A TLS side's close_notify and FIN are out already (pump()).
+      if (other.state() != RelayDirection::State::finished && !d.to_tls()) d.pass_fin();
       return true;
     case RelayDirection::Pumped::failed: reset(d.failed_side(), d.error()); return false;
   }

@@ -122,15 +122,23 @@ IoResult send(Connection& c, std::span<const std::byte> data) noexcept {
   return {IoStatus::error, 0, EPROTO};
 }
 
-void shutdown_write(Connection& c) noexcept {
+ShutdownStatus shutdown_write(Connection& c) noexcept {
   if (c.ssl != nullptr) {
     ERR_clear_error();
-    SSL_shutdown(c.ssl);  // queues and sends close_notify; the answer is not waited for
+    // 0 or 1: the close_notify is out (the peer's answer is not waited for). A call after
+    // WANT_WRITE sends what the first could not.
+    const int r = SSL_shutdown(c.ssl);
+    if (r < 0 && SSL_get_error(c.ssl, r) == SSL_ERROR_WANT_WRITE) {
+      ERR_clear_error();
+      c.write.ready = false;
+      return ShutdownStatus::again;
+    }
     ERR_clear_error();
   }
   if (::shutdown(c.fd.get(), SHUT_WR) == -1) {
     spdlog::debug("shutdown(SHUT_WR) failed: {}", std::system_category().message(errno));
   }
+  return ShutdownStatus::done;
 }
 
 }  // namespace ferry::worker::tls

@@ -28,8 +28,11 @@ HandshakeStatus handshake(event::Connection& c, std::string& why) noexcept;
 // or its TCP FIN; error carries errno (EPROTO for a TLS error, logged at debug).
 event::IoResult recv(event::Connection& c, std::span<std::byte> buffer) noexcept;
 event::IoResult send(event::Connection& c, std::span<const std::byte> data) noexcept;
-// Passes the FIN on: close_notify (best effort), then shutdown(SHUT_WR).
-void shutdown_write(event::Connection& c) noexcept;
+// Passes the FIN on: close_notify, then shutdown(SHUT_WR). again: the socket had no room for
+// the close_notify (write.ready is cleared): call again when it is writable, nothing else in
+// between. done also when the close_notify could not be sent (the peer is gone): the FIN goes.
+enum class ShutdownStatus : std::uint8_t { done, again };
+ShutdownStatus shutdown_write(event::Connection& c) noexcept;
 
 // The first error in OpenSSL's queue as text (the queue is cleared), or `fallback` when empty.
 std::string take_error(std::string_view fallback);
