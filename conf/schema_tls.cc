@@ -108,10 +108,33 @@ constexpr Field<OwnerOf<M>> ca_field(std::string_view name) {
 }
 
 // Loads a certificate and its key with OpenSSL; the error is at the setting of the file at fault.
-void check_pair(Reader& r, const Setting& group, const CertificatePair& pair) {
-  if (!reads_files(r) || pair.certificate.empty() || pair.key.empty()) return;
+// True when the pair loaded (and was checked at all).
+bool check_pair(Reader& r, const Setting& group, const CertificatePair& pair) {
+  if (!reads_files(r) || pair.certificate.empty() || pair.key.empty()) return false;
   const PairError why = check_certificate_pair(pair);
   if (!why.text.empty()) r.error(group[why.in_key ? "key" : "certificate"], why.text);
+  return why.text.empty();
+}
+
+// Two certificates serving the same names with the same type of key: OpenSSL keeps one per type
+// and name set, so the later would silently replace the earlier.
+void check_not_shadowed(Reader& r, const Setting& group, const CertificatePair& pair,
+                        std::vector<std::pair<CertificateIdentity, std::string>>& seen) {
+  CertificateIdentity id;
+  std::string error;
+  if (!certificate_identity(pair.certificate, id, error)) {
+    r.error(group["certificate"], error);
+    return;
+  }
+  for (const auto& [other, path] : seen) {
+    if (other.names == id.names && other.key_type == id.key_type) {
+      r.error(group["certificate"], "serves the same names with the same key type as \"" + path +
+                                        "\", which it would replace: give one other names or "
+                                        "another key type, or drop it");
+      return;
+    }
+  }
+  seen.emplace_back(std::move(id), pair.certificate);
 }
 
 constexpr Field<CertificatePair> kPair[] = {
@@ -130,10 +153,11 @@ constexpr Field<CertificatePair> kPair[] = {
 };
 
 void read_certificates(Reader& r, const Setting& s, ServerTls& t) {
+  std::vector<std::pair<CertificateIdentity, std::string>> seen;
   r.groups(s, [&](const Setting& e) {
     CertificatePair pair;
     read_fields<CertificatePair>(r, e, kPair, pair);
-    check_pair(r, e, pair);
+    if (check_pair(r, e, pair)) check_not_shadowed(r, e, pair, seen);
     t.certificates.push_back(std::move(pair));
   });
   if (s.getType() == Setting::TypeList && s.getLength() == 0) {

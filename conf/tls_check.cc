@@ -4,10 +4,13 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <string_view>
+#include <vector>
 
 #include "conf/openssl_ptr.h"
 
@@ -29,7 +32,46 @@ std::string on_scratch(const std::string& what, Try&& try_it) {
   return what + ": " + openssl_error();
 }
 
+std::string lowercase(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+  return out;
+}
+
+void add_name(const ASN1_STRING* s, std::vector<std::string>& out) {
+  const auto* data = reinterpret_cast<const char*>(ASN1_STRING_get0_data(s));
+  const int length = ASN1_STRING_length(s);
+  if (data != nullptr && length > 0) out.push_back(lowercase({data, std::size_t(length)}));
+}
+
 }  // namespace
+
+bool certificate_identity(const std::string& path, CertificateIdentity& out, std::string& error) {
+  ERR_clear_error();
+  out = {};
+  const BioPtr bio(BIO_new_file(path.c_str(), "r"));
+  const X509Ptr leaf(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!leaf) {
+    error = "certificate " + quoted(path) + ": " + openssl_error();
+    return false;
+  }
+  const GeneralNamesPtr sans(static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(leaf.get(), NID_subject_alt_name, nullptr, nullptr)));
+  for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans.get()); ++i) {
+    const GENERAL_NAME* n = sk_GENERAL_NAME_value(sans.get(), i);
+    if (n->type == GEN_DNS) add_name(n->d.dNSName, out.names);
+  }
+  if (out.names.empty()) {  // as browsers did before SANs, and HAProxy still does
+    const X509_NAME* subject = X509_get_subject_name(leaf.get());
+    const int at = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+    if (at >= 0) add_name(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at)), out.names);
+  }
+  if (const EVP_PKEY* key = X509_get0_pubkey(leaf.get())) out.key_type = EVP_PKEY_get_base_id(key);
+  ERR_clear_error();
+  std::sort(out.names.begin(), out.names.end());
+  out.names.erase(std::unique(out.names.begin(), out.names.end()), out.names.end());
+  return true;
+}
 
 std::string openssl_error() {
   const unsigned long code = ERR_peek_error();

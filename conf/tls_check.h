@@ -26,6 +26,15 @@ bool load_certificate_pair(SSL_CTX* ctx, const CertificatePair& pair, PairError&
 // The same on a scratch context: error.text is "" when the pair is good.
 PairError check_certificate_pair(const CertificatePair& pair);
 
+// What a certificate's leaf is chosen by: the names it serves (its DNS subjectAltNames, else its
+// CN, lowercase, sorted, each once) and its key's type (EVP_PKEY_EC, EVP_PKEY_RSA...).
+struct CertificateIdentity {
+  std::vector<std::string> names;
+  int key_type = 0;
+};
+// Reads the leaf of PEM file `path`; false with `error` (the file and OpenSSL's reason).
+bool certificate_identity(const std::string& path, CertificateIdentity& out, std::string& error);
+
 // Each "" when good, else what is wrong (OpenSSL's reason included), tried on a scratch context.
 std::string check_ciphers(const std::string& ciphers);            // TLS 1.2 cipher list
 std::string check_ciphersuites(const std::string& ciphersuites);  // TLS 1.3 suites

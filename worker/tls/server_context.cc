@@ -22,45 +22,6 @@ namespace {
 
 constexpr std::size_t kMaxName = 255;
 
-std::string lowercase(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-  return out;
-}
-
-void add_name(const ASN1_STRING* s, std::vector<std::string>& out) {
-  const auto* data = reinterpret_cast<const char*>(ASN1_STRING_get0_data(s));
-  const int length = ASN1_STRING_length(s);
-  if (data != nullptr && length > 0) out.push_back(lowercase({data, std::size_t(length)}));
-}
-
-// The names the leaf of PEM file `path` serves, lowercase, sorted, each once.
-bool certificate_names(const std::string& path, std::vector<std::string>& names,
-                       std::string& error) {
-  ERR_clear_error();
-  const conf::BioPtr bio(BIO_new_file(path.c_str(), "r"));
-  const conf::X509Ptr leaf(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
-  if (!leaf) {
-    error = "certificate \"" + path + "\": " + conf::openssl_error();
-    return false;
-  }
-  const conf::GeneralNamesPtr sans(static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(leaf.get(), NID_subject_alt_name, nullptr, nullptr)));
-  for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans.get()); ++i) {
-    const GENERAL_NAME* n = sk_GENERAL_NAME_value(sans.get(), i);
-    if (n->type == GEN_DNS) add_name(n->d.dNSName, names);
-  }
-  if (names.empty()) {  // as browsers did before SANs, and HAProxy still does
-    const X509_NAME* subject = X509_get_subject_name(leaf.get());
-    const int at = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
-    if (at >= 0) add_name(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at)), names);
-  }
-  ERR_clear_error();
-  std::sort(names.begin(), names.end());
-  names.erase(std::unique(names.begin(), names.end()), names.end());
-  return true;
-}
-
 // Tells resumed sessions of different settings apart: a ticket of a proxy that checks client
 // certificates against one CA must not resume at another with another CA — nor at this one
 // after a reload with another CA in the same file (a resumption checks no certificate): the
@@ -140,8 +101,9 @@ std::unique_ptr<ServerContext> ServerContext::create(const conf::ServerTls& sett
   // side: OpenSSL picks by the client's signature algorithms).
   std::vector<std::vector<std::string>> group_names;
   for (const conf::CertificatePair& pair : settings.certificates) {
-    std::vector<std::string> names;
-    if (!certificate_names(pair.certificate, names, error)) return nullptr;
+    conf::CertificateIdentity id;
+    if (!conf::certificate_identity(pair.certificate, id, error)) return nullptr;
+    std::vector<std::string>& names = id.names;
     auto at = std::find(group_names.begin(), group_names.end(), names);
     if (at == group_names.end()) {
       SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));

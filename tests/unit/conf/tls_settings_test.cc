@@ -176,6 +176,25 @@ TEST_F(TlsSettingsTest, CertificateAndKeyFailuresNameTheFileTheLineAndOpenSslsRe
             "t.conf:4: upstreams.[0].tls.key: k");
 }
 
+// Two certificates for the same names with the same key type: one would silently replace the
+// other. The same names with an ECDSA and an RSA key, or other names, are fine.
+TEST_F(TlsSettingsTest, ACertificateThatWouldReplaceAnotherIsRefused) {
+  const test::Issued again = ca_.issue("ec-again", {"*.b.test", "A.test"});  // same names
+  EXPECT_EQ(only_error(proxy_with("certificates = ( " + pair(ec_) + ",\n " + pair(rsa_) +
+                                  ",\n { certificate = " + q(again.cert_path) +
+                                  "; key = " + q(again.key_path) + "; } );")),
+            "t.conf:6: proxies.[0].tls.certificates.[2].certificate: serves the same names with "
+            "the same key type as " +
+                q(ec_.cert_path) +
+                ", which it would replace: give one other names or another key type, or drop "
+                "it");
+  const test::Issued other = ca_.issue("other", {"a.test"});  // a subset: other names
+  const LoadResult r = load_text(
+      proxy_with("certificates = ( " + pair(ec_) + ", " + pair(rsa_) + ", " + pair(other) + " );"),
+      "t.conf", ".");
+  EXPECT_TRUE(r.config) << errors_of(r);
+}
+
 TEST_F(TlsSettingsTest, SuitesCaFilesAndVersionsAreRefusedAtTheirLine) {
   EXPECT_EQ(only_error(proxy_with(certificates() + "\nciphers = \"NOPE-CIPHER\";")),
             "t.conf:5: proxies.[0].tls.ciphers: no usable TLS 1.2 cipher in \"NOPE-CIPHER\": no "
