@@ -38,6 +38,7 @@
 #include "master/respawn_backoff.h"
 #include "master/runtime_servers.h"
 #include "master/service_notifier.h"
+#include "master/ticket_secret.h"
 #include "master/upgrade_link.h"
 #include "master/upgrade_segments.h"
 #include "master/upgrade_state.h"
@@ -341,10 +342,11 @@ class Master {
   std::string conf_file_;
   std::unique_ptr<conf::Config> config_;
   // config_'s TLS contexts (termination, origination), built here where the keys are readable;
-  // and the session ticket keys every generation's workers share (resumption across workers
-  // and reloads).
+  // and the session ticket keys every generation's workers share (resumption across workers,
+  // reloads and binary upgrades: their secret goes to the new binary).
   std::shared_ptr<const worker::tls::TlsContexts> tls_;
   std::shared_ptr<const worker::tls::TicketKeys> ticket_keys_;
+  TicketSecret ticket_secret_;
   std::optional<Serving> previous_;
   Msec ready_timeout_ = kReadyTimeout;
   WorkerFailHook worker_fail_;

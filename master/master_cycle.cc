@@ -130,6 +130,8 @@ int Master::run() {
     if (link_.adopt()) link_.close();
     listeners_.adopt_activated();
   }
+  // Also without TLS configured: a reload may bring it, and no worker may see the variable.
+  ticket_secret_.take_passed(upgraded_);
   notifier_ = ServiceNotifier(upgraded_);
   if (const auto failed = listeners_.apply(*config_, config_->worker_processes)) {
     spdlog::critical("{}", *failed);

@@ -123,6 +123,7 @@ int Master::become_worker(int slot, int generation, int channel, worker::WorkerC
   // First of all: from here on the statistics registry is read-only to this process.
   if (!stats_->enter_worker()) return worker::kFatalExit;
   segments_.enter_worker();
+  ticket_secret_.enter_worker();
   signal_.fd.reset();
   link_.close();  // the other master must see the end of file when this one exits
   control_.drop();

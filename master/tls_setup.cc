@@ -1,5 +1,6 @@
-// The master's part of TLS: the session ticket keys, made once and shared by every worker it
-// forks, and each configuration's contexts, built where the keys and certificates are readable.
+// The master's part of TLS: the session ticket keys, made once (or from the secret an old master
+// passed) and shared by every worker it forks, and each configuration's contexts, built where
+// the keys and certificates are readable.
 #include <string>
 
 #include <spdlog/spdlog.h>
@@ -18,7 +19,8 @@ bool Master::build_tls(const conf::Config& cfg,
                                [](const conf::Upstream& u) { return u.tls.has_value(); });
   if (!any) return true;
   if (!ticket_keys_) {
-    ticket_keys_ = worker::tls::TicketKeys::create();
+    // The old master's secret after a binary upgrade, so that its tickets resume here.
+    ticket_keys_ = ticket_secret_.make_keys();
     if (!ticket_keys_) {
       spdlog::warn("no random secret for TLS session tickets: each worker keeps its own keys");
     }

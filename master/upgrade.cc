@@ -110,6 +110,7 @@ std::optional<UpgradeRefused> Master::upgrade() {
     own_state_.pass_to_exec();
     link_.pass_to_exec();
     segments_.pass_to_exec(*stats_);
+    ticket_secret_.pass_to_exec();
     if (new_master_unready_) ::setenv("FERRY_TEST_UNREADY_GENERATION", "1", 1);
     // Last before exec: whatever is passed above (and only that) is kept by the new master.
     name_passed_fds();

@@ -4,6 +4,7 @@
 
 #include <optional>
 
+#include "event/sealed_secret.h"
 #include "event/syscall_util.h"
 #include "worker/proxy/client_limits.h"
 
@@ -21,15 +22,20 @@ class ClientSecret {
   // and resizing and hold exactly one secret: nullopt (logged) otherwise.
   static std::optional<ClientSecret> adopt(event::UniqueFd fd) noexcept;
 
+  ClientSecret(ClientSecret&&) noexcept = default;
+  ClientSecret& operator=(ClientSecret&&) noexcept = default;
+  ~ClientSecret();  // wipes the secret
+
   [[nodiscard]] const ClientLimits::Secret& value() const noexcept { return value_; }
   // The memfd, for the next exec to pass on (-1 once closed).
-  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  [[nodiscard]] int fd() const noexcept { return sealed_ ? sealed_->fd() : -1; }
   // A forked worker: it has its copy, it needs no fd.
-  void close_fd() noexcept { fd_.reset(); }
+  void close_fd() noexcept { sealed_.reset(); }
 
  private:
+  ClientSecret() noexcept = default;
   ClientLimits::Secret value_{};
-  event::UniqueFd fd_;
+  std::optional<event::SealedSecret> sealed_;
 };
 
 }  // namespace ferry::worker
