@@ -59,6 +59,10 @@ struct Endpoint {
   Address address;
   int weight = 1;
   bool backup = false;
+  // The name this address was found under, for TLS origination to verify and send as SNI: an
+  // SRV record's target (lower case, no trailing dot). Empty for a server's own address or host
+  // name: the name written for the server serves then.
+  std::string host;
 
   bool operator==(const Endpoint&) const = default;
 };
@@ -94,7 +98,7 @@ struct Server {
   [[nodiscard]] std::vector<Endpoint> endpoints_of(std::vector<Address> list) const {
     std::vector<Endpoint> out;
     out.reserve(list.size());
-    for (Address& a : list) out.push_back({std::move(a), weight, backup});
+    for (Address& a : list) out.push_back({std::move(a), weight, backup, {}});
     return out;
   }
 

@@ -87,6 +87,13 @@ constexpr Field<T> ciphersuites_field() {
       [](Writer& w, std::string_view n, const T& o) { w.set_string(n, o.versions.ciphersuites); }};
 }
 
+template <typename T>
+constexpr Field<T> kernel_tls_field() {
+  return {"kernel_tls",
+          [](Reader& r, const Setting& s, T& o) { assign(o.versions.kernel_tls, r.boolean(s)); },
+          [](Writer& w, std::string_view n, const T& o) { w.set(n, o.versions.kernel_tls); }};
+}
+
 // A CA file, loaded by OpenSSL now; printed only when given.
 template <auto M>
 constexpr Field<OwnerOf<M>> ca_field(std::string_view name) {
@@ -195,6 +202,7 @@ constexpr Field<ServerTls> kServerTls[] = {
     protocols_field<ServerTls>(),
     ciphers_field<ServerTls>(),
     ciphersuites_field<ServerTls>(),
+    kernel_tls_field<ServerTls>(),
     {"alpn", read_alpn,
      [](Writer& w, std::string_view n, const ServerTls& t) {
        if (!t.alpn.empty()) w.strings(n, t.alpn);
@@ -239,6 +247,7 @@ constexpr Field<ClientTls> kClientTls[] = {
     protocols_field<ClientTls>(),
     ciphers_field<ClientTls>(),
     ciphersuites_field<ClientTls>(),
+    kernel_tls_field<ClientTls>(),
 };
 
 }  // namespace

@@ -153,7 +153,7 @@ Parsed<std::vector<Endpoint>> endpoints_of(const SrvAnswer& answer, const Target
     for (Address& a : addresses) {
       const bool seen = std::any_of(out.begin(), out.end(),
                                     [&](const Endpoint& e) { return e.address.same_endpoint(a); });
-      if (!seen) out.push_back({std::move(a), weight, r->priority != primary});
+      if (!seen) out.push_back({std::move(a), weight, r->priority != primary, r->target});
     }
   }
   if (skipped != nullptr) *skipped = failures;

@@ -29,11 +29,15 @@ struct CertificatePair {
   bool operator==(const CertificatePair&) const = default;
 };
 
-// What both directions share: the versions (sorted, each once) and the suites.
+// What both directions share: the versions (sorted, each once), the suites, and kernel TLS.
 struct TlsProtocols {
   std::vector<TlsVersion> protocols{TlsVersion::tls1_2, TlsVersion::tls1_3};
   std::string ciphers{kDefaultTlsCiphers};            // TLS 1.2
   std::string ciphersuites{kDefaultTlsCiphersuites};  // TLS 1.3
+  // `kernel_tls`: let OpenSSL hand the record layer to the kernel (SSL_OP_ENABLE_KTLS) when the
+  // kernel offers kTLS. Off by default: untested on a kTLS kernel, and the relay keeps reading
+  // and writing through SSL_read/SSL_write (no splice) either way.
+  bool kernel_tls = false;
 
   bool operator==(const TlsProtocols&) const = default;
 };

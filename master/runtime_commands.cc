@@ -51,7 +51,8 @@ void send_all(int fd, std::string_view text) {
 constexpr std::string_view kUsage =
     "commands: show servers [UPSTREAM] [--json] | set server UPSTREAM/SERVER state "
     "ready|drain|maint [--kill] | set server UPSTREAM/SERVER weight N | add server "
-    "UPSTREAM/ADDRESS [weight N] [backup] [slow_start DURATION] | del server UPSTREAM/SERVER | "
+    "UPSTREAM/ADDRESS|UPSTREAM/HOST:PORT [weight N] [backup] [slow_start DURATION] | del server "
+    "UPSTREAM/SERVER | "
     "kill sessions UPSTREAM/SERVER | show sessions [proxy NAME] [server UPSTREAM/SERVER] "
     "[client ADDRESS] [--json] | kill session ID | kill sessions client ADDRESS";
 

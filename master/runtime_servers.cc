@@ -149,9 +149,10 @@ std::optional<std::string> RuntimeServers::add(const conf::Config& cfg, const Se
   }
   auto parsed = conf::parse_address(n.server, false);
   if (const auto* why = std::get_if<std::string>(&parsed)) return *why;
-  if (std::get<conf::Address>(parsed).length == 0) {
-    return fmt::format("\"{}\" is not an IP address and port (names are for the configuration)",
-                       n.server);
+  // A host name is resolved by the workers (as a configured one is), and it is the name TLS
+  // origination verifies.
+  if (std::get<conf::Address>(parsed).length == 0 && !conf::is_host_name(n.server)) {
+    return fmt::format("\"{}\" is neither an IP address nor a host name with a port", n.server);
   }
   if (weight < 1 || weight > kMaxWeight) {
     return fmt::format("weight {} is out of range (1 to {})", weight, kMaxWeight);
@@ -336,7 +337,7 @@ void RuntimeServers::parse(std::string_view text, std::vector<std::string>& erro
     if (!ok) continue;
     if (r.added && (r.weight < 1 ||
                     std::holds_alternative<std::string>(conf::parse_address(r.server, false)))) {
-      bad("an added server needs an address and a weight of at least 1");
+      bad("an added server needs an address or host name and a weight of at least 1");
       continue;
     }
     if (find({r.upstream, r.server}) != nullptr) {

@@ -8,7 +8,9 @@
 #include <cstdlib>
 #include <memory>
 #include <optional>
+#include <system_error>
 #include <utility>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -105,21 +107,9 @@ class Worker {
         checker_->start();
       }
     }
-    // Name resolution off the loop: the pool only starts when some server has a host name.
-    if (has_names_to_resolve(cfg_)) {
-      if (pool_.init(loop_, "ferry-resolve", static_cast<std::size_t>(cfg_.thread_pool.threads),
-                     static_cast<std::size_t>(cfg_.thread_pool.max_queue))) {
-        return kFatalExit;
-      }
-      resolver_ = std::make_unique<Resolver>(
-          loop_, pool_, cfg_,
-          [this](const conf::Server& server, const std::vector<conf::Endpoint>& addresses) {
-            sessions_.update_addresses(server, addresses);
-            // The checker probes what the workers use: this worker's own resolution.
-            if (checker_) checker_->set_addresses(server, addresses);
-          });
-      resolver_->start();
-    }
+    // Name resolution off the loop: the pool only starts when some server has a host name (a
+    // server added at run time by name may have started it already: apply_server_admin()).
+    if (has_names_to_resolve(cfg_) && start_resolver()) return kFatalExit;
     sessions_.set_stats(settings_.stats, settings_.stats_slot);
     sessions_.set_tls(settings_.tls);
     sessions_.prepare(cfg_);
@@ -260,6 +250,46 @@ class Worker {
     }
   }
 
+  // The resolver and its thread pool, made once: the pool's error when it cannot start.
+  std::error_code start_resolver() {
+    if (resolver_) return {};
+    if (const std::error_code ec =
+            pool_.init(loop_, "ferry-resolve", static_cast<std::size_t>(cfg_.thread_pool.threads),
+                       static_cast<std::size_t>(cfg_.thread_pool.max_queue))) {
+      return ec;
+    }
+    resolver_ = std::make_unique<Resolver>(
+        loop_, pool_, cfg_,
+        [this](const conf::Server& server, const std::vector<conf::Endpoint>& addresses) {
+          sessions_.update_addresses(server, addresses);
+          // The checker probes what the workers use: this worker's own resolution.
+          if (checker_) checker_->set_addresses(server, addresses);
+        });
+    resolver_->start();
+    return {};
+  }
+
+  // The servers added at run time by host name: the resolver follows them (started for them
+  // when no configured server needed it).
+  void follow_added_names() {
+    const auto named = sessions_.added_names();
+    if (named.empty() && !resolver_) return;
+    if (const std::error_code ec = start_resolver()) {
+      spdlog::error(
+          "cannot start the resolver's threads ({}): servers added by host name stay "
+          "without addresses",
+          ec.message());
+      return;
+    }
+    std::vector<std::pair<const conf::Upstream*, const conf::Server*>> servers;
+    for (const auto& [upstream, server] : named) {
+      for (const conf::Upstream& u : cfg_.upstreams) {
+        if (u.name == upstream) servers.emplace_back(&u, server);
+      }
+    }
+    resolver_->follow_added(servers);
+  }
+
   // Reads the operator's server settings and applies them; says so to the master, which answers
   // the operator once every worker has (the version in the counters entry says which).
   void apply_server_admin(bool first) {
@@ -270,6 +300,7 @@ class Worker {
       loop_.add_timer(kill_timer_, event::Msec{0});
     }
     if (checker_) checker_->set_paused(sessions_.in_maintenance(cfg_));
+    follow_added_names();
     if (settings_.counters != nullptr) {
       settings_.counters->admin_version.store(version, std::memory_order_release);
     }

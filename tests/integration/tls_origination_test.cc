@@ -137,5 +137,30 @@ TEST_F(TlsOriginationTest, APROXYHeaderGoesInClearBeforeTheHandshake) {
   EXPECT_EQ(server.handshakes(), 1);
 }
 
+// kernel_tls = true where the kernel offers no kTLS (this machine's): a warning naming the
+// upstream at start and at each reload, and TLS goes on in user space.
+TEST_F(TlsOriginationTest, KernelTlsWithoutTheKernelsIsAWarningAndTlsGoesOn) {
+  const Issued cert = ca.issue("backend", {"backend.test"});
+  TlsEchoServer server(cert.cert_path, cert.key_path);
+  FerryInstance ferry(config({server.port()}, "ca = \"" + ca.cert_path() +
+                                                  "\"; server_name = \"backend.test\"; "
+                                                  "kernel_tls = true;"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  EXPECT_TRUE(served()) << ferry.log();
+  if (ferry.log().find("kernel TLS (kTLS) is available") != std::string::npos) {
+    GTEST_SKIP() << "this kernel offers kTLS";
+  }
+  const std::string warning =
+      "upstream \"secure\": kernel_tls = true, but kernel TLS is not available";
+  EXPECT_EQ(count_of(ferry.log(), warning), 1U) << ferry.log();
+  const Finished reloaded = ferry.command("reload");
+  ASSERT_EQ(reloaded.exit_code, 0) << reloaded.out << reloaded.err;
+  EXPECT_TRUE(eventually([&] {
+    ferry.drain_log();
+    return count_of(ferry.log(), warning) == 2;
+  })) << ferry.log();
+  EXPECT_TRUE(served()) << ferry.log();
+}
+
 }  // namespace
 }  // namespace ferry::test

@@ -41,7 +41,12 @@ void SessionSet::apply_admin_to(Balancer& b, const conf::Upstream& u) {
       for (const AddedServer& a : added_) {
         if (a.upstream == r.upstream && a.server.name() == r.server) s = &a.server;
       }
-      if (s != nullptr && !b.has_server(*s)) b.add_server(*s);
+      if (s != nullptr && !b.has_server(*s)) {
+        b.add_server(*s);
+        // A name's addresses, when the resolver found them before this balancer was made.
+        if (const auto it = resolved_.find(s); it != resolved_.end())
+          b.set_addresses(*s, it->second);
+      }
     } else {
       for (const conf::Server& cs : u.servers) {
         if (cs.name() == r.server) s = &cs;
@@ -65,6 +70,18 @@ void SessionSet::apply_admin_to(Balancer& b, const conf::Upstream& u) {
   }
 }
 
+std::vector<std::pair<std::string_view, const conf::Server*>> SessionSet::added_names() const {
+  std::vector<std::pair<std::string_view, const conf::Server*>> out;
+  for (const AddedServer& a : added_) {
+    if (a.server.address.length != 0) continue;
+    const bool named = std::any_of(admin_.begin(), admin_.end(), [&](const AdminRecord& r) {
+      return r.added && r.upstream == a.upstream && r.server == a.server.name();
+    });
+    if (named) out.emplace_back(a.upstream, &a.server);
+  }
+  return out;
+}
+
 std::vector<const conf::Server*> SessionSet::in_maintenance(const conf::Config& cfg) const {
   std::vector<const conf::Server*> out;
   for (const AdminRecord& r : admin_) {
@@ -82,7 +99,7 @@ bool SessionSet::apply_admin(const conf::Config& cfg, std::vector<AdminRecord> r
     if (!r.added || server_of(cfg, r) != nullptr) continue;
     auto parsed = conf::parse_address(r.server, false);
     auto* address = std::get_if<conf::Address>(&parsed);
-    if (address == nullptr || address->length == 0) {
+    if (address == nullptr || (address->length == 0 && !conf::is_host_name(r.server))) {
       spdlog::warn("runtime server {}/{}: not an address; left out", r.upstream, r.server);
       continue;
     }
@@ -91,7 +108,10 @@ bool SessionSet::apply_admin(const conf::Config& cfg, std::vector<AdminRecord> r
     a.server.address = *address;
     a.server.weight = r.weight > 0 ? r.weight : 1;
     a.server.backup = r.backup;
-    a.server.addresses = {conf::Endpoint{*address, a.server.weight, r.backup}};
+    // A host name has no address until the resolver finds its own (added_names()).
+    if (address->length != 0) {
+      a.server.addresses = {conf::Endpoint{*address, a.server.weight, r.backup, {}}};
+    }
     for (const conf::Upstream& u : cfg.upstreams) {
       if (u.name == r.upstream) a.server.slow_start = event::Msec(r.slow_start_ms);
       if (u.name == r.upstream && r.slow_start_ms == 0) a.server.slow_start = u.slow_start;

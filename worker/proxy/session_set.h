@@ -8,6 +8,8 @@
 #include <map>
 #include <span>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "conf/config.h"
@@ -71,6 +73,9 @@ class SessionSet {
   // left for another call: closing thousands at once would stall the loop (each close of a TCP
   // socket is the kernel's FIN work, about 30 us on loopback).
   bool kill_some(std::size_t max, std::size_t& killed);
+  // The servers added at run time by host name that the operator's settings still name, with
+  // their upstream's name: the resolver follows them (a removed one's lookups stop).
+  [[nodiscard]] std::vector<std::pair<std::string_view, const conf::Server*>> added_names() const;
   // The configured servers the operator's settings put in maintenance (their checks pause).
   [[nodiscard]] std::vector<const conf::Server*> in_maintenance(const conf::Config& cfg) const;
   [[nodiscard]] std::size_t size() const noexcept { return shared_.size(); }

@@ -68,9 +68,13 @@ void Session::client_handshake() {
 }
 
 bool Session::start_upstream_tls(const tls::ClientContext& ctx) {
-  const std::string_view host = peer_->server != nullptr && peer_->server->service.empty()
-                                    ? host_of(peer_->server->address.text)
-                                    : std::string_view();
+  // The name to verify (the upstream's server_name overrides it): the SRV target the address
+  // came from, else the server's address as written (as configured or added at run time) — a
+  // host name, or a literal address verified as an IP.
+  std::string_view host = peer_->host;
+  if (host.empty() && peer_->server != nullptr && peer_->server->service.empty()) {
+    host = host_of(peer_->server->address.text);
+  }
   const std::string address = upstream_->peer.to_string();
   SSL* ssl = ctx.new_ssl(upstream_->fd.get(), host, host_of(address));
   if (ssl == nullptr) {

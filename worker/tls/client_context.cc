@@ -26,7 +26,7 @@ std::unique_ptr<ClientContext> ClientContext::create(const conf::ClientTls& sett
   std::unique_ptr<ClientContext> cc(new ClientContext());
   cc->server_name_ = settings.server_name;
   cc->verify_ = settings.verify;
-  cc->ktls_ = kernel_tls_usable();
+  cc->ktls_ = settings.versions.kernel_tls && kernel_tls_usable();
   ERR_clear_error();
   cc->ctx_.reset(SSL_CTX_new(TLS_client_method()));
   SSL_CTX* ctx = cc->ctx_.get();

@@ -29,6 +29,7 @@ class ClientContext {
   // the name or address expected when that is what did not match.
   static std::string verify_error(SSL* ssl);
 
+  // Whether SSL_OP_ENABLE_KTLS is set (kernel_tls = true, and the kernel offers kTLS).
   [[nodiscard]] bool kernel_tls() const noexcept { return ktls_; }
 
  private:

@@ -22,7 +22,8 @@ bool set_common(SSL_CTX* ctx, const conf::TlsProtocols& v, std::string& error) {
   }
   // Renegotiation is a denial-of-service lever and no layer-4 peer needs it.
   std::uint64_t options = SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION;
-  if (kernel_tls_usable()) options |= SSL_OP_ENABLE_KTLS;
+  // Kernel TLS only when asked for (kernel_tls = true) and the kernel offers it.
+  if (v.kernel_tls && kernel_tls_usable()) options |= SSL_OP_ENABLE_KTLS;
   SSL_CTX_set_options(ctx, options);
   // An idle relay holds no 34 KB of OpenSSL buffers.
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);

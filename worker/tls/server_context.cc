@@ -84,7 +84,7 @@ std::unique_ptr<ServerContext> ServerContext::create(const conf::ServerTls& sett
                                                      std::shared_ptr<const TicketKeys> keys,
                                                      std::string& error) {
   std::unique_ptr<ServerContext> sc(new ServerContext());
-  sc->ktls_ = kernel_tls_usable();
+  sc->ktls_ = settings.versions.kernel_tls && kernel_tls_usable();
   for (const std::string& p : settings.alpn) {
     if (p.empty() || p.size() > 255) {
       error = "ALPN protocol \"" + p + "\": not 1 to 255 bytes";

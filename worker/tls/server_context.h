@@ -44,7 +44,7 @@ class ServerContext {
   // The context serving `name` (any case): an exact name, else a "*.suffix" wildcard one label
   // deep, else the default (the first certificate's). Allocation-free.
   [[nodiscard]] SSL_CTX* context_for(std::string_view name) const;
-  // Whether SSL_OP_ENABLE_KTLS is set (the kernel offers kTLS).
+  // Whether SSL_OP_ENABLE_KTLS is set (kernel_tls = true, and the kernel offers kTLS).
   [[nodiscard]] bool kernel_tls() const noexcept { return ktls_; }
 
  private:

@@ -59,7 +59,8 @@ Balancer::Balancer(const conf::Upstream& upstream, ServerHealth* health, const S
       if (shared != nullptr && s.max_conns > 0) slots.shared = shared[i];
       slots.slow_start = s.slow_start.value_or(upstream.slow_start);
       if (s.addresses.empty() && s.address.length != 0) {
-        add_peer(s, {s.address, s.weight, s.backup}, slots);  // built in code (tests), not loaded
+        add_peer(s, {s.address, s.weight, s.backup, {}},
+                 slots);  // built in code (tests), not loaded
       }
       for (const conf::Endpoint& e : s.addresses) add_peer(s, e, slots);
       servers_.emplace(&s, slots);
@@ -73,6 +74,7 @@ void Balancer::fill_peer(Peer& p, const conf::Server& s, const conf::Endpoint& e
   p.server = &s;
   p.address = event::SocketAddress(e.address.sockaddr_ptr(), e.address.length);
   p.name = s.name();
+  p.host = e.host;
   p.gone = false;
   p.weight = p.effective_weight = slots.weight > 0 ? slots.weight : e.weight;
   p.configured_weight = e.weight;
@@ -135,6 +137,7 @@ void Balancer::set_addresses(const conf::Server& server,
     // the new weight one per pick, as after any failure).
     // (An operator's weight for the server stays over the records'.)
     p.configured_weight = now->weight;
+    p.host = now->host;  // the address may come from another target now
     const int wanted = slots->second.weight > 0 ? slots->second.weight : now->weight;
     if (p.weight != wanted) {
       const bool penalised = p.effective_weight < p.weight;

@@ -27,6 +27,7 @@ struct Peer {
   const conf::Server* server = nullptr;
   event::SocketAddress address;
   std::string name;       // as configured (address or service), for logs and statistics (shared)
+  std::string host;       // the SRV target this address came from ("" otherwise): TLS's name
   std::size_t index = 0;  // in the group
   bool gone = false;      // the name no longer resolves to this address
   int weight = 1;

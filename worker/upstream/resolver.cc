@@ -31,6 +31,10 @@ struct Lookup {
   // Whether a lookup completed: the first one is reported even when it found the load's
   // addresses (a respawned health checker waits for it to free what nobody resolves to).
   bool reported = false;
+  // A server added at run time (follow_added()): `active` while the operator's records name it.
+  bool added = false;
+  bool active = true;
+  bool in_flight = false;  // its task is on the pool: not posted again until it is back
 };
 
 namespace {
@@ -56,12 +60,14 @@ void resolve_off_loop(event::ThreadTask& task) {
   }
 }
 
-// The same endpoints, in any order: a service's weight or priority class changing is a change.
+// The same endpoints, in any order: a service's weight, priority class or target changing is a
+// change.
 bool same_set(const std::vector<conf::Endpoint>& a, const std::vector<conf::Endpoint>& b) {
   if (a.size() != b.size()) return false;
   return std::all_of(a.begin(), a.end(), [&](const conf::Endpoint& x) {
     return std::any_of(b.begin(), b.end(), [&](const conf::Endpoint& y) {
-      return x.address.same_endpoint(y.address) && x.weight == y.weight && x.backup == y.backup;
+      return x.address.same_endpoint(y.address) && x.weight == y.weight && x.backup == y.backup &&
+             x.host == y.host;
     });
   });
 }
@@ -100,7 +106,8 @@ std::optional<event::Msec> next_wait(const Lookup& l) {
 void Resolver::on_resolved(event::Event& ev) {
   auto& l = *static_cast<Lookup*>(ev.data);
   Resolver& r = *l.owner;
-  if (r.stopped_) return;
+  l.in_flight = false;
+  if (r.stopped_ || !l.active) return;
   if (l.error.empty() && l.skipped != l.said_skipped) {
     if (!l.skipped.empty()) {
       spdlog::warn("upstream \"{}\": service {}: targets left out: {}", l.upstream->name,
@@ -137,10 +144,12 @@ void Resolver::on_resolved(event::Event& ev) {
 
 void Resolver::on_timer(event::Event& ev) {
   auto& l = *static_cast<Lookup*>(ev.data);
-  if (l.owner->stopped_) return;
+  if (l.owner->stopped_ || !l.active || l.in_flight) return;
   if (l.owner->pool_.post(l.task)) {
     // Queue full or pool stopping: try again at the next interval.
     if (const auto wait = next_wait(l)) l.owner->loop_.add_timer(l.timer, *wait);
+  } else {
+    l.in_flight = true;
   }
 }
 
@@ -159,25 +168,57 @@ Resolver::Resolver(event::EventLoop& loop, event::ThreadPool& pool, const conf::
 
 Resolver::~Resolver() { stop(); }
 
+Lookup& Resolver::make_lookup(const conf::Upstream& u, const conf::Server& s) {
+  auto l = std::make_unique<Lookup>();
+  l->owner = this;
+  l->upstream = &u;
+  l->server = &s;
+  l->current = s.addresses;
+  l->task.work = resolve_off_loop;
+  l->task.ctx = l.get();
+  l->task.event.handler = &Resolver::on_resolved;
+  l->task.event.data = l.get();
+  l->timer.handler = &Resolver::on_timer;
+  l->timer.data = l.get();
+  l->unresolved_log = event::LogThrottle(std::max(u.resolve_interval, kUnresolvedRetry));
+  lookups_.push_back(std::move(l));
+  return *lookups_.back();
+}
+
 void Resolver::start() {
   for (const conf::Upstream& u : cfg_.upstreams) {
     for (const conf::Server& s : u.servers) {
       if (!wanted(u, s)) continue;
-      auto l = std::make_unique<Lookup>();
-      l->owner = this;
-      l->upstream = &u;
-      l->server = &s;
-      l->current = s.addresses;
-      l->task.work = resolve_off_loop;
-      l->task.ctx = l.get();
-      l->task.event.handler = &Resolver::on_resolved;
-      l->task.event.data = l.get();
-      l->timer.handler = &Resolver::on_timer;
-      l->timer.data = l.get();
-      l->unresolved_log = event::LogThrottle(std::max(u.resolve_interval, kUnresolvedRetry));
-      if (const auto wait = next_wait(*l)) loop_.add_timer(l->timer, *wait);
-      lookups_.push_back(std::move(l));
+      Lookup& l = make_lookup(u, s);
+      if (const auto wait = next_wait(l)) loop_.add_timer(l.timer, *wait);
     }
+  }
+}
+
+void Resolver::follow_added(
+    const std::vector<std::pair<const conf::Upstream*, const conf::Server*>>& servers) {
+  if (stopped_) return;
+  for (auto& l : lookups_) {
+    if (!l->added) continue;
+    const bool named = std::any_of(servers.begin(), servers.end(),
+                                   [&](const auto& p) { return p.second == l->server; });
+    if (!named && l->active) {
+      l->active = false;
+      loop_.del_timer(l->timer);
+    }
+  }
+  for (const auto& [upstream, server] : servers) {
+    const auto it = std::find_if(lookups_.begin(), lookups_.end(),
+                                 [&](const auto& l) { return l->server == server; });
+    Lookup* l = it != lookups_.end() ? it->get() : nullptr;
+    if (l != nullptr && l->active) continue;
+    if (l == nullptr) {
+      l = &make_lookup(*upstream, *server);
+      l->added = true;
+    }
+    l->active = true;
+    // At once (from the loop): a lookup still on the pool re-arms its timer when it is back.
+    if (!l->in_flight) loop_.add_timer(l->timer, event::Msec{0});
   }
 }
 

@@ -276,6 +276,21 @@ TEST(SrvEndpointsTest, TargetsWithoutAdditionalAddressesAreLookedUp) {
   EXPECT_EQ(skipped, "host \"gone.test\" not found");
 }
 
+// Each address keeps the target it came from (TLS origination verifies that name), whether the
+// additional section or a lookup gave it.
+TEST(SrvEndpointsTest, EachAddressKeepsItsTargetName) {
+  Message m("_pg._tcp.db.test");
+  m.srv(1, 1, 80, "a.test").srv(1, 1, 81, "B.Test");
+  m.a("a.test", "10.0.0.1");
+  const auto endpoints =
+      endpoints_of(ok(parse_srv_answer(m.wire())), table({{"b.test", {"10.0.1.1"}}}));
+  ASSERT_TRUE(std::holds_alternative<std::vector<Endpoint>>(endpoints)) << why(endpoints);
+  const auto& list = std::get<std::vector<Endpoint>>(endpoints);
+  ASSERT_EQ(list.size(), 2U);
+  EXPECT_EQ(list[0].host, "a.test");
+  EXPECT_EQ(list[1].host, "b.test") << "lower case, no trailing dot";
+}
+
 TEST(SrvEndpointsTest, AnAddressTwoRecordsGiveIsTakenFromThePreferredOne) {
   Message m("_pg._tcp.db.test");
   m.srv(5, 1, 80, "x.test").srv(1, 4, 80, "x.test");

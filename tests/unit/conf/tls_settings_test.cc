@@ -83,6 +83,7 @@ TEST_F(TlsSettingsTest, AProxyWithOnlyACertificateGetsEveryDefault) {
   EXPECT_EQ(t.handshake_timeout, Msec{10'000});
   EXPECT_TRUE(t.session_tickets);
   EXPECT_EQ(t.session_ticket_lifetime, Msec{3'600'000});
+  EXPECT_FALSE(t.versions.kernel_tls) << "kernel TLS is opt-in";
   EXPECT_FALSE(r.config->upstreams[0].tls);
 }
 
@@ -94,7 +95,8 @@ TEST_F(TlsSettingsTest, EverySettingIsRead) {
           "client_ca = " +
           q(ca_.cert_path()) +
           ";\nhandshake_timeout = \"2s\";\nsession_tickets = false;\n"
-          "session_ticket_lifetime = \"30m\";\nciphers = \"ECDHE-ECDSA-AES128-GCM-SHA256\";"),
+          "session_ticket_lifetime = \"30m\";\nciphers = \"ECDHE-ECDSA-AES128-GCM-SHA256\";\n"
+          "kernel_tls = true;"),
       "t.conf", ".");
   ASSERT_TRUE(r.config) << errors_of(r);
   const ServerTls& t = *r.config->proxies[0].tls;
@@ -107,6 +109,7 @@ TEST_F(TlsSettingsTest, EverySettingIsRead) {
   EXPECT_FALSE(t.session_tickets);
   EXPECT_EQ(t.session_ticket_lifetime, Msec{1'800'000});
   EXPECT_EQ(t.versions.ciphers, "ECDHE-ECDSA-AES128-GCM-SHA256");
+  EXPECT_TRUE(t.versions.kernel_tls);
 
   const LoadResult optional =
       load_text(proxy_with(certificates() + "\nclient_ca = " + q(ca_.cert_path()) +
@@ -126,12 +129,13 @@ TEST_F(TlsSettingsTest, AnUpstreamsTlsDefaultsAndSettings) {
   EXPECT_EQ(d.server_name, "");
   EXPECT_EQ(d.client_certificate, CertificatePair{});
   EXPECT_EQ(d.versions, TlsProtocols{});
+  EXPECT_FALSE(d.versions.kernel_tls) << "kernel TLS is opt-in";
 
-  r = load_text(
-      upstream_with("verify = false;\nca = " + q(ca_.cert_path()) +
-                    ";\nserver_name = \"db.internal\";\ncertificate = " + q(client_.cert_path) +
-                    ";\nkey = " + q(client_.key_path) + ";\nprotocols = \"TLSv1.2\";"),
-      "t.conf", ".");
+  r = load_text(upstream_with("verify = false;\nca = " + q(ca_.cert_path()) +
+                              ";\nserver_name = \"db.internal\";\ncertificate = " +
+                              q(client_.cert_path) + ";\nkey = " + q(client_.key_path) +
+                              ";\nprotocols = \"TLSv1.2\";\nkernel_tls = true;"),
+                "t.conf", ".");
   ASSERT_TRUE(r.config) << errors_of(r);
   const ClientTls& t = *r.config->upstreams[0].tls;
   EXPECT_FALSE(t.verify);
@@ -139,6 +143,7 @@ TEST_F(TlsSettingsTest, AnUpstreamsTlsDefaultsAndSettings) {
   EXPECT_EQ(t.server_name, "db.internal");
   EXPECT_EQ(t.client_certificate, (CertificatePair{client_.cert_path, client_.key_path}));
   EXPECT_EQ(t.versions.protocols, std::vector{TlsVersion::tls1_2});
+  EXPECT_TRUE(t.versions.kernel_tls);
 }
 
 TEST_F(TlsSettingsTest, CertificateAndKeyFailuresNameTheFileTheLineAndOpenSslsReason) {
@@ -249,6 +254,10 @@ TEST_F(TlsSettingsTest, MissingAndUnknownSettingsAndInconsistencies) {
             "\"optional\", \"on\"");
   EXPECT_EQ(only_error(proxy_with(certificates() + "\nhandshake_timeout = \"0\";")),
             "t.conf:5: proxies.[0].tls.handshake_timeout: \"0\" is too short (at least 1ms)");
+  EXPECT_EQ(only_error(proxy_with(certificates() + "\nkernel_tls = \"yes\";")),
+            "t.conf:5: proxies.[0].tls.kernel_tls: expected true or false, found a string");
+  EXPECT_EQ(only_error(upstream_with("kernel_tls = 1;")),
+            "t.conf:3: upstreams.[0].tls.kernel_tls: expected true or false, found an integer");
   EXPECT_EQ(only_error(proxy_with(certificates() + "\nalpn = [ ];")),
             "t.conf:5: proxies.[0].tls.alpn: no protocol listed (leave alpn out not to negotiate "
             "ALPN)");
@@ -279,13 +288,15 @@ TEST_F(TlsSettingsTest, DumpLoadsBackToAnEqualConfig) {
       q(ca_.cert_path()) +
       "; server_name = \"db.internal\"; certificate = " + q(client_.cert_path) +
       "; key = " + q(client_.key_path) +
-      "; protocols = [ \"TLSv1.3\" ]; ciphersuites = \"TLS_AES_128_GCM_SHA256\"; }; },\n"
+      "; protocols = [ \"TLSv1.3\" ]; ciphersuites = \"TLS_AES_128_GCM_SHA256\"; "
+      "kernel_tls = true; }; },\n"
       "  { name = \"v\"; servers = ( { address = \"127.0.0.1:2\"; } ); tls = { }; } );\n"
       "proxies = ( { name = \"p\"; listen = \"127.0.0.1:7001\"; upstream = \"u\";\n"
       "  tls = { certificates = ( " +
       pair(ec_) + ", " + pair(rsa_) + " ); alpn = [ \"h2\" ]; client_ca = " + q(ca_.cert_path()) +
       "; verify_client = \"optional\"; handshake_timeout = \"1500ms\"; session_tickets = false; "
-      "session_ticket_lifetime = \"2h\"; protocols = [ \"TLSv1.3\", \"TLSv1.2\" ]; }; },\n"
+      "session_ticket_lifetime = \"2h\"; protocols = [ \"TLSv1.3\", \"TLSv1.2\" ]; "
+      "kernel_tls = true; }; },\n"
       "  { name = \"q\"; listen = \"127.0.0.1:7002\"; upstream = \"v\"; } );\n";
   const LoadResult first = load_text(text, "full.conf", ".");
   ASSERT_TRUE(first.config) << errors_of(first);
@@ -299,6 +310,11 @@ TEST_F(TlsSettingsTest, DumpLoadsBackToAnEqualConfig) {
   EXPECT_EQ(first.config->proxies[0].tls->handshake_timeout, Msec{1'500});
   EXPECT_TRUE(first.config->upstreams[1].tls);
   EXPECT_FALSE(first.config->proxies[1].tls);
+  EXPECT_TRUE(first.config->proxies[0].tls->versions.kernel_tls);
+  EXPECT_TRUE(first.config->upstreams[0].tls->versions.kernel_tls);
+  EXPECT_FALSE(first.config->upstreams[1].tls->versions.kernel_tls);
+  EXPECT_THAT(dumped, HasSubstr("kernel_tls = true;"));
+  EXPECT_THAT(dumped, HasSubstr("kernel_tls = false;"));
 }
 
 }  // namespace

@@ -65,8 +65,19 @@ TEST(RuntimeServersTest, AddAndRemove) {
   EXPECT_EQ(rs.find(kC)->ready_since_ms, 7);
   EXPECT_TRUE(rs.add(cfg, kC, 1, false, 0, 8)) << "twice";
   EXPECT_TRUE(rs.add(cfg, kA, 1, false, 0, 8)) << "configured already";
-  EXPECT_TRUE(rs.add(cfg, {"app", "db.example:5432"}, 1, false, 0, 8)) << "a name";
+  EXPECT_TRUE(rs.add(cfg, {"app", "db.example:0"}, 1, false, 0, 8)) << "no port";
+  EXPECT_TRUE(rs.add(cfg, {"app", "db.example"}, 1, false, 0, 8)) << "no port";
   EXPECT_TRUE(rs.add(cfg, {"nope", "127.0.0.1:1"}, 1, false, 0, 8));
+  // A host name: the workers resolve it (and TLS origination verifies it).
+  EXPECT_FALSE(rs.add(cfg, {"app", "db.example:5432"}, 1, false, 0, 8));
+  ASSERT_NE(rs.find({"app", "db.example:5432"}), nullptr);
+  EXPECT_TRUE(rs.find({"app", "db.example:5432"})->added);
+  RuntimeServers kept;
+  std::vector<std::string> errors;
+  kept.parse(rs.serialize(), errors);
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  EXPECT_NE(kept.find({"app", "db.example:5432"}), nullptr) << "the state file keeps it";
+  EXPECT_FALSE(rs.remove(cfg, {"app", "db.example:5432"}));
   EXPECT_FALSE(rs.remove(cfg, kC));
   EXPECT_EQ(rs.find(kC), nullptr) << "an added server removed is forgotten";
   EXPECT_FALSE(rs.remove(cfg, kA));

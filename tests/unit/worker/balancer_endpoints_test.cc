@@ -21,7 +21,7 @@ using event::Msec;
 const event::TimePoint t0{Msec{1'000'000}};
 
 conf::Endpoint at(const std::string& text, int weight, bool backup = false) {
-  return {std::get<conf::Address>(conf::parse_address(text)), weight, backup};
+  return {std::get<conf::Address>(conf::parse_address(text)), weight, backup, {}};
 }
 
 // An upstream of one service server that resolved at load to `endpoints`.

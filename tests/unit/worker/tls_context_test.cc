@@ -275,15 +275,40 @@ TEST_F(TlsContextTest, KernelTlsIsDetectedFromTheUlpListAndTheSocket) {
   } else {
     EXPECT_EQ(why, "");
   }
-  // The contexts follow the detection; OpenSSL then says whether a connection uses it.
-  const auto sc = server(settings_);
+  // Asked for (kernel_tls = true), the contexts follow the detection; OpenSSL then says whether
+  // a connection uses it.
+  conf::ServerTls asked = settings_;
+  asked.versions.kernel_tls = true;
+  const auto sc = server(asked);
   EXPECT_EQ(sc->kernel_tls(), available);
+  EXPECT_EQ((SSL_CTX_get_options(sc->context_for("")) & SSL_OP_ENABLE_KTLS) != 0, available);
   TlsPair p;
   const SslCtxPtr ctx = client_ctx();
   ASSERT_TRUE(connect(p, *sc, ctx.get()).ok());
   if (!available) {
     EXPECT_FALSE(BIO_get_ktls_send(SSL_get_wbio(p.server.get())));
   }
+}
+
+// Kernel TLS is opt-in: without kernel_tls = true neither direction's context sets
+// SSL_OP_ENABLE_KTLS, whatever the kernel offers.
+TEST_F(TlsContextTest, KernelTlsIsOffUnlessAskedFor) {
+  const auto sc = server(settings_);
+  EXPECT_FALSE(sc->kernel_tls());
+  for (const char* name : {"", "a.test", "c.test"}) {
+    EXPECT_EQ(SSL_CTX_get_options(sc->context_for(name)) & SSL_OP_ENABLE_KTLS, 0U) << name;
+  }
+  std::string error;
+  conf::ClientTls lax;
+  lax.verify = false;  // no CA store needed
+  const auto cc = ClientContext::create(lax, error);
+  ASSERT_TRUE(cc) << error;
+  EXPECT_FALSE(cc->kernel_tls());
+  TlsPair p;
+  SslPtr ssl(cc->new_ssl(p.client_fd, "a.test", "127.0.0.1"));
+  ASSERT_TRUE(ssl);
+  EXPECT_EQ(SSL_get_options(ssl.get()) & SSL_OP_ENABLE_KTLS, 0U);
+  EXPECT_EQ(SSL_CTX_get_options(SSL_get_SSL_CTX(ssl.get())) & SSL_OP_ENABLE_KTLS, 0U);
 }
 
 }  // namespace
