@@ -30,7 +30,9 @@ class ClientSecret {
   // The memfd, for the next exec to pass on (-1 once closed).
   [[nodiscard]] int fd() const noexcept { return sealed_ ? sealed_->fd() : -1; }
   // A forked worker: it has its copy, it needs no fd.
-  void close_fd() noexcept { sealed_.reset(); }
+  void close_fd() noexcept {
+    if (sealed_) sealed_->close_fd();
+  }
 
  private:
   ClientSecret() noexcept = default;

@@ -62,10 +62,8 @@ std::unique_ptr<ClientContext> ClientContext::create(const conf::ClientTls& sett
 
 SSL* ClientContext::new_ssl(int fd, std::string_view host, std::string_view ip_text) const {
   SslPtr ssl(SSL_new(ctx_.get()));
-  if (!ssl || SSL_set_fd(ssl.get(), fd) != 1) {
-    ERR_clear_error();
-    return nullptr;
-  }
+  // OpenSSL's reason stays queued for the caller's log (tls::take_error).
+  if (!ssl || SSL_set_fd(ssl.get(), fd) != 1) return nullptr;
   std::string name = server_name_.empty() ? std::string(host) : server_name_;
   std::string ip(ip_text);
   if (!name.empty() && is_ip_literal(name)) {

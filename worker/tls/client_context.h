@@ -21,8 +21,8 @@ class ClientContext {
   // A client-side SSL on connected socket `fd` for a server whose name (when written as a name)
   // is `host` and address `ip_text`, in connect state. The name verified and sent as SNI is
   // `server_name` when set, else `host`; without a name (or with a literal address for one) no
-  // SNI is sent and the address is verified as an IP subjectAltName. Null when OpenSSL fails.
-  // The caller frees it.
+  // SNI is sent and the address is verified as an IP subjectAltName. Null when OpenSSL fails,
+  // its reason left queued (tls::take_error). The caller frees it.
   SSL* new_ssl(int fd, std::string_view host, std::string_view ip_text) const;
 
   // Why verification failed, for the log: X509_verify_cert_error_string() of the result, with

@@ -158,10 +158,8 @@ bool ServerContext::configure(SSL_CTX* ctx, const conf::ServerTls& t,
 
 SSL* ServerContext::new_ssl(int fd) const {
   SslPtr ssl(SSL_new(contexts_.front().get()));
-  if (!ssl || SSL_set_fd(ssl.get(), fd) != 1) {
-    ERR_clear_error();
-    return nullptr;
-  }
+  // OpenSSL's reason stays queued for the caller's log (tls::take_error).
+  if (!ssl || SSL_set_fd(ssl.get(), fd) != 1) return nullptr;
   SSL_set_accept_state(ssl.get());
   return ssl.release();
 }

@@ -31,7 +31,7 @@ class ServerContext {
                                                std::string& error);
 
   // A new server-side SSL for an accepted connection `fd` (SSL_set_fd, accept state); null when
-  // out of memory. The caller frees it.
+  // out of memory, OpenSSL's reason left queued (tls::take_error). The caller frees it.
   SSL* new_ssl(int fd) const;
 
   // After the handshake: the client certificate's subject (one line, RFC 2253) or "".
