@@ -3,14 +3,9 @@
 // through (openssl s_client, an in-process OpenSSL client); the certificate follows the SNI and
 // the client's signature algorithms; mTLS accepts and refuses; resumption works across workers;
 // bad handshakes close alone; a reload swaps certificates without a failed handshake.
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <openssl/ssl.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <string>
 #include <thread>
@@ -199,86 +194,6 @@ TEST_F(TlsTerminationTest, TheEndReachesTheClientAsACloseNotify) {
   EXPECT_TRUE(client.ends_with_close_notify()) << client.error();
   EXPECT_TRUE(eventually([&] { return count_of(read_file(log), " closed tls=") == 1; }))
       << read_file(log);
-}
-
-// Returns the SSL of a client on `fd` whose handshake's last flight, then `data` (or a
-// close_notify when there is none), went in one send(2), followed by a FIN; null on failure.
-// OpenSSL writes into memory and the test sends, so that the last flight cannot go alone.
-SSL* handshake_then_fin(SSL_CTX* ctx, int fd, const std::string& data) {
-  if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) return nullptr;
-  SSL* ssl = SSL_new(ctx);
-  BIO* out = BIO_new(BIO_s_mem());
-  SSL_set_bio(ssl, BIO_new_socket(fd, BIO_NOCLOSE), out);
-  SSL_set_tlsext_host_name(ssl, "a.test");
-  SSL_set_connect_state(ssl);
-  const auto take = [&] {
-    char* bytes = nullptr;
-    const long n = BIO_get_mem_data(out, &bytes);
-    std::string taken(bytes, static_cast<std::size_t>(std::max(n, 0L)));
-    (void)BIO_reset(out);
-    return taken;
-  };
-  for (int i = 0; i < 200; ++i) {
-    const int r = SSL_do_handshake(ssl);
-    if (r == 1) {
-      if (!data.empty() && SSL_write(ssl, data.data(), static_cast<int>(data.size())) <= 0) break;
-      if (data.empty()) SSL_shutdown(ssl);
-      if (!send_all(fd, take()) || ::shutdown(fd, SHUT_WR) != 0) break;
-      return ssl;
-    }
-    if (SSL_get_error(ssl, r) != SSL_ERROR_WANT_READ || !send_all(fd, take())) break;
-    pollfd p{fd, POLLIN, 0};
-    ::poll(&p, 1, 50);
-  }
-  SSL_free(ssl);
-  return nullptr;
-}
-
-// A client that handshakes and then ends its stream (its Finished and its FIN in one segment,
-// as a TLS health check or a probe does) gets no server connection: there is nothing to send.
-// One that sends bytes before its FIN gets them through and answered.
-TEST_F(TlsTerminationTest, AClientGoneAfterItsHandshakeGetsNoServerConnection) {
-  const Issued a = ca.issue("a", {"a.test"});
-  FerryInstance ferry(terminating_config(port, backend.port(), {a}, log));
-  ASSERT_TRUE(ferry.start()) << ferry.log();
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  ASSERT_NE(ctx, nullptr);
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
-
-  for (int i = 0; i < 3; ++i) {
-    const event::UniqueFd fd(connect_to_port(port));
-    ASSERT_TRUE(fd.valid());
-    SSL* ssl = handshake_then_fin(ctx, fd.get(), "");
-    ASSERT_NE(ssl, nullptr);
-    EXPECT_TRUE(closed_by_peer(fd.get(), seconds(5)));
-    SSL_free(ssl);
-  }
-  ASSERT_TRUE(eventually([&] { return count_of(read_file(log), " tls=") == 3; })) << read_file(log);
-  EXPECT_EQ(backend.accepted(), 0) << read_file(log);
-  EXPECT_EQ(count_of(read_file(log), " closed "), 3U) << read_file(log);
-
-  // Bytes before the FIN: the server is connected and answers them.
-  const event::UniqueFd fd(connect_to_port(port));
-  ASSERT_TRUE(fd.valid());
-  SSL* ssl = handshake_then_fin(ctx, fd.get(), "ping");
-  ASSERT_NE(ssl, nullptr);
-  std::string echoed;
-  char buf[64];
-  for (int i = 0; i < 200 && echoed.size() < 4; ++i) {
-    const int n = SSL_read(ssl, buf, sizeof buf);
-    if (n > 0) {
-      echoed.append(buf, static_cast<std::size_t>(n));
-    } else if (SSL_get_error(ssl, n) != SSL_ERROR_WANT_READ) {
-      break;
-    } else {
-      pollfd p{fd.get(), POLLIN, 0};
-      ::poll(&p, 1, 50);
-    }
-  }
-  EXPECT_EQ(echoed, "ping");
-  EXPECT_EQ(backend.accepted(), 1);
-  SSL_free(ssl);
-  SSL_CTX_free(ctx);
 }
 
 // Bad handshakes beside a good session: each closes alone, the good one keeps streaming.

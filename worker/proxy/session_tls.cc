@@ -62,15 +62,8 @@ void Session::client_handshake() {
   Aside& a = aside();
   a.tls_version = tls::ServerContext::version(client_->ssl);
   a.client_subject = tls::ServerContext::client_subject(client_->ssl);
-  // A client whose stream ended with its handshake (a TLS health check, a probe) has nothing for
-  // a server: no server connection is opened for it (HAProxy neither). One read(2) more for the
-  // others, when nothing came with the handshake's last flight.
-  switch (tls::peek(*client_).status) {
-    case event::IoStatus::eof: close(EndReason::closed); return;
-    case event::IoStatus::error: close(EndReason::client_reset); return;
-    case event::IoStatus::ok: client_->read.ready = true; break;  // the bytes wait in OpenSSL
-    case event::IoStatus::again: break;  // the socket is drained: its next bytes bring an event
-  }
+  // Records read with the handshake's last flight may hold the client's first bytes already.
+  client_->read.ready = true;
   connect_next();
 }
 
