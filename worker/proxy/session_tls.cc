@@ -73,10 +73,9 @@ bool Session::start_upstream_tls(const tls::ClientContext& ctx) {
   // an IP. Not an SRV record's target: it comes from unauthenticated DNS, and whoever forges the
   // answer could name a host of theirs with a valid certificate (RFC 6125 6.2.1); an SRV server
   // without server_name is verified by its IP, which fails closed.
-  std::string_view host;
-  if (peer_->server != nullptr && peer_->server->service.empty()) {
-    host = peer_->host.empty() ? host_of(peer_->server->address.text) : peer_->host;
-  }
+  const std::string_view host = peer_->server != nullptr && peer_->server->service.empty()
+                                    ? host_of(peer_->server->address.text)
+                                    : std::string_view();
   const std::string address = upstream_->peer.to_string();
   SSL* ssl = ctx.new_ssl(upstream_->fd.get(), host, host_of(address));
   if (ssl == nullptr) {
