@@ -248,6 +248,7 @@ constexpr Field<ClientTls> kClientTls[] = {
     ciphers_field<ClientTls>(),
     ciphersuites_field<ClientTls>(),
     kernel_tls_field<ClientTls>(),
+    bool_field<&ClientTls::session_reuse>("session_reuse"),
 };
 
 }  // namespace

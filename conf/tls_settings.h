@@ -65,6 +65,9 @@ struct ClientTls {
   std::string server_name;             // "" = each server's host name (none for a literal address)
   CertificatePair client_certificate;  // both empty = no client certificate
   TlsProtocols versions;
+  // Offer each server the session it last gave this worker (an abbreviated handshake), as
+  // nginx's proxy_ssl_session_reuse and HAProxy do by default.
+  bool session_reuse = true;
 
   bool operator==(const ClientTls&) const = default;
 };

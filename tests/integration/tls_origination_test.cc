@@ -35,6 +35,10 @@ class TlsOriginationTest : public ::testing::Test {
                          .extra = "access_log = \"" + log + "\";"}},
                        {upstream_of(list, "tls = { " + tls + " };", "secure")});
   }
+  // The tls settings that verify a server's certificate for backend.test against the CA.
+  std::string verified() const {
+    return "ca = \"" + ca.cert_path() + "\"; server_name = \"backend.test\"; ";
+  }
   // Whether a plain client's bytes come back through ferry and the TLS server.
   bool served() {
     const event::UniqueFd fd(connect_to_port(port));
@@ -135,6 +139,55 @@ TEST_F(TlsOriginationTest, APROXYHeaderGoesInClearBeforeTheHandshake) {
   EXPECT_TRUE(server.last_header().starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 "))
       << server.last_header();
   EXPECT_EQ(server.handshakes(), 1);
+}
+
+// Upstream session reuse: the session a server gave is offered on the next connection to it
+// (a TLS 1.3 ticket, read after the handshake; a TLS 1.2 ticket, at its end), and resumed; with
+// session_reuse = false every connection is a full handshake.
+TEST_F(TlsOriginationTest, TheNextConnectionToAServerResumesItsSession) {
+  const Issued cert = ca.issue("backend", {"backend.test"});
+  const std::string tls = verified();
+  for (const char* protocols : {"TLSv1.3", "TLSv1.2"}) {
+    SCOPED_TRACE(protocols);
+    const std::string version = "protocols = \"" + std::string(protocols) + "\"; ";
+    {
+      TlsEchoServer server(cert.cert_path, cert.key_path);
+      FerryInstance ferry(config({server.port()}, tls + version));
+      ASSERT_TRUE(ferry.start()) << ferry.log();
+      // Sequential: each session's echo comes back after the tickets before it, so the next
+      // connection finds the session kept.
+      for (int i = 0; i < 3; ++i) EXPECT_TRUE(served()) << i << ferry.log();
+      EXPECT_TRUE(eventually([&] { return server.handshakes() == 3; }));
+      EXPECT_EQ(server.resumed(), 2) << "the first handshake is a full one, the others resume";
+    }
+    {
+      TlsEchoServer server(cert.cert_path, cert.key_path);
+      FerryInstance ferry(config({server.port()}, tls + version + "session_reuse = false;"));
+      ASSERT_TRUE(ferry.start()) << ferry.log();
+      for (int i = 0; i < 3; ++i) EXPECT_TRUE(served()) << i << ferry.log();
+      EXPECT_TRUE(eventually([&] { return server.handshakes() == 3; }));
+      EXPECT_EQ(server.resumed(), 0);
+    }
+  }
+}
+
+// A server that refuses the session offered (its ticket keys changed) makes a full handshake,
+// whose session replaces the refused one and is resumed next.
+TEST_F(TlsOriginationTest, ASessionTheServerRefusesIsReplaced) {
+  const Issued cert = ca.issue("backend", {"backend.test"});
+  TlsEchoServer server(cert.cert_path, cert.key_path);
+  FerryInstance ferry(config({server.port()}, verified()));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  // A first session (a full handshake), then the server's ticket keys change under its session.
+  ASSERT_TRUE(served()) << ferry.log();
+  ASSERT_TRUE(eventually([&] { return server.handshakes() == 1; }));
+  ASSERT_TRUE(server.forget_sessions());
+  EXPECT_TRUE(served()) << ferry.log();
+  ASSERT_TRUE(eventually([&] { return server.handshakes() == 2; }));
+  EXPECT_EQ(server.resumed(), 0) << "the session offered is refused";
+  EXPECT_TRUE(served()) << ferry.log();
+  EXPECT_TRUE(eventually([&] { return server.handshakes() == 3; }));
+  EXPECT_EQ(server.resumed(), 1) << "the refused session's replacement is resumed";
 }
 
 // kernel_tls = true where the kernel offers no kTLS (this machine's): a warning naming the

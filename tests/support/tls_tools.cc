@@ -6,6 +6,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <sys/socket.h>
@@ -321,6 +322,16 @@ TlsEchoServer::TlsEchoServer(const std::string& cert, const std::string& key,
   acceptor_ = std::thread([this] { serve(); });
 }
 
+bool TlsEchoServer::forget_sessions() {
+  unsigned char keys[80];  // name, HMAC secret, AES key
+  if (ctx_ == nullptr || RAND_bytes(keys, sizeof keys) != 1 ||
+      SSL_CTX_set_tlsext_ticket_keys(ctx_, keys, sizeof keys) != 1) {
+    return false;
+  }
+  SSL_CTX_set_session_cache_mode(ctx_, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
+  return true;
+}
+
 TlsEchoServer::~TlsEchoServer() {
   stop_ = true;
   if (fd_ != -1) ::shutdown(fd_, SHUT_RDWR);  // wakes the accept
@@ -365,6 +376,7 @@ void TlsEchoServer::echo(int fd) {
   SSL_set_fd(ssl, fd);
   if (SSL_accept(ssl) == 1) {
     ++handshakes_;
+    if (SSL_session_reused(ssl) == 1) ++resumed_;
     {
       const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
       const std::lock_guard lock(mutex_);

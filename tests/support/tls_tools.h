@@ -114,7 +114,7 @@ class TlsClient {
 // A TLS echo server on 127.0.0.1 (a thread per connection, OpenSSL in the test): what a server
 // that requires TLS looks like to ferry's origination. With `client_ca`, it requires a client
 // certificate signed by it; with `proxy_header`, it reads a PROXY v1 line in clear first.
-// Counts the handshakes that completed.
+// Counts the handshakes that completed, and those of them that resumed a session.
 class TlsEchoServer {
  public:
   TlsEchoServer(const std::string& cert, const std::string& key, const std::string& client_ca = "",
@@ -124,6 +124,10 @@ class TlsEchoServer {
   TlsEchoServer& operator=(const TlsEchoServer&) = delete;
   [[nodiscard]] int port() const noexcept { return port_; }
   [[nodiscard]] int handshakes() const noexcept { return handshakes_.load(); }
+  [[nodiscard]] int resumed() const noexcept { return resumed_.load(); }
+  // New ticket keys and no lookups in the session cache: no session given so far resumes. Call
+  // it between connections. False when OpenSSL failed.
+  bool forget_sessions();
   // The SNI the last client sent ("" when none).
   [[nodiscard]] std::string last_sni() const;
   // The PROXY line the last client sent before its handshake (with proxy_header).
@@ -137,6 +141,7 @@ class TlsEchoServer {
   SSL_CTX* ctx_ = nullptr;
   std::atomic<bool> stop_{false};
   std::atomic<int> handshakes_{0};
+  std::atomic<int> resumed_{0};
   mutable std::mutex mutex_;
   std::string last_sni_;
   std::string last_header_;

@@ -77,7 +77,8 @@ bool Session::start_upstream_tls(const tls::ClientContext& ctx) {
                                     ? host_of(peer_->server->address.text)
                                     : std::string_view();
   const std::string address = upstream_->peer.to_string();
-  SSL* ssl = ctx.new_ssl(upstream_->fd.get(), host, host_of(address));
+  // The session cache is the peer's: peers outlive the sessions on them (Balancer::peers_).
+  SSL* ssl = ctx.new_ssl(upstream_->fd.get(), host, host_of(address), &peer_->tls_session);
   if (ssl == nullptr) {
     // No fault of the server (memory here): not counted against it, nor another one tried.
     spdlog::error("proxy \"{}\": no TLS for server {}: {}", proxy_.name, peer_->name,

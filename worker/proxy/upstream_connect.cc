@@ -14,6 +14,7 @@
 
 #include "event/syscall_util.h"
 #include "worker/proxy/session.h"
+#include "worker/tls/client_context.h"
 #include "worker/tls/tls_io.h"
 
 namespace ferry::worker {
@@ -131,6 +132,8 @@ void Session::release_peer(bool failed, ServerCounters* c) noexcept {
 void Session::connect_failed(const char* why) {
   spdlog::warn("proxy \"{}\": connect to {} {}; trying the next server", proxy_.name, peer_->name,
                why);
+  // In the TLS handshake (failed or timed out): the session offered may be what went wrong.
+  if (upstream_->ssl != nullptr) tls::ClientContext::forget_session(upstream_->ssl);
   tls::release(*upstream_);
   loop_.close_connection(*upstream_);
   upstream_ = nullptr;

@@ -13,6 +13,21 @@
 namespace ferry::worker::tls {
 namespace {
 
+// The ex_data slot of a client SSL holding its server's session cache slot (SslSessionPtr*).
+int cache_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+// A session the server gave (at the end of a TLS 1.2 handshake, or a TLS 1.3 ticket at any time
+// after it): it replaces the one kept for the server. Returns 1: the reference is ours now.
+int keep_session(SSL* ssl, SSL_SESSION* session) {
+  auto* cache = static_cast<conf::SslSessionPtr*>(SSL_get_ex_data(ssl, cache_index()));
+  if (cache == nullptr) return 0;  // OpenSSL frees it
+  cache->reset(session);
+  return 1;
+}
+
 bool is_ip_literal(const std::string& text) {
   unsigned char buf[sizeof(in6_addr)];
   return ::inet_pton(AF_INET, text.c_str(), buf) == 1 ||
@@ -27,6 +42,11 @@ std::unique_ptr<ClientContext> ClientContext::create(const conf::ClientTls& sett
   cc->server_name_ = settings.server_name;
   cc->verify_ = settings.verify;
   cc->ktls_ = settings.versions.kernel_tls && kernel_tls_usable();
+  cc->session_reuse_ = settings.session_reuse;
+  if (settings.session_reuse && cache_index() < 0) {
+    error = "cannot make an OpenSSL ex_data index: " + conf::openssl_error();
+    return nullptr;
+  }
   ERR_clear_error();
   cc->ctx_.reset(SSL_CTX_new(TLS_client_method()));
   SSL_CTX* ctx = cc->ctx_.get();
@@ -49,6 +69,14 @@ std::unique_ptr<ClientContext> ClientContext::create(const conf::ClientTls& sett
   } else {
     SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
   }
+  if (settings.session_reuse) {
+    // The sessions are kept per server by the caller (new_ssl's cache), not in the context's
+    // store, which is keyed by session id and could not tell the servers apart.
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, keep_session);
+  } else {
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  }
   const conf::CertificatePair& own = settings.client_certificate;
   if (!own.certificate.empty()) {
     conf::PairError why;
@@ -60,10 +88,20 @@ std::unique_ptr<ClientContext> ClientContext::create(const conf::ClientTls& sett
   return cc;
 }
 
-SSL* ClientContext::new_ssl(int fd, std::string_view host, std::string_view ip_text) const {
+SSL* ClientContext::new_ssl(int fd, std::string_view host, std::string_view ip_text,
+                            conf::SslSessionPtr* cache) const {
   SslPtr ssl(SSL_new(ctx_.get()));
   // OpenSSL's reason stays queued for the caller's log (tls::take_error).
   if (!ssl || SSL_set_fd(ssl.get(), fd) != 1) return nullptr;
+  if (session_reuse_ && cache != nullptr) {
+    if (SSL_set_ex_data(ssl.get(), cache_index(), cache) != 1) return nullptr;
+    // A session OpenSSL will not take (a version no longer allowed, say) costs the abbreviated
+    // handshake only: the full one follows and its session replaces it.
+    if (*cache && SSL_set_session(ssl.get(), cache->get()) != 1) {
+      ERR_clear_error();
+      cache->reset();
+    }
+  }
   std::string name = server_name_.empty() ? std::string(host) : server_name_;
   std::string ip(ip_text);
   if (!name.empty() && is_ip_literal(name)) {
@@ -88,6 +126,13 @@ SSL* ClientContext::new_ssl(int fd, std::string_view host, std::string_view ip_t
   }
   SSL_set_connect_state(ssl.get());
   return ssl.release();
+}
+
+void ClientContext::forget_session(SSL* ssl) noexcept {
+  auto* cache = static_cast<conf::SslSessionPtr*>(SSL_get_ex_data(ssl, cache_index()));
+  if (cache == nullptr) return;
+  cache->reset();
+  SSL_set_ex_data(ssl, cache_index(), nullptr);
 }
 
 std::string ClientContext::verify_error(SSL* ssl) {

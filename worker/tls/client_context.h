@@ -1,5 +1,6 @@
 // TLS origination: the OpenSSL context of an upstream's `tls`, and a client SSL per connection
-// to a server with the name to send as SNI and to verify (or the address, for a literal one).
+// to a server with the name to send as SNI and to verify (or the address, for a literal one),
+// offering the session the server last gave (session_reuse).
 #pragma once
 
 #include <openssl/ssl.h>
@@ -23,7 +24,15 @@ class ClientContext {
   // `server_name` when set, else `host`; without a name (or with a literal address for one) no
   // SNI is sent and the address is verified as an IP subjectAltName. Null when OpenSSL fails,
   // its reason left queued (tls::take_error). The caller frees it.
-  SSL* new_ssl(int fd, std::string_view host, std::string_view ip_text) const;
+  // With session_reuse, `cache` is the server's slot in this worker: its session is offered,
+  // and the sessions the server gives on this connection replace it (TLS 1.3 tickets come after
+  // the handshake, so the slot must outlive the SSL). Null: none offered or kept.
+  SSL* new_ssl(int fd, std::string_view host, std::string_view ip_text,
+               conf::SslSessionPtr* cache = nullptr) const;
+
+  // The handshake on `ssl` failed: its server's cached session goes (it may be what the server
+  // refused), and no later one is kept from this SSL.
+  static void forget_session(SSL* ssl) noexcept;
 
   // Why verification failed, for the log: X509_verify_cert_error_string() of the result, with
   // the name or address expected when that is what did not match.
@@ -38,6 +47,7 @@ class ClientContext {
   std::string server_name_;
   bool verify_ = true;
   bool ktls_ = false;
+  bool session_reuse_ = true;
 };
 
 }  // namespace ferry::worker::tls

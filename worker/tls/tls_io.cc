@@ -28,6 +28,12 @@ void attach(Connection& c, ssl_st* ssl) noexcept {
 
 void release(Connection& c) noexcept {
   if (c.ssl == nullptr) return;
+  // OpenSSL marks the session of a connection freed without a close_notify sent unresumable: a
+  // relay to a server ended by a reset or a timeout is no reason to distrust the session kept
+  // for it (nginx's quiet shutdown). A handshake that did not finish leaves it as it is.
+  if (SSL_is_server(c.ssl) == 0 && SSL_is_init_finished(c.ssl) == 1) {
+    SSL_set_shutdown(c.ssl, SSL_get_shutdown(c.ssl) | SSL_SENT_SHUTDOWN);
+  }
   SSL_free(c.ssl);
   c.ssl = nullptr;
 }

@@ -99,6 +99,7 @@ void Balancer::fill_peer(Peer& p, const conf::Server& s, const conf::Endpoint& e
     p.checks_down = AddressVerdict::down(w);
   }
   p.shared = slots.shared;
+  p.tls_session.reset();  // another address (a place reused): another server's session
 }
 
 void Balancer::add_peer(const conf::Server& s, const conf::Endpoint& e, const ServerSlots& slots) {
@@ -137,7 +138,9 @@ void Balancer::set_addresses(const conf::Server& server,
     // the new weight one per pick, as after any failure).
     // (An operator's weight for the server stays over the records'.)
     p.configured_weight = now->weight;
-    p.host = now->host;  // the address may come from another target now
+    // The address may come from another target now: its session was verified for the old name.
+    if (p.host != now->host) p.tls_session.reset();
+    p.host = now->host;
     const int wanted = slots->second.weight > 0 ? slots->second.weight : now->weight;
     if (p.weight != wanted) {
       const bool penalised = p.effective_weight < p.weight;
@@ -186,6 +189,7 @@ void Balancer::set_admin(const conf::Server& server, AdminState state, int weigh
     if (p.server != &server) continue;
     const int w = weight > 0 ? weight : p.configured_weight;
     p.admin = state;
+    if (state == AdminState::removed) p.tls_session.reset();  // not offered to it again
     // Back in service (or added) by the operator: the slow start runs from that moment.
     if (state == AdminState::ready && ready_since != event::TimePoint{} &&
         method_ != conf::Balance::hash && p.slow_start.count() > 0 &&

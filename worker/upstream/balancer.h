@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "conf/config.h"
+#include "conf/openssl_ptr.h"
 #include "event/clock.h"
 #include "event/socket_address.h"
 #include "worker/upstream/health_board.h"
@@ -54,6 +55,10 @@ struct Peer {
   event::Msec slow_start{0};  // its ramp's length (0: none)
   event::TimePoint ramp_until{};  // ramping up while before this (never, at first)
   bool checks_down = false;       // the last look at its verdict found it down
+  // The TLS session the server last gave this worker (an upstream with tls and session_reuse),
+  // offered on the next connection to it; freed with the peer (a balancer rebuilt on reload), or
+  // when its place goes to another address, its name to another target, or the server is removed.
+  conf::SslSessionPtr tls_session;
 };
 
 // Which servers a session has already tried (by index into the group's peers).

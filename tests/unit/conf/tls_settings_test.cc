@@ -130,11 +130,13 @@ TEST_F(TlsSettingsTest, AnUpstreamsTlsDefaultsAndSettings) {
   EXPECT_EQ(d.client_certificate, CertificatePair{});
   EXPECT_EQ(d.versions, TlsProtocols{});
   EXPECT_FALSE(d.versions.kernel_tls) << "kernel TLS is opt-in";
+  EXPECT_TRUE(d.session_reuse) << "sessions are reused unless turned off";
 
   r = load_text(upstream_with("verify = false;\nca = " + q(ca_.cert_path()) +
                               ";\nserver_name = \"db.internal\";\ncertificate = " +
                               q(client_.cert_path) + ";\nkey = " + q(client_.key_path) +
-                              ";\nprotocols = \"TLSv1.2\";\nkernel_tls = true;"),
+                              ";\nprotocols = \"TLSv1.2\";\nkernel_tls = true;\n"
+                              "session_reuse = false;"),
                 "t.conf", ".");
   ASSERT_TRUE(r.config) << errors_of(r);
   const ClientTls& t = *r.config->upstreams[0].tls;
@@ -144,6 +146,10 @@ TEST_F(TlsSettingsTest, AnUpstreamsTlsDefaultsAndSettings) {
   EXPECT_EQ(t.client_certificate, (CertificatePair{client_.cert_path, client_.key_path}));
   EXPECT_EQ(t.versions.protocols, std::vector{TlsVersion::tls1_2});
   EXPECT_TRUE(t.versions.kernel_tls);
+  EXPECT_FALSE(t.session_reuse);
+
+  EXPECT_EQ(only_error(upstream_with("session_reuse = \"on\";")),
+            "t.conf:3: upstreams.[0].tls.session_reuse: expected true or false, found a string");
 }
 
 TEST_F(TlsSettingsTest, CertificateAndKeyFailuresNameTheFileTheLineAndOpenSslsReason) {
@@ -289,7 +295,7 @@ TEST_F(TlsSettingsTest, DumpLoadsBackToAnEqualConfig) {
       "; server_name = \"db.internal\"; certificate = " + q(client_.cert_path) +
       "; key = " + q(client_.key_path) +
       "; protocols = [ \"TLSv1.3\" ]; ciphersuites = \"TLS_AES_128_GCM_SHA256\"; "
-      "kernel_tls = true; }; },\n"
+      "kernel_tls = true; session_reuse = false; }; },\n"
       "  { name = \"v\"; servers = ( { address = \"127.0.0.1:2\"; } ); tls = { }; } );\n"
       "proxies = ( { name = \"p\"; listen = \"127.0.0.1:7001\"; upstream = \"u\";\n"
       "  tls = { certificates = ( " +
@@ -315,6 +321,10 @@ TEST_F(TlsSettingsTest, DumpLoadsBackToAnEqualConfig) {
   EXPECT_FALSE(first.config->upstreams[1].tls->versions.kernel_tls);
   EXPECT_THAT(dumped, HasSubstr("kernel_tls = true;"));
   EXPECT_THAT(dumped, HasSubstr("kernel_tls = false;"));
+  EXPECT_FALSE(first.config->upstreams[0].tls->session_reuse);
+  EXPECT_TRUE(first.config->upstreams[1].tls->session_reuse);
+  EXPECT_THAT(dumped, HasSubstr("session_reuse = false;"));
+  EXPECT_THAT(dumped, HasSubstr("session_reuse = true;"));
 }
 
 }  // namespace
