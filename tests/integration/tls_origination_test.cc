@@ -2,6 +2,8 @@
 // verifies them against a CA (the right name accepted; a wrong name, an untrusted CA, an
 // address the certificate does not list refused as connect failures, the next server tried),
 // sends the name as SNI, and presents a client certificate when the server asks for one.
+#include <sys/socket.h>
+
 #include <string>
 #include <vector>
 
@@ -188,6 +190,28 @@ TEST_F(TlsOriginationTest, ASessionTheServerRefusesIsReplaced) {
   EXPECT_TRUE(served()) << ferry.log();
   EXPECT_TRUE(eventually([&] { return server.handshakes() == 3; }));
   EXPECT_EQ(server.resumed(), 1) << "the refused session's replacement is resumed";
+}
+
+// A session ended by the client's reset (ferry frees the server's SSL without a close_notify,
+// which OpenSSL would take as a reason to mark its session unresumable) keeps its session
+// resumable: the next connection resumes it.
+TEST_F(TlsOriginationTest, ASessionEndedByAResetIsStillResumed) {
+  const Issued cert = ca.issue("backend", {"backend.test"});
+  TlsEchoServer server(cert.cert_path, cert.key_path);
+  FerryInstance ferry(config({server.port()}, verified() + "protocols = \"TLSv1.2\";"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  {
+    const event::UniqueFd fd(connect_to_port(port));
+    ASSERT_TRUE(fd.valid());
+    ASSERT_TRUE(echo_round_trip(fd.get(), "then a reset"));
+    const linger abort{.l_onoff = 1, .l_linger = 0};
+    ASSERT_EQ(::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort), 0);
+  }
+  ASSERT_TRUE(eventually([&] { return read_file(log).find("client_reset") != std::string::npos; }))
+      << ferry.log();
+  EXPECT_TRUE(served()) << ferry.log();
+  ASSERT_TRUE(eventually([&] { return server.handshakes() == 2; }));
+  EXPECT_EQ(server.resumed(), 1) << ferry.log();
 }
 
 // kernel_tls = true where the kernel offers no kTLS (this machine's): a warning naming the

@@ -11,6 +11,7 @@
 #include <openssl/x509.h>
 #include <sys/socket.h>
 
+#include <csignal>
 #include <string_view>
 
 #include "tests/support/config_text.h"
@@ -308,6 +309,9 @@ namespace ferry::test {
 TlsEchoServer::TlsEchoServer(const std::string& cert, const std::string& key,
                              const std::string& client_ca, bool proxy_header)
     : proxy_header_(proxy_header) {
+  // A peer that resets (ferry after its client did) must not kill the test with SIGPIPE when
+  // OpenSSL writes (the echo, or its close_notify) to it.
+  ::signal(SIGPIPE, SIG_IGN);
   ctx_ = SSL_CTX_new(TLS_server_method());
   if (ctx_ == nullptr || SSL_CTX_use_certificate_chain_file(ctx_, cert.c_str()) != 1 ||
       SSL_CTX_use_PrivateKey_file(ctx_, key.c_str(), SSL_FILETYPE_PEM) != 1) {
