@@ -1,6 +1,9 @@
 // recv()/send() on a connection with EINTR retried and the event flags kept current.
 #include "event/connection_io.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -67,6 +70,17 @@ IoResult send(Connection& c, std::span<const std::byte> data) noexcept {
   const ssize_t n =
       retry_eintr([&] { return ::send(c.fd.get(), data.data(), data.size(), MSG_NOSIGNAL); });
   return send_done(c, n >= 0 ? n : -errno, data.size());
+}
+
+bool peer_gone(int fd) noexcept {
+  // A FIN leaves the socket in CLOSE_WAIT; a reset (after the FIN or instead of it) in CLOSE.
+  tcp_info info{};
+  socklen_t size = sizeof info;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &size) != 0) {
+    spdlog::debug("getsockopt(TCP_INFO) on fd {}: {}", fd, last_error().message());
+    return false;
+  }
+  return info.tcpi_state == TCP_CLOSE;
 }
 
 }  // namespace ferry::event

@@ -32,4 +32,9 @@ IoResult send(Connection& c, std::span<const std::byte> data) noexcept;
 IoResult recv_done(Connection& c, long result, std::size_t size) noexcept;
 IoResult send_done(Connection& c, long result, std::size_t size) noexcept;
 
+// Whether the TCP peer of `fd`, whose stream has ended, is gone altogether: its reset closed
+// the connection (it closed without reading what it was sent), as opposed to a half-close after
+// which it still reads. False when the kernel cannot say (not TCP; the error is logged).
+bool peer_gone(int fd) noexcept;
+
 }  // namespace ferry::event

@@ -3,9 +3,15 @@
 // through (openssl s_client, an in-process OpenSSL client); the certificate follows the SNI and
 // the client's signature algorithms; mTLS accepts and refuses; resumption works across workers;
 // bad handshakes close alone; a reload swaps certificates without a failed handshake.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/ssl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <string>
 #include <thread>
@@ -194,6 +200,78 @@ TEST_F(TlsTerminationTest, TheEndReachesTheClientAsACloseNotify) {
   EXPECT_TRUE(client.ends_with_close_notify()) << client.error();
   EXPECT_TRUE(eventually([&] { return count_of(read_file(log), " closed tls=") == 1; }))
       << read_file(log);
+}
+
+// A client on `fd` (the test's OpenSSL writes into memory, the test sends) whose handshake's
+// last flight and a close_notify go out together, corked: they leave with whatever the caller
+// does next (a close(2), or a shutdown(SHUT_WR)), so ferry sees the end with the handshake.
+// Returns its SSL (null on failure), the socket still corked.
+SSL* corked_handshake_then_close_notify(SSL_CTX* ctx, int fd) {
+  if (::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) return nullptr;
+  SSL* ssl = SSL_new(ctx);
+  BIO* out = BIO_new(BIO_s_mem());
+  SSL_set_bio(ssl, BIO_new_socket(fd, BIO_NOCLOSE), out);
+  SSL_set_tlsext_host_name(ssl, "a.test");
+  SSL_set_connect_state(ssl);
+  const auto take = [&] {
+    char* bytes = nullptr;
+    const long n = BIO_get_mem_data(out, &bytes);
+    std::string taken(bytes, static_cast<std::size_t>(std::max(n, 0L)));
+    (void)BIO_reset(out);
+    return taken;
+  };
+  for (int i = 0; i < 200; ++i) {
+    const int r = SSL_do_handshake(ssl);
+    if (r == 1) {
+      SSL_shutdown(ssl);
+      const int on = 1;
+      if (::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) != 0 || !send_all(fd, take())) {
+        break;
+      }
+      return ssl;
+    }
+    if (SSL_get_error(ssl, r) != SSL_ERROR_WANT_READ || !send_all(fd, take())) break;
+    pollfd p{fd, POLLIN, 0};
+    ::poll(&p, 1, 50);
+  }
+  SSL_free(ssl);
+  return nullptr;
+}
+
+// A client gone with its handshake (a TLS health check, a probe: its Finished, a close_notify
+// and a close(2) — the session tickets then meet a reset) gets no server connection: there is
+// nothing to send and nobody to answer. One that only half-closes gets its server, whose words
+// it may be waiting for: the backend sees its connection.
+TEST_F(TlsTerminationTest, AClientGoneWithItsHandshakeGetsNoServerConnection) {
+  const Issued a = ca.issue("a", {"a.test"});
+  FerryInstance ferry(terminating_config(port, backend.port(), {a}, log));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  ASSERT_NE(ctx, nullptr);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+
+  for (int i = 0; i < 3; ++i) {
+    event::UniqueFd fd(connect_to_port(port));
+    ASSERT_TRUE(fd.valid());
+    SSL* ssl = corked_handshake_then_close_notify(ctx, fd.get());
+    ASSERT_NE(ssl, nullptr);
+    fd.reset();  // the corked bytes and the FIN leave together
+    SSL_free(ssl);
+  }
+  ASSERT_TRUE(eventually([&] { return count_of(read_file(log), " tls=") == 3; })) << read_file(log);
+  EXPECT_EQ(count_of(read_file(log), " - 0 0 "), 3U) << "no server reached\n" << read_file(log);
+  EXPECT_EQ(backend.accepted(), 0) << read_file(log);
+
+  // A half-close: the server is connected, and its end comes back as a close_notify.
+  const event::UniqueFd fd(connect_to_port(port));
+  ASSERT_TRUE(fd.valid());
+  SSL* ssl = corked_handshake_then_close_notify(ctx, fd.get());
+  ASSERT_NE(ssl, nullptr);
+  ASSERT_EQ(::shutdown(fd.get(), SHUT_WR), 0);
+  EXPECT_TRUE(eventually([&] { return backend.accepted() == 1; })) << read_file(log);
+  EXPECT_TRUE(closed_by_peer(fd.get(), seconds(5)));
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
 }
 
 // Bad handshakes beside a good session: each closes alone, the good one keeps streaming.

@@ -62,8 +62,22 @@ void Session::client_handshake() {
   Aside& a = aside();
   a.tls_version = tls::ServerContext::version(client_->ssl);
   a.client_subject = tls::ServerContext::client_subject(client_->ssl);
-  // Records read with the handshake's last flight may hold the client's first bytes already.
-  client_->read.ready = true;
+  // A client gone with its handshake (a TLS health check, a probe, `openssl s_time`: it closed
+  // at once and reset when the session tickets reached it) has nothing for a server and can read
+  // nothing from one: no server connection is opened for it (HAProxy neither). A stream that only
+  // ended (a half-close) goes on: the client may wait for what a server says first.
+  switch (tls::peek(*client_).status) {
+    case event::IoStatus::error: close(EndReason::client_reset); return;
+    case event::IoStatus::eof:
+      if (event::peer_gone(client_->fd.get())) {
+        close(EndReason::closed);
+        return;
+      }
+      client_->read.ready = true;  // the relay reads the end again and passes it on
+      break;
+    case event::IoStatus::ok: client_->read.ready = true; break;  // the bytes wait in OpenSSL
+    case event::IoStatus::again: break;  // the socket is drained: its next bytes bring an event
+  }
   connect_next();
 }
 

@@ -111,6 +111,23 @@ IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept {
   return {IoStatus::error, 0, EPROTO};
 }
 
+IoResult peek(Connection& c) noexcept {
+  ERR_clear_error();
+  errno = 0;
+  std::byte first{};
+  std::size_t n = 0;
+  const int r = SSL_peek_ex(c.ssl, &first, 1, &n);
+  if (r == 1) return {IoStatus::ok, n, 0};
+  int err = 0;
+  switch (classify(c, r, err, nullptr)) {
+    case Failure::want_read:
+    case Failure::want_write: return {IoStatus::again, 0, 0};
+    case Failure::eof: return {IoStatus::eof, 0, 0};
+    case Failure::error: return {IoStatus::error, 0, err};
+  }
+  return {IoStatus::error, 0, EPROTO};
+}
+
 IoResult send(Connection& c, std::span<const std::byte> data) noexcept {
   ERR_clear_error();
   errno = 0;

@@ -28,6 +28,9 @@ HandshakeStatus handshake(event::Connection& c, std::string& why) noexcept;
 // or its TCP FIN; error carries errno (EPROTO for a TLS error, logged at debug).
 event::IoResult recv(event::Connection& c, std::span<std::byte> buffer) noexcept;
 event::IoResult send(event::Connection& c, std::span<const std::byte> data) noexcept;
+// Whether the stream holds data (ok: it stays OpenSSL's to read), nothing yet (again: read.ready
+// cleared), or has ended (eof, error) — without taking a byte. An end stays to be read again.
+event::IoResult peek(event::Connection& c) noexcept;
 // Passes the FIN on: close_notify, then shutdown(SHUT_WR). again: the socket had no room for
 // the close_notify (write.ready is cleared): call again when it is writable, nothing else in
 // between. done also when the close_notify could not be sent (the peer is gone): the FIN goes.
