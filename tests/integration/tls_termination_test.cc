@@ -202,6 +202,19 @@ TEST_F(TlsTerminationTest, TheEndReachesTheClientAsACloseNotify) {
       << read_file(log);
 }
 
+// A session ferry ends itself once the handshake is done (here no server can be connected)
+// ends with a close_notify too: the client can tell it from a truncation.
+TEST_F(TlsTerminationTest, ASessionEndedByFerryEndsWithACloseNotify) {
+  const Issued a = ca.issue("a", {"a.test"});
+  FerryInstance ferry(terminating_config(port, free_port(), {a}, log));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  TlsClient client(port, options([&](TlsClientOptions& o) { o.sni = "a.test"; }));
+  ASSERT_TRUE(client.connected()) << client.error();
+  EXPECT_TRUE(client.ends_with_close_notify()) << client.error();
+  EXPECT_TRUE(eventually([&] { return count_of(read_file(log), " connect_failed tls=") == 1; }))
+      << read_file(log);
+}
+
 // A client on `fd` (the test's OpenSSL writes into memory, the test sends) whose handshake's
 // last flight and a close_notify go out together, corked: they leave with whatever the caller
 // does next (a close(2), or a shutdown(SHUT_WR)), so ferry sees the end with the handshake.

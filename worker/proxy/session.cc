@@ -137,6 +137,9 @@ void Session::close(EndReason status) noexcept {
   // Before the connections close: a batched call still queued would run on their fds.
   up_.release();
   down_.release();
+  // A reset client reads nothing more; other ends (the relay's own pass on a close_notify
+  // already) tell a terminated client it was not cut off.
+  if (status != EndReason::client_reset) tls::notify_close(*client_);
   tls::release(*client_);
   loop_.close_connection(*client_);
   if (upstream_ != nullptr) {

@@ -70,6 +70,8 @@ void Session::client_handshake() {
     case event::IoStatus::error: close(EndReason::client_reset); return;
     case event::IoStatus::eof:
       if (event::peer_gone(client_->fd.get())) {
+        // It reads nothing more: no close_notify for it.
+        SSL_set_shutdown(client_->ssl, SSL_get_shutdown(client_->ssl) | SSL_SENT_SHUTDOWN);
         close(EndReason::closed);
         return;
       }

@@ -164,4 +164,14 @@ ShutdownStatus shutdown_write(Connection& c) noexcept {
   return ShutdownStatus::done;
 }
 
+void notify_close(Connection& c) noexcept {
+  if (c.ssl == nullptr || SSL_is_init_finished(c.ssl) != 1 ||
+      (SSL_get_shutdown(c.ssl) & SSL_SENT_SHUTDOWN) != 0) {
+    return;
+  }
+  ERR_clear_error();
+  (void)SSL_shutdown(c.ssl);
+  ERR_clear_error();
+}
+
 }  // namespace ferry::worker::tls

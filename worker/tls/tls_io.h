@@ -36,6 +36,11 @@ event::IoResult peek(event::Connection& c) noexcept;
 // between. done also when the close_notify could not be sent (the peer is gone): the FIN goes.
 enum class ShutdownStatus : std::uint8_t { done, again };
 ShutdownStatus shutdown_write(event::Connection& c) noexcept;
+// A session ferry ends itself (no server could be connected, a timeout, a shutdown): a
+// close_notify, when the handshake is done and none went yet, so that the client can tell the end
+// from a truncation. Best effort, one try: no room in the socket, or an SSL after a fatal error,
+// and none goes.
+void notify_close(event::Connection& c) noexcept;
 
 // The first error in OpenSSL's queue as text (the queue is cleared), or `fallback` when empty.
 std::string take_error(std::string_view fallback);
