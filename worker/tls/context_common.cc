@@ -23,14 +23,17 @@ bool set_common(SSL_CTX* ctx, const conf::TlsProtocols& v, std::string& error) {
   // Renegotiation is a denial-of-service lever and no layer-4 peer needs it.
   std::uint64_t options = SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION;
   // Kernel TLS only when asked for (kernel_tls = true) and the kernel offers it.
-  if (v.kernel_tls && kernel_tls_usable()) options |= SSL_OP_ENABLE_KTLS;
+  const bool ktls = v.kernel_tls && kernel_tls_usable();
+  if (ktls) options |= SSL_OP_ENABLE_KTLS;
   SSL_CTX_set_options(ctx, options);
   // An idle relay holds no 34 KB of OpenSSL buffers.
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
   // One read(2) takes what the socket holds (whole records, several of them) instead of a
   // record's header and then its body: half the reads in bulk. The relay keeps reading after a
   // read that got bytes, so records OpenSSL holds are never left waiting for an edge.
-  SSL_CTX_set_read_ahead(ctx, 1);
+  // Not with kernel TLS: records read ahead of the key change would be user space's, not the
+  // kernel's, and OpenSSL leaves kTLS reception off when it reads ahead.
+  SSL_CTX_set_read_ahead(ctx, ktls ? 0 : 1);
   return true;
 }
 
