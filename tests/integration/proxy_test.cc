@@ -322,18 +322,9 @@ TEST(ProxyTest, HashKeepsEachClientOnOneServerAndAReloadWithOneMoreMovesAboutAQu
 // A server whose accept queue is full drops SYNs: the connect times out and the session goes
 // to the next server; max_fails then keeps the dead one out of rotation.
 TEST(ProxyTest, AConnectTimeoutMovesOnToTheNextServer) {
-  int hole_port = 0;
-  const event::UniqueFd blackhole(listen_loopback(0, hole_port));
-  sockaddr_in sin{};
-  sin.sin_family = AF_INET;
-  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  sin.sin_port = htons(static_cast<uint16_t>(hole_port));
-  std::vector<int> fillers;  // fill the queue: later SYNs are dropped
-  for (int i = 0; i < 4; ++i) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    ::connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin);
-    fillers.push_back(fd);
-  }
+  const BlackHole hole;
+  ASSERT_NE(hole.port(), 0);
+  const int hole_port = hole.port();
   EchoServer good;
   const int port = free_port();
   FerryInstance ferry(config(1, port, servers({{hole_port, 1}, {good.port(), 1}}), "round_robin",
@@ -346,7 +337,6 @@ TEST(ProxyTest, AConnectTimeoutMovesOnToTheNextServer) {
   }
   EXPECT_EQ(good.accepted(), 6);
   EXPECT_TRUE(ferry.wait_for_log("timed out; trying the next server")) << ferry.log();
-  for (int fd : fillers) ::close(fd);
 }
 
 long rss_kib(pid_t pid) {

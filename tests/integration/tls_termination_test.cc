@@ -287,6 +287,34 @@ TEST_F(TlsTerminationTest, AClientGoneWithItsHandshakeGetsNoServerConnection) {
   SSL_CTX_free(ctx);
 }
 
+// The same client over a network: its reset comes a round trip after the session tickets, once
+// the server is being connected (here one that never answers: the connect would take
+// connect_timeout, 5 s). The connect is abandoned when the reset comes.
+TEST_F(TlsTerminationTest, AClientGoneWhileItsServerIsConnectedEndsThen) {
+  const Issued a = ca.issue("a", {"a.test"});
+  const BlackHole hole;
+  ASSERT_NE(hole.port(), 0);
+  FerryInstance ferry(terminating_config(port, hole.port(), {a}, log));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  ASSERT_NE(ctx, nullptr);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  event::UniqueFd fd(connect_to_port(port));
+  ASSERT_TRUE(fd.valid());
+  SSL* ssl = corked_handshake_then_close_notify(ctx, fd.get());
+  ASSERT_NE(ssl, nullptr);
+  ASSERT_EQ(::shutdown(fd.get(), SHUT_WR), 0);  // a half-close: ferry connects the server
+  ASSERT_TRUE(eventually([&] {
+    return ferry.ctl("show sessions").out.find("connecting") != std::string::npos;
+  })) << ferry.log();
+  fd.reset();  // the tickets unread: a reset
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
+  EXPECT_TRUE(
+      eventually([&] { return count_of(read_file(log), " closed tls=") == 1; }, milliseconds(2500)))
+      << read_file(log);
+}
+
 // Bad handshakes beside a good session: each closes alone, the good one keeps streaming.
 TEST_F(TlsTerminationTest, BadHandshakesDoNotDisturbAStreamingSession) {
   const Issued a = ca.issue("a", {"a.test"});

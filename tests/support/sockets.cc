@@ -184,4 +184,27 @@ std::string http_get(int port, const std::string& path) {
   return read_exactly(fd.get(), 1 << 20, std::chrono::seconds(5));
 }
 
+BlackHole::BlackHole() {
+  int port = 0;
+  listener_ = listen_on("127.0.0.1", port);
+  if (listener_ == -1 || ::listen(listener_, 0) != 0) return;
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  sin.sin_port = htons(static_cast<uint16_t>(port));
+  // A backlog of 0 still queues one connection; a few more make sure the queue is full.
+  for (int i = 0; i < 4; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) return;
+    fillers_.push_back(fd);
+    (void)::connect(fd, reinterpret_cast<sockaddr*>(&sin), sizeof sin);
+  }
+  port_ = port;
+}
+
+BlackHole::~BlackHole() {
+  for (const int fd : fillers_) ::close(fd);
+  if (listener_ != -1) ::close(listener_);
+}
+
 }  // namespace ferry::test

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 namespace ferry::test {
 
@@ -29,5 +30,22 @@ std::string read_file(const std::string& path);
 std::string http_get(int port, const std::string& path);
 // How many times `needle` occurs in `text`.
 std::size_t count_of(const std::string& text, const std::string& needle);
+
+// A listener on 127.0.0.1 whose accept queue is full (a backlog of 0, filled by its own
+// connects, never accepted): the kernel drops the SYNs of later connects, which stay in
+// SYN_SENT until their timeout. port() is 0 when it could not be made.
+class BlackHole {
+ public:
+  BlackHole();
+  ~BlackHole();
+  BlackHole(const BlackHole&) = delete;
+  BlackHole& operator=(const BlackHole&) = delete;
+  [[nodiscard]] int port() const noexcept { return port_; }
+
+ private:
+  int listener_ = -1;
+  int port_ = 0;
+  std::vector<int> fillers_;
+};
 
 }  // namespace ferry::test

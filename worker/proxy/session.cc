@@ -270,10 +270,14 @@ void Session::on_client_event(Event& ev) {
       return;
     case Phase::handshaking: s.client_handshake(); return;
     case Phase::relaying: s.run(); return;
-    // The client is not watched while admitted; while connecting, what it sends waits in its
-    // socket (the relay reads it once connected: the PROXY header goes first).
-    case Phase::admitting:
+    // While connecting, what the client sends waits in its socket (the relay reads it once
+    // connected: the PROXY header goes first); only a terminated client that ended its stream
+    // with the handshake is looked at: reset since, it is gone.
     case Phase::connecting:
+      if (s.client_->read.error) s.client_gone();
+      return;
+    // The client is not watched while admitted.
+    case Phase::admitting:
     // Frozen: out of epoll; a report already posted is stale.
     case Phase::moving: return;
   }

@@ -134,6 +134,9 @@ class Session {
   // session_tls.cc: TLS with the client (termination) and with the server (origination).
   void start_client_tls();
   void client_handshake();
+  // A terminated client whose stream ended with its handshake has reset since (it closed
+  // without reading): nobody to answer, nothing to send. True when the session was closed.
+  bool client_gone();
   // The server's TLS, once connected; false when it is not done yet or failed (then the next
   // server is being tried, or the session closed).
   bool start_upstream_tls(const tls::ClientContext& ctx);
@@ -195,6 +198,9 @@ class Session {
     // subject (verify_client), for the access log.
     std::string tls_version;
     std::string client_subject;
+    // Its stream ended with the handshake (nothing sent): a reset seen while connecting means
+    // the client is gone (client_gone()).
+    bool ended_with_handshake = false;
   };
   Aside& aside();
   std::unique_ptr<Aside> aside_;

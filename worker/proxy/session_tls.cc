@@ -64,23 +64,31 @@ void Session::client_handshake() {
   a.client_subject = tls::ServerContext::client_subject(client_->ssl);
   // A client gone with its handshake (a TLS health check, a probe, `openssl s_time`: it closed
   // at once and reset when the session tickets reached it) has nothing for a server and can read
-  // nothing from one: no server connection is opened for it (HAProxy neither). A stream that only
-  // ended (a half-close) goes on: the client may wait for what a server says first.
+  // nothing from one: no server connection is opened for it (HAProxy neither), or the one being
+  // opened is abandoned when the reset comes later (a round trip after the tickets, over a
+  // network). A stream that only ended (a half-close) goes on: the client may wait for what a
+  // server says first.
   switch (tls::peek(*client_).status) {
     case event::IoStatus::error: close(EndReason::client_reset); return;
     case event::IoStatus::eof:
-      if (event::peer_gone(client_->fd.get())) {
-        // It reads nothing more: no close_notify for it.
-        SSL_set_shutdown(client_->ssl, SSL_get_shutdown(client_->ssl) | SSL_SENT_SHUTDOWN);
-        close(EndReason::closed);
-        return;
-      }
+      a.ended_with_handshake = true;
+      if (client_gone()) return;
       client_->read.ready = true;  // the relay reads the end again and passes it on
       break;
     case event::IoStatus::ok: client_->read.ready = true; break;  // the bytes wait in OpenSSL
     case event::IoStatus::again: break;  // the socket is drained: its next bytes bring an event
   }
   connect_next();
+}
+
+bool Session::client_gone() {
+  if (!aside_ || !aside_->ended_with_handshake || !event::peer_gone(client_->fd.get())) {
+    return false;
+  }
+  // It reads nothing more: no close_notify for it.
+  SSL_set_shutdown(client_->ssl, SSL_get_shutdown(client_->ssl) | SSL_SENT_SHUTDOWN);
+  close(EndReason::closed);
+  return true;
 }
 
 bool Session::start_upstream_tls(const tls::ClientContext& ctx) {
