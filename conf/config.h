@@ -180,6 +180,9 @@ struct Proxy {
   int backlog = 511;
   Msec connect_timeout{5'000};
   Msec idle_timeout{600'000};
+  // A side's end (its FIN, passed on) leaves the other side's stream open until it ends too
+  // (HAProxy's way, nginx's proxy_half_close on); false: the first end closes the session.
+  bool half_close = true;
   int next_upstream_tries = 3;    // 0 = all servers
   Msec next_upstream_timeout{0};  // 0 = no limit
   std::size_t buffer_size = 16 * 1024;

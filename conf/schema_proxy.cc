@@ -224,6 +224,7 @@ constexpr Field<Proxy> kProxy[] = {
     int_field<&Proxy::backlog, 1, 65535>("backlog"),
     duration_field<&Proxy::connect_timeout, 1>("connect_timeout"),
     duration_field<&Proxy::idle_timeout>("idle_timeout"),
+    bool_field<&Proxy::half_close>("half_close"),
     int_field<&Proxy::next_upstream_tries, 0, 1000>("next_upstream_tries"),
     duration_field<&Proxy::next_upstream_timeout>("next_upstream_timeout"),
     {"buffer_size",

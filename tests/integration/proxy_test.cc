@@ -1,5 +1,5 @@
 // End-to-end tests of proxying through the real binary with real backends: byte-exact bulk
-// transfer, half-close, balancing over weighted servers, failover past a refusing server, the
+// transfer, balancing over weighted servers, failover past a refusing server, the
 // fast failure when no server is left, and the access-log line.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -110,24 +110,6 @@ INSTANTIATE_TEST_SUITE_P(WorkersAndSplice, BulkTest,
                            return std::to_string(std::get<0>(info.param)) + "Workers" +
                                   (std::get<1>(info.param) ? "Splice" : "Buffers");
                          });
-
-TEST(ProxyTest, HalfCloseLetsTheBackendAnswerAfterTheClientsFin) {
-  EchoServer backend;
-  const int port = free_port();
-  FerryInstance ferry(config(1, port, servers({{backend.port(), 1}})));
-  ASSERT_TRUE(ferry.start()) << ferry.log();
-  event::UniqueFd fd(connect_to_port(port));
-  ASSERT_GE(fd.get(), 0);
-  const std::string request = "the whole request, then FIN";
-  ASSERT_EQ(::send(fd.get(), request.data(), request.size(), 0),
-            static_cast<ssize_t>(request.size()));
-  ASSERT_EQ(::shutdown(fd.get(), SHUT_WR), 0);
-  std::string answer;
-  char buf[256];
-  for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) answer.append(buf, n);
-  fd.reset();
-  EXPECT_EQ(answer, request) << "the answer sent after the client's FIN must arrive whole";
-}
 
 TEST(ProxyTest, WeightedRoundRobinSplitsSessionsByWeight) {
   EchoServer a, b, c;

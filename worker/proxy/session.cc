@@ -207,8 +207,11 @@ bool Session::pump(RelayDirection& d, const RelayDirection& other) {
     case RelayDirection::Pumped::finished:
       // When the other direction is done too, run() closes the session now and the close
       // sends this FIN (nothing unread is left on `to`: its EOF was read): no shutdown() call.
-      // A TLS side's close_notify and FIN are out already (pump()).
-      if (other.state() != RelayDirection::State::finished && !d.to_tls()) d.pass_fin();
+      // A TLS side's close_notify and FIN are out already (pump()). Without half_close, run()
+      // closes the session now: the close sends the FIN.
+      if (proxy_.half_close && other.state() != RelayDirection::State::finished && !d.to_tls()) {
+        d.pass_fin();
+      }
       return true;
     case RelayDirection::Pumped::failed: reset(d.failed_side(), d.error()); return false;
   }
@@ -218,8 +221,9 @@ bool Session::pump(RelayDirection& d, const RelayDirection& other) {
 void Session::run() {
   const std::uint64_t before = up_.total() + down_.total();
   if (!pump(up_, down_) || !pump(down_, up_)) return;
-  if (up_.state() == RelayDirection::State::finished &&
-      down_.state() == RelayDirection::State::finished) {
+  const bool up_done = up_.state() == RelayDirection::State::finished;
+  const bool down_done = down_.state() == RelayDirection::State::finished;
+  if ((up_done && down_done) || (!proxy_.half_close && (up_done || down_done))) {
     close(EndReason::closed);
     return;
   }
