@@ -145,7 +145,8 @@ INSTANTIATE_TEST_SUITE_P(Splice, MoveStreamTest, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "SpliceOn" : "SpliceOff"; });
 
 // The other side of a half-closed session goes on after the move: a client that has sent its
-// FIN still gets its answer, a server that has sent its FIN still gets the client's bytes.
+// FIN still gets its answer, a server that has sent its FIN still gets the client's bytes —
+// also when the reload turns half_close off (it applies to sessions that start after it).
 TEST(MoveTest, HalfClosedSessionsMoveAndFinish) {
   int backend_port = 0;
   const event::UniqueFd listener(listen_on("127.0.0.1", backend_port));
@@ -174,6 +175,7 @@ TEST(MoveTest, HalfClosedSessionsMoveAndFinish) {
   EXPECT_TRUE(closed_by_peer(b.get(), seconds(5))) << "the server's FIN was passed on";
 
   const std::set<pid_t> before = ferry.workers();
+  ferry.rewrite(config(1, port, backend_port, "half_close = false;"));
   ASSERT_TRUE(reload_and_retire(ferry, 1, kOldWorkersGone)) << ferry.log();
   EXPECT_NE(ferry.workers(), before) << "a new worker holds both sessions";
 

@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include "event/syscall_util.h"
+#include "tests/support/backend_process.h"
 #include "tests/support/echo_server.h"
 #include "tests/support/ferry_instance.h"
 #include "tests/support/process.h"
@@ -212,6 +213,21 @@ TEST_F(TlsTerminationTest, ASessionEndedByFerryEndsWithACloseNotify) {
   ASSERT_TRUE(client.connected()) << client.error();
   EXPECT_TRUE(client.ends_with_close_notify()) << client.error();
   EXPECT_TRUE(eventually([&] { return count_of(read_file(log), " connect_failed tls=") == 1; }))
+      << read_file(log);
+}
+
+// A server's reset stays a truncation for a terminated client: no close_notify before ferry's
+// reset of the client, which would make a cut stream look complete.
+TEST_F(TlsTerminationTest, AServersResetReachesTheClientWithoutACloseNotify) {
+  const Issued a = ca.issue("a", {"a.test"});
+  BackendProcess resetting(BackendOptions{.reset_on = '!'});
+  FerryInstance ferry(terminating_config(port, resetting.port(), {a}, log));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  TlsClient client(port, options([&](TlsClientOptions& o) { o.sni = "a.test"; }));
+  ASSERT_TRUE(client.round_trip("first part")) << client.error();
+  ASSERT_TRUE(client.write("!"));
+  EXPECT_FALSE(client.ends_with_close_notify()) << "the server's reset came as a clean end";
+  EXPECT_TRUE(eventually([&] { return count_of(read_file(log), " upstream_reset tls=") == 1; }))
       << read_file(log);
 }
 

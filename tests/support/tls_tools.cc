@@ -138,6 +138,7 @@ std::string ssl_error_text() {
 }  // namespace
 
 TlsClient::TlsClient(int port, const TlsClientOptions& o) {
+  ::signal(SIGPIPE, SIG_IGN);  // its close_notify to a server that reset is an EPIPE, not a death
   fd_ = connect_to_port(port);
   if (fd_ == -1) {
     error_ = "connect failed";

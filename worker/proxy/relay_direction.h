@@ -95,6 +95,10 @@ class RelayDirection {
   [[nodiscard]] bool splicing() const noexcept { return splicing_; }
   // Whether `to` is read through TLS: pump() passes its FIN on (a close_notify first).
   [[nodiscard]] bool to_tls() const noexcept { return to_ != nullptr && to_->ssl != nullptr; }
+  // Nothing read from `from` waits for `to`, and no batched call is queued or unreported.
+  [[nodiscard]] bool drained() const noexcept {
+    return held() == 0 && in_flight_ == Op::none && done_ == Op::none;
+  }
   // Of held(), the bytes in a splice pipe.
   [[nodiscard]] std::size_t in_pipe() const noexcept { return in_pipe_; }
   // After Pumped::failed: the connection whose call failed, and its errno.

@@ -30,6 +30,7 @@ Session::Session(event::EventLoop& loop, SessionShared& shared, const conf::Prox
       up_(shared.relay(loop), proxy.buffer_size, proxy.splice),
       down_(shared.relay(loop), proxy.buffer_size, proxy.splice),
       serial_(shared.next_serial()),
+      half_close_(proxy.half_close),
       started_(loop.now()),
       wall_start_(std::chrono::system_clock::now()) {
   up_.set_from(&client);
@@ -134,12 +135,17 @@ void Session::close(EndReason status) noexcept {
     r.status = status;
     log->write(r);
   }
+  // A terminated client is told the end is not a truncation (a close_notify; the relay's pass
+  // of the server's end sent one already) only when it is none: ferry ended the session on
+  // purpose with nothing for the client held back (as nginx: not after a reset, a timeout, or
+  // with bytes buffered). Decided before the release drops what is held.
+  const bool clean_end = (status == EndReason::connect_failed || status == EndReason::closed ||
+                          status == EndReason::shutdown || status == EndReason::killed) &&
+                         down_.drained();
   // Before the connections close: a batched call still queued would run on their fds.
   up_.release();
   down_.release();
-  // A reset client reads nothing more; other ends (the relay's own pass on a close_notify
-  // already) tell a terminated client it was not cut off.
-  if (status != EndReason::client_reset) tls::notify_close(*client_);
+  if (clean_end) tls::notify_close(*client_);
   tls::release(*client_);
   loop_.close_connection(*client_);
   if (upstream_ != nullptr) {
@@ -209,7 +215,7 @@ bool Session::pump(RelayDirection& d, const RelayDirection& other) {
       // sends this FIN (nothing unread is left on `to`: its EOF was read): no shutdown() call.
       // A TLS side's close_notify and FIN are out already (pump()). Without half_close, run()
       // closes the session now: the close sends the FIN.
-      if (proxy_.half_close && other.state() != RelayDirection::State::finished && !d.to_tls()) {
+      if (half_close_ && other.state() != RelayDirection::State::finished && !d.to_tls()) {
         d.pass_fin();
       }
       return true;
@@ -223,7 +229,7 @@ void Session::run() {
   if (!pump(up_, down_) || !pump(down_, up_)) return;
   const bool up_done = up_.state() == RelayDirection::State::finished;
   const bool down_done = down_.state() == RelayDirection::State::finished;
-  if ((up_done && down_done) || (!proxy_.half_close && (up_done || down_done))) {
+  if ((up_done && down_done) || (!half_close_ && (up_done || down_done))) {
     close(EndReason::closed);
     return;
   }

@@ -176,6 +176,9 @@ class Session {
   // Resumed after a move (or a move that did not happen), no byte relayed since: a run counts
   // as activity only once it moves bytes, so that a move does not restart the idle time.
   bool resumed_ = false;
+  // The proxy's half_close, kept per session: a session that moved in already half-closed (its
+  // old configuration's) keeps its other direction open whatever the new one says.
+  bool half_close_ = true;
   bool stays_ = false;    // stay()
   bool counted_ = false;  // holds a place in the per-client counts (limit_bucket_)
   std::uint32_t limit_bucket_ = 0;

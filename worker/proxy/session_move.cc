@@ -161,6 +161,10 @@ Session* Session::adopt(event::EventLoop& loop, SessionShared& shared, const con
   s->down_.set_from(&upstream);
   s->up_.import_from(r.up);
   s->down_.import_from(r.down);
+  if (s->up_.state() != RelayDirection::State::open ||
+      s->down_.state() != RelayDirection::State::open) {
+    s->half_close_ = true;  // half-closed already: its other direction goes on
+  }
   s->peer_ = balancer.adopt(r.server, r.server_address);
   if (s->peer_ == nullptr && !r.server.empty()) s->aside().server = r.server;
   if (!r.upstream.empty()) {
