@@ -159,6 +159,13 @@ RelayDirection::Step RelayDirection::took_send(const event::IoResult& r) noexcep
   return Step::more;
 }
 
+namespace {
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+// A pipe holds 64 KiB by default (16 pages): one splice moves up to that much, whatever the
+// buffer's size.
+constexpr std::size_t kSpliceChunk = 64 * 1024;
+}
+
 bool RelayDirection::settle() noexcept {
   if (in_flight_ != Op::none) event::IoBatch::cancel(queued_);
   in_flight_ = Op::none;
@@ -177,7 +184,12 @@ bool RelayDirection::settle() noexcept {
   }
   splicing_ = false;
   if (in_pipe_ > 0) {
-    // Only an empty buffer lets a direction splice: the pipe's bytes fit it (at most size_).
+    // Only an empty buffer lets a direction splice. A splice moves up to a pipe's 64 KiB, more
+    // than a smaller buffer holds: the buffer grows to take the pipe's bytes (as import_from's).
+    if (in_pipe_ > size_) {
+      if (buf_) res_->buffers->give(std::move(buf_), size_);
+      size_ = static_cast<std::uint32_t>(kSpliceChunk);  // a size the pool keeps
+    }
     if (!buf_) buf_ = res_->buffers->take(size_);
     start_ = end_ = 0;
     while (end_ < in_pipe_) {
@@ -222,9 +234,6 @@ void RelayDirection::import_from(DirectionRecord& d) {
   end_ = d.held.size();
 }
 
-namespace {
-constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
-}
 
 // socket → pipe. Where splice cannot serve (EINVAL: not a pair the kernel splices), the
 // direction stays on buffers.
@@ -236,12 +245,13 @@ RelayDirection::Step RelayDirection::fill_pipe() noexcept {
       return Step::more;
     }
   }
+  const std::size_t chunk = std::max<std::size_t>(size_, kSpliceChunk);
   const ssize_t n = event::retry_eintr([&] {
-    return ::splice(from_->fd.get(), nullptr, pipe_.write.get(), nullptr, size_, kSpliceFlags);
+    return ::splice(from_->fd.get(), nullptr, pipe_.write.get(), nullptr, chunk, kSpliceFlags);
   });
   if (n > 0) {
     in_pipe_ = static_cast<std::size_t>(n);
-    if (in_pipe_ < size_) splicing_ = false;  // drained: the burst is over
+    if (in_pipe_ < chunk) splicing_ = false;  // drained: the burst is over
     return Step::more;
   }
   const int err = errno;
