@@ -164,7 +164,7 @@ constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 // A pipe holds 64 KiB by default (16 pages): one splice moves up to that much, whatever the
 // buffer's size.
 constexpr std::size_t kSpliceChunk = 64 * 1024;
-}
+}  // namespace
 
 bool RelayDirection::settle() noexcept {
   if (in_flight_ != Op::none) event::IoBatch::cancel(queued_);
@@ -233,7 +233,6 @@ void RelayDirection::import_from(DirectionRecord& d) {
   start_ = 0;
   end_ = d.held.size();
 }
-
 
 // socket → pipe. Where splice cannot serve (EINVAL: not a pair the kernel splices), the
 // direction stays on buffers.
