@@ -99,34 +99,38 @@ INSTANTIATE_TEST_SUITE_P(AcceptModes, ReloadUnderLoadTest,
 
 // With two workers and EPOLLEXCLUSIVE, 2,000 connections one after another split no worse than
 // 25/75: the periodic re-registration keeps the first worker from taking most of them (without
-// it: 16/84 here). A quiet machine splits about 50/50 with it; other jobs loading the two cores
-// skew who is awake in epoll_wait (19/81 was seen with a container test running beside it), so
-// this test runs alone (is_parallel: false) and wants the machine to itself.
-TEST(SpreadTest, EpollExclusiveSpreadsConnectionsOverTheWorkers) {
+// it: 16/84 here, every time). A quiet machine splits about 50/50 with it; other jobs loading
+// the two cores skew who is awake in epoll_wait (19/81 and once 12/88 were seen, with a
+// container build or a previous test's processes still winding down), so this test runs alone
+// (is_parallel: false) and a skewed split is measured once more with a fresh ferry: the
+// mechanism missing skews both.
+std::map<pid_t, int> spread_of(int connections) {
   EchoServer backend;
   const int port = free_port();
   const Mode mode{"EpollExclusive", false, false, false};
   FerryInstance ferry(config(mode, 2, port, backend.port()), "debug");
-  ASSERT_TRUE(ferry.start()) << ferry.log();
-  const auto workers = ferry.workers();
-  ASSERT_EQ(workers.size(), 2U);
-  constexpr int kConnections = 2000;
-  for (int i = 0; i < kConnections; ++i) {
+  std::map<pid_t, int> per_worker;
+  if (!ferry.start() || ferry.workers().size() != 2) {
+    ADD_FAILURE() << ferry.log();
+    return per_worker;
+  }
+  for (int i = 0; i < connections; ++i) {
     if (i % 20 == 0) ferry.drain_log();  // debug lines: keep the pipe from filling up
     const event::UniqueFd fd(connect_to_port(port));
-    ASSERT_GE(fd.get(), 0);
-    ASSERT_TRUE(echo_round_trip(fd.get(), "spread"));
+    if (fd.get() < 0 || !echo_round_trip(fd.get(), "spread")) {
+      ADD_FAILURE() << "connection " << i << " failed";
+      return per_worker;
+    }
   }
-  ASSERT_TRUE(eventually([&] {
+  EXPECT_TRUE(eventually([&] {
     std::size_t lines = 0;
     for (std::size_t at = 0;
          (at = ferry.log().find("accepted 127.0.0.1:", at)) != std::string::npos; ++at) {
       ++lines;
     }
     ferry.drain_log();
-    return lines >= kConnections;
+    return lines >= static_cast<std::size_t>(connections);
   }));
-  std::map<pid_t, int> per_worker;
   std::istringstream log(ferry.log());
   for (std::string line; std::getline(log, line);) {
     if (line.find("accepted 127.0.0.1:") == std::string::npos) continue;
@@ -136,9 +140,25 @@ TEST(SpreadTest, EpollExclusiveSpreadsConnectionsOverTheWorkers) {
     fields >> date >> time >> level >> pid;
     ++per_worker[pid];
   }
-  ASSERT_EQ(per_worker.size(), 2U);
-  for (const auto& [pid, count] : per_worker) {
-    std::printf("[ spread ] worker %d accepted %d of %d\n", pid, count, kConnections);
+  return per_worker;
+}
+
+TEST(SpreadTest, EpollExclusiveSpreadsConnectionsOverTheWorkers) {
+  constexpr int kConnections = 2000;
+  const auto within = [](const std::map<pid_t, int>& per_worker) {
+    if (per_worker.size() != 2) return false;
+    for (const auto& [pid, count] : per_worker) {
+      std::printf("[ spread ] worker %d accepted %d of %d\n", pid, count, kConnections);
+      if (count < kConnections * 25 / 100 || count > kConnections * 75 / 100) return false;
+    }
+    return true;
+  };
+  if (within(spread_of(kConnections))) return;
+  ASSERT_FALSE(HasFailure());
+  std::printf("[ spread ] skewed: measured once more\n");
+  const auto again = spread_of(kConnections);
+  ASSERT_EQ(again.size(), 2U);
+  for (const auto& [pid, count] : again) {
     EXPECT_GE(count, kConnections * 25 / 100) << "worker " << pid;
     EXPECT_LE(count, kConnections * 75 / 100) << "worker " << pid;
   }
