@@ -66,9 +66,10 @@ IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept {
   return recv_done(c, n >= 0 ? n : -errno, buffer.size());
 }
 
-IoResult send(Connection& c, std::span<const std::byte> data) noexcept {
+IoResult send(Connection& c, std::span<const std::byte> data, bool more) noexcept {
+  const int flags = MSG_NOSIGNAL | (more ? MSG_MORE : 0);
   const ssize_t n =
-      retry_eintr([&] { return ::send(c.fd.get(), data.data(), data.size(), MSG_NOSIGNAL); });
+      retry_eintr([&] { return ::send(c.fd.get(), data.data(), data.size(), flags); });
   return send_done(c, n >= 0 ? n : -errno, data.size());
 }
 

@@ -23,8 +23,10 @@ struct IoResult {
 // reports the error); again clears read.ready; eof sets read.eof and clears ready; error sets
 // read.error.
 IoResult recv(Connection& c, std::span<std::byte> buffer) noexcept;
-// send(): ok with bytes (a short write clears write.ready); again clears write.ready.
-IoResult send(Connection& c, std::span<const std::byte> data) noexcept;
+// send(): ok with bytes (a short write clears write.ready); again clears write.ready. `more`
+// (MSG_MORE): the caller ends the stream next (shutdown or close), whose FIN then leaves in the
+// same segment as these bytes.
+IoResult send(Connection& c, std::span<const std::byte> data, bool more = false) noexcept;
 
 // The same rules applied to a result obtained elsewhere (an io_uring completion): `result` is
 // the byte count or -errno of a recv/send of `size` bytes on `c`. -ECANCELED (the batch never

@@ -57,10 +57,12 @@ IoBatch::Entry* IoBatch::next_entry() {
   return &e;
 }
 
-IoBatch::Handle IoBatch::queue_send(int fd, std::span<const std::byte> data, void* cookie) {
+IoBatch::Handle IoBatch::queue_send(int fd, std::span<const std::byte> data, void* cookie,
+                                    bool more) {
   Entry* e = next_entry();
   if (e == nullptr) return nullptr;
-  ::io_uring_prep_send(e->sqe, fd, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  ::io_uring_prep_send(e->sqe, fd, data.data(), data.size(),
+                       MSG_DONTWAIT | MSG_NOSIGNAL | (more ? MSG_MORE : 0));
   ::io_uring_sqe_set_data(e->sqe, e);
   e->cookie = cookie;
   return e;

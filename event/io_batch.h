@@ -40,7 +40,8 @@ class IoBatch {
   // cancel(). A full ring is flushed first (completions run from here then). Null: not
   // queued (the batch stopped after a failed submit, or a completion is being reported): make
   // the call directly.
-  Handle queue_send(int fd, std::span<const std::byte> data, void* cookie);
+  // `more`: MSG_MORE, as event::send()'s.
+  Handle queue_send(int fd, std::span<const std::byte> data, void* cookie, bool more = false);
   // Queues a recv into `buffer` on `fd` (MSG_DONTWAIT too: -EAGAIN on an empty socket); the
   // same rules as queue_send().
   Handle queue_recv(int fd, std::span<std::byte> buffer, void* cookie);

@@ -1,8 +1,11 @@
 // End-to-end tests of a side's end (its FIN): passed on while the other direction goes on
 // (half_close, the default), or closing the session at once (half_close = false, nginx's
 // default).
+#include <linux/tcp.h>  // tcp_info with tcpi_segs_in (glibc's stops before it)
+#include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <cstdint>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -69,6 +72,62 @@ TEST(HalfCloseTest, WithoutHalfCloseTheFirstEndClosesTheSession) {
   EXPECT_TRUE(eventually([&] { return count_of(read_file(access), " closed") == 1; }))
       << read_file(access);
 }
+
+// Segments `fd` has received so far (ACKs included).
+std::uint32_t segments_in(int fd) {
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) == -1) return 0;
+  return info.tcpi_segs_in;
+}
+
+bool all_acknowledged(int fd) {
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  return ::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) == 0 && info.tcpi_unacked == 0;
+}
+
+// A server that answers and closes (its bytes and FIN in one segment): the client gets the
+// bytes and the FIN in one segment too (the last send goes with MSG_MORE, the FIN rides in
+// it), whether the FIN is passed on (the client still sending) or sent by the close (the
+// client ended first). Without it: two segments, a packet more through both kernels.
+class LastBytesTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(LastBytesTest, TheLastBytesAndTheFinReachTheClientInOneSegment) {
+  const bool client_ended_first = GetParam();
+  int backend_port = 0;
+  const event::UniqueFd listener(listen_on("127.0.0.1", backend_port));
+  ASSERT_TRUE(listener.valid());
+  const int port = free_port();
+  FerryInstance ferry(config(port, backend_port));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const event::UniqueFd fd(connect_to_port(port));
+  ASSERT_TRUE(fd.valid());
+  const event::UniqueFd server(accept_within(listener.get(), seconds(5)));
+  ASSERT_TRUE(server.valid());
+  ASSERT_TRUE(send_all(fd.get(), "request"));
+  if (client_ended_first) {
+    ASSERT_EQ(::shutdown(fd.get(), SHUT_WR), 0);
+  }
+  EXPECT_EQ(read_exactly(server.get(), 7, seconds(5)), "request");
+  if (client_ended_first) {
+    EXPECT_TRUE(closed_by_peer(server.get(), seconds(5)));
+  }
+  // Everything the client sent is acknowledged: from here it receives only the answer.
+  ASSERT_TRUE(eventually([&] { return all_acknowledged(fd.get()); }));
+  const std::uint32_t before = segments_in(fd.get());
+  const std::string answer = "the whole answer";
+  ASSERT_EQ(::send(server.get(), answer.data(), answer.size(), MSG_MORE),
+            static_cast<ssize_t>(answer.size()));
+  ASSERT_EQ(::shutdown(server.get(), SHUT_WR), 0);  // one segment: bytes and FIN
+  EXPECT_EQ(read_exactly(fd.get(), answer.size(), seconds(5)), answer);
+  EXPECT_TRUE(closed_by_peer(fd.get(), seconds(5)));
+  EXPECT_EQ(segments_in(fd.get()) - before, 1U) << "the FIN came in a segment of its own";
+}
+
+INSTANTIATE_TEST_SUITE_P(Ends, LastBytesTest, ::testing::Bool(), [](const auto& info) {
+  return info.param ? "ClientEndedFirst" : "ClientStillSending";
+});
 
 }  // namespace
 }  // namespace ferry::test

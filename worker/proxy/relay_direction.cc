@@ -20,7 +20,8 @@ namespace ferry::worker {
 
 using event::IoStatus;
 
-RelayDirection::Pumped RelayDirection::pump() noexcept {
+RelayDirection::Pumped RelayDirection::pump(bool fin_follows) noexcept {
+  fin_follows_ = fin_follows;
   for (;;) {
     if (in_flight_ != Op::none) return Pumped::waiting;
     Step step;
@@ -132,17 +133,18 @@ RelayDirection::Step RelayDirection::took_recv(const event::IoResult& r) noexcep
 RelayDirection::Step RelayDirection::flush_buffer() noexcept {
   const std::span<const std::byte> data{buf_.get() + start_, end_ - start_};
   if (to_->ssl != nullptr) return took_send(tls::send(*to_, data));
+  const bool more = fin_follows_ && state_ == State::draining;
   event::IoResult r;
   if (done_ == Op::send) {
     done_ = Op::none;
     r = event::send_done(*to_, result_, data.size());
-    if (r.status == IoStatus::error && r.err == ECANCELED) r = event::send(*to_, data);
+    if (r.status == IoStatus::error && r.err == ECANCELED) r = event::send(*to_, data, more);
   } else if (event::IoBatch* b = res_->loop->batch();
-             b != nullptr && (queued_ = b->queue_send(to_->fd.get(), data, this))) {
+             b != nullptr && (queued_ = b->queue_send(to_->fd.get(), data, this, more))) {
     in_flight_ = Op::send;
     return Step::wait;
   } else {
-    r = event::send(*to_, data);
+    r = event::send(*to_, data, more);
   }
   return took_send(r);
 }

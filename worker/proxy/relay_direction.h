@@ -61,7 +61,10 @@ class RelayDirection {
   void set_to(event::Connection* to) noexcept { to_ = to; }
 
   // Moves what it can until the sockets or a batched call make it wait. Both ends must be set.
-  Pumped pump() noexcept;
+  // `fin_follows`: the caller ends `to` as soon as this direction finishes (a shutdown, or a
+  // close with nothing unread on `to`), so the last bytes after the EOF go with MSG_MORE and
+  // the FIN rides in their segment: one packet fewer for a server that answers and closes.
+  Pumped pump(bool fin_follows = false) noexcept;
   // Sends the FIN on (shutdown SHUT_WR on a plain `to`). A caller about to close `to` skips it:
   // the close sends the FIN anyway. A TLS `to` needs none: pump() sent its close_notify and FIN.
   void pass_fin() noexcept;
@@ -141,6 +144,7 @@ class RelayDirection {
   int error_ = 0;
   State state_ = State::open;
   bool splice_ok_;
+  bool fin_follows_ = false;  // pump()'s
   // Bulk mode: a read filled the whole buffer, so the next reads go socket → pipe → socket
   // without copying; a splice that drains the socket before filling a buffer ends it. Small
   // messages stay on recv/send, which costs less per message than the pipe's two hops.

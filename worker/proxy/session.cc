@@ -206,7 +206,11 @@ void Session::reset(Connection* side, int err) {
 // Moves what `d` can; false when the session had to be closed.
 bool Session::pump(RelayDirection& d, const RelayDirection& other) {
   const std::uint64_t before = d.total();
-  const RelayDirection::Pumped r = d.pump();
+  // The FIN follows the direction's end at once: passed on (half_close), or sent by the close
+  // once the other direction is done too. Without half_close and with the other direction
+  // going on, the close may find input unread and reset: the bytes go out before it.
+  const RelayDirection::Pumped r =
+      d.pump(half_close_ || other.state() == RelayDirection::State::finished);
   if (d.total() != before) count_bytes(d, d.total() - before);
   switch (r) {
     case RelayDirection::Pumped::waiting: return true;
