@@ -28,6 +28,11 @@ class BufferPool {
     if (free.size() < keep_) free.push_back(std::move(buf));
   }
 
+  // Free buffers kept of `size` (each size keeps its own list).
+  [[nodiscard]] std::size_t free_of(std::size_t size) const {
+    const auto it = free_.find(size);
+    return it == free_.end() ? 0 : it->second.size();
+  }
   [[nodiscard]] std::size_t free_count() const {
     std::size_t n = 0;
     for (const auto& [size, list] : free_) n += list.size();

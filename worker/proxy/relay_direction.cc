@@ -3,6 +3,8 @@
 #include "worker/proxy/relay_direction.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -19,6 +21,14 @@
 namespace ferry::worker {
 
 using event::IoStatus;
+
+namespace {
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+// A pipe holds 64 KiB by default (16 pages): one splice moves up to that much, whatever the
+// buffer's size (as HAProxy, whose pipes are the system's size). A direction stalled by a slow
+// receiver may so hold up to 64 KiB of pipe (kernel memory) instead of a buffer's 16 KiB.
+constexpr std::size_t kSpliceChunk = 64 * 1024;
+}  // namespace
 
 RelayDirection::Pumped RelayDirection::pump(bool fin_follows) noexcept {
   fin_follows_ = fin_follows;
@@ -161,13 +171,6 @@ RelayDirection::Step RelayDirection::took_send(const event::IoResult& r) noexcep
   return Step::more;
 }
 
-namespace {
-constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
-// A pipe holds 64 KiB by default (16 pages): one splice moves up to that much, whatever the
-// buffer's size.
-constexpr std::size_t kSpliceChunk = 64 * 1024;
-}  // namespace
-
 bool RelayDirection::settle() noexcept {
   if (in_flight_ != Op::none) event::IoBatch::cancel(queued_);
   in_flight_ = Op::none;
@@ -185,12 +188,23 @@ bool RelayDirection::settle() noexcept {
     }
   }
   splicing_ = false;
+  // Its last bytes went with MSG_MORE for the FIN that the next pump() passes; frozen, that FIN
+  // comes only from the new worker, a round trip later: they leave now (clearing TCP_CORK
+  // pushes what is pending).
+  if (fin_follows_ && state_ == State::draining && end_ == start_ && in_pipe_ == 0 &&
+      to_->ssl == nullptr) {
+    const int off = 0;
+    if (::setsockopt(to_->fd.get(), IPPROTO_TCP, TCP_CORK, &off, sizeof off) == -1) {
+      spdlog::debug("setsockopt(TCP_CORK) failed: {}", event::last_error().message());
+    }
+  }
   if (in_pipe_ > 0) {
     // Only an empty buffer lets a direction splice. A splice moves up to a pipe's 64 KiB, more
-    // than a smaller buffer holds: the buffer grows to take the pipe's bytes (as import_from's).
+    // than a smaller buffer holds: the buffer grows to take the pipe's bytes (as import_from's),
+    // to 64 KiB, so that moved directions share one buffer size in the pool.
     if (in_pipe_ > size_) {
       if (buf_) res_->buffers->give(std::move(buf_), size_);
-      size_ = static_cast<std::uint32_t>(kSpliceChunk);  // a size the pool keeps
+      size_ = static_cast<std::uint32_t>(kSpliceChunk);
     }
     if (!buf_) buf_ = res_->buffers->take(size_);
     start_ = end_ = 0;
@@ -229,7 +243,11 @@ void RelayDirection::import_from(DirectionRecord& d) {
   splice_ok_ = splice_ok_ && d.splice_ok;
   total_ = d.total;
   if (d.held.empty()) return;
-  size_ = std::max<std::uint32_t>(size_, static_cast<std::uint32_t>(d.held.size()));
+  // More held than this buffer holds (a pipeful, or an old configuration's bigger buffer): a
+  // pipe's 64 KiB where that is enough, so that the pool does not keep one-off sizes.
+  if (d.held.size() > size_) {
+    size_ = static_cast<std::uint32_t>(std::max(d.held.size(), kSpliceChunk));
+  }
   buf_ = res_->buffers->take(size_);
   std::memcpy(buf_.get(), d.held.data(), d.held.size());
   start_ = 0;
@@ -252,7 +270,10 @@ RelayDirection::Step RelayDirection::fill_pipe() noexcept {
   });
   if (n > 0) {
     in_pipe_ = static_cast<std::size_t>(n);
-    if (in_pipe_ < chunk) splicing_ = false;  // drained: the burst is over
+    // Drained: the burst is over. Measured against the buffer, not the chunk: a pipe holds 16
+    // fragments whatever their size, so from a network of 1500-byte packets a splice returns
+    // about 23 KiB even from a socket holding plenty.
+    if (in_pipe_ < size_) splicing_ = false;
     return Step::more;
   }
   const int err = errno;

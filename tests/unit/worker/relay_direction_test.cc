@@ -3,7 +3,10 @@
 // peer that stops reading stops the reads, and a reset is reported with its side and errno.
 #include "worker/proxy/relay_direction.h"
 
+#include <linux/sockios.h>  // SIOCOUTQNSD
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -250,6 +253,7 @@ TEST_P(RelayDirectionTest, ASettledDirectionMovesWithEveryByte) {
   moved->import_from(record);
   EXPECT_EQ(moved->total(), total);
   EXPECT_EQ(moved->held(), held);
+
   rig.direction = std::move(moved);
   rig.from->read.ready = rig.to->write.ready = true;
   rig.loop.post(rig.from->read);
@@ -286,7 +290,8 @@ TEST_P(RelayDirectionTest, AFullReceiverAppliesBackPressure) {
   }));
   EXPECT_LT(sent, data.size() / 4) << "the relay kept reading from a sender nobody reads";
   EXPECT_GT(rig.direction->held(), 0U);
-  EXPECT_LE(rig.direction->held(), Rig::kBufferSize);
+  // A splice moves up to a pipe's 64 KiB (the kernel's pipe, not a buffer of the worker's).
+  EXPECT_LE(rig.direction->held(), GetParam() == Mode::splice ? 64 * 1024 : Rig::kBufferSize);
   EXPECT_LT(rig.direction->total(), sent);
 
   ASSERT_TRUE(test::run_until(rig.loop, [&] { return rig.exchange(data, &sent, data.size()); }))
@@ -360,6 +365,50 @@ INSTANTIATE_TEST_SUITE_P(Modes, RelayDirectionTest,
                            }
                            return std::string();
                          });
+
+// A moved direction holding more than its buffer (a partial pipeful from a splice, up to 64 KiB)
+// takes a buffer of the pipe's 64 KiB, not one of the odd size held, which the pool would keep
+// in a list of its own that nothing else asks for.
+TEST(RelayDirectionImportTest, APartialPipefulGetsAPipeSizedBuffer) {
+  Rig rig(Mode::splice, true);
+  DirectionRecord record;
+  record.state = static_cast<std::uint8_t>(State::open);
+  record.held.assign(40'000, std::byte{7});
+  RelayDirection moved(rig.resources, Rig::kBufferSize, true);
+  moved.set_from(rig.from);
+  moved.set_to(rig.to);
+  moved.import_from(record);
+  EXPECT_EQ(moved.held(), 40'000U);
+  moved.release();
+  EXPECT_EQ(rig.buffers.free_of(64 * 1024), 1U);
+  EXPECT_EQ(rig.buffers.free_of(40'000), 0U);
+}
+
+// The last bytes before a FIN go with MSG_MORE, for the FIN to ride in their segment. A session
+// frozen for a move between the batched send's completion and the pump that passes the FIN
+// would keep them corked until the new worker passes it: settle() sends them on.
+TEST(RelayDirectionSettleTest, TheLastBytesBeforeAFinAreNotHeldBackByAMove) {
+  Rig rig(Mode::io_uring, true);
+  SKIP_WITHOUT_IO_URING(rig);
+  const std::string last = "the last bytes";
+  ASSERT_EQ(::send(rig.sender.get(), last.data(), last.size(), 0),
+            static_cast<ssize_t>(last.size()));
+  ASSERT_EQ(::shutdown(rig.sender.get(), SHUT_WR), 0);
+  pollfd p{rig.from->fd.get(), POLLRDHUP, 0};
+  ASSERT_EQ(::poll(&p, 1, 5000), 1) << "the bytes and the FIN reach `from`";
+  // As the loop marks a report of EPOLLIN | EPOLLRDHUP.
+  rig.from->read.ready = rig.from->read.pending_eof = true;
+  rig.to->write.ready = true;
+  EXPECT_EQ(rig.direction->pump(true), Pumped::waiting);  // the recv, queued
+  rig.batch.flush();
+  EXPECT_EQ(rig.direction->pump(true), Pumped::waiting);  // the send (MSG_MORE), queued
+  rig.batch.flush();  // done, its event posted and not run: frozen here
+  ASSERT_TRUE(rig.direction->settle());
+  EXPECT_EQ(rig.direction->state(), State::draining);
+  int unsent = -1;
+  ASSERT_EQ(::ioctl(rig.to->fd.get(), SIOCOUTQNSD, &unsent), 0);
+  EXPECT_EQ(unsent, 0) << "the last bytes wait corked for a FIN passed only after the move";
+}
 
 }  // namespace
 }  // namespace ferry::worker
