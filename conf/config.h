@@ -178,6 +178,10 @@ struct Proxy {
   Msec preread_timeout{30'000};
   bool reuseport = false;
   int backlog = 511;
+  // TCP_DEFER_ACCEPT (nginx's `deferred`, HAProxy's `defer-accept`): a connection is accepted
+  // once its client has sent bytes, a wake-up fewer per connection; for client-speaks-first
+  // protocols only (a server that greets first would wait for a client waiting for it).
+  bool deferred_accept = false;
   Msec connect_timeout{5'000};
   Msec idle_timeout{600'000};
   // A side's end (its FIN, passed on) leaves the other side's stream open until it ends too

@@ -222,6 +222,7 @@ constexpr Field<Proxy> kProxy[] = {
      }},
     bool_field<&Proxy::reuseport>("reuseport"),
     int_field<&Proxy::backlog, 1, 65535>("backlog"),
+    bool_field<&Proxy::deferred_accept>("deferred_accept"),
     duration_field<&Proxy::connect_timeout, 1>("connect_timeout"),
     duration_field<&Proxy::idle_timeout>("idle_timeout"),
     bool_field<&Proxy::half_close>("half_close"),

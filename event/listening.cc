@@ -2,6 +2,7 @@
 #include "event/listening.h"
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <spdlog/spdlog.h>
@@ -32,6 +33,9 @@ std::error_code open_listening(Listening& ls) {
       ::setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on) == -1) {
     return fail(ls, "setsockopt(IPV6_V6ONLY)");
   }
+  if (ls.deferred_accept && set_deferred_accept(fd.get(), true)) {
+    return fail(ls, "setsockopt(TCP_DEFER_ACCEPT)");
+  }
   if (::bind(fd.get(), ls.address.get(), ls.address.length()) == -1) return fail(ls, "bind()");
   if (::listen(fd.get(), ls.backlog) == -1) return fail(ls, "listen()");
 
@@ -41,6 +45,14 @@ std::error_code open_listening(Listening& ls) {
   }
   ls.address = bound;
   ls.fd = std::move(fd);
+  return {};
+}
+
+std::error_code set_deferred_accept(int fd, bool on) {
+  const int seconds = on ? 1 : 0;
+  if (::setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, sizeof seconds) == -1) {
+    return last_error();
+  }
   return {};
 }
 

@@ -39,6 +39,7 @@ struct Wanted {
   [[nodiscard]] std::string label() const { return master::label(name()); }
   [[nodiscard]] bool reuseport() const { return proxy != nullptr && proxy->reuseport; }
   [[nodiscard]] int backlog() const { return proxy != nullptr ? proxy->backlog : kStatusBacklog; }
+  [[nodiscard]] bool deferred_accept() const { return proxy != nullptr && proxy->deferred_accept; }
   [[nodiscard]] void* data() const {
     return proxy != nullptr ? static_cast<void*>(const_cast<conf::Proxy*>(proxy))
                             : static_cast<void*>(const_cast<conf::StatusSettings*>(status));
@@ -146,6 +147,7 @@ std::optional<std::string> ListenerSet::apply(const conf::Config& cfg, int worke
       p.fresh->address = w.address;
       p.fresh->backlog = w.backlog();
       p.fresh->reuseport = w.reuseport();
+      p.fresh->deferred_accept = w.deferred_accept();
       if (auto ec = event::open_listening(*p.fresh)) {
         // `plan` closes what this call opened.
         return w.label() + ": cannot listen on " + w.address.to_string() + ": " + ec.message();
@@ -172,6 +174,15 @@ std::optional<std::string> ListenerSet::apply(const conf::Config& cfg, int worke
         if (::listen(e.ls->fd.get(), e.ls->backlog) == -1) {
           spdlog::warn("listen({}) on {} to change the backlog failed: {}", e.ls->backlog,
                        e.ls->address.to_string(), event::last_error().message());
+        }
+      }
+      if (!e.activated && e.ls->deferred_accept != p.want->deferred_accept()) {
+        // Kept on a failure: the socket accepts either way, only sooner or later.
+        if (auto ec = event::set_deferred_accept(e.ls->fd.get(), p.want->deferred_accept())) {
+          spdlog::warn("setsockopt(TCP_DEFER_ACCEPT) on {} failed: {}", e.ls->address.to_string(),
+                       ec.message());
+        } else {
+          e.ls->deferred_accept = p.want->deferred_accept();
         }
       }
     } else {

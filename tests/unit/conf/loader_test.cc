@@ -126,7 +126,7 @@ TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
     );
     proxies = (
       { name = "p1"; listen = [ "127.0.0.1:7001", "[::1]:7001" ]; upstream = "a";
-        reuseport = true; backlog = 100; connect_timeout = "2s"; idle_timeout = "0";
+        reuseport = true; backlog = 100; deferred_accept = true; connect_timeout = "2s"; idle_timeout = "0";
         half_close = false; next_upstream_tries = 0; next_upstream_timeout = "3s"; buffer_size = "64k";
         splice = false; tcp_nodelay = false; so_keepalive = true; send_proxy_protocol = "v2";
         accept_proxy_protocol = true; access = [ "allow 10.0.0.0/8", "deny all" ];
@@ -165,6 +165,8 @@ TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
   EXPECT_EQ(first.config->proxies[0].client_ipv6_prefix, 56);
   EXPECT_FALSE(first.config->proxies[0].half_close);
   EXPECT_TRUE(first.config->proxies[1].half_close);
+  EXPECT_TRUE(first.config->proxies[0].deferred_accept);
+  EXPECT_FALSE(first.config->proxies[1].deferred_accept);
   EXPECT_EQ(first.config->reload_sessions, ReloadSessions::drain);
   EXPECT_EQ(first.config->proxies[0].reload_sessions, ReloadSessions::move);
   EXPECT_EQ(first.config->proxies[1].reload_sessions, ReloadSessions::drain);
