@@ -48,6 +48,12 @@ std::error_code open_listening(Listening& ls) {
   return {};
 }
 
+bool deferred_accept_of(int fd) noexcept {
+  int seconds = 0;
+  socklen_t len = sizeof seconds;
+  return ::getsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, &len) == 0 && seconds > 0;
+}
+
 std::error_code set_deferred_accept(int fd, bool on) {
   const int seconds = on ? 1 : 0;
   if (::setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, sizeof seconds) == -1) {

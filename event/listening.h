@@ -27,5 +27,8 @@ std::error_code open_listening(Listening& ls);
 // TCP_DEFER_ACCEPT on `fd` as `on` says: 1 second (as nginx's `deferred`; the kernel rounds it
 // to SYN-ACK retransmissions, then accepts a silent connection anyway) or off.
 std::error_code set_deferred_accept(int fd, bool on);
+// Whether TCP_DEFER_ACCEPT is on for `fd` (a socket kept across reloads and upgrades carries
+// what any master last set).
+bool deferred_accept_of(int fd) noexcept;
 
 }  // namespace ferry::event

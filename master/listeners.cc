@@ -176,15 +176,22 @@ std::optional<std::string> ListenerSet::apply(const conf::Config& cfg, int worke
                        e.ls->address.to_string(), event::last_error().message());
         }
       }
-      if (!e.activated && e.ls->deferred_accept != p.want->deferred_accept()) {
+      // Compared with the kernel's, not what this master last set: a rolled-back upgrade's new
+      // master may have changed it on the socket both share.
+      const bool deferred = event::deferred_accept_of(e.ls->fd.get());
+      if (e.activated && p.want->deferred_accept() && !deferred) {
+        spdlog::warn(
+            "{}: deferred_accept is not applied to {}, a socket from systemd (its unit's "
+            "DeferAcceptSec= decides)",
+            p.want->label(), e.ls->address.to_string());
+      } else if (!e.activated && deferred != p.want->deferred_accept()) {
         // Kept on a failure: the socket accepts either way, only sooner or later.
         if (auto ec = event::set_deferred_accept(e.ls->fd.get(), p.want->deferred_accept())) {
           spdlog::warn("setsockopt(TCP_DEFER_ACCEPT) on {} failed: {}", e.ls->address.to_string(),
                        ec.message());
-        } else {
-          e.ls->deferred_accept = p.want->deferred_accept();
         }
       }
+      e.ls->deferred_accept = event::deferred_accept_of(e.ls->fd.get());
     } else {
       e.ls = std::move(p.fresh);
     }

@@ -26,7 +26,7 @@ namespace {
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 // A pipe holds 64 KiB by default (16 pages): one splice moves up to that much, whatever the
 // buffer's size (as HAProxy, whose pipes are the system's size). A direction stalled by a slow
-// receiver may so hold up to 64 KiB of pipe (kernel memory) instead of a buffer's 16 KiB.
+// receiver may so hold up to 64 KiB of data in its pipe (kernel memory) instead of 16 KiB.
 constexpr std::size_t kSpliceChunk = 64 * 1024;
 }  // namespace
 
@@ -84,7 +84,7 @@ void RelayDirection::prepend(std::span<const std::byte> bytes) {
 void RelayDirection::release() noexcept {
   if (in_flight_ != Op::none) event::IoBatch::cancel(queued_);
   in_flight_ = Op::none;
-  res_->buffers->give(std::move(buf_), size_);
+  give_buffer();
   start_ = end_ = 0;
   // A pipe with bytes still in it is not reused: its fds close with it.
   if (in_pipe_ == 0) res_->pipes->give(std::move(pipe_));
@@ -131,7 +131,7 @@ RelayDirection::Step RelayDirection::took_recv(const event::IoResult& r) noexcep
   if (r.status == IoStatus::error) return fail(from_, r.err);
   start_ = 0;
   end_ = r.bytes;
-  if (r.bytes == 0) res_->buffers->give(std::move(buf_), size_);
+  if (r.bytes == 0) give_buffer();
   if (r.status == IoStatus::eof || from_->read.eof) state_ = State::draining;
   if (r.status == IoStatus::again) return Step::wait;
   if (splice_ok_ && r.bytes == size_ && from_->ssl == nullptr && to_->ssl == nullptr) {
@@ -166,7 +166,7 @@ RelayDirection::Step RelayDirection::took_send(const event::IoResult& r) noexcep
   total_ += r.bytes;
   if (start_ == end_) {
     start_ = end_ = 0;
-    res_->buffers->give(std::move(buf_), size_);
+    give_buffer();
   }
   return Step::more;
 }
@@ -203,7 +203,7 @@ bool RelayDirection::settle() noexcept {
     // than a smaller buffer holds: the buffer grows to take the pipe's bytes (as import_from's),
     // to 64 KiB, so that moved directions share one buffer size in the pool.
     if (in_pipe_ > size_) {
-      if (buf_) res_->buffers->give(std::move(buf_), size_);
+      give_buffer();
       size_ = static_cast<std::uint32_t>(kSpliceChunk);
     }
     if (!buf_) buf_ = res_->buffers->take(size_);
@@ -226,7 +226,7 @@ bool RelayDirection::settle() noexcept {
   }
   if (end_ == start_ && buf_) {
     start_ = end_ = 0;
-    res_->buffers->give(std::move(buf_), size_);
+    give_buffer();
   }
   return true;
 }
@@ -270,10 +270,11 @@ RelayDirection::Step RelayDirection::fill_pipe() noexcept {
   });
   if (n > 0) {
     in_pipe_ = static_cast<std::size_t>(n);
-    // Drained: the burst is over. Measured against the buffer, not the chunk: a pipe holds 16
-    // fragments whatever their size, so from a network of 1500-byte packets a splice returns
-    // about 23 KiB even from a socket holding plenty.
-    if (in_pipe_ < size_) splicing_ = false;
+    // Drained: the burst is over. Measured against the configured buffer, not the chunk: a
+    // pipe holds 16 fragments whatever their size, so from a network of 1500-byte packets a
+    // splice returns about 23 KiB even from a socket holding plenty; and never against more
+    // than a pipeful, which is all a splice can return.
+    if (in_pipe_ < std::min<std::size_t>(base_size_, kSpliceChunk)) splicing_ = false;
     return Step::more;
   }
   const int err = errno;

@@ -50,7 +50,10 @@ class RelayDirection {
   // allows splice(2) (the first EINVAL for this pair turns it off).
   // `buffer_size` is at most conf's 64 MiB.
   RelayDirection(const RelayResources& resources, std::size_t buffer_size, bool splice) noexcept
-      : res_(&resources), size_(static_cast<std::uint32_t>(buffer_size)), splice_ok_(splice) {}
+      : res_(&resources),
+        size_(static_cast<std::uint32_t>(buffer_size)),
+        base_size_(size_),
+        splice_ok_(splice) {}
   ~RelayDirection() { release(); }
   RelayDirection(const RelayDirection&) = delete;
   RelayDirection& operator=(const RelayDirection&) = delete;
@@ -125,6 +128,11 @@ class RelayDirection {
   Step fill_pipe() noexcept;
   Step flush_pipe() noexcept;
   Pumped close_tls() noexcept;
+  // Back to the pool at its size; the next buffer is of buffer_size again.
+  void give_buffer() noexcept {
+    res_->buffers->give(std::move(buf_), size_);
+    size_ = base_size_;
+  }
   Step fail(event::Connection* side, int err) noexcept;
 
   // Laid out widest first: two of these make most of an idle session.
@@ -139,7 +147,10 @@ class RelayDirection {
   std::size_t in_pipe_ = 0;
   event::IoBatch::Handle queued_ = nullptr;
   KernelPipe pipe_;
+  // The buffer's size: buffer_size, or more while a moved direction holds more (a pipeful, an
+  // old configuration's bigger buffer) until those bytes are out.
   std::uint32_t size_;
+  std::uint32_t base_size_;  // buffer_size
   int result_ = 0;
   int error_ = 0;
   State state_ = State::open;

@@ -374,14 +374,21 @@ TEST(RelayDirectionImportTest, APartialPipefulGetsAPipeSizedBuffer) {
   DirectionRecord record;
   record.state = static_cast<std::uint8_t>(State::open);
   record.held.assign(40'000, std::byte{7});
-  RelayDirection moved(rig.resources, Rig::kBufferSize, true);
-  moved.set_from(rig.from);
-  moved.set_to(rig.to);
-  moved.import_from(record);
-  EXPECT_EQ(moved.held(), 40'000U);
-  moved.release();
+  auto moved = std::make_unique<RelayDirection>(rig.resources, Rig::kBufferSize, true);
+  moved->set_from(rig.from);
+  moved->set_to(rig.to);
+  moved->import_from(record);
+  EXPECT_EQ(moved->held(), 40'000U);
+  rig.direction = std::move(moved);
+  rig.to->write.ready = true;
+  rig.loop.post(rig.to->write);
+  // Once those bytes are out, the direction reads into buffers of buffer_size again.
+  const auto more = pattern(100);
+  std::size_t sent = 0;
+  ASSERT_TRUE(test::run_until(rig.loop, [&] { return rig.exchange(more, &sent, 40'100); }));
   EXPECT_EQ(rig.buffers.free_of(64 * 1024), 1U);
   EXPECT_EQ(rig.buffers.free_of(40'000), 0U);
+  EXPECT_EQ(rig.buffers.free_of(Rig::kBufferSize), 1U) << "the next read took a 64 KiB buffer";
 }
 
 // The last bytes before a FIN go with MSG_MORE, for the FIN to ride in their segment. A session
