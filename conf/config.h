@@ -193,6 +193,10 @@ struct Proxy {
   bool splice = true;
   bool tcp_nodelay = true;
   bool so_keepalive = false;
+  // TCP_FASTOPEN_CONNECT on server sockets (HAProxy's `tfo`): once the kernel holds a server's
+  // Fast Open cookie, the connect waits for the first bytes and sends them in the SYN. For
+  // client-speaks-first protocols; a server refusing such a connect is known only after them.
+  bool fastopen_connect = false;
   ProxyProtocol send_proxy_protocol = ProxyProtocol::off;
   bool accept_proxy_protocol = false;
   // The senders whose PROXY header is believed (allowing rules; `all` possible). Empty: every

@@ -238,6 +238,7 @@ constexpr Field<Proxy> kProxy[] = {
     bool_field<&Proxy::splice>("splice"),
     bool_field<&Proxy::tcp_nodelay>("tcp_nodelay"),
     bool_field<&Proxy::so_keepalive>("so_keepalive"),
+    bool_field<&Proxy::fastopen_connect>("fastopen_connect"),
     choice_field<&Proxy::send_proxy_protocol, kProxyProtocols>("send_proxy_protocol"),
     bool_field<&Proxy::accept_proxy_protocol>("accept_proxy_protocol"),
     {"accept_proxy_protocol_from", read_proxy_protocol_from,

@@ -102,8 +102,12 @@ std::string_view Session::upstream_name() const noexcept {
 void Session::close(EndReason status) noexcept {
   // Relaying: the session got through, the server is fine. Still connecting: the client or a
   // shutdown ended it, no verdict on the server (connect failures go through failed_peer()).
+  // A refusal seen while relaying is a Fast Open connect's (fastopen_connect): the connect
+  // returned at once and the server's answer came after the client's first bytes.
   if (peer_ != nullptr && phase_ == Phase::relaying) {
-    release_peer(false, peer_stats_);
+    const bool refused = status == EndReason::connect_failed;
+    if (refused && peer_stats_ != nullptr) stat_add(peer_stats_->connect_failures);
+    release_peer(refused, peer_stats_);
   } else if (peer_ != nullptr) {
     balancer_->abandon(*peer_);
   }
@@ -200,7 +204,17 @@ void Session::reset(Connection* side, int err) {
       spdlog::debug("setsockopt(SO_LINGER) failed: {}", event::last_error().message());
     }
   }
-  close(from_client ? EndReason::client_reset : EndReason::upstream_reset);
+  // Only a connect gets ECONNREFUSED: a Fast Open one, whose SYN left with the client's first
+  // bytes. They are spent, so no next server is tried; the server is counted failed.
+  const bool refused = !from_client && err == ECONNREFUSED;
+  if (refused) {
+    spdlog::warn("proxy \"{}\": connect to {} failed: {}", proxy_.name,
+                 peer_ != nullptr ? std::string_view(peer_->name) : std::string_view("-"),
+                 std::system_category().message(err));
+  }
+  close(from_client ? EndReason::client_reset
+        : refused   ? EndReason::connect_failed
+                    : EndReason::upstream_reset);
 }
 
 // Moves what `d` can; false when the session had to be closed.

@@ -128,7 +128,8 @@ TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
       { name = "p1"; listen = [ "127.0.0.1:7001", "[::1]:7001" ]; upstream = "a";
         reuseport = true; backlog = 100; deferred_accept = true; connect_timeout = "2s"; idle_timeout = "0";
         half_close = false; next_upstream_tries = 0; next_upstream_timeout = "3s"; buffer_size = "64k";
-        splice = false; tcp_nodelay = false; so_keepalive = true; send_proxy_protocol = "v2";
+        splice = false; tcp_nodelay = false; so_keepalive = true; fastopen_connect = true;
+        send_proxy_protocol = "v2";
         accept_proxy_protocol = true; access = [ "allow 10.0.0.0/8", "deny all" ];
         accept_proxy_protocol_from = [ "10.1.0.0/16", "::1" ];
         max_conns_per_client = 7; client_ipv4_prefix = 24; client_ipv6_prefix = 56;
@@ -167,6 +168,8 @@ TEST(LoaderTest, DumpLoadsBackToAnEqualConfig) {
   EXPECT_TRUE(first.config->proxies[1].half_close);
   EXPECT_TRUE(first.config->proxies[0].deferred_accept);
   EXPECT_FALSE(first.config->proxies[1].deferred_accept);
+  EXPECT_TRUE(first.config->proxies[0].fastopen_connect);
+  EXPECT_FALSE(first.config->proxies[1].fastopen_connect);
   EXPECT_EQ(first.config->reload_sessions, ReloadSessions::drain);
   EXPECT_EQ(first.config->proxies[0].reload_sessions, ReloadSessions::move);
   EXPECT_EQ(first.config->proxies[1].reload_sessions, ReloadSessions::drain);
