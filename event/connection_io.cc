@@ -53,7 +53,9 @@ IoResult send_done(Connection& c, long result, std::size_t size) noexcept {
   }
   c.write.ready = false;
   const int err = static_cast<int>(-result);
-  if (err == EAGAIN || err == EWOULDBLOCK) return {IoStatus::again};
+  // EINPROGRESS: a Fast Open connect whose cookie went away since connect() sent a plain SYN
+  // instead of the bytes; the socket turns writable once connected.
+  if (err == EAGAIN || err == EWOULDBLOCK || err == EINPROGRESS) return {IoStatus::again};
   c.write.error = true;
   return {IoStatus::error, 0, err};
 }

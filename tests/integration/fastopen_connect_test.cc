@@ -1,14 +1,22 @@
 // End-to-end tests of fastopen_connect (TCP_FASTOPEN_CONNECT on the server sockets): the
-// client's first bytes reach a Fast Open server in the SYN, not without the setting, and a
-// server refusing such a connect is counted failed so the next clients go elsewhere.
+// client's first bytes reach a Fast Open server in the SYN, not without the setting; a server
+// refusing or not answering such a connect is counted failed so the next clients go elsewhere;
+// a client's FIN waits for the server's answer, and a client gone without a byte ends cleanly.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <poll.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstdint>
+#include <cstring>
 #include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -88,12 +96,33 @@ bool round_trip(int port, int listener, const std::string& text, bool& syn_data)
   return read_exactly(client.get(), 4 + text.size(), 10s) == "re: " + text;
 }
 
-std::string config(int port, const std::vector<ServerSpec>& servers, bool fastopen) {
+std::string config(int port, const std::vector<ServerSpec>& servers, bool fastopen,
+                   const std::string& extra = "") {
   return config_text("worker_processes = 1;",
                      {{.listen = {loopback(port)},
                        .upstream = "app",
-                       .extra = fastopen ? "fastopen_connect = true;" : ""}},
+                       .extra = (fastopen ? "fastopen_connect = true; " : "") + extra}},
                      {upstream_of(servers, "balance = \"round_robin\";")});
+}
+
+// Whether a socket of this machine to 127.0.0.1:`port` is in SYN_SENT with bytes queued: a
+// Fast Open connect whose SYN has left with them (before its first send it has none).
+bool syn_sent_with_bytes(int port) {
+  std::ifstream in("/proc/net/tcp");
+  std::string line;
+  std::getline(in, line);  // the heading
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state, queues;
+    fields >> slot >> local >> remote >> state >> queues;
+    if (remote.size() < 5 || std::stoi(remote.substr(remote.size() - 4), nullptr, 16) != port) {
+      continue;
+    }
+    if (state == "02" && std::stoul(queues.substr(0, queues.find(':')), nullptr, 16) > 0) {
+      return true;
+    }
+  }
+  return false;
 }
 
 // Each test has Fast Open on, and a server that takes it on `backend_`.
@@ -116,6 +145,26 @@ class FastOpenConnectTest : public ::testing::Test {
       }
     }
     return syn_data;
+  }
+
+  // The kernel's cookie for 127.0.0.1 (kept per address, not per port, for every socket of
+  // the machine), got by this process's own Fast Open connects to the server.
+  bool seed_cookie() {
+    for (int i = 0; i < 3; ++i) {
+      const event::UniqueFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      const int on = 1;
+      sockaddr_in sin{};
+      sin.sin_family = AF_INET;
+      sin.sin_port = htons(static_cast<std::uint16_t>(backend_));
+      sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      if (!fd || ::setsockopt(fd.get(), IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &on, sizeof on) != 0 ||
+          ::connect(fd.get(), reinterpret_cast<sockaddr*>(&sin), sizeof sin) != 0 ||
+          !send_all(fd.get(), "seed")) {
+        return false;
+      }
+      if (serve_one(listener_.get(), "seed", "")) return true;
+    }
+    return false;
   }
 
   FastOpenOn on_;
@@ -157,15 +206,10 @@ TEST_F(FastOpenConnectTest, OffByDefault) {
 // no next server can have them), and the server is counted failed (max_fails = 1): the next
 // clients all go to the other server, none to the refusing one.
 TEST_F(FastOpenConnectTest, ARefusedFastOpenConnectMarksTheServerFailed) {
+  ASSERT_TRUE(seed_cookie()) << "the kernel holds no cookie for 127.0.0.1";
+  // No longer listening, the port still bound (no other test can take it): connects are reset.
   const int gone = backend_;
-  {
-    // The cookie for 127.0.0.1 (the kernel keeps it per address, not per port).
-    const int port = free_port();
-    FerryInstance ferry(config(port, {server_at(gone)}, true));
-    ASSERT_TRUE(ferry.start()) << ferry.log();
-    ASSERT_TRUE(until_syn_data(port)) << "the kernel holds no cookie for 127.0.0.1";
-    listener_.reset();
-  }
+  ASSERT_EQ(::shutdown(listener_.get(), SHUT_RD), 0);
   EchoServer other;
   const std::string passive = "max_fails = 1; fail_timeout = \"60s\";";
   const int port = free_port();
@@ -180,6 +224,77 @@ TEST_F(FastOpenConnectTest, ARefusedFastOpenConnectMarksTheServerFailed) {
   EXPECT_EQ(other.spoke(), 6 - failed);
   EXPECT_TRUE(ferry.wait_for_log("connect to 127.0.0.1:" + std::to_string(gone) + " failed"))
       << ferry.log();
+}
+
+// A server whose listen queue is full drops the SYN that carries the client's bytes: no answer.
+// At connect_timeout the session ends and the server is counted failed; the next clients go
+// to the other server.
+TEST_F(FastOpenConnectTest, AnUnansweredFastOpenConnectTimesOut) {
+  ASSERT_TRUE(seed_cookie()) << "the kernel holds no cookie for 127.0.0.1";
+  const BlackHole silent;
+  ASSERT_GT(silent.port(), 0);
+  EchoServer other;
+  const std::string passive = "max_fails = 1; fail_timeout = \"60s\";";
+  const int port = free_port();
+  FerryInstance ferry(config(port,
+                             {server_at(silent.port(), passive), server_at(other.port(), passive)},
+                             true, "connect_timeout = \"300ms\";"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  int failed = 0;
+  for (int i = 0; i < 4; ++i) {
+    if (!served_through(port, "client " + std::to_string(i))) ++failed;
+  }
+  EXPECT_EQ(failed, 1) << ferry.log();
+  EXPECT_TRUE(
+      ferry.wait_for_log("connect to 127.0.0.1:" + std::to_string(silent.port()) + " timed out"))
+      << ferry.log();
+}
+
+// The client sends its request and its FIN at once, while the server has not answered the SYN
+// (its listen queue full). A shutdown() in SYN_SENT would drop the connect: the FIN waits,
+// the SYN is sent again once the queue has room, and the server gets the request, then EOF.
+TEST_F(FastOpenConnectTest, TheClientsFinWaitsForTheServersAnswer) {
+  ASSERT_TRUE(seed_cookie()) << "the kernel holds no cookie for 127.0.0.1";
+  int busy = 0;
+  const event::UniqueFd server(listen_on("127.0.0.1", busy));
+  ASSERT_TRUE(server.valid());
+  ASSERT_EQ(::listen(server.get(), 0), 0);  // a backlog of 0 queues one connection
+  const event::UniqueFd filler(connect_to_port(busy));
+  ASSERT_TRUE(filler.valid());
+  const int port = free_port();
+  FerryInstance ferry(config(port, {server_at(busy)}, true, "connect_timeout = \"20s\";"));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const event::UniqueFd client(connect_to_port(port));
+  ASSERT_TRUE(client.valid());
+  ASSERT_TRUE(send_all(client.get(), "request"));
+  ASSERT_EQ(::shutdown(client.get(), SHUT_WR), 0);
+  ASSERT_TRUE(eventually([&] { return syn_sent_with_bytes(busy); })) << ferry.log();
+  // Room in the queue: the retransmitted SYN (after about a second) gets in.
+  const event::UniqueFd first(accept_within(server.get(), std::chrono::seconds(5)));
+  ASSERT_TRUE(first.valid());
+  const event::UniqueFd relayed(accept_within(server.get(), std::chrono::seconds(10)));
+  ASSERT_TRUE(relayed.valid()) << ferry.log();
+  EXPECT_EQ(read_exactly(relayed.get(), 7, std::chrono::seconds(10)), "request");
+  EXPECT_TRUE(closed_by_peer(relayed.get(), std::chrono::seconds(10))) << "no FIN";
+  ASSERT_TRUE(send_all(relayed.get(), "answer"));
+  ::shutdown(relayed.get(), SHUT_WR);
+  EXPECT_EQ(read_exactly(client.get(), 6, std::chrono::seconds(10)), "answer") << ferry.log();
+}
+
+// A client that connects and leaves without a byte (a TCP health check) before the Fast Open
+// connect sent anything: the session ends cleanly, a FIN for the client, not a reset.
+TEST_F(FastOpenConnectTest, AClientGoneWithoutAByteEndsCleanly) {
+  ASSERT_TRUE(seed_cookie()) << "the kernel holds no cookie for 127.0.0.1";
+  const int port = free_port();
+  FerryInstance ferry(config(port, {server_at(backend_)}, true));
+  ASSERT_TRUE(ferry.start()) << ferry.log();
+  const event::UniqueFd client(connect_to_port(port));
+  ASSERT_TRUE(client.valid());
+  ASSERT_EQ(::shutdown(client.get(), SHUT_WR), 0);
+  pollfd p{client.get(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 10'000), 1) << ferry.log();
+  char byte = 0;
+  EXPECT_EQ(::recv(client.get(), &byte, 1, 0), 0) << std::strerror(errno) << ferry.log();
 }
 
 }  // namespace

@@ -102,12 +102,9 @@ std::string_view Session::upstream_name() const noexcept {
 void Session::close(EndReason status) noexcept {
   // Relaying: the session got through, the server is fine. Still connecting: the client or a
   // shutdown ended it, no verdict on the server (connect failures go through failed_peer()).
-  // A refusal seen while relaying is a Fast Open connect's (fastopen_connect): the connect
-  // returned at once and the server's answer came after the client's first bytes.
-  if (peer_ != nullptr && phase_ == Phase::relaying) {
-    const bool refused = status == EndReason::connect_failed;
-    if (refused && peer_stats_ != nullptr) stat_add(peer_stats_->connect_failures);
-    release_peer(refused, peer_stats_);
+  // A Fast Open connect the server has not answered has no verdict either.
+  if (peer_ != nullptr && phase_ == Phase::relaying && fastopen_ == FastOpen::none) {
+    release_peer(false, peer_stats_);
   } else if (peer_ != nullptr) {
     balancer_->abandon(*peer_);
   }
@@ -204,13 +201,15 @@ void Session::reset(Connection* side, int err) {
       spdlog::debug("setsockopt(SO_LINGER) failed: {}", event::last_error().message());
     }
   }
-  // Only a connect gets ECONNREFUSED: a Fast Open one, whose SYN left with the client's first
-  // bytes. They are spent, so no next server is tried; the server is counted failed.
-  const bool refused = !from_client && err == ECONNREFUSED;
+  // An unanswered Fast Open connect failing: its SYN left with the client's first bytes, which
+  // are spent, so no next server is tried; the server is counted failed.
+  const bool refused =
+      !from_client && fastopen_ != FastOpen::none && peer_ != nullptr &&
+      (err == ECONNREFUSED || err == ETIMEDOUT || err == EHOSTUNREACH || err == ENETUNREACH);
   if (refused) {
-    spdlog::warn("proxy \"{}\": connect to {} failed: {}", proxy_.name,
-                 peer_ != nullptr ? std::string_view(peer_->name) : std::string_view("-"),
+    spdlog::warn("proxy \"{}\": connect to {} failed: {}", proxy_.name, peer_->name,
                  std::system_category().message(err));
+    failed_peer();
   }
   close(from_client ? EndReason::client_reset
         : refused   ? EndReason::connect_failed
@@ -234,7 +233,16 @@ bool Session::pump(RelayDirection& d, const RelayDirection& other) {
       // A TLS side's close_notify and FIN are out already (pump()). Without half_close, run()
       // closes the session now: the close sends the FIN.
       if (half_close_ && other.state() != RelayDirection::State::finished && !d.to_tls()) {
-        d.pass_fin();
+        if (&d != &up_ || fastopen_ == FastOpen::none) {
+          d.pass_fin();
+        } else if (up_.total() == 0) {
+          // A client gone without a byte before a Fast Open connect sent its SYN: there is no
+          // connection to the server to end (a shutdown() would make one fail).
+          close(EndReason::closed);
+          return false;
+        } else {
+          fin_held_ = true;  // passed on once the server answers (fastopen_settle())
+        }
       }
       return true;
     case RelayDirection::Pumped::failed: reset(d.failed_side(), d.error()); return false;
@@ -245,6 +253,7 @@ bool Session::pump(RelayDirection& d, const RelayDirection& other) {
 void Session::run() {
   const std::uint64_t before = up_.total() + down_.total();
   if (!pump(up_, down_) || !pump(down_, up_)) return;
+  if (fastopen_ != FastOpen::none && !fastopen_settle(false)) return;
   const bool up_done = up_.state() == RelayDirection::State::finished;
   const bool down_done = down_.state() == RelayDirection::State::finished;
   if ((up_done && down_done) || (!half_close_ && (up_done || down_done))) {

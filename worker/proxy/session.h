@@ -45,6 +45,13 @@ class Session {
     relaying,        // connected: bytes move both ways until both FINs are passed on
     moving,          // frozen (out of the loop), handed to another worker, awaiting its answer
   };
+  // A Fast Open connect (fastopen_connect) returns before the server has answered: the session
+  // relays at once, and the answer is awaited beside the relay (fastopen_settle()).
+  enum class FastOpen : std::uint8_t {
+    none,       // a plain connect, or the server has answered
+    unsent,     // connect() returned at once; no byte has gone, so no SYN either
+    in_flight,  // the SYN left with the first bytes; no answer yet (connect_timeout runs)
+  };
 
   // Takes over `client` (accepted for `proxy`). start() runs it; it deletes itself at close().
   Session(event::EventLoop& loop, SessionShared& shared, const conf::Proxy& proxy,
@@ -60,9 +67,11 @@ class Session {
   // Only a relaying session moves: one reading a PROXY header or connecting is short.
   // A session ferry terminates or originates TLS for never moves: OpenSSL cannot hand its state
   // to another process; it drains in its worker.
+  // Nor one whose Fast Open connect the server has not answered yet: the new worker would not
+  // know to wait for the answer.
   [[nodiscard]] bool movable() const noexcept {
     return phase_ == Phase::relaying && !stays_ && client_->ssl == nullptr &&
-           (upstream_ == nullptr || upstream_->ssl == nullptr);
+           (upstream_ == nullptr || upstream_->ssl == nullptr) && fastopen_ == FastOpen::none;
   }
   [[nodiscard]] Phase phase() const noexcept { return phase_; }
   // A new worker refused it, or it cannot travel: it is not offered again.
@@ -153,6 +162,11 @@ class Session {
   bool connect_next();
   void connect_failed(const char* why);
   void connected_now();
+  void count_server_session();
+  // After each run while a Fast Open connect is unanswered, and at its connect_timeout
+  // (`timed_out`): the answer noticed, the FIN held for it passed on, the timer armed once the
+  // SYN is out. False when the session was closed (no answer in time).
+  bool fastopen_settle(bool timed_out);
   void failed_peer();
   void release_peer(bool failed, ServerCounters* c) noexcept;
   void prepend_header();
@@ -179,6 +193,10 @@ class Session {
   // The proxy's half_close, kept per session: a session that moved in already half-closed (its
   // old configuration's) keeps its other direction open whatever the new one says.
   bool half_close_ = true;
+  FastOpen fastopen_ = FastOpen::none;
+  // The client's FIN, held until the server answers a Fast Open connect: a shutdown() before
+  // the answer (SYN_SENT) would drop the connect.
+  bool fin_held_ = false;
   bool stays_ = false;    // stay()
   bool counted_ = false;  // holds a place in the per-client counts (limit_bucket_)
   std::uint32_t limit_bucket_ = 0;

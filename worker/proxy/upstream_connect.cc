@@ -1,6 +1,7 @@
 // Session's server side: connect to the server the balancer picks, fail over to the next on a
 // refused or timed-out connect (within next_upstream_tries and next_upstream_timeout), the
-// verdict on each server, and the PROXY header sent on once connected.
+// answer to a Fast Open connect awaited while relaying, the verdict on each server, and the
+// PROXY header sent on once connected.
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -85,8 +86,8 @@ bool Session::connect_next() {
     }
     set_socket_options(fd.get(), proxy_, false);
     if (proxy_.fastopen_connect) set_fastopen_connect(fd.get());
-    if (::connect(fd.get(), peer_->address.get(), peer_->address.length()) == -1 &&
-        errno != EINPROGRESS) {
+    const int rc = ::connect(fd.get(), peer_->address.get(), peer_->address.length());
+    if (rc == -1 && errno != EINPROGRESS) {
       spdlog::warn("proxy \"{}\": connect to {} failed: {}", proxy_.name, peer_->name,
                    event::last_error().message());
       failed_peer();
@@ -100,6 +101,8 @@ bool Session::connect_next() {
       close(EndReason::no_connections);
       return false;
     }
+    // A non-blocking TCP connect returns 0 only where Fast Open put it off until the first send.
+    fastopen_ = rc == 0 && proxy_.fastopen_connect ? FastOpen::unsent : FastOpen::none;
     upstream_->peer = peer_->address;
     upstream_->data = this;
     upstream_->read.handler = upstream_->write.handler = on_upstream_event;
@@ -159,14 +162,63 @@ void Session::connected_now() {
   phase_ = Phase::relaying;
   up_.set_to(upstream_);
   down_.set_from(upstream_);
-  if ((peer_stats_ = shared_.server_stats(upstream_name(), *peer_)) != nullptr) {
-    stat_add(peer_stats_->sessions);
-    stat_add(peer_stats_->active);
-  }
+  // The server's TLS handshake is its answer. Otherwise an unanswered Fast Open connect is
+  // counted once answered: `sessions` are those connected to the server.
+  if (upstream_->ssl != nullptr) fastopen_ = FastOpen::none;
+  if (fastopen_ == FastOpen::none) count_server_session();
   // (Through TLS, the header went in clear before the handshake: send_header_in_clear().)
   if (proxy_.send_proxy_protocol != conf::ProxyProtocol::off && upstream_->ssl == nullptr) {
     prepend_header();
   }
+}
+
+void Session::count_server_session() {
+  if ((peer_stats_ = shared_.server_stats(upstream_name(), *peer_)) != nullptr) {
+    stat_add(peer_stats_->sessions);
+    stat_add(peer_stats_->active);
+  }
+}
+
+bool Session::fastopen_settle(bool timed_out) {
+  // The server's first byte or FIN is an answer; without one, the socket's state says whether
+  // the handshake is done, asked only when it matters (a held FIN, the timer).
+  bool answered = down_.total() > 0 || down_.state() != RelayDirection::State::open;
+  if (!answered && (fin_held_ || timed_out)) {
+    tcp_info info{};
+    socklen_t len = sizeof info;
+    if (::getsockopt(upstream_->fd.get(), IPPROTO_TCP, TCP_INFO, &info, &len) == -1) {
+      spdlog::warn("getsockopt(TCP_INFO) failed: {}", event::last_error().message());
+      answered = true;  // nothing to wait for that can be seen
+    } else {
+      answered = info.tcpi_state != TCP_SYN_SENT;
+    }
+  }
+  if (answered) {
+    fastopen_ = FastOpen::none;
+    loop_.del_timer(upstream_->write);
+    count_server_session();
+    if (peer_stats_ != nullptr) {  // what moved before the answer
+      stat_add(peer_stats_->bytes_sent, up_.total());
+      stat_add(peer_stats_->bytes_received, down_.total());
+    }
+    if (fin_held_) {
+      fin_held_ = false;
+      up_.pass_fin();
+    }
+    return true;
+  }
+  if (timed_out) {
+    // The client's bytes went in the SYN: no next server can have them.
+    spdlog::warn("proxy \"{}\": connect to {} timed out", proxy_.name, peer_->name);
+    failed_peer();
+    close(EndReason::connect_failed);
+    return false;
+  }
+  if (fastopen_ == FastOpen::unsent && up_.total() > 0) {
+    fastopen_ = FastOpen::in_flight;
+    loop_.add_timer(upstream_->write, proxy_.connect_timeout);
+  }
+  return true;
 }
 
 // The PROXY header for this session into `out` (kMaxEncoded bytes); its length.
@@ -242,6 +294,9 @@ void Session::on_upstream_event(Event& ev) {
       if (!s.start_upstream_tls(*ctx)) return;
     }
     s.connected_now();
+  } else if (ev.timedout) {  // the connect_timeout of an unanswered Fast Open connect
+    ev.timedout = false;
+    if (!s.fastopen_settle(true)) return;
   }
   s.run();
 }
