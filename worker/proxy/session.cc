@@ -253,7 +253,7 @@ bool Session::pump(RelayDirection& d, const RelayDirection& other) {
 void Session::run() {
   const std::uint64_t before = up_.total() + down_.total();
   if (!pump(up_, down_) || !pump(down_, up_)) return;
-  if (fastopen_ != FastOpen::none && !fastopen_settle(false)) return;
+  if (fastopen_ != FastOpen::none && !fastopen_settle(AnswerCheck::after_run)) return;
   const bool up_done = up_.state() == RelayDirection::State::finished;
   const bool down_done = down_.state() == RelayDirection::State::finished;
   if ((up_done && down_done) || (!half_close_ && (up_done || down_done))) {

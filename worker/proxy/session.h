@@ -52,6 +52,9 @@ class Session {
     unsent,     // connect() returned at once; no byte has gone, so no SYN either
     in_flight,  // the SYN left with the first bytes; no answer yet (connect_timeout runs)
   };
+  // When fastopen_settle() looks for the answer: after a relay run (the kernel asked only when
+  // a FIN is held), at a writable report of the server socket (a SYN-ACK's), at the timeout.
+  enum class AnswerCheck : std::uint8_t { after_run, writable, timed_out };
 
   // Takes over `client` (accepted for `proxy`). start() runs it; it deletes itself at close().
   Session(event::EventLoop& loop, SessionShared& shared, const conf::Proxy& proxy,
@@ -163,10 +166,10 @@ class Session {
   void connect_failed(const char* why);
   void connected_now();
   void count_server_session();
-  // After each run while a Fast Open connect is unanswered, and at its connect_timeout
-  // (`timed_out`): the answer noticed, the FIN held for it passed on, the timer armed once the
-  // SYN is out. False when the session was closed (no answer in time).
-  bool fastopen_settle(bool timed_out);
+  // While a Fast Open connect is unanswered: the answer noticed, the FIN held for it passed on,
+  // the timer armed once the SYN is out. False when the session was closed (refused, or no
+  // answer in time).
+  bool fastopen_settle(AnswerCheck check);
   void failed_peer();
   void release_peer(bool failed, ServerCounters* c) noexcept;
   void prepend_header();

@@ -85,7 +85,12 @@ bool Session::connect_next() {
       continue;
     }
     set_socket_options(fd.get(), proxy_, false);
-    if (proxy_.fastopen_connect) set_fastopen_connect(fd.get());
+    // Not where a PROXY header goes in clear before TLS: its send would have to wait for the
+    // handshake when the kernel falls back to a plain SYN.
+    if (proxy_.fastopen_connect && (proxy_.send_proxy_protocol == conf::ProxyProtocol::off ||
+                                    shared_.client_tls(upstream_name()) == nullptr)) {
+      set_fastopen_connect(fd.get());
+    }
     const int rc = ::connect(fd.get(), peer_->address.get(), peer_->address.length());
     if (rc == -1 && errno != EINPROGRESS) {
       spdlog::warn("proxy \"{}\": connect to {} failed: {}", proxy_.name, peer_->name,
@@ -179,16 +184,25 @@ void Session::count_server_session() {
   }
 }
 
-bool Session::fastopen_settle(bool timed_out) {
+bool Session::fastopen_settle(AnswerCheck check) {
+  const bool timed_out = check == AnswerCheck::timed_out;
   // The server's first byte or FIN is an answer; without one, the socket's state says whether
-  // the handshake is done, asked only when it matters (a held FIN, the timer).
+  // the handshake is done, asked only when it matters (a held FIN, a SYN-ACK's report, the
+  // timer).
   bool answered = down_.total() > 0 || down_.state() != RelayDirection::State::open;
-  if (!answered && (fin_held_ || timed_out)) {
+  if (!answered && (fin_held_ || check != AnswerCheck::after_run)) {
     tcp_info info{};
     socklen_t len = sizeof info;
     if (::getsockopt(upstream_->fd.get(), IPPROTO_TCP, TCP_INFO, &info, &len) == -1) {
       spdlog::warn("getsockopt(TCP_INFO) failed: {}", event::last_error().message());
       answered = true;  // nothing to wait for that can be seen
+    } else if (info.tcpi_state == TCP_CLOSE) {
+      // Refused or given up, its error not read yet: a failed connect, not an answer.
+      int err = 0;
+      len = sizeof err;
+      if (::getsockopt(upstream_->fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) == -1) err = errno;
+      reset(upstream_, err != 0 ? err : ECONNRESET);
+      return false;
     } else {
       answered = info.tcpi_state != TCP_SYN_SENT;
     }
@@ -214,7 +228,9 @@ bool Session::fastopen_settle(bool timed_out) {
     close(EndReason::connect_failed);
     return false;
   }
-  if (fastopen_ == FastOpen::unsent && up_.total() > 0) {
+  // A send was made (bytes went, or wait for room): the SYN is out, with them or, where the
+  // cookie went away since connect(), without.
+  if (fastopen_ == FastOpen::unsent && (up_.total() > 0 || !up_.drained())) {
     fastopen_ = FastOpen::in_flight;
     loop_.add_timer(upstream_->write, proxy_.connect_timeout);
   }
@@ -296,7 +312,9 @@ void Session::on_upstream_event(Event& ev) {
     s.connected_now();
   } else if (ev.timedout) {  // the connect_timeout of an unanswered Fast Open connect
     ev.timedout = false;
-    if (!s.fastopen_settle(true)) return;
+    if (!s.fastopen_settle(AnswerCheck::timed_out)) return;
+  } else if (ev.write && s.fastopen_ == FastOpen::in_flight) {
+    if (!s.fastopen_settle(AnswerCheck::writable)) return;
   }
   s.run();
 }
