@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -94,6 +96,22 @@ bool round_trip(int port, int listener, const std::string& text, bool& syn_data)
   if (!client || !send_all(client.get(), text)) return false;
   syn_data = serve_one(listener, text, "re: " + text);
   return read_exactly(client.get(), 4 + text.size(), 10s) == "re: " + text;
+}
+
+// A listener whose queue one connection fills (a backlog of 0 queues one): its next SYNs are
+// dropped until that one is accepted.
+event::UniqueFd full_listener(int& port) {
+  event::UniqueFd fd(listen_on("127.0.0.1", port));
+  if (fd && ::listen(fd.get(), 0) != 0) fd.reset();
+  return fd;
+}
+
+// The filler accepted, making room: the next SYN sent again (after about a second) gets in;
+// that connection, or none.
+event::UniqueFd accept_after_filler(int listener) {
+  const event::UniqueFd filler(accept_within(listener, std::chrono::seconds(5)));
+  if (!filler) return event::UniqueFd();
+  return event::UniqueFd(accept_within(listener, std::chrono::seconds(10)));
 }
 
 std::string config(int port, const std::vector<ServerSpec>& servers, bool fastopen,
@@ -251,38 +269,77 @@ TEST_F(FastOpenConnectTest, AnUnansweredFastOpenConnectTimesOut) {
       << ferry.log();
 }
 
+// With a server whose listen queue is full, behind a ferry with Fast Open: connects to it go
+// unanswered until accept_after_filler() makes room.
+class FullServerTest : public FastOpenConnectTest {
+ protected:
+  void SetUp() override {
+    FastOpenConnectTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    ASSERT_TRUE(seed_cookie()) << "the kernel holds no cookie for 127.0.0.1";
+    server_ = full_listener(busy_);
+    ASSERT_TRUE(server_.valid());
+    filler_ = event::UniqueFd(connect_to_port(busy_));
+    ASSERT_TRUE(filler_.valid());
+    port_ = free_port();
+    ferry_ = std::make_unique<FerryInstance>(
+        config(port_, {server_at(busy_)}, true, "connect_timeout = \"20s\";"));
+    ASSERT_TRUE(ferry_->start()) << ferry_->log();
+  }
+
+  int busy_ = 0;
+  event::UniqueFd server_;
+  event::UniqueFd filler_;
+  int port_ = 0;
+  std::unique_ptr<FerryInstance> ferry_;
+};
+
 // The client sends its request and its FIN at once, while the server has not answered the SYN
 // (its listen queue full). A shutdown() in SYN_SENT would drop the connect: the FIN waits,
 // the SYN is sent again once the queue has room, and the server gets the request, then EOF.
-TEST_F(FastOpenConnectTest, TheClientsFinWaitsForTheServersAnswer) {
-  ASSERT_TRUE(seed_cookie()) << "the kernel holds no cookie for 127.0.0.1";
-  int busy = 0;
-  const event::UniqueFd server(listen_on("127.0.0.1", busy));
-  ASSERT_TRUE(server.valid());
-  ASSERT_EQ(::listen(server.get(), 0), 0);  // a backlog of 0 queues one connection
-  const event::UniqueFd filler(connect_to_port(busy));
-  ASSERT_TRUE(filler.valid());
-  const int port = free_port();
-  FerryInstance ferry(config(port, {server_at(busy)}, true, "connect_timeout = \"20s\";"));
-  ASSERT_TRUE(ferry.start()) << ferry.log();
-  const event::UniqueFd client(connect_to_port(port));
+TEST_F(FullServerTest, TheClientsFinWaitsForTheServersAnswer) {
+  const event::UniqueFd client(connect_to_port(port_));
   ASSERT_TRUE(client.valid());
   ASSERT_TRUE(send_all(client.get(), "request"));
   ASSERT_EQ(::shutdown(client.get(), SHUT_WR), 0);
-  ASSERT_TRUE(eventually([&] { return syn_sent_with_bytes(busy, 7); })) << ferry.log();
-  // Room in the queue: the retransmitted SYN (after about a second) gets in.
-  const event::UniqueFd first(accept_within(server.get(), std::chrono::seconds(5)));
-  ASSERT_TRUE(first.valid());
-  const event::UniqueFd relayed(accept_within(server.get(), std::chrono::seconds(10)));
-  ASSERT_TRUE(relayed.valid()) << ferry.log();
+  ASSERT_TRUE(eventually([&] { return syn_sent_with_bytes(busy_, 7); })) << ferry_->log();
+  const event::UniqueFd relayed(accept_after_filler(server_.get()));
+  ASSERT_TRUE(relayed.valid()) << ferry_->log();
   EXPECT_EQ(read_exactly(relayed.get(), 7, std::chrono::seconds(10)), "request");
   EXPECT_TRUE(closed_by_peer(relayed.get(), std::chrono::seconds(10))) << "no FIN";
   ASSERT_TRUE(send_all(relayed.get(), "answer"));
   ::shutdown(relayed.get(), SHUT_WR);
-  EXPECT_EQ(read_exactly(client.get(), 6, std::chrono::seconds(10)), "answer") << ferry.log();
+  EXPECT_EQ(read_exactly(client.get(), 6, std::chrono::seconds(10)), "answer") << ferry_->log();
   // The lost SYN counted against Fast Open to 127.0.0.1; a success resets the count (two in a
   // row would turn it off for minutes, failing a run of the tests that follows).
   EXPECT_TRUE(seed_cookie());
+}
+
+// A reload while the server has not answered the SYN (its queue full): the session cannot move
+// yet (the new worker would not know to wait for the answer) and stays in the old worker; once
+// answered it moves, and the old worker leaves while the session goes on.
+TEST_F(FullServerTest, AnUnansweredSessionMovesOnceAnswered) {
+  const std::set<pid_t> before = ferry_->workers();
+  const event::UniqueFd client(connect_to_port(port_));
+  ASSERT_TRUE(client.valid());
+  ASSERT_TRUE(send_all(client.get(), "request"));
+  ASSERT_TRUE(eventually([&] { return syn_sent_with_bytes(busy_, 7); })) << ferry_->log();
+  ASSERT_EQ(ferry_->command("reload").exit_code, 0) << ferry_->log();
+  const event::UniqueFd relayed(accept_after_filler(server_.get()));
+  ASSERT_TRUE(relayed.valid()) << ferry_->log();
+  EXPECT_EQ(read_exactly(relayed.get(), 7, std::chrono::seconds(10)), "request");
+  ASSERT_TRUE(eventually([&] {
+    for (const pid_t pid : ferry_->workers()) {
+      if (before.count(pid) != 0) return false;
+    }
+    return true;
+  })) << "the old worker stays"
+      << ferry_->log();
+  ASSERT_TRUE(send_all(relayed.get(), "answer"));
+  EXPECT_EQ(read_exactly(client.get(), 6, std::chrono::seconds(10)), "answer") << ferry_->log();
+  ASSERT_TRUE(send_all(client.get(), "more"));
+  EXPECT_EQ(read_exactly(relayed.get(), 4, std::chrono::seconds(10)), "more") << ferry_->log();
+  EXPECT_TRUE(seed_cookie());  // as in TheClientsFinWaitsForTheServersAnswer
 }
 
 // A client that connects and leaves without a byte (a TCP health check) before the Fast Open

@@ -77,6 +77,8 @@ class Session {
            (upstream_ == nullptr || upstream_->ssl == nullptr) && fastopen_ == FastOpen::none;
   }
   [[nodiscard]] Phase phase() const noexcept { return phase_; }
+  // Relaying before the server has answered its Fast Open connect: movable once it has.
+  [[nodiscard]] bool answer_pending() const noexcept { return fastopen_ != FastOpen::none; }
   // A new worker refused it, or it cannot travel: it is not offered again.
   void stay() noexcept { stays_ = true; }
   [[nodiscard]] const conf::Proxy& proxy() const noexcept { return proxy_; }

@@ -187,9 +187,12 @@ void SessionMover::pump() {
   for (Session *s = sessions_.first(), *next = nullptr; s != nullptr; s = next) {
     next = s->next;
     if (!s->movable()) {
-      // One still on its way to relaying moves once it is there; one that stays never does.
+      // One still on its way to relaying, or relaying before its server answered a Fast Open
+      // connect, moves once it is there; one that stays never does.
       const Session::Phase p = s->phase();
-      if (p != Session::Phase::moving && p != Session::Phase::relaying) ++waiting_elsewhere;
+      if ((p != Session::Phase::moving && p != Session::Phase::relaying) || s->answer_pending()) {
+        ++waiting_elsewhere;
+      }
       continue;
     }
     // The next destination with room, its full batch sent first: a session is frozen only
