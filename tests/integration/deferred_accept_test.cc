@@ -76,11 +76,7 @@ TEST(DeferredAcceptTest, SetAtStartAndByReloadsOnTheKeptSocket) {
   ASSERT_TRUE(ferry.start()) << ferry.log();
   SKIP_IF_CANNOT_LOOK(ferry.master(), port);
   EXPECT_GT(master_defer_accept(ferry.master(), port), 0);
-  {
-    const event::UniqueFd fd(connect_to_port(port));
-    ASSERT_TRUE(fd.valid());
-    EXPECT_TRUE(echo_round_trip(fd.get(), "a client that speaks first"));
-  }
+  EXPECT_TRUE(served_through(port, "a client that speaks first"));
 
   ferry.rewrite(config(port, backend.port(), false));
   ASSERT_EQ(ferry.command("reload").exit_code, 0);
@@ -90,9 +86,7 @@ TEST(DeferredAcceptTest, SetAtStartAndByReloadsOnTheKeptSocket) {
   ASSERT_EQ(ferry.command("reload").exit_code, 0);
   EXPECT_TRUE(eventually([&] { return master_defer_accept(ferry.master(), port) > 0; }))
       << ferry.log();
-  const event::UniqueFd fd(connect_to_port(port));
-  ASSERT_TRUE(fd.valid());
-  EXPECT_TRUE(echo_round_trip(fd.get(), "still proxied"));
+  EXPECT_TRUE(served_through(port, "still proxied"));
 }
 
 // A binary upgrade hands the socket to the new master, which reads the configuration anew: one
@@ -108,9 +102,7 @@ TEST(DeferredAcceptTest, ABinaryUpgradeAppliesTheNewConfiguration) {
   const pid_t next = ferry.upgrade(1);
   ASSERT_GT(next, 0) << ferry.log();
   EXPECT_EQ(master_defer_accept(next, port), 0) << ferry.log();
-  const event::UniqueFd fd(connect_to_port(port));
-  ASSERT_TRUE(fd.valid());
-  EXPECT_TRUE(echo_round_trip(fd.get(), "served"));
+  EXPECT_TRUE(served_through(port, "served"));
 }
 
 // Off by default: a server that greets first (SMTP, MySQL) would wait for a client waiting
